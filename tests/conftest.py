@@ -1,0 +1,29 @@
+"""Shared fixtures: a state dir outside /tmp and one tiny real bundle per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import prepare
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_STATE = REPO / ".state" / "tests"
+os.environ.setdefault(prepare.STATE_DIR_ENV, str(TEST_STATE))
+
+
+@pytest.fixture(scope="session")
+def state_root() -> Path:
+    """The state dir the tests use (outside /tmp, because sandboxed code can write there)."""
+    return prepare.state_dir()
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(state_root: Path) -> Path:
+    """A real Shakespeare bundle with a 512-token vocabulary, built once per session."""
+    root = state_root / "tiny-bundle"
+    if not (root / "data" / "profile.json").exists():
+        prepare.prepare_bundle("shakespeare", 1, 512, root)
+    return root

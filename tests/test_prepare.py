@@ -1,0 +1,108 @@
+"""Fixed infrastructure: tokenizer, token arrays, loader, evaluation and the data sources' errors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import prepare
+
+
+def test_tokenizer_round_trip(tiny_bundle: Path) -> None:
+    enc = prepare.load_tokenizer(tiny_bundle / "tokenizer")
+    text = "To be, or not to be: that is the question.\nWhether 'tis nobler — ünïcode 123"
+    ids = enc.encode_ordinary(text)
+    assert enc.n_vocab == 512
+    assert max(ids) < 511
+    assert enc.decode(ids) == text
+
+
+def test_token_bytes_match_decoding(tiny_bundle: Path) -> None:
+    enc = prepare.load_tokenizer(tiny_bundle / "tokenizer")
+    table = np.load(tiny_bundle / "tokenizer" / "token_bytes.npy")
+    bos = enc.encode_single_token(prepare.BOS)
+    assert table[bos] == 0
+    ids = enc.encode_ordinary("Friends, Romans, countrymen")
+    assert int(table[ids].sum()) == len(b"Friends, Romans, countrymen")
+
+
+def test_profile_and_held_out_splits(tiny_bundle: Path) -> None:
+    profile = prepare.load_profile(tiny_bundle / "data")
+    assert profile.train_tokens > 1_000_000
+    assert 0 < profile.val_tokens < profile.train_tokens
+    assert profile.test_tokens > 0
+    assert set(profile.val_names).isdisjoint(profile.test_names)
+    train_text = " ".join(prepare.read_texts(tiny_bundle / "shards" / "train_00000.parquet"))
+    assert "HAMLET" not in train_text and "MACBETH" not in train_text
+
+
+def test_loader_shapes_bos_alignment_and_determinism(tiny_bundle: Path) -> None:
+    data = tiny_bundle / "data"
+    meta = prepare.load_meta(data)
+    tokens = prepare.load_tokens(data, "train")
+    loader = iter(prepare.TokenLoader(tokens, meta["bos_id"], batch_size=4, seq_len=64, seed=7))
+    x, y = next(loader)
+    assert x.shape == y.shape == (4, 64)
+    assert x.dtype == torch.int64
+    assert torch.all(x[:, 0] == meta["bos_id"])
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    again = iter(prepare.TokenLoader(tokens, meta["bos_id"], batch_size=4, seq_len=64, seed=7))
+    assert torch.equal(next(again)[0], x)
+    other = iter(prepare.TokenLoader(tokens, meta["bos_id"], batch_size=4, seq_len=64, seed=8))
+    assert not torch.equal(next(other)[0], x)
+
+
+class UniformModel(torch.nn.Module):
+    """Zero logits everywhere: every token equally likely. It also returns a bogus loss."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, idx: torch.Tensor):
+        return torch.zeros(*idx.shape, self.vocab), torch.tensor(0.0)
+
+
+def test_evaluate_bpb_uniform_is_analytic(tiny_bundle: Path) -> None:
+    data = tiny_bundle / "data"
+    tokens = prepare.load_tokens(data, "val")
+    table = np.load(tiny_bundle / "tokenizer" / "token_bytes.npy")
+    seq_len, n = 32, 2048
+    bpb = prepare.evaluate_bpb(UniformModel(512), tokens, table, seq_len, eval_tokens=n)
+    targets = prepare.eval_windows(tokens, seq_len, n)[:, 1:]
+    counted = int((table[targets] > 0).sum())
+    expected = counted * math.log(512) / (math.log(2) * int(table[targets].sum()))
+    assert bpb == pytest.approx(expected, rel=1e-12)
+    assert bpb == prepare.evaluate_bpb(UniformModel(512), tokens, table, seq_len, eval_tokens=n)
+
+
+def test_unknown_dataset_lists_choices() -> None:
+    with pytest.raises(prepare.DataError, match="climbmix.*shakespeare"):
+        prepare.validate_request("wikitext", 1, 512)
+
+
+@pytest.mark.parametrize(
+    ("shards", "vocab", "match"),
+    [(0, 512, r"allowed 1\.\.8"), (9, 512, r"allowed 1\.\.8"), (1, 100, r"allowed 264\.\.65536"), (1, 70000, "65536")],
+)
+def test_out_of_range_requests_are_refused(shards: int, vocab: int, match: str) -> None:
+    with pytest.raises(prepare.DataError, match=match):
+        prepare.validate_request("shakespeare", shards, vocab)
+
+
+def test_corrupt_and_empty_shards_name_the_file(state_root: Path) -> None:
+    corrupt = state_root / "bad" / "corrupt.parquet"
+    corrupt.parent.mkdir(parents=True, exist_ok=True)
+    corrupt.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(prepare.DataError, match="corrupt shard .*corrupt.parquet"):
+        prepare.read_texts(corrupt)
+    empty = state_root / "bad" / "empty.parquet"
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), empty)
+    with pytest.raises(prepare.DataError, match="empty shard .*empty.parquet"):
+        prepare.read_texts(empty)

@@ -1,0 +1,43 @@
+"""The baseline trainer: it learns, respects its budget, and keeps the contract the harness relies on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import prepare
+import train
+from autoresearch_types import ExperimentConfig
+
+TINY = ExperimentConfig(n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=8, max_steps=60, vocab_size=512)
+
+
+def _val_bpb(model, bundle: Path) -> float:
+    table = np.load(bundle / "tokenizer" / "token_bytes.npy")
+    return prepare.evaluate_bpb(model, prepare.load_tokens(bundle / "data", "val"), table, TINY.seq_len, 4096)
+
+
+def test_short_training_lowers_loss(tiny_bundle: Path) -> None:
+    before = _val_bpb(train.build_model(TINY), tiny_bundle)
+    model, summary = train.run_training(TINY, str(tiny_bundle / "data"))
+    after = _val_bpb(model, tiny_bundle)
+    assert summary.steps == 60
+    assert summary.tokens_seen == 60 * 8 * 32
+    assert after < before - 0.3, (before, after)
+
+
+def test_time_budget_stops_training(tiny_bundle: Path) -> None:
+    config = ExperimentConfig(**{**TINY.to_dict(), "max_steps": 100_000, "time_budget_s": 1.0})
+    _, summary = train.run_training(config, str(tiny_bundle / "data"))
+    assert 0 < summary.steps < 100_000
+    assert summary.train_seconds < 3.0
+
+
+def test_build_model_is_seeded_and_shapes_match() -> None:
+    a, b = train.build_model(TINY), train.build_model(TINY)
+    assert all(np.array_equal(p.detach(), q.detach()) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    import torch
+
+    logits = a(torch.zeros(2, 16, dtype=torch.int64))
+    assert logits.shape == (2, 16, 512)
