@@ -42,6 +42,8 @@ def state_dir() -> Path:
     """The project's local state root, outside `/tmp` because sandboxed code can write there."""
     raw = os.environ.get(STATE_DIR_ENV) or "~/.cache/parallelized-autoresearch"
     path = Path(raw).expanduser().resolve()
+    if path == Path("/tmp") or Path("/tmp") in path.parents:
+        raise DataError(f"state dir {path} is under /tmp, where sandboxed experiments can write; choose another")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -9,8 +9,7 @@ import pytest
 
 import prepare
 
-REPO = Path(__file__).resolve().parent.parent
-TEST_STATE = REPO / ".state" / "tests"
+TEST_STATE = Path.home() / ".cache" / "parallelized-autoresearch" / "tests"
 os.environ.setdefault(prepare.STATE_DIR_ENV, str(TEST_STATE))
 
 

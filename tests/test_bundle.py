@@ -10,6 +10,7 @@ import flyte
 import pytest
 
 import bundle
+import prepare
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,11 @@ def test_second_build_is_a_cache_hit(flyte_local: None) -> None:
     assert profile.train_tokens > 0 and profile.val_tokens > 0
 
 
-def test_bundles_live_outside_tmp() -> None:
+def test_bundles_live_outside_tmp(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not str(bundle.bundle_dir("shakespeare", 1, 512)).startswith("/tmp")
+    monkeypatch.setenv(prepare.STATE_DIR_ENV, "/tmp/state")
+    with pytest.raises(prepare.DataError, match="under /tmp"):
+        bundle.bundle_dir("shakespeare", 1, 512)
 
 
 def test_bad_request_fails_with_the_allowed_range(flyte_local: None) -> None:
