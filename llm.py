@@ -1,0 +1,153 @@
+"""The LLM layer: `call_llm` through litellm with retries, a per-call timeout, model choice and cost.
+
+`LLMClient` is the `call_llm` the Agent gets. It counts tokens and dollars per run and refuses
+further calls once `max_cost_usd` is spent, which the Agent reports as a clean stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from flyte.ai.agents import LLMMessage
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+log = logging.getLogger(__name__)
+
+BUILTIN = "builtin"
+"""The model name of the offline built-in planner."""
+
+HOSTED_DEFAULTS = (
+    ("OPENAI_API_KEY", "openai/gpt-4o-mini"),
+    ("ANTHROPIC_API_KEY", "anthropic/claude-sonnet-4-5"),
+    ("GEMINI_API_KEY", "gemini/gemini-2.0-flash"),
+)
+"""Hosted models used by default, in order, when their API key is in the environment."""
+
+
+class LLMBudgetExceeded(RuntimeError):
+    """The run spent its `--max-llm-cost`; the agent stops cleanly with this as its error."""
+
+
+def resolve_model(model: str | None, env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """Pick the model and say why: the one asked for, a hosted one whose key is set, else the built-in planner."""
+    env = os.environ if env is None else env
+    if model:
+        return model, f"--model {model} was given"
+    for key, name in HOSTED_DEFAULTS:
+        if env.get(key):
+            return name, f"{key} is set, so the hosted {name} plans"
+    keys = ", ".join(k for k, _ in HOSTED_DEFAULTS)
+    return BUILTIN, f"no --model and none of {keys} is set, so the built-in offline planner plans"
+
+
+@dataclass
+class Usage:
+    """Tokens and dollars spent by one run's LLM calls."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    retries: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """Provider errors worth retrying: rate limits, timeouts, connection and 5xx errors."""
+    import litellm
+
+    names = ("RateLimitError", "APIConnectionError", "Timeout", "ServiceUnavailableError", "InternalServerError")
+    return tuple(getattr(litellm, n) for n in names if hasattr(litellm, n)) + (asyncio.TimeoutError,)
+
+
+def to_llm_message(response: Any) -> LLMMessage:
+    """litellm's response as the Agent's provider-neutral `LLMMessage`."""
+    msg = response.choices[0].message
+    calls = []
+    for call in getattr(msg, "tool_calls", None) or []:
+        raw = call.function.arguments
+        try:
+            args = json.loads(raw) if isinstance(raw, str) else (raw or {})
+        except json.JSONDecodeError:
+            args = {"_raw": raw}
+        calls.append(
+            {
+                "id": getattr(call, "id", None) or f"call_{uuid.uuid4().hex[:12]}",
+                "name": call.function.name,
+                "arguments": args,
+            }
+        )
+    return LLMMessage(content=getattr(msg, "content", None) or "", tool_calls=calls, raw=response)
+
+
+class LLMClient:
+    """A `call_llm` for the Agent: litellm with retries and backoff, timeout, usage and a cost cap."""
+
+    def __init__(
+        self,
+        api_base: str | None = None,
+        max_cost_usd: float | None = None,
+        retries: int = 3,
+        timeout_s: float = 120.0,
+        backoff_s: float = 1.0,
+        extra: dict[str, Any] | None = None,
+    ):
+        self.api_base = api_base
+        self.max_cost_usd = max_cost_usd
+        self.retries = retries
+        self.timeout_s = timeout_s
+        self.backoff_s = backoff_s
+        self.extra = dict(extra or {})
+        self.usage = Usage()
+
+    async def __call__(
+        self, model: str, system: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> LLMMessage:
+        if self.max_cost_usd is not None and self.usage.cost_usd >= self.max_cost_usd:
+            raise LLMBudgetExceeded(f"LLM budget spent: ${self.usage.cost_usd:.4f} of ${self.max_cost_usd:.4f}")
+        kwargs: dict[str, Any] = {"model": model, "messages": [{"role": "system", "content": system}, *messages]}
+        kwargs.update(self.extra)
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        if tools:
+            kwargs.update(tools=tools, tool_choice="auto")
+        response = await self._complete_with_retries(kwargs)
+        self._count(response)
+        return to_llm_message(response)
+
+    async def _complete_with_retries(self, kwargs: dict[str, Any]) -> Any:
+        import litellm
+
+        transient = _transient_errors()
+        for attempt in range(self.retries + 1):
+            try:
+                return await asyncio.wait_for(litellm.acompletion(**kwargs), timeout=self.timeout_s)
+            except transient as exc:
+                if attempt == self.retries:
+                    raise
+                self.usage.retries += 1
+                delay = self.backoff_s * 2**attempt
+                log.warning("LLM call failed (%s); retrying in %.1fs", type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _count(self, response: Any) -> None:
+        import litellm
+
+        usage = getattr(response, "usage", None)
+        self.usage.calls += 1
+        self.usage.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
+        self.usage.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
+        with contextlib.suppress(Exception):  # unknown model prices: tokens still count, dollars do not
+            self.usage.cost_usd += float(litellm.completion_cost(completion_response=response) or 0.0)
