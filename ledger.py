@@ -34,6 +34,7 @@ from ledger_views import (
     ExperimentRecord,
     ExperimentSpec,
     LeaderboardRow,
+    budget_of,
     check_source,
     close_titles,
     history_table,
@@ -259,6 +260,7 @@ def plan_edit(edit: Any, ctx: EditContext, batch_id: str) -> PlannedEdit | str:
         batch_id=batch_id,
         created_at=_now(),
         signature=sig,
+        budget=budget_of(ctx.base),
     )
     return PlannedEdit(spec, source, report.clamped, report.ignored)
 
@@ -331,6 +333,7 @@ class Ledger:
                     batch_id="baseline",
                     created_at=_now(),
                     signature=signature(self.baseline_source, config),
+                    budget=budget_of(config),
                 )
                 await self._write_experiment(spec, self.baseline_source)
                 save = True

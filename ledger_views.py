@@ -24,6 +24,9 @@ ENTRY_POINTS = ("run_training", "build_model")
 BASELINE_TITLE = "baseline"
 """The experiment every ledger starts with: the repository's `train.py` under the base config."""
 
+BUDGET_KEYS = ("max_steps", "time_budget_s", "vocab_size")
+"""The base-config fields a spec pins at creation, so a resumed run with another budget reproduces it."""
+
 LABELS = ("new_best", "regression", "failed", "not_run")
 """Leaderboard outcome labels: improved on the best so far, ran but did not, did not succeed, no result yet."""
 
@@ -32,8 +35,9 @@ LABELS = ("new_best", "regression", "failed", "not_run")
 class ExperimentSpec:
     """One planned experiment as `experiments/<slug>/spec.json` stores it (its code lives beside it).
 
-    `overrides` are already clamped and include those inherited from `parent`, so
-    `effective_config(base)` alone gives the config the experiment trains with.
+    `overrides` are already clamped and include those inherited from `parent`; `budget` pins the
+    base budget the experiment was planned (and signed) under, so `effective_config(base)` gives the
+    same config even if a later run of the ledger uses another budget.
     """
 
     title: str
@@ -46,6 +50,7 @@ class ExperimentSpec:
     batch_id: str = ""
     created_at: str = ""
     signature: str = ""
+    budget: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict, for JSON."""
@@ -58,8 +63,8 @@ class ExperimentSpec:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def effective_config(self, base: ExperimentConfig) -> ExperimentConfig:
-        """The config this experiment trains with: the ledger's base config plus the overrides."""
-        return base.with_overrides(self.overrides)
+        """The config this experiment trains with: `base`, then the pinned budget, then the overrides."""
+        return base.with_overrides({**self.budget, **self.overrides})
 
 
 @dataclass
@@ -106,6 +111,11 @@ class LeaderboardRow:
 
 
 # ---------------------------------------------------------------- names and code
+
+
+def budget_of(config: ExperimentConfig) -> dict[str, Any]:
+    """The budget fields of a config (see `BUDGET_KEYS`)."""
+    return {k: getattr(config, k) for k in BUDGET_KEYS}
 
 
 def slugify(title: str) -> str:
@@ -258,6 +268,7 @@ def history_table(records: list[ExperimentRecord], last_n: int = 20) -> str:
             f"| {_cell(rec.spec.change_summary or '-')} | {_cell(overrides, 50)} | {_fmt(row.val_bpb)} "
             f"| {_fmt(row.delta_vs_best, signed=True)} | {outcome} | {'yes' if row.kept else 'no'} |"
         )
+    out.append("\n(kept = beat every val_bpb recorded before it; Δ best = val_bpb minus the current best.)")
     omitted = len(ordered) - len(shown)
     if omitted:
         out.append(f"\n({omitted} earlier experiment{'s' if omitted != 1 else ''} omitted; {len(ordered)} in total.)")

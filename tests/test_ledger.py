@@ -107,6 +107,14 @@ def test_signature_covers_code_overrides_and_budget() -> None:
     assert sig != signature(BASELINE, base.with_overrides({"time_budget_s": 30.0}))
 
 
+def test_effective_config_keeps_the_budget_it_was_planned_under() -> None:
+    spec = ExperimentSpec(
+        "Deeper", "deeper", overrides={"n_layer": 6}, budget={"max_steps": 100, "time_budget_s": 20.0}
+    )
+    config = spec.effective_config(ExperimentConfig(max_steps=999, time_budget_s=99.0, vocab_size=512))
+    assert (config.n_layer, config.max_steps, config.time_budget_s, config.vocab_size) == (6, 100, 20.0, 512)
+
+
 def test_check_source_names_missing_entry_point() -> None:
     assert check_source(BASELINE) is None
     assert "run_training" in check_source("def build_model(config):\n    pass\n")
