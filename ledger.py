@@ -304,11 +304,17 @@ class Ledger:
         The working copy is downloaded into the state dir (not `/tmp`); the baseline experiment is
         recorded on first open so it can be run and ranked like any other.
         """
-        from flyte.ai.agents import MemoryStore
+        from flyte.ai.agents import MemoryStore, MemoryStoreError
         from flyte.io import Dir
 
         root = _state_dir(state_dir)
-        remote = MemoryStore.remote_path_for_key(key=memory_key)
+        try:
+            remote = MemoryStore.remote_path_for_key(key=memory_key)
+        except MemoryStoreError as exc:
+            raise LedgerError(
+                f"cannot locate the MemoryStore for key {memory_key!r}: {exc}. Call Ledger.open inside a Flyte task "
+                "(locally: ledger.init_local(), then flyte.with_runcontext(**ledger.run_context_kwargs()).run(task))."
+            ) from exc
         _check_location(remote, root)
         work = root / "ledger-work" / f"{memory_key}-{uuid.uuid4().hex[:8]}"
         exists = await MemoryStore.exists(key=memory_key)
@@ -385,11 +391,21 @@ class Ledger:
         await self.memory.write_text.aio(self._path(spec.slug, "train.py"), source, actor=ACTOR, reason=spec.title)
         await self.memory.write_json.aio(self._path(spec.slug, "spec.json"), spec.to_dict(), actor=ACTOR)
 
-    async def _edit_context(self) -> EditContext:
+    def _edit_context(self, records: list[ExperimentRecord]) -> EditContext:
         ctx = EditContext(self.base_config, self.bounds, self.baseline_source, self.config_only_after)
-        for rec in sorted(await self.records(), key=lambda r: r.spec.created_at):
+        for rec in sorted(records, key=lambda r: r.spec.created_at):
             ctx.add(rec.spec, rec.train_py)
         return ctx
+
+    def _next_batch_id(self, records: list[ExperimentRecord]) -> str:
+        """`batch-NNN`, one past every batch seen in specs or plans."""
+        used = {r.spec.batch_id for r in records} | {
+            p.split("/")[-1].removesuffix(".json") for p in self.memory.list_paths("batches")
+        }
+        n = sum(1 for b in used if b.startswith("batch-")) + 1
+        while f"batch-{n:03d}" in used:
+            n += 1
+        return f"batch-{n:03d}"
 
     async def save(self) -> None:
         """Upload the working copy (records and transcript) to the keyed store."""
@@ -407,8 +423,9 @@ class Ledger:
         if not isinstance(edits, list):
             return {"error": f"edits must be a list of dicts, got {type(edits).__name__}.", "saved": [], "rejected": []}
         async with self._lock:
-            ctx = await self._edit_context()
-            batch_id = batch_id or f"batch-{len(self.memory.list_paths('batches')) + 1:03d}"
+            records = await self.records()
+            ctx = self._edit_context(records)
+            batch_id = batch_id or self._next_batch_id(records)
             out: dict[str, Any] = {"batch_id": batch_id, "saved": [], "rejected": [], "clamped": {}, "ignored_keys": {}}
             planned: list[PlannedEdit] = []
             for edit in edits:

@@ -261,7 +261,9 @@ async def config_only_limit(key: str) -> Any:
             {"title": "Warm L2", "parent_title": "Warmup", "overrides": {"n_layer": 2}},
         ]
     )
-    return out
+    again = await led.save_edits([{"title": "Warmup cosine", "train_py": WARMUP.replace("/ 50", "/ 100")}])
+    assert [s["title"] for s in again["saved"]] == ["Warmup cosine"], again
+    return {**out, "next_batch_id": again["batch_id"]}
 
 
 async def test_config_only_edits_are_refused_after_the_limit(ledger_state: Path) -> None:
@@ -270,6 +272,7 @@ async def test_config_only_edits_are_refused_after_the_limit(ledger_state: Path)
     assert [r["title"] for r in out["rejected"]] == ["L6", "Warm L2"]
     assert all("change the training code" in r["error"].lower() for r in out["rejected"])
     assert out["batch_id"] == "batch-001"
+    assert out["next_batch_id"] == "batch-002"
 
 
 @scenario
