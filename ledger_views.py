@@ -174,7 +174,11 @@ def close_titles(name: str, titles: list[str], n: int = 5) -> list[str]:
 def unified_diff(a_title: str, a_src: str, b_title: str, b_src: str, context: int = 3) -> str:
     """A unified diff of two sources, labelled by experiment title."""
     lines = difflib.unified_diff(
-        a_src.splitlines(keepends=True), b_src.splitlines(keepends=True), f"{a_title}/train.py", f"{b_title}/train.py"
+        a_src.splitlines(keepends=True),
+        b_src.splitlines(keepends=True),
+        f"{a_title}/train.py",
+        f"{b_title}/train.py",
+        n=context,
     )
     return "".join(lines)
 
