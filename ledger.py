@@ -1,0 +1,562 @@
+"""The experiment ledger: the one module that knows how research state is laid out in the keyed `MemoryStore`.
+
+Layout under the memory key (records, never tables; every view is derived from them on each read):
+
+    experiments/<slug>/spec.json    the planned experiment (`ledger_views.ExperimentSpec`)
+    experiments/<slug>/train.py     its effective source
+    experiments/<slug>/result.json  its outcome, written when it arrives (with its arrival number `seq`)
+    batches/<batch_id>.json         the batch plan
+    messages.json                   the agent transcript (the store's own)
+
+The driver process is the only writer (`MemoryStore.save` uploads the whole working copy, so a second
+writer silently overwrites files); an `asyncio.Lock` serialises writes inside it, and every batch of
+edits and every result is followed by a save. Use it inside a Flyte task: in local mode start the run
+with `flyte.with_runcontext(**run_context_kwargs())` so the store lands under the state dir, not `/tmp`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from autoresearch_types import OUTCOMES, ExperimentConfig, ExperimentResult, WorkshopBounds
+from ledger_views import (
+    BASELINE_TITLE,
+    ExperimentRecord,
+    ExperimentSpec,
+    LeaderboardRow,
+    budget_of,
+    check_source,
+    close_titles,
+    history_table,
+    leaderboard,
+    lineage,
+    lineage_text,
+    normalize_code,
+    signature,
+    slugify,
+    unified_diff,
+)
+
+CONFIG_ONLY_AFTER = 8
+"""Default number of saved experiments after which edits that only change the config are refused."""
+
+ACTOR = "ledger"
+TRAIN_PY = Path(__file__).resolve().parent / "train.py"
+
+
+class LedgerError(RuntimeError):
+    """A programming or setup error (unknown title, store in the wrong place); the message says what to do."""
+
+
+# ---------------------------------------------------------------- local mode
+
+
+def _state_dir(state_dir: str | Path | None) -> Path:
+    """The given state dir, or `prepare.state_dir()` (`$AUTORESEARCH_STATE_DIR` or `~/.cache/...`)."""
+    if state_dir is not None:
+        path = Path(state_dir).expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    import prepare
+
+    return prepare.state_dir()
+
+
+def run_context_kwargs(state_dir: str | Path | None = None) -> dict[str, str]:
+    """Keyword arguments for `flyte.with_runcontext` that keep a local run's raw data (and so the keyed
+    `MemoryStore`, which lives at `<raw_data_path>/agents/memory-store/v0/<org>/<project>/<domain>/<key>`)
+    under the state dir instead of `/tmp/flyte/raw_data/<run>`."""
+    return {"raw_data_path": str(_state_dir(state_dir) / "flyte" / "raw")}
+
+
+def init_local(project: str = "autoresearch", domain: str = "development", log_level: int = logging.WARNING) -> None:
+    """`flyte.init` for local mode with the org/project/domain a `MemoryStore` needs."""
+    import flyte
+
+    flyte.init(org="local", project=project, domain=domain, log_level=log_level)
+
+
+def _check_location(remote_path: str, state_dir: Path) -> None:
+    """Refuse a local store outside the state dir: sandboxed code can write the host's `/tmp`."""
+    parsed = urlparse(remote_path)
+    if parsed.scheme not in ("", "file"):
+        return
+    path = Path(parsed.path if parsed.scheme else remote_path).resolve()
+    if state_dir != path and state_dir not in path.parents:
+        raise LedgerError(
+            f"the ledger's MemoryStore would live at {path}, outside the state dir {state_dir}. Start the run with "
+            "flyte.with_runcontext(**ledger.run_context_kwargs()) so local research state stays out of /tmp."
+        )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+# ---------------------------------------------------------------- edit validation (pure)
+
+
+@dataclass
+class EditContext:
+    """What an edit is checked against: the base, the bounds, and every experiment known so far."""
+
+    base: ExperimentConfig
+    bounds: WorkshopBounds
+    baseline_src: str
+    config_only_after: int
+    titles: dict[str, str] = field(default_factory=dict)  # slug -> title
+    sources: dict[str, str] = field(default_factory=dict)  # title -> train.py
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # title -> overrides
+    signatures: dict[str, str] = field(default_factory=dict)  # signature -> title
+    n_saved: int = 0  # experiments other than the baseline
+
+    def add(self, spec: ExperimentSpec, source: str) -> None:
+        """Make a saved (or accepted-in-this-batch) experiment visible to the next edits."""
+        self.titles[spec.slug] = spec.title
+        self.sources[spec.title] = source
+        self.overrides[spec.title] = dict(spec.overrides)
+        self.signatures.setdefault(spec.signature, spec.title)
+        if spec.title != BASELINE_TITLE:
+            self.n_saved += 1
+
+
+@dataclass
+class PlannedEdit:
+    """An edit that passed every check: its spec, its source, and what clamping did."""
+
+    spec: ExperimentSpec
+    train_py: str
+    clamped: dict[str, Any]
+    ignored: list[str]
+
+
+def _text(edit: dict[str, Any], key: str) -> str:
+    value = edit.get(key)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _check_title(edit: dict[str, Any], ctx: EditContext) -> tuple[str, str] | str:
+    """(title, slug), or why the title is unusable."""
+    title = _text(edit, "title")
+    if not title:
+        return "a title is required: give each edit a short, unique, descriptive title such as 'Deeper 6L'."
+    slug = slugify(title)
+    if not slug:
+        return f"title {title!r} has no letters or digits; use a descriptive title such as 'Cosine LR schedule'."
+    other = ctx.titles.get(slug)
+    if other == title:
+        return (
+            f"an experiment titled {title!r} already exists. Pick a new title, or fork it with "
+            f"parent_title={title!r} and a change on top."
+        )
+    if other is not None:
+        return (
+            f"title {title!r} collides with the existing experiment {other!r} (both become '{slug}'). "
+            "Pick a clearly different title."
+        )
+    return title, slug
+
+
+def _resolve_parent(edit: dict[str, Any], ctx: EditContext) -> tuple[str | None, str, dict[str, Any]] | str:
+    """(parent title, code to start from, inherited overrides), or why the parent is unknown."""
+    parent = _text(edit, "parent_title") or None
+    if parent is None:
+        return None, ctx.baseline_src, {}
+    if parent not in ctx.sources:
+        by_slug = ctx.titles.get(slugify(parent))
+        if by_slug is not None:
+            parent = by_slug
+        else:
+            near = close_titles(parent, list(ctx.sources))
+            hint = f" Close titles: {', '.join(repr(t) for t in near)}." if near else ""
+            recent = list(ctx.sources)[-5:]
+            return (
+                f"parent_title {parent!r} is not in the ledger.{hint} Use an exact existing title "
+                f"(recent: {', '.join(repr(t) for t in recent)}), or leave parent_title out to start from the baseline."
+            )
+    return parent, ctx.sources[parent], ctx.overrides[parent]
+
+
+def _check_overrides(edit: dict[str, Any], ctx: EditContext) -> Any:
+    """A `ClampReport`, or why the overrides are unusable."""
+    raw = edit.get("overrides")
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        return (
+            f"overrides must be a dict of config values such as {{'n_layer': 4, 'learning_rate': 0.002}}, "
+            f"got {type(raw).__name__}. Allowed keys and ranges: {ctx.bounds.describe()}."
+        )
+    report = ctx.bounds.clamp(raw)
+    if report.errors:
+        bad = "; ".join(f"{k} {msg}" for k, msg in report.errors.items())
+        return f"bad override values: {bad}. Give plain numbers within {ctx.bounds.describe()}."
+    return report
+
+
+def plan_edit(edit: Any, ctx: EditContext, batch_id: str) -> PlannedEdit | str:
+    """Check one edit from the agent against everything known; a `PlannedEdit`, or what was wrong and what to do."""
+    if not isinstance(edit, dict):
+        return f"each edit must be a dict with title, train_py and/or overrides; got {type(edit).__name__}."
+    named = _check_title(edit, ctx)
+    if isinstance(named, str):
+        return named
+    title, slug = named
+    report = _check_overrides(edit, ctx)
+    if isinstance(report, str):
+        return report
+    parent = _resolve_parent(edit, ctx)
+    if isinstance(parent, str):
+        return parent
+    parent_title, start_src, inherited = parent
+    source = edit.get("train_py")
+    if source is None:
+        source = start_src
+    elif not isinstance(source, str):
+        return f"train_py must be the full source as a string, got {type(source).__name__}."
+    bad_source = check_source(source)
+    if bad_source:
+        return bad_source
+    overrides = {**inherited, **report.values}
+    config = ctx.base.with_overrides(overrides)
+    code = normalize_code(source)
+    config_only = code == normalize_code(start_src)
+    if code == normalize_code(ctx.baseline_src) and config == ctx.base:
+        return (
+            "this edit is identical to the baseline (same code, no override that changes the base config). "
+            "Change train_py, or give overrides that differ from the base config."
+        )
+    if config_only and ctx.n_saved >= ctx.config_only_after:
+        return (
+            f"config-only edits are closed: {ctx.n_saved} experiments are saved (limit {ctx.config_only_after}). "
+            "Change the training code instead: send train_py with a real change (for example a warmup + cosine "
+            "learning_rate(), weight tying, a different activation or norm), with overrides on top if you like."
+        )
+    sig = signature(source, config)
+    if sig in ctx.signatures:
+        original = ctx.signatures[sig]
+        return (
+            f"duplicate of {original!r}: the same code, config and budget are already in the ledger. "
+            f"Use {original!r}'s result, or change something."
+        )
+    spec = ExperimentSpec(
+        title=title,
+        slug=slug,
+        parent=parent_title,
+        change_summary=_text(edit, "change_summary"),
+        hypothesis=_text(edit, "hypothesis"),
+        expected_effect=_text(edit, "expected_effect"),
+        overrides=overrides,
+        batch_id=batch_id,
+        created_at=_now(),
+        signature=sig,
+        budget=budget_of(ctx.base),
+    )
+    return PlannedEdit(spec, source, report.clamped, report.ignored)
+
+
+# ---------------------------------------------------------------- the ledger
+
+
+class Ledger:
+    """Research state on a keyed `MemoryStore`: writes go through one lock; views are derived on every read."""
+
+    def __init__(
+        self,
+        memory: Any,
+        base_config: ExperimentConfig,
+        baseline_source: str,
+        bounds: WorkshopBounds | None = None,
+        config_only_after: int = CONFIG_ONLY_AFTER,
+    ):
+        self.memory = memory
+        self.base_config = base_config
+        self.baseline_source = baseline_source
+        self.bounds = bounds or WorkshopBounds()
+        self.config_only_after = config_only_after
+        self._lock = asyncio.Lock()
+
+    # ---- opening
+
+    @classmethod
+    async def open(
+        cls,
+        memory_key: str,
+        base_config: ExperimentConfig | None = None,
+        *,
+        baseline_source: str | None = None,
+        bounds: WorkshopBounds | None = None,
+        config_only_after: int = CONFIG_ONLY_AFTER,
+        state_dir: str | Path | None = None,
+    ) -> Ledger:
+        """Open (or create) the ledger under `memory_key`; call inside a Flyte task.
+
+        The working copy is downloaded into the state dir (not `/tmp`); the baseline experiment is
+        recorded on first open so it can be run and ranked like any other.
+        """
+        from flyte.ai.agents import MemoryStore, MemoryStoreError
+        from flyte.io import Dir
+
+        root = _state_dir(state_dir)
+        try:
+            remote = MemoryStore.remote_path_for_key(key=memory_key)
+        except MemoryStoreError as exc:
+            raise LedgerError(
+                f"cannot locate the MemoryStore for key {memory_key!r}: {exc}. Call Ledger.open inside a Flyte task "
+                "(locally: ledger.init_local(), then flyte.with_runcontext(**ledger.run_context_kwargs()).run(task))."
+            ) from exc
+        _check_location(remote, root)
+        work = root / "ledger-work" / f"{memory_key}-{uuid.uuid4().hex[:8]}"
+        exists = await MemoryStore.exists(key=memory_key)
+        if exists:
+            await Dir.from_existing_remote(remote).download(local_path=str(work))
+        memory = MemoryStore(key=memory_key, root=work, remote_path=remote)
+        weakref.finalize(memory, shutil.rmtree, str(work), True)
+        source = baseline_source if baseline_source is not None else TRAIN_PY.read_text()
+        ledger = cls(memory, base_config or ExperimentConfig(), source, bounds, config_only_after)
+        await ledger._ensure_baseline(save=not exists)
+        return ledger
+
+    async def _ensure_baseline(self, save: bool) -> None:
+        """Record the baseline experiment once per key; save if anything (or the store itself) is new."""
+        async with self._lock:
+            if not self.memory.exists(self._path(slugify(BASELINE_TITLE), "spec.json")):
+                config = self.base_config
+                spec = ExperimentSpec(
+                    title=BASELINE_TITLE,
+                    slug=slugify(BASELINE_TITLE),
+                    change_summary="the repository's train.py under the base config",
+                    batch_id="baseline",
+                    created_at=_now(),
+                    signature=signature(self.baseline_source, config),
+                    budget=budget_of(config),
+                )
+                await self._write_experiment(spec, self.baseline_source)
+                save = True
+            if save:
+                await self.memory.save.aio()
+
+    # ---- paths and reads
+
+    @staticmethod
+    def _path(slug: str, name: str) -> str:
+        return f"experiments/{slug}/{name}"
+
+    def _slugs(self) -> list[str]:
+        return sorted({p.split("/")[1] for p in self.memory.list_paths("experiments") if p.count("/") == 2})
+
+    async def _read_record(self, slug: str) -> ExperimentRecord | None:
+        data = await self.memory.read_json.aio(self._path(slug, "spec.json"))
+        if not data:
+            return None
+        source = await self.memory.read_text.aio(self._path(slug, "train.py"))
+        rec = ExperimentRecord(ExperimentSpec.from_dict(data), source)
+        result = await self.memory.read_json.aio(self._path(slug, "result.json"))
+        if result:
+            rec.result = ExperimentResult.from_dict(result["result"])
+            rec.seq = result.get("seq")
+            rec.recorded_at = result.get("recorded_at", "")
+        return rec
+
+    async def records(self) -> list[ExperimentRecord]:
+        """Every experiment, read from its records (spec, source, result)."""
+        found = [await self._read_record(slug) for slug in self._slugs()]
+        return [r for r in found if r is not None]
+
+    async def _record_by_title(self, title: str) -> ExperimentRecord | None:
+        rec = await self._read_record(slugify(title)) if slugify(title) else None
+        return rec if rec is not None and rec.title == title else None
+
+    async def _unknown_title_message(self, title: str) -> str:
+        titles = [r.title for r in await self.records()]
+        near = close_titles(title, titles)
+        hint = f" Close titles: {', '.join(repr(t) for t in near)}." if near else ""
+        return (
+            f"no experiment titled {title!r} in the ledger.{hint} Save it first with save_edits, or use an exact title."
+        )
+
+    # ---- writes
+
+    async def _write_experiment(self, spec: ExperimentSpec, source: str) -> None:
+        await self.memory.write_text.aio(self._path(spec.slug, "train.py"), source, actor=ACTOR, reason=spec.title)
+        await self.memory.write_json.aio(self._path(spec.slug, "spec.json"), spec.to_dict(), actor=ACTOR)
+
+    def _edit_context(self, records: list[ExperimentRecord]) -> EditContext:
+        ctx = EditContext(self.base_config, self.bounds, self.baseline_source, self.config_only_after)
+        for rec in sorted(records, key=lambda r: r.spec.created_at):
+            ctx.add(rec.spec, rec.train_py)
+        return ctx
+
+    def _next_batch_id(self, records: list[ExperimentRecord]) -> str:
+        """`batch-NNN`, one past every batch seen in specs or plans."""
+        used = {r.spec.batch_id for r in records} | {
+            p.split("/")[-1].removesuffix(".json") for p in self.memory.list_paths("batches")
+        }
+        n = sum(1 for b in used if b.startswith("batch-")) + 1
+        while f"batch-{n:03d}" in used:
+            n += 1
+        return f"batch-{n:03d}"
+
+    async def save(self) -> None:
+        """Upload the working copy (records and transcript) to the keyed store."""
+        async with self._lock:
+            await self.memory.save.aio()
+
+    async def save_edits(self, edits: Any, batch_id: str | None = None) -> dict[str, Any]:
+        """Validate a batch of edits from the agent and save every valid one; never raises for bad input.
+
+        Returns `{"batch_id", "saved": [{title, slug, parent, overrides}], "rejected": [{title, error}],
+        "clamped": {title: {key: {requested, used, range}}}, "ignored_keys": {title: [key]}, "notes": [str]}`.
+        """
+        if isinstance(edits, dict):
+            edits = [edits]
+        if not isinstance(edits, list):
+            return {"error": f"edits must be a list of dicts, got {type(edits).__name__}.", "saved": [], "rejected": []}
+        async with self._lock:
+            records = await self.records()
+            ctx = self._edit_context(records)
+            batch_id = batch_id or self._next_batch_id(records)
+            out: dict[str, Any] = {"batch_id": batch_id, "saved": [], "rejected": [], "clamped": {}, "ignored_keys": {}}
+            planned: list[PlannedEdit] = []
+            for edit in edits:
+                result = plan_edit(edit, ctx, batch_id)
+                if isinstance(result, str):
+                    title = edit.get("title") if isinstance(edit, dict) else None
+                    out["rejected"].append({"title": title, "error": result})
+                    continue
+                ctx.add(result.spec, result.train_py)
+                planned.append(result)
+            for p in planned:
+                await self._write_experiment(p.spec, p.train_py)
+                out["saved"].append(
+                    {"title": p.spec.title, "slug": p.spec.slug, "parent": p.spec.parent, "overrides": p.spec.overrides}
+                )
+                if p.clamped:
+                    out["clamped"][p.spec.title] = p.clamped
+                if p.ignored:
+                    out["ignored_keys"][p.spec.title] = p.ignored
+            out["notes"] = self._notes(out)
+            if planned:
+                await self.memory.save.aio()
+        return out
+
+    def _notes(self, out: dict[str, Any]) -> list[str]:
+        notes = []
+        if out["clamped"]:
+            notes.append("Some overrides were out of range and were clamped; 'clamped' shows the values used.")
+        if out["ignored_keys"]:
+            notes.append(
+                f"Unknown override keys were ignored (see 'ignored_keys'); allowed keys: {sorted(self.bounds.limits)}."
+            )
+        return notes
+
+    async def record_result(self, title: str, result: ExperimentResult | dict[str, Any]) -> dict[str, Any]:
+        """Store an experiment's outcome as its `result.json` (keeping its first arrival number), then save."""
+        if isinstance(result, dict):
+            result = ExperimentResult.from_dict(result)
+        if result.outcome not in OUTCOMES:
+            raise LedgerError(f"unknown outcome {result.outcome!r}; expected one of {OUTCOMES}.")
+        async with self._lock:
+            rec = await self._record_by_title(title)
+            if rec is None:
+                raise LedgerError(await self._unknown_title_message(title))
+            seq = rec.seq
+            if seq is None:
+                seq = 1 + sum(1 for p in self.memory.list_paths("experiments") if p.endswith("/result.json"))
+            payload = {"title": title, "seq": seq, "recorded_at": _now(), "result": result.to_dict()}
+            await self.memory.write_json.aio(self._path(rec.spec.slug, "result.json"), payload, actor=ACTOR)
+            await self.memory.save.aio()
+        return {"title": title, "seq": seq, "outcome": result.outcome, "val_bpb": result.val_bpb}
+
+    async def record_batch_plan(
+        self, batch_id: str, titles: list[str], rationale: str = "", extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Store a batch plan as `batches/<batch_id>.json`, then save."""
+        if not slugify(batch_id):
+            raise LedgerError(f"batch id {batch_id!r} has no letters or digits.")
+        plan = {"batch_id": batch_id, "titles": list(titles), "rationale": rationale, "created_at": _now()}
+        plan.update(extra or {})
+        async with self._lock:
+            await self.memory.write_json.aio(f"batches/{slugify(batch_id)}.json", plan, actor=ACTOR)
+            await self.memory.save.aio()
+        return plan
+
+    # ---- reads for other modules
+
+    async def specs(self, titles: list[str]) -> list[ExperimentRecord]:
+        """The records (spec + effective train.py) to run, in the order given; raises `LedgerError` on unknown titles."""
+        found, missing = [], []
+        for title in titles:
+            rec = await self._record_by_title(title)
+            (found if rec else missing).append(rec or title)
+        if missing:
+            raise LedgerError("; ".join([await self._unknown_title_message(t) for t in missing]))
+        return found
+
+    def effective_config(self, spec: ExperimentSpec) -> ExperimentConfig:
+        """The config an experiment trains with under this ledger's base config."""
+        return spec.effective_config(self.base_config)
+
+    async def batch_plans(self) -> list[dict[str, Any]]:
+        """Every stored batch plan, oldest first."""
+        plans = [await self.memory.read_json.aio(p) for p in self.memory.list_paths("batches")]
+        return sorted((p for p in plans if p), key=lambda p: p.get("created_at", ""))
+
+    # ---- derived views
+
+    async def leaderboard(self) -> list[LeaderboardRow]:
+        """Successes by val_bpb, then failures, then experiments not run (see `ledger_views.leaderboard`)."""
+        return leaderboard(await self.records())
+
+    async def best(self) -> LeaderboardRow | None:
+        """The best successful experiment so far, or None."""
+        rows = await self.leaderboard()
+        return rows[0] if rows and rows[0].rank == 1 else None
+
+    async def history_table(self, last_n: int = 20) -> str:
+        """The research-history markdown table for the directive (last `last_n` rows)."""
+        return history_table(await self.records(), last_n)
+
+    async def lineage(self) -> list[dict[str, Any]]:
+        """The fork tree: `[{title, val_bpb, outcome, children: [...]}]`."""
+        return lineage(await self.records())
+
+    async def lineage_text(self) -> str:
+        """The fork tree as indented text."""
+        return lineage_text(await self.lineage())
+
+    async def compare(self, a: str, b: str) -> dict[str, Any]:
+        """Metric delta (b minus a) and a unified diff of the two train.py files; `{"error"}` on unknown titles."""
+        ra, rb = await self._record_by_title(a), await self._record_by_title(b)
+        if ra is None or rb is None:
+            return {"error": await self._unknown_title_message(a if ra is None else b)}
+        delta = None if ra.val_bpb is None or rb.val_bpb is None else rb.val_bpb - ra.val_bpb
+        return {
+            "a": a,
+            "b": b,
+            "val_bpb": {a: ra.val_bpb, b: rb.val_bpb},
+            "delta": delta,
+            "overrides": {a: ra.spec.overrides, b: rb.spec.overrides},
+            "diff": unified_diff(a, ra.train_py, b, rb.train_py),
+        }
+
+    async def summary(self) -> dict[str, Any]:
+        """A JSON-friendly snapshot for tools and reports: counts, best, leaderboard rows."""
+        rows = await self.leaderboard()
+        best = rows[0] if rows and rows[0].rank == 1 else None
+        return {
+            "experiments": len(rows),
+            "run": sum(1 for r in rows if r.label != "not_run"),
+            "best": best.to_dict() if best else None,
+            "leaderboard": [json.loads(json.dumps(r.to_dict(), default=str)) for r in rows],
+        }
