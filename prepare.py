@@ -32,6 +32,7 @@ SPLIT_PATTERN = (
 )
 VOCAB_RANGE = (264, 65536)
 SPLITS = ("train", "val", "test")
+EVAL_BLOCK_ELEMENTS = 1 << 22
 
 
 class DataError(ValueError):
@@ -398,16 +399,18 @@ def evaluate_bpb(
     token_bytes: np.ndarray,
     seq_len: int,
     eval_tokens: int = 32768,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     device: str = "cpu",
 ) -> float:
     """Bits per byte of `model` on `tokens`, computed here from its logits (any loss it returns is ignored).
 
-    Target tokens of zero byte length (BOS) are excluded from both nats and bytes.
+    Target tokens of zero byte length (BOS) are excluded from both nats and bytes. The default batch
+    keeps each float64 log-softmax block near 4M elements, so evaluation memory is bounded.
     """
     import torch
 
     windows = eval_windows(tokens, seq_len, eval_tokens)
+    batch_size = batch_size or max(1, EVAL_BLOCK_ELEMENTS // (seq_len * len(token_bytes)))
     byte_table = torch.as_tensor(np.asarray(token_bytes), dtype=torch.float64, device=device)
     total_nats = 0.0
     total_bytes = 0.0
