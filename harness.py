@@ -174,7 +174,22 @@ def phase_eval(job: dict[str, Any]) -> None:
 PHASES = {"train": phase_train, "eval": phase_eval}
 
 
+STDERR_FILE = "stderr.log"
+
+
+def redirect_stderr() -> None:
+    """Send fd 2 to a file in the work dir instead of the sandbox's pipe.
+
+    A pipe stays open as long as any process holding it lives, so a daemon left behind would keep
+    the orchestrator waiting for EOF until the deadline; a file does not.
+    """
+    fd = os.open(STDERR_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def main(argv: list[str]) -> int:
+    redirect_stderr()
     if len(argv) != 2 or argv[1] not in PHASES:
         print(f"usage: harness.py {{{'|'.join(PHASES)}}}", file=sys.stderr)
         return 2

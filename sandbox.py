@@ -429,6 +429,20 @@ def read_untrusted_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def read_untrusted_tail(path: Path, limit: int = 64 * 1024) -> str:
+    """The last `limit` bytes of a log the sandbox wrote, refusing links and non-regular files."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return ""
+        fh.seek(max(0, info.st_size - limit))
+        return fh.read(limit).decode("utf-8", errors="replace")
+
+
 def regular_file(path: Path) -> bool:
     """True for a regular file that is not a link (the sandbox could plant one)."""
     try:
@@ -496,18 +510,25 @@ def _session_class() -> type:
     return PlainSession
 
 
-async def _collect(comm: asyncio.Future, token: str, workdir: Path, remaining: float) -> tuple[str, bool]:
-    """Wait for the process up to `remaining` s; at the deadline kill everything it started."""
+async def _settle(proc: Any) -> None:
+    """Wait for exit; an abnormal end (spawn failure, cancellation) shows up as the return code."""
+    from union.sandbox.errors import ExecutionError
+
+    with contextlib.suppress(ExecutionError):
+        await proc.wait()
+
+
+async def _wait(proc: Any, token: str, workdir: Path, remaining: float) -> bool:
+    """Wait up to `remaining` s for the process; at the deadline kill all it started. True if killed."""
+    waiter = asyncio.ensure_future(_settle(proc))
     try:
-        _, err = await asyncio.wait_for(asyncio.shield(comm), max(0.01, remaining))
-        return err, False
+        await asyncio.wait_for(asyncio.shield(waiter), max(0.01, remaining))
+        return False
     except TimeoutError:
         reap(token, workdir)
-        try:
-            _, err = await asyncio.wait_for(comm, NATIVE_GRACE_S)
-        except (TimeoutError, Exception):
-            err = ""
-        return err, True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter, NATIVE_GRACE_S)
+        return True
 
 
 async def run_phase(spec: SandboxSpec, workdir: Path, phase: str, extra_ro: list[str], remaining: float) -> PhaseRun:
@@ -534,14 +555,14 @@ async def run_phase(spec: SandboxSpec, workdir: Path, phase: str, extra_ro: list
                 env=sandbox_env(spec, workdir, token, python),
                 cwd=str(workdir),
                 stdout=False,
-                stderr=True,
+                stderr=False,
             )
-            comm = asyncio.ensure_future(proc.communicate_text())
-            err, hit_deadline = await _collect(comm, token, workdir, remaining)
+            hit_deadline = await _wait(proc, token, workdir, remaining)
             code = proc.returncode if proc.returncode is not None else -9
     finally:
         reap(token, workdir)
     wall = time.perf_counter() - start
+    err = read_untrusted_tail(workdir / "stderr.log")
     return PhaseRun(code, err, wall, hit_deadline or wall >= remaining)
 
 
