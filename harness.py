@@ -77,10 +77,11 @@ def device_name() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def phase_train(job: dict[str, Any]) -> None:
+def phase_train() -> None:
     """Train with the edited code and save the weights; no validation data exists here."""
     import torch
 
+    job = read_job()
     set_threads(job)
     config = load_config(job)
     module = import_edited()
@@ -143,12 +144,23 @@ def causality_probe(model, tokens, seq_len: int, vocab_size: int, seed: int = 0)
     return {"probe_max_diff": worst, "probe_ok": worst <= PROBE_ATOL, "logits_finite": finite}
 
 
-def phase_eval(job: dict[str, Any]) -> None:
-    """Rebuild the trained model and measure it on held-out tokens; probe its causality."""
+def wait_for_job(poll_s: float = 0.01) -> dict[str, Any]:
+    """Block until the orchestrator writes `job.json` (it is renamed into place, never partial)."""
+    while not Path("job.json").exists():
+        time.sleep(poll_s)
+    return read_job()
+
+
+def phase_eval() -> None:
+    """Rebuild the trained model and measure it on held-out tokens; probe its causality.
+
+    Started while training still runs: the heavy imports happen first, then it waits for its job.
+    """
     import torch
 
     import prepare
 
+    job = wait_for_job()
     set_threads(job)
     tokens, token_bytes = load_held_out(job)
     config = load_config(job)
@@ -193,7 +205,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[1] not in PHASES:
         print(f"usage: harness.py {{{'|'.join(PHASES)}}}", file=sys.stderr)
         return 2
-    PHASES[argv[1]](read_job())
+    PHASES[argv[1]]()
     return 0
 
 

@@ -369,19 +369,26 @@ def python_for_sandbox() -> tuple[str, list[str]]:
     return str(python), sorted({str(venv), str(base)})
 
 
-def _stage_common(workdir: Path, spec: SandboxSpec, job: dict[str, Any]) -> None:
-    """The edited source, the fixed files and the job description."""
+def _stage_common(workdir: Path, spec: SandboxSpec) -> None:
+    """The edited source and the fixed files."""
     workdir.mkdir(parents=True)
     (workdir / "out").mkdir()
     (workdir / "train.py").write_text(spec.train_py)
     for name in FIXED_FILES:
         shutil.copyfile(HERE / name, workdir / name)
-    (workdir / "job.json").write_text(json.dumps(job))
+
+
+def write_job(workdir: Path, job: dict[str, Any]) -> None:
+    """`job.json`, atomically: the pre-started evaluation waits for it to appear."""
+    tmp = workdir / ".job.json.part"
+    tmp.write_text(json.dumps(job))
+    os.replace(tmp, workdir / "job.json")
 
 
 def stage_train(workdir: Path, spec: SandboxSpec, config: ExperimentConfig) -> list[str]:
     """Phase-1 work dir; returns the extra read-only paths (the bundle's train tokens only)."""
-    _stage_common(workdir, spec, {"config": config.to_dict(), "threads": spec.cpu})
+    _stage_common(workdir, spec)
+    write_job(workdir, {"config": config.to_dict(), "threads": spec.cpu})
     data = workdir / "data"
     data.mkdir()
     shutil.copyfile(Path(spec.data_dir) / "meta.json", data / "meta.json")
@@ -397,8 +404,16 @@ def held_out_prefix(data_dir: str, seq_len: int, eval_tokens: int) -> np.ndarray
     return np.asarray(tokens[: max(n, 1) * seq_len + 1])
 
 
+def stage_eval_shell(workdir: Path, spec: SandboxSpec) -> None:
+    """Phase-2 work dir before training ends: code only, so the interpreter can start early."""
+    _stage_common(workdir, spec)
+
+
 def stage_eval(workdir: Path, spec: SandboxSpec, config: ExperimentConfig, checkpoint: Path) -> None:
-    """Phase-2 work dir: checkpoint, the held-out prefix and the byte table, as plain files."""
+    """Hand phase 2 its inputs (checkpoint, held-out prefix, byte table), then its job, last."""
+    os.replace(checkpoint, workdir / "checkpoint.pt")
+    np.save(workdir / "val.npy", held_out_prefix(spec.data_dir, config.seq_len, spec.eval_tokens))
+    shutil.copyfile(Path(spec.tokenizer_dir) / "token_bytes.npy", workdir / "token_bytes.npy")
     job = {
         "config": config.to_dict(),
         "threads": spec.cpu,
@@ -406,10 +421,7 @@ def stage_eval(workdir: Path, spec: SandboxSpec, config: ExperimentConfig, check
         "val_file": "val.npy",
         "token_bytes_file": "token_bytes.npy",
     }
-    _stage_common(workdir, spec, job)
-    os.replace(checkpoint, workdir / "checkpoint.pt")
-    np.save(workdir / "val.npy", held_out_prefix(spec.data_dir, config.seq_len, spec.eval_tokens))
-    shutil.copyfile(Path(spec.tokenizer_dir) / "token_bytes.npy", workdir / "token_bytes.npy")
+    write_job(workdir, job)
 
 
 def read_untrusted_json(path: Path) -> dict[str, Any] | None:
@@ -531,12 +543,16 @@ async def _wait(proc: Any, token: str, workdir: Path, remaining: float) -> bool:
         return True
 
 
-async def run_phase(spec: SandboxSpec, workdir: Path, phase: str, extra_ro: list[str], remaining: float) -> PhaseRun:
-    """Run `python harness.py <phase>` in `workdir` under the sandbox, within `remaining` seconds."""
+async def run_phase(
+    spec: SandboxSpec, workdir: Path, phase: str, extra_ro: list[str], remaining: float, token: str
+) -> PhaseRun:
+    """Run `python harness.py <phase>` in `workdir` under the sandbox, within `remaining` seconds.
+
+    `token` marks every process of this phase; `reap(token, workdir)` ends them all.
+    """
     import flyte
 
     python, prefixes = python_for_sandbox()
-    token = uuid.uuid4().hex
     start = time.perf_counter()
     session = _session_class()(
         backend=spec.backend,
@@ -585,7 +601,7 @@ async def _train(spec: SandboxSpec, root: Path, config: ExperimentConfig, result
     """Phase 1; returns the updated result, and the checkpoint path when training succeeded."""
     workdir = root / "train"
     extra = stage_train(workdir, spec, config)
-    run = await run_phase(spec, workdir, "train", extra, left)
+    run = await run_phase(spec, workdir, "train", extra, left, uuid.uuid4().hex)
     failure = classify_exit(run.returncode, run.stderr, run.hit_deadline)
     if failure:
         return _fail(result, *failure, run.stderr), None
@@ -603,13 +619,8 @@ async def _train(spec: SandboxSpec, root: Path, config: ExperimentConfig, result
     return result, checkpoint
 
 
-async def _evaluate(
-    spec: SandboxSpec, root: Path, config: ExperimentConfig, result: ExperimentResult, checkpoint: Path, left: float
-) -> ExperimentResult:
-    """Phase 2 and the final classification."""
-    workdir = root / "eval"
-    stage_eval(workdir, spec, config, checkpoint)
-    run = await run_phase(spec, workdir, "eval", [], left)
+def _score(run: PhaseRun, workdir: Path, result: ExperimentResult) -> ExperimentResult:
+    """Classify phase 2 from its exit and the harness's metrics file."""
     failure = classify_exit(run.returncode, run.stderr, run.hit_deadline)
     if failure:
         return _fail(result, *failure, run.stderr)
@@ -617,7 +628,7 @@ async def _evaluate(
     if metrics is None:
         return _fail(result, "crash", "evaluation exited without metrics from the harness", run.stderr)
     outcome, message = classify_metrics(metrics)
-    result = dataclasses.replace(
+    return dataclasses.replace(
         result,
         outcome=outcome,
         message=message,
@@ -626,7 +637,30 @@ async def _evaluate(
         n_params=int(metrics.get("n_params", 0)),
         peak_memory_mb=max(result.peak_memory_mb, float(metrics.get("peak_memory_mb", 0.0))),
     )
-    return result
+
+
+async def _train_then_evaluate(
+    spec: SandboxSpec, root: Path, config: ExperimentConfig, result: ExperimentResult, deadline: float
+) -> ExperimentResult:
+    """Phase 2's interpreter starts (and imports torch) while phase 1 trains, then waits for its job.
+
+    It sees nothing of the experiment until phase 1 is over and reaped: only then are the checkpoint,
+    the held-out prefix and `job.json` put in its work dir. This hides one interpreter start-up.
+    """
+    eval_dir, eval_token = root / "eval", uuid.uuid4().hex
+    stage_eval_shell(eval_dir, spec)
+    evaluation = asyncio.ensure_future(run_phase(spec, eval_dir, "eval", [], deadline, eval_token))
+    try:
+        result, checkpoint = await _train(spec, root, config, result, deadline)
+        if checkpoint is None:
+            return result
+        stage_eval(eval_dir, spec, config, checkpoint)
+        return _score(await evaluation, eval_dir, result)
+    finally:
+        if not evaluation.done():
+            reap(eval_token, eval_dir)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(evaluation, 2 * NATIVE_GRACE_S)
 
 
 async def run_sandboxed(spec: SandboxSpec) -> ExperimentResult:
@@ -644,13 +678,7 @@ async def run_sandboxed(spec: SandboxSpec) -> ExperimentResult:
     config = resolve_config(spec)
     root = run_dir(spec)
     try:
-        result, checkpoint = await _train(spec, root, config, result, deadline - (time.perf_counter() - start))
-        if checkpoint is not None:
-            left = deadline - (time.perf_counter() - start)
-            if left <= 0:
-                result = _fail(result, "timeout", "no time left for evaluation after training")
-            else:
-                result = await _evaluate(spec, root, config, result, checkpoint, left)
+        result = await _train_then_evaluate(spec, root, config, result, deadline - (time.perf_counter() - start))
     finally:
         if not spec.keep_workdir:
             shutil.rmtree(root, ignore_errors=True)
