@@ -8,8 +8,9 @@ The orchestrator side of the trust boundary. `run_sandboxed(spec)` does, in orde
    edited `train.py`, copies of the fixed `harness.py`, `prepare.py`, `autoresearch_types.py`, a
    `job.json`, and `data/` with `meta.json` plus a link to the bundle's `train.npy`, which alone is
    allow-listed read-only. Validation data is not in this sandbox's filesystem.
-3. **Phase 2, eval**: a second fresh work dir, made only after every phase-1 process is dead, with
-   the checkpoint, the held-out tokens the evaluation needs and the token byte table. The trusted
+3. **Phase 2, eval**: a second work dir. Its interpreter starts during phase 1 (hiding one
+   `import torch`) but sees only code until every phase-1 process is dead; then the checkpoint,
+   the held-out tokens the evaluation needs, the token byte table and its `job.json` arrive. The trusted
    harness reads them into memory and deletes their files *before* importing the edited module,
    rebuilds the model with its `build_model(config)`, computes `val_bpb` from its logits and runs a
    causality probe.
@@ -24,7 +25,8 @@ of `os.environ`, so no API key or credential reaches the run). Backend `none` (n
 needs `allow_unsandboxed=True` and prints a loud warning.
 
 **Deadline and clean-up.** The library's own timeout is only a backstop (bubblewrap does not
-enforce it). This module enforces one wall-clock deadline across both phases itself. Under
+enforce it). This module enforces one wall-clock deadline across both phases itself. The harness
+writes stderr to a file, not the sandbox's pipe, so a daemon holding the pipe cannot keep us waiting. Under
 `userns` a sandboxed process is in its own process group but there is no PID namespace, and a
 `setsid` double-fork escapes the group, so killing the group is not enough. Every run therefore
 carries a unique marker variable (`AUTORESEARCH_SANDBOX_RUN=<token>`); after each phase (and at the
@@ -56,8 +58,6 @@ import json
 import math
 import os
 import shutil
-import signal
-import stat
 import sys
 import time
 import uuid
@@ -70,10 +70,10 @@ import numpy as np
 
 import prepare
 from autoresearch_types import ExperimentConfig, ExperimentResult
+from sandbox_proc import MARKER_ENV, read_untrusted_json, read_untrusted_tail, reap, regular_file
 
 BACKENDS = ("userns", "bubblewrap", "none")
 DEFAULT_BACKEND = "userns"
-MARKER_ENV = "AUTORESEARCH_SANDBOX_RUN"
 HERE = Path(__file__).resolve().parent
 FIXED_FILES = ("harness.py", "prepare.py", "autoresearch_types.py")
 OOM_MARKERS = (
@@ -94,7 +94,6 @@ BPB_FLOOR = 0.1
 STDERR_TAIL_CHARS = 3000
 NATIVE_GRACE_S = 5.0
 """The library's own timeout sits this far past ours: a backstop, never the deadline itself."""
-MAX_RESULT_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -292,61 +291,6 @@ def result_from_error(exc: BaseException) -> ExperimentResult | None:
         return None
 
 
-# ---------------------------------------------------------------- process clean-up
-
-
-def _read_proc(pid: int, name: str) -> bytes:
-    try:
-        with open(f"/proc/{pid}/{name}", "rb") as fh:
-            return fh.read()
-    except OSError:
-        return b""
-
-
-def _cwd_inside(pid: int, workdir: str) -> bool:
-    try:
-        cwd = os.readlink(f"/proc/{pid}/cwd")
-    except OSError:
-        return False
-    return cwd == workdir or cwd.startswith(workdir + os.sep)
-
-
-def marked_pids(token: str, workdir: Path) -> set[int]:
-    """Live processes that carry this run's marker in their environment or sit in its work dir."""
-    needle = f"{MARKER_ENV}={token}".encode()
-    me, found = os.getpid(), set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        pid = int(entry.name)
-        if needle in _read_proc(pid, "environ").split(b"\0") or _cwd_inside(pid, str(workdir)):
-            found.add(pid)
-    return found
-
-
-def _signal_all(pids: set[int], sig: int) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
-
-def reap(token: str, workdir: Path, max_rounds: int = 200) -> int:
-    """Freeze then kill every process this run left behind; return how many were found.
-
-    Stopping first keeps a fork bomb from replacing its children faster than we kill them.
-    """
-    seen: set[int] = set()
-    for _ in range(max_rounds):
-        new = marked_pids(token, workdir) - seen
-        if not new:
-            break
-        _signal_all(new, signal.SIGSTOP)
-        seen |= new
-    _signal_all(seen, signal.SIGKILL)
-    _signal_all(seen, signal.SIGCONT)
-    return len(seen)
-
-
 # ---------------------------------------------------------------- staging
 
 
@@ -422,45 +366,6 @@ def stage_eval(workdir: Path, spec: SandboxSpec, config: ExperimentConfig, check
         "token_bytes_file": "token_bytes.npy",
     }
     write_job(workdir, job)
-
-
-def read_untrusted_json(path: Path) -> dict[str, Any] | None:
-    """A small JSON object the sandbox wrote, refusing links, non-regular and oversized files."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fh.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_RESULT_BYTES:
-            return None
-        try:
-            data = json.loads(fh.read())
-        except ValueError:
-            return None
-    return data if isinstance(data, dict) else None
-
-
-def read_untrusted_tail(path: Path, limit: int = 64 * 1024) -> str:
-    """The last `limit` bytes of a log the sandbox wrote, refusing links and non-regular files."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return ""
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fh.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            return ""
-        fh.seek(max(0, info.st_size - limit))
-        return fh.read(limit).decode("utf-8", errors="replace")
-
-
-def regular_file(path: Path) -> bool:
-    """True for a regular file that is not a link (the sandbox could plant one)."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------- running
