@@ -1,0 +1,103 @@
+"""Per-experiment sandbox overhead: wall time minus the in-sandbox train and eval time.
+
+Runs the honest baseline with a tiny config several times per available backend and prints the
+median overhead (staging, two interpreter start-ups and `import torch`, checkpoint hand-off,
+process clean-up). Target: 1.5 s or less, under 5% of a 45 s experiment.
+
+    python benchmarks/bench_sandbox.py --quick --json artifacts/bench_sandbox.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import prepare  # noqa: E402
+import sandbox  # noqa: E402
+from autoresearch_types import ExperimentConfig  # noqa: E402
+
+TINY = ExperimentConfig(n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, max_steps=3, vocab_size=512)
+TARGET_S = 1.5
+
+
+def bench_bundle() -> Path:
+    """A tiny Shakespeare bundle under the state dir, built on first use."""
+    root = prepare.state_dir() / "bench-bundles" / "shakespeare-s1-v512"
+    if not (root / "data" / "profile.json").exists():
+        prepare.prepare_bundle("shakespeare", 1, 512, root)
+    return root
+
+
+async def measure(backend: str, runs: int, bundle: Path, cpu: int) -> list[dict[str, float]]:
+    """`runs` sequential baseline experiments on `backend`: wall, train, eval and overhead seconds."""
+    source = (Path(__file__).resolve().parent.parent / "train.py").read_text()
+    rows = []
+    for _ in range(runs):
+        spec = sandbox.SandboxSpec(
+            source,
+            TINY,
+            str(bundle / "data"),
+            str(bundle / "tokenizer"),
+            cpu=cpu,
+            memory_mb=3072,
+            backend=backend,
+            deadline_s=120.0,
+            eval_tokens=4096,
+            allow_unsandboxed=backend == "none",
+        )
+        result = await sandbox.run_sandboxed(spec)
+        if result.outcome != "success":
+            raise RuntimeError(f"{backend}: baseline ended {result.outcome}: {result.message}\n{result.stderr_tail}")
+        overhead = result.wall_seconds - result.train_seconds - result.eval_seconds
+        rows.append(
+            {
+                "wall": result.wall_seconds,
+                "train": result.train_seconds,
+                "eval": result.eval_seconds,
+                "overhead": overhead,
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="5 runs per backend (under a minute)")
+    p.add_argument("--runs", type=int, default=None, help="runs per backend (default 5 with --quick, else 10)")
+    p.add_argument("--backends", nargs="*", default=None, help="backends to measure (default: all available)")
+    p.add_argument("--cpu", type=int, default=1, help="CPUs granted per run (default 1)")
+    p.add_argument("--json", default=None, help="write the figures as one flat JSON object to this path")
+    args = p.parse_args(argv)
+    runs = max(5, args.runs or (5 if args.quick else 10))
+    backends = args.backends or sandbox.available_backends()
+    bundle = bench_bundle()
+    figures: dict[str, float | int | str] = {"runs_per_backend": runs, "default_backend": sandbox.DEFAULT_BACKEND}
+    print(f"{'backend':<12}{'runs':>6}{'wall':>9}{'train':>9}{'eval':>9}{'overhead':>10}   (medians, seconds)")
+    for backend in backends:
+        asyncio.run(measure(backend, 1, bundle, args.cpu))  # warm the page cache; not counted
+        rows = asyncio.run(measure(backend, runs, bundle, args.cpu))
+        med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        print(
+            f"{backend:<12}{runs:>6}{med['wall']:>9.3f}{med['train']:>9.3f}{med['eval']:>9.3f}{med['overhead']:>10.3f}"
+        )
+        figures[f"overhead_s_median_{backend}"] = round(med["overhead"], 4)
+        figures[f"wall_s_median_{backend}"] = round(med["wall"], 4)
+    default_key = f"overhead_s_median_{sandbox.DEFAULT_BACKEND}"
+    if default_key in figures:
+        figures["overhead_s_median"] = figures[default_key]
+        verdict = "meets" if figures["overhead_s_median"] <= TARGET_S else "MISSES"
+        print(f"default backend overhead {figures['overhead_s_median']:.3f}s {verdict} the {TARGET_S}s target")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,590 @@
+"""Run one experiment (an agent-edited `train.py`) in isolation and say honestly what happened.
+
+The orchestrator side of the trust boundary. `run_sandboxed(spec)` does, in order:
+
+1. **Pre-flight** (`preflight`): `ast.parse` and the entry points `build_model(config)` and
+   `run_training(config, data_dir)`. A failure is `invalid` and nothing is launched.
+2. **Phase 1, train**: a fresh work dir under `prepare.state_dir()/runs/` (never `/tmp`) holding the
+   edited `train.py`, copies of the fixed `harness.py`, `prepare.py`, `autoresearch_types.py`, a
+   `job.json`, and `data/` with `meta.json` plus a link to the bundle's `train.npy`, which alone is
+   allow-listed read-only. Validation data is not in this sandbox's filesystem.
+3. **Phase 2, eval**: a second work dir. Its interpreter starts during phase 1 (hiding one
+   `import torch`) but sees only code until every phase-1 process is dead; then the checkpoint,
+   the held-out tokens the evaluation needs, the token byte table and its `job.json` arrive. The trusted
+   harness reads them into memory and deletes their files *before* importing the edited module,
+   rebuilds the model with its `build_model(config)`, computes `val_bpb` from its logits and runs a
+   causality probe.
+4. **Classification** (pure functions: `classify_exit`, `classify_metrics`): success, oom,
+   timeout, crash, invalid, leak or implausible. Metrics come only from the harness's files
+   under `out/`; stdout is discarded, so a printed "val_bpb" is never parsed.
+
+Isolation is `unionai-sandbox` on-device: backend `userns` by default (`bubblewrap` when installed
+and chosen), `network_mode="blocked"`, the interpreter and virtualenv read-only, `RLIMIT_AS` from
+`memory_mb`, a thread count from `cpu`, and an environment built from an allowlist (never a copy
+of `os.environ`, so no API key or credential reaches the run). Backend `none` (no isolation)
+needs `allow_unsandboxed=True` and prints a loud warning.
+
+**Deadline and clean-up.** The library's own timeout is only a backstop (bubblewrap does not
+enforce it). This module enforces one wall-clock deadline across both phases itself. The harness
+writes stderr to a file, not the sandbox's pipe, so a daemon holding the pipe cannot keep us waiting. Under
+`userns` a sandboxed process is in its own process group but there is no PID namespace, and a
+`setsid` double-fork escapes the group, so killing the group is not enough. Every run therefore
+carries a unique marker variable (`AUTORESEARCH_SANDBOX_RUN=<token>`); after each phase (and at the
+deadline) `reap` scans `/proc` and freezes (SIGSTOP) then kills (SIGKILL) every process whose
+initial environment carries the marker or whose cwd is inside the work dir, repeating until a
+scan finds none, so a fork bomb cannot outrun it.
+
+**Residual risks, stated honestly.**
+- Phase 2 runs untrusted model code in the same interpreter as the harness. The held-out files are
+  gone before that code is imported, but the tokens are in process memory, and the code could
+  tamper with the harness's output files. The causality probe and the `implausible` floor catch
+  the crude cheats, not a careful one; a split-process evaluation (the model sees only inputs,
+  a separate trusted process scores logits) would close this.
+- Under `userns` the run can write anywhere in the host `/tmp`, read world-readable host files
+  such as `/etc`, see host processes and signal same-uid processes (it could kill the
+  orchestrator). Keep state out of `/tmp` and prefer `bubblewrap`, which adds PID and mount
+  namespaces and a private `/tmp`.
+- The marker scan misses a process that both clears its environment (exec with a new one) and
+  leaves the work dir; the process-group kill and the library's own kill still apply to it.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import prepare
+from autoresearch_types import ExperimentConfig, ExperimentResult
+from sandbox_proc import MARKER_ENV, read_untrusted_json, read_untrusted_tail, reap, regular_file
+
+BACKENDS = ("userns", "bubblewrap", "none")
+DEFAULT_BACKEND = "userns"
+HERE = Path(__file__).resolve().parent
+FIXED_FILES = ("harness.py", "prepare.py", "autoresearch_types.py")
+OOM_MARKERS = (
+    "MemoryError",
+    "Cannot allocate memory",
+    "can't allocate memory",
+    "DefaultCPUAllocator",
+    "std::bad_alloc",
+    "CUDA out of memory",
+    "OutOfMemoryError",
+    "Thread creation failed",
+    "can't start new thread",
+)
+KILL_CODES = (137, -9)
+CPU_CAP_CODES = (152, -24)
+BPB_FLOOR = 0.1
+"""Bits per byte below which no model of this size is believable (the best compressors reach ~0.9)."""
+STDERR_TAIL_CHARS = 3000
+NATIVE_GRACE_S = 5.0
+"""The library's own timeout sits this far past ours: a backstop, never the deadline itself."""
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """One experiment: the full edited source, the resolved config, the bundle, resources, budget."""
+
+    train_py: str
+    config: ExperimentConfig
+    data_dir: str
+    tokenizer_dir: str
+    cpu: int = 1
+    memory_mb: int = 3072
+    backend: str = DEFAULT_BACKEND
+    deadline_s: float | None = None
+    eval_tokens: int = 32768
+    allow_unsandboxed: bool = False
+    keep_workdir: bool = False
+    run_name: str | None = None
+
+
+@dataclass
+class PhaseRun:
+    """What one sandboxed process did, as the orchestrator measured it."""
+
+    returncode: int
+    stderr: str
+    wall_s: float
+    hit_deadline: bool
+
+
+def default_deadline_s(config: ExperimentConfig) -> float:
+    """Training budget plus room for start-up, evaluation and the probe."""
+    return 1.25 * config.time_budget_s + 60.0
+
+
+# ---------------------------------------------------------------- pre-flight
+
+
+def _signature_problem(node: ast.FunctionDef | ast.AsyncFunctionDef, required: int) -> str | None:
+    """Why `node` cannot be called with `required` positional arguments, or None."""
+    if isinstance(node, ast.AsyncFunctionDef):
+        return f"line {node.lineno}: {node.name} must be a plain def, not async"
+    args = node.args
+    positional = len(args.posonlyargs) + len(args.args)
+    no_default = positional - len(args.defaults)
+    kw_required = [a.arg for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is None]
+    if (positional < required and args.vararg is None) or no_default > required or kw_required:
+        return f"line {node.lineno}: {node.name} must accept exactly {required} positional argument(s)"
+    return None
+
+
+ENTRY_POINTS = {"build_model": ("config",), "run_training": ("config", "data_dir")}
+
+
+def preflight(source: str) -> str | None:
+    """None if `source` parses and defines the entry points with usable signatures; else why not.
+
+    The last top-level definition of each name wins, as it does at import time.
+    """
+    try:
+        tree = ast.parse(source, filename="train.py")
+    except SyntaxError as exc:
+        return f"line {exc.lineno}: SyntaxError: {exc.msg}"
+    found: dict[str, ast.AST] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in ENTRY_POINTS:
+            found[node.name] = node
+    for name, params in ENTRY_POINTS.items():
+        if name not in found:
+            return f"line 0: train.py defines no top-level `def {name}({', '.join(params)})`"
+        problem = _signature_problem(found[name], len(params))
+        if problem:
+            return problem
+    return None
+
+
+# ---------------------------------------------------------------- classification (pure)
+
+
+def stderr_tail(stderr: str, limit: int = STDERR_TAIL_CHARS) -> str:
+    """The last `limit` characters of stderr."""
+    return stderr[-limit:]
+
+
+def has_oom_marker(stderr: str) -> bool:
+    """True when stderr shows an allocation failure under rlimits."""
+    return any(marker in stderr for marker in OOM_MARKERS)
+
+
+def last_error_line(stderr: str) -> str:
+    """The last non-empty stderr line (usually the exception), for a one-line message."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
+
+
+def classify_exit(returncode: int, stderr: str, hit_deadline: bool) -> tuple[str, str] | None:
+    """(outcome, message) for a phase that failed, or None when it exited cleanly.
+
+    A kill at the deadline is a timeout; a kill before it is the memory limit (kernel/cgroup OOM).
+    """
+    if hit_deadline:
+        return "timeout", "killed at the wall-clock deadline"
+    if returncode == 0:
+        return None
+    if has_oom_marker(stderr):
+        return "oom", f"out of memory: {last_error_line(stderr)}"
+    if returncode in KILL_CODES:
+        return "oom", f"killed (exit {returncode}) before the deadline: memory limit"
+    if returncode in CPU_CAP_CODES:
+        return "crash", f"exceeded the CPU-seconds cap (exit {returncode}): more threads than CPUs granted?"
+    return "crash", f"exit {returncode}: {last_error_line(stderr) or 'no stderr'}"
+
+
+def classify_metrics(metrics: dict[str, Any], floor: float = BPB_FLOOR) -> tuple[str, str]:
+    """(outcome, message) from the harness's eval metrics: success, leak or implausible."""
+    bpb = metrics.get("val_bpb")
+    finite = isinstance(bpb, (int, float)) and math.isfinite(bpb)
+    if not finite or not metrics.get("logits_finite", False):
+        return "implausible", f"non-finite result: val_bpb={bpb!r}, finite logits={metrics.get('logits_finite')}"
+    if not metrics.get("probe_ok", False):
+        diff = metrics.get("probe_max_diff")
+        return "leak", f"causality probe failed: changing future tokens moved earlier logits by {diff}"
+    if bpb < floor:
+        return "implausible", f"val_bpb={bpb:.4f} is below the physical floor {floor}"
+    return "success", f"val_bpb={bpb:.4f}"
+
+
+# ---------------------------------------------------------------- errors at the task boundary
+
+
+RESULT_TAG = "RESULT_JSON: "
+
+
+class ExperimentFailed(RuntimeError):
+    """A terminal, non-OOM failure; the message carries the full result as JSON after `RESULT_TAG`."""
+
+    def __init__(self, result: ExperimentResult):
+        self.outcome = result.outcome
+        self.result_json = json.dumps(result.to_dict())
+        super().__init__(f"{result.outcome}: {result.message}\n{RESULT_TAG}{self.result_json}")
+
+
+class ExperimentTimeout(ExperimentFailed):
+    """The run passed its wall-clock deadline."""
+
+
+class ExperimentCrash(ExperimentFailed):
+    """The edited code raised or exited non-zero."""
+
+
+class ExperimentInvalid(ExperimentFailed):
+    """Pre-flight rejected the source: nothing ran."""
+
+
+class ExperimentLeak(ExperimentFailed):
+    """The model's earlier logits depend on future tokens."""
+
+
+class ExperimentImplausible(ExperimentFailed):
+    """A non-finite metric, or one below the physical floor."""
+
+
+FAILURES: dict[str, type[ExperimentFailed]] = {
+    "timeout": ExperimentTimeout,
+    "crash": ExperimentCrash,
+    "invalid": ExperimentInvalid,
+    "leak": ExperimentLeak,
+    "implausible": ExperimentImplausible,
+}
+
+
+def raise_for_outcome(result: ExperimentResult) -> ExperimentResult:
+    """Return a success; raise `flyte.errors.OOMError` for oom, a typed `ExperimentFailed` otherwise.
+
+    Raising keeps failures out of Flyte's cache; a cluster reports them as `RuntimeUserError`
+    with `code` set to the class name, and `result_from_error` recovers the result.
+    """
+    if result.outcome == "success":
+        return result
+    if result.outcome == "oom":
+        import flyte.errors
+
+        raise flyte.errors.OOMError("OOMKilled", f"{result.message}\n{RESULT_TAG}{json.dumps(result.to_dict())}")
+    raise FAILURES.get(result.outcome, ExperimentFailed)(result)
+
+
+def result_from_error(exc: BaseException) -> ExperimentResult | None:
+    """The `ExperimentResult` carried in an error raised by `raise_for_outcome`, if any."""
+    text = str(exc)
+    if RESULT_TAG not in text:
+        return None
+    try:
+        return ExperimentResult.from_dict(json.loads(text.split(RESULT_TAG, 1)[1].splitlines()[0]))
+    except (ValueError, TypeError):
+        return None
+
+
+# ---------------------------------------------------------------- staging
+
+
+def runs_root() -> Path:
+    """Where work dirs live: under the state dir, never `/tmp`."""
+    return prepare.state_dir() / "runs"
+
+
+def run_dir(spec: SandboxSpec) -> Path:
+    """This experiment's directory: `runs/<run_name>` (a fresh unique name when none is given)."""
+    name = spec.run_name or f"exp-{uuid.uuid4().hex[:12]}"
+    return runs_root() / name
+
+
+def python_for_sandbox() -> tuple[str, list[str]]:
+    """The interpreter to run (inside the virtualenv, if any) and the prefixes it needs read-only."""
+    venv = Path(os.path.realpath(sys.prefix))
+    base = Path(os.path.realpath(sys.base_prefix))
+    python = venv / "bin" / "python" if venv != base else Path(os.path.realpath(sys.executable))
+    return str(python), sorted({str(venv), str(base)})
+
+
+def _stage_common(workdir: Path, spec: SandboxSpec) -> None:
+    """The edited source and the fixed files."""
+    workdir.mkdir(parents=True)
+    (workdir / "out").mkdir()
+    (workdir / "train.py").write_text(spec.train_py)
+    for name in FIXED_FILES:
+        shutil.copyfile(HERE / name, workdir / name)
+
+
+def write_job(workdir: Path, job: dict[str, Any]) -> None:
+    """`job.json`, atomically: the pre-started evaluation waits for it to appear."""
+    tmp = workdir / ".job.json.part"
+    tmp.write_text(json.dumps(job))
+    os.replace(tmp, workdir / "job.json")
+
+
+def stage_train(workdir: Path, spec: SandboxSpec, config: ExperimentConfig) -> list[str]:
+    """Phase-1 work dir; returns the extra read-only paths (the bundle's train tokens only)."""
+    _stage_common(workdir, spec)
+    write_job(workdir, {"config": config.to_dict(), "threads": spec.cpu})
+    data = workdir / "data"
+    data.mkdir()
+    shutil.copyfile(Path(spec.data_dir) / "meta.json", data / "meta.json")
+    train_file = Path(spec.data_dir, "train.npy").resolve()
+    os.symlink(train_file, data / "train.npy")
+    return [str(train_file)]
+
+
+def held_out_prefix(data_dir: str, seq_len: int, eval_tokens: int) -> np.ndarray:
+    """Just the held-out tokens `prepare.evaluate_bpb` reads (a prefix), so nothing else is exposed."""
+    tokens = prepare.load_tokens(data_dir, "val")
+    n = min(max(1, eval_tokens // seq_len), (tokens.size - 1) // seq_len)
+    return np.asarray(tokens[: max(n, 1) * seq_len + 1])
+
+
+def stage_eval_shell(workdir: Path, spec: SandboxSpec) -> None:
+    """Phase-2 work dir before training ends: code only, so the interpreter can start early."""
+    _stage_common(workdir, spec)
+
+
+def stage_eval(workdir: Path, spec: SandboxSpec, config: ExperimentConfig, checkpoint: Path) -> None:
+    """Hand phase 2 its inputs (checkpoint, held-out prefix, byte table), then its job, last."""
+    os.replace(checkpoint, workdir / "checkpoint.pt")
+    np.save(workdir / "val.npy", held_out_prefix(spec.data_dir, config.seq_len, spec.eval_tokens))
+    shutil.copyfile(Path(spec.tokenizer_dir) / "token_bytes.npy", workdir / "token_bytes.npy")
+    job = {
+        "config": config.to_dict(),
+        "threads": spec.cpu,
+        "eval_tokens": spec.eval_tokens,
+        "val_file": "val.npy",
+        "token_bytes_file": "token_bytes.npy",
+    }
+    write_job(workdir, job)
+
+
+# ---------------------------------------------------------------- running
+
+
+def sandbox_env(spec: SandboxSpec, workdir: Path, token: str, python: str) -> dict[str, str]:
+    """The run's whole environment, from an allowlist: no secret of the parent ever gets in."""
+    threads = str(max(1, spec.cpu))
+    return {
+        "PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(workdir),
+        "TMPDIR": str(workdir),
+        "LANG": "C.UTF-8",
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "OPENBLAS_NUM_THREADS": threads,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONHASHSEED": "0",
+        MARKER_ENV: token,
+    }
+
+
+def check_backend(spec: SandboxSpec) -> None:
+    """Refuse an unknown backend, or `none` without the explicit opt-in; warn loudly on `none`."""
+    if spec.backend not in BACKENDS:
+        raise ValueError(f"unknown sandbox backend {spec.backend!r}; choose one of {BACKENDS}")
+    if spec.backend == "none":
+        if not spec.allow_unsandboxed:
+            raise ValueError("backend='none' runs untrusted code with NO isolation; pass allow_unsandboxed=True")
+        banner = "!" * 78
+        print(
+            f"{banner}\n!!! sandbox backend 'none': UNTRUSTED train.py RUNS WITH NO ISOLATION !!!\n{banner}",
+            file=sys.stderr,
+        )
+        warnings.warn("sandbox backend 'none': no isolation", RuntimeWarning, stacklevel=3)
+
+
+def available_backends() -> list[str]:
+    """The isolation backends usable on this machine (`none` is always listed)."""
+    from union import sandbox as sb
+
+    return [name for name, ok in sb.on_device.available_backends() if ok and name in BACKENDS]
+
+
+def _session_class() -> type:
+    """`OnDeviceSession` without its per-session uv virtualenv.
+
+    The library builds (or tries to build, probing the interpreter in a subprocess) a venv in the
+    work dir at every session open. We always pass the interpreter ourselves, so that venv is
+    pure overhead, and it would be writable by the run.
+    """
+    from union.sandbox.on_device import OnDeviceSession
+
+    class PlainSession(OnDeviceSession):
+        async def _ensure_session_venv(self) -> None:
+            return None
+
+    return PlainSession
+
+
+async def _settle(proc: Any) -> None:
+    """Wait for exit; an abnormal end (spawn failure, cancellation) shows up as the return code."""
+    from union.sandbox.errors import ExecutionError
+
+    with contextlib.suppress(ExecutionError):
+        await proc.wait()
+
+
+async def _wait(proc: Any, token: str, workdir: Path, remaining: float) -> bool:
+    """Wait up to `remaining` s for the process; at the deadline kill all it started. True if killed."""
+    waiter = asyncio.ensure_future(_settle(proc))
+    try:
+        await asyncio.wait_for(asyncio.shield(waiter), max(0.01, remaining))
+        return False
+    except TimeoutError:
+        reap(token, workdir)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter, NATIVE_GRACE_S)
+        return True
+
+
+async def run_phase(
+    spec: SandboxSpec, workdir: Path, phase: str, extra_ro: list[str], remaining: float, token: str
+) -> PhaseRun:
+    """Run `python harness.py <phase>` in `workdir` under the sandbox, within `remaining` seconds.
+
+    `token` marks every process of this phase; `reap(token, workdir)` ends them all.
+    """
+    import flyte
+
+    python, prefixes = python_for_sandbox()
+    start = time.perf_counter()
+    session = _session_class()(
+        backend=spec.backend,
+        host_work_dir=str(workdir),
+        default_cwd=str(workdir),
+        timeout_s=remaining + NATIVE_GRACE_S,
+        network_mode="blocked",
+        read_only_paths=prefixes + extra_ro,
+        resources=flyte.Resources(cpu=max(1, spec.cpu), memory=f"{spec.memory_mb}Mi"),
+    )
+    try:
+        async with session as sbx:
+            proc = await sbx.run(
+                "",
+                argv=[python, "harness.py", phase],
+                env=sandbox_env(spec, workdir, token, python),
+                cwd=str(workdir),
+                stdout=False,
+                stderr=False,
+            )
+            hit_deadline = await _wait(proc, token, workdir, remaining)
+            code = proc.returncode if proc.returncode is not None else -9
+    finally:
+        reap(token, workdir)
+    wall = time.perf_counter() - start
+    err = read_untrusted_tail(workdir / "stderr.log")
+    return PhaseRun(code, err, wall, hit_deadline or wall >= remaining)
+
+
+def _base_result(spec: SandboxSpec, deadline: float) -> ExperimentResult:
+    resources = {"cpu": spec.cpu, "memory_mb": spec.memory_mb, "backend": spec.backend, "deadline_s": deadline}
+    return ExperimentResult(outcome="crash", resources=resources)
+
+
+def _fail(result: ExperimentResult, outcome: str, message: str, stderr: str = "") -> ExperimentResult:
+    return dataclasses.replace(result, outcome=outcome, message=message, stderr_tail=stderr_tail(stderr))
+
+
+def resolve_config(spec: SandboxSpec) -> ExperimentConfig:
+    """The spec's config with `vocab_size` taken from the bundle (a property of the data)."""
+    vocab = int(prepare.load_meta(spec.data_dir)["vocab_size"])
+    return spec.config if spec.config.vocab_size == vocab else spec.config.with_overrides({"vocab_size": vocab})
+
+
+async def _train(spec: SandboxSpec, root: Path, config: ExperimentConfig, result: ExperimentResult, left: float):
+    """Phase 1; returns the updated result, and the checkpoint path when training succeeded."""
+    workdir = root / "train"
+    extra = stage_train(workdir, spec, config)
+    run = await run_phase(spec, workdir, "train", extra, left, uuid.uuid4().hex)
+    failure = classify_exit(run.returncode, run.stderr, run.hit_deadline)
+    if failure:
+        return _fail(result, *failure, run.stderr), None
+    info = read_untrusted_json(workdir / "out" / "train.json")
+    checkpoint = workdir / "out" / "checkpoint.pt"
+    if info is None or not regular_file(checkpoint):
+        return _fail(result, "crash", "training exited without a checkpoint from the harness", run.stderr), None
+    result = dataclasses.replace(
+        result,
+        steps=int(info.get("steps", 0)),
+        train_seconds=float(info.get("train_seconds", 0.0)),
+        peak_memory_mb=float(info.get("peak_memory_mb", 0.0)),
+        device=str(info.get("device", "cpu")),
+    )
+    return result, checkpoint
+
+
+def _score(run: PhaseRun, workdir: Path, result: ExperimentResult) -> ExperimentResult:
+    """Classify phase 2 from its exit and the harness's metrics file."""
+    failure = classify_exit(run.returncode, run.stderr, run.hit_deadline)
+    if failure:
+        return _fail(result, *failure, run.stderr)
+    metrics = read_untrusted_json(workdir / "out" / "metrics.json")
+    if metrics is None:
+        return _fail(result, "crash", "evaluation exited without metrics from the harness", run.stderr)
+    outcome, message = classify_metrics(metrics)
+    return dataclasses.replace(
+        result,
+        outcome=outcome,
+        message=message,
+        val_bpb=float(metrics["val_bpb"]) if outcome == "success" else None,
+        eval_seconds=float(metrics.get("eval_seconds", 0.0)),
+        n_params=int(metrics.get("n_params", 0)),
+        peak_memory_mb=max(result.peak_memory_mb, float(metrics.get("peak_memory_mb", 0.0))),
+    )
+
+
+async def _train_then_evaluate(
+    spec: SandboxSpec, root: Path, config: ExperimentConfig, result: ExperimentResult, deadline: float
+) -> ExperimentResult:
+    """Phase 2's interpreter starts (and imports torch) while phase 1 trains, then waits for its job.
+
+    It sees nothing of the experiment until phase 1 is over and reaped: only then are the checkpoint,
+    the held-out prefix and `job.json` put in its work dir. This hides one interpreter start-up.
+    """
+    eval_dir, eval_token = root / "eval", uuid.uuid4().hex
+    stage_eval_shell(eval_dir, spec)
+    evaluation = asyncio.ensure_future(run_phase(spec, eval_dir, "eval", [], deadline, eval_token))
+    try:
+        result, checkpoint = await _train(spec, root, config, result, deadline)
+        if checkpoint is None:
+            return result
+        stage_eval(eval_dir, spec, config, checkpoint)
+        return _score(await evaluation, eval_dir, result)
+    finally:
+        if not evaluation.done():
+            reap(eval_token, eval_dir)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(evaluation, 2 * NATIVE_GRACE_S)
+
+
+async def run_sandboxed(spec: SandboxSpec) -> ExperimentResult:
+    """Pre-flight, train, evaluate and classify one experiment; always returns a typed result.
+
+    Raises only for misuse (unknown backend, `none` without opt-in, an unavailable backend).
+    """
+    start = time.perf_counter()
+    deadline = spec.deadline_s if spec.deadline_s is not None else default_deadline_s(spec.config)
+    result = _base_result(spec, deadline)
+    problem = preflight(spec.train_py)
+    if problem:
+        return dataclasses.replace(_fail(result, "invalid", problem), wall_seconds=time.perf_counter() - start)
+    check_backend(spec)
+    config = resolve_config(spec)
+    root = run_dir(spec)
+    try:
+        result = await _train_then_evaluate(spec, root, config, result, deadline - (time.perf_counter() - start))
+    finally:
+        if not spec.keep_workdir:
+            shutil.rmtree(root, ignore_errors=True)
+    return dataclasses.replace(result, wall_seconds=time.perf_counter() - start)
