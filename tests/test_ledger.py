@@ -1,7 +1,7 @@
 """Tests for the experiment ledger: pure rules and views, and the ledger on a real keyed `MemoryStore`.
 
 `MemoryStore` needs a Flyte task context, so store tests run a named scenario inside one local task
-(`run_scenario`) under a state dir in the worktree's `.state/` (never `/tmp`).
+(`run_scenario`) under the tests' state dir in `~/.cache` (never `/tmp`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import flyte
 import pytest
+from conftest import TEST_STATE
 
 import ledger
 from autoresearch_types import ExperimentConfig, ExperimentResult
@@ -61,8 +62,8 @@ async def run_scenario(name: str, key: str) -> str:
 
 @pytest.fixture
 def ledger_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh state dir under the worktree's `.state/` (removed afterwards), and Flyte initialised locally."""
-    path = ROOT / ".state" / "tests" / uuid.uuid4().hex[:8]
+    """A fresh state dir under the tests' state dir (removed afterwards), and Flyte initialised locally."""
+    path = TEST_STATE / "ledger" / uuid.uuid4().hex[:8]
     path.mkdir(parents=True)
     monkeypatch.setenv("AUTORESEARCH_STATE_DIR", str(path))
     ledger.init_local(project=PROJECT, domain=DOMAIN)

@@ -2,7 +2,7 @@
 
 Each hostile script is the baseline with `run_training` wrapped by an attack; what the attack saw
 is written to `observed.json` in its own work dir, which the test keeps and reads afterwards.
-Everything lives under the repository's `.state/` (never `/tmp`, which sandboxed code can write).
+Everything lives under the tests' state dir in `~/.cache` (never `/tmp`, which sandboxed code can write).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import TEST_STATE
 
 import prepare
 import sandbox
@@ -41,7 +42,7 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(scope="module")
 def sandbox_state():
     """A state dir outside /tmp for the whole module (bundles, runs, a fake ledger)."""
-    root = REPO / ".state" / "test-sandbox"
+    root = TEST_STATE / "test-sandbox"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(prepare.STATE_DIR_ENV, str(root))
         yield prepare.state_dir()
