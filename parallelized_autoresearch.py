@@ -31,8 +31,42 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import flyte  # noqa: E402
+from flyte.ai.agents import tool  # noqa: E402
+
+import bundle  # noqa: E402
 import prepare  # noqa: E402
-from autoresearch_types import ExperimentConfig  # noqa: E402
+import sandbox  # noqa: E402
+import sizing  # noqa: E402
+from autoresearch_types import ExperimentConfig, ExperimentResult  # noqa: E402
+
+EXPERIMENT_CACHE = flyte.Cache(
+    behavior="auto",
+    ignored_inputs=("memory_mb", "cpus"),
+    salt=bundle.code_salt("prepare.py", "harness.py", "sandbox.py", "sandbox_proc.py", "autoresearch_types.py"),
+)
+
+
+@tool(call_handler=sizing.right_size)
+@bundle.experiment_env.task(cache=EXPERIMENT_CACHE)
+async def run_experiment(
+    train_py: str, config: dict, data: bundle.Bundle, backend: str = "userns", memory_mb: int = 3072, cpus: int = 1
+) -> ExperimentResult:
+    """Train the full `train_py` source with `config` in the sandbox, then score it with the trusted harness.
+
+    A pure function of its inputs (resources excluded), so only a success is cached and a resumed
+    run reuses it. Raises `flyte.errors.OOMError` on OOM and a typed error on other failures.
+    """
+    spec = sandbox.SandboxSpec(
+        train_py=train_py,
+        config=ExperimentConfig.from_dict(config),
+        data_dir=await bundle.local_path(data.data),
+        tokenizer_dir=await bundle.local_path(data.tokenizer),
+        cpu=max(1, cpus),
+        memory_mb=memory_mb,
+        backend=backend,
+    )
+    return sandbox.raise_for_outcome(await sandbox.run_sandboxed(spec))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def init_flyte(config: str | None) -> None:
     """Local mode by default; a cluster when a Flyte config file is given."""
-    import flyte
-
     if config:
         flyte.init_from_config(config, log_level=logging.WARNING)
     else:
@@ -72,10 +104,8 @@ def init_flyte(config: str | None) -> None:
 
 def run_baseline(args: argparse.Namespace) -> float:
     """Build the bundle through Flyte, then train and score the baseline once (in-process for now)."""
-    import flyte
     import numpy as np
 
-    import bundle
     import train
 
     built = flyte.run(bundle.build_bundle, dataset=args.dataset, num_shards=args.num_shards, vocab_size=args.vocab_size)

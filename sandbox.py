@@ -86,7 +86,9 @@ OOM_MARKERS = (
     "OutOfMemoryError",
     "Thread creation failed",
     "can't start new thread",
+    "failed to map segment from shared object",
 )
+"""`failed to map segment` is how a shared library fails to load once `RLIMIT_AS` is reached."""
 KILL_CODES = (137, -9)
 CPU_CAP_CODES = (152, -24)
 BPB_FLOOR = 0.1

@@ -55,6 +55,8 @@ class SizingPolicy:
     ceiling_mb: int = 8192
     max_retries: int = 2
     min_step_mb: int = 512
+    initial_memory_mb: int | None = None
+    """Pins the first attempt's memory, below the estimate if need be (tests, manual runs)."""
 
     @classmethod
     def for_machine(cls, concurrency: int = 1, max_retries: int = 2) -> SizingPolicy:
@@ -245,6 +247,8 @@ async def right_size(call_llm: Any, tool_fn: Any, **kwargs: Any) -> ExperimentRe
     config = ExperimentConfig.from_dict(dict(kwargs.get("config") or {}))
     floor = clamp_size(estimate(config, policy.cpu), estimate(config, policy.cpu), policy)
     size = floor if tool_fn.model == llm.BUILTIN else await llm_size(call_llm, tool_fn, kwargs, floor, policy)
+    if policy.initial_memory_mb:
+        size = replace(size, memory_mb=policy.initial_memory_mb)
     tried: list[Size] = []
     while True:
         tried.append(size)

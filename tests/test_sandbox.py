@@ -151,6 +151,8 @@ def test_classify_exit():
     assert sandbox.classify_exit(137, "", False)[0] == "oom"
     assert sandbox.classify_exit(1, "RuntimeError: DefaultCPUAllocator: not enough memory", False)[0] == "oom"
     assert sandbox.classify_exit(1, "Traceback\nMemoryError\n", False)[0] == "oom"
+    lib = "ImportError: libscipy_openblas64_.so: failed to map segment from shared object"
+    assert sandbox.classify_exit(1, lib, False)[0] == "oom"
     crash = sandbox.classify_exit(1, "Traceback...\nValueError: boom\n", False)
     assert crash == ("crash", "exit 1: ValueError: boom")
 
