@@ -159,6 +159,7 @@ class ExperimentResult:
     eval_seconds: float = 0.0
     wall_seconds: float = 0.0
     peak_memory_mb: float = 0.0
+    peak_virtual_mb: float = 0.0
     device: str = "cpu"
     n_params: int = 0
     message: str = ""

@@ -51,6 +51,18 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def peak_virtual_mb() -> float:
+    """Peak virtual memory of this process so far: what `RLIMIT_AS` limits, so what sizing must cover."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmPeak:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
 def set_threads(job: dict[str, Any]) -> None:
     """Use exactly the CPU threads granted."""
     import torch
@@ -99,6 +111,7 @@ def phase_train() -> None:
             "steps": int(getattr(summary, "steps", 0) or 0),
             "train_seconds": train_seconds,
             "peak_memory_mb": peak_memory_mb(),
+            "peak_virtual_mb": peak_virtual_mb(),
             "device": device_name(),
         },
     )
@@ -177,6 +190,7 @@ def phase_eval() -> None:
         "eval_seconds": time.perf_counter() - start,
         "n_params": int(sum(p.numel() for p in model.parameters())),
         "peak_memory_mb": peak_memory_mb(),
+        "peak_virtual_mb": peak_virtual_mb(),
         "device": device_name(),
         **probe,
     }

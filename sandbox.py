@@ -521,6 +521,7 @@ async def _train(spec: SandboxSpec, root: Path, config: ExperimentConfig, result
         steps=int(info.get("steps", 0)),
         train_seconds=float(info.get("train_seconds", 0.0)),
         peak_memory_mb=float(info.get("peak_memory_mb", 0.0)),
+        peak_virtual_mb=float(info.get("peak_virtual_mb", 0.0)),
         device=str(info.get("device", "cpu")),
     )
     return result, checkpoint
@@ -543,6 +544,7 @@ def _score(run: PhaseRun, workdir: Path, result: ExperimentResult) -> Experiment
         eval_seconds=float(metrics.get("eval_seconds", 0.0)),
         n_params=int(metrics.get("n_params", 0)),
         peak_memory_mb=max(result.peak_memory_mb, float(metrics.get("peak_memory_mb", 0.0))),
+        peak_virtual_mb=max(result.peak_virtual_mb, float(metrics.get("peak_virtual_mb", 0.0))),
     )
 
 

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = max(5, args.runs or (5 if args.quick else 10))
     backends = args.backends or sandbox.available_backends()
     bundle = bench_bundle()
-    figures: dict[str, float | int | str] = {"runs_per_backend": runs, "default_backend": sandbox.DEFAULT_BACKEND}
+    figures: dict[str, float] = {"runs_per_backend": runs}
     print(f"{'backend':<12}{'runs':>6}{'wall':>9}{'train':>9}{'eval':>9}{'overhead':>10}   (medians, seconds)")
     for backend in backends:
         asyncio.run(measure(backend, 1, bundle, args.cpu))  # warm the page cache; not counted

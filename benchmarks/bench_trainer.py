@@ -7,8 +7,6 @@ Targets: dataloader/trainer >= 100x on CPU; offline bundle build <= 30 s from an
 
 from __future__ import annotations
 
-import argparse
-import json
 import resource
 import shutil
 import sys
@@ -23,6 +21,7 @@ import torch.nn.functional as F  # noqa: E402
 import prepare  # noqa: E402
 import train  # noqa: E402
 from autoresearch_types import ExperimentConfig  # noqa: E402
+from benchmarks.common import parse_args, report  # noqa: E402
 
 
 def bench_bundle(root: Path) -> float:
@@ -72,10 +71,7 @@ def bench_loader(config: ExperimentConfig, data_dir: Path, seconds: float) -> fl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps: finishes in under a minute")
-    parser.add_argument("--json", type=Path, help="write the figures as one flat JSON object")
-    args = parser.parse_args()
+    args = parse_args(__doc__)
     root = prepare.state_dir() / "bench" / "bundle"
     build_s = bench_bundle(root)
     config = ExperimentConfig(vocab_size=prepare.load_profile(root / "data").vocab_size)
@@ -89,12 +85,7 @@ def main() -> None:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     print(f"config: {config}  threads: {torch.get_num_threads()}")
-    print(f"{'figure':<28}{'value':>14}  target")
-    targets = {"dataloader_over_trainer": ">= 100", "bundle_build_s": "<= 30"}
-    for name, value in figures.items():
-        print(f"{name:<28}{value:>14}  {targets.get(name, '')}")
-    if args.json:
-        args.json.write_text(json.dumps(figures))
+    report(figures, args.json, {"dataloader_over_trainer": ">= 100", "bundle_build_s": "<= 30"})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,105 @@
+"""How good is the memory estimate? Run a grid of configs in the real sandbox, sized by the estimate.
+
+    python benchmarks/bench_sizing.py [--quick] [--json PATH]
+
+Each config starts at `sizing.estimate(...)` and climbs the OOM retry ladder like `right_size` does;
+the successful run's measured peak virtual memory (what `RLIMIT_AS` limits) is what it needed.
+Targets: at least 90% of configs estimated within 1.0x-2.0x of their need; 0.1 or fewer OOM retries each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import prepare  # noqa: E402
+import sandbox  # noqa: E402
+import sizing  # noqa: E402
+from autoresearch_types import ExperimentConfig  # noqa: E402
+from benchmarks.common import parse_args, report  # noqa: E402
+
+TRAIN_PY = (Path(__file__).resolve().parent.parent / "train.py").read_text()
+
+
+def grid(quick: bool) -> list[ExperimentConfig]:
+    """Configs spread over the workshop bounds, each trained for two steps."""
+    base = ExperimentConfig(max_steps=2, time_budget_s=60.0, vocab_size=8192)
+    layers, widths, batches, seqs = (
+        ([1, 6], [64, 256], [4, 16], [128, 512]) if not quick else ([1, 4], [64, 192], [8], [256])
+    )
+    return [
+        dataclasses.replace(base, n_layer=n, n_embd=d, n_head=4, batch_size=b, seq_len=t)
+        for n, d, b, t in itertools.product(layers, widths, batches, seqs)
+    ]
+
+
+async def run_sized(config: ExperimentConfig, data: Path, policy: sizing.SizingPolicy) -> dict:
+    """One config from its estimate up the retry ladder; what it needed and how many retries it took."""
+    estimate = sizing.clamp_size(sizing.estimate(config, policy.cpu), sizing.estimate(config, policy.cpu), policy)
+    size, retries = estimate, 0
+    while True:
+        spec = sandbox.SandboxSpec(
+            train_py=TRAIN_PY,
+            config=config,
+            data_dir=str(data / "data"),
+            tokenizer_dir=str(data / "tokenizer"),
+            cpu=size.cpu,
+            memory_mb=size.memory_mb,
+            eval_tokens=4096,
+        )
+        result = await sandbox.run_sandboxed(spec)
+        bigger = sizing.next_size(size, policy) if result.outcome == "oom" and retries < policy.max_retries else None
+        if bigger is None:
+            break
+        size, retries = bigger, retries + 1
+    needed = result.peak_virtual_mb
+    return {
+        "config": f"L{config.n_layer} d{config.n_embd} b{config.batch_size} t{config.seq_len}",
+        "outcome": result.outcome,
+        "estimate_mb": estimate.memory_mb,
+        "virtual_mb": round(needed),
+        "resident_mb": round(result.peak_memory_mb),
+        "ratio": round(estimate.memory_mb / needed, 2) if needed else float("nan"),
+        "retries": retries,
+    }
+
+
+async def main_async(quick: bool) -> tuple[list[dict], dict]:
+    root = prepare.state_dir() / "bench" / "bundle"
+    if not (root / "data" / "profile.json").exists():
+        prepare.prepare_bundle(prepare.DEFAULT_DATASET, 1, 8192, root)
+    policy = sizing.SizingPolicy.for_machine(concurrency=1)
+    rows = []
+    for config in grid(quick):
+        rows.append(await run_sized(config, root, policy))
+        print("  ran", rows[-1]["config"], rows[-1]["outcome"], flush=True)
+    ok = [r for r in rows if r["outcome"] == "success"]
+    within = sum(1 for r in ok if 1.0 <= r["ratio"] <= 2.0)
+    figures = {
+        "within_1x_2x_fraction": round(within / max(1, len(rows)), 3),
+        "oom_retries_per_experiment": round(sum(r["retries"] for r in rows) / max(1, len(rows)), 3),
+        "configs": len(rows),
+    }
+    return rows, figures
+
+
+def main() -> None:
+    args = parse_args(__doc__)
+    rows, figures = asyncio.run(main_async(args.quick))
+    header = f"{'config':<22}{'outcome':<9}{'estimate':>9}{'virtual':>9}{'resident':>9}{'ratio':>7}{'retries':>8}"
+    print(header)
+    for r in rows:
+        print(
+            f"{r['config']:<22}{r['outcome']:<9}{r['estimate_mb']:>9}{r['virtual_mb']:>9}"
+            f"{r['resident_mb']:>9}{r['ratio']:>7}{r['retries']:>8}"
+        )
+    report(figures, args.json, {"within_1x_2x_fraction": ">= 0.9", "oom_retries_per_experiment": "<= 0.1"})
+
+
+if __name__ == "__main__":
+    main()
