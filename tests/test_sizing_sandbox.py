@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+from pathlib import Path
 
 import flyte
 import pytest
@@ -15,7 +16,7 @@ import parallelized_autoresearch as entry
 import sizing
 from autoresearch_types import ExperimentResult
 
-TRAIN_PY = (entry.Path(entry.__file__).parent / "train.py").read_text()
+TRAIN_PY = (Path(entry.__file__).parent / "train.py").read_text()
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4, "max_steps": 3, "time_budget_s": 20.0}
 HUGE = {
     "n_layer": 8,
