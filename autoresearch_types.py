@@ -196,3 +196,23 @@ class DatasetProfile:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class AutoresearchOutput:
+    """What a research run returns: the directive it started from, the data, the best, the board and totals."""
+
+    memory_key: str
+    model: str
+    directive: str
+    profile: DatasetProfile
+    best: dict[str, Any]
+    leaderboard: list[dict[str, Any]]
+    summary: str
+    totals: dict[str, Any]
+    best_train_py: str = ""
+    report_path: str = ""
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -86,17 +86,39 @@ def init_local(project: str = "autoresearch", domain: str = "development", log_l
     flyte.init(org="local", project=project, domain=domain, log_level=log_level)
 
 
-def _check_location(remote_path: str, state_dir: Path) -> None:
-    """Refuse a local store outside the state dir: sandboxed code can write the host's `/tmp`."""
+def _local_path(remote_path: str) -> Path | None:
+    """The filesystem path of a local store location, or None for an object-store URI."""
     parsed = urlparse(remote_path)
     if parsed.scheme not in ("", "file"):
-        return
-    path = Path(parsed.path if parsed.scheme else remote_path).resolve()
-    if state_dir != path and state_dir not in path.parents:
+        return None
+    return Path(parsed.path if parsed.scheme else remote_path).resolve()
+
+
+def store_location(memory_key: str, state_dir: Path) -> str:
+    """Where the keyed store lives: the SDK's path on a cluster; locally, the same layout under the state dir.
+
+    A local run whose raw-data path is the default `/tmp/flyte/...` (for example `flyte run --local`) is
+    rebased under `<state>/flyte/raw`, where `run_context_kwargs()` would have put it, because sandboxed
+    code can write the host's `/tmp`. Without an initialised org, local stores use the org `local`.
+    """
+    from flyte.ai.agents import MemoryStore, MemoryStoreError
+
+    try:
+        try:
+            remote = MemoryStore.remote_path_for_key(key=memory_key)
+        except MemoryStoreError:
+            remote = MemoryStore.remote_path_for_key(key=memory_key, org="local")
+    except Exception as exc:
         raise LedgerError(
-            f"the ledger's MemoryStore would live at {path}, outside the state dir {state_dir}. Start the run with "
-            "flyte.with_runcontext(**ledger.run_context_kwargs()) so local research state stays out of /tmp."
-        )
+            f"cannot locate the MemoryStore for key {memory_key!r}: {exc}. Call Ledger.open inside a Flyte task "
+            "(locally: ledger.init_local(), then flyte.with_runcontext(**ledger.run_context_kwargs()).run(task))."
+        ) from exc
+    path = _local_path(remote)
+    if path is None or path == state_dir or state_dir in path.parents:
+        return remote
+    marker = "/agents/memory-store/"
+    tail = str(path).split(marker, 1)[1] if marker in str(path) else f"v0/local/{memory_key}"
+    return str(state_dir / "flyte" / "raw" / "agents" / "memory-store" / tail)
 
 
 def _now() -> str:
@@ -304,20 +326,14 @@ class Ledger:
         The working copy is downloaded into the state dir (not `/tmp`); the baseline experiment is
         recorded on first open so it can be run and ranked like any other.
         """
-        from flyte.ai.agents import MemoryStore, MemoryStoreError
+        from flyte.ai.agents import MemoryStore
         from flyte.io import Dir
 
         root = _state_dir(state_dir)
-        try:
-            remote = MemoryStore.remote_path_for_key(key=memory_key)
-        except MemoryStoreError as exc:
-            raise LedgerError(
-                f"cannot locate the MemoryStore for key {memory_key!r}: {exc}. Call Ledger.open inside a Flyte task "
-                "(locally: ledger.init_local(), then flyte.with_runcontext(**ledger.run_context_kwargs()).run(task))."
-            ) from exc
-        _check_location(remote, root)
+        remote = store_location(memory_key, root)
         work = root / "ledger-work" / f"{memory_key}-{uuid.uuid4().hex[:8]}"
-        exists = await MemoryStore.exists(key=memory_key)
+        local = _local_path(remote)
+        exists = local.is_dir() if local is not None else await MemoryStore.exists(key=memory_key)
         if exists:
             await Dir.from_existing_remote(remote).download(local_path=str(work))
         memory = MemoryStore(key=memory_key, root=work, remote_path=remote)
@@ -488,6 +504,27 @@ class Ledger:
         plan.update(extra or {})
         async with self._lock:
             await self.memory.write_json.aio(f"batches/{slugify(batch_id)}.json", plan, actor=ACTOR)
+            await self.memory.save.aio()
+        return plan
+
+    async def amend_batch_plan(self, batch_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Merge `fields` into a stored batch plan (dict values merge key by key), creating it if missing; save."""
+        if not slugify(batch_id):
+            raise LedgerError(
+                f"batch id {batch_id!r} has no letters or digits; use the batch_id edit_train_code_batch gave."
+            )
+        path = f"batches/{slugify(batch_id)}.json"
+        async with self._lock:
+            plan = await self.memory.read_json.aio(path) or {
+                "batch_id": batch_id,
+                "titles": [],
+                "rationale": "",
+                "created_at": _now(),
+            }
+            for key, value in fields.items():
+                old = plan.get(key)
+                plan[key] = {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
+            await self.memory.write_json.aio(path, plan, actor=ACTOR)
             await self.memory.save.aio()
         return plan
 

@@ -184,11 +184,13 @@ async def test_open_keeps_store_and_working_copy_under_state_dir(ledger_state: P
     assert f"/local/{PROJECT}/{DOMAIN}/k-open" in out["remote"]
 
 
-async def test_open_refuses_a_store_in_tmp(ledger_state: Path) -> None:
+async def test_open_without_run_context_still_keeps_the_store_under_state_dir(ledger_state: Path) -> None:
     result = await flyte.run.aio(run_scenario, name="opens_under_state_dir", key="k-tmp")
     outputs = result.outputs()
     out = json.loads((await outputs if inspect.isawaitable(outputs) else outputs)[0])
-    assert "outside the state dir" in out["ledger_error"] and "run_context_kwargs" in out["ledger_error"]
+    assert out["remote"].startswith(str(ledger_state)), "a default /tmp raw-data path must be rebased"
+    assert f"/local/{PROJECT}/{DOMAIN}/k-tmp" in out["remote"]
+    assert (Path(out["remote"]) / "experiments" / "baseline" / "spec.json").exists()
 
 
 @scenario

@@ -1,0 +1,503 @@
+"""The agent's tools: thin functions that validate arguments, delegate to the ledger or the runner, and return dicts.
+
+Their docstrings are the LLM's documentation (the SDK puts them in the code-mode system prompt), so each
+one states its arguments, its return shape and an example. Bad input never raises into the agent loop:
+it comes back as `{"error": "...what was wrong and what to do instead..."}`. Every tool runs in the
+driver process, the ledger's single writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import os
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from autoresearch_types import ExperimentResult
+from ledger import Ledger, LedgerError
+from ledger_views import BASELINE_TITLE, ExperimentRecord
+
+RunOne = Callable[[ExperimentRecord], Awaitable[ExperimentResult]]
+"""Runs one experiment (sized, retried on OOM) and returns its result; never raises."""
+FanOut = Callable[[list[ExperimentRecord], Callable[[ExperimentRecord], Awaitable[None]]], Awaitable[None]]
+"""Calls the worker on every record with the run's concurrency (asyncio locally, flyte.map on a cluster)."""
+Emit = Callable[[dict[str, Any]], None]
+"""Receives activity events for the report and the terminal."""
+
+ARXIV_URL = os.environ.get("AUTORESEARCH_ARXIV_URL", "https://export.arxiv.org/api/query")
+DIFF_LIMIT = 8000
+CODE_LIMIT = 20000
+
+
+def apply_patches(source: str, patches: Any) -> str:
+    """Apply `[{"old": str, "new": str}, ...]` to `source`; each `old` must occur exactly once. Raises ValueError."""
+    if isinstance(patches, dict):
+        patches = [patches]
+    if not isinstance(patches, (list, tuple)) or not patches:
+        raise ValueError('patches must be a non-empty list like [{"old": "exact text", "new": "replacement"}]')
+    for i, patch in enumerate(patches):
+        old, new = (patch.get("old"), patch.get("new")) if isinstance(patch, dict) else (None, None)
+        if not isinstance(old, str) or not isinstance(new, str) or not old:
+            raise ValueError(f'patch {i} must be {{"old": "exact text", "new": "replacement"}} with non-empty old')
+        count = source.count(old)
+        if count != 1:
+            where = "does not occur" if count == 0 else f"occurs {count} times"
+            raise ValueError(
+                f"patch {i}: old text {where} in the parent's train.py ({old[:60]!r}...). Copy an exact, unique "
+                "snippet from read_train_code(parent_title)."
+            )
+        source = source.replace(old, new)
+    return source
+
+
+def _result_brief(result: ExperimentResult | None) -> dict[str, Any] | None:
+    """The fields of a result the agent needs, without logs."""
+    if result is None:
+        return None
+    brief = {"outcome": result.outcome, "val_bpb": result.val_bpb, "steps": result.steps, "n_params": result.n_params}
+    brief.update(wall_seconds=round(result.wall_seconds, 1), oom_retries=result.oom_retries)
+    if result.outcome != "success":
+        brief["message"] = result.message[:400]
+    return brief
+
+
+def _as_titles(titles: Any) -> list[str] | None:
+    """A list of title strings from a string, list or tuple; None if it is something else."""
+    if isinstance(titles, str):
+        titles = [titles]
+    if not isinstance(titles, (list, tuple)) or not all(isinstance(t, str) for t in titles):
+        return None
+    return [t.strip() for t in titles if t.strip()]
+
+
+@dataclass
+class Budget:
+    """How many experiments this run may still start, and how big a batch is."""
+
+    n_experiments: int
+    batch_size: int
+    concurrency: int
+    started: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.n_experiments - self.started)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"n_experiments": self.n_experiments, "started": self.started, "remaining": self.remaining}
+        out.update(batch_size=self.batch_size, concurrency=self.concurrency)
+        if not self.remaining:
+            out["note"] = "The experiment budget is spent: reply now in plain text (no code) with your final summary."
+        return out
+
+
+@dataclass
+class ResearchTools:
+    """The tool set bound to one run: its ledger, its runner and its budget."""
+
+    ledger: Ledger
+    run_one: RunOne
+    fan_out: FanOut
+    budget: Budget
+    profile: dict[str, Any]
+    emit: Emit = lambda event: None  # noqa: E731
+    on_result: Callable[[str, str, int, int, ExperimentResult], None] = lambda *a: None  # noqa: E731
+    last_batch_id: str = ""
+    _t0: float = field(default_factory=time.monotonic)
+
+    def as_tools(self) -> list[Callable[..., Awaitable[Any]]]:
+        """Every tool, wrapped so that it logs its call and turns an unexpected exception into `{"error"}`."""
+        names = [
+            "inspect_dataset",
+            "get_baseline_train_code",
+            "get_leaderboard",
+            "get_code_edit_history",
+            "read_train_code",
+            "get_promising_code",
+            "compare_experiments",
+            "edit_train_code_batch",
+            "record_batch_plan",
+            "get_batch_plan",
+            "record_batch_hypotheses",
+            "run_experiment_batch",
+            "evaluate_batch_results",
+            "search_arxiv",
+        ]
+        return [self._wrap(getattr(self, n)) for n in names]
+
+    def _wrap(self, method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        name = method.__name__
+
+        @functools.wraps(method)
+        async def tool(*args: Any, **kwargs: Any) -> Any:
+            start = time.monotonic()
+            try:
+                result = await method(*args, **kwargs)
+            except TypeError as exc:
+                result = {"error": f"bad arguments for {name}: {exc}. Signature: {name}{inspect.signature(method)}."}
+            except Exception as exc:  # rule 6: nothing raises into the agent loop
+                result = {"error": f"{name} failed: {type(exc).__name__}: {exc}"}
+            error = result.get("error", "") if isinstance(result, dict) else ""
+            detail = ", ".join(f"{k}={str(v)[:60]}" for k, v in kwargs.items()) or ", ".join(str(a)[:60] for a in args)
+            self.emit(
+                {
+                    "t": round(start - self._t0, 2),
+                    "kind": "tool",
+                    "name": name,
+                    "detail": detail,
+                    "duration_s": round(time.monotonic() - start, 2),
+                    "error": str(error)[:500],
+                }
+            )
+            return result
+
+        return tool
+
+    # ---------------------------------------------------------------- looking
+
+    async def inspect_dataset(self) -> dict[str, Any]:
+        """The data, the base config, the override bounds and the experiment budget left.
+
+        Returns {"profile": {...dataset sizes, vocab_size, bytes_per_token...}, "base_config": {...},
+        "bounds": {key: [low, high]}, "budget": {"n_experiments", "started", "remaining", "batch_size", "concurrency"}}.
+        Example: info = inspect_dataset(); info["budget"]["remaining"]
+        """
+        return {
+            "profile": self.profile,
+            "base_config": self.ledger.base_config.to_dict(),
+            "bounds": self.ledger.bounds.describe(),
+            "budget": self.budget.to_dict(),
+        }
+
+    async def get_baseline_train_code(self) -> dict[str, Any]:
+        """The repository's baseline train.py and its result, the starting point of every fork chain.
+
+        Returns {"title": "baseline", "train_py": str, "result": {...} or None}.
+        Example: base = get_baseline_train_code(); base["train_py"]
+        """
+        (rec,) = await self.ledger.specs([BASELINE_TITLE])
+        return {"title": BASELINE_TITLE, "train_py": rec.train_py, "result": _result_brief(rec.result)}
+
+    async def get_leaderboard(self, top_n: int = 20) -> dict[str, Any]:
+        """Experiments ranked by val_bpb (lower is better), then failures, then those not run yet.
+
+        Returns {"rows": [{"rank", "title", "parent", "val_bpb", "delta_vs_best", "delta_vs_baseline", "label",
+        "outcome", "change_summary", "overrides"}], "best": row or None, "budget": {...}}.
+        label is new_best | regression | failed | not_run. Example: lb = get_leaderboard(10); lb["best"]["title"]
+        """
+        rows = [r.to_dict() for r in await self.ledger.leaderboard()]
+        for row in rows:
+            row.pop("kept", None)
+        best = rows[0] if rows and rows[0]["rank"] == 1 else None
+        return {"rows": rows[: max(1, int(top_n))], "best": best, "total": len(rows), "budget": self.budget.to_dict()}
+
+    async def get_code_edit_history(self, last_n: int = 30) -> dict[str, Any]:
+        """Every experiment in creation order with what it changed and how it did (no source code).
+
+        Returns {"experiments": [{"title", "parent", "batch_id", "change_summary", "hypothesis", "expected_effect",
+        "overrides", "result": {"outcome", "val_bpb", ...} or None}], "total": int}.
+        Example: h = get_code_edit_history(10); [e["title"] for e in h["experiments"]]
+        """
+        records = sorted(await self.ledger.records(), key=lambda r: r.spec.created_at)
+        shown = records[-max(1, int(last_n)) :]
+        rows = []
+        for rec in shown:
+            spec = rec.spec
+            row = {"title": spec.title, "parent": spec.parent, "batch_id": spec.batch_id}
+            row.update(change_summary=spec.change_summary, hypothesis=spec.hypothesis)
+            row.update(expected_effect=spec.expected_effect, overrides=spec.overrides, result=_result_brief(rec.result))
+            rows.append(row)
+        return {"experiments": rows, "total": len(records)}
+
+    async def read_train_code(self, title: str) -> dict[str, Any]:
+        """The full train.py of one experiment, with its overrides and parent.
+
+        Returns {"title", "parent", "overrides", "train_py", "result"}. Example: read_train_code("baseline")["train_py"]
+        """
+        if not isinstance(title, str):
+            return {"error": "title must be a string, the exact title of an experiment (see get_leaderboard())."}
+        try:
+            (rec,) = await self.ledger.specs([title])
+        except LedgerError as exc:
+            return {"error": str(exc)}
+        out = {"title": rec.title, "parent": rec.spec.parent, "overrides": rec.spec.overrides}
+        out.update(train_py=rec.train_py[:CODE_LIMIT], result=_result_brief(rec.result))
+        return out
+
+    async def get_promising_code(self, top_k: int = 3) -> dict[str, Any]:
+        """The best `top_k` successful experiments with their full train.py: the candidates to fork.
+
+        Returns {"candidates": [{"title", "val_bpb", "overrides", "change_summary", "train_py"}]}.
+        Example: best = get_promising_code(1)["candidates"][0]; best["title"]
+        """
+        rows = [r for r in await self.ledger.leaderboard() if r.rank is not None][: max(1, int(top_k))]
+        recs = await self.ledger.specs([r.title for r in rows])
+        out = []
+        for row, rec in zip(rows, recs, strict=True):
+            out.append(
+                {
+                    "title": row.title,
+                    "val_bpb": row.val_bpb,
+                    "overrides": row.overrides,
+                    "change_summary": row.change_summary,
+                    "train_py": rec.train_py[:CODE_LIMIT],
+                }
+            )
+        note = "" if out else "No successful experiment yet: run the baseline or a first batch."
+        return {"candidates": out, "note": note}
+
+    async def compare_experiments(self, a: str, b: str) -> dict[str, Any]:
+        """Compare two experiments: val_bpb of each, delta (b minus a), overrides, and a unified diff of train.py.
+
+        Returns {"a", "b", "val_bpb": {a: x, b: y}, "delta", "overrides": {...}, "diff": str}.
+        Example: compare_experiments("baseline", "Cosine LR")["delta"]
+        """
+        if not isinstance(a, str) or not isinstance(b, str):
+            return {"error": "a and b must be experiment titles (strings); see get_leaderboard()."}
+        out = await self.ledger.compare(a, b)
+        if "diff" in out and len(out["diff"]) > DIFF_LIMIT:
+            out["diff"] = out["diff"][:DIFF_LIMIT] + "\n... (diff cut)"
+        return out
+
+    # ---------------------------------------------------------------- planning
+
+    async def edit_train_code_batch(self, edits: list[dict]) -> dict[str, Any]:
+        """Save a batch of distinct experiments to the ledger (nothing runs yet). Invalid edits are rejected, not lost.
+
+        Each edit is a dict: {"title": unique name, "parent_title": experiment to fork (omit for the baseline),
+        "overrides": {config key: number} (optional), "patches": [{"old": exact unique snippet of the parent's
+        train.py, "new": replacement}] (optional) OR "train_py": full new source (optional), "change_summary": str,
+        "hypothesis": str, "expected_effect": str}. At most batch_size edits; the first batch may use overrides
+        only, later ones must change code. Returns {"batch_id", "saved": [{"title", "parent", "overrides"}],
+        "rejected": [{"title", "error"}], "clamped": {...}, "notes": [...]}.
+        Example: edit_train_code_batch([{"title": "LR 6e-3", "overrides": {"learning_rate": 0.006},
+        "change_summary": "double the LR", "hypothesis": "the baseline LR is too low", "expected_effect": "-0.02 bpb"}])
+        """
+        if isinstance(edits, dict):
+            edits = [edits]
+        if not isinstance(edits, (list, tuple)) or not edits:
+            return {"error": "edits must be a non-empty list of dicts (see the example in this tool's documentation)."}
+        rejected: list[dict[str, Any]] = []
+        if len(edits) > self.budget.batch_size:
+            rejected += [
+                {"title": e.get("title") if isinstance(e, dict) else None, "error": "over batch_size; plan it later"}
+                for e in edits[self.budget.batch_size :]
+            ]
+            edits = edits[: self.budget.batch_size]
+        ready = []
+        for edit in edits:
+            resolved = await self._resolve_patches(edit)
+            if isinstance(resolved, str):
+                rejected.append({"title": edit.get("title") if isinstance(edit, dict) else None, "error": resolved})
+            else:
+                ready.append(resolved)
+        out = await self.ledger.save_edits(ready) if ready else {"saved": [], "rejected": [], "batch_id": None}
+        out["rejected"] = rejected + out.get("rejected", [])
+        if out.get("saved"):
+            self.last_batch_id = out["batch_id"]
+            out["next"] = "record_batch_plan(titles, rationale), then run_experiment_batch(titles)."
+        return out
+
+    async def _resolve_patches(self, edit: Any) -> dict[str, Any] | str:
+        """The edit with `patches` turned into a full `train_py` against its parent, or why that failed."""
+        if not isinstance(edit, dict) or "patches" not in edit:
+            return edit
+        if edit.get("train_py") is not None:
+            return "give either patches or train_py, not both."
+        parent = edit.get("parent_title") or BASELINE_TITLE
+        try:
+            (rec,) = await self.ledger.specs([parent])
+            source = apply_patches(rec.train_py, edit["patches"])
+        except (LedgerError, ValueError) as exc:
+            return str(exc)
+        resolved = {k: v for k, v in edit.items() if k != "patches"}
+        resolved["train_py"] = source
+        return resolved
+
+    async def record_batch_plan(self, titles: list[str], rationale: str = "", batch_id: str = "") -> dict[str, Any]:
+        """Record why this batch was chosen, before running it. batch_id defaults to the titles' batch.
+
+        Returns the stored plan {"batch_id", "titles", "rationale", "created_at"}.
+        Example: record_batch_plan(["LR 6e-3", "Deeper 4L"], "sweep LR and depth around the baseline")
+        """
+        names = _as_titles(titles)
+        if not names:
+            return {"error": "titles must be a non-empty list of saved experiment titles."}
+        try:
+            recs = await self.ledger.specs(names)
+        except LedgerError as exc:
+            return {"error": str(exc)}
+        batch = batch_id or recs[0].spec.batch_id or self.last_batch_id
+        return await self.ledger.record_batch_plan(batch, names, str(rationale)[:4000])
+
+    async def get_batch_plan(self, batch_id: str = "") -> dict[str, Any]:
+        """A stored batch plan (the latest when batch_id is empty), with its hypotheses.
+
+        Returns {"batch_id", "titles", "rationale", "hypotheses", ...} and "all_batch_ids".
+        Example: get_batch_plan("batch-001")["rationale"]
+        """
+        plans = await self.ledger.batch_plans()
+        if not plans:
+            return {"error": "no batch plan recorded yet; call record_batch_plan(titles, rationale) first."}
+        ids = [p["batch_id"] for p in plans]
+        if batch_id and batch_id not in ids:
+            return {"error": f"no batch {batch_id!r}; recorded batches: {ids}."}
+        plan = next(p for p in plans if p["batch_id"] == batch_id) if batch_id else plans[-1]
+        return {**plan, "all_batch_ids": ids}
+
+    async def record_batch_hypotheses(self, batch_id: str, hypotheses: dict) -> dict[str, Any]:
+        """Attach hypotheses to a recorded batch: {title: "hypothesis"} or {title: {"hypothesis", "expected_effect"}}.
+
+        Returns the updated plan. Example: record_batch_hypotheses("batch-001", {"LR 6e-3": "faster convergence"})
+        """
+        if not isinstance(hypotheses, dict) or not hypotheses:
+            return {"error": 'hypotheses must be a non-empty dict like {"Title": "what you expect and why"}.'}
+        clean = {}
+        for title, value in hypotheses.items():
+            entry = value if isinstance(value, dict) else {"hypothesis": str(value)}
+            clean[str(title)] = {k: str(entry.get(k, ""))[:1000] for k in ("hypothesis", "expected_effect")}
+        try:
+            return await self.ledger.amend_batch_plan(batch_id or self.last_batch_id, {"hypotheses": clean})
+        except LedgerError as exc:
+            return {"error": str(exc)}
+
+    # ---------------------------------------------------------------- running
+
+    async def run_experiment_batch(self, titles: list[str]) -> dict[str, Any]:
+        """Run saved experiments in parallel (sandboxed, right-sized, retried on OOM) and record each result.
+
+        titles: saved titles, at most batch_size. Experiments that already have a result are not rerun.
+        Returns {"results": [{"title", "outcome", "val_bpb", "steps", "wall_seconds", "message"?}],
+        "skipped": [{"title", "reason"}], "budget": {...}}. Example: run_experiment_batch(["LR 6e-3", "Deeper 4L"])
+        """
+        names = _as_titles(titles)
+        if not names:
+            return {"error": "titles must be a non-empty list of saved experiment titles (from edit_train_code_batch)."}
+        try:
+            recs = await self.ledger.specs(list(dict.fromkeys(names)))
+        except LedgerError as exc:
+            return {"error": str(exc)}
+        skipped = [{"title": r.title, "reason": "already has a result; not rerun"} for r in recs if r.result]
+        todo = [r for r in recs if r.result is None]
+        allowed = min(self.budget.remaining, self.budget.batch_size)
+        skipped += [
+            {"title": r.title, "reason": "over the batch size or the experiment budget"} for r in todo[allowed:]
+        ]
+        todo = todo[:allowed]
+        self.budget.started += len(todo)
+        results = await self.run_records(todo)
+        out = [{"title": t, **(_result_brief(r) or {})} for t, r in results]
+        return {"results": out, "skipped": skipped, "budget": self.budget.to_dict()}
+
+    async def run_records(self, records: list[ExperimentRecord]) -> list[tuple[str, ExperimentResult]]:
+        """Fan the records out and record each result as it arrives; returns (title, result) in input order."""
+        done: dict[str, ExperimentResult] = {}
+        lock = asyncio.Lock()
+
+        async def worker(rec: ExperimentRecord) -> None:
+            result = await self.run_one(rec)
+            await self.ledger.record_result(rec.title, result)
+            async with lock:
+                done[rec.title] = result
+                self.on_result(rec.spec.batch_id, rec.title, len(done), len(records), result)
+
+        if records:
+            await self.fan_out(records, worker)
+        return [(r.title, done[r.title]) for r in records if r.title in done]
+
+    async def evaluate_batch_results(self, batch_id: str = "") -> dict[str, Any]:
+        """Judge a finished batch: each experiment against its parent and the best, with its hypothesis.
+
+        Returns {"batch_id", "experiments": [{"title", "parent", "outcome", "val_bpb", "delta_vs_parent", "label",
+        "hypothesis", "expected_effect", "verdict"}], "best": {...}, "advice": str}. verdict is improved | worse |
+        failed | not_run. Example: evaluate_batch_results("batch-001")["best"]["title"]
+        """
+        batch_id = batch_id or self.last_batch_id
+        records = await self.ledger.records()
+        mine = [r for r in records if r.spec.batch_id == batch_id]
+        if not mine:
+            ids = sorted({r.spec.batch_id for r in records if r.spec.batch_id.startswith("batch")})
+            return {"error": f"no experiments in batch {batch_id!r}; batches: {ids}."}
+        bpb = {r.title: r.val_bpb for r in records}
+        labels = {row.title: row.label for row in await self.ledger.leaderboard()}
+        rows = [self._verdict(r, bpb, labels) for r in sorted(mine, key=lambda r: r.spec.created_at)]
+        best = await self.ledger.best()
+        winners = [r["title"] for r in rows if r["label"] == "new_best"]
+        advice = (
+            f"{winners[-1]!r} set a new best: fork it with code changes."
+            if winners
+            else "Nothing in this batch beat the best: try different ideas, forking the best so far."
+        )
+        return {"batch_id": batch_id, "experiments": rows, "best": best.to_dict() if best else None, "advice": advice}
+
+    @staticmethod
+    def _verdict(rec: ExperimentRecord, bpb: dict[str, float | None], labels: dict[str, str]) -> dict[str, Any]:
+        parent_bpb = bpb.get(rec.spec.parent or BASELINE_TITLE)
+        delta = None if rec.val_bpb is None or parent_bpb is None else rec.val_bpb - parent_bpb
+        if rec.result is None:
+            verdict = "not_run"
+        elif rec.val_bpb is None:
+            verdict = "failed"
+        else:
+            verdict = "improved" if delta is not None and delta < 0 else "worse"
+        row = {"title": rec.title, "parent": rec.spec.parent or BASELINE_TITLE, "val_bpb": rec.val_bpb}
+        row.update(outcome=rec.result.outcome if rec.result else None, delta_vs_parent=delta)
+        row.update(label=labels.get(rec.title), hypothesis=rec.spec.hypothesis, verdict=verdict)
+        row.update(expected_effect=rec.spec.expected_effect)
+        if rec.result is not None and rec.val_bpb is None:
+            row["message"] = rec.result.message[:300]
+        return row
+
+    # ---------------------------------------------------------------- reading
+
+    async def search_arxiv(self, query: str, max_results: int = 5) -> dict[str, Any]:
+        """Search arXiv for papers (title, authors, year, summary). Offline or on error it returns a note instead.
+
+        Returns {"papers": [{"title", "authors", "year", "summary", "url"}]} or {"papers": [], "note": str}.
+        Example: search_arxiv("learning rate warmup transformer", 3)
+        """
+        if not isinstance(query, str) or not query.strip():
+            return {"papers": [], "note": "give a non-empty query string, e.g. 'cosine learning rate schedule'."}
+        return await search_arxiv(query, max(1, min(int(max_results), 10)))
+
+
+async def search_arxiv(query: str, max_results: int, url: str | None = None, timeout_s: float = 8.0) -> dict[str, Any]:
+    """Query the arXiv Atom API over httpx; any failure becomes a short note, never an exception."""
+    import httpx
+
+    params = {"search_query": f"all:{query}", "start": 0, "max_results": max_results}
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            response = await client.get(url or ARXIV_URL, params=params)
+            response.raise_for_status()
+        return {"papers": parse_arxiv(response.text)}
+    except Exception as exc:
+        return {"papers": [], "note": f"arXiv is not reachable ({type(exc).__name__}); plan from what you know."}
+
+
+def parse_arxiv(feed: str) -> list[dict[str, Any]]:
+    """The entries of an arXiv Atom feed as small dicts."""
+    ns = {"a": "http://www.w3.org/2005/Atom"}
+    papers = []
+    for entry in ET.fromstring(feed).findall("a:entry", ns):
+
+        def text(tag: str, node: ET.Element = entry) -> str:
+            found = node.find(tag, ns)
+            return " ".join((found.text or "").split()) if found is not None else ""
+
+        authors = [text("a:name", a) for a in entry.findall("a:author", ns)]
+        papers.append(
+            {
+                "title": text("a:title"),
+                "authors": authors[:5],
+                "year": text("a:published")[:4],
+                "summary": text("a:summary")[:600],
+                "url": text("a:id"),
+            }
+        )
+    return papers
