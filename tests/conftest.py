@@ -11,6 +11,7 @@ import prepare
 
 TEST_STATE = Path.home() / ".cache" / "parallelized-autoresearch" / "tests"
 os.environ.setdefault(prepare.STATE_DIR_ENV, str(TEST_STATE))
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch prices from the internet
 
 
 @pytest.fixture(scope="session")

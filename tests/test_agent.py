@@ -1,0 +1,196 @@
+"""The research agent end to end in Flyte local mode: real bundle, sandbox, ledger and Agent, tiny sizes.
+
+The built-in planner drives the main scenario; a scripted litellm provider (the one mocked edge: a
+hosted LLM) drives the recovery scenario through the real `LLMClient`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import flyte
+import litellm
+import pytest
+
+import ledger as ledger_mod
+import parallelized_autoresearch as pa
+from autoresearch_types import AutoresearchOutput
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "agent-tests"
+TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_flyte(state_root: Path) -> None:
+    ledger_mod.init_local(project=PROJECT, log_level=logging.CRITICAL)
+
+
+def run_driver(**overrides: Any) -> AutoresearchOutput:
+    """One research run of the real driver task, in local mode, on the tiny bundle."""
+    inputs: dict[str, Any] = dict(
+        n_experiments=4,
+        batch_size=2,
+        concurrency=2,
+        max_turns=8,
+        dataset="shakespeare",
+        num_shards=1,
+        vocab_size=512,
+        max_steps=4,
+        time_budget=20.0,
+        base_config=TINY,
+    )
+    inputs.update(overrides)
+    run = flyte.with_runcontext(**ledger_mod.run_context_kwargs()).run(pa.parallelized_autoresearch, **inputs)
+    return run.outputs()[0]
+
+
+def store_dir(state_root: Path, key: str) -> Path:
+    """The keyed store's files on disk (the persisted truth the output must match)."""
+    (found,) = (state_root / "flyte" / "raw" / "agents" / "memory-store").glob(f"v0/*/{PROJECT}/*/{key}")
+    return found
+
+
+def stored(state_root: Path, key: str) -> dict[str, dict[str, Any]]:
+    """title -> {"spec", "train_py", "result"} read straight from the store's files."""
+    out = {}
+    for spec_path in (store_dir(state_root, key) / "experiments").glob("*/spec.json"):
+        spec = json.loads(spec_path.read_text())
+        result_path = spec_path.parent / "result.json"
+        result = json.loads(result_path.read_text()) if result_path.exists() else None
+        out[spec["title"]] = {"spec": spec, "train_py": (spec_path.parent / "train.py").read_text(), "result": result}
+    return out
+
+
+@pytest.mark.timeout(900)
+def test_builtin_planner_two_batches_then_resume_without_rerunning(state_root: Path) -> None:
+    key = f"agent-e2e-{uuid.uuid4().hex[:8]}"
+    out = run_driver(memory_key=key)
+    assert out.error == "", out.error
+    records = stored(state_root, key)
+    agent_runs = {t: r for t, r in records.items() if t != "baseline"}
+    assert len(agent_runs) == 4 and all(r["result"] for r in agent_runs.values())
+    baseline_src = records["baseline"]["train_py"]
+    batches = {r["spec"]["batch_id"] for r in agent_runs.values()}
+    assert batches == {"batch-001", "batch-002"}
+    second = [r for r in agent_runs.values() if r["spec"]["batch_id"] == "batch-002"]
+    assert all(r["train_py"] != baseline_src for r in second), "batch 2 must edit train.py"
+    assert all(r["spec"]["parent"] for r in second), "batch 2 forks the best"
+    ranked = sorted(
+        (r["result"]["result"]["val_bpb"], r["result"]["seq"], t)
+        for t, r in records.items()
+        if r["result"]["result"]["outcome"] == "success"
+    )
+    best_bpb, _, best_title = ranked[0]
+    assert out.best["title"] == best_title and out.best["val_bpb"] == pytest.approx(best_bpb)
+    assert out.best_train_py == records[best_title]["train_py"]
+    report = Path(out.report_path)
+    assert report.exists() and "Summary" in report.read_text()
+    assert "Prior research" in out.directive and "None yet" in out.directive
+
+    # A crash after an experiment finished but before the ledger saved its result: drop one result.json.
+    lost = second[0]["spec"]["title"]
+    lost_path = store_dir(state_root, key) / "experiments" / second[0]["spec"]["slug"] / "result.json"
+    lost_result = json.loads(lost_path.read_text())["result"]
+    lost_path.unlink()
+    before = {t: r["result"] for t, r in stored(state_root, key).items() if r["result"]}
+
+    again = run_driver(memory_key=key, n_experiments=2)
+    assert again.error == "", again.error
+    assert "Prior research under this memory key" in again.directive and best_title in again.directive
+    after = stored(state_root, key)
+    for title, result in before.items():
+        assert after[title]["result"] == result, f"{title} was rerun or rewritten on resume"
+    recovered = after[lost]["result"]["result"]
+    assert recovered == lost_result, "the finished experiment must come back from Flyte's cache, not a new run"
+    new = [t for t in after if t not in records]
+    assert len(new) == 2 and all(after[t]["result"] for t in new)
+    assert {after[t]["spec"]["batch_id"] for t in new} == {"batch-003"}
+
+
+class ScriptedLLM(litellm.CustomLLM):
+    """A stand-in hosted LLM: answers agent turns from a script and sizing questions with a fixed size."""
+
+    def __init__(self, replies: list[str]):
+        super().__init__()
+        self.replies = list(replies)
+        self.turns: list[list[dict[str, Any]]] = []
+        self.sizing_calls = 0
+
+    async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
+        system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+        if system.startswith("You size compute"):
+            self.sizing_calls += 1
+            text = '{"cpu": 1, "memory": "2Gi"}'
+        else:
+            self.turns.append(list(messages))
+            text = self.replies.pop(0) if self.replies else "Stopping: the script is over."
+        return litellm.mock_completion(model="openai/scripted", messages=messages, mock_response=text)
+
+
+BROKEN_PATCH = [{"old": "    elapsed = time.perf_counter() - start\n", "new": "    raise RuntimeError('boom')\n"}]
+SCRIPT = [
+    "Let me start.\n```python\nx = = 1\n```",
+    "```python\nfrobnicate(3)\n```",
+    "```python\nedit_train_code_batch('not a list of edits')\n```",
+    "```python\n"
+    "saved = edit_train_code_batch(["
+    "{'title': 'LR up', 'overrides': {'learning_rate': 0.006}, 'hypothesis': 'faster'},"
+    "{'title': 'LR up again', 'overrides': {'learning_rate': 0.006}},"
+    f"{{'title': 'Broken', 'patches': {BROKEN_PATCH!r}, 'change_summary': 'raises'}}])\n"
+    "titles = [s['title'] for s in saved['saved']]\n"
+    "ran = run_experiment_batch(titles)\n"
+    "{'saved': saved, 'ran': ran}\n```",
+    "All done: 'LR up' is the best experiment.",
+]
+
+
+@pytest.mark.timeout(600)
+def test_scripted_llm_recovers_from_bad_plans_duplicates_and_a_failing_experiment(state_root: Path) -> None:
+    handler = ScriptedLLM(SCRIPT)
+    litellm.custom_provider_map = [{"provider": "scripted", "custom_handler": handler}]
+    key = f"agent-scripted-{uuid.uuid4().hex[:8]}"
+    out = run_driver(memory_key=key, model="scripted/agent", n_experiments=3, batch_size=3)
+    assert out.error == "" and out.summary.startswith("All done"), (out.error, out.summary)
+    observations = [m["content"] for m in handler.turns[-1] if m["role"] == "user"]
+    assert "raised an error" in observations[1] and "frobnicate" in observations[2]
+    assert '"error"' in observations[3] and "edits must be" in observations[3]
+    batch = json.loads(observations[4].removeprefix("Execution result:"))
+    rejected = batch["saved"]["rejected"]
+    assert [r["title"] for r in rejected] == ["LR up again"] and "duplicate of 'LR up'" in rejected[0]["error"]
+    outcomes = {r["title"]: r["outcome"] for r in batch["ran"]["results"]}
+    assert outcomes == {"LR up": "success", "Broken": "crash"}
+    records = stored(state_root, key)
+    assert "LR up again" not in records and records["Broken"]["result"]["result"]["outcome"] == "crash"
+    assert handler.sizing_calls >= 3, "the hosted model also sizes each experiment (baseline included)"
+    assert out.totals["llm"]["calls"] == len(SCRIPT) + handler.sizing_calls
+
+
+def test_cluster_readiness_every_task_serialises_without_a_backend(tmp_path: Path) -> None:
+    config = tmp_path / "unreachable.yaml"
+    config.write_text(
+        "admin:\n  endpoint: dns:///127.0.0.1:1\n  insecure: true\nimage:\n  builder: local\n"
+        "task:\n  org: testorg\n  project: autoresearch\n  domain: development\n"
+    )
+    flyte_cli = Path(sys.executable).parent / "flyte"
+    cmd = [str(flyte_cli), "--config", str(config), "deploy", "--dry-run", "--image", "ghcr.io/example/ar:dev"]
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "400", "TERM": "dumb"}
+    proc = subprocess.run(
+        [*cmd, "--all", "parallelized_autoresearch.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    for task in (
+        "autoresearch_agent.parallelized_autoresearch",
+        "autoresearch_experiment.run_experiment",
+        "autoresearch_bundle.build_bundle",
+        "autoresearch_bundle.profile_bundle",
+    ):
+        assert task in output, f"{task} missing from the dry-run deployment:\n{output[-3000:]}"
