@@ -10,6 +10,19 @@ import json
 from typing import Any
 
 from autoresearch_types import DatasetProfile, ExperimentConfig, WorkshopBounds
+from ui_html import TABS as REPORT_TABS
+from ui_html import chart_points, render_report
+
+__all__ = [
+    "INSTRUCTIONS",
+    "REPORT_TABS",
+    "chart_points",
+    "render_report",
+    "directive",
+    "budget_dict",
+    "experiment_line",
+    "leaderboard_text",
+]
 
 INSTRUCTIONS = """You are an ML research agent. You improve `train.py`, the training script of a small GPT
 language model, by running experiments in parallel batches. The metric is val_bpb (validation bits per

@@ -1,0 +1,157 @@
+"""A realistic report snapshot for the UI tests, built from real `ledger_views` records (with a hostile title)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from autoresearch_types import ExperimentResult
+from ledger_views import ExperimentRecord, ExperimentSpec, leaderboard, lineage, slugify
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE = (ROOT / "train.py").read_text()
+WARMUP = BASELINE.replace("return config.learning_rate\n", "return config.learning_rate * min(1.0, (step + 1) / 50)\n")
+RELU2 = WARMUP.replace("F.gelu(self.fc(x))", "F.relu(self.fc(x)).square()")
+WIDE = WARMUP.replace("4 * config.n_embd", "8 * config.n_embd")
+
+HOSTILE = "<script>document.title='pwned';alert(1)</script><img src=x onerror=\"document.title='pwned'\">"
+"""A title that would run script if any renderer forgot to escape it."""
+
+# (title, parent, source, overrides, result fields or None, change summary)
+PLAN: list[tuple[str, str | None, str, dict[str, Any], dict[str, Any] | None, str]] = [
+    ("baseline", None, BASELINE, {}, {"outcome": "success", "val_bpb": 1.95}, "the repository's train.py"),
+    ("lr-warmup", "baseline", WARMUP, {"learning_rate": 0.003}, {"outcome": "success", "val_bpb": 1.90}, "warmup"),
+    (HOSTILE, "baseline", BASELINE, {"dropout": 0.1}, {"outcome": "success", "val_bpb": 1.93}, HOSTILE),
+    ("wide-mlp", "lr-warmup", WIDE, {}, {"outcome": "oom", "val_bpb": None, "oom_retries": 2}, "8x MLP"),
+    ("relu-squared", "lr-warmup", RELU2, {}, {"outcome": "success", "val_bpb": 1.85}, "relu^2 MLP"),
+    ("broken", "relu-squared", RELU2 + "\nraise SystemExit(3)\n", {}, {"outcome": "crash", "val_bpb": None}, "crash"),
+    ("pending", "relu-squared", RELU2, {"n_layer": 6}, None, "deeper"),
+]
+N_SUCCESS = 4
+N_FAILED = 2
+
+
+def _result(fields: dict[str, Any], index: int) -> ExperimentResult:
+    """A full ExperimentResult with plausible measurements around the given outcome fields."""
+    return ExperimentResult(
+        steps=300,
+        train_seconds=25.0 + index,
+        eval_seconds=3.0,
+        wall_seconds=31.0 + index,
+        peak_memory_mb=900.0 + 10 * index,
+        n_params=3_400_000,
+        message="" if fields["outcome"] == "success" else f"{fields['outcome']}: {HOSTILE}",
+        resources={"cpu": 1, "memory_mb": 2048 * (1 + fields.get("oom_retries", 0))},
+        **fields,
+    )
+
+
+def records() -> list[ExperimentRecord]:
+    """The plan as ledger records, results arriving in plan order."""
+    out = []
+    for i, (title, parent, source, overrides, fields, change) in enumerate(PLAN):
+        spec = ExperimentSpec(
+            title=title,
+            slug=slugify(title) or f"exp-{i}",
+            parent=parent,
+            change_summary=change,
+            hypothesis=f"{change} should lower val_bpb {HOSTILE if i == 2 else ''}",
+            expected_effect="-0.03 val_bpb",
+            overrides=overrides,
+            batch_id="b000" if i < 3 else "b001",
+            created_at=f"2025-01-01T00:0{i}:00Z",
+        )
+        result = _result(fields, i) if fields else None
+        out.append(ExperimentRecord(spec, source, result, seq=i if result else None))
+    return out
+
+
+def _experiment(rec: ExperimentRecord) -> dict[str, Any]:
+    """One snapshot experiment entry, as the driver builds it."""
+    spec = rec.spec
+    keys = ("title", "slug", "parent", "batch_id", "change_summary", "hypothesis", "expected_effect", "overrides")
+    entry = {k: getattr(spec, k) for k in keys}
+    entry.update(created_at=spec.created_at, seq=rec.seq, train_py=rec.train_py)
+    entry["result"] = rec.result.to_dict() if rec.result else None
+    return entry
+
+
+def snapshot() -> dict[str, Any]:
+    """The full snapshot contract the driver hands to `ui.render_report`."""
+    recs = records()
+    return {
+        "run": {
+            "memory_key": "ui-test-key",
+            "model": "builtin",
+            "model_reason": f"no API key {HOSTILE}",
+            "dataset": "shakespeare",
+            "status": "running",
+            "error": "",
+            "n_experiments": 8,
+            "batch_size": 4,
+            "concurrency": 2,
+            "started_at": "2025-01-01T00:00:00Z",
+        },
+        "experiments": [_experiment(r) for r in recs],
+        "leaderboard": [row.to_dict() for row in leaderboard(recs)],
+        "lineage": lineage(recs),
+        "batch_plans": [
+            {
+                "batch_id": "b000",
+                "titles": [r.title for r in recs[:3]],
+                "rationale": f"config sweep {HOSTILE}",
+                "created_at": "2025-01-01T00:00:00Z",
+                "hypotheses": {HOSTILE: {"hypothesis": HOSTILE, "expected_effect": "none"}},
+            },
+            {
+                "batch_id": "b001",
+                "titles": [r.title for r in recs[3:]],
+                "rationale": "fork the winner",
+                "created_at": "2025-01-01T00:03:00Z",
+            },
+        ],
+        "audit_tail": [
+            {
+                "ts": "2025-01-01T00:00:01Z",
+                "actor": "driver",
+                "op": "write",
+                "path": "experiments/x/spec.json",
+                "reason": HOSTILE,
+                "sha": "abc123",
+            },
+        ],
+        "activity": [
+            {"t": 0.5, "kind": "turn", "name": "turn 1", "detail": "", "duration_s": 2.0, "error": ""},
+            {
+                "t": 1.0,
+                "kind": "code",
+                "name": "plan",
+                "detail": f"edit_train_code_batch([{{'title': {HOSTILE!r}}}])",
+                "duration_s": None,
+                "error": "",
+            },
+            {
+                "t": 2.0,
+                "kind": "tool",
+                "name": "run_experiment_batch",
+                "detail": "titles=[...]",
+                "duration_s": 95.5,
+                "error": "",
+            },
+            {
+                "t": 98.0,
+                "kind": "error",
+                "name": "edit_train_code_batch",
+                "detail": "",
+                "duration_s": 0.1,
+                "error": f"duplicate title {HOSTILE}",
+            },
+        ],
+        "usage": {"calls": 3, "prompt_tokens": 12000, "completion_tokens": 800, "cost_usd": 0.0123, "retries": 1},
+        "totals": {
+            "compute_s": 190.0,
+            "experiments_run": 6,
+            "by_outcome": {"success": N_SUCCESS, "oom": 1, "crash": 1},
+        },
+        "baseline_title": "baseline",
+    }

@@ -1,0 +1,274 @@
+"""The report in a real browser: a tiny real Flyte run writes report.html, headless Chromium opens it.
+
+Chromium is driven over the DevTools protocol (aiohttp's websocket client, already installed with litellm):
+it checks the tabs, the chart's point markers, that the hostile title ran no script, that nothing logged a
+console error, and that no tab is wider than 1280 px. Screenshots (light and dark) and the DOM land in
+`test-artifacts/` at the repository root. Skips only when no Chromium binary is found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import flyte
+import flyte.report
+import pytest
+from report_snapshot import HOSTILE, N_FAILED, N_SUCCESS, snapshot
+
+import ui
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+FLYTE_TEMPLATE_FONTS = "https://fonts.googleapis.com/"
+"""Flyte's own report template links this stylesheet; our fragments fetch nothing."""
+
+env = flyte.TaskEnvironment(name="report_tests")
+
+
+def report_path(output_path: str) -> str:
+    """Where Flyte writes a task's report: `<task output path>/report.html`; in a task, pass flyte.ctx().output_path."""
+    return f"{str(output_path).rstrip('/')}/report.html"
+
+
+def local_run_report_path(run: Any) -> Path | None:
+    """The report of a finished local run: `run.url` is its metadata dir, each action writes `<dir>/<action>/`.
+
+    Only the task declared with report=True writes a report.html; None if there is none (or on a cluster,
+    where `run.url` is a console link).
+    """
+    found = sorted(Path(run.url).glob("*/report.html"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+@env.task(report=True)
+async def write_report(snapshot_json: str) -> str:
+    """Fill every report tab from the snapshot, flush, and return the report file's path."""
+    for name, fragment in ui.render_report(json.loads(snapshot_json)).items():
+        flyte.report.get_tab(name).replace(fragment)
+    await flyte.report.flush.aio()
+    return report_path(flyte.ctx().output_path)
+
+
+def find_chromium() -> str | None:
+    """A Chromium or Chrome binary: $CHROMIUM, else the usual names on PATH."""
+    names = [os.environ.get("CHROMIUM", ""), "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
+    return next((shutil.which(n) for n in names if n and shutil.which(n)), None)
+
+
+CHROMIUM = find_chromium()
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (Debian: apt-get install chromium)")
+
+
+# ---------------------------------------------------------------- a minimal DevTools protocol client
+
+
+class DevTools:
+    """One page's DevTools websocket: send commands, keep every event, dismiss any JavaScript dialog."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws, self.next_id, self.events = ws, 0, []
+
+    async def _send(self, method: str, params: dict[str, Any]) -> int:
+        """Send one command and return its id."""
+        self.next_id += 1
+        await self.ws.send_json({"id": self.next_id, "method": method, "params": params})
+        return self.next_id
+
+    async def _receive(self) -> dict[str, Any]:
+        """The next message; events are recorded, and a dialog (which would block the page) is dismissed."""
+        msg = await self.ws.receive_json(timeout=30)
+        if "method" in msg:
+            self.events.append(msg)
+            if msg["method"] == "Page.javascriptDialogOpening":
+                await self._send("Page.handleJavaScriptDialog", {"accept": True})
+        return msg
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        """Run a command and return its result (raises on a protocol error)."""
+        wanted = await self._send(method, params)
+        while True:
+            msg = await self._receive()
+            if msg.get("id") == wanted:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+
+    async def wait_event(self, method: str) -> dict[str, Any]:
+        """Wait for the first event named `method` (including one already received)."""
+        while not any(e["method"] == method for e in self.events):
+            await self._receive()
+        return next(e for e in self.events if e["method"] == method)
+
+    async def evaluate(self, expression: str) -> Any:
+        """Evaluate JavaScript in the page and return its JSON value."""
+        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"evaluate failed: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def named(self, method: str) -> list[dict[str, Any]]:
+        """The params of every recorded event named `method`."""
+        return [e.get("params", {}) for e in self.events if e["method"] == method]
+
+
+def chromium_args(profile: Path) -> list[str]:
+    """Headless Chromium with a debugging port, no network name resolution and no first-run noise."""
+    args = [
+        str(CHROMIUM),
+        "--headless",
+        "--remote-debugging-port=0",
+        f"--user-data-dir={profile}",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-extensions",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--window-size=1280,900",
+        "about:blank",
+    ]
+    return [*args, "--no-sandbox"] if os.geteuid() == 0 else args
+
+
+def wait_port(profile: Path, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """The debugging port Chromium writes to DevToolsActivePort once it listens."""
+    marker, deadline = profile / "DevToolsActivePort", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if marker.exists() and marker.read_text().strip():
+            return int(marker.read_text().split()[0])
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise RuntimeError(f"chromium did not start (exit {proc.poll()}); see {profile.parent / 'chromium.log'}")
+
+
+@contextlib.asynccontextmanager
+async def browser_page(tmp: Path) -> AsyncIterator[DevTools]:
+    """Start headless Chromium, connect to its first page, and stop it afterwards."""
+    profile = tmp / "profile"
+    with (tmp / "chromium.log").open("wb") as log:
+        proc = subprocess.Popen(chromium_args(profile), stdout=log, stderr=log)
+    try:
+        port = await asyncio.to_thread(wait_port, profile, proc)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
+                targets = await resp.json()
+            page = next(t for t in targets if t.get("type") == "page")
+            async with session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+                yield DevTools(ws)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ---------------------------------------------------------------- the checks
+
+PROBE = """(() => {
+  const q = s => document.querySelectorAll(s);
+  return {
+    tabs: [...q('#flyte-frame-tabs li')].map(li => li.textContent.trim()),
+    points: q('svg.chart circle.pt').length,
+    kept: q('svg.chart circle.pt.kept').length,
+    fails: q('svg.chart path.fail').length,
+    title: document.title,
+    scripts: document.scripts.length,
+    images: document.images.length,
+    hostile_as_text: document.body.textContent.includes(%s),
+  };
+})()"""
+
+
+async def screenshot(page: DevTools, name: str) -> Path:
+    """A full-page PNG of the current view (at most 6000 px tall) under test-artifacts/."""
+    height = await page.evaluate("document.documentElement.scrollHeight")
+    clip = {"x": 0, "y": 0, "width": 1280, "height": min(int(height), 6000), "scale": 1}
+    shot = await page.call("Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip)
+    path = ARTIFACTS / f"report-{name}.png"
+    path.write_bytes(base64.b64decode(shot["data"]))
+    return path
+
+
+async def visit_tabs(page: DevTools, tabs: list[str], suffix: str = "") -> dict[str, int]:
+    """Click through every tab: screenshot each, and return each tab's page width."""
+    widths = {}
+    for i, tab in enumerate(tabs):
+        await page.evaluate(f"document.querySelectorAll('#flyte-frame-tabs li')[{i}].click()")
+        widths[tab] = await page.evaluate("document.documentElement.scrollWidth")
+        path = await screenshot(page, tab.lower().replace(" ", "-") + suffix)
+        print(f"screenshot: {path}")
+    return widths
+
+
+def console_errors(page: DevTools) -> list[str]:
+    """Console errors, uncaught exceptions and error log entries, except Flyte's template font link failing."""
+    errors = [json.dumps(p)[:300] for p in page.named("Runtime.exceptionThrown")]
+    errors += [
+        json.dumps(p)[:300] for p in page.named("Runtime.consoleAPICalled") if p.get("type") in ("error", "assert")
+    ]
+    for params in page.named("Log.entryAdded"):
+        entry = params.get("entry", {})
+        if entry.get("level") == "error" and not str(entry.get("url", "")).startswith(FLYTE_TEMPLATE_FONTS):
+            errors.append(json.dumps(entry)[:300])
+    return errors
+
+
+async def run_report_task(tmp: Path) -> Path:
+    """Run the report task locally, copy its report.html into `tmp`, and remove the run's metadata dir."""
+    flyte.init(org="local", project="autoresearch-tests", domain="development", log_level=logging.ERROR)
+    ctx = flyte.with_runcontext(mode="local", raw_data_path=str(tmp / "raw"), disable_run_cache=True)
+    run = await ctx.run.aio(write_report, snapshot_json=json.dumps(snapshot()))
+    written = Path((await run.outputs.aio())[0])
+    assert written == local_run_report_path(run), "both ways of finding the report agree"
+    assert written.is_file()
+    copy = tmp / "report.html"
+    shutil.copyfile(written, copy)
+    shutil.rmtree(Path(run.url), ignore_errors=True)
+    return copy
+
+
+@pytest.mark.timeout(180)
+async def test_report_in_headless_chromium(tmp_path: Path) -> None:
+    report = await run_report_task(tmp_path)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copyfile(report, ARTIFACTS / "report.html")
+    async with browser_page(tmp_path) as page:
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            await page.call(f"{domain}.enable")
+        await page.call("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
+        await page.call("Page.navigate", url=report.as_uri())
+        await page.wait_event("Page.loadEventFired")
+        probe = await page.evaluate(PROBE % json.dumps(HOSTILE))
+        (ARTIFACTS / "report-dom.html").write_text(await page.evaluate("document.documentElement.outerHTML"))
+        widths = await visit_tabs(page, probe["tabs"])
+        await page.call("Emulation.setEmulatedMedia", features=[{"name": "prefers-color-scheme", "value": "dark"}])
+        await visit_tabs(page, probe["tabs"][:2], suffix="-dark")
+        errors = console_errors(page)
+        requests = [p["request"]["url"] for p in page.named("Network.requestWillBeSent")]
+        dialogs = page.named("Page.javascriptDialogOpening")
+    print(f"report: {report}\nartifacts: {ARTIFACTS}")
+    assert probe["title"] != "pwned" and not dialogs, (
+        f"the hostile title ran script: {probe['title']!r}, {len(dialogs)} dialogs"
+    )
+    assert probe["tabs"] == list(ui.REPORT_TABS)
+    assert (probe["points"], probe["kept"], probe["fails"]) == (N_SUCCESS, 3, N_FAILED)
+    assert probe["images"] == 0 and probe["scripts"] == 1, "only Flyte's own tab script is in the page"
+    assert probe["hostile_as_text"], "the hostile title is shown as text"
+    assert not errors, f"console errors: {errors}"
+    assert all(u.startswith(("file://", FLYTE_TEMPLATE_FONTS)) for u in requests), requests
+    assert all(w <= 1280 for w in widths.values()), f"wider than 1280 px: {widths}"

@@ -1,0 +1,197 @@
+"""Unit tests on the pure report renderers: tabs, escaping, the chart, diffs, lineage, and partial snapshots."""
+
+from __future__ import annotations
+
+import copy
+import html
+import re
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+from report_snapshot import HOSTILE, N_FAILED, N_SUCCESS, snapshot
+
+import ui
+import ui_html
+
+
+class TagCollector(HTMLParser):
+    """Collects every start tag with its attributes, and the page's text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(fragment: str) -> TagCollector:
+    """Parse an HTML fragment into its tags and text."""
+    collector = TagCollector()
+    collector.feed(fragment)
+    collector.close()
+    return collector
+
+
+def count_class(fragment: str, tag: str, cls: str) -> int:
+    """How many `tag` elements carry the CSS class `cls`."""
+    return sum(1 for t, a in parse(fragment).tags if t == tag and cls in (a.get("class") or "").split())
+
+
+@pytest.fixture()
+def snap() -> dict[str, Any]:
+    """A fresh copy of the realistic snapshot."""
+    return snapshot()
+
+
+def test_tabs_in_order(snap: dict[str, Any]) -> None:
+    tabs = ui.render_report(snap)
+    assert list(tabs) == ["Summary", "Leaderboard", "Code edits", "Lineage", "Activity", "Memory"]
+    assert all(isinstance(v, str) and v.startswith('<div class="ar">') for v in tabs.values())
+
+
+@pytest.mark.parametrize("tab", ui_html.TABS)
+def test_hostile_text_is_escaped_in_every_tab(snap: dict[str, Any], tab: str) -> None:
+    fragment = ui.render_report(snap)[tab]
+    parsed = parse(fragment)
+    assert not [t for t, _ in parsed.tags if t in ("script", "img", "iframe")]
+    assert not [k for _, attrs in parsed.tags for k in attrs if k.startswith("on")]
+    assert "document.title='pwned'" in html.unescape("".join(parsed.text)), "the hostile text is shown as text"
+    assert html.escape(HOSTILE, quote=True) in fragment or html.escape(repr(HOSTILE)) in fragment
+
+
+def test_chart_points_one_per_success_and_running_best_non_increasing(snap: dict[str, Any]) -> None:
+    points = ui.chart_points(snap)
+    assert sum(p["val_bpb"] is not None for p in points) == N_SUCCESS
+    assert sum(p["kind"] == "failed" for p in points) == N_FAILED
+    assert [p["x"] for p in points] == list(range(1, len(points) + 1))
+    bests = [p["best"] for p in points if p["best"] is not None]
+    assert all(b <= a for a, b in zip(bests, bests[1:], strict=False))
+    assert [p["title"] for p in points if p["kind"] == "kept"] == ["baseline", "lr-warmup", "relu-squared"]
+
+
+def test_chart_svg_markers_and_step_line(snap: dict[str, Any]) -> None:
+    svg = ui_html.chart_svg(snap)
+    assert count_class(svg, "circle", "pt") == N_SUCCESS
+    assert count_class(svg, "circle", "kept") == 3
+    assert count_class(svg, "path", "fail") == N_FAILED
+    line = next(a["d"] for t, a in parse(svg).tags if t == "path" and a.get("class") == "best-line")
+    tokens = re.findall(r"([MHV])([\d.]+)(?: ([\d.]+))?", line)
+    ys = [float(tokens[0][2])] + [float(v) for cmd, v, _ in tokens if cmd == "V"]
+    assert len(ys) == 3, "one step down per new best after the first"
+    assert ys == sorted(ys), "SVG y grows downward, so a non-increasing best means non-decreasing y"
+
+
+def test_chart_follows_result_order_not_creation_order(snap: dict[str, Any]) -> None:
+    exps = snap["experiments"]
+    exps[1]["seq"], exps[4]["seq"] = exps[4]["seq"], exps[1]["seq"]
+    titles = [p["title"] for p in ui.chart_points(snap)]
+    assert titles.index("relu-squared") < titles.index("lr-warmup")
+    assert next(p for p in ui.chart_points(snap) if p["title"] == "lr-warmup")["kind"] == "regression"
+
+
+def test_diff_lines_are_colour_coded() -> None:
+    text = "--- a/train.py\n+++ b/train.py\n@@ -1,2 +1,2 @@\n x = 1\n-y = 2\n+y = '<b>3</b>'\n"
+    classes = [a.get("class") for t, a in parse(ui_html.diff_html(text)).tags if t == "span"]
+    assert classes == ["dh", "dh", "hunk", "ctx", "del", "add"]
+    assert "&lt;b&gt;3&lt;/b&gt;" in ui_html.diff_html(text)
+
+
+def test_code_edits_show_diffs_vs_parent_and_baseline(snap: dict[str, Any]) -> None:
+    fragment = ui.render_report(snap)["Code edits"]
+    card = fragment[fragment.index("<h3>relu-squared</h3>") :].split('<div class="card">')[0]
+    assert "diff vs parent lr-warmup" in card and "diff vs baseline baseline" in card
+    assert '<span class="add">+        return self.drop(self.proj(F.relu(self.fc(x)).square()))</span>' in card
+    assert '<span class="del">-        return self.drop(self.proj(F.gelu(self.fc(x))))</span>' in card
+    assert "expected" in card and "-0.03 val_bpb" in card and "Δ vs parent -0.0500" in card
+    assert "No code change (config overrides only)." in fragment
+    long = ui_html.diff_html("\n".join(f"+line {i}" for i in range(1000)), max_lines=10)
+    assert long.count('class="add"') == 10 and "990 more diff lines" in long
+
+
+def test_leaderboard_table(snap: dict[str, Any]) -> None:
+    fragment = ui.render_report(snap)["Leaderboard"]
+    for header in ("rank", "title", "val_bpb", "Δ vs best", "params", "steps", "resources", "OOM retries", "outcome"):
+        assert f">{header}</th>" in fragment
+    best_row = fragment[fragment.index('<tr class="best">') :].split("</tr>")[0]
+    assert "relu-squared" in best_row and "1.8500" in best_row and "+0.0000" in best_row
+    oom_row = fragment[fragment.index("<td>wide-mlp") :].split("</tr>")[0]
+    assert "6144 MB" in oom_row and '<td class="num">2</td>' in oom_row and "badge oom" in oom_row
+    assert fragment.index("<svg") < fragment.index("<table")
+
+
+def test_lineage_highlights_best_path(snap: dict[str, Any]) -> None:
+    fragment = ui.render_report(snap)["Lineage"]
+    parsed = parse(fragment)
+    spans = [a.get("class") for t, a in parsed.tags if t == "span" and "node" in (a.get("class") or "")]
+    assert spans.count("node best") == 1 and spans.count("node onpath") == 2
+    assert '<span class="node best">relu-squared</span> 1.8500' in fragment
+    assert "baseline → lr-warmup → relu-squared" in fragment
+
+
+def test_summary_figures(snap: dict[str, Any]) -> None:
+    fragment = ui.render_report(snap)["Summary"]
+    assert "+5.13%" in fragment and "1.8500" in fragment and "relu-squared" in fragment
+    assert "12,800" in fragment and "$0.0123" in fragment and "190 s" in fragment
+    assert "6 / 8" in fragment and "not run" in fragment
+
+
+def test_activity_and_memory(snap: dict[str, Any]) -> None:
+    tabs = ui.render_report(snap)
+    assert "1 turns · 1 tool calls (95.5 s) · 1 code blocks · 1 errors" in tabs["Activity"]
+    assert "code the agent ran" in tabs["Activity"] and "1:38" in tabs["Activity"]
+    memory = tabs["Memory"]
+    assert memory.index("b001") < memory.index("b000"), "newest batch plan first"
+    assert "abc123" in memory and "fork the winner" in memory
+    assert "relu^2 MLP should lower val_bpb" in memory, "hypotheses fall back to the experiment specs"
+
+
+def test_empty_snapshot_renders_placeholders() -> None:
+    for snap in ({}, {"run": None, "experiments": None, "leaderboard": "x", "lineage": [None], "activity": [1]}):
+        tabs = ui.render_report(snap)
+        assert list(tabs) == list(ui_html.TABS)
+        assert "No results yet" in tabs["Leaderboard"] and "No experiments yet." in tabs["Lineage"]
+    assert ui.chart_points({}) == []
+
+
+def test_run_in_progress_with_no_results(snap: dict[str, Any]) -> None:
+    for exp in snap["experiments"]:
+        exp["result"], exp["seq"] = None, None
+    snap["leaderboard"] = [dict(r, rank=None, val_bpb=None, label="not_run", outcome=None) for r in snap["leaderboard"]]
+    snap["totals"] = {}
+    tabs = ui.render_report(snap)
+    assert ui.chart_points(snap) == [] and "No results yet" in tabs["Leaderboard"]
+    assert "no result yet" in tabs["Summary"] and "badge not_run" in tabs["Code edits"]
+
+
+def test_all_failures_and_bad_numbers(snap: dict[str, Any]) -> None:
+    broken = copy.deepcopy(snap)
+    for exp in broken["experiments"]:
+        exp["result"] = {"outcome": "success", "val_bpb": float("nan")} if exp["result"] else None
+    broken["experiments"][0]["result"] = {"outcome": "timeout", "val_bpb": None, "resources": "weird"}
+    broken["usage"] = {"prompt_tokens": "many", "cost_usd": float("inf")}
+    broken["lineage"] = [{"title": "baseline", "val_bpb": None, "outcome": "timeout", "children": [{"title": 3}]}]
+    points = ui.chart_points(broken)
+    assert points and all(p["kind"] == "failed" and p["best"] is None for p in points)
+    svg = ui_html.chart_svg(broken)
+    assert count_class(svg, "circle", "pt") == 0 and count_class(svg, "path", "fail") == len(points)
+    tabs = ui.render_report(broken)
+    assert 'class="best-line"' not in tabs["Leaderboard"] and "No successful experiment yet." in tabs["Lineage"]
+
+
+def test_run_error_is_shown_escaped(snap: dict[str, Any]) -> None:
+    snap["run"].update(status="error", error=f"Traceback: {HOSTILE}")
+    fragment = ui.render_report(snap)["Summary"]
+    assert "badge error" in fragment and "Traceback: &lt;script&gt;" in fragment
+
+
+def test_self_contained_and_dark_mode(snap: dict[str, Any]) -> None:
+    for fragment in ui.render_report(snap).values():
+        assert "prefers-color-scheme:dark" in fragment
+        assert not [k for _, attrs in parse(fragment).tags for k in attrs if k in ("src", "href", "xlink:href")]
+    assert not re.search(r"url\(|@import|https?:", ui_html.CSS)
