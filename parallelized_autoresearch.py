@@ -247,7 +247,9 @@ class Reporter:
                 log.warning("report refresh failed: %s", exc)
             await asyncio.sleep(interval_s)
 
-    def start(self, interval_s: float = 2.0) -> None:
+    async def start(self, interval_s: float = 2.0) -> None:
+        """Draw every tab once (so they come before the Agent's own tab), then keep them current."""
+        await self.refresh()
         self._task = asyncio.create_task(self._loop(interval_s))
 
     async def stop(self, status: str, error: str = "") -> None:
@@ -378,7 +380,7 @@ async def parallelized_autoresearch(
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     reporter = Reporter(ledger, run_info, activity, lambda: usage_of(call_llm))
-    reporter.start()
+    await reporter.start()
     error = ""
     try:
         prior = [r for r in await ledger.records() if r.result is not None]

@@ -21,6 +21,7 @@ import pytest
 
 import ledger as ledger_mod
 import parallelized_autoresearch as pa
+import ui
 from autoresearch_types import AutoresearchOutput
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +93,7 @@ def test_builtin_planner_two_batches_then_resume_without_rerunning(state_root: P
     assert out.best["title"] == best_title and out.best["val_bpb"] == pytest.approx(best_bpb)
     assert out.best_train_py == records[best_title]["train_py"]
     report = Path(out.report_path)
-    assert report.exists() and "Summary" in report.read_text()
+    assert report.exists() and all(tab in report.read_text() for tab in ui.REPORT_TABS)
     assert "Prior research" in out.directive and "None yet" in out.directive
 
     # A crash after an experiment finished but before the ledger saved its result: drop one result.json.

@@ -10,10 +10,10 @@ from typing import Any
 
 import flyte.sandbox
 import pytest
+from flyte.ai.agents._code import extract_python_code
 
 import planner
 import tools
-from flyte.ai.agents._code import extract_python_code
 from ledger_views import check_source
 
 BASELINE = (Path(__file__).resolve().parent.parent / "train.py").read_text()
