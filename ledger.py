@@ -51,6 +51,8 @@ CONFIG_ONLY_AFTER = 8
 """Default number of saved experiments after which edits that only change the config are refused."""
 
 ACTOR = "ledger"
+LOCAL_SCOPE = {"project": "autoresearch", "domain": "development"}
+"""Project and domain of a local store when Flyte was not initialised with any."""
 TRAIN_PY = Path(__file__).resolve().parent / "train.py"
 
 
@@ -94,6 +96,16 @@ def _local_path(remote_path: str) -> Path | None:
     return Path(parsed.path if parsed.scheme else remote_path).resolve()
 
 
+def _local_scope() -> dict[str, str]:
+    """The initialised project and domain, or `LOCAL_SCOPE` when Flyte was not initialised with any."""
+    import flyte
+
+    try:
+        return {"project": flyte.current_project(), "domain": flyte.current_domain()}
+    except Exception:
+        return dict(LOCAL_SCOPE)
+
+
 def store_location(memory_key: str, state_dir: Path) -> str:
     """Where the keyed store lives: the SDK's path on a cluster; locally, the same layout under the state dir.
 
@@ -106,8 +118,8 @@ def store_location(memory_key: str, state_dir: Path) -> str:
     try:
         try:
             remote = MemoryStore.remote_path_for_key(key=memory_key)
-        except MemoryStoreError:
-            remote = MemoryStore.remote_path_for_key(key=memory_key, org="local")
+        except (MemoryStoreError, RuntimeError):  # local mode without flyte.init(org=...), e.g. `flyte run --local`
+            remote = MemoryStore.remote_path_for_key(key=memory_key, org="local", **_local_scope())
     except Exception as exc:
         raise LedgerError(
             f"cannot locate the MemoryStore for key {memory_key!r}: {exc}. Call Ledger.open inside a Flyte task "

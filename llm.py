@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -151,3 +151,30 @@ class LLMClient:
         self.usage.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
         with contextlib.suppress(Exception):  # unknown model prices: tokens still count, dollars do not
             self.usage.cost_usd += float(litellm.completion_cost(completion_response=response) or 0.0)
+
+
+class StopGuard:
+    """Wraps a `call_llm`: once `should_stop()` holds, allows `grace` more turns, then ends the run itself.
+
+    The Agent stops on a plain-text reply; a model that keeps planning after the experiment budget is
+    spent gets `closing()` as its final answer instead of burning turns and money.
+    """
+
+    def __init__(
+        self,
+        call_llm: Any,
+        should_stop: Callable[[], bool],
+        closing: Callable[[], Awaitable[str]],
+        grace: int = 2,
+    ):
+        self.call_llm, self.should_stop, self.closing, self.grace = call_llm, should_stop, closing, grace
+        self.turns_after_stop = 0
+
+    async def __call__(
+        self, model: str, system: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> LLMMessage:
+        if self.should_stop():
+            self.turns_after_stop += 1
+            if self.turns_after_stop > self.grace:
+                return LLMMessage(content=await self.closing(), tool_calls=[], raw=None)
+        return await self.call_llm(model, system, messages, tools)

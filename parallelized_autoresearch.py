@@ -31,7 +31,6 @@ import logging
 import os
 import shutil
 import sys
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -43,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import flyte  # noqa: E402
 import flyte.report  # noqa: E402
 from flyte.ai import agents as flyte_agents  # noqa: E402
-from flyte.ai.agents import Agent, AgentEvent, LLMMessage, tool  # noqa: E402
+from flyte.ai.agents import Agent, tool  # noqa: E402
 
 import bundle  # noqa: E402
 import ledger as ledger_mod  # noqa: E402
@@ -56,6 +55,7 @@ import tools as tools_mod  # noqa: E402
 import ui  # noqa: E402
 from autoresearch_types import AutoresearchOutput, ExperimentConfig, ExperimentResult  # noqa: E402
 from ledger_views import BASELINE_TITLE, ExperimentRecord  # noqa: E402
+from monitor import Activity, Reporter  # noqa: E402
 
 log = logging.getLogger("autoresearch")
 
@@ -147,135 +147,6 @@ def make_runner(tool_obj: Any, ledger: ledger_mod.Ledger, data: bundle.Bundle, b
             return sizing.failure_from_exception(exc)
 
     return run_one
-
-
-# ---------------------------------------------------------------- activity, report, stop guard
-
-
-class Activity:
-    """The run's timeline (turns, code, tool calls, results) for the Activity tab and the terminal."""
-
-    def __init__(self, echo: bool = True):
-        self.events: list[dict[str, Any]] = []
-        self.echo = echo
-        self.dirty = asyncio.Event()
-        self._t0 = time.monotonic()
-
-    def emit(self, event: dict[str, Any]) -> None:
-        """Record an event (tools and the agent call this); tool errors are echoed to the terminal."""
-        event.setdefault("t", round(time.monotonic() - self._t0, 2))
-        self.events.append(event)
-        self.dirty.set()
-        if self.echo and event.get("error"):
-            print(f"  ! {event.get('name')}: {str(event['error'])[:200]}", flush=True)
-
-    def on_result(self, batch_id: str, title: str, done: int, total: int, result: ExperimentResult) -> None:
-        """An experiment finished: a progress line in the terminal, an event in the report."""
-        data = result.to_dict()
-        if self.echo:
-            print(ui.experiment_line(batch_id, done, total, title, data), flush=True)
-        detail = f"{result.outcome} val_bpb={result.val_bpb}"
-        self.emit({"kind": "experiment", "name": title, "detail": detail, "duration_s": round(result.wall_seconds, 1)})
-
-    async def on_agent_event(self, event: AgentEvent) -> None:
-        """Turn the Agent's events into timeline entries (the code each turn ran included)."""
-        data = event.data
-        if event.type == "turn_start":
-            if self.echo:
-                print(f"[agent] turn {data.get('turn')}/{data.get('max_turns')}", flush=True)
-            self.emit({"kind": "turn", "name": f"turn {data.get('turn')}", "detail": ""})
-        elif event.type == "tool_start" and "code" in data:
-            self.emit({"kind": "code", "name": "plan", "detail": str(data["code"])[:6000]})
-        elif event.type == "tool_error":
-            self.emit({"kind": "error", "name": str(data.get("tool")), "detail": "", "error": str(data.get("error"))})
-        elif event.type == "message" and data.get("content"):
-            self.emit({"kind": "message", "name": "assistant", "detail": str(data["content"])[:2000]})
-
-
-async def build_snapshot(
-    ledger: ledger_mod.Ledger, run_info: dict[str, Any], activity: Activity, usage: dict[str, Any]
-) -> dict[str, Any]:
-    """Everything the report renders, read fresh from the ledger's records."""
-    records = sorted(await ledger.records(), key=lambda r: r.spec.created_at)
-    experiments = [
-        {**r.spec.to_dict(), "seq": r.seq, "train_py": r.train_py, "result": r.result and r.result.to_dict()}
-        for r in records
-    ]
-    results = [r.result for r in records if r.result]
-    by_outcome: dict[str, int] = {}
-    for result in results:
-        by_outcome[result.outcome] = by_outcome.get(result.outcome, 0) + 1
-    return {
-        "run": run_info,
-        "experiments": experiments,
-        "leaderboard": [r.to_dict() for r in await ledger.leaderboard()],
-        "lineage": await ledger.lineage(),
-        "batch_plans": await ledger.batch_plans(),
-        "audit_tail": await ledger.memory.audit_tail(50),
-        "activity": list(activity.events[-300:]),
-        "usage": usage,
-        "totals": {
-            "compute_s": round(sum(r.wall_seconds for r in results), 1),
-            "experiments_run": len(results),
-            "by_outcome": by_outcome,
-        },
-        "baseline_title": BASELINE_TITLE,
-    }
-
-
-class Reporter:
-    """Keeps the report tabs current: redraws when activity is new, at most every `interval_s` seconds."""
-
-    def __init__(self, ledger: ledger_mod.Ledger, run_info: dict[str, Any], activity: Activity, usage: Callable):
-        self.ledger, self.run_info, self.activity, self.usage = ledger, run_info, activity, usage
-        self._task: asyncio.Task | None = None
-
-    async def refresh(self) -> None:
-        """Render every tab from a fresh snapshot and flush the report file."""
-        snapshot = await build_snapshot(self.ledger, self.run_info, self.activity, self.usage())
-        for name, html in ui.render_report(snapshot).items():
-            flyte.report.get_tab(name).replace(html)
-        await flyte.report.flush.aio()
-
-    async def _loop(self, interval_s: float) -> None:
-        while True:
-            await self.activity.dirty.wait()
-            self.activity.dirty.clear()
-            try:
-                await self.refresh()
-            except Exception as exc:  # a report glitch must never stop the research
-                log.warning("report refresh failed: %s", exc)
-            await asyncio.sleep(interval_s)
-
-    async def start(self, interval_s: float = 2.0) -> None:
-        """Draw every tab once (so they come before the Agent's own tab), then keep them current."""
-        await self.refresh()
-        self._task = asyncio.create_task(self._loop(interval_s))
-
-    async def stop(self, status: str, error: str = "") -> None:
-        """Stop the live loop and draw the final state."""
-        if self._task:
-            self._task.cancel()
-        self.run_info.update(status=status, error=error)
-        try:
-            await self.refresh()
-        except Exception as exc:  # the run's outcome matters more than its last redraw
-            log.warning("final report refresh failed: %s", exc)
-
-
-class StopGuard:
-    """Wraps `call_llm`: once the experiment budget is spent, allows `grace` more turns, then closes the run."""
-
-    def __init__(self, call_llm: Any, budget: tools_mod.Budget, closing: Callable[[], Awaitable[str]], grace: int = 2):
-        self.call_llm, self.budget, self.closing, self.grace = call_llm, budget, closing, grace
-        self.turns_after_budget = 0
-
-    async def __call__(self, model: str, system: str, messages: list[dict], tools: list[dict] | None) -> LLMMessage:
-        if self.budget.remaining == 0:
-            self.turns_after_budget += 1
-            if self.turns_after_budget > self.grace:
-                return LLMMessage(content=await self.closing(), tool_calls=[], raw=None)
-        return await self.call_llm(model, system, messages, tools)
 
 
 # ---------------------------------------------------------------- the driver task
@@ -400,7 +271,7 @@ async def parallelized_autoresearch(
             model=model_name,
             tools=research.as_tools(),
             max_turns=max_turns,
-            call_llm=StopGuard(call_llm, budget, lambda: closing_text(ledger)),
+            call_llm=llm.StopGuard(call_llm, lambda: budget.remaining == 0, lambda: closing_text(ledger)),
             code_mode=True,
         )
         cb_token = flyte_agents.agent_progress_cb.set(activity.on_agent_event)
