@@ -1,0 +1,153 @@
+"""The agent's tools: pure helpers, and every tool on a real ledger with real sandboxed runs (tiny sizes)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import http.server
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import flyte
+import pytest
+
+import bundle
+import ledger as ledger_mod
+import llm
+import parallelized_autoresearch as pa
+import tools
+from autoresearch_types import ExperimentConfig
+
+BASELINE = (Path(__file__).resolve().parent.parent / "train.py").read_text()
+FEED = """<?xml version="1.0" encoding="UTF-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom">
+  <entry><id>http://arxiv.org/abs/1608.03983v5</id><published>2016-08-13T00:00:00Z</published>
+    <title>SGDR: Stochastic Gradient Descent with
+      Warm Restarts</title><summary>Restart techniques are common.</summary>
+    <author><name>Ilya Loshchilov</name></author><author><name>Frank Hutter</name></author></entry>
+</feed>"""
+
+
+def test_apply_patches_replaces_unique_snippets_and_explains_failures() -> None:
+    out = tools.apply_patches("a = 1\nb = 2\n", [{"old": "b = 2", "new": "b = 3"}])
+    assert out == "a = 1\nb = 3\n"
+    with pytest.raises(ValueError, match="does not occur"):
+        tools.apply_patches("a = 1\n", [{"old": "zzz", "new": "y"}])
+    with pytest.raises(ValueError, match="occurs 2 times"):
+        tools.apply_patches("x\nx\n", [{"old": "x", "new": "y"}])
+    with pytest.raises(ValueError, match="non-empty list"):
+        tools.apply_patches("x", [])
+    with pytest.raises(ValueError, match="patch 0 must be"):
+        tools.apply_patches("x", ["x->y"])
+
+
+def test_parse_arxiv_reads_atom_entries() -> None:
+    (paper,) = tools.parse_arxiv(FEED)
+    assert paper["title"] == "SGDR: Stochastic Gradient Descent with Warm Restarts"
+    assert paper["authors"] == ["Ilya Loshchilov", "Frank Hutter"] and paper["year"] == "2016"
+
+
+@pytest.fixture
+def feed_server() -> Iterator[str]:
+    """A local HTTP server answering like the arXiv API."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            body = FEED.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/api/query"
+    server.shutdown()
+
+
+def test_search_arxiv_over_http_and_a_note_when_unreachable(feed_server: str) -> None:
+    found = asyncio.run(tools.search_arxiv("cosine schedule", 3, url=feed_server))
+    assert [p["year"] for p in found["papers"]] == ["2016"]
+    offline = asyncio.run(tools.search_arxiv("cosine schedule", 3, url="http://127.0.0.1:1/api", timeout_s=2))
+    assert offline["papers"] == [] and "not reachable" in offline["note"]
+
+
+env = flyte.TaskEnvironment("tools_tests", depends_on=[bundle.experiment_env])
+TINY = ExperimentConfig(n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, max_steps=3, vocab_size=512)
+
+
+@env.task
+async def exercise_tools(data: bundle.Bundle, key: str) -> str:
+    """Call every tool the way the agent does, on a real ledger; return what each said (JSON)."""
+    ledger = await ledger_mod.Ledger.open(key, TINY)
+    tool_obj = dataclasses.replace(pa.run_experiment, model=llm.BUILTIN)
+    research = tools.ResearchTools(
+        ledger=ledger,
+        run_one=pa.make_runner(tool_obj, ledger, data, "userns"),
+        fan_out=lambda recs, worker: pa.fan_out(recs, worker, 2),
+        budget=tools.Budget(n_experiments=2, batch_size=2, concurrency=2),
+        profile={"dataset": "shakespeare"},
+    )
+    t = {f.__name__: f for f in research.as_tools()}
+    await research.run_records(await ledger.specs(["baseline"]))
+    out: dict[str, Any] = {"baseline": await t["get_baseline_train_code"]()}
+    out["bad_patch"] = await t["edit_train_code_batch"]([{"title": "P", "patches": [{"old": "nope", "new": "x"}]}])
+    out["both"] = await t["edit_train_code_batch"]([{"title": "Q", "patches": [], "train_py": BASELINE}])
+    edits = [
+        {"title": "LR up", "overrides": {"learning_rate": 0.006}, "hypothesis": "faster", "expected_effect": "-0.01"},
+        {"title": "Wd zero", "overrides": {"weight_decay": 0.0}},
+        {"title": "Third", "overrides": {"dropout": 0.1}},
+    ]
+    out["saved"] = await t["edit_train_code_batch"](edits)
+    out["plan"] = await t["record_batch_plan"](["LR up", "Wd zero"], "sweep")
+    out["hyps"] = await t["record_batch_hypotheses"]("", {"LR up": "converges faster"})
+    out["get_plan"] = await t["get_batch_plan"]()
+    out["unknown_run"] = await t["run_experiment_batch"](["LR up", "Nope"])
+    out["ran"] = await t["run_experiment_batch"](["LR up", "Wd zero"])
+    out["again"] = await t["run_experiment_batch"](["LR up"])
+    out["evaluate"] = await t["evaluate_batch_results"]()
+    out["compare"] = await t["compare_experiments"]("baseline", "LR up")
+    out["read_unknown"] = await t["read_train_code"]("LR upp")
+    out["promising"] = await t["get_promising_code"](1)
+    out["board"] = await t["get_leaderboard"](5)
+    out["history"] = await t["get_code_edit_history"]()
+    out["bad_args"] = await t["get_leaderboard"](1, 2, 3)
+    return json.dumps(out, default=str)
+
+
+@pytest.mark.timeout(300)
+def test_every_tool_on_a_real_ledger_with_real_runs(state_root: Path) -> None:
+    ledger_mod.init_local(project="tools-tests", log_level=logging.CRITICAL)
+    data = flyte.run(bundle.build_bundle, dataset="shakespeare", num_shards=1, vocab_size=512).outputs()[0]
+    run = flyte.with_runcontext(**ledger_mod.run_context_kwargs()).run(
+        exercise_tools, data=data, key=f"tools-{uuid.uuid4().hex[:8]}"
+    )
+    out = json.loads(run.outputs()[0])
+    assert out["baseline"]["train_py"] == BASELINE and out["baseline"]["result"]["outcome"] == "success"
+    assert "does not occur" in out["bad_patch"]["rejected"][0]["error"] and not out["bad_patch"]["saved"]
+    assert "not both" in out["both"]["rejected"][0]["error"]
+    assert [s["title"] for s in out["saved"]["saved"]] == ["LR up", "Wd zero"]
+    assert out["saved"]["rejected"] == [{"title": "Third", "error": "over batch_size; plan it later"}]
+    assert out["get_plan"]["hypotheses"]["LR up"]["hypothesis"] == "converges faster"
+    assert out["get_plan"]["rationale"] == "sweep" and out["get_plan"]["titles"] == ["LR up", "Wd zero"]
+    assert "Nope" in out["unknown_run"]["error"]
+    assert {r["title"]: r["outcome"] for r in out["ran"]["results"]} == {"LR up": "success", "Wd zero": "success"}
+    assert out["ran"]["budget"]["remaining"] == 0 and "final summary" in out["ran"]["budget"]["note"]
+    assert out["again"]["results"] == [] and "already has a result" in out["again"]["skipped"][0]["reason"]
+    verdicts = {e["title"]: e for e in out["evaluate"]["experiments"]}
+    assert set(verdicts) == {"LR up", "Wd zero"} and verdicts["LR up"]["parent"] == "baseline"
+    assert all(v["verdict"] in ("improved", "worse") and v["delta_vs_parent"] is not None for v in verdicts.values())
+    assert out["compare"]["delta"] is not None and out["compare"]["diff"] == ""
+    assert "Close titles" in out["read_unknown"]["error"] and "'LR up'" in out["read_unknown"]["error"]
+    best = out["board"]["best"]
+    assert out["promising"]["candidates"][0]["title"] == best["title"] and out["promising"]["candidates"][0]["train_py"]
+    assert [e["title"] for e in out["history"]["experiments"]] == ["baseline", "LR up", "Wd zero"]
+    assert "bad arguments for get_leaderboard" in out["bad_args"]["error"]
