@@ -132,3 +132,22 @@ class Reporter:
             await self.refresh()
         except Exception as exc:  # the run's outcome matters more than its last redraw
             log.warning("final report refresh failed: %s", exc)
+
+
+class HandledFailureFilter(logging.Filter):
+    """Drops Flyte's traceback for a failed experiment: the driver records it and prints one line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import flyte.errors
+
+        import sandbox
+
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, (sandbox.ExperimentFailed, flyte.errors.OOMError))
+
+
+def quiet_handled_failures() -> None:
+    """Keep the terminal readable: no tracebacks for experiment failures that are handled (once per process)."""
+    flyte_log = logging.getLogger("flyte")
+    if not any(isinstance(f, HandledFailureFilter) for f in flyte_log.filters):
+        flyte_log.addFilter(HandledFailureFilter())

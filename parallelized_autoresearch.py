@@ -55,7 +55,7 @@ import tools as tools_mod  # noqa: E402
 import ui  # noqa: E402
 from autoresearch_types import AutoresearchOutput, ExperimentConfig, ExperimentResult  # noqa: E402
 from ledger_views import BASELINE_TITLE, ExperimentRecord  # noqa: E402
-from monitor import Activity, Reporter  # noqa: E402
+from monitor import Activity, Reporter, quiet_handled_failures  # noqa: E402
 
 log = logging.getLogger("autoresearch")
 
@@ -215,6 +215,7 @@ async def parallelized_autoresearch(
     Stops when `n_experiments` have run or after `max_turns` agent turns, whichever comes first. The same
     `memory_key` resumes earlier research; finished experiments are cache hits, never reruns.
     """
+    quiet_handled_failures()
     memory_key = memory_key or new_memory_key()
     model_name, reason = llm.resolve_model(model or None)
     print(f"memory key: {memory_key}\nplanner: {model_name} ({reason})\nreport: {report_location()}", flush=True)

@@ -151,3 +151,22 @@ def test_every_tool_on_a_real_ledger_with_real_runs(state_root: Path) -> None:
     assert out["promising"]["candidates"][0]["title"] == best["title"] and out["promising"]["candidates"][0]["train_py"]
     assert [e["title"] for e in out["history"]["experiments"]] == ["baseline", "LR up", "Wd zero"]
     assert "bad arguments for get_leaderboard" in out["bad_args"]["error"]
+
+
+def test_handled_experiment_failures_log_no_traceback() -> None:
+    import sys
+
+    import monitor
+    import sandbox
+    from autoresearch_types import ExperimentResult
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:
+            info = sys.exc_info()
+        return logging.LogRecord("flyte", logging.ERROR, __file__, 1, "Task failed with error", None, info)
+
+    keep = monitor.HandledFailureFilter()
+    assert not keep.filter(record(sandbox.ExperimentCrash(ExperimentResult(outcome="crash", message="boom"))))
+    assert keep.filter(record(ValueError("a real bug still shows its traceback")))
