@@ -1,9 +1,12 @@
-"""The report in a real browser: a tiny real Flyte run writes report.html, headless Chromium opens it.
+"""The report in a real browser: Flyte runs write report.html, headless Chromium opens it.
 
+Two reports: a tiny report task filled from a synthetic snapshot (every outcome, every tab), and the report of
+a tiny real research run of the driver task, planned by a scripted LLM that titles one experiment with HTML.
 Chromium is driven over the DevTools protocol (aiohttp's websocket client, already installed with litellm):
 it checks the tabs, the chart's point markers, that the hostile title ran no script, that nothing logged a
 console error, and that no tab is wider than 1280 px. Screenshots (light and dark) and the DOM land in
-`test-artifacts/` at the repository root. Skips only when no Chromium binary is found.
+`test-artifacts/` at the repository root (`report-*` and `run-report-*`). Skips only when no Chromium binary
+is found.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,15 +28,21 @@ from typing import Any
 import aiohttp
 import flyte
 import flyte.report
+import litellm
 import pytest
 from report_snapshot import HOSTILE, N_FAILED, N_SUCCESS, snapshot
+from test_agent import BROKEN_PATCH, PROJECT, ScriptedLLM, run_driver
 
+import ledger as ledger_mod
 import ui
+from autoresearch_types import AutoresearchOutput
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
 FLYTE_TEMPLATE_FONTS = "https://fonts.googleapis.com/"
 """Flyte's own report template links this stylesheet; our fragments fetch nothing."""
+FLYTE_TEMPLATE_TITLE = "User Content"
+"""The <title> of Flyte's report template; a hostile title that ran would have changed it."""
 
 env = flyte.TaskEnvironment(name="report_tests")
 
@@ -183,34 +193,36 @@ PROBE = """(() => {
   const q = s => document.querySelectorAll(s);
   return {
     tabs: [...q('#flyte-frame-tabs li')].map(li => li.textContent.trim()),
+    panes: [...q('#flyte-frame-container > div')].map(div => div.textContent),
     points: q('svg.chart circle.pt').length,
     kept: q('svg.chart circle.pt.kept').length,
     fails: q('svg.chart path.fail').length,
     title: document.title,
-    scripts: document.scripts.length,
+    scripts: [...document.scripts].map(s => s.textContent),
     images: document.images.length,
+    handlers: q('[onerror], [onload]').length,
     hostile_as_text: document.body.textContent.includes(%s),
   };
 })()"""
 
 
-async def screenshot(page: DevTools, name: str) -> Path:
+async def screenshot(page: DevTools, name: str, prefix: str = "report") -> Path:
     """A full-page PNG of the current view (at most 6000 px tall) under test-artifacts/."""
     height = await page.evaluate("document.documentElement.scrollHeight")
     clip = {"x": 0, "y": 0, "width": 1280, "height": min(int(height), 6000), "scale": 1}
     shot = await page.call("Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip)
-    path = ARTIFACTS / f"report-{name}.png"
+    path = ARTIFACTS / f"{prefix}-{name}.png"
     path.write_bytes(base64.b64decode(shot["data"]))
     return path
 
 
-async def visit_tabs(page: DevTools, tabs: list[str], suffix: str = "") -> dict[str, int]:
+async def visit_tabs(page: DevTools, tabs: list[str], suffix: str = "", prefix: str = "report") -> dict[str, int]:
     """Click through every tab: screenshot each, and return each tab's page width."""
     widths = {}
     for i, tab in enumerate(tabs):
         await page.evaluate(f"document.querySelectorAll('#flyte-frame-tabs li')[{i}].click()")
         widths[tab] = await page.evaluate("document.documentElement.scrollWidth")
-        path = await screenshot(page, tab.lower().replace(" ", "-") + suffix)
+        path = await screenshot(page, tab.lower().replace(" ", "-") + suffix, prefix)
         print(f"screenshot: {path}")
     return widths
 
@@ -226,6 +238,45 @@ def console_errors(page: DevTools) -> list[str]:
         if entry.get("level") == "error" and not str(entry.get("url", "")).startswith(FLYTE_TEMPLATE_FONTS):
             errors.append(json.dumps(entry)[:300])
     return errors
+
+
+async def open_report(tmp: Path, report: Path, prefix: str) -> dict[str, Any]:
+    """Open `report` in headless Chromium at 1280 px, visit every tab (light, then two tabs dark) and return
+    the PROBE plus each tab's width, console errors, requests and dialogs. Artifacts are named `<prefix>-*`."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copyfile(report, ARTIFACTS / f"{prefix}.html")
+    async with browser_page(tmp) as page:
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            await page.call(f"{domain}.enable")
+        await page.call("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
+        await page.call("Page.navigate", url=report.as_uri())
+        await page.wait_event("Page.loadEventFired")
+        view = await page.evaluate(PROBE % json.dumps(HOSTILE))
+        (ARTIFACTS / f"{prefix}-dom.html").write_text(await page.evaluate("document.documentElement.outerHTML"))
+        view["widths"] = await visit_tabs(page, view["tabs"], prefix=prefix)
+        await page.call("Emulation.setEmulatedMedia", features=[{"name": "prefers-color-scheme", "value": "dark"}])
+        await visit_tabs(page, view["tabs"][:2], suffix="-dark", prefix=prefix)
+        view["errors"] = console_errors(page)
+        view["requests"] = [p["request"]["url"] for p in page.named("Network.requestWillBeSent")]
+        view["dialogs"] = page.named("Page.javascriptDialogOpening")
+    print(f"report: {report}\nartifacts: {ARTIFACTS}/{prefix}*")
+    return view
+
+
+def assert_hostile_inert(view: dict[str, Any]) -> None:
+    """The hostile title ran nothing and injected nothing, the page is quiet and offline, and it fits 1280 px."""
+    assert view["title"] == FLYTE_TEMPLATE_TITLE and not view["dialogs"], (
+        f"the hostile title ran script: {view['title']!r}, {len(view['dialogs'])} dialogs"
+    )
+    assert view["images"] == 0 and view["handlers"] == 0, "no <img> or onerror/onload attribute was injected"
+    (script,) = view["scripts"]
+    assert "handleLinkClick" in script and "pwned" not in script, "only Flyte's own tab script is in the page"
+    assert view["hostile_as_text"], "the hostile title is shown as text"
+    assert not view["errors"], f"console errors: {view['errors']}"
+    requests = view["requests"]
+    assert all(u.startswith(("file://", FLYTE_TEMPLATE_FONTS)) for u in requests), requests
+    assert not any(u.endswith("/x") for u in requests), f"the injected <img src=x> was fetched: {requests}"
+    assert all(w <= 1280 for w in view["widths"].values()), f"wider than 1280 px: {view['widths']}"
 
 
 async def run_report_task(tmp: Path) -> Path:
@@ -245,30 +296,66 @@ async def run_report_task(tmp: Path) -> Path:
 @pytest.mark.timeout(180)
 async def test_report_in_headless_chromium(tmp_path: Path) -> None:
     report = await run_report_task(tmp_path)
-    ARTIFACTS.mkdir(exist_ok=True)
-    shutil.copyfile(report, ARTIFACTS / "report.html")
-    async with browser_page(tmp_path) as page:
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            await page.call(f"{domain}.enable")
-        await page.call("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
-        await page.call("Page.navigate", url=report.as_uri())
-        await page.wait_event("Page.loadEventFired")
-        probe = await page.evaluate(PROBE % json.dumps(HOSTILE))
-        (ARTIFACTS / "report-dom.html").write_text(await page.evaluate("document.documentElement.outerHTML"))
-        widths = await visit_tabs(page, probe["tabs"])
-        await page.call("Emulation.setEmulatedMedia", features=[{"name": "prefers-color-scheme", "value": "dark"}])
-        await visit_tabs(page, probe["tabs"][:2], suffix="-dark")
-        errors = console_errors(page)
-        requests = [p["request"]["url"] for p in page.named("Network.requestWillBeSent")]
-        dialogs = page.named("Page.javascriptDialogOpening")
-    print(f"report: {report}\nartifacts: {ARTIFACTS}")
-    assert probe["title"] != "pwned" and not dialogs, (
-        f"the hostile title ran script: {probe['title']!r}, {len(dialogs)} dialogs"
+    view = await open_report(tmp_path, report, "report")
+    assert_hostile_inert(view)
+    assert view["tabs"] == list(ui.REPORT_TABS)
+    assert (view["points"], view["kept"], view["fails"]) == (N_SUCCESS, 3, N_FAILED)
+
+
+# ---------------------------------------------------------------- the report of a tiny real research run
+
+AGENT_TAB = "Agent"
+"""The tab the code-mode `flyte.ai.agents.Agent` adds after ours: its messages and the code it ran."""
+FINAL_ANSWER = "Done: one batch ran, and its best experiment has an HTML title."
+RUN_SCRIPT = [
+    "```python\n"
+    "saved = edit_train_code_batch(["
+    f"{{'title': {HOSTILE!r}, 'overrides': {{'learning_rate': 0.006}}, 'hypothesis': 'faster'}},"
+    "{'title': 'Dropout 0.1', 'overrides': {'dropout': 0.1}},"
+    f"{{'title': 'Broken', 'patches': {BROKEN_PATCH!r}, 'change_summary': 'raises'}}])\n"
+    "ran = run_experiment_batch([s['title'] for s in saved['saved']])\n"
+    "{'saved': saved, 'ran': ran}\n```",
+    FINAL_ANSWER,
+]
+"""One batch (the hostile title, a normal edit, a crash), then a plain-text final answer."""
+
+
+def run_scripted_research(tmp: Path) -> tuple[Path, AutoresearchOutput]:
+    """Run the driver task on the tiny bundle with the scripted LLM; copy its report.html into `tmp`."""
+    out = run_driver(
+        memory_key=f"report-browser-{uuid.uuid4().hex[:8]}", model="scripted/agent", n_experiments=3, batch_size=3
     )
-    assert probe["tabs"] == list(ui.REPORT_TABS)
-    assert (probe["points"], probe["kept"], probe["fails"]) == (N_SUCCESS, 3, N_FAILED)
-    assert probe["images"] == 0 and probe["scripts"] == 1, "only Flyte's own tab script is in the page"
-    assert probe["hostile_as_text"], "the hostile title is shown as text"
-    assert not errors, f"console errors: {errors}"
-    assert all(u.startswith(("file://", FLYTE_TEMPLATE_FONTS)) for u in requests), requests
-    assert all(w <= 1280 for w in widths.values()), f"wider than 1280 px: {widths}"
+    assert out.error == "" and out.summary == FINAL_ANSWER, (out.error, out.summary)
+    written = Path(out.report_path)
+    copy = tmp / "run-report.html"
+    shutil.copyfile(written, copy)
+    run_dir = written.parents[1]  # <local metadata dir>/<run>/<action>/report.html
+    if run_dir.parent.name == "metadata":
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return copy, out
+
+
+@pytest.mark.timeout(300)
+async def test_real_run_report_in_headless_chromium(
+    tmp_path: Path, state_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger_mod.init_local(project=PROJECT, log_level=logging.CRITICAL)
+    monkeypatch.setattr(
+        litellm, "custom_provider_map", [{"provider": "scripted", "custom_handler": ScriptedLLM(RUN_SCRIPT)}]
+    )
+    report, out = await asyncio.to_thread(run_scripted_research, tmp_path)
+    outcomes = {row["title"]: row["outcome"] for row in out.leaderboard}
+    assert outcomes == {"baseline": "success", HOSTILE: "success", "Dropout 0.1": "success", "Broken": "crash"}
+    n_success = sum(row["outcome"] == "success" for row in out.leaderboard)
+    n_failed = sum(row["outcome"] != "success" for row in out.leaderboard)
+    n_kept = sum(bool(row["kept"]) for row in out.leaderboard)
+
+    view = await open_report(tmp_path, report, "run-report")
+    assert_hostile_inert(view)
+    assert view["tabs"] == [*ui.REPORT_TABS, AGENT_TAB]
+    assert (view["points"], view["kept"], view["fails"]) == (n_success, n_kept, n_failed)
+    panes = dict(zip(view["tabs"], view["panes"], strict=True))
+    assert HOSTILE in panes["Leaderboard"], "the hostile title is a leaderboard row, as text"
+    agent = panes[AGENT_TAB]
+    assert f"'title': {HOSTILE!r}" in agent, "the Agent tab shows the code the LLM wrote, as text"
+    assert FINAL_ANSWER in agent
