@@ -18,7 +18,7 @@ from flyte.ai.agents import AgentEvent
 import ui
 from autoresearch_types import ExperimentResult
 from ledger import Ledger
-from ledger_views import BASELINE_TITLE
+from ledger_views import BASELINE_TITLE, ExperimentRecord
 
 log = logging.getLogger("autoresearch")
 
@@ -39,6 +39,14 @@ class Activity:
         self.dirty.set()
         if self.echo and event.get("error"):
             print(f"  ! {event.get('name')}: {str(event['error'])[:200]}", flush=True)
+
+    def on_start(self, records: list[ExperimentRecord]) -> None:
+        """A batch starts: an empty progress bar and its titles in the terminal, an event in the report."""
+        titles = [r.title for r in records]
+        batch_id = records[0].spec.batch_id if records else ""
+        if self.echo:
+            print(ui.batch_start_line(batch_id, titles), flush=True)
+        self.emit({"kind": "experiment", "name": batch_id, "detail": f"started {len(titles)}: {', '.join(titles)}"})
 
     def on_result(self, batch_id: str, title: str, done: int, total: int, result: ExperimentResult) -> None:
         """An experiment finished: a progress line in the terminal, an event in the report."""

@@ -238,6 +238,7 @@ async def parallelized_autoresearch(
         profile=profile.to_dict(),
         emit=activity.emit,
         on_result=activity.on_result,
+        on_start=activity.on_start,
     )
     run_info = {
         "memory_key": memory_key,

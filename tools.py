@@ -107,6 +107,7 @@ class ResearchTools:
     profile: dict[str, Any]
     emit: Emit = lambda event: None  # noqa: E731
     on_result: Callable[[str, str, int, int, ExperimentResult], None] = lambda *a: None  # noqa: E731
+    on_start: Callable[[list[ExperimentRecord]], None] = lambda records: None  # noqa: E731
     last_batch_id: str = ""
     _t0: float = field(default_factory=time.monotonic)
 
@@ -407,6 +408,7 @@ class ResearchTools:
                 self.on_result(rec.spec.batch_id, rec.title, len(done), len(records), result)
 
         if records:
+            self.on_start(records)
             await self.fan_out(records, worker)
         return [(r.title, done[r.title]) for r in records if r.title in done]
 

@@ -128,15 +128,25 @@ def _fmt_bpb(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def progress_bar(done: int, total: int, width: int = 10) -> str:
+    """A fixed-width text bar such as `[####------]`."""
+    filled = round(width * done / max(1, total))
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def batch_start_line(batch_id: str, titles: list[str]) -> str:
+    """The terminal line when a batch starts: an empty bar and what runs."""
+    shown = ", ".join(t[:40] for t in titles[:6]) + (" ..." if len(titles) > 6 else "")
+    return f"  {batch_id} {progress_bar(0, len(titles))} 0/{len(titles)}  running: {shown}"
+
+
 def experiment_line(batch_id: str, done: int, total: int, title: str, result: dict[str, Any]) -> str:
     """One terminal line per finished experiment: a progress bar for its batch, then outcome and val_bpb."""
-    width = 10
-    filled = round(width * done / max(1, total))
-    bar = "#" * filled + "-" * (width - filled)
+    bar = progress_bar(done, total)
     extra = f" after {result.get('oom_retries')} OOM retries" if result.get("oom_retries") else ""
     message = "" if result.get("outcome") == "success" else f"  ({str(result.get('message', ''))[:80]})"
     return (
-        f"  {batch_id} [{bar}] {done}/{total}  {title[:40]:<40} {result.get('outcome', '?'):<8} "
+        f"  {batch_id} {bar} {done}/{total}  {title[:40]:<40} {result.get('outcome', '?'):<8} "
         f"val_bpb {_fmt_bpb(result.get('val_bpb'))}  {float(result.get('wall_seconds') or 0):5.1f}s{extra}{message}"
     )
 

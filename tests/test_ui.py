@@ -195,3 +195,27 @@ def test_self_contained_and_dark_mode(snap: dict[str, Any]) -> None:
         assert "prefers-color-scheme:dark" in fragment
         assert not [k for _, attrs in parse(fragment).tags for k in attrs if k in ("src", "href", "xlink:href")]
     assert not re.search(r"url\(|@import|https?:", ui_html.CSS)
+
+
+def test_terminal_lines_show_batch_progress_outcome_and_metric() -> None:
+    start = ui.batch_start_line("batch-002", ["Cosine LR", "SiLU"])
+    assert "[----------] 0/2" in start and "Cosine LR, SiLU" in start
+    ok = ui.experiment_line(
+        "batch-002", 1, 2, "Cosine LR", {"outcome": "success", "val_bpb": 1.23456, "wall_seconds": 3}
+    )
+    assert "[#####-----] 1/2" in ok and "success" in ok and "1.2346" in ok
+    oom = {"outcome": "oom", "val_bpb": None, "oom_retries": 2, "message": "killed"}
+    bad = ui.experiment_line("batch-002", 2, 2, "SiLU", oom)
+    assert "[##########] 2/2" in bad and "after 2 OOM retries" in bad and "(killed)" in bad
+
+
+def test_directive_carries_budget_bounds_and_prior_research(snap: dict[str, Any]) -> None:
+    from autoresearch_types import DatasetProfile, ExperimentConfig, WorkshopBounds
+
+    profile = DatasetProfile("shakespeare", 1, 512, 100_000, 9_000, 8_000, 300, 20, 20, 3.1, ["hamlet"], ["macbeth"])
+    budget = ui.budget_dict(8, 4, 2, 300, 30.0, 12)
+    fresh = ui.directive(profile, ExperimentConfig(), WorkshopBounds(), budget)
+    assert "experiments this run: 8" in fresh and "None yet" in fresh and '"n_layer": [' in fresh
+    best = {"title": "LR up", "val_bpb": 1.5}
+    resumed = ui.directive(profile, ExperimentConfig(), WorkshopBounds(), budget, "| # | title |\n| 1 | LR up |", best)
+    assert "Prior research under this memory key" in resumed and "Best so far: 'LR up' at val_bpb 1.5000" in resumed
