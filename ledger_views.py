@@ -240,6 +240,18 @@ def leaderboard(records: list[ExperimentRecord]) -> list[LeaderboardRow]:
     return rows
 
 
+def best_line(rows: list[dict[str, Any]]) -> str | None:
+    """ "Best: 'T' at val_bpb X, P% better than the baseline (B)" from leaderboard row dicts; None without a success."""
+    best = next((r for r in rows if r.get("rank") == 1), None)
+    if best is None:
+        return None
+    text = f"Best: {best['title']!r} at val_bpb {best['val_bpb']:.4f}"
+    base = next((r.get("val_bpb") for r in rows if r.get("title") == BASELINE_TITLE), None)
+    if base:
+        text += f", {(base - best['val_bpb']) / base * 100:.2f}% better than the baseline ({base:.4f})"
+    return text
+
+
 def _cell(text: Any, width: int = 60) -> str:
     """One markdown table cell: single line, pipes escaped, long text cut."""
     s = " ".join(str(text).split()).replace("|", "\\|")

@@ -28,6 +28,7 @@ class Activity:
 
     def __init__(self, echo: bool = True):
         self.events: list[dict[str, Any]] = []
+        self.results: list[ExperimentResult] = []
         self.echo = echo
         self.dirty = asyncio.Event()
         self._t0 = time.monotonic()
@@ -46,10 +47,11 @@ class Activity:
         batch_id = records[0].spec.batch_id if records else ""
         if self.echo:
             print(ui.batch_start_line(batch_id, titles), flush=True)
-        self.emit({"kind": "experiment", "name": batch_id, "detail": f"started {len(titles)}: {', '.join(titles)}"})
+        self.emit({"kind": "batch", "name": batch_id, "detail": f"started {len(titles)}: {', '.join(titles)}"})
 
     def on_result(self, batch_id: str, title: str, done: int, total: int, result: ExperimentResult) -> None:
         """An experiment finished: a progress line in the terminal, an event in the report."""
+        self.results.append(result)
         data = result.to_dict()
         if self.echo:
             print(ui.experiment_line(batch_id, done, total, title, data), flush=True)

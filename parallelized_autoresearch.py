@@ -54,7 +54,7 @@ import sizing  # noqa: E402
 import tools as tools_mod  # noqa: E402
 import ui  # noqa: E402
 from autoresearch_types import AutoresearchOutput, ExperimentConfig, ExperimentResult  # noqa: E402
-from ledger_views import BASELINE_TITLE, ExperimentRecord  # noqa: E402
+from ledger_views import ExperimentRecord, best_line  # noqa: E402
 from monitor import Activity, Reporter, quiet_handled_failures  # noqa: E402
 
 log = logging.getLogger("autoresearch")
@@ -307,14 +307,8 @@ async def run_pending(research: tools_mod.ResearchTools, ledger: ledger_mod.Ledg
 
 async def closing_text(ledger: ledger_mod.Ledger) -> str:
     """A plain-text closing summary from the ledger, for runs the agent did not summarise itself."""
-    best = await ledger.best()
-    if best is None:
-        return "No experiment succeeded, so there is no best train.py yet."
-    base = next((r for r in await ledger.leaderboard() if r.title == BASELINE_TITLE), None)
-    text = f"Best: {best.title!r} at val_bpb {best.val_bpb:.4f}"
-    if base and base.val_bpb:
-        text += f" ({(base.val_bpb - best.val_bpb) / base.val_bpb * 100:.2f}% better than the baseline)"
-    return text + "."
+    best = best_line([r.to_dict() for r in await ledger.leaderboard()])
+    return f"{best}." if best else "No experiment succeeded, so there is no best train.py yet."
 
 
 async def build_output(
@@ -332,11 +326,10 @@ async def build_output(
     rows = [json.loads(json.dumps(r.to_dict(), default=str)) for r in await ledger.leaderboard()]
     best = await ledger.best()
     source = (await ledger.specs([best.title]))[0].train_py if best else ""
-    session = [e for e in activity.events if e.get("kind") == "experiment"]
     totals = {
         "experiments_in_ledger": len(rows),
-        "experiments_this_run": len(session),
-        "compute_s_this_run": round(sum(float(e.get("duration_s") or 0) for e in session), 1),
+        "experiments_this_run": len(activity.results),
+        "compute_s_this_run": round(sum(r.wall_seconds for r in activity.results), 1),
         "turns": sum(1 for e in activity.events if e.get("kind") == "turn"),
         "llm": usage_of(call_llm),
     }

@@ -15,6 +15,8 @@ from typing import Any
 
 from flyte.ai.agents import LLMMessage
 
+from ledger_views import best_line
+
 RESULT_PREFIX = "Execution result:"
 ERROR_PREFIX = "Your code raised an error"
 MAX_CODE_ERRORS = 3
@@ -259,14 +261,10 @@ history = get_code_edit_history(500)
 
 def final_summary(state: State, reason: str) -> str:
     """The closing plain-text answer: the best experiment, its gain over the baseline, and what helped."""
-    best = next((r for r in state.rows if r.get("rank") == 1), None)
-    base = next((r for r in state.rows if r.get("title") == "baseline"), None)
+    best = best_line(state.rows)
     if best is None:
         return f"Research stopped ({reason}). No experiment succeeded, so there is no best train.py yet."
-    text = f"Research finished ({reason}). Best: {best['title']!r} at val_bpb {best['val_bpb']:.4f}"
-    if base and base.get("val_bpb"):
-        gain = (base["val_bpb"] - best["val_bpb"]) / base["val_bpb"] * 100
-        text += f", {gain:.2f}% better than the baseline ({base['val_bpb']:.4f})"
+    text = f"Research finished ({reason}). {best}"
     helped = [r["title"] for r in state.rows if r.get("label") == "new_best" and r["title"] != "baseline"]
     text += ". What helped: " + (", ".join(helped) if helped else "nothing beat the baseline") + "."
     return text

@@ -15,7 +15,7 @@ import os
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from autoresearch_types import ExperimentResult
@@ -109,7 +109,6 @@ class ResearchTools:
     on_result: Callable[[str, str, int, int, ExperimentResult], None] = lambda *a: None  # noqa: E731
     on_start: Callable[[list[ExperimentRecord]], None] = lambda records: None  # noqa: E731
     last_batch_id: str = ""
-    _t0: float = field(default_factory=time.monotonic)
 
     def as_tools(self) -> list[Callable[..., Awaitable[Any]]]:
         """Every tool, wrapped so that it logs its call and turns an unexpected exception into `{"error"}`."""
@@ -147,7 +146,6 @@ class ResearchTools:
             detail = ", ".join(f"{k}={str(v)[:60]}" for k, v in kwargs.items()) or ", ".join(str(a)[:60] for a in args)
             self.emit(
                 {
-                    "t": round(start - self._t0, 2),
                     "kind": "tool",
                     "name": name,
                     "detail": detail,

@@ -92,6 +92,7 @@ def test_builtin_planner_two_batches_then_resume_without_rerunning(state_root: P
     best_bpb, _, best_title = ranked[0]
     assert out.best["title"] == best_title and out.best["val_bpb"] == pytest.approx(best_bpb)
     assert out.best_train_py == records[best_title]["train_py"]
+    assert out.totals["experiments_this_run"] == 5, "the baseline and the 4 planned experiments ran"
     report = Path(out.report_path)
     assert report.exists() and all(tab in report.read_text() for tab in ui.REPORT_TABS)
     assert "Prior research" in out.directive and "None yet" in out.directive
@@ -111,6 +112,7 @@ def test_builtin_planner_two_batches_then_resume_without_rerunning(state_root: P
         assert after[title]["result"] == result, f"{title} was rerun or rewritten on resume"
     recovered = after[lost]["result"]["result"]
     assert recovered == lost_result, "the finished experiment must come back from Flyte's cache, not a new run"
+    assert again.totals["experiments_this_run"] == 3, "the recovered experiment and batch 3"
     new = [t for t in after if t not in records]
     assert len(new) == 2 and all(after[t]["result"] for t in new)
     assert {after[t]["spec"]["batch_id"] for t in new} == {"batch-003"}
