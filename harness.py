@@ -1,8 +1,12 @@
 """The trusted harness that runs INSIDE the sandbox, next to the agent's edited `train.py`.
 
-`sandbox.py` copies this file, `prepare.py`, `autoresearch_types.py` and the edited `train.py` into
-a fresh work dir and starts `python harness.py <phase>` there. Everything the harness needs comes
-from `job.json`, written by the orchestrator; everything it reports goes to files under `out/`.
+`sandbox_pool.launch` starts `python harness.py serve <phase> <idle_s>` in a work dir holding this
+file, `prepare.py` and `autoresearch_types.py`. The harness first does the heavy imports (torch,
+and for training the `torch._dynamo` import the first AdamW would trigger), then waits for
+`job.json`, which the orchestrator writes last, once the edited `train.py` and the phase's inputs
+are in place. The job lowers this process's memory and CPU-seconds limits to the experiment's own,
+then one phase runs and the process ends with `os._exit` (no slow interpreter teardown, and
+nothing the edited code registered at exit runs).
 
 - `train`: import the edited module, call `run_training(config, "data")` (the data dir holds only
   `train.npy` and `meta.json`), and save `out/checkpoint.pt` (the `state_dict`) and
@@ -18,6 +22,7 @@ the sandbox around them; `sandbox.py` documents that residual risk.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
@@ -25,16 +30,12 @@ import os
 import resource
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 PROBE_ATOL = 1e-4
 """Largest change (fp32 logits) allowed at a position when only later tokens change."""
-
-
-def read_job() -> dict[str, Any]:
-    """The orchestrator's instructions for this phase."""
-    return json.loads(Path("job.json").read_text())
 
 
 def write_json(name: str, payload: dict[str, Any]) -> None:
@@ -89,11 +90,10 @@ def device_name() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def phase_train() -> None:
+def phase_train(job: dict[str, Any]) -> None:
     """Train with the edited code and save the weights; no validation data exists here."""
     import torch
 
-    job = read_job()
     set_threads(job)
     config = load_config(job)
     module = import_edited()
@@ -157,23 +157,12 @@ def causality_probe(model, tokens, seq_len: int, vocab_size: int, seed: int = 0)
     return {"probe_max_diff": worst, "probe_ok": worst <= PROBE_ATOL, "logits_finite": finite}
 
 
-def wait_for_job(poll_s: float = 0.01) -> dict[str, Any]:
-    """Block until the orchestrator writes `job.json` (it is renamed into place, never partial)."""
-    while not Path("job.json").exists():
-        time.sleep(poll_s)
-    return read_job()
-
-
-def phase_eval() -> None:
-    """Rebuild the trained model and measure it on held-out tokens; probe its causality.
-
-    Started while training still runs: the heavy imports happen first, then it waits for its job.
-    """
+def phase_eval(job: dict[str, Any]) -> None:
+    """Rebuild the trained model and measure it on held-out tokens; probe its causality."""
     import torch
 
     import prepare
 
-    job = wait_for_job()
     set_threads(job)
     tokens, token_bytes = load_held_out(job)
     config = load_config(job)
@@ -198,9 +187,42 @@ def phase_eval() -> None:
 
 
 PHASES = {"train": phase_train, "eval": phase_eval}
-
-
+WARM_IMPORTS = {"train": ("numpy", "torch", "torch._dynamo", "prepare"), "eval": ("numpy", "torch", "prepare")}
+"""What each phase imports before its job arrives. Trusted modules only: the edited code comes later."""
 STDERR_FILE = "stderr.log"
+MIB = 1024 * 1024
+
+
+def warm_up(phase: str) -> None:
+    """Do the slow imports now, while the process waits for its job."""
+    for name in WARM_IMPORTS[phase]:
+        importlib.import_module(name)
+
+
+def wait_for_job(idle_s: float, poll_s: float = 0.005) -> dict[str, Any] | None:
+    """The orchestrator's job (renamed into place, never partial), or None after `idle_s` without one."""
+    give_up = time.monotonic() + idle_s
+    while not Path("job.json").exists():
+        if time.monotonic() > give_up:
+            return None
+        time.sleep(poll_s)
+    return json.loads(Path("job.json").read_text())
+
+
+def _lower(limit: int, value: int) -> None:
+    """Lower an rlimit (soft and hard) to `value`; never raise it."""
+    _, hard = resource.getrlimit(limit)
+    if hard == resource.RLIM_INFINITY or value < hard:
+        resource.setrlimit(limit, (value, value))
+
+
+def apply_limits(job: dict[str, Any]) -> None:
+    """This experiment's own memory (address space) and CPU-seconds caps, as a cold start would have."""
+    if job.get("memory_mb"):
+        _lower(resource.RLIMIT_AS, int(job["memory_mb"]) * MIB)
+    if job.get("cpu_seconds"):
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        _lower(resource.RLIMIT_CPU, math.ceil(usage.ru_utime + usage.ru_stime) + int(job["cpu_seconds"]))
 
 
 def redirect_stderr() -> None:
@@ -214,14 +236,38 @@ def redirect_stderr() -> None:
     os.close(fd)
 
 
-def main(argv: list[str]) -> int:
-    redirect_stderr()
-    if len(argv) != 2 or argv[1] not in PHASES:
-        print(f"usage: harness.py {{{'|'.join(PHASES)}}}", file=sys.stderr)
-        return 2
-    PHASES[argv[1]]()
+def serve(phase: str, idle_s: float) -> int:
+    """Warm up, wait for the job, run its phase; the exit status (1 if the phase raised)."""
+    warm_up(phase)
+    job = wait_for_job(idle_s)
+    if job is None:
+        return 0
+    if job.get("phase") != phase:
+        raise ValueError(f"job for phase {job.get('phase')!r} sent to a {phase!r} process")
+    apply_limits(job)
+    PHASES[phase](job)
     return 0
 
 
+def main(argv: list[str]) -> int:
+    redirect_stderr()
+    if len(argv) != 4 or argv[1] != "serve" or argv[2] not in PHASES:
+        print(f"usage: harness.py serve {{{'|'.join(PHASES)}}} IDLE_SECONDS", file=sys.stderr)
+        return 2
+    try:
+        return serve(argv[2], float(argv[3]))
+    except BaseException:  # the edited code may raise anything, SystemExit included
+        traceback.print_exc()
+        return 1
+
+
+def exit_now(code: int) -> None:
+    """Flush and leave without interpreter teardown (about 0.4 s with torch loaded)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or broken stream must not change the status
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    exit_now(main(sys.argv))

@@ -50,6 +50,7 @@ import llm  # noqa: E402
 import planner  # noqa: E402
 import prepare  # noqa: E402
 import sandbox  # noqa: E402
+import sandbox_pool  # noqa: E402
 import sizing  # noqa: E402
 import tools as tools_mod  # noqa: E402
 import ui  # noqa: E402
@@ -62,7 +63,9 @@ log = logging.getLogger("autoresearch")
 EXPERIMENT_CACHE = flyte.Cache(
     behavior="auto",
     ignored_inputs=("memory_mb", "cpus"),
-    salt=bundle.code_salt("prepare.py", "harness.py", "sandbox.py", "sandbox_proc.py", "autoresearch_types.py"),
+    salt=bundle.code_salt(
+        "prepare.py", "harness.py", "sandbox.py", "sandbox_pool.py", "sandbox_proc.py", "autoresearch_types.py"
+    ),
 )
 
 
@@ -227,6 +230,8 @@ async def parallelized_autoresearch(
     call_llm = make_call_llm(model_name, api_base, max_llm_cost)
     policy = sizing.SizingPolicy.for_machine(concurrency) if is_local() else sizing.SizingPolicy(cpu=2)
     policy_token = sizing.POLICY.set(policy)
+    if is_local():  # experiments run in this process: keep warm sandboxed interpreters for them
+        sandbox_pool.POOL.configure(concurrency)
     activity = Activity()
     budget = tools_mod.Budget(n_experiments, batch_size, concurrency)
     tool_obj = dataclasses.replace(run_experiment, call_llm=call_llm, model=model_name)
@@ -289,6 +294,7 @@ async def parallelized_autoresearch(
         raise
     finally:
         sizing.POLICY.reset(policy_token)
+        await sandbox_pool.POOL.close()
     await reporter.stop("done", error)
     if error:
         print(f"agent stopped: {error}", flush=True)

@@ -4,16 +4,21 @@ The orchestrator side of the trust boundary. `run_sandboxed(spec)` does, in orde
 
 1. **Pre-flight** (`preflight`): `ast.parse` and the entry points `build_model(config)` and
    `run_training(config, data_dir)`. A failure is `invalid` and nothing is launched.
-2. **Phase 1, train**: a fresh work dir under `prepare.state_dir()/runs/` (never `/tmp`) holding the
-   edited `train.py`, copies of the fixed `harness.py`, `prepare.py`, `autoresearch_types.py`, a
-   `job.json`, and `data/` with `meta.json` plus a link to the bundle's `train.npy`, which alone is
-   allow-listed read-only. Validation data is not in this sandbox's filesystem.
-3. **Phase 2, eval**: a second work dir. Its interpreter starts during phase 1 (hiding one
-   `import torch`) but sees only code until every phase-1 process is dead; then the checkpoint,
-   the held-out tokens the evaluation needs, the token byte table and its `job.json` arrive. The trusted
+2. **Two sandboxed processes** (`sandbox_pool`): `harness.py serve train` and `harness.py serve eval`,
+   each in a fresh work dir under `prepare.state_dir()/runs/` (never `/tmp`) holding only copies
+   of the fixed `harness.py`, `prepare.py` and `autoresearch_types.py`. Each does its slow imports
+   and waits for its `job.json`. They come from the warm pool when the driver keeps one (started
+   earlier, while other work ran), else they are launched now; the eval process's imports overlap
+   training either way.
+3. **Phase 1, train**: the edited `train.py`, `data/` (`meta.json` plus a link to the bundle's
+   `train.npy`, which alone is allow-listed read-only) and then the job arrive. Validation data is
+   not in this sandbox's filesystem.
+   **Phase 2, eval**: sees only code until every phase-1 process is dead; then the checkpoint, the
+   held-out tokens the evaluation needs, the token byte table and its job arrive. The trusted
    harness reads them into memory and deletes their files *before* importing the edited module,
    rebuilds the model with its `build_model(config)`, computes `val_bpb` from its logits and runs a
-   causality probe.
+   causality probe. Each job lowers its process's memory and CPU-seconds limits to this
+   experiment's own; a process serves one phase of one experiment, then exits.
 4. **Classification** (pure functions: `classify_exit`, `classify_metrics`): success, oom,
    timeout, crash, invalid, leak or implausible. Metrics come only from the harness's files
    under `out/`; stdout is discarded, so a printed "val_bpb" is never parsed.
@@ -44,6 +49,8 @@ scan finds none, so a fork bomb cannot outrun it.
   such as `/etc`, see host processes and signal same-uid processes (it could kill the
   orchestrator). Keep state out of `/tmp` and prefer `bubblewrap`, which adds PID and mount
   namespaces and a private `/tmp`.
+- A warm process waits (up to `sandbox_pool.WARM_IDLE_S`) before its job, visible to other runs'
+  processes as any sandboxed process is; before its job it has run only the trusted harness.
 - The marker scan misses a process that both clears its environment (exec with a new one) and
   leaves the work dir; the process-group kill and the library's own kill still apply to it.
 """
@@ -51,8 +58,6 @@ scan finds none, so a fork bomb cannot outrun it.
 from __future__ import annotations
 
 import ast
-import asyncio
-import contextlib
 import dataclasses
 import json
 import math
@@ -70,12 +75,21 @@ import numpy as np
 
 import prepare
 from autoresearch_types import ExperimentConfig, ExperimentResult
-from sandbox_proc import MARKER_ENV, read_untrusted_json, read_untrusted_tail, reap, regular_file
+from sandbox_pool import (
+    NATIVE_GRACE_S,
+    POOL,
+    Launched,
+    LaunchKey,
+    PhaseRun,
+    discard,
+    finish,
+    launch,
+    runs_root,
+)
+from sandbox_proc import read_untrusted_json, regular_file
 
 BACKENDS = ("userns", "bubblewrap", "none")
 DEFAULT_BACKEND = "userns"
-HERE = Path(__file__).resolve().parent
-FIXED_FILES = ("harness.py", "prepare.py", "autoresearch_types.py")
 OOM_MARKERS = (
     "MemoryError",
     "Cannot allocate memory",
@@ -94,8 +108,6 @@ CPU_CAP_CODES = (152, -24)
 BPB_FLOOR = 0.1
 """Bits per byte below which no model of this size is believable (the best compressors reach ~0.9)."""
 STDERR_TAIL_CHARS = 3000
-NATIVE_GRACE_S = 5.0
-"""The library's own timeout sits this far past ours: a backstop, never the deadline itself."""
 
 
 @dataclass(frozen=True)
@@ -114,16 +126,6 @@ class SandboxSpec:
     allow_unsandboxed: bool = False
     keep_workdir: bool = False
     run_name: str | None = None
-
-
-@dataclass
-class PhaseRun:
-    """What one sandboxed process did, as the orchestrator measured it."""
-
-    returncode: int
-    stderr: str
-    wall_s: float
-    hit_deadline: bool
 
 
 def default_deadline_s(config: ExperimentConfig) -> float:
@@ -296,51 +298,43 @@ def result_from_error(exc: BaseException) -> ExperimentResult | None:
 # ---------------------------------------------------------------- staging
 
 
-def runs_root() -> Path:
-    """Where work dirs live: under the state dir, never `/tmp`."""
-    return prepare.state_dir() / "runs"
-
-
 def run_dir(spec: SandboxSpec) -> Path:
-    """This experiment's directory: `runs/<run_name>` (a fresh unique name when none is given)."""
+    """Where a kept experiment's work dirs end up: `runs/<run_name>/{train,eval}`."""
     name = spec.run_name or f"exp-{uuid.uuid4().hex[:12]}"
     return runs_root() / name
 
 
-def python_for_sandbox() -> tuple[str, list[str]]:
-    """The interpreter to run (inside the virtualenv, if any) and the prefixes it needs read-only."""
-    venv = Path(os.path.realpath(sys.prefix))
-    base = Path(os.path.realpath(sys.base_prefix))
-    python = venv / "bin" / "python" if venv != base else Path(os.path.realpath(sys.executable))
-    return str(python), sorted({str(venv), str(base)})
-
-
-def _stage_common(workdir: Path, spec: SandboxSpec) -> None:
-    """The edited source and the fixed files."""
-    workdir.mkdir(parents=True)
-    (workdir / "out").mkdir()
-    (workdir / "train.py").write_text(spec.train_py)
-    for name in FIXED_FILES:
-        shutil.copyfile(HERE / name, workdir / name)
-
-
 def write_job(workdir: Path, job: dict[str, Any]) -> None:
-    """`job.json`, atomically: the pre-started evaluation waits for it to appear."""
+    """`job.json`, atomically and last: the waiting harness starts the phase as soon as it appears."""
     tmp = workdir / ".job.json.part"
     tmp.write_text(json.dumps(job))
     os.replace(tmp, workdir / "job.json")
 
 
-def stage_train(workdir: Path, spec: SandboxSpec, config: ExperimentConfig) -> list[str]:
-    """Phase-1 work dir; returns the extra read-only paths (the bundle's train tokens only)."""
-    _stage_common(workdir, spec)
-    write_job(workdir, {"config": config.to_dict(), "threads": spec.cpu})
+def phase_job(phase: str, spec: SandboxSpec, config: ExperimentConfig, remaining: float) -> dict[str, Any]:
+    """What every phase's job carries: the config, threads and this experiment's own limits."""
+    return {
+        "phase": phase,
+        "config": config.to_dict(),
+        "threads": spec.cpu,
+        "memory_mb": spec.memory_mb,
+        "cpu_seconds": math.ceil(max(1, spec.cpu) * (remaining + NATIVE_GRACE_S)),
+    }
+
+
+def stage_train(workdir: Path, spec: SandboxSpec, config: ExperimentConfig, remaining: float) -> None:
+    """Hand phase 1 the edited source and `data/` (`meta.json` plus a link to the train tokens), then its job."""
+    (workdir / "train.py").write_text(spec.train_py)
     data = workdir / "data"
     data.mkdir()
     shutil.copyfile(Path(spec.data_dir) / "meta.json", data / "meta.json")
-    train_file = Path(spec.data_dir, "train.npy").resolve()
-    os.symlink(train_file, data / "train.npy")
-    return [str(train_file)]
+    os.symlink(train_tokens(spec), data / "train.npy")
+    write_job(workdir, phase_job("train", spec, config, remaining))
+
+
+def train_tokens(spec: SandboxSpec) -> str:
+    """The bundle's train tokens: the one data file phase 1 may read (allow-listed read-only)."""
+    return str(Path(spec.data_dir, "train.npy").resolve())
 
 
 def held_out_prefix(data_dir: str, seq_len: int, eval_tokens: int) -> np.ndarray:
@@ -350,45 +344,32 @@ def held_out_prefix(data_dir: str, seq_len: int, eval_tokens: int) -> np.ndarray
     return np.asarray(tokens[: max(n, 1) * seq_len + 1])
 
 
-def stage_eval_shell(workdir: Path, spec: SandboxSpec) -> None:
-    """Phase-2 work dir before training ends: code only, so the interpreter can start early."""
-    _stage_common(workdir, spec)
-
-
-def stage_eval(workdir: Path, spec: SandboxSpec, config: ExperimentConfig, checkpoint: Path) -> None:
-    """Hand phase 2 its inputs (checkpoint, held-out prefix, byte table), then its job, last."""
+def stage_eval(workdir: Path, spec: SandboxSpec, config: ExperimentConfig, checkpoint: Path, remaining: float) -> None:
+    """Hand phase 2 the source, checkpoint, held-out prefix and byte table, then its job, last."""
+    (workdir / "train.py").write_text(spec.train_py)
     os.replace(checkpoint, workdir / "checkpoint.pt")
     np.save(workdir / "val.npy", held_out_prefix(spec.data_dir, config.seq_len, spec.eval_tokens))
     shutil.copyfile(Path(spec.tokenizer_dir) / "token_bytes.npy", workdir / "token_bytes.npy")
-    job = {
-        "config": config.to_dict(),
-        "threads": spec.cpu,
-        "eval_tokens": spec.eval_tokens,
-        "val_file": "val.npy",
-        "token_bytes_file": "token_bytes.npy",
-    }
+    job = phase_job("eval", spec, config, remaining)
+    job.update(eval_tokens=spec.eval_tokens, val_file="val.npy", token_bytes_file="token_bytes.npy")
     write_job(workdir, job)
 
 
+def keep_or_remove(spec: SandboxSpec, dirs: dict[str, Path]) -> None:
+    """Remove the phases' work dirs, or with `keep_workdir` move them to `runs/<run_name>/<phase>`."""
+    if not spec.keep_workdir:
+        for path in dirs.values():
+            shutil.rmtree(path, ignore_errors=True)
+        return
+    root = run_dir(spec)
+    root.mkdir(parents=True, exist_ok=True)
+    for phase, path in dirs.items():
+        if path.exists():
+            shutil.rmtree(root / phase, ignore_errors=True)  # a kept run of the same name, replaced
+            os.replace(path, root / phase)
+
+
 # ---------------------------------------------------------------- running
-
-
-def sandbox_env(spec: SandboxSpec, workdir: Path, token: str, python: str) -> dict[str, str]:
-    """The run's whole environment, from an allowlist: no secret of the parent ever gets in."""
-    threads = str(max(1, spec.cpu))
-    return {
-        "PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(workdir),
-        "TMPDIR": str(workdir),
-        "LANG": "C.UTF-8",
-        "OMP_NUM_THREADS": threads,
-        "MKL_NUM_THREADS": threads,
-        "OPENBLAS_NUM_THREADS": threads,
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONNOUSERSITE": "1",
-        "PYTHONHASHSEED": "0",
-        MARKER_ENV: token,
-    }
 
 
 def check_backend(spec: SandboxSpec) -> None:
@@ -413,80 +394,13 @@ def available_backends() -> list[str]:
     return [name for name, ok in sb.on_device.available_backends() if ok and name in BACKENDS]
 
 
-def _session_class() -> type:
-    """`OnDeviceSession` without its per-session uv virtualenv.
-
-    The library builds (or tries to build, probing the interpreter in a subprocess) a venv in the
-    work dir at every session open. We always pass the interpreter ourselves, so that venv is
-    pure overhead, and it would be writable by the run.
-    """
-    from union.sandbox.on_device import OnDeviceSession
-
-    class PlainSession(OnDeviceSession):
-        async def _ensure_session_venv(self) -> None:
-            return None
-
-    return PlainSession
-
-
-async def _settle(proc: Any) -> None:
-    """Wait for exit; an abnormal end (spawn failure, cancellation) shows up as the return code."""
-    from union.sandbox.errors import ExecutionError
-
-    with contextlib.suppress(ExecutionError):
-        await proc.wait()
-
-
-async def _wait(proc: Any, token: str, workdir: Path, remaining: float) -> bool:
-    """Wait up to `remaining` s for the process; at the deadline kill all it started. True if killed."""
-    waiter = asyncio.ensure_future(_settle(proc))
-    try:
-        await asyncio.wait_for(asyncio.shield(waiter), max(0.01, remaining))
-        return False
-    except TimeoutError:
-        reap(token, workdir)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(waiter, NATIVE_GRACE_S)
-        return True
-
-
-async def run_phase(
-    spec: SandboxSpec, workdir: Path, phase: str, extra_ro: list[str], remaining: float, token: str
-) -> PhaseRun:
-    """Run `python harness.py <phase>` in `workdir` under the sandbox, within `remaining` seconds.
-
-    `token` marks every process of this phase; `reap(token, workdir)` ends them all.
-    """
-    import flyte
-
-    python, prefixes = python_for_sandbox()
-    start = time.perf_counter()
-    session = _session_class()(
-        backend=spec.backend,
-        host_work_dir=str(workdir),
-        default_cwd=str(workdir),
-        timeout_s=remaining + NATIVE_GRACE_S,
-        network_mode="blocked",
-        read_only_paths=prefixes + extra_ro,
-        resources=flyte.Resources(cpu=max(1, spec.cpu), memory=f"{spec.memory_mb}Mi"),
-    )
-    try:
-        async with session as sbx:
-            proc = await sbx.run(
-                "",
-                argv=[python, "harness.py", phase],
-                env=sandbox_env(spec, workdir, token, python),
-                cwd=str(workdir),
-                stdout=False,
-                stderr=False,
-            )
-            hit_deadline = await _wait(proc, token, workdir, remaining)
-            code = proc.returncode if proc.returncode is not None else -9
-    finally:
-        reap(token, workdir)
-    wall = time.perf_counter() - start
-    err = read_untrusted_tail(workdir / "stderr.log")
-    return PhaseRun(code, err, wall, hit_deadline or wall >= remaining)
+async def acquire(key: LaunchKey, memory_mb: int, remaining: float) -> Launched:
+    """A warm process from the pool if one fits, else a fresh launch; either way the pool is topped up."""
+    process = await POOL.take(key, memory_mb, remaining)
+    if process is None:
+        process = await launch(key, memory_mb, remaining + NATIVE_GRACE_S, remaining + NATIVE_GRACE_S)
+    POOL.refill(key, memory_mb, remaining)
+    return process
 
 
 def _base_result(spec: SandboxSpec, deadline: float) -> ExperimentResult:
@@ -504,16 +418,17 @@ def resolve_config(spec: SandboxSpec) -> ExperimentConfig:
     return spec.config if spec.config.vocab_size == vocab else spec.config.with_overrides({"vocab_size": vocab})
 
 
-async def _train(spec: SandboxSpec, root: Path, config: ExperimentConfig, result: ExperimentResult, left: float):
+async def _train(
+    spec: SandboxSpec, trainer: Launched, config: ExperimentConfig, result: ExperimentResult, clock: Clock
+) -> tuple[ExperimentResult, Path | None]:
     """Phase 1; returns the updated result, and the checkpoint path when training succeeded."""
-    workdir = root / "train"
-    extra = stage_train(workdir, spec, config)
-    run = await run_phase(spec, workdir, "train", extra, left, uuid.uuid4().hex)
+    stage_train(trainer.workdir, spec, config, clock.left())
+    run = await finish(trainer, clock.left())
     failure = classify_exit(run.returncode, run.stderr, run.hit_deadline)
     if failure:
         return _fail(result, *failure, run.stderr), None
-    info = read_untrusted_json(workdir / "out" / "train.json")
-    checkpoint = workdir / "out" / "checkpoint.pt"
+    info = read_untrusted_json(trainer.workdir / "out" / "train.json")
+    checkpoint = trainer.workdir / "out" / "checkpoint.pt"
     if info is None or not regular_file(checkpoint):
         return _fail(result, "crash", "training exited without a checkpoint from the harness", run.stderr), None
     result = dataclasses.replace(
@@ -548,28 +463,43 @@ def _score(run: PhaseRun, workdir: Path, result: ExperimentResult) -> Experiment
     )
 
 
+@dataclass(frozen=True)
+class Clock:
+    """The experiment's one wall-clock deadline, shared by both phases."""
+
+    start: float
+    deadline_s: float
+
+    def left(self) -> float:
+        return self.deadline_s - (time.perf_counter() - self.start)
+
+
 async def _train_then_evaluate(
-    spec: SandboxSpec, root: Path, config: ExperimentConfig, result: ExperimentResult, deadline: float
+    spec: SandboxSpec, config: ExperimentConfig, result: ExperimentResult, clock: Clock, dirs: dict[str, Path]
 ) -> ExperimentResult:
-    """Phase 2's interpreter starts (and imports torch) while phase 1 trains, then waits for its job.
+    """Phase 2's process is acquired (already importing torch, or warm) before phase 1 trains.
 
     It sees nothing of the experiment until phase 1 is over and reaped: only then are the checkpoint,
     the held-out prefix and `job.json` put in its work dir. This hides one interpreter start-up.
     """
-    eval_dir, eval_token = root / "eval", uuid.uuid4().hex
-    stage_eval_shell(eval_dir, spec)
-    evaluation = asyncio.ensure_future(run_phase(spec, eval_dir, "eval", [], deadline, eval_token))
+    launched: list[Launched] = []
     try:
-        result, checkpoint = await _train(spec, root, config, result, deadline)
+        for key in (
+            LaunchKey("train", spec.backend, spec.cpu, (train_tokens(spec),)),
+            LaunchKey("eval", spec.backend, spec.cpu),
+        ):
+            launched.append(await acquire(key, spec.memory_mb, clock.left()))
+            dirs[key.phase] = launched[-1].workdir
+        trainer, evaluator = launched
+        result, checkpoint = await _train(spec, trainer, config, result, clock)
         if checkpoint is None:
             return result
-        stage_eval(eval_dir, spec, config, checkpoint)
-        return _score(await evaluation, eval_dir, result)
+        stage_eval(evaluator.workdir, spec, config, checkpoint, clock.left())
+        return _score(await finish(evaluator, clock.left()), evaluator.workdir, result)
     finally:
-        if not evaluation.done():
-            reap(eval_token, eval_dir)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(evaluation, 2 * NATIVE_GRACE_S)
+        for process in launched:
+            if not process.finished:
+                await discard(process)
 
 
 async def run_sandboxed(spec: SandboxSpec) -> ExperimentResult:
@@ -585,10 +515,9 @@ async def run_sandboxed(spec: SandboxSpec) -> ExperimentResult:
         return dataclasses.replace(_fail(result, "invalid", problem), wall_seconds=time.perf_counter() - start)
     check_backend(spec)
     config = resolve_config(spec)
-    root = run_dir(spec)
+    dirs: dict[str, Path] = {}
     try:
-        result = await _train_then_evaluate(spec, root, config, result, deadline - (time.perf_counter() - start))
+        result = await _train_then_evaluate(spec, config, result, Clock(start, deadline), dirs)
     finally:
-        if not spec.keep_workdir:
-            shutil.rmtree(root, ignore_errors=True)
+        keep_or_remove(spec, dirs)
     return dataclasses.replace(result, wall_seconds=time.perf_counter() - start)

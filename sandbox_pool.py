@@ -1,0 +1,349 @@
+"""Sandboxed `harness.py` processes: launched (possibly ahead of time), handed one job, waited on.
+
+Most of a short experiment's overhead is interpreter start-up and `import torch` (about 1 s here,
+more when several start at once) plus, for training, the `torch._dynamo` import the first AdamW
+triggers (about 0.8 s). `launch` starts `python harness.py serve <phase>` in a `unionai-sandbox`
+session; the harness does those imports, then waits for `job.json`. `finish` waits for the process
+under the run's own deadline and kills whatever it left behind (`sandbox_proc.reap`).
+
+`WarmPool` keeps up to `size` launched processes per `LaunchKey`, started before they are needed
+(while other experiments train, or while the agent thinks). Each is handed out once and ends with
+its one phase: a process never sees a second experiment, and before its job it has run only the
+trusted harness. The job lowers the process's memory and CPU-seconds limits to the experiment's
+own, so a warm process is limited exactly like a cold one. Size 0 (the default) turns pooling
+off, as on a cluster where each experiment runs in its own pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import prepare
+from sandbox_proc import MARKER_ENV, read_untrusted_tail, reap
+
+HERE = Path(__file__).resolve().parent
+FIXED_FILES = ("harness.py", "prepare.py", "autoresearch_types.py")
+NATIVE_GRACE_S = 5.0
+"""The library's own timeout sits this far past ours: a backstop, never the deadline itself."""
+WARM_IDLE_S = 300.0
+"""How long a warm process waits for its job before it exits on its own."""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LaunchKey:
+    """What a sandboxed process is fixed to at launch: its phase, backend, threads and extra read-only paths."""
+
+    phase: str
+    backend: str
+    cpu: int
+    read_only: tuple[str, ...] = ()
+
+
+@dataclass
+class PhaseRun:
+    """What one sandboxed process did, as the orchestrator measured it."""
+
+    returncode: int
+    stderr: str
+    wall_s: float
+    hit_deadline: bool
+
+
+@dataclass
+class Launched:
+    """A running `harness.py serve` process, its session and work dir; used for exactly one job."""
+
+    key: LaunchKey
+    memory_mb: int
+    workdir: Path
+    token: str
+    session: Any
+    proc: Any
+    loop: asyncio.AbstractEventLoop
+    lifetime_s: float
+    idle_s: float
+    started: float = field(default_factory=time.monotonic)
+    finished: bool = False
+
+    def fresh(self) -> bool:
+        """Still waiting, on this event loop, with time left before it gives up on its job."""
+        running = _running_loop()
+        age = time.monotonic() - self.started
+        return self.proc.returncode is None and self.loop is running and age + 2.0 < self.idle_s
+
+    def fits(self, memory_mb: int, need_s: float) -> bool:
+        """Launched with at least `memory_mb` and a native timeout that outlasts `need_s` more seconds."""
+        age = time.monotonic() - self.started
+        return self.memory_mb >= memory_mb and age + need_s + NATIVE_GRACE_S <= self.lifetime_s
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+# ---------------------------------------------------------------- one process
+
+
+def runs_root() -> Path:
+    """Where work dirs live: under the state dir, never `/tmp`."""
+    return prepare.state_dir() / "runs"
+
+
+def new_workdir(phase: str) -> Path:
+    """A fresh work dir holding only the fixed harness files (no experiment yet)."""
+    workdir = runs_root() / f"{phase}-{uuid.uuid4().hex[:12]}"
+    (workdir / "out").mkdir(parents=True)
+    for name in FIXED_FILES:
+        shutil.copyfile(HERE / name, workdir / name)
+    return workdir
+
+
+def python_for_sandbox() -> tuple[str, list[str]]:
+    """The interpreter to run (inside the virtualenv, if any) and the prefixes it needs read-only."""
+    venv = Path(os.path.realpath(sys.prefix))
+    base = Path(os.path.realpath(sys.base_prefix))
+    python = venv / "bin" / "python" if venv != base else Path(os.path.realpath(sys.executable))
+    return str(python), sorted({str(venv), str(base)})
+
+
+def sandbox_env(cpu: int, workdir: Path, token: str, python: str) -> dict[str, str]:
+    """The run's whole environment, from an allowlist: no secret of the parent ever gets in."""
+    threads = str(max(1, cpu))
+    return {
+        "PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(workdir),
+        "TMPDIR": str(workdir),
+        "LANG": "C.UTF-8",
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "OPENBLAS_NUM_THREADS": threads,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONHASHSEED": "0",
+        MARKER_ENV: token,
+    }
+
+
+def _session_class() -> type:
+    """`OnDeviceSession` without its per-session uv virtualenv.
+
+    The library builds (or tries to build, probing the interpreter in a subprocess) a venv in the
+    work dir at every session open. We always pass the interpreter ourselves, so that venv is
+    pure overhead, and it would be writable by the run.
+    """
+    from union.sandbox.on_device import OnDeviceSession
+
+    class PlainSession(OnDeviceSession):
+        async def _ensure_session_venv(self) -> None:
+            return None
+
+    return PlainSession
+
+
+async def launch(key: LaunchKey, memory_mb: int, lifetime_s: float, idle_s: float) -> Launched:
+    """Start `harness.py serve <phase>` in a fresh work dir under the sandbox; it waits for its job.
+
+    `lifetime_s` is the library's own timeout (a backstop); `idle_s` is how long it waits for a job.
+    """
+    import flyte
+
+    workdir, token = new_workdir(key.phase), uuid.uuid4().hex
+    python, prefixes = python_for_sandbox()
+    session = _session_class()(
+        backend=key.backend,
+        host_work_dir=str(workdir),
+        default_cwd=str(workdir),
+        timeout_s=lifetime_s,
+        network_mode="blocked",
+        read_only_paths=prefixes + list(key.read_only),
+        resources=flyte.Resources(cpu=max(1, key.cpu), memory=f"{memory_mb}Mi"),
+    )
+    try:
+        await session.open()
+        proc = await session.run(
+            "",
+            argv=[python, "harness.py", "serve", key.phase, f"{idle_s:.0f}"],
+            env=sandbox_env(key.cpu, workdir, token, python),
+            cwd=str(workdir),
+            stdout=False,
+            stderr=False,
+        )
+    except BaseException:
+        reap(token, workdir)
+        with contextlib.suppress(Exception):
+            await session.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return Launched(key, memory_mb, workdir, token, session, proc, asyncio.get_running_loop(), lifetime_s, idle_s)
+
+
+async def _settle(proc: Any) -> None:
+    """Wait for exit; an abnormal end (spawn failure, cancellation) shows up as the return code."""
+    from union.sandbox.errors import ExecutionError
+
+    with contextlib.suppress(ExecutionError):
+        await proc.wait()
+
+
+async def _wait(proc: Any, token: str, workdir: Path, remaining: float) -> bool:
+    """Wait up to `remaining` s for the process; at the deadline kill all it started. True if killed."""
+    waiter = asyncio.ensure_future(_settle(proc))
+    try:
+        await asyncio.wait_for(asyncio.shield(waiter), max(0.01, remaining))
+        return False
+    except TimeoutError:
+        reap(token, workdir)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter, NATIVE_GRACE_S)
+        return True
+
+
+async def finish(launched: Launched, remaining: float) -> PhaseRun:
+    """Wait for the process's one job to end within `remaining` s, then kill all it left behind."""
+    start = time.perf_counter()
+    try:
+        hit_deadline = await _wait(launched.proc, launched.token, launched.workdir, remaining)
+        code = launched.proc.returncode if launched.proc.returncode is not None else -9
+    finally:
+        launched.finished = True
+        reap(launched.token, launched.workdir)
+        with contextlib.suppress(Exception):
+            await launched.session.close()
+    wall = time.perf_counter() - start
+    err = read_untrusted_tail(launched.workdir / "stderr.log")
+    return PhaseRun(code, err, wall, hit_deadline or wall >= remaining)
+
+
+async def discard(launched: Launched) -> None:
+    """End a process that will not get (or finish) its job, and remove its work dir."""
+    launched.finished = True
+    reap(launched.token, launched.workdir)
+    if launched.loop is _running_loop():
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(launched.session.close(), NATIVE_GRACE_S)
+    shutil.rmtree(launched.workdir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the pool
+
+
+class WarmPool:
+    """Up to `size` launched processes per key, waiting for a job; each handed out once."""
+
+    def __init__(self, size: int = 0, idle_s: float = WARM_IDLE_S) -> None:
+        self.size = size
+        self.idle_s = idle_s
+        self._ready: list[Launched] = []
+        self._pending: dict[asyncio.Task, LaunchKey] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def configure(self, size: int, idle_s: float | None = None) -> None:
+        """Keep `size` warm processes per key from now on (0 turns pooling off)."""
+        self.size = max(0, int(size))
+        self.idle_s = self.idle_s if idle_s is None else idle_s
+
+    async def take(self, key: LaunchKey, memory_mb: int, need_s: float) -> Launched | None:
+        """A warm process for `key` with at least `memory_mb` and time for `need_s` more seconds, or None.
+
+        A launch still in progress is awaited rather than duplicated: it is further along than a
+        cold start would be, and a second import of torch would only slow both down.
+        """
+        while True:
+            self._drop_stale()
+            for i, warm in enumerate(self._ready):
+                if warm.key == key and warm.fits(memory_mb, need_s):
+                    self.hits += 1
+                    return self._ready.pop(i)
+            coming = self._coming(key)
+            if not coming:
+                self.misses += 1
+                return None
+            await asyncio.wait(coming, return_when=asyncio.FIRST_COMPLETED)
+
+    async def wait_ready(self) -> None:
+        """Wait for every launch in progress on this event loop (benchmarks, tests)."""
+        coming = [t for t in self._pending if t.get_loop() is _running_loop() and not t.done()]
+        if coming:
+            await asyncio.wait(coming)
+
+    def _coming(self, key: LaunchKey) -> list[asyncio.Task]:
+        """Launches for `key` still in progress on this event loop (those of a closed loop are forgotten)."""
+        loop = _running_loop()
+        for task in [t for t in self._pending if t.get_loop().is_closed()]:
+            self._pending.pop(task, None)
+        return [t for t, k in self._pending.items() if k == key and t.get_loop() is loop and not t.done()]
+
+    def refill(self, key: LaunchKey, memory_mb: int, deadline_s: float) -> None:
+        """Start launches in the background until `key` has `size` ready or coming."""
+        ready = sum(1 for w in self._ready if w.key == key)
+        for _ in range(self.size - ready - len(self._coming(key))):
+            task = asyncio.ensure_future(self._launch_one(key, memory_mb, deadline_s))
+            self._pending[task] = key
+            task.add_done_callback(lambda t: self._pending.pop(t, None))
+
+    async def _launch_one(self, key: LaunchKey, memory_mb: int, deadline_s: float) -> None:
+        try:
+            warm = await launch(key, memory_mb, self.idle_s + deadline_s + NATIVE_GRACE_S, self.idle_s)
+        except Exception as exc:  # a warm start is an optimisation: the cold path still works
+            log.warning("warm sandbox launch failed: %s", exc)
+            return
+        if self.size:
+            self._ready.append(warm)
+        else:
+            await discard(warm)
+
+    def _drop_stale(self) -> None:
+        """Forget processes that exited, expired or belong to another event loop (and end them)."""
+        stale = [w for w in self._ready if not w.fresh()]
+        self._ready = [w for w in self._ready if w.fresh()]
+        for warm in stale:
+            _kill_now(warm)
+
+    async def close(self) -> None:
+        """End every warm process and pending launch of this event loop; turn pooling off."""
+        self.size = 0
+        loop = _running_loop()
+        for task in [t for t in self._pending if t.get_loop() is loop]:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        ready, self._ready = self._ready, []
+        for warm in ready:
+            await discard(warm)
+
+    def close_now(self) -> None:
+        """Synchronous last resort (at interpreter exit): kill every warm process and remove its dir."""
+        ready, self._ready = self._ready, []
+        for warm in ready:
+            _kill_now(warm)
+
+    def __len__(self) -> int:
+        return len(self._ready)
+
+
+def _kill_now(warm: Launched) -> None:
+    warm.finished = True
+    reap(warm.token, warm.workdir)
+    shutil.rmtree(warm.workdir, ignore_errors=True)
+
+
+POOL = WarmPool()
+"""The process-wide pool: one per orchestrator process (local Flyte runs every experiment in it)."""
+atexit.register(POOL.close_now)

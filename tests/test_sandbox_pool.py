@@ -1,0 +1,163 @@
+"""The warm pool: sandboxed interpreters started ahead of their job, each used for one phase only.
+
+Real sandboxed processes throughout (default backend). Each test runs in one event loop, as a
+driver run does, and leaves no process or work dir behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+import prepare
+import sandbox
+import sandbox_pool
+from autoresearch_types import ExperimentConfig, ExperimentResult
+from sandbox_proc import marked_pids
+
+REPO = Path(__file__).resolve().parent.parent
+BASELINE = (REPO / "train.py").read_text()
+TINY = ExperimentConfig(n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, max_steps=3, vocab_size=512)
+MIB = 1024 * 1024
+OBSERVER = (
+    BASELINE
+    + """
+
+_baseline_run_training = run_training
+
+
+def run_training(config, data_dir):
+    import json, os, resource
+    limits = {"as": resource.getrlimit(resource.RLIMIT_AS), "cpu": resource.getrlimit(resource.RLIMIT_CPU)}
+    with open("observed.json", "w") as fh:
+        json.dump({"pid": os.getpid(), "limits": limits}, fh)
+    return _baseline_run_training(config, data_dir)
+"""
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def pool():
+    """The process-wide pool, on for one test and emptied afterwards."""
+    sandbox_pool.POOL.configure(1, idle_s=60.0)
+    yield sandbox_pool.POOL
+    sandbox_pool.POOL.close_now()
+    sandbox_pool.POOL.configure(0, idle_s=sandbox_pool.WARM_IDLE_S)
+
+
+def spec(bundle: Path, source: str = BASELINE, **kw) -> sandbox.SandboxSpec:
+    options = {"cpu": 1, "memory_mb": 3072, "deadline_s": 60.0, "eval_tokens": 2048, "keep_workdir": True}
+    options.update(kw)
+    return sandbox.SandboxSpec(source, TINY, str(bundle / "data"), str(bundle / "tokenizer"), **options)
+
+
+async def observe(bundle: Path, name: str, **kw) -> tuple[ExperimentResult, dict]:
+    """Run the observing `train.py`; return the result and what it saw inside the sandbox."""
+    result = await sandbox.run_sandboxed(spec(bundle, OBSERVER, run_name=name, **kw))
+    root = sandbox.runs_root() / name
+    observed = json.loads((root / "train" / "observed.json").read_text())
+    return result, observed
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def train_key(bundle: Path) -> sandbox_pool.LaunchKey:
+    return sandbox_pool.LaunchKey(
+        "train", sandbox.DEFAULT_BACKEND, 1, (str((bundle / "data" / "train.npy").resolve()),)
+    )
+
+
+def test_warm_run_matches_cold_is_used_once_and_gets_the_experiments_limits(tiny_bundle: Path, pool) -> None:
+    async def scenario():
+        cold, cold_seen = await observe(tiny_bundle, "pool-cold", memory_mb=4096)
+        await pool.wait_ready()
+        assert len(pool) == 2, "a train and an eval process should be waiting"
+        hits = pool.hits
+        warm, warm_seen = await observe(tiny_bundle, "pool-warm", memory_mb=3000)
+        assert pool.hits == hits + 2, "both phases should have come from the pool"
+        await pool.close()
+        return cold, cold_seen, warm, warm_seen
+
+    cold, cold_seen, warm, warm_seen = asyncio.run(scenario())
+    assert cold.outcome == warm.outcome == "success", (cold.message, warm.message)
+    assert warm.val_bpb == cold.val_bpb, "a warm process must give exactly the cold result"
+    assert warm_seen["pid"] != cold_seen["pid"] and not alive(cold_seen["pid"]) and not alive(warm_seen["pid"])
+    assert cold_seen["limits"]["as"] == [4096 * MIB, 4096 * MIB]
+    assert warm_seen["limits"]["as"] == [3000 * MIB, 3000 * MIB], "the job must lower the warm process's memory cap"
+    assert warm_seen["limits"]["cpu"][1] <= 60 + sandbox_pool.NATIVE_GRACE_S + 5, warm_seen["limits"]
+    for name in ("pool-cold", "pool-warm"):
+        assert sorted(p.name for p in (sandbox.runs_root() / name).iterdir()) == ["eval", "train"]
+        shutil.rmtree(sandbox.runs_root() / name)
+
+
+def test_an_idle_warm_process_exits_on_its_own(tiny_bundle: Path, pool) -> None:
+    pool.configure(1, idle_s=3.0)
+    key = train_key(tiny_bundle)
+
+    async def scenario():
+        pool.refill(key, 3072, 30.0)
+        await pool.wait_ready()
+        (warm,) = pool._ready
+        assert marked_pids(warm.token, warm.workdir), "the warm process should be running"
+        give_up = time.monotonic() + 30
+        while warm.proc.returncode is None and time.monotonic() < give_up:
+            await asyncio.sleep(0.2)
+        assert warm.proc.returncode == 0, "an idle process gives up on its job and exits cleanly"
+        assert await pool.take(key, 3072, 10.0) is None
+        return warm
+
+    warm = asyncio.run(scenario())
+    assert not marked_pids(warm.token, warm.workdir)
+    assert not warm.workdir.exists()
+
+
+def test_close_and_a_new_event_loop_leave_nothing_behind(tiny_bundle: Path, pool) -> None:
+    key = train_key(tiny_bundle)
+    before = set(sandbox.runs_root().iterdir()) if sandbox.runs_root().exists() else set()
+
+    async def launch_some() -> list[sandbox_pool.Launched]:
+        pool.refill(key, 3072, 30.0)
+        await pool.wait_ready()
+        assert len(pool) == 1 and all(marked_pids(w.token, w.workdir) for w in pool._ready)
+        return list(pool._ready)
+
+    async def take_in_another_loop() -> sandbox_pool.Launched | None:
+        return await pool.take(key, 3072, 10.0)
+
+    async def close_in_loop() -> list[sandbox_pool.Launched]:
+        launched = await launch_some()
+        await pool.close()
+        return launched
+
+    orphaned = asyncio.run(launch_some())
+    assert asyncio.run(take_in_another_loop()) is None, "a process from a finished event loop is never handed out"
+    pool.configure(1, idle_s=60.0)
+    closed = asyncio.run(close_in_loop())
+    for warm in orphaned + closed:
+        assert not marked_pids(warm.token, warm.workdir) and not warm.workdir.exists()
+    assert len(pool) == 0 and pool.size == 0
+    assert set(sandbox.runs_root().iterdir()) == before
+
+
+def test_pool_off_by_default_and_runs_leave_no_work_dirs(tiny_bundle: Path) -> None:
+    assert sandbox_pool.POOL.size == 0
+    root = prepare.state_dir() / "runs"
+    before = set(root.iterdir()) if root.exists() else set()
+    result = asyncio.run(sandbox.run_sandboxed(spec(tiny_bundle, keep_workdir=False)))
+    assert result.outcome == "success", result.message
+    assert len(sandbox_pool.POOL) == 0
+    assert set(root.iterdir()) == before
