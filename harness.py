@@ -190,6 +190,7 @@ PHASES = {"train": phase_train, "eval": phase_eval}
 WARM_IMPORTS = {"train": ("numpy", "torch", "torch._dynamo", "prepare"), "eval": ("numpy", "torch", "prepare")}
 """What each phase imports before its job arrives. Trusted modules only: the edited code comes later."""
 STDERR_FILE = "stderr.log"
+READY_FILE = "ready"
 MIB = 1024 * 1024
 
 
@@ -239,6 +240,7 @@ def redirect_stderr() -> None:
 def serve(phase: str, idle_s: float) -> int:
     """Warm up, wait for the job, run its phase; the exit status (1 if the phase raised)."""
     warm_up(phase)
+    Path(READY_FILE).touch()
     job = wait_for_job(idle_s)
     if job is None:
         return 0

@@ -394,12 +394,19 @@ def available_backends() -> list[str]:
     return [name for name, ok in sb.on_device.available_backends() if ok and name in BACKENDS]
 
 
+def launch_keys(spec: SandboxSpec) -> tuple[LaunchKey, LaunchKey]:
+    """The train and eval processes an experiment needs (the train one may read the train tokens)."""
+    return (
+        LaunchKey("train", spec.backend, spec.cpu, (train_tokens(spec),)),
+        LaunchKey("eval", spec.backend, spec.cpu),
+    )
+
+
 async def acquire(key: LaunchKey, memory_mb: int, remaining: float) -> Launched:
-    """A warm process from the pool if one fits, else a fresh launch; either way the pool is topped up."""
+    """A warm process from the pool if one fits, else a fresh launch."""
     process = await POOL.take(key, memory_mb, remaining)
     if process is None:
         process = await launch(key, memory_mb, remaining + NATIVE_GRACE_S, remaining + NATIVE_GRACE_S)
-    POOL.refill(key, memory_mb, remaining)
     return process
 
 
@@ -484,10 +491,7 @@ async def _train_then_evaluate(
     """
     launched: list[Launched] = []
     try:
-        for key in (
-            LaunchKey("train", spec.backend, spec.cpu, (train_tokens(spec),)),
-            LaunchKey("eval", spec.backend, spec.cpu),
-        ):
+        for key in launch_keys(spec):
             launched.append(await acquire(key, spec.memory_mb, clock.left()))
             dirs[key.phase] = launched[-1].workdir
         trainer, evaluator = launched
@@ -520,4 +524,6 @@ async def run_sandboxed(spec: SandboxSpec) -> ExperimentResult:
         result = await _train_then_evaluate(spec, config, result, Clock(start, deadline), dirs)
     finally:
         keep_or_remove(spec, dirs)
+        for key in launch_keys(spec):  # warm up in the gap before the next experiment, not during this one
+            POOL.refill(key, spec.memory_mb, deadline)
     return dataclasses.replace(result, wall_seconds=time.perf_counter() - start)

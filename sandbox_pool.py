@@ -84,6 +84,10 @@ class Launched:
         age = time.monotonic() - self.started
         return self.proc.returncode is None and self.loop is running and age + 2.0 < self.idle_s
 
+    def warmed_up(self) -> bool:
+        """The harness has done its imports and is waiting (it touches `ready` in its work dir)."""
+        return (self.workdir / "ready").exists()
+
     def fits(self, memory_mb: int, need_s: float) -> bool:
         """Launched with at least `memory_mb` and a native timeout that outlasts `need_s` more seconds."""
         age = time.monotonic() - self.started
@@ -277,11 +281,14 @@ class WarmPool:
                 return None
             await asyncio.wait(coming, return_when=asyncio.FIRST_COMPLETED)
 
-    async def wait_ready(self) -> None:
-        """Wait for every launch in progress on this event loop (benchmarks, tests)."""
+    async def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Wait until every launch in progress on this event loop is up and done importing (benchmarks, tests)."""
+        give_up = time.monotonic() + timeout_s
         coming = [t for t in self._pending if t.get_loop() is _running_loop() and not t.done()]
         if coming:
-            await asyncio.wait(coming)
+            await asyncio.wait(coming, timeout=timeout_s)
+        while time.monotonic() < give_up and not all(w.warmed_up() or not w.fresh() for w in self._ready):
+            await asyncio.sleep(0.05)
 
     def _coming(self, key: LaunchKey) -> list[asyncio.Task]:
         """Launches for `key` still in progress on this event loop (those of a closed loop are forgotten)."""
@@ -290,10 +297,14 @@ class WarmPool:
             self._pending.pop(task, None)
         return [t for t, k in self._pending.items() if k == key and t.get_loop() is loop and not t.done()]
 
-    def refill(self, key: LaunchKey, memory_mb: int, deadline_s: float) -> None:
-        """Start launches in the background until `key` has `size` ready or coming."""
+    def refill(self, key: LaunchKey, memory_mb: int, deadline_s: float, count: int = 1) -> None:
+        """Start up to `count` launches for `key` in the background, never past `size` ready or coming.
+
+        One per finished experiment: the pool grows to `size` over the first batch without starting
+        a burst of imports that would slow down the experiments still running.
+        """
         ready = sum(1 for w in self._ready if w.key == key)
-        for _ in range(self.size - ready - len(self._coming(key))):
+        for _ in range(min(count, self.size - ready - len(self._coming(key)))):
             task = asyncio.ensure_future(self._launch_one(key, memory_mb, deadline_s))
             self._pending[task] = key
             task.add_done_callback(lambda t: self._pending.pop(t, None))

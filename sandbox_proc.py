@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +56,17 @@ def _signal_all(pids: set[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
-def reap(token: str, workdir: Path, max_rounds: int = 200) -> int:
-    """Freeze then kill every process this run left behind; return how many were found.
+def _alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (a killed process takes a moment to exit)."""
+    stat_line = _read_proc(pid, "stat")
+    return bool(stat_line) and stat_line.rsplit(b")", 1)[-1].split()[:1] != [b"Z"]
 
-    Stopping first keeps a fork bomb from replacing its children faster than we kill them.
+
+def reap(token: str, workdir: Path, max_rounds: int = 200, exit_wait_s: float = 5.0) -> int:
+    """Freeze then kill every process this run left behind, and wait for them to exit; return how many.
+
+    Stopping first keeps a fork bomb from replacing its children faster than we kill them. Waiting
+    matters: a hundred killed copies of a torch process take a while to release their memory.
     """
     seen: set[int] = set()
     for _ in range(max_rounds):
@@ -69,6 +77,9 @@ def reap(token: str, workdir: Path, max_rounds: int = 200) -> int:
         seen |= new
     _signal_all(seen, signal.SIGKILL)
     _signal_all(seen, signal.SIGCONT)
+    give_up = time.monotonic() + exit_wait_s
+    while time.monotonic() < give_up and any(_alive(pid) for pid in seen):
+        time.sleep(0.01)
     return len(seen)
 
 

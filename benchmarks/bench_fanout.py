@@ -8,8 +8,12 @@ Flyte local mode. Every experiment gets a fresh seed, so none is a Flyte cache h
 
 (a) Four experiments whose `run_training` sleeps 5 s, then trains one tiny step, at concurrency 4.
     Target: batch wall <= 6.5 s (1.3 x 5 s); run one after another they would take at least 20 s.
-    Each experiment's overhead is its sandbox wall minus the 5 s sleep.
-(b) Four tiny real trainings at concurrency 1 and at concurrency 2: batch walls and the speedup.
+    Each experiment's overhead is its sandbox wall minus the 5 s sleep. As in a local driver run,
+    the warm pool keeps `concurrency` sandboxed interpreters per phase, and each batch starts once
+    the pool is ready (the agent plans between batches); one batch with the pool off is the cold
+    comparison.
+(b) Four tiny real trainings at concurrency 1 and at concurrency 2 (pool on, as in the driver):
+    batch walls and the speedup.
 
 Per experiment the tables split the sandbox wall into train (minus the sleep: mostly the first optimizer's
 lazy `torch._dynamo` import), eval, and other (two interpreter start-ups with `import torch`, the
@@ -45,6 +49,7 @@ import bundle  # noqa: E402
 import ledger  # noqa: E402
 import llm  # noqa: E402
 import parallelized_autoresearch as pa  # noqa: E402
+import sandbox_pool  # noqa: E402
 import sizing  # noqa: E402
 from autoresearch_types import ExperimentResult  # noqa: E402
 from benchmarks.common import parse_args, report  # noqa: E402
@@ -124,6 +129,7 @@ async def run_batch(
     finally:
         sizing.POLICY.reset(token)
     wall = time.perf_counter() - start
+    await sandbox_pool.POOL.wait_ready()  # what the agent's planning time gives the next batch
     runs = [rows.get(r.spec.slug, {"outcome": "missing", "message": "worker raised"}) for r in records]
     failed = [
         f"{r.spec.slug}: {row['outcome']} {row['message'][:300]}"
@@ -169,17 +175,29 @@ async def measure(quick: bool) -> str:
     steps = 20 if quick else 200
     train_config = {**TRAIN_CONFIG, "max_steps": steps}
     out: dict[str, Any] = {"train_steps": steps, "busy_before": await cpu_busy_fraction(1.0)}
-    # one sleeping experiment alone: the uncontended overhead, and a warm page cache for the batch
+    pool = sandbox_pool.POOL
+    # pool off: one sleeping experiment alone (the uncontended cold overhead), then a cold batch
     out["single"] = await run_batch(data, sleepy, SLEEP_CONFIG, 1, 1, "sleep-alone")
-    out["sleep"] = [
-        await run_batch(data, sleepy, SLEEP_CONFIG, N_EXPERIMENTS, SLEEP_CONCURRENCY, f"sleep-{i + 1}")
-        for i in range(1 if quick else SLEEP_REPEATS)
-    ]
+    out["sleep_cold"] = await run_batch(data, sleepy, SLEEP_CONFIG, N_EXPERIMENTS, SLEEP_CONCURRENCY, "sleep-cold")
     if not quick:  # what 2 interpreters per experiment cost when they all start at once
         out["import_torch_1"] = await import_torch_wall(1)
         out["import_torch_8"] = await import_torch_wall(2 * SLEEP_CONCURRENCY)
-    out["train_c1"] = await run_batch(data, BASELINE, train_config, N_EXPERIMENTS, 1, "train-c1")
-    out["train_c2"] = await run_batch(data, BASELINE, train_config, N_EXPERIMENTS, 2, "train-c2")
+    try:
+        pool.configure(SLEEP_CONCURRENCY)  # as the driver does locally; the first batch fills it
+        await run_batch(data, sleepy, SLEEP_CONFIG, N_EXPERIMENTS, SLEEP_CONCURRENCY, "sleep-fill")
+        out["sleep"] = [
+            await run_batch(data, sleepy, SLEEP_CONFIG, N_EXPERIMENTS, SLEEP_CONCURRENCY, f"sleep-{i + 1}")
+            for i in range(1 if quick else SLEEP_REPEATS)
+        ]
+        for concurrency in (1, 2):
+            await pool.close()
+            pool.configure(concurrency)
+            label = f"train-c{concurrency}"
+            out[label.replace("-", "_")] = await run_batch(
+                data, BASELINE, train_config, N_EXPERIMENTS, concurrency, label
+            )
+    finally:
+        await pool.close()
     return json.dumps(out)
 
 
@@ -216,6 +234,7 @@ def figures_of(out: dict[str, Any]) -> dict[str, float]:
         "sleep_batch_repeats": len(walls),
         "sleep_batch_wall_s_min": round(min(walls), 3),
         "sleep_batch_wall_s_max": round(max(walls), 3),
+        "sleep_batch_wall_s_cold": round(out["sleep_cold"]["wall"], 3),
         "sleep_batch_sequential_estimate_s": round(N_EXPERIMENTS * single["wall"], 3),
         "sleep_single_wall_s": round(single["wall"], 3),
         "sleep_single_overhead_s": round(single["runs"][0]["wall_seconds"] - SLEEP_S, 3),
@@ -251,7 +270,7 @@ def main() -> None:
     print(f"ran in {time.perf_counter() - started:.1f}s (state dir {prepare.state_dir()})")
     print("seconds; began/ended: in the batch; sandbox: the experiment's wall; train: minus the sleep;")
     print("other: sandbox - train - eval (start-up, hand-off, exit); call: Flyte task and sizing around the sandbox")
-    for batch in [out["single"], *out["sleep"]]:
+    for batch in [out["single"], out["sleep_cold"], *out["sleep"]]:
         print_batch(batch, SLEEP_S)
     print_batch(out["train_c1"], 0.0)
     print_batch(out["train_c2"], 0.0)
