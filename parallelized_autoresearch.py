@@ -231,7 +231,7 @@ async def parallelized_autoresearch(
     policy = sizing.SizingPolicy.for_machine(concurrency) if is_local() else sizing.SizingPolicy(cpu=2)
     policy_token = sizing.POLICY.set(policy)
     if is_local():  # experiments run in this process: keep warm sandboxed interpreters for them
-        sandbox_pool.POOL.configure(concurrency)
+        sandbox_pool.POOL.configure(concurrency, launch_memory_mb=policy.ceiling_mb)
     activity = Activity()
     budget = tools_mod.Budget(n_experiments, batch_size, concurrency)
     tool_obj = dataclasses.replace(run_experiment, call_llm=call_llm, model=model_name)

@@ -253,15 +253,21 @@ class WarmPool:
     def __init__(self, size: int = 0, idle_s: float = WARM_IDLE_S) -> None:
         self.size = size
         self.idle_s = idle_s
+        self.launch_memory_mb = 0
         self._ready: list[Launched] = []
         self._pending: dict[asyncio.Task, LaunchKey] = {}
         self.hits = 0
         self.misses = 0
 
-    def configure(self, size: int, idle_s: float | None = None) -> None:
-        """Keep `size` warm processes per key from now on (0 turns pooling off)."""
+    def configure(self, size: int, idle_s: float | None = None, launch_memory_mb: int = 0) -> None:
+        """Keep `size` warm processes per key from now on (0 turns pooling off).
+
+        `launch_memory_mb` (the sizing ceiling) is the least memory cap a warm process starts with,
+        so it fits any experiment's size; each job lowers the cap to the experiment's own.
+        """
         self.size = max(0, int(size))
         self.idle_s = self.idle_s if idle_s is None else idle_s
+        self.launch_memory_mb = max(0, int(launch_memory_mb))
 
     async def take(self, key: LaunchKey, memory_mb: int, need_s: float) -> Launched | None:
         """A warm process for `key` with at least `memory_mb` and time for `need_s` more seconds, or None.
@@ -304,6 +310,7 @@ class WarmPool:
         a burst of imports that would slow down the experiments still running.
         """
         ready = sum(1 for w in self._ready if w.key == key)
+        memory_mb = max(memory_mb, self.launch_memory_mb)
         for _ in range(min(count, self.size - ready - len(self._coming(key)))):
             task = asyncio.ensure_future(self._launch_one(key, memory_mb, deadline_s))
             self._pending[task] = key

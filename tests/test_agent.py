@@ -21,6 +21,7 @@ import pytest
 
 import ledger as ledger_mod
 import parallelized_autoresearch as pa
+import sandbox_pool
 import ui
 from autoresearch_types import AutoresearchOutput
 
@@ -73,8 +74,11 @@ def stored(state_root: Path, key: str) -> dict[str, dict[str, Any]]:
 @pytest.mark.timeout(900)
 def test_builtin_planner_two_batches_then_resume_without_rerunning(state_root: Path) -> None:
     key = f"agent-e2e-{uuid.uuid4().hex[:8]}"
+    hits = sandbox_pool.POOL.hits
     out = run_driver(memory_key=key)
     assert out.error == "", out.error
+    assert sandbox_pool.POOL.hits > hits, "later experiments should start on warm sandboxed interpreters"
+    assert sandbox_pool.POOL.size == 0 and len(sandbox_pool.POOL) == 0, "the driver closes its pool"
     records = stored(state_root, key)
     agent_runs = {t: r for t, r in records.items() if t != "baseline"}
     assert len(agent_runs) == 4 and all(r["result"] for r in agent_runs.values())
