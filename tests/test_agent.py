@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import subprocess
 import sys
 import uuid
@@ -27,7 +28,8 @@ from autoresearch_types import AutoresearchOutput
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "agent-tests"
-TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4}
+TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4, "seed": random.randint(1, 2**30)}
+"""A fresh seed per session: Flyte's local cache outlives a session, and these runs must really train."""
 
 
 @pytest.fixture(scope="module", autouse=True)
