@@ -155,10 +155,10 @@ def make_runner(tool_obj: Any, ledger: ledger_mod.Ledger, data: bundle.Bundle, b
 # ---------------------------------------------------------------- the driver task
 
 
-def make_call_llm(model: str, api_base: str, max_llm_cost: float) -> Any:
-    """The built-in planner for `builtin`, otherwise litellm with retries and the cost cap."""
+def make_call_llm(model: str, api_base: str, max_llm_cost: float, planner_seed: int = 0) -> Any:
+    """The built-in planner (seeded) for `builtin`, otherwise litellm with retries and the cost cap."""
     if model == llm.BUILTIN:
-        return planner.BuiltinPlanner()
+        return planner.BuiltinPlanner(seed=planner_seed)
     return llm.LLMClient(api_base=api_base or None, max_cost_usd=max_llm_cost or None)
 
 
@@ -212,6 +212,7 @@ async def parallelized_autoresearch(
     max_steps: int = 300,
     base_config: dict | None = None,
     backend: str = sandbox.DEFAULT_BACKEND,
+    planner_seed: int = 0,
 ) -> AutoresearchOutput:
     """Research `train.py` with an agent: bundle, ledger, directive, code-mode Agent over batches, report, output.
 
@@ -227,7 +228,7 @@ async def parallelized_autoresearch(
     base = ExperimentConfig(max_steps=max_steps, time_budget_s=time_budget, vocab_size=profile.vocab_size)
     base = base.with_overrides(dict(base_config or {}))
     ledger = await ledger_mod.Ledger.open(memory_key, base)
-    call_llm = make_call_llm(model_name, api_base, max_llm_cost)
+    call_llm = make_call_llm(model_name, api_base, max_llm_cost, planner_seed)
     policy = sizing.SizingPolicy.for_machine(concurrency) if is_local() else sizing.SizingPolicy(cpu=2)
     policy_token = sizing.POLICY.set(policy)
     if is_local():  # experiments run in this process: keep warm sandboxed interpreters for them
@@ -383,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=300, help="training steps per experiment at most (default 300)")
     p.add_argument("--base-config", default=None, help="JSON overrides of the base config, e.g. '{\"n_layer\": 2}'")
     p.add_argument("--backend", default=sandbox.DEFAULT_BACKEND, choices=sandbox.BACKENDS, help="sandbox backend")
+    p.add_argument("--planner-seed", type=int, default=0, help="seed of the built-in planner's choices (default 0)")
     p.add_argument("--export-best", default=None, help="also write the best train.py to this path")
     p.add_argument(
         "--state-dir", default=None, help=f"local state directory (default ${prepare.STATE_DIR_ENV} or ~/.cache/...)"
@@ -463,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         max_turns=args.max_turns, dataset=args.dataset, num_shards=args.num_shards, vocab_size=args.vocab_size,
         memory_key=key, model=args.model or "", api_base=args.api_base or "", max_llm_cost=args.max_llm_cost,
         time_budget=args.time_budget, max_steps=args.max_steps, base_config=base_config, backend=args.backend,
+        planner_seed=args.planner_seed,
     )  # fmt: skip
     try:
         if args.config:

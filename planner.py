@@ -1,10 +1,11 @@
-"""The built-in offline planner: a deterministic policy that speaks the `call_llm` protocol.
+"""The built-in offline planner: a seeded search policy that speaks the `call_llm` protocol.
 
-It reads the observations of earlier turns from the transcript and writes code-mode plans that call
-the tools (no imports, no dict mutation, no augmented assignment, as the Monty sandbox requires):
-survey first, then a batch of config overrides around the baseline, then batches of `train.py` code
-edits (patches from a small recipe library) forked from the best, then a plain-text summary.
-All decisions are pure functions of the observations, so they are testable without an agent run.
+It reads the observations of earlier turns from the transcript and writes code-mode plans that call the
+tools (no imports, no dict mutation, no augmented assignment, as the Monty sandbox requires): a survey,
+then a config sweep around the baseline, then batches of `train.py` recipes forked from the best (see
+`policy.py` for the choices and `recipes.py` for the checked transformations), then a plain-text summary.
+Every plan ends by reading the board, the history and the best's source, so the next turn decides on
+fresh facts, including the tools' errors (rejected edits, duplicates, failed runs, failed plans).
 """
 
 from __future__ import annotations
@@ -15,86 +16,12 @@ from typing import Any
 
 from flyte.ai.agents import LLMMessage
 
-from ledger_views import best_line
+from ledger_views import BASELINE_TITLE, best_line
+from policy import Fork, Policy, code_batch, search_space, sweep, tag_label, tags_of
 
 RESULT_PREFIX = "Execution result:"
 ERROR_PREFIX = "Your code raised an error"
 MAX_CODE_ERRORS = 3
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A named code change: patches against the baseline `train.py`, with the hypothesis behind it."""
-
-    name: str
-    summary: str
-    hypothesis: str
-    expected_effect: str
-    patches: tuple[tuple[str, str], ...]
-
-
-RECIPES: tuple[Recipe, ...] = (
-    Recipe(
-        "cosine-lr",
-        "linear warmup over the first 10% of steps, then cosine decay to 10% of the peak",
-        "a constant LR wastes the end of a short run; decaying it lets the model settle into a lower loss",
-        "-0.02 to -0.05 val_bpb",
-        (
-            (
-                '    """Constant learning rate (a schedule is a good first edit)."""\n    return config.learning_rate',
-                '    """Warmup over the first 10% of steps, then cosine decay to 10% of the peak."""\n'
-                "    warmup = max(1, config.max_steps // 10)\n"
-                "    if step < warmup:\n"
-                "        return config.learning_rate * (step + 1) / warmup\n"
-                "    progress = min(1.0, (step - warmup) / max(1, config.max_steps - warmup))\n"
-                "    return config.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))",
-            ),
-        ),
-    ),
-    Recipe(
-        "grad-clip",
-        "clip the global gradient norm at 1.0",
-        "clipping tames loss spikes at a high learning rate, which makes the run more stable",
-        "-0.005 to -0.02 val_bpb",
-        (
-            (
-                "        loss.backward()\n",
-                "        loss.backward()\n        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n",
-            ),
-        ),
-    ),
-    Recipe(
-        "adam-beta2-0.95",
-        "AdamW betas (0.9, 0.95)",
-        "a shorter second-moment memory adapts faster in a short run",
-        "-0.005 to -0.02 val_bpb",
-        (
-            (
-                "lr=config.learning_rate, weight_decay=config.weight_decay)",
-                "lr=config.learning_rate, weight_decay=config.weight_decay, betas=(0.9, 0.95))",
-            ),
-        ),
-    ),
-    Recipe(
-        "silu-mlp",
-        "SiLU instead of GELU in the MLP",
-        "SiLU trains as well as GELU at this size and is slightly cheaper",
-        "about 0, maybe -0.01 val_bpb",
-        (("F.gelu(self.fc(x))", "F.silu(self.fc(x))"),),
-    ),
-    Recipe(
-        "tied-embeddings",
-        "tie the LM head to the token embedding",
-        "with a large vocabulary the head is most of the parameters; tying them regularises a small model",
-        "-0.01 val_bpb and fewer parameters",
-        (
-            (
-                "        self.apply(self._init_weights)\n",
-                "        self.head.weight = self.tok_emb.weight\n        self.apply(self._init_weights)\n",
-            ),
-        ),
-    ),
-)
 
 
 # ---------------------------------------------------------------- reading the transcript
@@ -120,15 +47,35 @@ def observations(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @dataclass
 class State:
-    """What the observations say: base config, budget, the board, the history, and the titles already tried."""
+    """What the observations say: base config and bounds, budget, board, history, proposals and the best's code."""
 
     base: dict[str, Any] = field(default_factory=dict)
+    bounds: dict[str, list[float]] = field(default_factory=dict)
     budget: dict[str, Any] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+    proposals: list[dict[str, Any]] = field(default_factory=list)
     tried: set[str] = field(default_factory=set)
+    best: dict[str, Any] | None = None
     code_errors: int = 0
+    last_failed: bool = False
     surveyed: bool = False
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _proposals(o: dict[str, Any]) -> list[dict[str, Any]]:
+    """The batch's proposals, each with the tool's rejection error if it was refused."""
+    saved = _dict(o.get("saved"))
+    errors = {r.get("title"): r.get("error") for r in saved.get("rejected") or [] if isinstance(r, dict)}
+    fallback = saved.get("error")  # the whole call was refused
+    out = []
+    for p in o.get("proposed") or []:
+        error = errors.get(p.get("title")) or fallback
+        out.append({**p, "error": error} if error else dict(p))
+    return out
 
 
 def read_state(obs: list[dict[str, Any]]) -> State:
@@ -137,19 +84,25 @@ def read_state(obs: list[dict[str, Any]]) -> State:
     for o in obs:
         if "code_error" in o:
             state.code_errors += 1
+            state.last_failed = True
             continue
+        state.last_failed = False
+        info = _dict(o.get("info"))
         if o.get("step") == "survey":
             state.surveyed = True
-            state.base = o.get("info", {}).get("base_config", state.base)
-        budget = o.get("budget") or o.get("info", {}).get("budget") or o.get("ran", {}).get("budget")
-        state.budget = budget or state.budget
-        state.rows = o.get("board", {}).get("rows", state.rows)
-        state.history = o.get("history", {}).get("experiments", state.history)
-        saved = o.get("saved") or {}
-        state.tried |= {s.get("title") for s in saved.get("saved", [])} | {
-            r.get("title") for r in saved.get("rejected", [])
-        }
-    state.tried |= {h["title"] for h in state.history}
+            state.base = info.get("base_config", state.base)
+            state.bounds = info.get("bounds", state.bounds)
+        board = _dict(o.get("board"))
+        state.budget = board.get("budget") or _dict(o.get("ran")).get("budget") or info.get("budget") or state.budget
+        state.rows = board.get("rows", state.rows)
+        state.history = _dict(o.get("history")).get("experiments", state.history)
+        candidates = _dict(o.get("best")).get("candidates") or []
+        state.best = candidates[0] if candidates else state.best
+        state.proposals += _proposals(o)
+        saved = _dict(o.get("saved"))
+        state.tried |= {s.get("title") for s in saved.get("saved") or []}
+        state.tried |= {r.get("title") for r in saved.get("rejected") or []}
+    state.tried |= {h["title"] for h in state.history} | {p.get("title") for p in state.proposals}
     state.tried.discard(None)
     return state
 
@@ -157,82 +110,29 @@ def read_state(obs: list[dict[str, Any]]) -> State:
 # ---------------------------------------------------------------- decisions
 
 
-def config_candidates(base: dict[str, Any]) -> list[dict[str, Any]]:
-    """One-axis config changes around the base, in order of how often they help a short run."""
-    lr, layers, width = base.get("learning_rate", 3e-3), base.get("n_layer", 3), base.get("n_embd", 128)
-    heads, batch = base.get("n_head", 4), base.get("batch_size", 8)
-    wider = max(heads, int(width * 1.5) // heads * heads)
-    axes = [
-        ("learning_rate", round(lr * 2, 6), f"LR {lr * 2:g}", "the base LR is conservative for a short run"),
-        ("n_layer", layers + 1, f"Depth {layers + 1}L", "more depth adds capacity at a modest cost per step"),
-        ("n_embd", wider, f"Width {wider}", "a wider residual stream learns faster per step"),
-        ("batch_size", batch * 2, f"Batch {batch * 2}", "a bigger batch gives less noisy gradients"),
-        ("learning_rate", round(lr / 2, 6), f"LR {lr / 2:g}", "the base LR may be too high and noisy"),
-        ("dropout", 0.1, "Dropout 0.1", "dropout may help if the small corpus overfits"),
-        ("weight_decay", 0.0, "No weight decay", "decay may slow a short run down"),
-    ]
-    return [
-        {
-            "title": title,
-            "overrides": {key: value},
-            "change_summary": f"{key} {base.get(key)} -> {value}",
-            "hypothesis": why,
-            "expected_effect": "lower val_bpb than the baseline",
-        }
-        for key, value, title, why in axes
-    ]
+def fork_of(state: State) -> Fork | None:
+    """The best experiment with its real source and effective config, as the next code batch's parent."""
+    if not state.best or not state.best.get("train_py"):
+        return None
+    config = {**state.base, **(state.best.get("overrides") or {})}
+    return Fork(state.best["title"], state.best["train_py"], config)
 
 
-def ancestry(title: str | None, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The experiment and its ancestors, newest first, from the edit history."""
-    by_title = {h["title"]: h for h in history}
-    chain, seen = [], set()
-    while title and title in by_title and title not in seen:
-        seen.add(title)
-        chain.append(by_title[title])
-        title = by_title[title].get("parent")
-    return chain
-
-
-def recipes_in(chain: list[dict[str, Any]]) -> set[str]:
-    """Recipe names already applied along a fork chain (they are tagged in the change summary)."""
-    return {r.name for r in RECIPES for h in chain if f"[{r.name}]" in (h.get("change_summary") or "")}
-
-
-def code_candidates(best: str, history: list[dict[str, Any]], tried: set[str]) -> list[dict[str, Any]]:
-    """Recipe edits forked from `best`, skipping recipes already in its lineage or tried on it."""
-    applied = recipes_in(ancestry(best, history))
-    out = []
-    for recipe in RECIPES:
-        title = f"{recipe.name} on {best}"[:80]
-        if recipe.name in applied or title in tried:
-            continue
-        out.append(
-            {
-                "title": title,
-                "parent_title": best,
-                "patches": [{"old": old, "new": new} for old, new in recipe.patches],
-                "change_summary": f"[{recipe.name}] {recipe.summary}",
-                "hypothesis": recipe.hypothesis,
-                "expected_effect": recipe.expected_effect,
-            }
-        )
-    return out
-
-
-def next_edits(state: State) -> tuple[list[dict[str, Any]], str]:
+def next_edits(state: State, policy: Policy) -> tuple[list[dict[str, Any]], str]:
     """The next batch and its rationale: a config sweep until one has run, then code edits on the best."""
     size = min(int(state.budget.get("batch_size", 1)), int(state.budget.get("remaining", 0)))
     if size <= 0:
         return [], ""
-    ran_configs = any(h.get("batch_id", "").startswith("batch") and h.get("result") for h in state.history)
-    best = next((r["title"] for r in state.rows if r.get("rank") == 1), "baseline")
-    if not ran_configs:
-        pool = [c for c in config_candidates(state.base) if c["title"] not in state.tried]
-        if pool:
-            return pool[:size], "sweep one config axis per experiment around the baseline"
-    pool = code_candidates(best, state.history, state.tried)
-    return pool[:size], f"fork the best so far ({best}) with one code recipe each"
+    space = search_space(state.base, state.bounds)
+    ran_batch = any(str(h.get("batch_id", "")).startswith("batch") and h.get("result") for h in state.history)
+    if not ran_batch:
+        edits = sweep(state.base, space, size, state.tried)
+        if edits:
+            return edits, "sweep one config axis per experiment around the baseline"
+    fork = fork_of(state)
+    if fork is None:
+        return [], ""
+    return code_batch(fork, state.history, state.proposals, policy, size, space)
 
 
 # ---------------------------------------------------------------- plans
@@ -241,45 +141,77 @@ def next_edits(state: State) -> tuple[list[dict[str, Any]], str]:
 SURVEY_PLAN = """info = inspect_dataset()
 board = get_leaderboard(50)
 history = get_code_edit_history(500)
-{"step": "survey", "info": info, "board": board, "history": history}"""
+best = get_promising_code(1)
+{"step": "survey", "info": info, "board": board, "history": history, "best": best}"""
 
 
 def batch_plan(edits: list[dict[str, Any]], rationale: str) -> str:
-    """Code that saves the edits, records the plan and hypotheses, runs the batch and reviews it."""
+    """Code that saves the edits, records the plan and hypotheses, runs the batch, reviews it and re-reads."""
+    proposed = [{"title": e["title"], "parent": e.get("parent_title"), "tags": e["tags"]} for e in edits]
+    clean = [{k: v for k, v in e.items() if k != "tags"} for e in edits]
     hyps = {e["title"]: {"hypothesis": e["hypothesis"], "expected_effect": e["expected_effect"]} for e in edits}
-    return f"""edits = {edits!r}
+    return f"""proposed = {proposed!r}
+edits = {clean!r}
 saved = edit_train_code_batch(edits)
-titles = [s["title"] for s in saved["saved"]]
+titles = [s["title"] for s in saved.get("saved", [])]
+batch_id = saved.get("batch_id", "")
 plan = record_batch_plan(titles, {rationale!r}) if titles else None
-hyps = record_batch_hypotheses(saved["batch_id"], {hyps!r}) if titles else None
+hyps = record_batch_hypotheses(batch_id, {hyps!r}) if titles else None
 ran = run_experiment_batch(titles) if titles else {{"results": [], "budget": None}}
-review = evaluate_batch_results(saved["batch_id"]) if titles else None
+review = evaluate_batch_results(batch_id) if titles else None
 board = get_leaderboard(50)
 history = get_code_edit_history(500)
-{{"step": "batch", "saved": saved, "ran": ran, "review": review, "board": board, "history": history}}"""
+best = get_promising_code(1)
+{{"step": "batch", "proposed": proposed, "saved": saved, "ran": ran, "review": review, "board": board,
+  "history": history, "best": best}}"""
+
+
+def lineage_gains(title: str, history: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """(title, val_bpb change vs its parent) along the fork chain from the baseline to `title`, oldest first."""
+    by_title = {h["title"]: h for h in history}
+    bpb = {t: (h.get("result") or {}).get("val_bpb") for t, h in by_title.items()}
+    chain, seen = [], set()
+    while title in by_title and title not in seen and title != BASELINE_TITLE:
+        seen.add(title)
+        parent = by_title[title].get("parent") or BASELINE_TITLE
+        if bpb.get(title) is not None and bpb.get(parent) is not None:
+            chain.append((title, bpb[title] - bpb[parent]))
+        title = parent
+    return chain[::-1]
 
 
 def final_summary(state: State, reason: str) -> str:
-    """The closing plain-text answer: the best experiment, its gain over the baseline, and what helped."""
-    best = best_line(state.rows)
+    """The closing plain-text answer: the best experiment, its val_bpb, its gain over the baseline, what helped."""
+    rows = list(state.rows)
+    base = next((h for h in state.history if h["title"] == BASELINE_TITLE), None)
+    if base and not any(r.get("title") == BASELINE_TITLE for r in rows):
+        rows.append({"title": BASELINE_TITLE, "rank": None, "val_bpb": (base.get("result") or {}).get("val_bpb")})
+    best = best_line(rows)
     if best is None:
         return f"Research stopped ({reason}). No experiment succeeded, so there is no best train.py yet."
-    text = f"Research finished ({reason}). {best}"
-    helped = [r["title"] for r in state.rows if r.get("label") == "new_best" and r["title"] != "baseline"]
-    text += ". What helped: " + (", ".join(helped) if helped else "nothing beat the baseline") + "."
-    return text
+    top = next(r for r in rows if r.get("rank") == 1)
+    tags = {h["title"]: tags_of(h.get("change_summary")) for h in state.history}
+    chain = lineage_gains(top["title"], state.history)
+    helped = [f"{' + '.join(map(tag_label, tags[t])) or t} ({d:+.4f})" for t, d in chain if d < 0]
+    text = f"Research finished ({reason}). {best}. What helped, step by step from the baseline: "
+    text += ", ".join(helped) if helped else "nothing beat the baseline"
+    kept = {tag for t, _ in chain for tag in tags[t]}
+    ran = {tag for h in state.history if (h.get("result") or {}).get("outcome") for tag in tags[h["title"]]}
+    unhelpful = ", ".join(tag_label(t) for t in sorted(ran - kept))
+    return text + (f". Tried without a lasting gain: {unhelpful}." if unhelpful else ".")
 
 
-def decide(messages: list[dict[str, Any]]) -> str:
+def decide(messages: list[dict[str, Any]], policy: Policy | None = None) -> str:
     """The next reply: a fenced plan, or the final plain-text summary."""
+    policy = policy or Policy()
     state = read_state(observations(messages))
     if state.code_errors >= MAX_CODE_ERRORS:
         return final_summary(state, f"{state.code_errors} plans failed to run")
-    if not state.surveyed:
-        return f"Survey the data, the budget and prior research.\n```python\n{SURVEY_PLAN}\n```"
+    if not state.surveyed or state.last_failed:
+        return f"Survey the data, the budget, prior research and the best code.\n```python\n{SURVEY_PLAN}\n```"
     if int(state.budget.get("remaining", 0)) <= 0:
         return final_summary(state, "experiment budget spent")
-    edits, rationale = next_edits(state)
+    edits, rationale = next_edits(state, policy)
     if not edits:
         return final_summary(state, "no untried idea left")
     return f"Next batch: {rationale}.\n```python\n{batch_plan(edits, rationale)}\n```"
@@ -288,11 +220,12 @@ def decide(messages: list[dict[str, Any]]) -> str:
 class BuiltinPlanner:
     """A `call_llm` that plans without a network: `await planner(model, system, messages, tools)`."""
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int = 0, patience: int = Policy.patience, min_gain: float = Policy.min_gain) -> None:
+        self.policy = Policy(seed=seed, patience=patience, min_gain=min_gain)
         self.calls = 0
 
     async def __call__(
         self, model: str, system: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
     ) -> LLMMessage:
         self.calls += 1
-        return LLMMessage(content=decide(messages), tool_calls=[], raw=None)
+        return LLMMessage(content=decide(messages, self.policy), tool_calls=[], raw=None)

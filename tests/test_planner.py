@@ -13,11 +13,16 @@ import pytest
 from flyte.ai.agents._code import extract_python_code
 
 import planner
+import recipes
 import tools
+from autoresearch_types import WorkshopBounds
 from ledger_views import check_source
+from policy import AXES, Policy, search_space
 
 BASELINE = (Path(__file__).resolve().parent.parent / "train.py").read_text()
-BASE = {"n_layer": 3, "n_head": 4, "n_embd": 128, "batch_size": 8, "learning_rate": 0.003, "dropout": 0.0}
+BASE = {"n_layer": 2, "n_head": 4, "n_embd": 64, "batch_size": 8, "learning_rate": 0.003, "dropout": 0.0}
+BOUNDS = WorkshopBounds().describe()
+DIRECTIVE = {"role": "user", "content": "# Goal ..."}
 
 
 def obs(data: dict[str, Any]) -> dict[str, str]:
@@ -25,25 +30,53 @@ def obs(data: dict[str, Any]) -> dict[str, str]:
     return {"role": "user", "content": f"Execution result:\n{json.dumps(data)}"}
 
 
-def row(title: str, rank: int | None, bpb: float | None, label: str) -> dict[str, Any]:
-    return {"title": title, "rank": rank, "val_bpb": bpb, "label": label}
+def hist(title: str, batch: str, parent: str | None = None, tags: str = "", bpb: float | None = 3.0) -> dict:
+    """One history row; `bpb=None` is a crashed experiment."""
+    result = {"outcome": "success", "val_bpb": bpb} if bpb is not None else {"outcome": "crash", "val_bpb": None}
+    return {"title": title, "batch_id": batch, "parent": parent, "change_summary": f"{tags} change", "result": result}
 
 
-def hist(title: str, batch: str, parent: str | None = None, summary: str = "", bpb: float | None = 4.0) -> dict:
-    result = {"outcome": "success", "val_bpb": bpb} if bpb else None
-    return {"title": title, "batch_id": batch, "parent": parent, "change_summary": summary, "result": result}
+def with_recipes(*names: str) -> str:
+    """The baseline with `names` applied in order."""
+    source = BASELINE
+    for name in names:
+        source = recipes.BY_NAME[name].apply(source) or ""
+    return source
 
 
-def survey(remaining: int = 4, history: list[dict] | None = None, rows: list[dict] | None = None) -> dict:
+def snapshot(
+    history: list[dict],
+    best: str,
+    source: str = BASELINE,
+    remaining: int = 10,
+    size: int = 5,
+    overrides: dict | None = None,
+    step: str = "survey",
+    **extra: Any,
+) -> dict:
+    """What a survey (or batch) observation holds: info, board, history and the best's code."""
+    by = {h["title"]: h["result"]["val_bpb"] for h in history}
+    rows = [{"title": best, "rank": 1, "val_bpb": by[best], "label": "new_best"}]
+    rows += [{"title": t, "rank": 2, "val_bpb": v} for t, v in by.items() if t != best and v is not None]
+    budget = {"remaining": remaining, "batch_size": size}
     return {
-        "step": "survey",
-        "info": {"base_config": BASE, "budget": {"remaining": remaining, "batch_size": 2}},
-        "board": {"rows": rows or [row("baseline", 1, 4.4, "new_best")]},
-        "history": {"experiments": history or [hist("baseline", "baseline")]},
+        "step": step,
+        "info": {"base_config": BASE, "bounds": BOUNDS, "budget": budget},
+        "board": {"rows": rows, "budget": budget},
+        "history": {"experiments": history},
+        "best": {"candidates": [{"title": best, "overrides": overrides or {}, "train_py": source}]},
+        **extra,
     }
 
 
-DIRECTIVE = {"role": "user", "content": "# Goal ..."}
+FRESH = [hist("baseline", "baseline", bpb=3.0)]
+SWEPT = FRESH + [
+    hist("LR 0.006", "batch-001", tags="[learning_rate:up]", bpb=3.2),
+    hist("Depth 3L", "batch-001", tags="[n_layer:up]", bpb=2.95),
+    hist("Width 96", "batch-001", tags="[n_embd:up]", bpb=None),
+    hist("Batch 16", "batch-001", tags="[batch_size:up]", bpb=2.9),
+    hist("Dropout 0.1", "batch-001", tags="[dropout:up]", bpb=3.01),
+]
 
 
 def plan_of(reply: str) -> str:
@@ -52,102 +85,199 @@ def plan_of(reply: str) -> str:
     return code
 
 
-def test_first_turn_surveys() -> None:
-    assert "inspect_dataset()" in plan_of(planner.decide([DIRECTIVE]))
+def edits_of(reply: str) -> list[dict[str, Any]]:
+    """The edits literal of a batch plan."""
+    line = next(line for line in plan_of(reply).splitlines() if line.startswith("edits = "))
+    return ast.literal_eval(line.removeprefix("edits = "))
 
 
-def test_after_the_survey_a_config_sweep_of_distinct_axes_within_the_batch_size() -> None:
-    code = plan_of(planner.decide([DIRECTIVE, obs(survey())]))
-    edits = ast.literal_eval(code.split("\n", 1)[0].removeprefix("edits = "))
-    assert len(edits) == 2 and len({e["title"] for e in edits}) == 2
-    assert all(set(e["overrides"]) and "patches" not in e for e in edits)
-    assert {k for e in edits for k in e["overrides"]} == {"learning_rate", "n_layer"}
+def decide(*observations: dict, policy: Policy | None = None) -> str:
+    return planner.decide([DIRECTIVE, *(obs(o) for o in observations)], policy)
 
 
-def test_later_batches_fork_the_best_with_recipes_not_in_its_lineage() -> None:
-    history = [
-        hist("baseline", "baseline", bpb=4.4),
-        hist("LR 0.006", "batch-001", bpb=4.3),
-        hist("cosine-lr on LR 0.006", "batch-002", "LR 0.006", "[cosine-lr] warmup", bpb=4.2),
+def test_first_turn_surveys_data_history_and_the_best_code() -> None:
+    code = plan_of(decide())
+    assert "inspect_dataset()" in code and "get_promising_code(1)" in code
+
+
+def test_batch_one_sweeps_each_axis_once_within_the_bounds() -> None:
+    edits = edits_of(decide(snapshot(FRESH, "baseline")))
+    assert [next(iter(e["overrides"])) for e in edits] == list(AXES)
+    assert all(len(e["overrides"]) == 1 and "patches" not in e and "parent_title" not in e for e in edits)
+    assert all(e["hypothesis"] and e["expected_effect"] for e in edits)
+    tight = {**BOUNDS, "n_layer": [1, 2], "learning_rate": [1e-4, 0.004]}
+    survey = snapshot(FRESH, "baseline", size=8)
+    survey["info"]["bounds"] = tight
+    edits = edits_of(decide(survey))
+    for edit in edits:
+        for key, value in edit["overrides"].items():
+            assert tight[key][0] <= value <= tight[key][1] and value != BASE[key]
+    assert {"n_layer": 1} in [e["overrides"] for e in edits], "depth can only go down: it is swept down"
+
+
+def test_later_batches_fork_the_best_with_one_or_two_moves_that_apply_to_its_real_source() -> None:
+    source = with_recipes("warmup-cosine", "relu2")
+    history = SWEPT + [
+        hist("warmup-cosine + relu2 on Batch 16", "batch-002", "Batch 16", "[warmup-cosine] [relu2]", 2.8),
     ]
-    rows = [row("cosine-lr on LR 0.006", 1, 4.2, "new_best"), row("baseline", 3, 4.4, "new_best")]
-    state = planner.read_state(planner.observations([DIRECTIVE, obs(survey(2, history, rows))]))
-    edits, _ = planner.next_edits(state)
-    assert [e["parent_title"] for e in edits] == ["cosine-lr on LR 0.006"] * 2
-    assert all("[cosine-lr]" not in e["change_summary"] for e in edits)
+    reply = decide(snapshot(history, "warmup-cosine + relu2 on Batch 16", source, overrides={"batch_size": 16}))
+    edits = edits_of(reply)
+    assert len(edits) == 5 and len({e["title"] for e in edits}) == 5
+    for edit in edits:
+        assert edit["parent_title"] == "warmup-cosine + relu2 on Batch 16"
+        assert edit["hypothesis"] and edit["expected_effect"] and edit["patches"]
+        assert 1 <= edit["change_summary"].count("[") <= 2
+        patched = tools.apply_patches(source, edit["patches"])
+        assert check_source(patched) is None
+        assert not any(f"[{name}]" in edit["change_summary"] for name in ("warmup-linear", "silu", "relu2"))
 
 
-def test_tried_titles_and_rejections_are_not_planned_again() -> None:
-    first = planner.read_state(planner.observations([DIRECTIVE, obs(survey())]))
-    planned, _ = planner.next_edits(first)
-    rejected = {"saved": {"saved": [], "rejected": [{"title": t["title"], "error": "dup"} for t in planned]}}
-    state = planner.read_state(planner.observations([DIRECTIVE, obs(survey()), obs(rejected)]))
-    again, _ = planner.next_edits(state)
-    assert not {e["title"] for e in again} & {e["title"] for e in planned}
+def test_identical_seed_and_history_give_the_identical_plan_and_seeds_matter_when_exploring() -> None:
+    stale = SWEPT + [hist(f"x{i} on Batch 16", "batch-002", "Batch 16", "[grad-clip-1]", 2.95) for i in range(2)]
+    survey = snapshot(stale, "Batch 16", overrides={"batch_size": 16})
+    explore = Policy(seed=0, patience=1)
+    assert decide(survey, policy=explore) == decide(json.loads(json.dumps(survey)), policy=explore)
+    plans = {decide(survey, policy=Policy(seed=s, patience=1)) for s in range(6)}
+    assert len(plans) > 1, "the seed orders the untried recipes"
 
 
-@pytest.mark.parametrize("recipe", planner.RECIPES, ids=lambda r: r.name)
-def test_every_recipe_applies_to_the_baseline_and_keeps_a_valid_train_py(recipe: planner.Recipe) -> None:
-    patched = tools.apply_patches(BASELINE, [{"old": o, "new": n} for o, n in recipe.patches])
-    assert patched != BASELINE and check_source(patched) is None
+def test_failures_rejections_and_duplicates_are_not_planned_again_on_the_same_parent() -> None:
+    history = SWEPT + [hist("relu2 on Batch 16", "batch-002", "Batch 16", "[relu2]", None)]
+    proposed = [
+        {"title": "relu2 on Batch 16", "parent": "Batch 16", "tags": ["relu2"]},
+        {"title": "warmup-cosine on Batch 16", "parent": "Batch 16", "tags": ["warmup-cosine"]},
+        {"title": "tied-embeddings on Batch 16", "parent": "Batch 16", "tags": ["tied-embeddings"]},
+    ]
+    saved = {
+        "batch_id": "batch-002",
+        "saved": [{"title": "relu2 on Batch 16"}],
+        "rejected": [
+            {"title": "warmup-cosine on Batch 16", "error": "duplicate of 'x': the same code..."},
+            {"title": "tied-embeddings on Batch 16", "error": "patch 0: old text does not occur"},
+        ],
+    }
+    batch = snapshot(history, "Batch 16", overrides={"batch_size": 16}, step="batch", proposed=proposed, saved=saved)
+    edits = edits_of(decide(snapshot(SWEPT, "Batch 16"), batch))
+    planned = {t for e in edits for t in planner.tags_of(e["change_summary"])}
+    assert edits and not planned & {"relu2", "warmup-cosine", "tied-embeddings"}
+    state = planner.read_state(planner.observations([DIRECTIVE, obs(batch)]))
+    assert {p["title"] for p in state.proposals if p.get("error")} == {
+        "warmup-cosine on Batch 16",
+        "tied-embeddings on Batch 16",
+    }
 
 
-def test_budget_spent_ends_with_a_plain_text_summary_naming_the_best() -> None:
-    rows = [row("LR 0.006", 1, 4.0, "new_best"), row("baseline", 2, 4.4, "new_best")]
-    reply = planner.decide([DIRECTIVE, obs(survey(0, rows=rows))])
+def test_a_refused_tool_call_marks_the_whole_batch_and_the_next_plan_differs() -> None:
+    first = snapshot(SWEPT, "Batch 16", overrides={"batch_size": 16})
+    edits = edits_of(decide(first))
+    proposed = [
+        {"title": e["title"], "parent": "Batch 16", "tags": planner.tags_of(e["change_summary"])} for e in edits
+    ]
+    refused = {**first, "step": "batch", "proposed": proposed, "saved": {"error": "edits must be a list"}}
+    again = edits_of(decide(first, refused))
+    assert again and not {e["title"] for e in again} & {e["title"] for e in edits}
+
+
+def test_credit_brings_back_what_helped_and_pushes_an_axis_that_helped() -> None:
+    history = SWEPT + [
+        hist("LR 0.0015 + silu on Batch 16", "batch-002", "Batch 16", "[learning_rate:down] [silu]", 2.7),
+        hist("qk-norm on Batch 16", "batch-002", "Batch 16", "[qk-norm]", 2.75),
+    ]
+    source = with_recipes("silu")
+    survey = snapshot(
+        history, "LR 0.0015 + silu on Batch 16", source, overrides={"batch_size": 16, "learning_rate": 0.0015}
+    )
+    edits = edits_of(decide(survey))
+    tags = [planner.tags_of(e["change_summary"]) for e in edits]
+    assert any("qk-norm" in t for t in tags), "qk-norm helped on the old best: try it on the new one"
+    assert any("learning_rate:down" in t for t in tags), "lowering the LR helped: one more step down"
+    pushed = next(e for e in edits if "learning_rate:down" in e["change_summary"])
+    assert pushed["overrides"] == {"learning_rate": 0.00075}
+
+
+def test_patience_switches_to_recipes_never_tried() -> None:
+    stale = SWEPT + [
+        hist("warmup-cosine on Batch 16", "batch-002", "Batch 16", "[warmup-cosine]", 2.95),
+        hist("adamw-beta2-0.95 on Batch 16", "batch-003", "Batch 16", "[adamw-beta2-0.95]", 2.89),
+    ]
+    best = "adamw-beta2-0.95 on Batch 16"
+    survey = snapshot(stale, best, with_recipes("adamw-beta2-0.95"), overrides={"batch_size": 16})
+    explore = decide(survey, policy=Policy(patience=2, min_gain=0.02))
+    assert "explore recipes never tried" in explore
+    tried = {"warmup-cosine", "adamw-beta2-0.95"}
+    assert not {t for e in edits_of(explore) for t in planner.tags_of(e["change_summary"])} & tried
+    exploit = decide(survey, policy=Policy(patience=3, min_gain=0.02))
+    assert "explore" not in exploit.split("```")[0]
+    assert "explore" not in decide(survey, policy=Policy(patience=2, min_gain=0.001)).split("```")[0]
+
+
+def test_the_batch_shrinks_to_the_budget_and_stops_when_it_is_spent() -> None:
+    assert len(edits_of(decide(snapshot(FRESH, "baseline", remaining=2)))) == 2
+    reply = decide(snapshot(SWEPT, "Batch 16", remaining=0))
+    assert extract_python_code(reply) is None and "experiment budget spent" in reply
+
+
+def test_the_summary_names_the_best_its_gain_and_what_helped() -> None:
+    history = SWEPT + [hist("relu2 on Batch 16", "batch-002", "Batch 16", "[relu2]", 2.7)]
+    reply = decide(snapshot(history, "relu2 on Batch 16", remaining=0))
     assert extract_python_code(reply) is None
-    assert "'LR 0.006'" in reply and "9.09% better" in reply and "What helped: LR 0.006" in reply
+    assert "'relu2 on Batch 16' at val_bpb 2.7000" in reply and "10.00% better than the baseline (3.0000)" in reply
+    assert "What helped, step by step from the baseline: raise batch_size (-0.1000), relu2 (-0.2000)" in reply
+    assert "raise learning_rate" in reply.split("Tried without a lasting gain:")[1]
 
 
-def test_repeated_code_errors_stop_instead_of_looping() -> None:
+def test_a_failed_plan_is_followed_by_a_fresh_survey_and_repeated_failures_stop() -> None:
     error = {"role": "user", "content": "Your code raised an error:\n\nboom"}
+    assert "inspect_dataset()" in plan_of(planner.decide([DIRECTIVE, obs(snapshot(SWEPT, "Batch 16")), error]))
     reply = planner.decide([DIRECTIVE, error, error, error])
     assert extract_python_code(reply) is None and "3 plans failed" in reply
 
 
-def test_same_transcript_gives_the_same_plan() -> None:
-    messages = [DIRECTIVE, obs(survey())]
-    assert planner.decide(messages) == planner.decide(list(messages))
+def test_the_search_space_stays_in_the_bounds_and_keeps_widths_divisible_by_heads() -> None:
+    space = search_space(BASE, BOUNDS)
+    assert set(space) == set(AXES)
+    assert all(v % BASE["n_head"] == 0 for v in space["n_embd"])
+    for key, values in space.items():
+        assert BASE[key] in values and all(BOUNDS[key][0] <= v <= BOUNDS[key][1] for v in values)
 
 
-def test_plans_run_in_the_real_monty_sandbox() -> None:
+def fake(name: str, result: Any, calls: list[str]) -> Any:
+    """A tool that records its call and returns `result` (the Monty sandbox needs real async callables)."""
+
+    async def tool(*args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return result
+
+    tool.__name__ = name
+    return tool
+
+
+@pytest.mark.parametrize("saved", [{"batch_id": "batch-001", "saved": [{"title": "LR 0.006"}]}, {"error": "bad"}])
+def test_plans_run_in_the_real_monty_sandbox_even_when_a_tool_refuses(saved: dict) -> None:
     calls: list[str] = []
-
-    def fake(name: str, result: Any) -> Any:
-        async def tool(*args: Any, **kwargs: Any) -> Any:
-            calls.append(name)
-            return result
-
-        tool.__name__ = name
-        return tool
-
-    saved = {"batch_id": "batch-001", "saved": [{"title": "LR 0.006"}], "rejected": []}
     fakes = [
-        fake("inspect_dataset", {"base_config": BASE}),
-        fake("get_leaderboard", {"rows": []}),
-        fake("get_code_edit_history", {"experiments": []}),
-        fake("edit_train_code_batch", saved),
-        fake("record_batch_plan", {}),
-        fake("record_batch_hypotheses", {}),
-        fake("run_experiment_batch", {"results": [], "budget": {"remaining": 0}}),
-        fake("evaluate_batch_results", {}),
+        fake("inspect_dataset", {"base_config": BASE}, calls),
+        fake("get_leaderboard", {"rows": []}, calls),
+        fake("get_code_edit_history", {"experiments": []}, calls),
+        fake("get_promising_code", {"candidates": []}, calls),
+        fake("edit_train_code_batch", saved, calls),
+        fake("record_batch_plan", {}, calls),
+        fake("record_batch_hypotheses", {}, calls),
+        fake("run_experiment_batch", {"results": [], "budget": {"remaining": 0}}, calls),
+        fake("evaluate_batch_results", {}, calls),
     ]
-    for messages in ([DIRECTIVE], [DIRECTIVE, obs(survey())]):
-        code = plan_of(planner.decide(messages))
+    history = SWEPT + [hist("relu2 on Batch 16", "batch-002", "Batch 16", "[relu2]", 2.7)]
+    for observations in ([], [snapshot(FRESH, "baseline")], [snapshot(history, "relu2 on Batch 16")]):
+        code = plan_of(decide(*observations))
         out = asyncio.run(flyte.sandbox.orchestrate_local(code, inputs={"_unused": 0}, tasks=fakes))
-        assert out["step"] in ("survey", "batch")
-    assert calls[-7:] == [
-        "edit_train_code_batch",
-        "record_batch_plan",
-        "record_batch_hypotheses",
-        "run_experiment_batch",
-        "evaluate_batch_results",
-        "get_leaderboard",
-        "get_code_edit_history",
-    ]
+        assert out["step"] == ("batch" if observations else "survey")
+    ran = [c for c in calls if c in ("record_batch_plan", "run_experiment_batch")]
+    assert ran == (["record_batch_plan", "run_experiment_batch"] * 2 if "saved" in saved else [])
+    assert calls[-3:] == ["get_leaderboard", "get_code_edit_history", "get_promising_code"]
 
 
-def test_builtin_planner_speaks_the_call_llm_protocol() -> None:
-    p = planner.BuiltinPlanner()
+def test_builtin_planner_speaks_the_call_llm_protocol_with_its_policy() -> None:
+    p = planner.BuiltinPlanner(seed=3, patience=4, min_gain=0.01)
     msg = asyncio.run(p("builtin", "system", [DIRECTIVE], None))
     assert "inspect_dataset" in msg.content and msg.tool_calls == [] and p.calls == 1
+    assert p.policy == Policy(seed=3, patience=4, min_gain=0.01)
