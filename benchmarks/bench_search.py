@@ -48,12 +48,13 @@ from benchmarks.common import parse_args, report  # noqa: E402
 from policy import AXES, search_space  # noqa: E402
 
 DATA = {"dataset": "shakespeare", "num_shards": 1, "vocab_size": 512}
-BASE = {"n_layer": 2, "n_head": 4, "n_embd": 64, "seq_len": 128, "batch_size": 8, "learning_rate": 3e-3}
+SEED = 0
+"""The training seed of every experiment, the planner's seed and random search's seed."""
+BASE = {"n_layer": 2, "n_head": 4, "n_embd": 64, "seq_len": 128, "batch_size": 8, "learning_rate": 3e-3, "seed": SEED}
 FULL = {"experiments": 15, "batch_size": 5, "max_steps": 300}
-QUICK = {"experiments": 4, "batch_size": 2, "max_steps": 60}
+QUICK = {"experiments": 4, "batch_size": 2, "max_steps": 40}
 CONCURRENCY = 2
 TIME_BUDGET_S = 120.0
-SEED = 0
 
 bench_env = flyte.TaskEnvironment("bench_search", depends_on=[bundle.experiment_env])
 
@@ -118,6 +119,7 @@ def run_planner(n: int, batch_size: int, max_steps: int) -> tuple[list[dict[str,
         max_turns=2 * (n // batch_size + 3),
         memory_key=f"bench-planner-{uuid.uuid4().hex[:8]}",
         model=llm.BUILTIN,
+        planner_seed=SEED,
         time_budget=TIME_BUDGET_S,
         max_steps=max_steps,
         base_config=BASE,
