@@ -41,7 +41,6 @@ DOWN_WHY = {
 EVIDENCE_WEIGHT = 0.5
 FAMILY_WEIGHT = 0.15
 FAIL_PENALTY = 1.0
-FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -78,6 +77,7 @@ class Move:
 
     @property
     def recipe(self) -> Recipe | None:
+        """The recipe this move applies, or None for a config step."""
         return BY_NAME.get(self.name) if self.kind == "recipe" else None
 
 
@@ -102,8 +102,10 @@ class Evidence:
     blocked: set[tuple[str, str]] = field(default_factory=set)
     """(parent, tag) pairs not to try again: tried alone there, or failed there."""
     combos: set[tuple[str, frozenset[str]]] = field(default_factory=set)
+    """(parent, tags) of every experiment proposed or run: never proposed again."""
     tried_tags: set[str] = field(default_factory=set)
     scale: float = 0.01
+    """The typical effect (median |child - parent| val_bpb), the unit of credit."""
 
     def credit(self, tag: str) -> float | None:
         """Mean gain of experiments with this tag in units of the typical effect, or None if never measured."""
