@@ -6,8 +6,8 @@ Each strategy starts from the same baseline `train.py` and base config, runs N e
 baseline) with the same training steps, time budget, seed and data, through the product's path:
 - planner: the research driver task `parallelized_autoresearch` with `model="builtin"` (the Agent in code
   mode, the tools, the ledger, the sized and sandboxed `run_experiment`), planner seed 0;
-- random: the same tools and ledger, each experiment a random point of the planner's config search space
-  (`policy.search_space`: learning rate, depth, width, batch size, dropout), drawn with seed 0;
+- random: the same tools, ledger and warm sandbox pool, each experiment a random point of the planner's
+  config search space (`policy.search_space`: learning rate, depth, width, batch size, dropout), seed 0;
 - baseline: the baseline experiment alone.
 Every run disables Flyte's cache, so no strategy reuses another's (or an earlier run's) results.
 Target: planner best < random best < baseline.
@@ -41,6 +41,7 @@ import bundle  # noqa: E402
 import ledger as ledger_mod  # noqa: E402
 import llm  # noqa: E402
 import parallelized_autoresearch as pa  # noqa: E402
+import sandbox_pool  # noqa: E402
 import sizing  # noqa: E402
 import tools  # noqa: E402
 from autoresearch_types import ExperimentConfig  # noqa: E402
@@ -92,7 +93,9 @@ async def random_search(n: int, batch_size: int, max_steps: int, seed: int) -> s
         budget=budget,
         profile=profile.to_dict(),
     )
-    token = sizing.POLICY.set(sizing.SizingPolicy.for_machine(CONCURRENCY))
+    policy = sizing.SizingPolicy.for_machine(CONCURRENCY)
+    token = sizing.POLICY.set(policy)
+    sandbox_pool.POOL.configure(CONCURRENCY, launch_memory_mb=policy.ceiling_mb)  # as the driver does locally
     try:
         await research.run_records(await ledger.specs(["baseline"]))
         edits = random_edits(
@@ -105,6 +108,7 @@ async def random_search(n: int, batch_size: int, max_steps: int, seed: int) -> s
             await research.run_experiment_batch([s["title"] for s in saved["saved"]])
     finally:
         sizing.POLICY.reset(token)
+        await sandbox_pool.POOL.close()
     return json.dumps([json.loads(json.dumps(r.to_dict(), default=str)) for r in await ledger.leaderboard()])
 
 
