@@ -25,6 +25,8 @@ import shutil
 import sys
 import time
 import uuid
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,23 @@ def sandbox_env(cpu: int, workdir: Path, token: str, python: str) -> dict[str, s
     }
 
 
+EXECUTOR_THREADS = 256
+_ROOMY_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def ensure_roomy_executor(loop: asyncio.AbstractEventLoop) -> None:
+    """Give `loop` a default executor with room for every live sandboxed process.
+
+    The sandbox library waits for each process in a thread of the loop's default executor, which
+    has min(32, cores + 4) threads (6 on 2 cores). With more live processes than that (concurrency
+    4 is 8 processes, plus warm ones), new spawns queue until some process exits. Threads are
+    created only when needed, so a large cap costs nothing.
+    """
+    if loop not in _ROOMY_LOOPS:
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=EXECUTOR_THREADS, thread_name_prefix="sandbox"))
+        _ROOMY_LOOPS.add(loop)
+
+
 def _session_class() -> type:
     """`OnDeviceSession` without its per-session uv virtualenv.
 
@@ -167,6 +186,7 @@ async def launch(key: LaunchKey, memory_mb: int, lifetime_s: float, idle_s: floa
     """
     import flyte
 
+    ensure_roomy_executor(asyncio.get_running_loop())
     workdir, token = new_workdir(key.phase), uuid.uuid4().hex
     python, prefixes = python_for_sandbox()
     session = _session_class()(

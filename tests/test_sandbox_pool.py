@@ -161,3 +161,30 @@ def test_pool_off_by_default_and_runs_leave_no_work_dirs(tiny_bundle: Path) -> N
     assert result.outcome == "success", result.message
     assert len(sandbox_pool.POOL) == 0
     assert set(root.iterdir()) == before
+
+
+def test_a_full_pool_refills_after_concurrent_batches(tiny_bundle: Path, pool) -> None:
+    """Four experiments at once, twice, with a pool of four per phase: the second batch starts warm.
+
+    The sandbox library waits on each process in a thread of the loop's default executor (6 threads
+    on 2 cores); without a roomier executor the refills stalled behind the running processes.
+    """
+    pool.configure(4, idle_s=60.0)
+
+    async def scenario() -> tuple[list[ExperimentResult], int, int, int]:
+        results = []
+        for _ in range(2):
+            hits = pool.hits
+            results += await asyncio.gather(
+                *(sandbox.run_sandboxed(spec(tiny_bundle, keep_workdir=False)) for _ in range(4))
+            )
+            await asyncio.wait_for(pool.wait_ready(), 90)
+        warmed = sum(w.warmed_up() for w in pool._ready)
+        size = len(pool)
+        await pool.close()
+        return results, pool.hits - hits, size, warmed
+
+    results, second_batch_hits, size, warmed = asyncio.run(scenario())
+    assert [r.outcome for r in results] == ["success"] * 8
+    assert second_batch_hits == 8, "both phases of all four experiments should come from the pool"
+    assert size == warmed == 8
