@@ -86,14 +86,14 @@ async def measure(backend: str, runs: int, bundle: Path, cpu: int, warm: bool) -
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="5 runs per backend and mode (about a minute)")
+    p.add_argument("--quick", action="store_true", help="5 runs per mode, default backend only (under a minute)")
     p.add_argument("--runs", type=int, default=None, help="runs per backend (default 5 with --quick, else 10)")
-    p.add_argument("--backends", nargs="*", default=None, help="backends to measure (default: all available)")
+    p.add_argument("--backends", nargs="*", default=None, help="backends to measure (default: all available; --quick: the default one)")
     p.add_argument("--cpu", type=int, default=1, help="CPUs granted per run (default 1)")
     p.add_argument("--json", default=None, help="write the figures as one flat JSON object to this path")
     args = p.parse_args(argv)
     runs = max(5, args.runs or (5 if args.quick else 10))
-    backends = args.backends or sandbox.available_backends()
+    backends = args.backends or ([sandbox.DEFAULT_BACKEND] if args.quick else sandbox.available_backends())
     bundle = bench_bundle()
     figures: dict[str, float] = {"runs_per_backend": runs}
     print(
