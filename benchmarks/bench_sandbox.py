@@ -88,7 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="5 runs per mode, default backend only (under a minute)")
     p.add_argument("--runs", type=int, default=None, help="runs per backend (default 5 with --quick, else 10)")
-    p.add_argument("--backends", nargs="*", default=None, help="backends to measure (default: all available; --quick: the default one)")
+    p.add_argument(
+        "--backends",
+        nargs="*",
+        default=None,
+        help="backends to measure (default: all available; --quick: the default one)",
+    )
     p.add_argument("--cpu", type=int, default=1, help="CPUs granted per run (default 1)")
     p.add_argument("--json", default=None, help="write the figures as one flat JSON object to this path")
     args = p.parse_args(argv)
