@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -32,7 +33,7 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -229,77 +230,86 @@ async def parallelized_autoresearch(
     base = base.with_overrides(dict(base_config or {}))
     ledger = await ledger_mod.Ledger.open(memory_key, base)
     call_llm = make_call_llm(model_name, api_base, max_llm_cost, planner_seed)
-    policy = sizing.SizingPolicy.for_machine(concurrency) if is_local() else sizing.SizingPolicy(cpu=2)
-    policy_token = sizing.POLICY.set(policy)
-    if is_local():  # experiments run in this process: keep warm sandboxed interpreters for them
-        sandbox_pool.POOL.configure(concurrency, launch_memory_mb=policy.ceiling_mb)
-    activity = Activity()
-    budget = tools_mod.Budget(n_experiments, batch_size, concurrency)
-    tool_obj = dataclasses.replace(run_experiment, call_llm=call_llm, model=model_name)
-    research = tools_mod.ResearchTools(
-        ledger=ledger,
-        run_one=make_runner(tool_obj, ledger, data, backend),
-        fan_out=lambda recs, worker: fan_out(recs, worker, concurrency),
-        budget=budget,
-        profile=profile.to_dict(),
-        emit=activity.emit,
-        on_result=activity.on_result,
-        on_start=activity.on_start,
-    )
-    run_info = {
-        "memory_key": memory_key,
-        "model": model_name,
-        "model_reason": reason,
-        "dataset": dataset,
-        "status": "running",
-        "error": "",
-        "n_experiments": n_experiments,
-        "batch_size": batch_size,
-        "concurrency": concurrency,
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    reporter = Reporter(ledger, run_info, activity, lambda: usage_of(call_llm))
-    await reporter.start()
-    error = ""
-    try:
-        prior = [r for r in await ledger.records() if r.result is not None]
-        await run_pending(research, ledger)
-        directive = ui.directive(
-            profile,
-            base,
-            ledger.bounds,
-            ui.budget_dict(n_experiments, batch_size, concurrency, max_steps, time_budget, max_turns),
-            await ledger.history_table() if prior else "",
-            best.to_dict() if prior and (best := await ledger.best()) else None,
+    async with experiment_runtime(concurrency):
+        activity = Activity()
+        budget = tools_mod.Budget(n_experiments, batch_size, concurrency)
+        tool_obj = dataclasses.replace(run_experiment, call_llm=call_llm, model=model_name)
+        research = tools_mod.ResearchTools(
+            ledger=ledger,
+            run_one=make_runner(tool_obj, ledger, data, backend),
+            fan_out=lambda recs, worker: fan_out(recs, worker, concurrency),
+            budget=budget,
+            profile=profile.to_dict(),
+            emit=activity.emit,
+            on_result=activity.on_result,
+            on_start=activity.on_start,
         )
-        await archive_transcript(ledger)
-        agent = Agent(
-            name="autoresearch",
-            instructions=ui.INSTRUCTIONS,
-            model=model_name,
-            tools=research.as_tools(),
-            max_turns=max_turns,
-            call_llm=llm.StopGuard(call_llm, lambda: budget.remaining == 0, lambda: closing_text(ledger)),
-            code_mode=True,
-        )
-        cb_token = flyte_agents.agent_progress_cb.set(activity.on_agent_event)
+        run_info = {
+            "memory_key": memory_key,
+            "model": model_name,
+            "model_reason": reason,
+            "dataset": dataset,
+            "status": "running",
+            "error": "",
+            "n_experiments": n_experiments,
+            "batch_size": batch_size,
+            "concurrency": concurrency,
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        reporter = Reporter(ledger, run_info, activity, lambda: usage_of(call_llm))
+        await reporter.start()
+        error = ""
         try:
-            result = await agent.run.aio(directive, memory=ledger.memory)
-        finally:
-            flyte_agents.agent_progress_cb.reset(cb_token)
-        error = result.error
-        summary = result.summary or await closing_text(ledger)
-        await ledger.save()
-    except Exception as exc:
-        await reporter.stop("error", f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        sizing.POLICY.reset(policy_token)
-        await sandbox_pool.POOL.close()
+            prior = [r for r in await ledger.records() if r.result is not None]
+            await run_pending(research, ledger)
+            directive = ui.directive(
+                profile,
+                base,
+                ledger.bounds,
+                ui.budget_dict(n_experiments, batch_size, concurrency, max_steps, time_budget, max_turns),
+                await ledger.history_table() if prior else "",
+                best.to_dict() if prior and (best := await ledger.best()) else None,
+            )
+            await archive_transcript(ledger)
+            agent = Agent(
+                name="autoresearch",
+                instructions=ui.INSTRUCTIONS,
+                model=model_name,
+                tools=research.as_tools(),
+                max_turns=max_turns,
+                call_llm=llm.StopGuard(call_llm, lambda: budget.remaining == 0, lambda: closing_text(ledger)),
+                code_mode=True,
+            )
+            cb_token = flyte_agents.agent_progress_cb.set(activity.on_agent_event)
+            try:
+                result = await agent.run.aio(directive, memory=ledger.memory)
+            finally:
+                flyte_agents.agent_progress_cb.reset(cb_token)
+            error = result.error
+            summary = result.summary or await closing_text(ledger)
+            await ledger.save()
+        except Exception as exc:
+            await reporter.stop("error", f"{type(exc).__name__}: {exc}")
+            raise
     await reporter.stop("done", error)
     if error:
         print(f"agent stopped: {error}", flush=True)
     return await build_output(ledger, memory_key, model_name, directive, profile, summary, error, activity, call_llm)
+
+
+@contextlib.asynccontextmanager
+async def experiment_runtime(concurrency: int) -> AsyncIterator[sizing.SizingPolicy]:
+    """The sizing policy for a run's experiments and, locally (where they run in this process), the warm
+    sandbox pool sized by `concurrency`; both undone when the run ends, however it ends."""
+    policy = sizing.SizingPolicy.for_machine(concurrency) if is_local() else sizing.SizingPolicy(cpu=2)
+    token = sizing.POLICY.set(policy)
+    if is_local():
+        sandbox_pool.POOL.configure(concurrency, launch_memory_mb=policy.ceiling_mb)
+    try:
+        yield policy
+    finally:
+        sizing.POLICY.reset(token)
+        await sandbox_pool.POOL.close()
 
 
 async def run_pending(research: tools_mod.ResearchTools, ledger: ledger_mod.Ledger) -> None:

@@ -18,6 +18,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from ledger_views import BASELINE_TITLE
 from recipes import BY_NAME, RECIPES, Recipe
 
 AXES = ("learning_rate", "n_layer", "n_embd", "batch_size", "dropout")
@@ -141,7 +142,7 @@ def finished(history: list[dict[str, Any]]) -> list[Finished]:
     for h in history:
         result = h.get("result") or {}
         bpb = result.get("val_bpb") if result.get("outcome") == "success" else None
-        parent = h.get("parent") or (None if h.get("title") == "baseline" else "baseline")
+        parent = h.get("parent") or (None if h.get("title") == BASELINE_TITLE else BASELINE_TITLE)
         tags = tags_of(h.get("change_summary"))
         out.append(Finished(h["title"], parent, tags, h.get("batch_id") or "", bpb, bool(result)))
     return out
@@ -169,7 +170,7 @@ def evidence(history: list[dict[str, Any]], proposals: list[dict[str, Any]], min
         tags = frozenset(p.get("tags") or ())
         if not tags:
             continue
-        parent = p.get("parent") or "baseline"
+        parent = p.get("parent") or BASELINE_TITLE
         ev.combos.add((parent, tags))
         ev.tried_tags |= tags
         if len(tags) == 1 or p.get("error"):
@@ -181,7 +182,7 @@ def evidence(history: list[dict[str, Any]], proposals: list[dict[str, Any]], min
 def stale_batches(history: list[dict[str, Any]], min_gain: float) -> int:
     """How many of the latest batches in a row failed to improve the best val_bpb by more than `min_gain`."""
     runs = finished(history)
-    best = next((f.val_bpb for f in runs if f.title == "baseline" and f.val_bpb is not None), None)
+    best = next((f.val_bpb for f in runs if f.title == BASELINE_TITLE and f.val_bpb is not None), None)
     stale = 0
     for batch in sorted({f.batch_id for f in runs if f.batch_id.startswith("batch")}):
         scores = [f.val_bpb for f in runs if f.batch_id == batch and f.val_bpb is not None]

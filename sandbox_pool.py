@@ -256,11 +256,16 @@ async def finish(launched: Launched, remaining: float) -> PhaseRun:
 
 async def discard(launched: Launched) -> None:
     """End a process that will not get (or finish) its job, and remove its work dir."""
-    launched.finished = True
-    reap(launched.token, launched.workdir)
+    _kill_now(launched)
     if launched.loop is _running_loop():
         with contextlib.suppress(Exception):
             await asyncio.wait_for(launched.session.close(), NATIVE_GRACE_S)
+
+
+def _kill_now(launched: Launched) -> None:
+    """Kill the process and all it started, and remove its work dir (no session clean-up: any loop will do)."""
+    launched.finished = True
+    reap(launched.token, launched.workdir)
     shutil.rmtree(launched.workdir, ignore_errors=True)
 
 
@@ -310,18 +315,18 @@ class WarmPool:
     async def wait_ready(self, timeout_s: float = 120.0) -> None:
         """Wait until every launch in progress on this event loop is up and done importing (benchmarks, tests)."""
         give_up = time.monotonic() + timeout_s
-        coming = [t for t in self._pending if t.get_loop() is _running_loop() and not t.done()]
+        coming = self._coming()
         if coming:
             await asyncio.wait(coming, timeout=timeout_s)
         while time.monotonic() < give_up and not all(w.warmed_up() or not w.fresh() for w in self._ready):
             await asyncio.sleep(0.05)
 
-    def _coming(self, key: LaunchKey) -> list[asyncio.Task]:
-        """Launches for `key` still in progress on this event loop (those of a closed loop are forgotten)."""
+    def _coming(self, key: LaunchKey | None = None) -> list[asyncio.Task]:
+        """Launches (for `key`, or any) still in progress on this event loop; those of a closed loop are forgotten."""
         loop = _running_loop()
         for task in [t for t in self._pending if t.get_loop().is_closed()]:
             self._pending.pop(task, None)
-        return [t for t, k in self._pending.items() if k == key and t.get_loop() is loop and not t.done()]
+        return [t for t, k in self._pending.items() if key in (None, k) and t.get_loop() is loop and not t.done()]
 
     def refill(self, key: LaunchKey, memory_mb: int, deadline_s: float, count: int = 1) -> None:
         """Start up to `count` launches for `key` in the background, never past `size` ready or coming.
@@ -349,8 +354,11 @@ class WarmPool:
 
     def _drop_stale(self) -> None:
         """Forget processes that exited, expired or belong to another event loop (and end them)."""
-        stale = [w for w in self._ready if not w.fresh()]
-        self._ready = [w for w in self._ready if w.fresh()]
+        keep: list[Launched] = []
+        stale: list[Launched] = []
+        for warm in self._ready:
+            (keep if warm.fresh() else stale).append(warm)
+        self._ready = keep
         for warm in stale:
             _kill_now(warm)
 
@@ -374,12 +382,6 @@ class WarmPool:
 
     def __len__(self) -> int:
         return len(self._ready)
-
-
-def _kill_now(warm: Launched) -> None:
-    warm.finished = True
-    reap(warm.token, warm.workdir)
-    shutil.rmtree(warm.workdir, ignore_errors=True)
 
 
 POOL = WarmPool()

@@ -41,8 +41,6 @@ import bundle  # noqa: E402
 import ledger as ledger_mod  # noqa: E402
 import llm  # noqa: E402
 import parallelized_autoresearch as pa  # noqa: E402
-import sandbox_pool  # noqa: E402
-import sizing  # noqa: E402
 import tools  # noqa: E402
 from autoresearch_types import ExperimentConfig  # noqa: E402
 from benchmarks.common import parse_args, report  # noqa: E402
@@ -93,10 +91,7 @@ async def random_search(n: int, batch_size: int, max_steps: int, seed: int) -> s
         budget=budget,
         profile=profile.to_dict(),
     )
-    policy = sizing.SizingPolicy.for_machine(CONCURRENCY)
-    token = sizing.POLICY.set(policy)
-    sandbox_pool.POOL.configure(CONCURRENCY, launch_memory_mb=policy.ceiling_mb)  # as the driver does locally
-    try:
+    async with pa.experiment_runtime(CONCURRENCY):  # sizing and the warm pool, as the driver sets them up
         await research.run_records(await ledger.specs(["baseline"]))
         edits = random_edits(
             base.to_dict(), search_space(base.to_dict(), ledger.bounds.describe()), n, random.Random(seed)
@@ -106,9 +101,6 @@ async def random_search(n: int, batch_size: int, max_steps: int, seed: int) -> s
             if saved.get("rejected"):
                 raise RuntimeError(f"random edits rejected: {saved['rejected']}")
             await research.run_experiment_batch([s["title"] for s in saved["saved"]])
-    finally:
-        sizing.POLICY.reset(token)
-        await sandbox_pool.POOL.close()
     return json.dumps([json.loads(json.dumps(r.to_dict(), default=str)) for r in await ledger.leaderboard()])
 
 
