@@ -10,43 +10,93 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-OUTCOMES = ("success", "oom", "timeout", "crash", "invalid", "leak", "implausible")
-"""Every way an experiment can end; only `success` carries a trusted `val_bpb`."""
+OUTCOMES = (
+    "success",
+    "truncated",
+    "over_budget",
+    "oom",
+    "timeout",
+    "crash",
+    "invalid",
+    "leak",
+    "tampered",
+    "implausible",
+)
+"""Every way an experiment can end. `success`, `truncated` and `over_budget` carry a trusted `val_bpb`, but only
+a `success` is ranked: a truncated run stopped at the time cap before its token budget, an over-budget one
+bought its score with far more compute than its config predicts."""
+SCORED_OUTCOMES = ("success", "truncated", "over_budget")
+"""Outcomes whose `val_bpb` was computed by the trusted scorer (shown, but only `success` is compared)."""
+
+RUN_KEYS = ("token_budget", "time_budget_s", "eval_tokens", "vocab_size", "seed", "threads")
+"""Config fields that belong to the run, never to an edit: the fixed budget every experiment is compared at,
+and the seed (replicates choose it; a seed change is not an idea)."""
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
     """Everything a training run needs besides its data: architecture, optimisation, budget, seed.
 
-    `vocab_size` comes from the bundle's tokenizer and is not an agent override.
+    The budget is a number of training tokens, not steps: `max_steps` is derived as
+    `token_budget // (batch_size * seq_len)`, so an edit that doubles the batch trains half the steps
+    and every experiment sees the same amount of data. `time_budget_s` is only a safety cap. The
+    `RUN_KEYS` (budget, eval tokens, vocabulary, seed, threads) belong to the run, not to an edit.
     """
 
-    n_layer: int = 3
+    n_layer: int = 2
     n_head: int = 4
-    n_embd: int = 128
-    seq_len: int = 256
+    n_embd: int = 64
+    seq_len: int = 128
     batch_size: int = 8
     learning_rate: float = 3e-3
     weight_decay: float = 0.1
     dropout: float = 0.0
-    max_steps: int = 300
-    time_budget_s: float = 60.0
+    token_budget: int = 600 * 8 * 128
+    time_budget_s: float = 300.0
+    eval_tokens: int = 32768
     seed: int = 0
-    vocab_size: int = 8192
+    vocab_size: int = 2048
+    threads: int = 1
+
+    @property
+    def max_steps(self) -> int:
+        """Optimizer steps this config trains for: its share of the token budget at its batch and length."""
+        return max(1, self.token_budget // max(1, self.batch_size * self.seq_len))
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain dict, for JSON."""
-        return dataclasses.asdict(self)
+        """A plain dict, for JSON (with the derived `max_steps`, which `from_dict` ignores)."""
+        return {**dataclasses.asdict(self), "max_steps": self.max_steps}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
-        """Build from a dict, ignoring keys this version does not know."""
+        """Build from a dict, ignoring keys this version does not know.
+
+        A dict from before token budgets (`max_steps` and no `token_budget`) keeps its amount of data:
+        its steps at its own batch and length become the token budget.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        values = {k: v for k, v in data.items() if k in names}
+        if "token_budget" not in values and isinstance(data.get("max_steps"), int):
+            batch = values.get("batch_size", cls.batch_size)
+            seq = values.get("seq_len", cls.seq_len)
+            values["token_budget"] = int(data["max_steps"]) * int(batch) * int(seq)
+        return cls(**values)
 
     def with_overrides(self, overrides: dict[str, Any]) -> ExperimentConfig:
-        """A copy with `overrides` applied (callers clamp them first with `WorkshopBounds`)."""
-        return dataclasses.replace(self, **overrides)
+        """A copy with `overrides` applied (callers clamp them first with `WorkshopBounds`).
+
+        A legacy `max_steps` (a budget pinned before token budgets) becomes the same number of steps at the
+        resulting batch and length.
+        """
+        values = {k: v for k, v in overrides.items() if k != "max_steps"}
+        config = dataclasses.replace(self, **values)
+        if "max_steps" in overrides and "token_budget" not in overrides:
+            config = dataclasses.replace(config, token_budget=int(overrides["max_steps"]) * config.tokens_per_step)
+        return config
 
 
 @dataclass(frozen=True)
@@ -78,9 +128,6 @@ def _default_bounds() -> dict[str, Bound]:
         "learning_rate": Bound(1e-5, 3e-2, integer=False),
         "weight_decay": Bound(0.0, 0.5, integer=False),
         "dropout": Bound(0.0, 0.5, integer=False),
-        "max_steps": Bound(1, 5000),
-        "time_budget_s": Bound(1.0, 900.0, integer=False),
-        "seed": Bound(0, 2**31 - 1),
     }
 
 
@@ -106,10 +153,6 @@ class WorkshopBounds:
     def max_batch(self) -> int:
         return int(self.limits["batch_size"].high)
 
-    @property
-    def max_steps(self) -> int:
-        return int(self.limits["max_steps"].high)
-
     def clamp(self, overrides: Any) -> ClampReport:
         """Clamp each known override into range; report what changed, what was unknown, what was bad."""
         if not isinstance(overrides, dict):
@@ -117,8 +160,15 @@ class WorkshopBounds:
         values: dict[str, Any] = {}
         clamped: dict[str, dict[str, Any]] = {}
         errors: dict[str, str] = {}
-        ignored = sorted(str(k) for k in overrides if k not in self.limits)
+        ignored = sorted(str(k) for k in overrides if k not in self.limits and k not in RUN_KEYS + ("max_steps",))
         for key, raw in overrides.items():
+            if key in RUN_KEYS or key == "max_steps":
+                errors[key] = (
+                    "belongs to the run, not to an edit: every experiment is compared at the same token budget, "
+                    "time cap, eval tokens, vocabulary and threads, and seeds are chosen by the replicates "
+                    "(more steps always help, and a seed change is not an idea)"
+                )
+                continue
             bound = self.limits.get(key)
             if bound is None:
                 continue
@@ -154,7 +204,11 @@ class ExperimentResult:
 
     outcome: str
     val_bpb: float | None = None
+    seed: int = 0
     steps: int = 0
+    planned_steps: int = 0
+    tokens: int = 0
+    train_cpu_s: float = 0.0
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     wall_seconds: float = 0.0
@@ -167,6 +221,8 @@ class ExperimentResult:
     resources: dict[str, Any] = field(default_factory=dict)
     oom_retries: int = 0
     sizes_tried: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: str = ""
+    """Where the trusted side kept the trained weights (for the held-out audit); empty if not kept."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

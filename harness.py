@@ -108,7 +108,7 @@ def phase_train(job: dict[str, Any]) -> None:
     write_json(
         "train.json",
         {
-            "steps": int(getattr(summary, "steps", 0) or 0),
+            "steps": getattr(summary, "steps", 0),
             "train_seconds": train_seconds,
             "peak_memory_mb": peak_memory_mb(),
             "peak_virtual_mb": peak_virtual_mb(),

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from autoresearch_types import ExperimentConfig, ExperimentResult
+from autoresearch_types import RUN_KEYS, ExperimentConfig, ExperimentResult
 
 ENTRY_POINTS = ("run_training", "build_model")
 """Top-level functions every `train.py` must define: the trusted harness calls both."""
@@ -24,7 +24,7 @@ ENTRY_POINTS = ("run_training", "build_model")
 BASELINE_TITLE = "baseline"
 """The experiment every ledger starts with: the repository's `train.py` under the base config."""
 
-BUDGET_KEYS = ("max_steps", "time_budget_s", "vocab_size")
+BUDGET_KEYS = tuple(k for k in RUN_KEYS if k != "seed")
 """The base-config fields a spec pins at creation, so a resumed run with another budget reproduces it."""
 
 LABELS = ("new_best", "regression", "failed", "not_run")

@@ -204,13 +204,13 @@ async def parallelized_autoresearch(
     max_turns: int = 12,
     dataset: str = prepare.DEFAULT_DATASET,
     num_shards: int = 1,
-    vocab_size: int = 8192,
+    vocab_size: int = 2048,
     memory_key: str = "",
     model: str = "",
     api_base: str = "",
     max_llm_cost: float = 0.0,
-    time_budget: float = 30.0,
-    max_steps: int = 300,
+    time_budget: float = 120.0,
+    max_steps: int = 600,
     base_config: dict | None = None,
     backend: str = sandbox.DEFAULT_BACKEND,
     planner_seed: int = 0,
@@ -226,8 +226,9 @@ async def parallelized_autoresearch(
     print(f"memory key: {memory_key}\nplanner: {model_name} ({reason})\nreport: {report_location()}", flush=True)
     data = await load_bundle(dataset, num_shards, vocab_size)
     profile = await bundle.profile_bundle.aio(bundle=data)
-    base = ExperimentConfig(max_steps=max_steps, time_budget_s=time_budget, vocab_size=profile.vocab_size)
+    base = ExperimentConfig(time_budget_s=time_budget, vocab_size=profile.vocab_size)
     base = base.with_overrides(dict(base_config or {}))
+    base = base.with_overrides({"token_budget": max_steps * base.tokens_per_step})
     ledger = await ledger_mod.Ledger.open(memory_key, base)
     call_llm = make_call_llm(model_name, api_base, max_llm_cost, planner_seed)
     async with experiment_runtime(concurrency):
@@ -385,13 +386,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-turns", type=int, default=12, help="agent turns at most (default 12)")
     p.add_argument("--dataset", default=prepare.DEFAULT_DATASET, choices=sorted(prepare.DATASETS))
     p.add_argument("--num-shards", type=int, default=1, help="training shards to fetch (default 1)")
-    p.add_argument("--vocab-size", type=int, default=8192, help="BPE vocabulary size (default 8192)")
+    p.add_argument("--vocab-size", type=int, default=2048, help="BPE vocabulary size (default 2048)")
     p.add_argument("--memory-key", default=None, help="resume this research key (default: a fresh key)")
     p.add_argument("--model", default=None, help="litellm model name (default: hosted if a key is set, else built-in)")
     p.add_argument("--api-base", default=None, help="base URL of an OpenAI-compatible server")
     p.add_argument("--max-llm-cost", type=float, default=0.0, help="stop the agent after this many USD (0: no cap)")
-    p.add_argument("--time-budget", type=float, default=30.0, help="training seconds per experiment (default 30)")
-    p.add_argument("--max-steps", type=int, default=300, help="training steps per experiment at most (default 300)")
+    p.add_argument(
+        "--time-budget", type=float, default=120.0, help="safety cap on training seconds per experiment (default 120)"
+    )
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=600,
+        help="training steps of the base config; with its batch and length this fixes every experiment's token "
+        "budget (default 600)",
+    )
     p.add_argument("--base-config", default=None, help="JSON overrides of the base config, e.g. '{\"n_layer\": 2}'")
     p.add_argument("--backend", default=sandbox.DEFAULT_BACKEND, choices=sandbox.BACKENDS, help="sandbox backend")
     p.add_argument("--planner-seed", type=int, default=0, help="seed of the built-in planner's choices (default 0)")

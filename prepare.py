@@ -367,10 +367,11 @@ def load_tokens(data_dir: str | Path, split: str) -> np.ndarray:
 
 
 class TokenLoader:
-    """Endless training batches from pre-tokenised data: BOS-aligned, packed rows, deterministic per seed.
+    """Random training rows from pre-tokenised data: BOS-aligned, packed, deterministic per seed.
 
     Every row starts at a document's BOS and runs on through the following documents, so nothing
-    is padded; a row is `seq_len + 1` tokens, split into inputs and next-token targets.
+    is padded; a row is `seq_len + 1` tokens, split into inputs and next-token targets. The trusted
+    side uses it to draw a run's batches (`make_batches`); training code never sees the whole split.
     """
 
     def __init__(self, tokens: np.ndarray, bos_id: int, batch_size: int, seq_len: int, seed: int = 0):
@@ -390,21 +391,81 @@ class TokenLoader:
         picks = self.rng.choice(self.starts, size=self.batch_size)
         return self.tokens[picks[:, None] + self.offsets].astype(np.int64)
 
+
+BATCHES_FILE = "batches.npy"
+"""The one training file a run gets: exactly its token budget, as `(steps, batch, seq_len + 1)` uint16 rows."""
+
+
+def make_batches(tokens: np.ndarray, bos_id: int, batch_size: int, seq_len: int, steps: int, seed: int) -> np.ndarray:
+    """The batches of one run, drawn by trusted code: `steps` blocks of `batch_size` rows, fixed by `seed`."""
+    loader = TokenLoader(tokens, bos_id, batch_size, seq_len, seed)
+    out = np.empty((steps, batch_size, seq_len + 1), dtype=np.uint16)
+    for i in range(steps):
+        out[i] = loader.next_numpy()
+    return out
+
+
+class BatchFeed:
+    """The training batches handed to a run (`data_dir/batches.npy`), in order, as `(inputs, targets)` int64 tensors.
+
+    Iterating yields each batch once: the run's whole token budget, and nothing beyond it.
+    """
+
+    def __init__(self, data_dir: str | Path):
+        path = Path(data_dir) / BATCHES_FILE
+        if not path.exists():
+            raise DataError(f"no training batches at {path}")
+        self.blocks = np.load(path, mmap_mode="r")
+
+    def __len__(self) -> int:
+        return int(self.blocks.shape[0])
+
     def __iter__(self) -> Iterator:
         import torch
 
-        while True:
-            block = torch.from_numpy(self.next_numpy())
-            yield block[:, :-1], block[:, 1:]
+        for block in self.blocks:
+            rows = torch.from_numpy(np.asarray(block, dtype=np.int64))
+            yield rows[:, :-1], rows[:, 1:]
 
 
 def eval_windows(tokens: np.ndarray, seq_len: int, eval_tokens: int) -> np.ndarray:
-    """Contiguous non-overlapping `(n, seq_len + 1)` windows from the start: the same every time."""
-    n = min(max(1, eval_tokens // seq_len), (tokens.size - 1) // seq_len)
+    """Non-overlapping `(n, seq_len + 1)` windows from the start, the same every time.
+
+    Windows are `seq_len + 1` apart, so a window's last target is nobody's input: a model shown every
+    window's inputs still never sees a token it is scored on outside its own row's future.
+    """
+    span = seq_len + 1
+    n = min(max(1, eval_tokens // seq_len), tokens.size // span)
     if n < 1:
         raise DataError(f"{tokens.size} eval tokens cannot fill one window of {seq_len}")
-    idx = np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)
+    idx = np.arange(n)[:, None] * span + np.arange(span)
     return np.asarray(tokens)[idx].astype(np.int64)
+
+
+def eval_prefix_len(tokens_available: int, seq_len: int, eval_tokens: int) -> int:
+    """How many leading held-out tokens `eval_windows` reads."""
+    span = seq_len + 1
+    return min(max(1, eval_tokens // seq_len), tokens_available // span) * span
+
+
+def score_logits(logits, targets, byte_table) -> tuple[float, float]:
+    """(nats, bytes) of next-token `targets` under `logits`, in float64: the one home of the metric's math.
+
+    Target tokens of zero byte length (BOS) are excluded from both sums.
+    """
+    import torch
+
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    nats = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    weight = byte_table[targets]
+    return float((nats * (weight > 0)).sum()), float(weight.sum())
+
+
+def bits_per_byte(nats: float, n_bytes: float) -> float:
+    """Bits per byte from summed nats and bytes."""
+    if n_bytes <= 0:
+        raise DataError("evaluation windows contain no bytes")
+    return nats / (math.log(2) * n_bytes)
 
 
 def evaluate_bpb(
@@ -416,34 +477,26 @@ def evaluate_bpb(
     batch_size: int | None = None,
     device: str = "cpu",
 ) -> float:
-    """Bits per byte of `model` on `tokens`, computed here from its logits (any loss it returns is ignored).
+    """Bits per byte of `model` on `tokens`, computed in-process from its logits (the reference evaluation).
 
-    Target tokens of zero byte length (BOS) are excluded from both nats and bytes. The default batch
-    keeps each float64 log-softmax block near 4M elements, so evaluation memory is bounded.
+    The sandboxed scorer computes the same number from the same windows without importing the model.
     """
     import torch
 
     windows = eval_windows(tokens, seq_len, eval_tokens)
     batch_size = batch_size or max(1, EVAL_BLOCK_ELEMENTS // (seq_len * len(token_bytes)))
     byte_table = torch.as_tensor(np.asarray(token_bytes), dtype=torch.float64, device=device)
-    total_nats = 0.0
-    total_bytes = 0.0
+    total_nats = total_bytes = 0.0
     was_training = model.training
     model.eval()
     with torch.no_grad():
         for i in range(0, len(windows), batch_size):
             block = torch.from_numpy(windows[i : i + batch_size]).to(device)
-            x, y = block[:, :-1], block[:, 1:]
-            logits = model_logits(model, x)
-            logp = torch.log_softmax(logits.double(), dim=-1)
-            nats = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-            weight = byte_table[y]
-            total_nats += float((nats * (weight > 0)).sum())
-            total_bytes += float(weight.sum())
+            nats, n_bytes = score_logits(model_logits(model, block[:, :-1]), block[:, 1:], byte_table)
+            total_nats += nats
+            total_bytes += n_bytes
     model.train(was_training)
-    if total_bytes <= 0:
-        raise DataError("evaluation windows contain no bytes")
-    return total_nats / (math.log(2) * total_bytes)
+    return bits_per_byte(total_nats, total_bytes)
 
 
 def model_logits(model, x):

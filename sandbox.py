@@ -74,7 +74,7 @@ from typing import Any
 import numpy as np
 
 import prepare
-from autoresearch_types import ExperimentConfig, ExperimentResult
+from autoresearch_types import SCORED_OUTCOMES, ExperimentConfig, ExperimentResult
 from sandbox_pool import (
     NATIVE_GRACE_S,
     POOL,
@@ -122,7 +122,6 @@ class SandboxSpec:
     memory_mb: int = 3072
     backend: str = DEFAULT_BACKEND
     deadline_s: float | None = None
-    eval_tokens: int = 32768
     allow_unsandboxed: bool = False
     keep_workdir: bool = False
     run_name: str | None = None
@@ -193,6 +192,13 @@ def last_error_line(stderr: str) -> str:
     return lines[-1][:500] if lines else ""
 
 
+def bounded_int(value: Any, low: int, high: int) -> int:
+    """An integer field read from the sandbox, forced into `[low, high]` (anything else reads as `low`)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return low
+    return int(min(max(value, low), high))
+
+
 def classify_exit(returncode: int, stderr: str, hit_deadline: bool) -> tuple[str, str] | None:
     """(outcome, message) for a phase that failed, or None when it exited cleanly.
 
@@ -260,12 +266,27 @@ class ExperimentImplausible(ExperimentFailed):
     """A non-finite metric, or one below the physical floor."""
 
 
+class ExperimentTruncated(ExperimentFailed):
+    """Scored, but stopped at the time cap before its token budget: not comparable, and not cached."""
+
+
+class ExperimentTampered(ExperimentFailed):
+    """The model's answers were inconsistent in a way only tampering explains."""
+
+
+class ExperimentOverBudget(ExperimentFailed):
+    """Scored, but with far more compute than its config predicts."""
+
+
 FAILURES: dict[str, type[ExperimentFailed]] = {
     "timeout": ExperimentTimeout,
     "crash": ExperimentCrash,
     "invalid": ExperimentInvalid,
     "leak": ExperimentLeak,
     "implausible": ExperimentImplausible,
+    "truncated": ExperimentTruncated,
+    "tampered": ExperimentTampered,
+    "over_budget": ExperimentOverBudget,
 }
 
 
@@ -322,36 +343,39 @@ def phase_job(phase: str, spec: SandboxSpec, config: ExperimentConfig, remaining
     }
 
 
+def run_batches(data_dir: str, config: ExperimentConfig) -> np.ndarray:
+    """The batches this run trains on, drawn here (trusted) from the bundle: exactly its token budget."""
+    meta = prepare.load_meta(data_dir)
+    tokens = prepare.load_tokens(data_dir, "train")
+    return prepare.make_batches(
+        tokens, meta["bos_id"], config.batch_size, config.seq_len, config.max_steps, config.seed
+    )
+
+
 def stage_train(workdir: Path, spec: SandboxSpec, config: ExperimentConfig, remaining: float) -> None:
-    """Hand phase 1 the edited source and `data/` (`meta.json` plus a link to the train tokens), then its job."""
+    """Hand phase 1 the edited source and `data/` (`meta.json` and this run's batches only), then its job."""
     (workdir / "train.py").write_text(spec.train_py)
     data = workdir / "data"
     data.mkdir()
     shutil.copyfile(Path(spec.data_dir) / "meta.json", data / "meta.json")
-    os.symlink(train_tokens(spec), data / "train.npy")
+    np.save(data / prepare.BATCHES_FILE, run_batches(spec.data_dir, config))
     write_job(workdir, phase_job("train", spec, config, remaining))
-
-
-def train_tokens(spec: SandboxSpec) -> str:
-    """The bundle's train tokens: the one data file phase 1 may read (allow-listed read-only)."""
-    return str(Path(spec.data_dir, "train.npy").resolve())
 
 
 def held_out_prefix(data_dir: str, seq_len: int, eval_tokens: int) -> np.ndarray:
     """Just the held-out tokens `prepare.evaluate_bpb` reads (a prefix), so nothing else is exposed."""
     tokens = prepare.load_tokens(data_dir, "val")
-    n = min(max(1, eval_tokens // seq_len), (tokens.size - 1) // seq_len)
-    return np.asarray(tokens[: max(n, 1) * seq_len + 1])
+    return np.asarray(tokens[: prepare.eval_prefix_len(tokens.size, seq_len, eval_tokens)])
 
 
 def stage_eval(workdir: Path, spec: SandboxSpec, config: ExperimentConfig, checkpoint: Path, remaining: float) -> None:
     """Hand phase 2 the source, checkpoint, held-out prefix and byte table, then its job, last."""
     (workdir / "train.py").write_text(spec.train_py)
     os.replace(checkpoint, workdir / "checkpoint.pt")
-    np.save(workdir / "val.npy", held_out_prefix(spec.data_dir, config.seq_len, spec.eval_tokens))
+    np.save(workdir / "val.npy", held_out_prefix(spec.data_dir, config.seq_len, config.eval_tokens))
     shutil.copyfile(Path(spec.tokenizer_dir) / "token_bytes.npy", workdir / "token_bytes.npy")
     job = phase_job("eval", spec, config, remaining)
-    job.update(eval_tokens=spec.eval_tokens, val_file="val.npy", token_bytes_file="token_bytes.npy")
+    job.update(eval_tokens=config.eval_tokens, val_file="val.npy", token_bytes_file="token_bytes.npy")
     write_job(workdir, job)
 
 
@@ -397,7 +421,7 @@ def available_backends() -> list[str]:
 def launch_keys(spec: SandboxSpec) -> tuple[LaunchKey, LaunchKey]:
     """The train and eval processes an experiment needs (the train one may read the train tokens)."""
     return (
-        LaunchKey("train", spec.backend, spec.cpu, (train_tokens(spec),)),
+        LaunchKey("train", spec.backend, spec.cpu),
         LaunchKey("eval", spec.backend, spec.cpu),
     )
 
@@ -438,9 +462,13 @@ async def _train(
     checkpoint = trainer.workdir / "out" / "checkpoint.pt"
     if info is None or not regular_file(checkpoint):
         return _fail(result, "crash", "training exited without a checkpoint from the harness", run.stderr), None
+    steps = bounded_int(info.get("steps"), 0, config.max_steps)
     result = dataclasses.replace(
         result,
-        steps=int(info.get("steps", 0)),
+        seed=config.seed,
+        steps=steps,
+        planned_steps=config.max_steps,
+        tokens=steps * config.tokens_per_step,
         train_seconds=float(info.get("train_seconds", 0.0)),
         peak_memory_mb=float(info.get("peak_memory_mb", 0.0)),
         peak_virtual_mb=float(info.get("peak_virtual_mb", 0.0)),
@@ -458,11 +486,17 @@ def _score(run: PhaseRun, workdir: Path, result: ExperimentResult) -> Experiment
     if metrics is None:
         return _fail(result, "crash", "evaluation exited without metrics from the harness", run.stderr)
     outcome, message = classify_metrics(metrics)
+    if outcome == "success" and result.steps < result.planned_steps:
+        outcome = "truncated"
+        message = (
+            f"{message}; stopped at the time cap after {result.steps} of {result.planned_steps} steps, "
+            "so it is not ranked against runs that used their whole token budget"
+        )
     return dataclasses.replace(
         result,
         outcome=outcome,
         message=message,
-        val_bpb=float(metrics["val_bpb"]) if outcome == "success" else None,
+        val_bpb=float(metrics["val_bpb"]) if outcome in SCORED_OUTCOMES else None,
         eval_seconds=float(metrics.get("eval_seconds", 0.0)),
         n_params=int(metrics.get("n_params", 0)),
         peak_memory_mb=max(result.peak_memory_mb, float(metrics.get("peak_memory_mb", 0.0))),

@@ -5,9 +5,10 @@ Contract (the trusted harness relies on it; keep it when editing):
   token ids and returns `(B, T, config.vocab_size)` next-token logits. Position `t` may only use
   tokens `0..t`: the harness probes this, and a model that looks ahead is rejected as a leak.
 - `run_training(config, data_dir) -> (model, TrainSummary)`: trains a model built by
-  `build_model(config)` on `data_dir/train.npy` for at most `config.max_steps` steps and at most
-  `config.time_budget_s` seconds, then returns it. It never evaluates: the harness computes
-  `val_bpb` from the returned model's logits on data this code never sees.
+  `build_model(config)` on the batches the harness hands it (`prepare.BatchFeed(data_dir)`: exactly
+  the run's token budget, `config.max_steps` batches of `config.batch_size` rows) within
+  `config.time_budget_s` seconds, then returns it. It never evaluates: a trusted scorer computes
+  `val_bpb` from the model's logits on data this code never sees.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autoresearch_types import ExperimentConfig, TrainSummary
-from prepare import TokenLoader, load_meta, load_tokens
+from prepare import BatchFeed
 
 
 class CausalSelfAttention(nn.Module):
@@ -123,13 +124,10 @@ def learning_rate(config: ExperimentConfig, step: int) -> float:
 
 
 def run_training(config: ExperimentConfig, data_dir: str) -> tuple[nn.Module, TrainSummary]:
-    """Train TinyGPT on the training tokens within the step and time budget; return the model."""
+    """Train TinyGPT on the handed batches (the run's token budget) within the time cap; return the model."""
     set_threads()
     device = pick_device()
-    meta = load_meta(data_dir)
-    loader = iter(
-        TokenLoader(load_tokens(data_dir, "train"), meta["bos_id"], config.batch_size, config.seq_len, config.seed)
-    )
+    feed = BatchFeed(data_dir)
     model = build_model(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     autocast = (
@@ -138,8 +136,10 @@ def run_training(config: ExperimentConfig, data_dir: str) -> tuple[nn.Module, Tr
     start = time.perf_counter()
     step, loss_value = 0, math.nan
     model.train()
-    while step < config.max_steps and time.perf_counter() - start < config.time_budget_s:
-        x, y = (t.to(device, non_blocking=True) for t in next(loader))
+    for inputs, targets in feed:
+        if time.perf_counter() - start >= config.time_budget_s:
+            break
+        x, y = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
         with autocast:

@@ -47,7 +47,9 @@ def _budget_lines(budget: dict[str, Any]) -> list[str]:
     return [
         f"- experiments this run: {budget['n_experiments']} "
         f"(batches of up to {budget['batch_size']}, {budget['concurrency']} running at once)",
-        f"- training budget per experiment: at most {budget['max_steps']} steps and {budget['time_budget_s']:g} s",
+        f"- training budget per experiment: {budget['max_steps']} steps of the base config "
+        f"({budget.get('token_budget', 0):,} tokens; an edit that changes batch_size or seq_len trains the same "
+        f"tokens in more or fewer steps), with a safety cap of {budget['time_budget_s']:g} s",
         f"- agent turns at most: {budget['max_turns']}",
     ]
 
@@ -75,6 +77,7 @@ def directive(
     `history_table` is the ledger's markdown table (empty for a fresh key); `best` a leaderboard row.
     """
     base = {k: v for k, v in base_config.to_dict().items() if k not in ("max_steps", "time_budget_s", "seed")}
+    budget = {"token_budget": base_config.token_budget, **budget}
     parts = [
         "# Goal",
         "Lower val_bpb of train.py on the held-out validation text, within the budget below.",

@@ -30,7 +30,9 @@ import sandbox  # noqa: E402
 import sandbox_pool  # noqa: E402
 from autoresearch_types import ExperimentConfig  # noqa: E402
 
-TINY = ExperimentConfig(n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, max_steps=3, vocab_size=512)
+TINY = ExperimentConfig(
+    n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, token_budget=3 * 4 * 32, vocab_size=512
+)
 TARGET_S = 1.5
 
 
@@ -62,7 +64,6 @@ async def measure(backend: str, runs: int, bundle: Path, cpu: int, warm: bool) -
                 memory_mb=3072,
                 backend=backend,
                 deadline_s=120.0,
-                eval_tokens=4096,
                 allow_unsandboxed=backend == "none",
             )
             result = await sandbox.run_sandboxed(spec)

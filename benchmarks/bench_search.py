@@ -79,7 +79,9 @@ async def random_search(n: int, batch_size: int, max_steps: int, seed: int) -> s
     """The baseline, then `n` random configs in batches, through the product's tools and ledger; the board as JSON."""
     data = await pa.load_bundle(**DATA)
     profile = await bundle.profile_bundle.aio(bundle=data)
-    base = ExperimentConfig(max_steps=max_steps, time_budget_s=TIME_BUDGET_S, vocab_size=profile.vocab_size)
+    base = ExperimentConfig(time_budget_s=TIME_BUDGET_S, vocab_size=profile.vocab_size).with_overrides(
+        {"max_steps": max_steps}
+    )
     base = base.with_overrides(BASE)
     key = f"bench-random-{uuid.uuid4().hex[:8]}"
     ledger = await ledger_mod.Ledger.open(key, base, config_only_after=n + 1)

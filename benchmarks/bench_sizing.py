@@ -28,12 +28,12 @@ TRAIN_PY = (Path(__file__).resolve().parent.parent / "train.py").read_text()
 
 def grid(quick: bool) -> list[ExperimentConfig]:
     """Configs spread over the workshop bounds, each trained for two steps."""
-    base = ExperimentConfig(max_steps=2, time_budget_s=60.0, vocab_size=8192)
+    base = ExperimentConfig(token_budget=1, time_budget_s=60.0, eval_tokens=4096, vocab_size=8192)
     layers, widths, batches, seqs = (
         ([1, 6], [64, 256], [4, 16], [128, 512]) if not quick else ([1, 4], [64, 192], [8], [256])
     )
     return [
-        dataclasses.replace(base, n_layer=n, n_embd=d, n_head=4, batch_size=b, seq_len=t)
+        dataclasses.replace(base, n_layer=n, n_embd=d, n_head=4, batch_size=b, seq_len=t, token_budget=2 * b * t)
         for n, d, b, t in itertools.product(layers, widths, batches, seqs)
     ]
 
@@ -50,7 +50,6 @@ async def run_sized(config: ExperimentConfig, data: Path, policy: sizing.SizingP
             tokenizer_dir=str(data / "tokenizer"),
             cpu=size.cpu,
             memory_mb=size.memory_mb,
-            eval_tokens=4096,
         )
         result = await sandbox.run_sandboxed(spec)
         bigger = sizing.next_size(size, policy) if result.outcome == "oom" and retries < policy.max_retries else None

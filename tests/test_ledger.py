@@ -112,7 +112,7 @@ def test_effective_config_keeps_the_budget_it_was_planned_under() -> None:
     spec = ExperimentSpec(
         "Deeper", "deeper", overrides={"n_layer": 6}, budget={"max_steps": 100, "time_budget_s": 20.0}
     )
-    config = spec.effective_config(ExperimentConfig(max_steps=999, time_budget_s=99.0, vocab_size=512))
+    config = spec.effective_config(ExperimentConfig(token_budget=999 * 8 * 128, time_budget_s=99.0, vocab_size=512))
     assert (config.n_layer, config.max_steps, config.time_budget_s, config.vocab_size) == (6, 100, 20.0, 512)
 
 
@@ -281,9 +281,9 @@ async def test_config_only_edits_are_refused_after_the_limit(ledger_state: Path)
 @scenario
 async def concurrent_results(key: str) -> Any:
     led = await ledger.Ledger.open(key, config_only_after=1000)
-    edits = [{"title": f"Seed {i}", "overrides": {"seed": i}} for i in range(1, 64)]
+    edits = [{"title": f"LR {i}", "overrides": {"learning_rate": 1e-4 * i + 5e-5}} for i in range(1, 64)]
     saved = await led.save_edits(edits, "seeds")
-    titles = ["baseline"] + [f"Seed {i}" for i in range(1, 64)]
+    titles = ["baseline"] + [f"LR {i}" for i in range(1, 64)]
     await asyncio.gather(*(led.record_result(t, ok(2.0 + i / 1000)) for i, t in enumerate(titles)))
     reopened = await ledger.Ledger.open(key)  # a fresh working copy of what was saved
     records = await reopened.records()
@@ -360,7 +360,9 @@ async def test_resume_from_another_process_sees_everything(ledger_state: Path) -
 async def two_writers(key: str) -> Any:
     """Two working copies of one key (what a second writer process would hold), each writing and saving."""
     setup = await ledger.Ledger.open(key)
-    await setup.save_edits([{"title": "A", "overrides": {"seed": 1}}, {"title": "B", "overrides": {"seed": 2}}], "b1")
+    await setup.save_edits(
+        [{"title": "A", "overrides": {"n_layer": 1}}, {"title": "B", "overrides": {"n_layer": 3}}], "b1"
+    )
     one, two = await ledger.Ledger.open(key), await ledger.Ledger.open(key)
     one.memory.append({"role": "user", "content": "from writer one"})
     await one.record_result("A", ok(1.9))
@@ -377,7 +379,9 @@ async def two_writers(key: str) -> Any:
 async def one_writer(key: str) -> Any:
     """The ledger's way: one `Ledger` in the driver, concurrent callers serialised by its lock."""
     led = await ledger.Ledger.open(key)
-    await led.save_edits([{"title": "A", "overrides": {"seed": 1}}, {"title": "B", "overrides": {"seed": 2}}], "b1")
+    await led.save_edits(
+        [{"title": "A", "overrides": {"n_layer": 1}}, {"title": "B", "overrides": {"n_layer": 3}}], "b1"
+    )
 
     async def writer(name: str, title: str, bpb: float) -> None:
         led.memory.append({"role": "user", "content": f"from writer {name}"})

@@ -42,20 +42,42 @@ def test_profile_and_held_out_splits(tiny_bundle: Path) -> None:
     assert "HAMLET" not in train_text and "MACBETH" not in train_text
 
 
-def test_loader_shapes_bos_alignment_and_determinism(tiny_bundle: Path) -> None:
+def test_run_batches_are_bos_aligned_exact_and_seeded(tiny_bundle: Path) -> None:
     data = tiny_bundle / "data"
     meta = prepare.load_meta(data)
     tokens = prepare.load_tokens(data, "train")
-    loader = iter(prepare.TokenLoader(tokens, meta["bos_id"], batch_size=4, seq_len=64, seed=7))
-    x, y = next(loader)
-    assert x.shape == y.shape == (4, 64)
-    assert x.dtype == torch.int64
-    assert torch.all(x[:, 0] == meta["bos_id"])
-    assert torch.equal(x[:, 1:], y[:, :-1])
-    again = iter(prepare.TokenLoader(tokens, meta["bos_id"], batch_size=4, seq_len=64, seed=7))
-    assert torch.equal(next(again)[0], x)
-    other = iter(prepare.TokenLoader(tokens, meta["bos_id"], batch_size=4, seq_len=64, seed=8))
-    assert not torch.equal(next(other)[0], x)
+    blocks = prepare.make_batches(tokens, meta["bos_id"], batch_size=4, seq_len=64, steps=5, seed=7)
+    assert blocks.shape == (5, 4, 65) and blocks.dtype == np.uint16
+    assert np.all(blocks[:, :, 0] == meta["bos_id"])
+    again = prepare.make_batches(tokens, meta["bos_id"], batch_size=4, seq_len=64, steps=5, seed=7)
+    assert np.array_equal(again, blocks)
+    other = prepare.make_batches(tokens, meta["bos_id"], batch_size=4, seq_len=64, steps=5, seed=8)
+    assert not np.array_equal(other, blocks)
+
+
+def test_batch_feed_yields_each_handed_batch_once(tiny_bundle: Path) -> None:
+    data = tiny_bundle / "data"
+    meta = prepare.load_meta(data)
+    blocks = prepare.make_batches(prepare.load_tokens(data, "train"), meta["bos_id"], 4, 64, 3, 0)
+    handed = tiny_bundle.parent / "feed-test"
+    handed.mkdir(exist_ok=True)
+    np.save(handed / prepare.BATCHES_FILE, blocks)
+    pairs = list(prepare.BatchFeed(handed))
+    assert len(pairs) == 3 == len(prepare.BatchFeed(handed))
+    for (x, y), block in zip(pairs, blocks, strict=True):
+        assert x.shape == y.shape == (4, 64) and x.dtype == torch.int64
+        assert torch.equal(x[:, 1:], y[:, :-1])
+        assert np.array_equal(x.numpy(), block[:, :-1]) and np.array_equal(y[:, -1].numpy(), block[:, -1])
+
+
+def test_eval_windows_never_share_a_target_with_another_windows_inputs() -> None:
+    tokens = np.arange(1000)
+    windows = prepare.eval_windows(tokens, seq_len=16, eval_tokens=160)
+    assert windows.shape == (10, 17)
+    inputs = set(windows[:, :-1].ravel().tolist())
+    last_targets = windows[:, -1].tolist()
+    assert not inputs & set(last_targets)
+    assert prepare.eval_prefix_len(1000, 16, 160) == 170
 
 
 class UniformModel(torch.nn.Module):

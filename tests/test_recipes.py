@@ -16,7 +16,9 @@ from autoresearch_types import ExperimentConfig, ExperimentResult
 from policy import Move, applied
 
 BASELINE = (Path(__file__).resolve().parent.parent / "train.py").read_text()
-TINY = ExperimentConfig(n_layer=2, n_head=2, n_embd=32, seq_len=32, batch_size=4, max_steps=3, vocab_size=512)
+TINY = ExperimentConfig(
+    n_layer=2, n_head=2, n_embd=32, seq_len=32, batch_size=4, token_budget=3 * 4 * 32, vocab_size=512
+)
 FAMILIES = {r.family for r in recipes.RECIPES}
 
 
@@ -83,9 +85,7 @@ async def _train_all(sources: dict[str, str], bundle: Path) -> dict[str, Experim
     sem = asyncio.Semaphore(2)
 
     async def one(source: str) -> ExperimentResult:
-        spec = sandbox.SandboxSpec(
-            source, TINY, str(bundle / "data"), str(bundle / "tokenizer"), deadline_s=90.0, eval_tokens=2048
-        )
+        spec = sandbox.SandboxSpec(source, TINY, str(bundle / "data"), str(bundle / "tokenizer"), deadline_s=90.0)
         async with sem:
             return await sandbox.run_sandboxed(spec)
 

@@ -28,8 +28,9 @@ from autoresearch_types import ExperimentConfig, ExperimentResult
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINE = (REPO / "train.py").read_text()
-TINY = ExperimentConfig(n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, max_steps=3, vocab_size=512)
-EVAL_TOKENS = 2048
+TINY = ExperimentConfig(
+    n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, token_budget=3 * 4 * 32, vocab_size=512
+)
 DEADLINE_GRACE_S = 3.0
 ISOLATING = [b for b in ("userns", "bubblewrap") if b in sandbox.available_backends()]
 
@@ -58,7 +59,7 @@ def sandbox_bundle(sandbox_state: Path) -> Path:
 
 
 def make_spec(bundle: Path, source: str = BASELINE, **kw) -> sandbox.SandboxSpec:
-    options = {"cpu": 1, "memory_mb": 3072, "deadline_s": 60.0, "eval_tokens": EVAL_TOKENS}
+    options = {"cpu": 1, "memory_mb": 3072, "deadline_s": 60.0}
     options.update(kw)
     return sandbox.SandboxSpec(source, TINY, str(bundle / "data"), str(bundle / "tokenizer"), **options)
 
@@ -205,7 +206,7 @@ def test_baseline_succeeds_and_matches_in_process_eval(sandbox_bundle: Path, san
     model.load_state_dict(torch.load(root / "eval" / "checkpoint.pt", weights_only=True))
     val = prepare.load_tokens(sandbox_bundle / "data", "val")
     token_bytes = np.load(sandbox_bundle / "tokenizer" / "token_bytes.npy")
-    expected = prepare.evaluate_bpb(model, val, token_bytes, TINY.seq_len, eval_tokens=EVAL_TOKENS)
+    expected = prepare.evaluate_bpb(model, val, token_bytes, TINY.seq_len, eval_tokens=TINY.eval_tokens)
     assert abs(result.val_bpb - expected) < 1e-6
 
 
@@ -304,7 +305,7 @@ def test_04_validation_data_is_not_visible_in_training(sandbox_bundle: Path):
     shutil.rmtree(root)
     assert result.outcome == "success"
     assert all(isinstance(v, str) for v in observed["attempts"].values()), observed["attempts"]
-    assert observed["data_listing"] == ["meta.json", "train.npy"]
+    assert observed["data_listing"] == ["batches.npy", "meta.json"]
     assert isinstance(observed["bundle_listing"], str)
     assert observed["found"] == []
 

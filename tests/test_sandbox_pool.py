@@ -23,7 +23,9 @@ from sandbox_proc import marked_pids
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINE = (REPO / "train.py").read_text()
-TINY = ExperimentConfig(n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, max_steps=3, vocab_size=512)
+TINY = ExperimentConfig(
+    n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, token_budget=3 * 4 * 32, vocab_size=512
+)
 MIB = 1024 * 1024
 OBSERVER = (
     BASELINE
@@ -54,7 +56,7 @@ def pool():
 
 
 def spec(bundle: Path, source: str = BASELINE, **kw) -> sandbox.SandboxSpec:
-    options = {"cpu": 1, "memory_mb": 3072, "deadline_s": 60.0, "eval_tokens": 2048, "keep_workdir": True}
+    options = {"cpu": 1, "memory_mb": 3072, "deadline_s": 60.0, "keep_workdir": True}
     options.update(kw)
     return sandbox.SandboxSpec(source, TINY, str(bundle / "data"), str(bundle / "tokenizer"), **options)
 

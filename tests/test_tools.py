@@ -81,7 +81,9 @@ def test_search_arxiv_over_http_and_a_note_when_unreachable(feed_server: str) ->
 
 
 env = flyte.TaskEnvironment("tools_tests", depends_on=[bundle.experiment_env])
-TINY = ExperimentConfig(n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, max_steps=3, vocab_size=512)
+TINY = ExperimentConfig(
+    n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, token_budget=3 * 4 * 32, vocab_size=512
+)
 
 
 @env.task

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 import prepare
+import sandbox
 import train
 from autoresearch_types import ExperimentConfig
 
-TINY = ExperimentConfig(n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=8, max_steps=60, vocab_size=512)
+TINY = ExperimentConfig(
+    n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=8, token_budget=60 * 8 * 32, vocab_size=512
+)
+
+
+def handed_data(bundle: Path, config: ExperimentConfig, name: str) -> str:
+    """A training data dir as the harness gives it: `meta.json` and this run's batches, nothing else."""
+    data = bundle.parent / f"train-data-{name}"
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir()
+    shutil.copyfile(bundle / "data" / "meta.json", data / "meta.json")
+    np.save(data / prepare.BATCHES_FILE, sandbox.run_batches(str(bundle / "data"), config))
+    return str(data)
 
 
 def _val_bpb(model, bundle: Path) -> float:
@@ -20,7 +34,7 @@ def _val_bpb(model, bundle: Path) -> float:
 
 def test_short_training_lowers_loss(tiny_bundle: Path) -> None:
     before = _val_bpb(train.build_model(TINY), tiny_bundle)
-    model, summary = train.run_training(TINY, str(tiny_bundle / "data"))
+    model, summary = train.run_training(TINY, handed_data(tiny_bundle, TINY, "short"))
     after = _val_bpb(model, tiny_bundle)
     assert summary.steps == 60
     assert summary.tokens_seen == 60 * 8 * 32
@@ -28,9 +42,9 @@ def test_short_training_lowers_loss(tiny_bundle: Path) -> None:
 
 
 def test_time_budget_stops_training(tiny_bundle: Path) -> None:
-    config = ExperimentConfig(**{**TINY.to_dict(), "max_steps": 100_000, "time_budget_s": 1.0})
-    _, summary = train.run_training(config, str(tiny_bundle / "data"))
-    assert 0 < summary.steps < 100_000
+    config = TINY.with_overrides({"token_budget": 20_000 * TINY.tokens_per_step, "time_budget_s": 1.0})
+    _, summary = train.run_training(config, handed_data(tiny_bundle, config, "capped"))
+    assert 0 < summary.steps < 20_000
     assert summary.train_seconds < 3.0
 
 
