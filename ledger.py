@@ -4,8 +4,11 @@ Layout under the memory key (records, never tables; every view is derived from t
 
     experiments/<slug>/spec.json    the planned experiment (`ledger_views.ExperimentSpec`)
     experiments/<slug>/train.py     its effective source
-    experiments/<slug>/result.json  its outcome, written when it arrives (with its arrival number `seq`)
+    experiments/<slug>/runs/seed-<n>.json  one finished run on seed n, written when it arrives (with its arrival
+                                    number `seq` and role: screen, replicate or confirm)
+    experiments/<slug>/result.json  a run from before seeds were recorded separately (read as the screen run)
     batches/<batch_id>.json         the batch plan
+    settings.json                   the key's fixed comparison: base config (budget included) and gate rule
     messages.json                   the agent transcript (the store's own)
 
 The driver process is the only writer (`MemoryStore.save` uploads the whole working copy, so a second
@@ -38,14 +41,19 @@ from ledger_views import (
     check_source,
     close_titles,
     history_table,
+    judgement,
     leaderboard,
     lineage,
     lineage_text,
     normalize_code,
+    seed_run,
+    settings_record,
+    settle_settings,
     signature,
     slugify,
     unified_diff,
 )
+from verdicts import GateRule, Judgement
 
 CONFIG_ONLY_AFTER = 8
 """Default number of saved experiments after which edits that only change the config are refused."""
@@ -302,8 +310,14 @@ def plan_edit(edit: Any, ctx: EditContext, batch_id: str) -> PlannedEdit | str:
 # ---------------------------------------------------------------- the ledger
 
 
+SETTINGS_PATH = "settings.json"
+
+
 class Ledger:
-    """Research state on a keyed `MemoryStore`: writes go through one lock; views are derived on every read."""
+    """Research state on a keyed `MemoryStore`: writes go through one lock; views are derived on every read.
+
+    Open it with `Ledger.open(key)`, settle the key's fixed comparison with `settle`, then `start` it.
+    """
 
     def __init__(
         self,
@@ -312,12 +326,17 @@ class Ledger:
         baseline_source: str,
         bounds: WorkshopBounds | None = None,
         config_only_after: int = CONFIG_ONLY_AFTER,
+        rule: GateRule | None = None,
+        stored_settings: dict[str, Any] | None = None,
     ):
         self.memory = memory
         self.base_config = base_config
         self.baseline_source = baseline_source
         self.bounds = bounds or WorkshopBounds()
         self.config_only_after = config_only_after
+        self.rule = rule or GateRule()
+        self.stored_settings = stored_settings
+        self.dataset: dict[str, Any] = {}
         self._lock = asyncio.Lock()
 
     # ---- opening
@@ -328,15 +347,19 @@ class Ledger:
         memory_key: str,
         base_config: ExperimentConfig | None = None,
         *,
+        rule: GateRule | None = None,
         baseline_source: str | None = None,
         bounds: WorkshopBounds | None = None,
         config_only_after: int = CONFIG_ONLY_AFTER,
         state_dir: str | Path | None = None,
+        start: bool = True,
     ) -> Ledger:
         """Open (or create) the ledger under `memory_key`; call inside a Flyte task.
 
-        The working copy is downloaded into the state dir (not `/tmp`); the baseline experiment is
-        recorded on first open so it can be run and ranked like any other.
+        The working copy is downloaded into the state dir (not `/tmp`). With `start` (the default) the key's
+        settings are settled against `base_config` and `rule` (stored ones win; see `settle`) and the baseline
+        experiment is recorded, so it can be run and ranked like any other. With `start=False` nothing is
+        written: call `settle`, then `start`.
         """
         from flyte.ai.agents import MemoryStore
         from flyte.io import Dir
@@ -351,23 +374,41 @@ class Ledger:
         memory = MemoryStore(key=memory_key, root=work, remote_path=remote)
         weakref.finalize(memory, shutil.rmtree, str(work), True)
         source = baseline_source if baseline_source is not None else TRAIN_PY.read_text()
-        ledger = cls(memory, base_config or ExperimentConfig(), source, bounds, config_only_after)
-        await ledger._ensure_baseline(save=not exists)
+        stored = await memory.read_json.aio(SETTINGS_PATH) if exists else None
+        ledger = cls(memory, ExperimentConfig(), source, bounds, config_only_after, None, stored or None)
+        ledger.exists = exists
+        if start:
+            base, gate, dataset = ledger.settle(base_config or ExperimentConfig(), rule or GateRule(), explicit=())
+            await ledger.start(base, gate, dataset)
         return ledger
 
-    async def _ensure_baseline(self, save: bool) -> None:
-        """Record the baseline experiment once per key; save if anything (or the store itself) is new."""
+    def settle(
+        self, base: ExperimentConfig, rule: GateRule, explicit: Any, dataset: dict[str, Any] | None = None
+    ) -> tuple[ExperimentConfig, GateRule, dict[str, Any]]:
+        """The key's fixed comparison: its stored settings, or these for a new key (see `ledger_views.settle_settings`)."""
+        try:
+            return settle_settings(self.stored_settings, base, rule, dataset or {}, set(explicit))
+        except ValueError as exc:
+            raise LedgerError(str(exc)) from exc
+
+    async def start(self, base: ExperimentConfig, rule: GateRule, dataset: dict[str, Any] | None = None) -> None:
+        """Fix the key's settings (written once) and record the baseline experiment once per key; save if new."""
+        self.base_config, self.rule, self.dataset = base, rule, dict(dataset or {})
         async with self._lock:
+            save = not self.exists
+            if self.stored_settings is None:
+                self.stored_settings = settings_record(base, rule, self.dataset, _now())
+                await self.memory.write_json.aio(SETTINGS_PATH, self.stored_settings, actor=ACTOR)
+                save = True
             if not self.memory.exists(self._path(slugify(BASELINE_TITLE), "spec.json")):
-                config = self.base_config
                 spec = ExperimentSpec(
                     title=BASELINE_TITLE,
                     slug=slugify(BASELINE_TITLE),
                     change_summary="the repository's train.py under the base config",
                     batch_id="baseline",
                     created_at=_now(),
-                    signature=signature(self.baseline_source, config),
-                    budget=budget_of(config),
+                    signature=signature(self.baseline_source, base),
+                    budget=budget_of(base),
                 )
                 await self._write_experiment(spec, self.baseline_source)
                 save = True
@@ -381,7 +422,7 @@ class Ledger:
         return f"experiments/{slug}/{name}"
 
     def _slugs(self) -> list[str]:
-        return sorted({p.split("/")[1] for p in self.memory.list_paths("experiments") if p.count("/") == 2})
+        return sorted({p.split("/")[1] for p in self.memory.list_paths("experiments") if p.count("/") >= 2})
 
     async def _read_record(self, slug: str) -> ExperimentRecord | None:
         data = await self.memory.read_json.aio(self._path(slug, "spec.json"))
@@ -389,12 +430,19 @@ class Ledger:
             return None
         source = await self.memory.read_text.aio(self._path(slug, "train.py"))
         rec = ExperimentRecord(ExperimentSpec.from_dict(data), source)
-        result = await self.memory.read_json.aio(self._path(slug, "result.json"))
-        if result:
-            rec.result = ExperimentResult.from_dict(result["result"])
-            rec.seq = result.get("seq")
-            rec.recorded_at = result.get("recorded_at", "")
+        legacy = await self.memory.read_json.aio(self._path(slug, "result.json"))
+        if legacy:
+            rec.legacy = ExperimentResult.from_dict(legacy["result"])
+        for path in self.memory.list_paths(self._path(slug, "runs")):
+            run = await self.memory.read_json.aio(path)
+            if run:
+                rec.runs.append(seed_run(run))
+        rec.runs.sort(key=lambda r: r.seq)
         return rec
+
+    def _run_count(self) -> int:
+        """Runs recorded across the key (what the experiment budget counts)."""
+        return sum(1 for p in self.memory.list_paths("experiments") if "/runs/seed-" in p)
 
     async def records(self) -> list[ExperimentRecord]:
         """Every experiment, read from its records (spec, source, result)."""
@@ -488,8 +536,10 @@ class Ledger:
             )
         return notes
 
-    async def record_result(self, title: str, result: ExperimentResult | dict[str, Any]) -> dict[str, Any]:
-        """Store an experiment's outcome as its `result.json` (keeping its first arrival number), then save."""
+    async def record_result(
+        self, title: str, result: ExperimentResult | dict[str, Any], role: str = "screen"
+    ) -> dict[str, Any]:
+        """Store one finished run as `runs/seed-<seed>.json` (keeping its first arrival number), then save."""
         if isinstance(result, dict):
             result = ExperimentResult.from_dict(result)
         if result.outcome not in OUTCOMES:
@@ -498,13 +548,16 @@ class Ledger:
             rec = await self._record_by_title(title)
             if rec is None:
                 raise LedgerError(await self._unknown_title_message(title))
-            seq = rec.seq
-            if seq is None:
-                seq = 1 + sum(1 for p in self.memory.list_paths("experiments") if p.endswith("/result.json"))
-            payload = {"title": title, "seq": seq, "recorded_at": _now(), "result": result.to_dict()}
-            await self.memory.write_json.aio(self._path(rec.spec.slug, "result.json"), payload, actor=ACTOR)
+            earlier = rec.run_for(result.seed)
+            seq = earlier.seq if earlier else 1 + self._run_count()
+            role = earlier.role if earlier else role
+            payload = {"title": title, "seq": seq, "seed": result.seed, "role": role, "recorded_at": _now()}
+            payload["result"] = result.to_dict()
+            await self.memory.write_json.aio(
+                self._path(rec.spec.slug, f"runs/seed-{result.seed}.json"), payload, actor=ACTOR
+            )
             await self.memory.save.aio()
-        return {"title": title, "seq": seq, "outcome": result.outcome, "val_bpb": result.val_bpb}
+        return {"title": title, "seq": seq, "seed": result.seed, "outcome": result.outcome, "val_bpb": result.val_bpb}
 
     async def record_batch_plan(
         self, batch_id: str, titles: list[str], rationale: str = "", extra: dict[str, Any] | None = None
@@ -563,49 +616,69 @@ class Ledger:
 
     # ---- derived views
 
+    async def view(self) -> tuple[list[ExperimentRecord], Judgement, list[LeaderboardRow]]:
+        """Records, the gate's verdicts and the leaderboard, all from one read of the records."""
+        records = await self.records()
+        verdicts = judgement(records, self.rule, self.base_config.seed)
+        return records, verdicts, leaderboard(records, verdicts)
+
+    async def judgement(self) -> Judgement:
+        """The gate's verdicts, the incumbent and the noise floor (see `verdicts.judge`)."""
+        return judgement(await self.records(), self.rule, self.base_config.seed)
+
     async def leaderboard(self) -> list[LeaderboardRow]:
-        """Successes by val_bpb, then failures, then experiments not run (see `ledger_views.leaderboard`)."""
-        return leaderboard(await self.records())
+        """Ranked by mean val_bpb over seeds, then scored-but-unranked, failed, not run (`ledger_views.leaderboard`)."""
+        return (await self.view())[2]
 
     async def best(self) -> LeaderboardRow | None:
-        """The best successful experiment so far, or None."""
-        rows = await self.leaderboard()
-        return rows[0] if rows and rows[0].rank == 1 else None
+        """The incumbent: the confirmed best, or the baseline before any confirmed gain; None before any success."""
+        return next((r for r in await self.leaderboard() if r.incumbent), None)
+
+    def runs_used(self) -> int:
+        """Runs recorded under the key (replicates and confirmations included): what the budget counts."""
+        return self._run_count()
 
     async def history_table(self, last_n: int = 20) -> str:
         """The research-history markdown table for the directive (last `last_n` rows)."""
-        return history_table(await self.records(), last_n)
+        records, _, rows = await self.view()
+        return history_table(records, rows, last_n)
 
     async def lineage(self) -> list[dict[str, Any]]:
-        """The fork tree: `[{title, val_bpb, outcome, children: [...]}]`."""
-        return lineage(await self.records())
+        """The fork tree: `[{title, val_bpb, label, incumbent, outcome, children: [...]}]`."""
+        records, _, rows = await self.view()
+        return lineage(records, rows)
 
     async def lineage_text(self) -> str:
         """The fork tree as indented text."""
         return lineage_text(await self.lineage())
 
     async def compare(self, a: str, b: str) -> dict[str, Any]:
-        """Metric delta (b minus a) and a unified diff of the two train.py files; `{"error"}` on unknown titles."""
+        """Mean val_bpb delta (b minus a) with seeds and verdicts, and a unified diff; `{"error"}` on unknown titles."""
         ra, rb = await self._record_by_title(a), await self._record_by_title(b)
         if ra is None or rb is None:
             return {"error": await self._unknown_title_message(a if ra is None else b)}
-        delta = None if ra.val_bpb is None or rb.val_bpb is None else rb.val_bpb - ra.val_bpb
+        rows = {r.title: r for r in await self.leaderboard()}
+        ma, mb = rows[a].val_bpb, rows[b].val_bpb
         return {
             "a": a,
             "b": b,
-            "val_bpb": {a: ra.val_bpb, b: rb.val_bpb},
-            "delta": delta,
+            "val_bpb": {a: ma, b: mb},
+            "seeds": {a: rows[a].n_seeds, b: rows[b].n_seeds},
+            "verdict": {a: rows[a].label, b: rows[b].label},
+            "delta": None if ma is None or mb is None else mb - ma,
             "overrides": {a: ra.spec.overrides, b: rb.spec.overrides},
             "diff": unified_diff(a, ra.train_py, b, rb.train_py),
         }
 
     async def summary(self) -> dict[str, Any]:
-        """A JSON-friendly snapshot for tools and reports: counts, best, leaderboard rows."""
-        rows = await self.leaderboard()
-        best = rows[0] if rows and rows[0].rank == 1 else None
+        """A JSON-friendly snapshot for tools and reports: counts, best, noise floor, leaderboard rows."""
+        _, verdicts, rows = await self.view()
+        best = next((r for r in rows if r.incumbent), None)
         return {
             "experiments": len(rows),
             "run": sum(1 for r in rows if r.label != "not_run"),
+            "runs_used": self.runs_used(),
+            "sigma": verdicts.sigma,
             "best": best.to_dict() if best else None,
             "leaderboard": [json.loads(json.dumps(r.to_dict(), default=str)) for r in rows],
         }

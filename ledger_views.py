@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autoresearch_types import RUN_KEYS, ExperimentConfig, ExperimentResult
+from verdicts import Arrival, GateRule, Judgement, judge
 
 ENTRY_POINTS = ("run_training", "build_model")
 """Top-level functions every `train.py` must define: the trusted harness calls both."""
@@ -27,8 +28,8 @@ BASELINE_TITLE = "baseline"
 BUDGET_KEYS = tuple(k for k in RUN_KEYS if k != "seed")
 """The base-config fields a spec pins at creation, so a resumed run with another budget reproduces it."""
 
-LABELS = ("new_best", "regression", "failed", "not_run")
-"""Leaderboard outcome labels: improved on the best so far, ran but did not, did not succeed, no result yet."""
+RANKED_LABELS = ("baseline", "confirmed", "unconfirmed", "within_noise", "regression", "unjudged")
+"""Verdict labels whose experiments are ranked (they have a comparable val_bpb); see `verdicts.LABELS`."""
 
 
 @dataclass
@@ -68,39 +69,102 @@ class ExperimentSpec:
 
 
 @dataclass
+class SeedRun:
+    """One finished run of an experiment on one seed, as `experiments/<slug>/runs/seed-<n>.json` stores it.
+
+    `seq` is its arrival number across the whole ledger; `role` is `screen` (its first run), `replicate`
+    (a baseline seed) or `confirm` (a fresh seed re-run of a candidate).
+    """
+
+    seed: int
+    seq: int
+    role: str
+    result: ExperimentResult
+    recorded_at: str = ""
+
+    @property
+    def val_bpb(self) -> float | None:
+        """The trusted metric of a successful run with a finite value, else None."""
+        bpb = self.result.val_bpb
+        ok = self.result.outcome == "success" and bpb is not None and math.isfinite(bpb)
+        return bpb if ok else None
+
+
+def seed_run(payload: dict[str, Any]) -> SeedRun:
+    """A `SeedRun` from its stored JSON."""
+    result = ExperimentResult.from_dict(payload["result"])
+    seed = int(payload.get("seed", result.seed))
+    return SeedRun(
+        seed, int(payload["seq"]), str(payload.get("role", "screen")), result, payload.get("recorded_at", "")
+    )
+
+
+@dataclass
 class ExperimentRecord:
-    """Everything the ledger holds about one experiment: spec, effective source, and result if any."""
+    """Everything the ledger holds about one experiment: spec, effective source, and its runs (oldest first)."""
 
     spec: ExperimentSpec
     train_py: str
-    result: ExperimentResult | None = None
-    seq: int | None = None
-    recorded_at: str = ""
+    runs: list[SeedRun] = field(default_factory=list)
+    legacy: ExperimentResult | None = None
+    """A result from before seeds and token budgets were recorded: shown, never compared."""
 
     @property
     def title(self) -> str:
         return self.spec.title
 
     @property
+    def screen(self) -> SeedRun | None:
+        """Its first run (the one the gate screens)."""
+        return self.runs[0] if self.runs else None
+
+    @property
+    def result(self) -> ExperimentResult | None:
+        """The first run's result (None before any run finished)."""
+        return self.runs[0].result if self.runs else None
+
+    @property
+    def seq(self) -> int | None:
+        """When its first run arrived (its place in the run order)."""
+        return self.runs[0].seq if self.runs else None
+
+    @property
+    def recorded_at(self) -> str:
+        return self.runs[0].recorded_at if self.runs else ""
+
+    @property
     def val_bpb(self) -> float | None:
-        """The trusted metric, only for a successful run with a finite value."""
-        if self.result is None or self.result.outcome != "success" or self.result.val_bpb is None:
-            return None
-        return self.result.val_bpb if math.isfinite(self.result.val_bpb) else None
+        """The first run's trusted val_bpb (None unless it succeeded)."""
+        return self.runs[0].val_bpb if self.runs else None
+
+    @property
+    def values(self) -> list[float]:
+        """The val_bpb of every successful seed."""
+        return [r.val_bpb for r in self.runs if r.val_bpb is not None]
+
+    def run_for(self, seed: int) -> SeedRun | None:
+        """Its run on `seed`, if one finished."""
+        return next((r for r in self.runs if r.seed == seed), None)
 
 
 @dataclass
 class LeaderboardRow:
-    """One leaderboard line: rank among successes (None otherwise), deltas, label and kept flag."""
+    """One leaderboard line: rank by mean val_bpb over seeds (None if not ranked), its spread, and its verdict."""
 
     rank: int | None
     title: str
     parent: str | None
     val_bpb: float | None
+    """Mean over successful seeds (the first run's value for unranked experiments that were scored)."""
+    se: float | None
+    n_seeds: int
     delta_vs_best: float | None
     delta_vs_baseline: float | None
     label: str
-    kept: bool
+    verdict: str
+    gain: float | None
+    """The gate's measured gain over the incumbent it was judged against (positive is better)."""
+    incumbent: bool
     outcome: str | None
     seq: int | None
     change_summary: str
@@ -108,6 +172,53 @@ class LeaderboardRow:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- the key's fixed comparison
+
+
+def settings_record(base: ExperimentConfig, rule: GateRule, dataset: dict[str, Any], created_at: str) -> dict[str, Any]:
+    """What `settings.json` stores: the base config (with its budget), the gate rule and the data."""
+    return {
+        "base_config": base.to_dict(),
+        "gate": dataclasses.asdict(rule),
+        "dataset": dataset,
+        "created_at": created_at,
+    }
+
+
+def settle_settings(
+    stored: dict[str, Any] | None,
+    base: ExperimentConfig,
+    rule: GateRule,
+    dataset: dict[str, Any],
+    explicit: set[str],
+) -> tuple[ExperimentConfig, GateRule, dict[str, Any]]:
+    """The key's settings: `stored` if the key has them, else the requested ones (a new key).
+
+    A resumed key keeps its own budget, base config, data and gate rule, so every experiment in it is compared
+    at the same budget. A setting the user gave explicitly (`explicit` names config fields, `replicates`,
+    `dataset`, `num_shards`) that differs from the stored one raises ValueError naming both values.
+    """
+    if not stored:
+        return base, rule, dataset
+    kept = ExperimentConfig.from_dict(stored.get("base_config") or {})
+    kept_rule = GateRule(**{k: v for k, v in (stored.get("gate") or {}).items() if k in GateRule.__dataclass_fields__})
+    kept_data = dict(stored.get("dataset") or {})
+    wanted = {**base.to_dict(), **dataclasses.asdict(rule), **dataset}
+    have = {**kept.to_dict(), **dataclasses.asdict(kept_rule), **kept_data}
+    clashes = [
+        f"{k}: this key uses {have[k]!r}, you asked for {wanted[k]!r}"
+        for k in sorted(explicit)
+        if k in have and wanted.get(k) != have[k]
+    ]
+    if clashes:
+        raise ValueError(
+            "this memory key was created with other settings, and every experiment in a key is compared at the same "
+            "budget: " + "; ".join(clashes) + ". Resume without those flags (the key's own settings apply), or start a "
+            "new key."
+        )
+    return kept, kept_rule, kept_data
 
 
 # ---------------------------------------------------------------- names and code
@@ -187,51 +298,62 @@ def unified_diff(a_title: str, a_src: str, b_title: str, b_src: str, context: in
 
 
 def run_order(records: list[ExperimentRecord]) -> list[ExperimentRecord]:
-    """Experiments with a result in the order results arrived, then those not run in creation order."""
+    """Experiments with a result in the order their first runs arrived, then those not run in creation order."""
     ran = sorted((r for r in records if r.seq is not None), key=lambda r: r.seq or 0)
     pending = sorted((r for r in records if r.seq is None), key=lambda r: (r.spec.created_at, r.title))
     return ran + pending
 
 
-def _label(record: ExperimentRecord, best_before: float | None) -> str:
-    if record.result is None:
-        return "not_run"
-    bpb = record.val_bpb
-    if bpb is None:
-        return "failed"
-    return "new_best" if best_before is None or bpb < best_before else "regression"
+def judgement(records: list[ExperimentRecord], rule: GateRule, base_seed: int = 0) -> Judgement:
+    """The gate's verdicts for the ledger's records (see `verdicts.judge`)."""
+    arrivals = [
+        Arrival(run.seq, rec.title, run.seed, run.result.outcome, run.val_bpb) for rec in records for run in rec.runs
+    ]
+    return judge(arrivals, [r.title for r in records], rule, base_seed)
 
 
-def leaderboard(records: list[ExperimentRecord]) -> list[LeaderboardRow]:
-    """Successes ranked by val_bpb (lower is better), then failures, then experiments not run yet.
+LEGACY_NOTE = "ran before seeds and token budgets were recorded: shown, not compared"
 
-    `kept` means the experiment beat every val_bpb recorded before it, in the order results arrived.
+
+def leaderboard(records: list[ExperimentRecord], verdicts: Judgement) -> list[LeaderboardRow]:
+    """Ranked experiments by mean val_bpb over seeds (lower is better), then scored-but-unranked, failed, not run.
+
+    `delta_vs_best` is against the incumbent (the confirmed best, or the baseline before any confirmed gain).
     """
-    ordered = run_order(records)
-    labels: dict[str, str] = {}
-    best_so_far: float | None = None
-    for rec in ordered:
-        labels[rec.title] = _label(rec, best_so_far)
-        if rec.val_bpb is not None and (best_so_far is None or rec.val_bpb < best_so_far):
-            best_so_far = rec.val_bpb
-    baseline = next((r.val_bpb for r in records if r.title == BASELINE_TITLE), None)
-    ranked = sorted((r for r in ordered if r.val_bpb is not None), key=lambda r: (r.val_bpb, r.seq or 0))
-    rest = [r for r in ordered if r.val_bpb is None and r.result is not None]
-    rest += [r for r in ordered if r.result is None]
+    means = {r.title: verdicts.verdicts[r.title].mean for r in records}
+    best = means.get(verdicts.incumbent) if verdicts.incumbent else None
+    baseline = means.get(BASELINE_TITLE)
+    order = {r.title: i for i, r in enumerate(run_order(records))}
+
+    def ranked(rec: ExperimentRecord) -> bool:
+        return verdicts.verdicts[rec.title].label in RANKED_LABELS and means[rec.title] is not None
+
+    def key(rec: ExperimentRecord) -> tuple:
+        if ranked(rec):
+            return (0, means[rec.title], order[rec.title])
+        return (1 if rec.runs or rec.legacy else 2, 0.0, order[rec.title])
+
     rows = []
-    for i, rec in enumerate(ranked + rest):
-        bpb = rec.val_bpb
+    for i, rec in enumerate(sorted(records, key=key)):
+        verdict = verdicts.verdicts[rec.title]
+        shown = rec.result or (None if rec.runs else rec.legacy)
+        mean = means[rec.title] if ranked(rec) else (shown.val_bpb if shown else None)
+        legacy = not rec.runs and rec.legacy is not None
         rows.append(
             LeaderboardRow(
-                rank=i + 1 if bpb is not None else None,
+                rank=i + 1 if ranked(rec) else None,
                 title=rec.title,
                 parent=rec.spec.parent,
-                val_bpb=bpb,
-                delta_vs_best=None if bpb is None or best_so_far is None else bpb - best_so_far,
-                delta_vs_baseline=None if bpb is None or baseline is None else bpb - baseline,
-                label=labels[rec.title],
-                kept=labels[rec.title] == "new_best",
-                outcome=rec.result.outcome if rec.result else None,
+                val_bpb=mean,
+                se=verdict.se,
+                n_seeds=verdict.n,
+                delta_vs_best=None if mean is None or best is None else mean - best,
+                delta_vs_baseline=None if mean is None or baseline is None else mean - baseline,
+                label="legacy" if legacy else verdict.label,
+                verdict=LEGACY_NOTE if legacy else verdict.reason,
+                gain=None if legacy else verdict.gain,
+                incumbent=rec.title == verdicts.incumbent,
+                outcome=shown.outcome if shown else None,
                 seq=rec.seq,
                 change_summary=rec.spec.change_summary,
                 overrides=dict(rec.spec.overrides),
@@ -240,15 +362,30 @@ def leaderboard(records: list[ExperimentRecord]) -> list[LeaderboardRow]:
     return rows
 
 
-def best_line(rows: list[dict[str, Any]]) -> str | None:
-    """ "Best: 'T' at val_bpb X, P% better than the baseline (B)" from leaderboard row dicts; None without a success."""
-    best = next((r for r in rows if r.get("rank") == 1), None)
+def fmt_mean(mean: float | None, se: float | None, n: int) -> str:
+    """`2.5421 ± 0.0123 (3 seeds)`, or just the value for one seed."""
+    if mean is None:
+        return "-"
+    if se is None or n < 2:
+        return f"{mean:.4f} (1 seed)" if n == 1 else f"{mean:.4f}"
+    return f"{mean:.4f} ± {se:.4f} ({n} seeds)"
+
+
+def best_line(rows: list[dict[str, Any]], sigma: float | None = None) -> str | None:
+    """The verdict in one sentence, from leaderboard row dicts: the confirmed best and its gain, or that nothing
+    beat seed noise. None before the baseline succeeded."""
+    best = next((r for r in rows if r.get("incumbent")), None)
     if best is None:
         return None
-    text = f"Best: {best['title']!r} at val_bpb {best['val_bpb']:.4f}"
-    base = next((r.get("val_bpb") for r in rows if r.get("title") == BASELINE_TITLE), None)
-    if base:
-        text += f", {(base - best['val_bpb']) / base * 100:.2f}% better than the baseline ({base:.4f})"
+    noise = f"sigma = {sigma:.4f}" if sigma is not None else "sigma not measured"
+    shown = fmt_mean(best["val_bpb"], best.get("se"), best.get("n_seeds", 0))
+    if best["title"] == BASELINE_TITLE:
+        return f"No edit beat seed noise ({noise}); the baseline stays best at val_bpb {shown}"
+    text = f"Best: {best['title']!r} at val_bpb {shown}, confirmed against seed noise ({noise})"
+    base = next((r for r in rows if r.get("title") == BASELINE_TITLE), None)
+    if base and base.get("val_bpb"):
+        gain = base["val_bpb"] - best["val_bpb"]
+        text += f", {gain:+.4f} ({gain / base['val_bpb'] * 100:.2f}%) better than the baseline's {base['val_bpb']:.4f}"
     return text
 
 
@@ -264,35 +401,36 @@ def _fmt(x: float | None, signed: bool = False) -> str:
     return f"{x:+.4f}" if signed else f"{x:.4f}"
 
 
-def history_table(records: list[ExperimentRecord], last_n: int = 20) -> str:
+def history_table(records: list[ExperimentRecord], rows: list[LeaderboardRow], last_n: int = 20) -> str:
     """The research history for the directive: a markdown table of the last `last_n` experiments in run order."""
     if not records:
         return "No experiments yet."
-    rows = {r.title: r for r in leaderboard(records)}
+    by_title = {r.title: r for r in rows}
     ordered = run_order(records)
     shown = ordered[-last_n:] if last_n > 0 else []
     out = [
-        "| # | title | parent | change | overrides | val_bpb | Δ best | outcome | kept |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| # | title | parent | change | overrides | val_bpb (mean ± se, seeds) | Δ best | verdict |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for rec in shown:
-        row = rows[rec.title]
-        outcome = row.label if row.label != "failed" else f"failed ({row.outcome})"
+        row = by_title[rec.title]
+        label = row.label if row.label != "failed" else f"failed ({row.outcome})"
         overrides = ", ".join(f"{k}={v}" for k, v in sorted(rec.spec.overrides.items())) or "-"
         out.append(
             f"| {rec.seq if rec.seq is not None else '-'} | {_cell(rec.title, 40)} | {_cell(rec.spec.parent or '-', 30)} "
-            f"| {_cell(rec.spec.change_summary or '-')} | {_cell(overrides, 50)} | {_fmt(row.val_bpb)} "
-            f"| {_fmt(row.delta_vs_best, signed=True)} | {outcome} | {'yes' if row.kept else 'no'} |"
+            f"| {_cell(rec.spec.change_summary or '-')} | {_cell(overrides, 50)} "
+            f"| {fmt_mean(row.val_bpb, row.se, row.n_seeds)} | {_fmt(row.delta_vs_best, signed=True)} | {label} |"
         )
-    out.append("\n(kept = beat every val_bpb recorded before it; Δ best = val_bpb minus the current best.)")
+    out.append("\n(Δ best = mean val_bpb minus the incumbent's; verdicts: see the gate rule above.)")
     omitted = len(ordered) - len(shown)
     if omitted:
         out.append(f"\n({omitted} earlier experiment{'s' if omitted != 1 else ''} omitted; {len(ordered)} in total.)")
     return "\n".join(out)
 
 
-def lineage(records: list[ExperimentRecord]) -> list[dict[str, Any]]:
+def lineage(records: list[ExperimentRecord], rows: list[LeaderboardRow]) -> list[dict[str, Any]]:
     """The fork tree: roots (no parent, or a parent the ledger does not know) with nested children."""
+    by_row = {r.title: r for r in rows}
     by_title = {r.title: r for r in records}
     children: dict[str | None, list[ExperimentRecord]] = {}
     for rec in run_order(records):
@@ -300,9 +438,12 @@ def lineage(records: list[ExperimentRecord]) -> list[dict[str, Any]]:
         children.setdefault(parent, []).append(rec)
 
     def node(rec: ExperimentRecord) -> dict[str, Any]:
+        row = by_row[rec.title]
         return {
             "title": rec.title,
-            "val_bpb": rec.val_bpb,
+            "val_bpb": row.val_bpb if row.rank is not None else None,
+            "label": row.label,
+            "incumbent": row.incumbent,
             "outcome": rec.result.outcome if rec.result else None,
             "children": [node(c) for c in children.get(rec.title, [])],
         }
@@ -317,7 +458,8 @@ def lineage_text(tree: list[dict[str, Any]]) -> str:
     def walk(nodes: list[dict[str, Any]], depth: int) -> None:
         for n in nodes:
             metric = _fmt(n["val_bpb"]) if n["val_bpb"] is not None else (n["outcome"] or "not run")
-            lines.append(f"{'  ' * depth}- {n['title']}: {metric}")
+            mark = " *best*" if n.get("incumbent") else ""
+            lines.append(f"{'  ' * depth}- {n['title']}: {metric} [{n.get('label') or '-'}]{mark}")
             walk(n["children"], depth + 1)
 
     walk(tree, 0)

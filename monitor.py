@@ -18,9 +18,14 @@ from flyte.ai.agents import AgentEvent
 import ui
 from autoresearch_types import ExperimentResult
 from ledger import Ledger
-from ledger_views import BASELINE_TITLE, ExperimentRecord
+from ledger_views import BASELINE_TITLE
+from runner import Job
 
 log = logging.getLogger("autoresearch")
+
+
+def _job(job: Job) -> dict[str, Any]:
+    return {"title": job.title, "seed": job.seed, "role": job.role}
 
 
 class Activity:
@@ -41,22 +46,28 @@ class Activity:
         if self.echo and event.get("error"):
             print(f"  ! {event.get('name')}: {str(event['error'])[:200]}", flush=True)
 
-    def on_start(self, records: list[ExperimentRecord]) -> None:
-        """A batch starts: an empty progress bar and its titles in the terminal, an event in the report."""
-        titles = [r.title for r in records]
-        batch_id = records[0].spec.batch_id if records else ""
+    def on_start(self, jobs: list[Job]) -> None:
+        """A batch starts: an empty progress bar and what runs in the terminal, an event in the report."""
+        batch_id = jobs[-1].record.spec.batch_id if jobs else ""
+        names = [_job(j) for j in jobs]
         if self.echo:
-            print(ui.batch_start_line(batch_id, titles), flush=True)
-        self.emit({"kind": "batch", "name": batch_id, "detail": f"started {len(titles)}: {', '.join(titles)}"})
+            print(ui.batch_start_line(batch_id, names), flush=True)
+        listed = ", ".join(n["title"] + ("" if n["role"] == "screen" else f" (seed {n['seed']})") for n in names)
+        self.emit({"kind": "batch", "name": batch_id, "detail": f"started {len(jobs)}: {listed}"})
 
-    def on_result(self, batch_id: str, title: str, done: int, total: int, result: ExperimentResult) -> None:
-        """An experiment finished: a progress line in the terminal, an event in the report."""
+    def on_result(
+        self, job: Job, done: int, total: int, result: ExperimentResult, standing: dict[str, Any] | None
+    ) -> None:
+        """A run finished: a progress line (with the verdict so far) in the terminal, an event in the report."""
         self.results.append(result)
-        data = result.to_dict()
+        batch_id = job.record.spec.batch_id
         if self.echo:
-            print(ui.experiment_line(batch_id, done, total, title, data), flush=True)
-        detail = f"{result.outcome} val_bpb={result.val_bpb}"
-        self.emit({"kind": "experiment", "name": title, "detail": detail, "duration_s": round(result.wall_seconds, 1)})
+            print(ui.experiment_line(batch_id, done, total, _job(job), result.to_dict(), standing), flush=True)
+        verdict = f", verdict {standing['verdict']}" if standing else ""
+        detail = f"seed {job.seed} ({job.role}): {result.outcome} val_bpb={result.val_bpb}{verdict}"
+        self.emit(
+            {"kind": "experiment", "name": job.title, "detail": detail, "duration_s": round(result.wall_seconds, 1)}
+        )
 
     async def on_agent_event(self, event: AgentEvent) -> None:
         """Turn the Agent's events into timeline entries (the code each turn ran included)."""
@@ -76,28 +87,53 @@ class Activity:
 async def build_snapshot(
     ledger: Ledger, run_info: dict[str, Any], activity: Activity, usage: dict[str, Any]
 ) -> dict[str, Any]:
-    """Everything the report renders, read fresh from the ledger's records."""
-    records = sorted(await ledger.records(), key=lambda r: r.spec.created_at)
+    """Everything the report renders, read fresh from the ledger's records (one read, one set of verdicts)."""
+    records, verdicts, board = await ledger.view()
+    records = sorted(records, key=lambda r: r.spec.created_at)
+    labels = {r.title: r.label for r in board}
     experiments = [
-        {**r.spec.to_dict(), "seq": r.seq, "train_py": r.train_py, "result": r.result and r.result.to_dict()}
+        {
+            **r.spec.to_dict(),
+            "seq": r.seq,
+            "train_py": r.train_py,
+            "result": r.result and r.result.to_dict(),
+            "runs": [
+                {
+                    "seed": run.seed,
+                    "seq": run.seq,
+                    "role": run.role,
+                    "outcome": run.result.outcome,
+                    "val_bpb": run.val_bpb,
+                }
+                for run in r.runs
+            ],
+            "label": labels.get(r.title),
+        }
         for r in records
     ]
-    results = [r.result for r in records if r.result]
+    runs = [run.result for r in records for run in r.runs]
     by_outcome: dict[str, int] = {}
-    for result in results:
+    for result in runs:
         by_outcome[result.outcome] = by_outcome.get(result.outcome, 0) + 1
     return {
         "run": run_info,
         "experiments": experiments,
-        "leaderboard": [r.to_dict() for r in await ledger.leaderboard()],
+        "leaderboard": [r.to_dict() for r in board],
         "lineage": await ledger.lineage(),
         "batch_plans": await ledger.batch_plans(),
         "audit_tail": await ledger.memory.audit_tail(50),
         "activity": list(activity.events[-300:]),
         "usage": usage,
+        "noise": {
+            "sigma": verdicts.sigma,
+            "df": verdicts.df,
+            "gate": ledger.rule.describe(),
+            "incumbent": verdicts.incumbent,
+        },
         "totals": {
-            "compute_s": round(sum(r.wall_seconds for r in results), 1),
-            "experiments_run": len(results),
+            "compute_s": round(sum(r.wall_seconds for r in runs), 1),
+            "experiments_run": sum(1 for r in records if r.runs and r.title != BASELINE_TITLE),
+            "runs": len(runs),
             "by_outcome": by_outcome,
         },
         "baseline_title": BASELINE_TITLE,

@@ -24,7 +24,6 @@ The driver task is the single writer of the ledger: tools that touch it run in i
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import json
@@ -33,7 +32,7 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,8 +55,10 @@ import sizing  # noqa: E402
 import tools as tools_mod  # noqa: E402
 import ui  # noqa: E402
 from autoresearch_types import AutoresearchOutput, ExperimentConfig, ExperimentResult  # noqa: E402
-from ledger_views import ExperimentRecord, best_line  # noqa: E402
+from ledger_views import BASELINE_TITLE, LeaderboardRow, best_line  # noqa: E402
 from monitor import Activity, Reporter, quiet_handled_failures  # noqa: E402
+from runner import ExperimentRunner, Job  # noqa: E402
+from verdicts import GateRule  # noqa: E402
 
 log = logging.getLogger("autoresearch")
 
@@ -92,65 +93,28 @@ async def run_experiment(
     return sandbox.raise_for_outcome(await sandbox.run_sandboxed(spec))
 
 
-# ---------------------------------------------------------------- fan-out
+# ---------------------------------------------------------------- running one job
 
 
 def is_local() -> bool:
-    """True in Flyte local mode or outside a task, where `flyte.map` would run the batch sequentially."""
+    """True in Flyte local mode or outside a task (experiments then run as subprocesses of this process)."""
     ctx = flyte.ctx()
     return not ctx or ctx.mode == "local"
 
 
-@dataclasses.dataclass
-class _MapWorker:
-    """What `flyte.map` calls on a cluster: a `name` and `.aio(item)`, here one experiment of the batch."""
+def make_execute(tool_obj: Any, ledger: ledger_mod.Ledger, data: bundle.Bundle, backend: str) -> Any:
+    """Run one job (an experiment on one seed) through `run_experiment` (and so `right_size`); failures become results."""
 
-    name: str
-    worker: Callable[[ExperimentRecord], Awaitable[None]]
-
-    async def aio(self, record: ExperimentRecord) -> None:
-        await self.worker(record)
-
-
-async def fan_out(
-    records: list[ExperimentRecord], worker: Callable[[ExperimentRecord], Awaitable[None]], concurrency: int
-) -> None:
-    """Run `worker` on every record, at most `concurrency` at once; a failing worker does not stop the rest.
-
-    Locally that is `asyncio.gather` under a semaphore (real concurrency: each experiment is a subprocess);
-    on a cluster it is `flyte.map`, so the batch shows up as one mapped group of actions.
-    """
-    group = records[0].spec.batch_id or "batch" if records else "batch"
-    if not is_local():
-        mapped = flyte.map.aio(_MapWorker("run_experiment", worker), records, group_name=group, concurrency=concurrency)
-        async for failure in mapped:
-            if isinstance(failure, Exception):
-                log.error("experiment worker failed: %s", failure)
-        return
-    sem = asyncio.Semaphore(max(1, concurrency))
-
-    async def limited(record: ExperimentRecord) -> None:
-        async with sem:
-            await worker(record)
-
-    with flyte.group(group):
-        outcomes = await asyncio.gather(*(limited(r) for r in records), return_exceptions=True)
-    for failure in outcomes:
-        if isinstance(failure, BaseException):
-            log.error("experiment worker failed: %s", failure)
-
-
-def make_runner(tool_obj: Any, ledger: ledger_mod.Ledger, data: bundle.Bundle, backend: str) -> tools_mod.RunOne:
-    """Run one ledger record through `run_experiment` (and so `right_size`); any failure becomes a result."""
-
-    async def run_one(record: ExperimentRecord) -> ExperimentResult:
-        config = ledger.effective_config(record.spec).to_dict()
+    async def execute(job: Job) -> ExperimentResult:
+        config = ledger.effective_config(job.record.spec).with_overrides({"seed": job.seed}).to_dict()
         try:
-            return await tool_obj.aio(train_py=record.train_py, config=config, data=data, backend=backend)
+            result = await tool_obj.aio(train_py=job.record.train_py, config=config, data=data, backend=backend)
         except Exception as exc:  # right_size does not raise; this guards the batch against the unexpected
-            return sizing.failure_from_exception(exc)
+            result = sizing.failure_from_exception(exc)
+        result.seed = job.seed
+        return result
 
-    return run_one
+    return execute
 
 
 # ---------------------------------------------------------------- the driver task
@@ -196,113 +160,246 @@ def report_location() -> str:
     return f"{base.rstrip('/')}/report.html" if base else ""
 
 
+def requested_settings(
+    base_config: dict | None,
+    max_steps: int,
+    time_budget: float,
+    vocab_size: int,
+    replicates: int,
+    dataset: str,
+    num_shards: int,
+) -> tuple[ExperimentConfig, GateRule, dict[str, Any], set[str]]:
+    """The base config, gate rule and data a run asks for (0 / "" / None mean "the key's, or the default"), and
+    which of them were given explicitly (a resumed key refuses explicit values that differ from its own)."""
+    base = ExperimentConfig().with_overrides(dict(base_config or {}))
+    explicit = set(base_config or {})
+    if vocab_size:
+        base, explicit = base.with_overrides({"vocab_size": vocab_size}), explicit | {"vocab_size"}
+    if time_budget:
+        base, explicit = base.with_overrides({"time_budget_s": time_budget}), explicit | {"time_budget_s"}
+    steps = max_steps or ExperimentConfig().max_steps
+    base = base.with_overrides({"token_budget": steps * base.tokens_per_step})
+    if max_steps or explicit & {"batch_size", "seq_len"}:
+        explicit |= {"token_budget"}
+    rule = GateRule(replicates=replicates or GateRule().replicates)
+    explicit |= {"replicates"} if replicates else set()
+    data = {"dataset": dataset or prepare.DEFAULT_DATASET, "num_shards": num_shards or 1}
+    explicit |= {k for k, v in (("dataset", dataset), ("num_shards", num_shards)) if v}
+    return base, rule, data, explicit
+
+
+@dataclasses.dataclass
+class Session:
+    """One research session: the key, the planner, the ledger and data, and what the driver builds on them."""
+
+    memory_key: str
+    model_name: str
+    ledger: ledger_mod.Ledger
+    data: bundle.Bundle
+    profile: Any
+    call_llm: Any
+    activity: Activity
+    budget: tools_mod.Budget
+    research: tools_mod.ResearchTools | None = None
+    reporter: Reporter | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunLimits:
+    """How much one session may do: runs in total for the key, batch size, slots, agent turns."""
+
+    n_experiments: int
+    batch_size: int
+    concurrency: int
+    max_turns: int
+
+
+async def open_session(
+    memory_key: str,
+    model: str,
+    api_base: str,
+    max_llm_cost: float,
+    planner_seed: int,
+    settings: tuple,
+    limits: RunLimits,
+) -> Session:
+    """Step 1: the key's ledger and fixed settings, the data bundle, the planner and the budget."""
+    model_name, reason = llm.resolve_model(model or None)
+    print(f"memory key: {memory_key}\nplanner: {model_name} ({reason})\nreport: {report_location()}", flush=True)
+    ledger = await ledger_mod.Ledger.open(memory_key, start=False)
+    requested, rule, dataset, explicit = settings
+    base, rule, dataset = ledger.settle(requested, rule, explicit, dataset)
+    if ledger.stored_settings:
+        print(
+            f"resuming: this key's own settings apply ({ui.budget_summary(base)}; {rule.replicates} seeds)", flush=True
+        )
+    data = await load_bundle(dataset["dataset"], dataset["num_shards"], base.vocab_size)
+    profile = await bundle.profile_bundle.aio(bundle=data)
+    await ledger.start(base.with_overrides({"vocab_size": profile.vocab_size}), rule, dataset)
+    budget = tools_mod.Budget(limits.n_experiments, limits.batch_size, limits.concurrency, ledger.runs_used())
+    budget.confirm_runs = rule.replicates - 1
+    call_llm = make_call_llm(model_name, api_base, max_llm_cost, planner_seed)
+    return Session(memory_key, model_name, ledger, data, profile, call_llm, Activity(), budget)
+
+
 @bundle.agent_env.task(report=True)
 async def parallelized_autoresearch(
-    n_experiments: int = 8,
+    n_experiments: int = 16,
     batch_size: int = 4,
     concurrency: int = 2,
     max_turns: int = 12,
-    dataset: str = prepare.DEFAULT_DATASET,
-    num_shards: int = 1,
-    vocab_size: int = 2048,
+    dataset: str = "",
+    num_shards: int = 0,
+    vocab_size: int = 0,
     memory_key: str = "",
     model: str = "",
     api_base: str = "",
     max_llm_cost: float = 0.0,
-    time_budget: float = 120.0,
-    max_steps: int = 600,
+    time_budget: float = 0.0,
+    max_steps: int = 0,
     base_config: dict | None = None,
     backend: str = sandbox.DEFAULT_BACKEND,
     planner_seed: int = 0,
+    replicates: int = 0,
 ) -> AutoresearchOutput:
-    """Research `train.py` with an agent: bundle, ledger, directive, code-mode Agent over batches, report, output.
+    """Research `train.py` with an agent: open the key, run what it owes, let the Agent plan batches, close.
 
-    Stops when `n_experiments` have run or after `max_turns` agent turns, whichever comes first. The same
-    `memory_key` resumes earlier research; finished experiments are cache hits, never reruns.
+    Stops when `n_experiments` runs (seeds included) are recorded under the key, or after `max_turns` agent
+    turns. The same `memory_key` resumes earlier research under its own fixed settings; finished runs are
+    cache hits, never reruns. 0 / "" for a setting means "the key's own, or the default".
     """
     quiet_handled_failures()
-    memory_key = memory_key or new_memory_key()
-    model_name, reason = llm.resolve_model(model or None)
-    print(f"memory key: {memory_key}\nplanner: {model_name} ({reason})\nreport: {report_location()}", flush=True)
-    data = await load_bundle(dataset, num_shards, vocab_size)
-    profile = await bundle.profile_bundle.aio(bundle=data)
-    base = ExperimentConfig(time_budget_s=time_budget, vocab_size=profile.vocab_size)
-    base = base.with_overrides(dict(base_config or {}))
-    base = base.with_overrides({"token_budget": max_steps * base.tokens_per_step})
-    ledger = await ledger_mod.Ledger.open(memory_key, base)
-    call_llm = make_call_llm(model_name, api_base, max_llm_cost, planner_seed)
+    settings = requested_settings(base_config, max_steps, time_budget, vocab_size, replicates, dataset, num_shards)
+    limits = RunLimits(n_experiments, batch_size, concurrency, max_turns)
+    key = memory_key or new_memory_key()
+    session = await open_session(key, model, api_base, max_llm_cost, planner_seed, settings, limits)
     async with experiment_runtime(concurrency):
-        activity = Activity()
-        budget = tools_mod.Budget(n_experiments, batch_size, concurrency)
-        tool_obj = dataclasses.replace(run_experiment, call_llm=call_llm, model=model_name)
-        research = tools_mod.ResearchTools(
-            ledger=ledger,
-            run_one=make_runner(tool_obj, ledger, data, backend),
-            fan_out=lambda recs, worker: fan_out(recs, worker, concurrency),
-            budget=budget,
-            profile=profile.to_dict(),
-            emit=activity.emit,
-            on_result=activity.on_result,
-            on_start=activity.on_start,
-        )
-        run_info = {
-            "memory_key": memory_key,
-            "model": model_name,
-            "model_reason": reason,
-            "dataset": dataset,
-            "status": "running",
-            "error": "",
-            "n_experiments": n_experiments,
-            "batch_size": batch_size,
-            "concurrency": concurrency,
-            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        reporter = Reporter(ledger, run_info, activity, lambda: usage_of(call_llm))
-        await reporter.start()
-        error = ""
-        try:
-            prior = [r for r in await ledger.records() if r.result is not None]
-            await run_pending(research, ledger)
-            directive = ui.directive(
-                profile,
-                base,
-                ledger.bounds,
-                ui.budget_dict(n_experiments, batch_size, concurrency, max_steps, time_budget, max_turns),
-                await ledger.history_table() if prior else "",
-                best.to_dict() if prior and (best := await ledger.best()) else None,
-            )
-            await archive_transcript(ledger)
-            agent = Agent(
-                name="autoresearch",
-                instructions=ui.INSTRUCTIONS,
-                model=model_name,
-                tools=research.as_tools(),
-                max_turns=max_turns,
-                call_llm=llm.StopGuard(call_llm, lambda: budget.remaining == 0, lambda: closing_text(ledger)),
-                code_mode=True,
-            )
-            cb_token = flyte_agents.agent_progress_cb.set(activity.on_agent_event)
-            try:
-                result = await agent.run.aio(directive, memory=ledger.memory)
-            finally:
-                flyte_agents.agent_progress_cb.reset(cb_token)
-            error = result.error
-            summary = result.summary or await closing_text(ledger)
-            await ledger.save()
-        except Exception as exc:
-            await reporter.stop("error", f"{type(exc).__name__}: {exc}")
-            raise
-    await reporter.stop("done", error)
-    if error:
-        print(f"agent stopped: {error}", flush=True)
-    return await build_output(ledger, memory_key, model_name, directive, profile, summary, error, activity, call_llm)
+        directive, summary, error = await research(session, backend, limits)
+    return await close_session(session, directive, summary, error)
+
+
+async def research(session: Session, backend: str, limits: RunLimits) -> tuple[str, str, str]:
+    """Step 2: run what the key owes (baseline seeds first), then the Agent; returns directive, summary, error."""
+    ledger, activity = session.ledger, session.activity
+    tool_obj = dataclasses.replace(run_experiment, call_llm=session.call_llm, model=session.model_name)
+    runner = ExperimentRunner(make_execute(tool_obj, ledger, session.data, backend), limits.concurrency, flyte.group)
+    session.research = tools_mod.ResearchTools(
+        ledger=ledger,
+        runner=runner,
+        budget=session.budget,
+        profile=session.profile.to_dict(),
+        emit=activity.emit,
+        on_result=activity.on_result,
+        on_start=activity.on_start,
+    )
+    session.reporter = Reporter(ledger, run_info(session), activity, lambda: usage_of(session.call_llm))
+    await session.reporter.start()
+    try:
+        await run_owed(session.research)
+        floor = await noise_floor_problem(ledger)
+        if floor:
+            return "", "", floor
+        directive = await build_directive(session, limits.max_turns)
+        summary, error = await run_agent(session, directive, limits.max_turns)
+        await ledger.save()
+    except Exception as exc:
+        await session.reporter.stop("error", f"{type(exc).__name__}: {exc}")
+        raise
+    return directive, summary, error
+
+
+def run_info(session: Session) -> dict[str, Any]:
+    """What the report's Summary tab shows about the run itself."""
+    return {
+        "memory_key": session.memory_key,
+        "model": session.model_name,
+        "dataset": session.ledger.dataset.get("dataset", ""),
+        "status": "running",
+        "error": "",
+        "n_experiments": session.budget.n_experiments,
+        "batch_size": session.budget.batch_size,
+        "concurrency": session.budget.concurrency,
+        "gate": session.ledger.rule.describe(),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+async def run_owed(research: tools_mod.ResearchTools) -> None:
+    """Run what the ledger owes before new research: the baseline's seeds (the noise floor), experiments a
+    crashed session saved but did not run, and confirmations. Finished runs are Flyte cache hits, not reruns."""
+    jobs = await research.pending_jobs()
+    if jobs:
+        titles = ", ".join(dict.fromkeys(j.title for j in jobs[:8])) + (" ..." if len(jobs) > 8 else "")
+        print(f"running {len(jobs)} owed run(s): {titles}", flush=True)
+        await research.run_jobs(jobs, "owed")
+
+
+async def noise_floor_problem(ledger: ledger_mod.Ledger) -> str:
+    """Why no verdict is possible (the baseline has fewer than two successful seeds), or "" when sigma exists."""
+    verdicts = await ledger.judgement()
+    if verdicts.sigma is not None:
+        return ""
+    (base,) = await ledger.specs([BASELINE_TITLE])
+    failures = [f"seed {r.seed}: {r.result.outcome} ({r.result.message[:120]})" for r in base.runs if r.val_bpb is None]
+    detail = ": " + "; ".join(failures) if failures else ""
+    return (
+        f"the baseline succeeded on {len(base.values)} of {len(base.runs)} seed(s), so seed noise cannot be measured "
+        f"and no verdict would mean anything{detail}. Fix the cause (memory, time cap, backend) and resume, or raise "
+        "--n-experiments if the budget ran out before its seeds."
+    )
+
+
+async def build_directive(session: Session, max_turns: int) -> str:
+    """The opening message: goal, budget, data, noise floor, gate and, on resume, the prior research."""
+    ledger, budget = session.ledger, session.budget
+    records, verdicts, rows = await ledger.view()
+    prior = any(r.runs for r in records if r.title != BASELINE_TITLE)
+    best = next((r for r in rows if r.incumbent), None)
+    baseline = next((r for r in rows if r.title == BASELINE_TITLE), None)
+    base = ledger.base_config
+    limits = ui.budget_dict(
+        budget.n_experiments, budget.batch_size, budget.concurrency, base.max_steps, base.time_budget_s, max_turns
+    )
+    limits.update(started=budget.started, replicates=ledger.rule.replicates)
+    noise = {"sigma": verdicts.sigma, "df": verdicts.df, "gate": ledger.rule.describe()}
+    noise["baseline"] = baseline.to_dict() if baseline else None
+    await archive_transcript(ledger)
+    history = await ledger.history_table() if prior else ""
+    return ui.directive(
+        session.profile, base, ledger.bounds, limits, history, best.to_dict() if prior and best else None, noise
+    )
+
+
+async def run_agent(session: Session, directive: str, max_turns: int) -> tuple[str, str]:
+    """The code-mode Agent over the research tools; returns its summary and error."""
+    ledger, budget, activity = session.ledger, session.budget, session.activity
+    assert session.research is not None
+    agent = Agent(
+        name="autoresearch",
+        instructions=ui.INSTRUCTIONS,
+        model=session.model_name,
+        tools=session.research.as_tools(),
+        max_turns=max_turns,
+        call_llm=llm.StopGuard(session.call_llm, lambda: budget.remaining == 0, lambda: closing_text(ledger)),
+        code_mode=True,
+    )
+    cb_token = flyte_agents.agent_progress_cb.set(activity.on_agent_event)
+    try:
+        result = await agent.run.aio(directive, memory=ledger.memory)
+    finally:
+        flyte_agents.agent_progress_cb.reset(cb_token)
+    return result.summary or await closing_text(ledger), result.error
 
 
 @contextlib.asynccontextmanager
 async def experiment_runtime(concurrency: int) -> AsyncIterator[sizing.SizingPolicy]:
     """The sizing policy for a run's experiments and, locally (where they run in this process), the warm
-    sandbox pool sized by `concurrency`; both undone when the run ends, however it ends."""
-    policy = sizing.SizingPolicy.for_machine(concurrency) if is_local() else sizing.SizingPolicy(cpu=2)
+    sandbox pool sized by `concurrency`; both undone when the run ends, however it ends.
+
+    Every experiment trains on one thread whatever the concurrency, so its result does not depend on how
+    many others run beside it (threads change float summation order, and so the trained model)."""
+    policy = sizing.SizingPolicy.for_machine(concurrency) if is_local() else sizing.SizingPolicy()
+    policy = dataclasses.replace(policy, cpu=1)
     token = sizing.POLICY.set(policy)
     if is_local():
         sandbox_pool.POOL.configure(concurrency, launch_memory_mb=policy.ceiling_mb)
@@ -313,57 +410,57 @@ async def experiment_runtime(concurrency: int) -> AsyncIterator[sizing.SizingPol
         await sandbox_pool.POOL.close()
 
 
-async def run_pending(research: tools_mod.ResearchTools, ledger: ledger_mod.Ledger) -> None:
-    """Run what the ledger holds without a result: the baseline of a new key, or a batch an earlier session
-    saved but did not finish (a crash, Ctrl-C). Experiments that did finish are Flyte cache hits, not reruns."""
-    pending = [r for r in await ledger.records() if r.result is None]
-    if pending:
-        titles = ", ".join(r.title for r in pending[:6]) + (" ..." if len(pending) > 6 else "")
-        print(f"running {len(pending)} experiment(s) without a result: {titles}", flush=True)
-        await research.run_records(sorted(pending, key=lambda r: r.spec.created_at))
-
-
 async def closing_text(ledger: ledger_mod.Ledger) -> str:
-    """A plain-text closing summary from the ledger, for runs the agent did not summarise itself."""
-    best = best_line([r.to_dict() for r in await ledger.leaderboard()])
+    """The trusted verdict in one sentence, from the ledger: the confirmed gain, or that nothing beat the noise."""
+    _, verdicts, rows = await ledger.view()
+    best = best_line([r.to_dict() for r in rows], verdicts.sigma)
     return f"{best}." if best else "No experiment succeeded, so there is no best train.py yet."
 
 
-async def build_output(
-    ledger: ledger_mod.Ledger,
-    memory_key: str,
-    model_name: str,
-    directive: str,
-    profile: Any,
-    summary: str,
-    error: str,
-    activity: Activity,
-    call_llm: Any,
-) -> AutoresearchOutput:
-    """The run's output: best (with its source), leaderboard, summary and totals."""
-    rows = [json.loads(json.dumps(r.to_dict(), default=str)) for r in await ledger.leaderboard()]
-    best = await ledger.best()
-    source = (await ledger.specs([best.title]))[0].train_py if best else ""
+async def close_session(session: Session, directive: str, summary: str, error: str) -> AutoresearchOutput:
+    """Step 3: the final report and the output (best with its source, leaderboard, verdict, totals)."""
+    ledger, activity = session.ledger, session.activity
+    _, verdicts, board = await ledger.view()
+    rows = [json.loads(json.dumps(r.to_dict(), default=str)) for r in board]
+    best = next((i for i, r in enumerate(board) if r.incumbent), None)
+    source = (await ledger.specs([board[best].title]))[0].train_py if best is not None else ""
+    verdict = await closing_text(ledger)
+    error = error or failure_reason(board)
+    if session.reporter:
+        await session.reporter.stop("failed" if error else "done", error)
+    if error:
+        print(f"stopped: {error}", flush=True)
     totals = {
         "experiments_in_ledger": len(rows),
-        "experiments_this_run": len(activity.results),
-        "compute_s_this_run": round(sum(r.wall_seconds for r in activity.results), 1),
+        "runs_in_ledger": ledger.runs_used(),
+        "runs_this_session": len(activity.results),
+        "compute_s_this_session": round(sum(r.wall_seconds for r in activity.results), 1),
         "turns": sum(1 for e in activity.events if e.get("kind") == "turn"),
-        "llm": usage_of(call_llm),
+        "sigma": verdicts.sigma,
+        "llm": usage_of(session.call_llm),
     }
+    agent_text = f"\n\nThe agent's summary: {summary}" if summary and summary.strip() != verdict.strip() else ""
     return AutoresearchOutput(
-        memory_key=memory_key,
-        model=model_name,
+        memory_key=session.memory_key,
+        model=session.model_name,
         directive=directive,
-        profile=profile,
-        best=rows[0] if best else {},
+        profile=session.profile,
+        best=rows[best] if best is not None else {},
         leaderboard=rows,
-        summary=summary,
+        summary=verdict + agent_text,
         totals=totals,
         best_train_py=source,
         report_path=report_location(),
         error=error,
     )
+
+
+def failure_reason(board: list[LeaderboardRow]) -> str:
+    """Why the research did not really run, or "": every experiment beyond the baseline failed."""
+    tried = [r for r in board if r.title != BASELINE_TITLE and r.outcome is not None]
+    if tried and all(r.label == "failed" for r in tried):
+        return f"every experiment failed ({len(tried)} of them): see their messages in the leaderboard"
+    return ""
 
 
 def new_memory_key() -> str:
@@ -380,26 +477,40 @@ def build_parser() -> argparse.ArgumentParser:
         prog="parallelized_autoresearch.py",
         description="An LLM agent that improves train.py by running batches of sandboxed experiments.",
     )
-    p.add_argument("--n-experiments", type=int, default=8, help="experiments to run in total (default 8)")
+    p.add_argument(
+        "--n-experiments",
+        type=int,
+        default=16,
+        help="runs in total for the memory key, baseline seeds and confirmations included (default 16)",
+    )
     p.add_argument("--batch-size", type=int, default=4, help="experiments planned per batch (default 4)")
     p.add_argument("--concurrency", type=int, default=2, help="experiments running at once (default 2)")
     p.add_argument("--max-turns", type=int, default=12, help="agent turns at most (default 12)")
-    p.add_argument("--dataset", default=prepare.DEFAULT_DATASET, choices=sorted(prepare.DATASETS))
-    p.add_argument("--num-shards", type=int, default=1, help="training shards to fetch (default 1)")
-    p.add_argument("--vocab-size", type=int, default=2048, help="BPE vocabulary size (default 2048)")
+    p.add_argument(
+        "--dataset", default=None, choices=sorted(prepare.DATASETS), help=f"corpus (default {prepare.DEFAULT_DATASET})"
+    )
+    p.add_argument("--num-shards", type=int, default=None, help="training shards to fetch (default 1)")
+    p.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary size (default 2048)")
     p.add_argument("--memory-key", default=None, help="resume this research key (default: a fresh key)")
     p.add_argument("--model", default=None, help="litellm model name (default: hosted if a key is set, else built-in)")
     p.add_argument("--api-base", default=None, help="base URL of an OpenAI-compatible server")
     p.add_argument("--max-llm-cost", type=float, default=0.0, help="stop the agent after this many USD (0: no cap)")
     p.add_argument(
-        "--time-budget", type=float, default=120.0, help="safety cap on training seconds per experiment (default 120)"
+        "--time-budget", type=float, default=None, help="safety cap on training seconds per experiment (default 120)"
     )
     p.add_argument(
         "--max-steps",
         type=int,
-        default=600,
+        default=None,
         help="training steps of the base config; with its batch and length this fixes every experiment's token "
         "budget (default 600)",
+    )
+    p.add_argument(
+        "--replicates",
+        type=int,
+        default=None,
+        help=f"seeds of the baseline that measure seed noise; a gain is confirmed on as many (default 3, "
+        f"{MIN_REPLICATES}..{MAX_REPLICATES})",
     )
     p.add_argument("--base-config", default=None, help="JSON overrides of the base config, e.g. '{\"n_layer\": 2}'")
     p.add_argument("--backend", default=sandbox.DEFAULT_BACKEND, choices=sandbox.BACKENDS, help="sandbox backend")
@@ -412,14 +523,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+MIN_REPLICATES, MAX_REPLICATES = 2, 10
+"""Seeds of the baseline: two is the least that measures noise; more than ten buys little and costs a lot."""
+
+
 def check_args(args: argparse.Namespace) -> dict[str, Any]:
     """Validate the flags beyond their types; returns the parsed base config. Raises ValueError with the fix."""
     for name in ("n_experiments", "batch_size", "concurrency", "max_turns", "max_steps"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.time_budget <= 0 or args.max_llm_cost < 0:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.replicates is not None and not MIN_REPLICATES <= args.replicates <= MAX_REPLICATES:
+        raise ValueError(f"--replicates must be in {MIN_REPLICATES}..{MAX_REPLICATES}, got {args.replicates}")
+    if (args.time_budget is not None and not args.time_budget > 0) or args.max_llm_cost < 0:
         raise ValueError("--time-budget must be positive and --max-llm-cost must not be negative")
-    prepare.validate_request(args.dataset, args.num_shards, args.vocab_size)
+    dataset = prepare.DEFAULT_DATASET if args.dataset is None else args.dataset
+    shards = 1 if args.num_shards is None else args.num_shards
+    vocab = ExperimentConfig().vocab_size if args.vocab_size is None else args.vocab_size
+    prepare.validate_request(dataset, shards, vocab)
     if not args.base_config:
         return {}
     try:
@@ -458,9 +579,7 @@ def save_best(out: AutoresearchOutput, export: str | None) -> list[Path]:
 def print_result(out: AutoresearchOutput, written: list[Path]) -> None:
     """The final leaderboard, the best experiment, and where the report and the best train.py are."""
     print("\nLeaderboard\n" + ui.leaderboard_text(out.leaderboard))
-    if out.best:
-        print(f"\nbest: {out.best['title']!r} val_bpb {out.best['val_bpb']:.4f}")
-    print(f"summary: {out.summary}")
+    print(f"\n{out.summary}")
     for path in written:
         print(f"saved: {path}")
     print(f"resume with: --memory-key {out.memory_key}")
@@ -481,10 +600,10 @@ def main(argv: list[str] | None = None) -> int:
     init_flyte(args.config)
     inputs = dict(
         n_experiments=args.n_experiments, batch_size=args.batch_size, concurrency=args.concurrency,
-        max_turns=args.max_turns, dataset=args.dataset, num_shards=args.num_shards, vocab_size=args.vocab_size,
-        memory_key=key, model=args.model or "", api_base=args.api_base or "", max_llm_cost=args.max_llm_cost,
-        time_budget=args.time_budget, max_steps=args.max_steps, base_config=base_config, backend=args.backend,
-        planner_seed=args.planner_seed,
+        max_turns=args.max_turns, dataset=args.dataset or "", num_shards=args.num_shards or 0,
+        vocab_size=args.vocab_size or 0, memory_key=key, model=args.model or "", api_base=args.api_base or "",
+        max_llm_cost=args.max_llm_cost, time_budget=args.time_budget or 0.0, max_steps=args.max_steps or 0,
+        base_config=base_config, backend=args.backend, planner_seed=args.planner_seed, replicates=args.replicates or 0,
     )  # fmt: skip
     try:
         if args.config:
@@ -501,7 +620,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the research run failed: {exc}\nresume with --memory-key {key}", file=sys.stderr)
         return 1
     print_result(out, save_best(out, args.export_best))
-    return 1 if out.error and not out.leaderboard else 0
+    if out.error:
+        print(f"error: {out.error}\nresume with --memory-key {out.memory_key}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

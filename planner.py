@@ -57,6 +57,7 @@ class State:
     proposals: list[dict[str, Any]] = field(default_factory=list)
     tried: set[str] = field(default_factory=set)
     best: dict[str, Any] | None = None
+    sigma: float | None = None
     code_errors: int = 0
     last_failed: bool = False
     surveyed: bool = False
@@ -95,6 +96,7 @@ def read_state(obs: list[dict[str, Any]]) -> State:
         board = _dict(o.get("board"))
         state.budget = board.get("budget") or _dict(o.get("ran")).get("budget") or info.get("budget") or state.budget
         state.rows = board.get("rows", state.rows)
+        state.sigma = board.get("sigma", state.sigma)
         state.history = _dict(o.get("history")).get("experiments", state.history)
         candidates = _dict(o.get("best")).get("candidates") or []
         state.best = candidates[0] if candidates else state.best
@@ -118,9 +120,16 @@ def fork_of(state: State) -> Fork | None:
     return Fork(state.best["title"], state.best["train_py"], config)
 
 
+def batch_room(budget: dict[str, Any]) -> int:
+    """How many new experiments to plan: the batch size, leaving room to confirm one that passes the screen."""
+    remaining, reserve = int(budget.get("remaining", 0)), int(budget.get("confirm_runs", 0))
+    room = remaining - reserve if remaining > reserve else remaining
+    return max(0, min(int(budget.get("batch_size", 1)), room))
+
+
 def next_edits(state: State, policy: Policy) -> tuple[list[dict[str, Any]], str]:
-    """The next batch and its rationale: a config sweep until one has run, then code edits on the best."""
-    size = min(int(state.budget.get("batch_size", 1)), int(state.budget.get("remaining", 0)))
+    """The next batch and its rationale: a config sweep until one has run, then code edits on the confirmed best."""
+    size = batch_room(state.budget)
     if size <= 0:
         return [], ""
     space = search_space(state.base, state.bounds)
@@ -168,35 +177,30 @@ best = get_promising_code(1)
 
 
 def lineage_gains(title: str, history: list[dict[str, Any]]) -> list[tuple[str, float]]:
-    """(title, val_bpb change vs its parent) along the fork chain from the baseline to `title`, oldest first."""
+    """(title, confirmed gain) for each confirmed step of the fork chain from the baseline to `title`, oldest first."""
     by_title = {h["title"]: h for h in history}
-    bpb = {t: (h.get("result") or {}).get("val_bpb") for t, h in by_title.items()}
     chain, seen = [], set()
     while title in by_title and title not in seen and title != BASELINE_TITLE:
         seen.add(title)
-        parent = by_title[title].get("parent") or BASELINE_TITLE
-        if bpb.get(title) is not None and bpb.get(parent) is not None:
-            chain.append((title, bpb[title] - bpb[parent]))
-        title = parent
+        standing = by_title[title].get("standing") or {}
+        if standing.get("verdict") == "confirmed" and isinstance(standing.get("gain"), (int, float)):
+            chain.append((title, float(standing["gain"])))
+        title = by_title[title].get("parent") or BASELINE_TITLE
     return chain[::-1]
 
 
 def final_summary(state: State, reason: str) -> str:
-    """The closing plain-text answer: the best experiment, its val_bpb, its gain over the baseline, what helped."""
-    rows = list(state.rows)
-    base = next((h for h in state.history if h["title"] == BASELINE_TITLE), None)
-    if base and not any(r.get("title") == BASELINE_TITLE for r in rows):
-        rows.append({"title": BASELINE_TITLE, "rank": None, "val_bpb": (base.get("result") or {}).get("val_bpb")})
-    best = best_line(rows)
+    """The closing plain-text answer: the confirmed best, its mean val_bpb over seeds, its gain, what helped."""
+    best = best_line(list(state.rows), state.sigma)
     if best is None:
         return f"Research stopped ({reason}). No experiment succeeded, so there is no best train.py yet."
-    top = next(r for r in rows if r.get("rank") == 1)
+    top = next(r for r in state.rows if r.get("incumbent"))
     tags = {h["title"]: tags_of(h.get("change_summary")) for h in state.history}
     chain = lineage_gains(top["title"], state.history)
-    helped = [f"{' + '.join(map(tag_label, tags[t])) or t} ({d:+.4f})" for t, d in chain if d < 0]
-    text = f"Research finished ({reason}). {best}. What helped, step by step from the baseline: "
-    text += ", ".join(helped) if helped else "nothing beat the baseline"
-    kept = {tag for t, _ in chain for tag in tags[t]}
+    helped = [f"{' + '.join(map(tag_label, tags.get(t, ()))) or t} ({-g:+.4f})" for t, g in chain if g > 0]
+    text = f"Research finished ({reason}). {best}. What helped, confirmed step by step from the baseline: "
+    text += ", ".join(helped) if helped else "nothing was confirmed"
+    kept = {tag for t, _ in chain for tag in tags.get(t, ())}
     ran = {tag for h in state.history if (h.get("result") or {}).get("outcome") for tag in tags[h["title"]]}
     unhelpful = ", ".join(tag_label(t) for t in sorted(ran - kept))
     return text + (f". Tried without a lasting gain: {unhelpful}." if unhelpful else ".")
@@ -221,8 +225,8 @@ def decide(messages: list[dict[str, Any]], policy: Policy | None = None) -> str:
 class BuiltinPlanner:
     """A `call_llm` that plans without a network: `await planner(model, system, messages, tools)`."""
 
-    def __init__(self, seed: int = 0, patience: int = Policy.patience, min_gain: float = Policy.min_gain) -> None:
-        self.policy = Policy(seed=seed, patience=patience, min_gain=min_gain)
+    def __init__(self, seed: int = 0, patience: int = Policy.patience) -> None:
+        self.policy = Policy(seed=seed, patience=patience)
         self.calls = 0
 
     async def __call__(

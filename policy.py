@@ -1,12 +1,14 @@
 """The built-in planner's search policy: pure functions from the research history to the next batch.
 
-Batch 1 sweeps one config axis per experiment around the baseline. Later batches fork the best with one
-or two moves per experiment: a recipe from `recipes.py`, optionally paired with another move that helped
-(a recipe, or one more step along a config axis that helped, or the other direction of one that hurt).
-Moves are ranked by a prior plus the credit earned in earlier results (parent val_bpb minus child val_bpb,
-in units of the typical effect); a move already tried alone on a parent, or one that failed there, is not
-repeated on it. After `patience` batches without a gain above `min_gain`, batches switch to recipes never
-tried, in an order drawn from the seed. Everything is deterministic for a seed and the history.
+Batch 1 sweeps one config axis per experiment around the baseline (the learning rate both ways first, then
+the other axes up, then down). Later batches fork the confirmed best with one or two moves per experiment: a
+recipe from `recipes.py`, optionally paired with another move that helped (a recipe, or one more step along a
+config axis that helped, or the other direction of one that hurt). Moves are ranked by a prior plus the credit
+earned from the gate's verdicts (see `verdicts.py`): a confirmed gain or a regression counts its measured
+difference, a result within seed noise counts zero, and an unconfirmed or truncated one counts nothing yet. A
+move already tried alone on a parent, or one that failed there, is not repeated on it. After `patience`
+batches without a confirmed gain, batches switch to recipes never tried, in an order drawn from the seed.
+Everything is deterministic for a seed and the history.
 """
 
 from __future__ import annotations
@@ -50,9 +52,7 @@ class Policy:
 
     seed: int = 0
     patience: int = 2
-    """Batches without a gain above `min_gain` before batches switch to untried recipes."""
-    min_gain: float = 0.005
-    """The val_bpb improvement of the best that counts as progress."""
+    """Batches without a confirmed gain before batches switch to untried recipes."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class Move:
 
 @dataclass
 class Finished:
-    """One experiment from the history: who it forked, its tags, and how it did."""
+    """One experiment from the history: who it forked, its tags, how it did and the gate's verdict."""
 
     title: str
     parent: str | None
@@ -92,6 +92,9 @@ class Finished:
     batch_id: str
     val_bpb: float | None
     ran: bool
+    verdict: str = ""
+    gain: float | None = None
+    """The incumbent's mean minus this experiment's (positive is better), as the gate measured it."""
 
 
 @dataclass
@@ -99,6 +102,7 @@ class Evidence:
     """What the history says: each tag's gains (parent minus child val_bpb), failures, and what was tried where."""
 
     gains: dict[str, list[float]] = field(default_factory=dict)
+    """Per tag: the gate's measured gains (0 for within-noise results)."""
     fails: dict[str, int] = field(default_factory=dict)
     blocked: set[tuple[str, str]] = field(default_factory=set)
     """(parent, tag) pairs not to try again: tried alone there, or failed there."""
@@ -106,7 +110,7 @@ class Evidence:
     """(parent, tags) of every experiment proposed or run: never proposed again."""
     tried_tags: set[str] = field(default_factory=set)
     scale: float = 0.01
-    """The typical effect (median |child - parent| val_bpb), the unit of credit."""
+    """The typical effect (median |gain| of judged results), the unit of credit."""
 
     def credit(self, tag: str) -> float | None:
         """Mean gain of experiments with this tag in units of the typical effect, or None if never measured."""
@@ -136,36 +140,53 @@ def tag_label(tag: str) -> str:
     return f"{'raise' if direction == 'up' else 'lower'} {key}" if direction else tag
 
 
+JUDGED = ("confirmed", "regression", "within_noise")
+"""Verdicts that say something about a move; within-noise counts as zero gain."""
+FAILED = ("failed",)
+
+
 def finished(history: list[dict[str, Any]]) -> list[Finished]:
     """The history's experiments with a result, as `Finished` records (failures have val_bpb None)."""
     out = []
     for h in history:
         result = h.get("result") or {}
+        standing = h.get("standing") or {}
         bpb = result.get("val_bpb") if result.get("outcome") == "success" else None
         parent = h.get("parent") or (None if h.get("title") == BASELINE_TITLE else BASELINE_TITLE)
         tags = tags_of(h.get("change_summary"))
-        out.append(Finished(h["title"], parent, tags, h.get("batch_id") or "", bpb, bool(result)))
+        verdict = str(standing.get("verdict") or "")
+        gain = _gain(verdict, standing)
+        out.append(Finished(h["title"], parent, tags, h.get("batch_id") or "", bpb, bool(result), verdict, gain))
     return out
 
 
-def evidence(history: list[dict[str, Any]], proposals: list[dict[str, Any]], min_gain: float) -> Evidence:
-    """Fold results and the planner's own proposals (saved, rejected or run) into per-tag evidence."""
+def _gain(verdict: str, standing: dict[str, Any]) -> float | None:
+    """What a verdict says a move gained (positive is better): its measured gain if confirmed or a regression,
+    0 within noise, None when the gate has not decided."""
+    if verdict == "within_noise":
+        return 0.0
+    gain = standing.get("gain")
+    if verdict in ("confirmed", "regression") and isinstance(gain, (int, float)):
+        return float(gain)
+    return None
+
+
+def evidence(history: list[dict[str, Any]], proposals: list[dict[str, Any]]) -> Evidence:
+    """Fold the gate's verdicts and the planner's own proposals (saved, rejected or run) into per-tag evidence."""
     ev = Evidence()
     runs = finished(history)
-    bpb = {f.title: f.val_bpb for f in runs if f.ran}
     deltas = []
     for f in runs:
         if not f.ran or not f.tags:
             continue
-        parent_bpb = bpb.get(f.parent or "")
         for tag in f.tags:
-            if f.val_bpb is None:
+            if f.verdict in FAILED or (f.val_bpb is None and not f.verdict):
                 ev.fails[tag] = ev.fails.get(tag, 0) + 1
                 ev.blocked.add((f.parent or "", tag))
-            elif parent_bpb is not None:
-                ev.gains.setdefault(tag, []).append(parent_bpb - f.val_bpb)
-        if f.val_bpb is not None and parent_bpb is not None:
-            deltas.append(abs(parent_bpb - f.val_bpb))
+            elif f.verdict in JUDGED and f.gain is not None:
+                ev.gains.setdefault(tag, []).append(f.gain)
+        if f.verdict in JUDGED and f.gain:
+            deltas.append(abs(f.gain))
     for p in proposals + [{"parent": f.parent, "tags": list(f.tags)} for f in runs]:
         tags = frozenset(p.get("tags") or ())
         if not tags:
@@ -175,22 +196,17 @@ def evidence(history: list[dict[str, Any]], proposals: list[dict[str, Any]], min
         ev.tried_tags |= tags
         if len(tags) == 1 or p.get("error"):
             ev.blocked |= {(parent, t) for t in tags}
-    ev.scale = max(min_gain, statistics.median(deltas)) if deltas else max(min_gain, 0.01)
+    ev.scale = max(1e-3, statistics.median(deltas)) if deltas else 0.01
     return ev
 
 
-def stale_batches(history: list[dict[str, Any]], min_gain: float) -> int:
-    """How many of the latest batches in a row failed to improve the best val_bpb by more than `min_gain`."""
+def stale_batches(history: list[dict[str, Any]]) -> int:
+    """How many of the latest batches in a row produced no confirmed gain."""
     runs = finished(history)
-    best = next((f.val_bpb for f in runs if f.title == BASELINE_TITLE and f.val_bpb is not None), None)
     stale = 0
     for batch in sorted({f.batch_id for f in runs if f.batch_id.startswith("batch")}):
-        scores = [f.val_bpb for f in runs if f.batch_id == batch and f.val_bpb is not None]
-        new = min(scores) if scores else None
-        gain = 0.0 if new is None or best is None else best - new
-        stale = 0 if gain > min_gain else stale + 1
-        if new is not None and (best is None or new < best):
-            best = new
+        confirmed = any(f.verdict == "confirmed" for f in runs if f.batch_id == batch)
+        stale = 0 if confirmed else stale + 1
     return stale
 
 
@@ -222,17 +238,21 @@ def axis_move(space: dict[str, list[Any]], key: str, current: Any, direction: st
     return Move("axis", key, nxt[0], direction) if nxt else None
 
 
+SWEEP_ORDER = [("learning_rate", "down"), ("learning_rate", "up")]
+SWEEP_ORDER += [(k, "up") for k in AXES[1:]] + [(k, "down") for k in AXES[1:]]
+"""The learning rate, the most influential knob, both ways first; then every other axis up, then down."""
+
+
 def sweep(base: dict[str, Any], space: dict[str, list[Any]], k: int, tried: set[str]) -> list[dict[str, Any]]:
-    """Batch 1: one axis per experiment around the base, every axis up first, then down; distinct titles."""
+    """Batch 1: one axis per experiment around the base, in `SWEEP_ORDER`; distinct titles."""
     edits = []
-    for direction in ("up", "down"):
-        for key in AXES:
-            move = axis_move(space, key, base.get(key), direction)
-            if move is None or move.label in tried:
-                continue
-            why = (UP_WHY if direction == "up" else DOWN_WHY)[key]
-            summary = f"[{move.tag}] {key} {base.get(key)} -> {move.value}"
-            edits.append(_edit(move.label, None, [move], summary, why, "lower val_bpb than the baseline", None))
+    for key, direction in SWEEP_ORDER:
+        move = axis_move(space, key, base.get(key), direction)
+        if move is None or move.label in tried:
+            continue
+        why = (UP_WHY if direction == "up" else DOWN_WHY)[key]
+        summary = f"[{move.tag}] {key} {base.get(key)} -> {move.value}"
+        edits.append(_edit(move.label, None, [move], summary, why, "lower val_bpb than the baseline", None))
     return edits[:k]
 
 
@@ -350,18 +370,18 @@ def code_batch(
     space: dict[str, list[Any]],
 ) -> tuple[list[dict[str, Any]], str]:
     """The next code batch on the fork and its rationale: exploit credited moves, or explore untried recipes."""
-    ev = evidence(history, proposals, policy.min_gain)
+    ev = evidence(history, proposals)
     rng = random.Random(f"{policy.seed}:{len(history)}:{len(proposals)}")
     usable = [r for r in RECIPES if (fork.title, r.name) not in ev.blocked and r.apply(fork.source) is not None]
-    stale = stale_batches(history, policy.min_gain)
+    stale = stale_batches(history)
     edits: list[dict[str, Any]] = []
     if stale >= policy.patience:
         fresh = [r for r in usable if r.name not in ev.tried_tags]
         rng.shuffle(fresh)
         edits = _singles(fork, fresh, ev, k)
-        rationale = f"{stale} batches without a gain above {policy.min_gain:g}: explore recipes never tried"
+        rationale = f"{stale} batches without a confirmed gain: explore recipes never tried"
     else:
-        rationale = f"fork the best so far ({fork.title}) with recipes ranked by prior and credit"
+        rationale = f"fork the confirmed best ({fork.title}) with recipes ranked by prior and credit"
     if len(edits) < k:
         edits += _exploit(fork, usable, ev, k - len(edits), rng, space, {e["title"] for e in edits})
     return edits[:k], rationale

@@ -8,7 +8,6 @@ driver process, the ledger's single writer.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import os
@@ -18,14 +17,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from autoresearch_types import ExperimentResult
+from autoresearch_types import RUN_KEYS, ExperimentResult
 from ledger import Ledger, LedgerError
-from ledger_views import BASELINE_TITLE, ExperimentRecord
+from ledger_views import BASELINE_TITLE, ExperimentRecord, LeaderboardRow
+from runner import ExperimentRunner, Job, Outcome
+from verdicts import Judgement
 
-RunOne = Callable[[ExperimentRecord], Awaitable[ExperimentResult]]
-"""Runs one experiment (sized, retried on OOM) and returns its result; never raises."""
-FanOut = Callable[[list[ExperimentRecord], Callable[[ExperimentRecord], Awaitable[None]]], Awaitable[None]]
-"""Calls the worker on every record with the run's concurrency (asyncio locally, flyte.map on a cluster)."""
 Emit = Callable[[dict[str, Any]], None]
 """Receives activity events for the report and the terminal."""
 
@@ -56,14 +53,26 @@ def apply_patches(source: str, patches: Any) -> str:
 
 
 def _result_brief(result: ExperimentResult | None) -> dict[str, Any] | None:
-    """The fields of a result the agent needs, without logs."""
+    """The fields of one run's result the agent needs, without logs."""
     if result is None:
         return None
-    brief = {"outcome": result.outcome, "val_bpb": result.val_bpb, "steps": result.steps, "n_params": result.n_params}
-    brief.update(wall_seconds=round(result.wall_seconds, 1), oom_retries=result.oom_retries)
+    brief = {"outcome": result.outcome, "val_bpb": result.val_bpb, "seed": result.seed, "steps": result.steps}
+    brief.update(
+        planned_steps=result.planned_steps, n_params=result.n_params, wall_seconds=round(result.wall_seconds, 1)
+    )
+    brief.update(oom_retries=result.oom_retries)
     if result.outcome != "success":
         brief["message"] = result.message[:400]
     return brief
+
+
+def _verdict_brief(row: LeaderboardRow | None) -> dict[str, Any] | None:
+    """An experiment's standing: mean over seeds, its standard error and seed count, and the gate's verdict."""
+    if row is None:
+        return None
+    out = {"verdict": row.label, "mean_val_bpb": row.val_bpb, "se": row.se, "n_seeds": row.n_seeds}
+    out.update(delta_vs_best=row.delta_vs_best, gain=row.gain, why=row.verdict, best=row.incumbent)
+    return out
 
 
 def _as_titles(titles: Any) -> list[str] | None:
@@ -77,20 +86,42 @@ def _as_titles(titles: Any) -> list[str] | None:
 
 @dataclass
 class Budget:
-    """How many experiments this run may still start, and how big a batch is."""
+    """The key's experiment budget: runs in total (replicates and confirmations included), and the batch size.
+
+    `started` counts the runs recorded under the key when this session opened plus those it started since.
+    """
 
     n_experiments: int
     batch_size: int
     concurrency: int
     started: int = 0
+    confirm_runs: int = 2
+    """Runs a candidate that passes the screen needs to be confirmed (the baseline's other seeds)."""
+    reserved: int = 0
+    """Runs promised to the screens of the batch in flight: confirmations only use what is left beyond them."""
 
     @property
     def remaining(self) -> int:
-        return max(0, self.n_experiments - self.started)
+        return max(0, self.n_experiments - self.started - self.reserved)
+
+    def reserve(self, screens: int) -> int:
+        """Promise up to `screens` runs to a batch's first runs; returns how many were promised."""
+        granted = max(0, min(screens, self.remaining))
+        self.reserved += granted
+        return granted
+
+    def admit(self, job: Job) -> bool:
+        """Charge one run to the budget as it starts: a screen uses its batch's promise, anything else what is left."""
+        if job.role == "screen" and self.reserved > 0:
+            self.reserved -= 1
+        elif self.remaining <= 0:
+            return False
+        self.started += 1
+        return True
 
     def to_dict(self) -> dict[str, Any]:
         out = {"n_experiments": self.n_experiments, "started": self.started, "remaining": self.remaining}
-        out.update(batch_size=self.batch_size, concurrency=self.concurrency)
+        out.update(batch_size=self.batch_size, concurrency=self.concurrency, confirm_runs=self.confirm_runs)
         if not self.remaining:
             out["note"] = "The experiment budget is spent: reply now in plain text (no code) with your final summary."
         return out
@@ -101,13 +132,12 @@ class ResearchTools:
     """The tool set bound to one run: its ledger, its runner and its budget."""
 
     ledger: Ledger
-    run_one: RunOne
-    fan_out: FanOut
+    runner: ExperimentRunner
     budget: Budget
     profile: dict[str, Any]
     emit: Emit = lambda event: None  # noqa: E731
-    on_result: Callable[[str, str, int, int, ExperimentResult], None] = lambda *a: None  # noqa: E731
-    on_start: Callable[[list[ExperimentRecord]], None] = lambda records: None  # noqa: E731
+    on_result: Callable[[Job, int, int, ExperimentResult, dict[str, Any] | None], None] = lambda *a: None  # noqa: E731
+    on_start: Callable[[list[Job]], None] = lambda jobs: None  # noqa: E731
     last_batch_id: str = ""
 
     def as_tools(self) -> list[Callable[..., Awaitable[Any]]]:
@@ -160,49 +190,62 @@ class ResearchTools:
     # ---------------------------------------------------------------- looking
 
     async def inspect_dataset(self) -> dict[str, Any]:
-        """The data, the base config, the override bounds and the experiment budget left.
+        """The data, the base config, the override bounds, the noise floor and the experiment budget left.
 
         Returns {"profile": {...dataset sizes, vocab_size, bytes_per_token...}, "base_config": {...},
-        "bounds": {key: [low, high]}, "budget": {"n_experiments", "started", "remaining", "batch_size", "concurrency"}}.
+        "bounds": {key: [low, high]}, "fixed": [keys an edit may not change], "sigma": seed noise in val_bpb or None,
+        "gate": "how a change counts as an improvement", "budget": {"n_experiments", "started", "remaining",
+        "batch_size", "concurrency", "confirm_runs"}}.
         Example: info = inspect_dataset(); info["budget"]["remaining"]
         """
+        verdicts = await self.ledger.judgement()
         return {
             "profile": self.profile,
             "base_config": self.ledger.base_config.to_dict(),
             "bounds": self.ledger.bounds.describe(),
+            "fixed": list(RUN_KEYS),
+            "sigma": verdicts.sigma,
+            "gate": self.ledger.rule.describe(),
             "budget": self.budget.to_dict(),
         }
 
     async def get_baseline_train_code(self) -> dict[str, Any]:
-        """The repository's baseline train.py and its result, the starting point of every fork chain.
+        """The repository's baseline train.py and its standing, the starting point of every fork chain.
 
-        Returns {"title": "baseline", "train_py": str, "result": {...} or None}.
+        Returns {"title": "baseline", "train_py": str, "standing": {"verdict", "mean_val_bpb", "se", "n_seeds", ...}}.
         Example: base = get_baseline_train_code(); base["train_py"]
         """
         (rec,) = await self.ledger.specs([BASELINE_TITLE])
-        return {"title": BASELINE_TITLE, "train_py": rec.train_py, "result": _result_brief(rec.result)}
+        rows = {r.title: r for r in await self.ledger.leaderboard()}
+        return {"title": BASELINE_TITLE, "train_py": rec.train_py, "standing": _verdict_brief(rows.get(BASELINE_TITLE))}
 
     async def get_leaderboard(self, top_n: int = 20) -> dict[str, Any]:
-        """Experiments ranked by val_bpb (lower is better), then failures, then those not run yet.
+        """Experiments ranked by mean val_bpb over seeds (lower is better), then unranked, failed and not-run ones.
 
-        Returns {"rows": [{"rank", "title", "parent", "val_bpb", "delta_vs_best", "delta_vs_baseline", "label",
-        "outcome", "change_summary", "overrides"}], "best": row or None, "budget": {...}}.
-        label is new_best | regression | failed | not_run. Example: lb = get_leaderboard(10); lb["best"]["title"]
+        Returns {"rows": [{"rank", "title", "parent", "val_bpb" (mean over seeds), "se", "n_seeds", "delta_vs_best",
+        "delta_vs_baseline", "label", "verdict", "incumbent", "outcome", "change_summary", "overrides"}],
+        "best": the incumbent's row, "sigma": seed noise, "gate": str, "total": int, "budget": {...}}.
+        label is the gate's verdict: baseline | confirmed | unconfirmed | within_noise | regression | truncated |
+        over_budget | failed | unjudged | not_run; only "confirmed" beat seed noise, and "best" is the confirmed
+        best (the baseline until something is confirmed). Example: lb = get_leaderboard(10); lb["best"]["title"]
         """
-        rows = [r.to_dict() for r in await self.ledger.leaderboard()]
-        for row in rows:
-            row.pop("kept", None)
-        best = rows[0] if rows and rows[0]["rank"] == 1 else None
-        return {"rows": rows[: max(1, int(top_n))], "best": best, "total": len(rows), "budget": self.budget.to_dict()}
+        _, verdicts, rows = await self.ledger.view()
+        dicts = [r.to_dict() for r in rows]
+        best = next((d for d in dicts if d["incumbent"]), None)
+        out = {"rows": dicts[: max(1, int(top_n))], "best": best, "sigma": verdicts.sigma, "total": len(dicts)}
+        return {**out, "gate": self.ledger.rule.describe(), "budget": self.budget.to_dict()}
 
     async def get_code_edit_history(self, last_n: int = 30) -> dict[str, Any]:
         """Every experiment in creation order with what it changed and how it did (no source code).
 
         Returns {"experiments": [{"title", "parent", "batch_id", "change_summary", "hypothesis", "expected_effect",
-        "overrides", "result": {"outcome", "val_bpb", ...} or None}], "total": int}.
-        Example: h = get_code_edit_history(10); [e["title"] for e in h["experiments"]]
+        "overrides", "result": {"outcome", "val_bpb", "seed", ...} of its first run or None,
+        "standing": {"verdict", "mean_val_bpb", "se", "n_seeds", "delta_vs_best", "why", "best"}}], "total": int}.
+        Example: h = get_code_edit_history(10); [(e["title"], e["standing"]["verdict"]) for e in h["experiments"]]
         """
-        records = sorted(await self.ledger.records(), key=lambda r: r.spec.created_at)
+        records, _, board = await self.ledger.view()
+        standing = {r.title: r for r in board}
+        records = sorted(records, key=lambda r: r.spec.created_at)
         shown = records[-max(1, int(last_n)) :]
         rows = []
         for rec in shown:
@@ -210,6 +253,7 @@ class ResearchTools:
             row = {"title": spec.title, "parent": spec.parent, "batch_id": spec.batch_id}
             row.update(change_summary=spec.change_summary, hypothesis=spec.hypothesis)
             row.update(expected_effect=spec.expected_effect, overrides=spec.overrides, result=_result_brief(rec.result))
+            row["standing"] = _verdict_brief(standing.get(rec.title))
             rows.append(row)
         return {"experiments": rows, "total": len(records)}
 
@@ -229,31 +273,27 @@ class ResearchTools:
         return out
 
     async def get_promising_code(self, top_k: int = 3) -> dict[str, Any]:
-        """The best `top_k` successful experiments with their full train.py: the candidates to fork.
+        """The experiments worth forking, with their full train.py: the confirmed best first, then other ranked ones.
 
-        Returns {"candidates": [{"title", "val_bpb", "overrides", "change_summary", "train_py"}]}.
-        Example: best = get_promising_code(1)["candidates"][0]; best["title"]
+        Returns {"candidates": [{"title", "val_bpb" (mean), "n_seeds", "verdict", "overrides", "change_summary",
+        "train_py"}]}. Example: best = get_promising_code(1)["candidates"][0]; best["title"]
         """
-        rows = [r for r in await self.ledger.leaderboard() if r.rank is not None][: max(1, int(top_k))]
+        rows = [r for r in await self.ledger.leaderboard() if r.rank is not None]
+        rows = sorted(rows, key=lambda r: (not r.incumbent, r.label == "regression", r.rank))[: max(1, int(top_k))]
         recs = await self.ledger.specs([r.title for r in rows])
         out = []
         for row, rec in zip(rows, recs, strict=True):
-            out.append(
-                {
-                    "title": row.title,
-                    "val_bpb": row.val_bpb,
-                    "overrides": row.overrides,
-                    "change_summary": row.change_summary,
-                    "train_py": rec.train_py[:CODE_LIMIT],
-                }
-            )
+            item = {"title": row.title, "val_bpb": row.val_bpb, "n_seeds": row.n_seeds, "verdict": row.label}
+            item.update(overrides=row.overrides, change_summary=row.change_summary, train_py=rec.train_py[:CODE_LIMIT])
+            out.append(item)
         note = "" if out else "No successful experiment yet: run the baseline or a first batch."
         return {"candidates": out, "note": note}
 
     async def compare_experiments(self, a: str, b: str) -> dict[str, Any]:
         """Compare two experiments: val_bpb of each, delta (b minus a), overrides, and a unified diff of train.py.
 
-        Returns {"a", "b", "val_bpb": {a: x, b: y}, "delta", "overrides": {...}, "diff": str}.
+        Returns {"a", "b", "val_bpb": {a: mean, b: mean}, "seeds": {...}, "verdict": {...}, "delta", "overrides": {...},
+        "diff": str}.
         Example: compare_experiments("baseline", "Cosine LR")["delta"]
         """
         if not isinstance(a, str) or not isinstance(b, str):
@@ -368,11 +408,15 @@ class ResearchTools:
     # ---------------------------------------------------------------- running
 
     async def run_experiment_batch(self, titles: list[str]) -> dict[str, Any]:
-        """Run saved experiments in parallel (sandboxed, right-sized, retried on OOM) and record each result.
+        """Run saved experiments in parallel (sandboxed, right-sized, retried on OOM) and record each run as it ends.
 
-        titles: saved titles, at most batch_size. Experiments that already have a result are not rerun.
-        Returns {"results": [{"title", "outcome", "val_bpb", "steps", "wall_seconds", "message"?}],
-        "skipped": [{"title", "reason"}], "budget": {...}}. Example: run_experiment_batch(["LR 6e-3", "Deeper 4L"])
+        titles: saved titles, at most batch_size; those that already ran are not rerun. Each runs on the run's seed
+        first; one whose result beats the best by more than seed noise ("unconfirmed") is re-run at once on fresh
+        seeds to confirm it, and confirmations left over from earlier batches run first. Every run, confirmations
+        included, counts against the budget. Returns {"results": [{"title", "seed", "role", "outcome", "val_bpb",
+        "steps", "wall_seconds", "message"?}], "verdicts": {title: {"verdict", "mean_val_bpb", "se", "n_seeds",
+        "why", ...}}, "skipped": [{"title", "reason"}], "sigma": float or None, "budget": {...}}.
+        Example: r = run_experiment_batch(["LR 6e-3", "Deeper 4L"]); r["verdicts"]["LR 6e-3"]["verdict"]
         """
         names = _as_titles(titles)
         if not names:
@@ -381,77 +425,124 @@ class ResearchTools:
             recs = await self.ledger.specs(list(dict.fromkeys(names)))
         except LedgerError as exc:
             return {"error": str(exc)}
-        skipped = [{"title": r.title, "reason": "already has a result; not rerun"} for r in recs if r.result]
-        todo = [r for r in recs if r.result is None]
-        allowed = min(self.budget.remaining, self.budget.batch_size)
+        skipped = [{"title": r.title, "reason": "already ran; not rerun"} for r in recs if r.runs or r.legacy]
+        todo = [r for r in recs if not r.runs and not r.legacy]
         skipped += [
-            {"title": r.title, "reason": "over the batch size or the experiment budget"} for r in todo[allowed:]
+            {"title": r.title, "reason": "over the batch size; run it in a later batch"}
+            for r in todo[self.budget.batch_size :]
         ]
-        todo = todo[:allowed]
-        self.budget.started += len(todo)
-        results = await self.run_records(todo)
-        out = [{"title": t, **(_result_brief(r) or {})} for t, r in results]
-        return {"results": out, "skipped": skipped, "budget": self.budget.to_dict()}
+        screens = [self.job(r, "screen") for r in todo[: self.budget.batch_size]]
+        before = self.budget.reserved
+        self.budget.reserve(len(screens))
+        try:
+            outcome = await self.run_jobs(await self.confirmation_jobs() + screens)
+        finally:
+            self.budget.reserved = min(self.budget.reserved, before)  # a promise never outlives its batch
+        skipped += [
+            {"title": j.title, "seed": j.seed, "reason": "the experiment budget is spent"} for j in outcome.skipped
+        ]
+        board = {r.title: r for r in await self.ledger.leaderboard()}
+        results = [{"title": j.title, "role": j.role, **(_result_brief(r) or {})} for j, r in outcome.done]
+        ran = dict.fromkeys(j.title for j, _ in outcome.done)
+        verdicts = {t: _verdict_brief(board.get(t)) for t in ran}
+        sigma = (await self.ledger.judgement()).sigma
+        return {
+            "results": results,
+            "verdicts": verdicts,
+            "skipped": skipped,
+            "sigma": sigma,
+            "budget": self.budget.to_dict(),
+        }
 
-    async def run_records(self, records: list[ExperimentRecord]) -> list[tuple[str, ExperimentResult]]:
-        """Fan the records out and record each result as it arrives; returns (title, result) in input order."""
-        done: dict[str, ExperimentResult] = {}
-        lock = asyncio.Lock()
+    def job(self, record: ExperimentRecord, role: str, seed: int | None = None) -> Job:
+        """A run of `record` on `seed` (default: the run's seed)."""
+        return Job(record, self.ledger.base_config.seed if seed is None else seed, role)
 
-        async def worker(rec: ExperimentRecord) -> None:
-            result = await self.run_one(rec)
-            await self.ledger.record_result(rec.title, result)
-            async with lock:
-                done[rec.title] = result
-                self.on_result(rec.spec.batch_id, rec.title, len(done), len(records), result)
+    async def confirmation_jobs(self) -> list[Job]:
+        """Fresh-seed runs still owed to candidates that passed the screen."""
+        verdicts = await self.ledger.judgement()
+        return await self._confirm_jobs(verdicts, list(verdicts.confirm_seeds))
 
-        if records:
-            self.on_start(records)
-            await self.fan_out(records, worker)
-        return [(r.title, done[r.title]) for r in records if r.title in done]
+    async def _confirm_jobs(self, verdicts: Judgement, titles: list[str]) -> list[Job]:
+        if not titles:
+            return []
+        recs = await self.ledger.specs(titles)
+        return [self.job(rec, "confirm", seed) for rec in recs for seed in verdicts.confirm_seeds.get(rec.title, [])]
+
+    async def pending_jobs(self) -> list[Job]:
+        """What the ledger owes before new research: the baseline's replicate seeds, experiments saved but never
+        run (a crash or Ctrl-C), and confirmations. Runs that did finish are Flyte cache hits, not reruns."""
+        records = await self.ledger.records()
+        jobs = []
+        base = next(r for r in records if r.title == BASELINE_TITLE)
+        seeds = [self.ledger.base_config.seed + i for i in range(self.ledger.rule.replicates)]
+        jobs += [self.job(base, "replicate", s) for s in seeds if base.run_for(s) is None]
+        unrun = [r for r in records if not r.runs and not r.legacy and r.title != BASELINE_TITLE]
+        jobs += [self.job(r, "screen") for r in sorted(unrun, key=lambda r: r.spec.created_at)]
+        return await self.confirmation_jobs() + jobs
+
+    async def run_jobs(self, jobs: list[Job], name: str = "") -> Outcome:
+        """Run jobs through the runner, recording each as it ends and queuing confirmations it earns."""
+        if not jobs:
+            return Outcome([], [])
+        self.on_start(jobs)
+        progress = {"done": 0, "total": len(jobs)}
+
+        async def record(job: Job, result: ExperimentResult) -> list[Job]:
+            await self.ledger.record_result(job.title, result, job.role)
+            _, verdicts, board = await self.ledger.view()
+            earned = job.role == "screen" and job.title in verdicts.confirm_seeds
+            follow = await self._confirm_jobs(verdicts, [job.title] if earned else [])
+            progress["done"] += 1
+            progress["total"] += len(follow)
+            standing = _verdict_brief(next((r for r in board if r.title == job.title), None))
+            self.on_result(job, progress["done"], progress["total"], result, standing)
+            return follow
+
+        return await self.runner.run(jobs, record, self.budget.admit, name or jobs[-1].record.spec.batch_id or "batch")
 
     async def evaluate_batch_results(self, batch_id: str = "") -> dict[str, Any]:
-        """Judge a finished batch: each experiment against its parent and the best, with its hypothesis.
+        """Judge a finished batch: each experiment's verdict against seed noise and the best, with its hypothesis.
 
-        Returns {"batch_id", "experiments": [{"title", "parent", "outcome", "val_bpb", "delta_vs_parent", "label",
-        "hypothesis", "expected_effect", "verdict"}], "best": {...}, "advice": str}. verdict is improved | worse |
-        failed | not_run. Example: evaluate_batch_results("batch-001")["best"]["title"]
+        Returns {"batch_id", "experiments": [{"title", "parent", "outcome", "val_bpb" (mean), "se", "n_seeds",
+        "verdict", "why", "delta_vs_best", "hypothesis", "expected_effect"}], "best": the incumbent's row,
+        "sigma", "advice": str}. verdict is confirmed | unconfirmed | within_noise | regression | truncated |
+        over_budget | failed | not_run. Example: evaluate_batch_results("batch-001")["best"]["title"]
         """
         batch_id = batch_id or self.last_batch_id
-        records = await self.ledger.records()
+        records, verdicts, board = await self.ledger.view()
         mine = [r for r in records if r.spec.batch_id == batch_id]
         if not mine:
             ids = sorted({r.spec.batch_id for r in records if r.spec.batch_id.startswith("batch")})
             return {"error": f"no experiments in batch {batch_id!r}; batches: {ids}."}
-        bpb = {r.title: r.val_bpb for r in records}
-        labels = {row.title: row.label for row in await self.ledger.leaderboard()}
-        rows = [self._verdict(r, bpb, labels) for r in sorted(mine, key=lambda r: r.spec.created_at)]
-        best = await self.ledger.best()
-        winners = [r["title"] for r in rows if r["label"] == "new_best"]
+        rows = {r.title: r for r in board}
+        out = [self._judged(r, rows[r.title]) for r in sorted(mine, key=lambda r: r.spec.created_at)]
+        best = next((r for r in board if r.incumbent), None)
+        winners = [r["title"] for r in out if r["verdict"] == "confirmed"]
+        noise = f"sigma = {verdicts.sigma:.4f}" if verdicts.sigma is not None else "no noise floor yet"
         advice = (
-            f"{winners[-1]!r} set a new best: fork it with code changes."
+            f"{winners[-1]!r} is a confirmed gain: fork it with code changes."
             if winners
-            else "Nothing in this batch beat the best: try different ideas, forking the best so far."
+            else f"Nothing in this batch beat seed noise ({noise}): try different ideas, forking the best so far."
         )
-        return {"batch_id": batch_id, "experiments": rows, "best": best.to_dict() if best else None, "advice": advice}
+        return {
+            "batch_id": batch_id,
+            "experiments": out,
+            "best": best.to_dict() if best else None,
+            "sigma": verdicts.sigma,
+            "advice": advice,
+        }
 
     @staticmethod
-    def _verdict(rec: ExperimentRecord, bpb: dict[str, float | None], labels: dict[str, str]) -> dict[str, Any]:
-        parent_bpb = bpb.get(rec.spec.parent or BASELINE_TITLE)
-        delta = None if rec.val_bpb is None or parent_bpb is None else rec.val_bpb - parent_bpb
-        if rec.result is None:
-            verdict = "not_run"
-        elif rec.val_bpb is None:
-            verdict = "failed"
-        else:
-            verdict = "improved" if delta is not None and delta < 0 else "worse"
-        row = {"title": rec.title, "parent": rec.spec.parent or BASELINE_TITLE, "val_bpb": rec.val_bpb}
-        row.update(outcome=rec.result.outcome if rec.result else None, delta_vs_parent=delta)
-        row.update(label=labels.get(rec.title), hypothesis=rec.spec.hypothesis, verdict=verdict)
-        row.update(expected_effect=rec.spec.expected_effect)
+    def _judged(rec: ExperimentRecord, row: LeaderboardRow) -> dict[str, Any]:
+        out = {"title": rec.title, "parent": rec.spec.parent or BASELINE_TITLE, "outcome": row.outcome}
+        out.update(val_bpb=row.val_bpb, se=row.se, n_seeds=row.n_seeds, verdict=row.label, why=row.verdict)
+        out.update(
+            delta_vs_best=row.delta_vs_best, hypothesis=rec.spec.hypothesis, expected_effect=rec.spec.expected_effect
+        )
         if rec.result is not None and rec.val_bpb is None:
-            row["message"] = rec.result.message[:300]
-        return row
+            out["message"] = rec.result.message[:300]
+        return out
 
     # ---------------------------------------------------------------- reading
 

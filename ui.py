@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from autoresearch_types import DatasetProfile, ExperimentConfig, WorkshopBounds
+from autoresearch_types import RUN_KEYS, DatasetProfile, ExperimentConfig, WorkshopBounds
 from ui_html import TABS as REPORT_TABS
 from ui_html import chart_points, render_report
 
@@ -20,6 +20,7 @@ __all__ = [
     "render_report",
     "directive",
     "budget_dict",
+    "budget_summary",
     "experiment_line",
     "leaderboard_text",
 ]
@@ -34,19 +35,30 @@ How to work, batch by batch:
    config overrides; after that, change the training code (send `patches` or the full `train_py`),
    forking the best experiment with parent_title. Give every edit a hypothesis and an expected effect.
 3. record_batch_plan(titles, rationale), then run_experiment_batch(titles): it runs them in parallel.
-4. evaluate_batch_results(batch_id): keep what helped, fork the winner, drop what did not.
+4. evaluate_batch_results(batch_id): only a "confirmed" verdict beat seed noise; fork the confirmed best,
+   drop what did not. A result "within_noise" is not a gain, however low its val_bpb.
 Stop when the experiment budget is spent (tools say so) and reply in plain text, with no code block:
-name the best experiment, its val_bpb, the improvement over the baseline, and what helped.
+name the confirmed best experiment, its mean val_bpb over seeds, the gain over the baseline, and what
+helped; if nothing was confirmed, say that no edit beat seed noise.
 
 Rules: tools return {"error": ...} for bad input and say what to do instead; read it and adapt, do not
 repeat the same call. Never repeat an experiment that already ran (duplicates are refused)."""
 """The Agent's system instructions; the tool catalogue and code-mode rules are appended by the SDK."""
 
 
+def budget_summary(config: ExperimentConfig) -> str:
+    """The fixed budget in one phrase: tokens, steps at the base batch and length, time cap, eval tokens."""
+    return (
+        f"{config.token_budget:,} training tokens ({config.max_steps} steps of {config.batch_size} x {config.seq_len}), "
+        f"time cap {config.time_budget_s:g} s, {config.eval_tokens:,} eval tokens, vocab {config.vocab_size}"
+    )
+
+
 def _budget_lines(budget: dict[str, Any]) -> list[str]:
+    used = budget.get("started", 0)
     return [
-        f"- experiments this run: {budget['n_experiments']} "
-        f"(batches of up to {budget['batch_size']}, {budget['concurrency']} running at once)",
+        f"- runs for this memory key: {budget['n_experiments']} in total, {used} used so far (baseline seeds and "
+        f"confirmation re-runs count too); batches of up to {budget['batch_size']}, {budget['concurrency']} at once",
         f"- training budget per experiment: {budget['max_steps']} steps of the base config "
         f"({budget.get('token_budget', 0):,} tokens; an edit that changes batch_size or seq_len trains the same "
         f"tokens in more or fewer steps), with a safety cap of {budget['time_budget_s']:g} s",
@@ -63,6 +75,21 @@ def _profile_lines(profile: DatasetProfile) -> list[str]:
     ]
 
 
+def _noise_lines(noise: dict[str, Any] | None) -> list[str]:
+    """The measured noise floor and the acceptance gate, for the directive."""
+    if not noise:
+        return []
+    base = noise.get("baseline") or {}
+    sigma = noise.get("sigma")
+    measured = f"sigma = {sigma:.4f} val_bpb (pooled over seeds, {noise.get('df', 0)} degrees of freedom)"
+    lines = [f"- seed noise: {measured if sigma is not None else 'not measured yet'}"]
+    if base.get("val_bpb") is not None:
+        se = f" ± {base['se']:.4f}" if base.get("se") is not None else ""
+        lines.append(f"- baseline: val_bpb {base['val_bpb']:.4f}{se} over {base.get('n_seeds', 0)} seeds")
+    lines.append(f"- the gate: {noise.get('gate', '')}")
+    return lines
+
+
 def directive(
     profile: DatasetProfile,
     base_config: ExperimentConfig,
@@ -70,13 +97,15 @@ def directive(
     budget: dict[str, Any],
     history_table: str = "",
     best: dict[str, Any] | None = None,
+    noise: dict[str, Any] | None = None,
 ) -> str:
-    """The opening message of a run: goal, budget, data, bounds, rules and, on resume, prior research.
+    """The opening message of a run: goal, budget, data, bounds, noise floor, rules and, on resume, prior research.
 
-    `budget` holds n_experiments, batch_size, concurrency, max_steps, time_budget_s and max_turns;
-    `history_table` is the ledger's markdown table (empty for a fresh key); `best` a leaderboard row.
+    `budget` holds n_experiments, batch_size, concurrency, max_steps, time_budget_s and max_turns (and `started`);
+    `history_table` is the ledger's markdown table (empty for a fresh key); `best` the incumbent's leaderboard row;
+    `noise` holds sigma, df, the baseline's row and the gate rule's text.
     """
-    base = {k: v for k, v in base_config.to_dict().items() if k not in ("max_steps", "time_budget_s", "seed")}
+    base = {k: v for k, v in base_config.to_dict().items() if k not in RUN_KEYS + ("max_steps",)}
     budget = {"token_budget": base_config.token_budget, **budget}
     parts = [
         "# Goal",
@@ -88,6 +117,9 @@ def directive(
         "# Data",
         *_profile_lines(profile),
         "",
+        "# Noise floor and what counts as a gain",
+        *_noise_lines(noise),
+        "",
         "# Base config and override bounds",
         f"- base config: {json.dumps(base)}",
         f"- allowed overrides [low, high]: {json.dumps(bounds.describe())}",
@@ -97,12 +129,15 @@ def directive(
         "- train.py must keep `build_model(config)` and `run_training(config, data_dir)`; the model must stay "
         "causal (the harness checks), and metrics come only from the harness.",
         "- Titles are unique names; fork with parent_title to build on an experiment.",
+        f"- The budget is fixed and belongs to the run: every experiment trains on the same {base_config.token_budget:,} "
+        "tokens (steps = tokens / (batch_size x seq_len)) with one thread, and the seed is chosen by the run. Overrides "
+        f"of {', '.join(RUN_KEYS)} or max_steps are refused. A run stopped by the time cap is 'truncated' and not ranked.",
     ]
     if history_table.strip():
         parts += ["", "# Prior research under this memory key", history_table.strip()]
         if best:
             parts.append(
-                f"\nBest so far: {best['title']!r} at val_bpb {best['val_bpb']:.4f}. "
+                f"\nConfirmed best so far: {best['title']!r} at mean val_bpb {best['val_bpb']:.4f}. "
                 "Continue from it: do not rerun experiments that already have results."
             )
     else:
@@ -137,34 +172,55 @@ def progress_bar(done: int, total: int, width: int = 10) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
-def batch_start_line(batch_id: str, titles: list[str]) -> str:
-    """The terminal line when a batch starts: an empty bar and what runs."""
-    shown = ", ".join(t[:40] for t in titles[:6]) + (" ..." if len(titles) > 6 else "")
-    return f"  {batch_id} {progress_bar(0, len(titles))} 0/{len(titles)}  running: {shown}"
+def batch_start_line(batch_id: str, jobs: list[dict[str, Any]]) -> str:
+    """The terminal line when a batch starts: an empty bar and what runs (title, and the seed of re-runs)."""
+    names = [_job_name(j) for j in jobs]
+    shown = ", ".join(n[:44] for n in names[:6]) + (" ..." if len(names) > 6 else "")
+    return f"  {batch_id} {progress_bar(0, len(jobs))} 0/{len(jobs)}  running: {shown}"
 
 
-def experiment_line(batch_id: str, done: int, total: int, title: str, result: dict[str, Any]) -> str:
-    """One terminal line per finished experiment: a progress bar for its batch, then outcome and val_bpb."""
+def _job_name(job: dict[str, Any]) -> str:
+    """A run's name in the terminal: the title, with its seed when it is not the experiment's first run."""
+    role = job.get("role", "screen")
+    return job["title"] if role == "screen" else f"{job['title']} (seed {job.get('seed')}, {role})"
+
+
+def experiment_line(
+    batch_id: str, done: int, total: int, job: dict[str, Any], result: dict[str, Any], standing: dict[str, Any] | None
+) -> str:
+    """One terminal line per finished run: a progress bar, outcome and val_bpb, then the gate's verdict so far."""
     bar = progress_bar(done, total)
     extra = f" after {result.get('oom_retries')} OOM retries" if result.get("oom_retries") else ""
     message = "" if result.get("outcome") == "success" else f"  ({str(result.get('message', ''))[:80]})"
+    verdict = ""
+    if standing and standing.get("verdict"):
+        mean = standing.get("mean_val_bpb")
+        se = standing.get("se")
+        spread = f" ± {se:.4f}" if se is not None else ""
+        verdict = f"  -> {standing['verdict']}" + (
+            f" (mean {mean:.4f}{spread}, {standing.get('n_seeds')} seeds)" if mean is not None else ""
+        )
     return (
-        f"  {batch_id} {bar} {done}/{total}  {title[:40]:<40} {result.get('outcome', '?'):<8} "
-        f"val_bpb {_fmt_bpb(result.get('val_bpb'))}  {float(result.get('wall_seconds') or 0):5.1f}s{extra}{message}"
+        f"  {batch_id} {bar} {done}/{total}  {_job_name(job)[:44]:<44} {result.get('outcome', '?'):<9} "
+        f"val_bpb {_fmt_bpb(result.get('val_bpb'))}  {float(result.get('wall_seconds') or 0):5.1f}s{extra}{message}{verdict}"
     )
 
 
 def leaderboard_text(rows: list[dict[str, Any]], limit: int = 20) -> str:
-    """The leaderboard as a fixed-width table for the terminal."""
-    head = f"{'rank':>4}  {'title':<36} {'val_bpb':>8} {'vs best':>8} {'vs base':>8}  {'outcome':<8} label"
+    """The leaderboard as a fixed-width table: mean val_bpb ± standard error over seeds, deltas and the verdict."""
+    head = f"{'rank':>4}  {'title':<36} {'val_bpb':>8} {'± se':>7} {'seeds':>5} {'vs best':>8} {'vs base':>8}  verdict"
     lines = [head, "-" * len(head)]
     for row in rows[:limit]:
         vs_best = "" if row.get("delta_vs_best") is None else f"{row['delta_vs_best']:+.4f}"
         vs_base = "" if row.get("delta_vs_baseline") is None else f"{row['delta_vs_baseline']:+.4f}"
         rank = "" if row.get("rank") is None else str(row["rank"])
+        se = "" if row.get("se") is None else f"{row['se']:.4f}"
+        label = str(row.get("label") or "-") + (" *best*" if row.get("incumbent") else "")
+        if row.get("label") == "failed":
+            label += f" ({row.get('outcome')})"
         lines.append(
-            f"{rank:>4}  {str(row['title'])[:36]:<36} {_fmt_bpb(row.get('val_bpb')):>8} {vs_best:>8} {vs_base:>8}  "
-            f"{str(row.get('outcome') or '-'):<8} {row.get('label', '')}"
+            f"{rank:>4}  {str(row['title'])[:36]:<36} {_fmt_bpb(row.get('val_bpb')):>8} {se:>7} "
+            f"{row.get('n_seeds', 0) or '':>5} {vs_best:>8} {vs_base:>8}  {label}"
         )
     if len(rows) > limit:
         lines.append(f"... and {len(rows) - limit} more")

@@ -48,9 +48,9 @@ body{background:#10151c;color:#e4e8ee}
 .ar .kpi{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:10px 14px;min-width:160px}
 .ar .kpi b{display:block;font-size:22px}
 .ar .badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;border:1px solid currentColor}
-.ar .ok,.ar .new_best,.ar .success,.ar .done{color:var(--good)}
-.ar .failed,.ar .error,.ar .oom,.ar .crash,.ar .timeout,.ar .invalid,.ar .leak,.ar .implausible{color:var(--bad)}
-.ar .regression,.ar .running{color:var(--warn)}.ar .not_run{color:var(--muted)}
+.ar .ok,.ar .confirmed,.ar .success,.ar .done{color:var(--good)}
+.ar .failed,.ar .error,.ar .oom,.ar .crash,.ar .timeout,.ar .invalid,.ar .leak,.ar .tampered,.ar .implausible{color:var(--bad)}
+.ar .regression,.ar .running,.ar .unconfirmed,.ar .truncated,.ar .over_budget{color:var(--warn)}.ar .not_run,.ar .within_noise,.ar .legacy{color:var(--muted)}
 .ar pre{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:8px;margin:6px 0;
 font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow:auto;max-height:480px;
 white-space:pre}
@@ -67,7 +67,7 @@ white-space:pre}
 .ar .node.best{background:var(--accent);color:var(--bg);border-color:var(--accent)}
 .ar svg.chart{width:100%;height:auto;max-width:1000px;display:block}
 .ar svg .axis{stroke:var(--line)}.ar svg text{fill:var(--muted);font-size:11px}
-.ar svg .pt{fill:var(--muted);stroke:var(--bg);stroke-width:1}.ar svg .pt.kept{fill:var(--good)}
+.ar svg .pt{fill:var(--muted);stroke:var(--bg);stroke-width:1}.ar svg .pt.kept{fill:var(--good)}.ar svg .seed{fill:var(--muted);opacity:.6}
 .ar svg .fail,.ar svg .lg-fail{stroke:var(--bad);stroke-width:2;fill:none}
 .ar svg .best-line,.ar svg .lg-best{stroke:var(--accent);stroke-width:2;fill:none}
 .ar svg .lg-kept{fill:var(--good)}.ar svg .lg-pt{fill:var(--muted)}
@@ -193,22 +193,48 @@ def _baseline_title(snapshot: dict[str, Any]) -> str:
     return str(snapshot.get("baseline_title") or BASELINE_TITLE)
 
 
-def chart_points(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
-    """One point per experiment with a result, in run order: x, title, val_bpb, kind and the running best.
+def _rows(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Leaderboard rows keyed by title."""
+    return {str(r.get("title")): r for r in _list(snapshot.get("leaderboard")) if isinstance(r, dict)}
 
-    `kind` is "kept" (beat every earlier val_bpb), "regression" (succeeded, did not) or "failed" (val_bpb None);
-    `best` is the lowest val_bpb up to and including the point (None before the first success).
+
+CONFIRMED = "confirmed"
+
+
+def chart_points(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    """One point per experiment with a result, in run order: its first run's val_bpb, its other seeds, and the
+    incumbent's mean after it.
+
+    `kind` is "confirmed" (beat seed noise), "ran" (scored, not confirmed) or "failed" (val_bpb None); `seeds`
+    holds the val_bpb of its other successful seeds; `best` is the incumbent's mean (the baseline's, then each
+    confirmed experiment that lowered it).
     """
+    rows = _rows(snapshot)
+    base = _num(_dict(rows.get(_baseline_title(snapshot))).get("val_bpb"))
     points: list[dict[str, Any]] = []
-    best: float | None = None
+    best = base
     for x, exp in enumerate(_run_order(snapshot), start=1):
+        row = _dict(rows.get(str(exp.get("title"))))
         bpb = _bpb(exp)
-        kind = "failed" if bpb is None else ("kept" if best is None or bpb < best else "regression")
-        if bpb is not None and (best is None or bpb < best):
-            best = bpb
+        kind = "failed" if bpb is None else (CONFIRMED if row.get("label") == CONFIRMED else "ran")
+        mean = _num(row.get("val_bpb"))
+        if kind == CONFIRMED and mean is not None and (best is None or mean < best):
+            best = mean
+        runs = [r for r in _list(exp.get("runs"))[1:] if isinstance(r, dict)]
+        seeds = [v for v in (_num(r.get("val_bpb")) for r in runs) if v is not None]
         outcome = _dict(exp.get("result")).get("outcome")
+        label = row.get("label") or outcome
         points.append(
-            {"x": x, "title": exp.get("title"), "val_bpb": bpb, "kind": kind, "best": best, "outcome": outcome}
+            {
+                "x": x,
+                "title": exp.get("title"),
+                "val_bpb": bpb,
+                "seeds": seeds,
+                "kind": kind,
+                "label": label,
+                "best": best,
+                "outcome": outcome,
+            }
         )
     return points
 
@@ -222,7 +248,7 @@ PAD_L, PAD_R, PAD_T, PAD_B = 64, 16, 28, 40
 
 def _scales(points: list[dict[str, Any]]) -> tuple[Any, Any, float, float]:
     """x and y scale functions for the chart and the y range they map."""
-    values = [p["val_bpb"] for p in points if p["val_bpb"] is not None] or [1.0]
+    values = [v for p in points for v in [p["val_bpb"], *p.get("seeds", [])] if v is not None] or [1.0]
     low, high = min(values), max(values)
     pad = (high - low) * 0.08 or 0.05
     low, high = low - pad, high + pad
@@ -257,37 +283,44 @@ def _axes(points: list[dict[str, Any]], sy: Any, sx: Any, low: float, high: floa
 
 
 def _best_path(points: list[dict[str, Any]], sx: Any, sy: Any) -> str:
-    """The running-best step line: flat until a new best, then a step down."""
-    steps = [p for p in points if p["kind"] == "kept"]
+    """The incumbent's mean as a step line: the baseline's, stepping down at each confirmed gain."""
+    steps = [p for p in points if p["best"] is not None]
     if not steps:
         return ""
-    d = f"M{sx(steps[0]['x'])} {sy(steps[0]['best'])}"
-    for p in steps[1:]:
-        d += f" H{sx(p['x'])} V{sy(p['best'])}"
+    d = f"M{sx(steps[0]['x'] - 0.4)} {sy(steps[0]['best'])}"
+    for prev, p in zip(steps, steps[1:], strict=False):
+        if p["best"] != prev["best"]:
+            d += f" H{sx(p['x'])} V{sy(p['best'])}"
     d += f" H{sx(points[-1]['x'] + 0.4)}"
     return f'<path class="best-line" d="{d}"/>'
 
 
 def _marker(p: dict[str, Any], sx: Any, sy: Any) -> str:
-    """One marker: a circle for a success (filled green when kept), a cross at the top for a failure."""
+    """One marker: a circle for the first run (filled green when confirmed), small dots for its other seeds,
+    a cross at the top for a failure."""
     label = f"#{p['x']} {_short(p['title'], 80)}: "
     if p["val_bpb"] is None:
         x, y = sx(p["x"]), PAD_T - 2
         tip = _e(label + str(p.get("outcome") or "failed"))
         return f'<path class="fail" d="M{x - 5} {y - 5}L{x + 5} {y + 5}M{x - 5} {y + 5}L{x + 5} {y - 5}"><title>{tip}</title></path>'
-    radius = 6 if p["kind"] == "kept" else 4.5
-    tip = _e(label + f"{p['val_bpb']:.4f} ({p['kind']})")
-    cls = "pt kept" if p["kind"] == "kept" else "pt"
-    return f'<circle class="{cls}" cx="{sx(p["x"])}" cy="{sy(p["val_bpb"])}" r="{radius}"><title>{tip}</title></circle>'
+    confirmed = p["kind"] == CONFIRMED
+    tip = _e(label + f"{p['val_bpb']:.4f} ({str(p.get('label') or p['kind']).replace('_', ' ')})")
+    cls = "pt kept" if confirmed else "pt"
+    seeds = "".join(f'<circle class="seed" cx="{sx(p["x"])}" cy="{sy(v)}" r="2.5"/>' for v in p.get("seeds", []))
+    return (
+        seeds
+        + f'<circle class="{cls}" cx="{sx(p["x"])}" cy="{sy(p["val_bpb"])}" r="{6 if confirmed else 4.5}"><title>{tip}</title></circle>'
+    )
 
 
 def _legend() -> str:
     """The chart legend, top right."""
     return (
-        f'<g transform="translate({CHART_W - 400},{CHART_H - 10})"><circle class="lg-kept" cx="0" cy="0" r="5"/><text x="9" y="4">kept (new best)</text>'
-        '<circle class="lg-pt" cx="120" cy="0" r="4"/><text x="129" y="4">no gain</text>'
-        '<path class="lg-fail" d="M205 -5L215 5M205 5L215 -5"/><text x="221" y="4">failed</text>'
-        '<path class="lg-best" d="M280 0H300"/><text x="305" y="4">running best</text></g>'
+        f'<g transform="translate({CHART_W - 520},{CHART_H - 10})"><circle class="lg-kept" cx="0" cy="0" r="5"/><text x="9" y="4">confirmed gain</text>'
+        '<circle class="lg-pt" cx="120" cy="0" r="4"/><text x="129" y="4">not confirmed</text>'
+        '<circle class="seed" cx="230" cy="0" r="2.5"/><text x="238" y="4">other seeds</text>'
+        '<path class="lg-fail" d="M315 -5L325 5M315 5L325 -5"/><text x="331" y="4">failed</text>'
+        '<path class="lg-best" d="M380 0H400"/><text x="405" y="4">confirmed best</text></g>'
     )
 
 
@@ -308,13 +341,24 @@ def chart_svg(snapshot: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- tabs
 
 
-def _improvement(snapshot: dict[str, Any]) -> tuple[dict[str, Any] | None, float | None, float | None]:
-    """The best experiment, the baseline's val_bpb and the improvement over it in percent."""
-    successes = [x for x in _experiments(snapshot) if _bpb(x) is not None]
-    best = min(successes, key=lambda x: _bpb(x) or 0.0) if successes else None
-    base = _bpb(_by_title(snapshot).get(_baseline_title(snapshot), {}))
-    pct = None if best is None or not base else (base - (_bpb(best) or 0.0)) / base * 100
+def _improvement(snapshot: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None, float | None]:
+    """The incumbent's leaderboard row (the confirmed best, or the baseline), the baseline's row, and the gain in
+    percent of the baseline's mean."""
+    rows = [r for r in _list(snapshot.get("leaderboard")) if isinstance(r, dict)]
+    best = next((r for r in rows if r.get("incumbent")), None)
+    base = _rows(snapshot).get(_baseline_title(snapshot))
+    b, m = _num(_dict(base).get("val_bpb")), _num(_dict(best).get("val_bpb"))
+    pct = None if b is None or m is None or not b else (b - m) / b * 100
     return best, base, pct
+
+
+def _mean_text(row: dict[str, Any] | None) -> str:
+    """`2.5421 ± 0.0123 (3 seeds)` for a leaderboard row."""
+    row = _dict(row)
+    mean, se, n = _num(row.get("val_bpb")), _num(row.get("se")), int(_num(row.get("n_seeds")) or 0)
+    if mean is None:
+        return "-"
+    return f"{mean:.4f}" + (f" ± {se:.4f}" if se is not None else "") + f" ({n} seed{'s' if n != 1 else ''})"
 
 
 def _outcome_counts(snapshot: dict[str, Any]) -> dict[str, int]:
@@ -349,16 +393,26 @@ def _summary_kpis(snapshot: dict[str, Any]) -> str:
     """The headline figures: best, improvement, experiments, compute, tokens and cost."""
     best, base, pct = _improvement(snapshot)
     usage, totals, run = _dict(snapshot.get("usage")), _dict(snapshot.get("totals")), _dict(snapshot.get("run"))
+    noise = _dict(snapshot.get("noise"))
     tokens = int((_num(usage.get("prompt_tokens")) or 0) + (_num(usage.get("completion_tokens")) or 0))
-    ran = sum(1 for x in _experiments(snapshot) if isinstance(x.get("result"), dict))
+    runs = int(_num(totals.get("runs")) or 0)
     planned = int(_num(run.get("n_experiments")) or 0)
-    best_note = _short(best.get("title"), 60) if best else "no result yet"
+    best_note = _short(best.get("title"), 60) + " " + _mean_text(best) if best else "no result yet"
     calls, retries = int(_num(usage.get("calls")) or 0), int(_num(usage.get("retries")) or 0)
+    confirmed = bool(best) and best.get("title") != _baseline_title(snapshot)
+    sigma = _num(noise.get("sigma"))
     kpis = [
-        _kpi("best val_bpb", _fmt(_bpb(best) if best else None), best_note),
-        _kpi("vs baseline", "-" if pct is None else f"{pct:+.2f}%", f"baseline {_fmt(base)}"),
         _kpi(
-            "experiments run", f"{ran} / {planned}" if planned else str(ran), f"{len(_experiments(snapshot))} in ledger"
+            "confirmed best val_bpb" if confirmed else "best val_bpb (baseline)",
+            _fmt(_dict(best).get("val_bpb")),
+            best_note,
+        ),
+        _kpi("vs baseline", "-" if pct is None or not confirmed else f"{pct:+.2f}%", f"baseline {_mean_text(base)}"),
+        _kpi("seed noise sigma", _fmt(sigma), f"{int(_num(noise.get('df')) or 0)} degrees of freedom"),
+        _kpi(
+            "runs used",
+            f"{runs} / {planned}" if planned else str(runs),
+            f"{int(_num(totals.get('experiments_run')) or 0)} experiments beyond the baseline",
         ),
         _kpi("compute", f"{_fmt(totals.get('compute_s'), '.0f')} s", "sandboxed training and evaluation"),
         _kpi("LLM tokens", f"{tokens:,}", f"{calls} calls"),
@@ -387,11 +441,29 @@ def _settings_table(run: dict[str, Any]) -> str:
     return _table(["setting", "value"], rows) if rows else ""
 
 
+def _verdict_html(snapshot: dict[str, Any]) -> str:
+    """The verdict in words: the confirmed gain, or that nothing beat seed noise; and the gate rule."""
+    best, base, _ = _improvement(snapshot)
+    noise = _dict(snapshot.get("noise"))
+    sigma = _num(noise.get("sigma"))
+    if best is None:
+        text = "No result yet."
+    elif best.get("title") == _baseline_title(snapshot):
+        text = f"No edit beat seed noise (sigma = {_fmt(sigma)}): the baseline stays best at {_mean_text(base)}."
+    else:
+        text = (
+            f"Confirmed gain: {_e(best.get('title'))} at {_mean_text(best)} against the baseline's {_mean_text(base)}."
+        )
+    gate = f'<p class="muted small">{_e(noise.get("gate"))}</p>' if noise.get("gate") else ""
+    return f"<h3>Verdict</h3><p>{_e(text) if best is None else text}</p>{gate}"
+
+
 def summary_html(snapshot: dict[str, Any]) -> str:
     """The Summary tab: status, best experiment and improvement, outcomes, LLM usage, compute, settings."""
     run = _dict(snapshot.get("run"))
     body = _status_html(run) + _summary_kpis(snapshot)
-    body += "<h3>Experiments by outcome</h3>" + _outcomes_table(snapshot)
+    body += _verdict_html(snapshot)
+    body += "<h3>Runs by outcome</h3>" + _outcomes_table(snapshot)
     body += "<h3>Run settings</h3>" + (_settings_table(run) or _empty("No settings recorded."))
     return _wrap("Summary", body)
 
@@ -417,14 +489,18 @@ def _leader_row(row: dict[str, Any], exp: dict[str, Any]) -> list[str]:
     outcome = _outcome_badge(row.get("outcome"))
     if row.get("outcome") or label != "not_run":
         outcome += " " + _badge(label.replace("_", " "), label)
+    if row.get("verdict"):
+        outcome += f'<div class="muted small">{_e(_short(row.get("verdict"), 160))}</div>'
     if result.get("message") and row.get("outcome") != "success":
         outcome += f'<div class="muted small">{_e(_short(result.get("message"), 140))}</div>'
     n_params = _num(result.get("n_params"))
+    se = _num(row.get("se"))
     return [
-        '<tr class="best">' if row.get("rank") == 1 else "<tr>",
+        '<tr class="best">' if row.get("incumbent") else "<tr>",
         _e(row.get("rank") if row.get("rank") is not None else "-"),
         f"{_e(row.get('title'))}<div class='muted small'>{_e(_short(row.get('change_summary'), 120))}</div>",
-        _fmt(row.get("val_bpb")),
+        _fmt(row.get("val_bpb")) + ("" if se is None else f'<div class="muted small nw">± {se:.4f}</div>'),
+        _e(row.get("n_seeds") or "-"),
         _fmt(row.get("delta_vs_best"), "+.4f"),
         "-" if not n_params else f"{n_params / 1e6:.2f}M",
         _e(result.get("steps", "-")),
@@ -439,8 +515,19 @@ def leaderboard_html(snapshot: dict[str, Any]) -> str:
     by_title = _by_title(snapshot)
     rows = [r for r in _list(snapshot.get("leaderboard")) if isinstance(r, dict)]
     table_rows = [_leader_row(r, by_title.get(str(r.get("title")), {})) for r in rows]
-    headers = ["rank", "title", "val_bpb", "Δ vs best", "params", "steps", "resources", "OOM retries", "outcome"]
-    table = _table(headers, table_rows, numeric={0, 2, 3, 4, 5, 7}) if rows else _empty("No experiments yet.")
+    headers = [
+        "rank",
+        "title",
+        "val_bpb (mean ± se)",
+        "seeds",
+        "Δ vs best",
+        "params",
+        "steps",
+        "resources",
+        "OOM retries",
+        "verdict",
+    ]
+    table = _table(headers, table_rows, numeric={0, 2, 3, 4, 5, 6, 8}) if rows else _empty("No experiments yet.")
     return _wrap("Leaderboard", chart_svg(snapshot) + "<h3>Ranking</h3>" + table)
 
 
@@ -523,16 +610,14 @@ def code_edits_html(snapshot: dict[str, Any]) -> str:
 
 
 def _best_path_titles(nodes: list[dict[str, Any]]) -> list[str]:
-    """Titles from a root to the node with the lowest val_bpb (empty when nothing succeeded)."""
-    best: tuple[float, list[str]] | None = None
+    """Titles from a root to the incumbent (the confirmed best, else the baseline); empty when there is none."""
     stack = [(n, [str(n.get("title"))]) for n in nodes if isinstance(n, dict)]
     while stack:
         node, path = stack.pop()
-        bpb = _num(node.get("val_bpb"))
-        if bpb is not None and (best is None or bpb < best[0]):
-            best = (bpb, path)
+        if node.get("incumbent"):
+            return path
         stack += [(c, [*path, str(c.get("title"))]) for c in _list(node.get("children")) if isinstance(c, dict)]
-    return best[1] if best else []
+    return []
 
 
 def _tree_html(nodes: list[dict[str, Any]], path: list[str], depth: int = 0) -> str:
@@ -544,6 +629,8 @@ def _tree_html(nodes: list[dict[str, Any]], path: list[str], depth: int = 0) -> 
         cls = "node best" if on_path and depth == len(path) - 1 else ("node onpath" if on_path else "node")
         bpb = _num(node.get("val_bpb"))
         metric = f"{bpb:.4f}" if bpb is not None else _outcome_badge(node.get("outcome"))
+        if node.get("label"):
+            metric += " " + _badge(str(node["label"]).replace("_", " "), str(node["label"]))
         children = _list(node.get("children"))
         sub = _tree_html(children, path if on_path else [], depth + 1) if children and depth < 200 else ""
         items.append(f'<li><span class="{cls}">{_e(title)}</span> {metric}{sub}</li>')
@@ -556,7 +643,7 @@ def lineage_html(snapshot: dict[str, Any]) -> str:
     if not tree:
         return _wrap("Lineage", _empty("No experiments yet."))
     path = _best_path_titles(tree)
-    note = "Best path: " + " → ".join(_e(t) for t in path) if path else "No successful experiment yet."
+    note = "Path to the confirmed best: " + " → ".join(_e(t) for t in path) if path else "No successful experiment yet."
     return _wrap("Lineage", f'<p class="muted">{note}</p>' + _tree_html(tree, path))
 
 

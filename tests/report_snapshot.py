@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from autoresearch_types import ExperimentResult
-from ledger_views import ExperimentRecord, ExperimentSpec, leaderboard, lineage, slugify
+from ledger_views import ExperimentRecord, ExperimentSpec, SeedRun, judgement, leaderboard, lineage, slugify
+from verdicts import GateRule
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = (ROOT / "train.py").read_text()
@@ -17,18 +18,44 @@ WIDE = WARMUP.replace("4 * config.n_embd", "8 * config.n_embd")
 HOSTILE = "<script>document.title='pwned';alert(1)</script><img src=x onerror=\"document.title='pwned'\">"
 """A title that would run script if any renderer forgot to escape it."""
 
-# (title, parent, source, overrides, result fields or None, change summary)
-PLAN: list[tuple[str, str | None, str, dict[str, Any], dict[str, Any] | None, str]] = [
-    ("baseline", None, BASELINE, {}, {"outcome": "success", "val_bpb": 1.95}, "the repository's train.py"),
-    ("lr-warmup", "baseline", WARMUP, {"learning_rate": 0.003}, {"outcome": "success", "val_bpb": 1.90}, "warmup"),
-    (HOSTILE, "baseline", BASELINE, {"dropout": 0.1}, {"outcome": "success", "val_bpb": 1.93}, HOSTILE),
-    ("wide-mlp", "lr-warmup", WIDE, {}, {"outcome": "oom", "val_bpb": None, "oom_retries": 2}, "8x MLP"),
-    ("relu-squared", "lr-warmup", RELU2, {}, {"outcome": "success", "val_bpb": 1.85}, "relu^2 MLP"),
-    ("broken", "relu-squared", RELU2 + "\nraise SystemExit(3)\n", {}, {"outcome": "crash", "val_bpb": None}, "crash"),
-    ("pending", "relu-squared", RELU2, {"n_layer": 6}, None, "deeper"),
+# (title, parent, source, overrides, result fields or None, change summary, val_bpb of its other seeds)
+PLAN: list[tuple[str, str | None, str, dict[str, Any], dict[str, Any] | None, str, list[float]]] = [
+    (
+        "baseline",
+        None,
+        BASELINE,
+        {},
+        {"outcome": "success", "val_bpb": 1.95},
+        "the repository's train.py",
+        [1.94, 1.96],
+    ),
+    (
+        "lr-warmup",
+        "baseline",
+        WARMUP,
+        {"learning_rate": 0.003},
+        {"outcome": "success", "val_bpb": 1.90},
+        "warmup",
+        [1.91, 1.905],
+    ),
+    (HOSTILE, "baseline", BASELINE, {"dropout": 0.1}, {"outcome": "success", "val_bpb": 1.93}, HOSTILE, []),
+    ("wide-mlp", "lr-warmup", WIDE, {}, {"outcome": "oom", "val_bpb": None, "oom_retries": 2}, "8x MLP", []),
+    ("relu-squared", "lr-warmup", RELU2, {}, {"outcome": "success", "val_bpb": 1.85}, "relu^2 MLP", [1.86, 1.855]),
+    (
+        "broken",
+        "relu-squared",
+        RELU2 + "\nraise SystemExit(3)\n",
+        {},
+        {"outcome": "crash", "val_bpb": None},
+        "crash",
+        [],
+    ),
+    ("pending", "relu-squared", RELU2, {"n_layer": 6}, None, "deeper", []),
 ]
 N_SUCCESS = 4
 N_FAILED = 2
+N_CONFIRMED = 2
+RULE = GateRule()
 
 
 def _result(fields: dict[str, Any], index: int) -> ExperimentResult:
@@ -47,9 +74,10 @@ def _result(fields: dict[str, Any], index: int) -> ExperimentResult:
 
 
 def records() -> list[ExperimentRecord]:
-    """The plan as ledger records, results arriving in plan order."""
+    """The plan as ledger records, runs arriving in plan order (each experiment's seeds together)."""
     out = []
-    for i, (title, parent, source, overrides, fields, change) in enumerate(PLAN):
+    seq = 0
+    for i, (title, parent, source, overrides, fields, change, others) in enumerate(PLAN):
         spec = ExperimentSpec(
             title=title,
             slug=slugify(title) or f"exp-{i}",
@@ -61,8 +89,16 @@ def records() -> list[ExperimentRecord]:
             batch_id="b000" if i < 3 else "b001",
             created_at=f"2025-01-01T00:0{i}:00Z",
         )
-        result = _result(fields, i) if fields else None
-        out.append(ExperimentRecord(spec, source, result, seq=i if result else None))
+        rec = ExperimentRecord(spec, source)
+        if fields:
+            role = "replicate" if title == "baseline" else "screen"
+            seq += 1
+            rec.runs.append(SeedRun(0, seq, role, _result(fields, i)))
+        for seed, bpb in enumerate(others, start=1):
+            seq += 1
+            run = _result({"outcome": "success", "val_bpb": bpb, "seed": seed}, i)
+            rec.runs.append(SeedRun(seed, seq, "replicate" if title == "baseline" else "confirm", run))
+        out.append(rec)
     return out
 
 
@@ -73,12 +109,18 @@ def _experiment(rec: ExperimentRecord) -> dict[str, Any]:
     entry = {k: getattr(spec, k) for k in keys}
     entry.update(created_at=spec.created_at, seq=rec.seq, train_py=rec.train_py)
     entry["result"] = rec.result.to_dict() if rec.result else None
+    entry["runs"] = [
+        {"seed": r.seed, "seq": r.seq, "role": r.role, "outcome": r.result.outcome, "val_bpb": r.val_bpb}
+        for r in rec.runs
+    ]
     return entry
 
 
 def snapshot() -> dict[str, Any]:
     """The full snapshot contract the driver hands to `ui.render_report`."""
     recs = records()
+    verdicts = judgement(recs, RULE)
+    board = leaderboard(recs, verdicts)
     return {
         "run": {
             "memory_key": "ui-test-key",
@@ -93,8 +135,9 @@ def snapshot() -> dict[str, Any]:
             "started_at": "2025-01-01T00:00:00Z",
         },
         "experiments": [_experiment(r) for r in recs],
-        "leaderboard": [row.to_dict() for row in leaderboard(recs)],
-        "lineage": lineage(recs),
+        "leaderboard": [row.to_dict() for row in board],
+        "lineage": lineage(recs, board),
+        "noise": {"sigma": verdicts.sigma, "df": verdicts.df, "gate": RULE.describe(), "incumbent": verdicts.incumbent},
         "batch_plans": [
             {
                 "batch_id": "b000",
@@ -150,8 +193,9 @@ def snapshot() -> dict[str, Any]:
         "usage": {"calls": 3, "prompt_tokens": 12000, "completion_tokens": 800, "cost_usd": 0.0123, "retries": 1},
         "totals": {
             "compute_s": 190.0,
-            "experiments_run": 6,
-            "by_outcome": {"success": N_SUCCESS, "oom": 1, "crash": 1},
+            "experiments_run": 5,
+            "runs": 12,
+            "by_outcome": {"success": 10, "oom": 1, "crash": 1},
         },
         "baseline_title": "baseline",
     }

@@ -28,7 +28,8 @@ from autoresearch_types import AutoresearchOutput
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "agent-tests"
-TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4, "seed": random.randint(1, 2**30)}
+TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4, "eval_tokens": 2048}
+TINY["seed"] = random.randint(1, 2**30)
 """A fresh seed per session: Flyte's local cache outlives a session, and these runs must really train."""
 
 
@@ -63,65 +64,77 @@ def store_dir(state_root: Path, key: str) -> Path:
 
 
 def stored(state_root: Path, key: str) -> dict[str, dict[str, Any]]:
-    """title -> {"spec", "train_py", "result"} read straight from the store's files."""
+    """title -> {"spec", "train_py", "runs": {seed: run record}} read straight from the store's files."""
     out = {}
     for spec_path in (store_dir(state_root, key) / "experiments").glob("*/spec.json"):
         spec = json.loads(spec_path.read_text())
-        result_path = spec_path.parent / "result.json"
-        result = json.loads(result_path.read_text()) if result_path.exists() else None
-        out[spec["title"]] = {"spec": spec, "train_py": (spec_path.parent / "train.py").read_text(), "result": result}
+        runs = {}
+        for run_path in (spec_path.parent / "runs").glob("seed-*.json"):
+            run = json.loads(run_path.read_text())
+            runs[run["seed"]] = run
+        out[spec["title"]] = {"spec": spec, "train_py": (spec_path.parent / "train.py").read_text(), "runs": runs}
     return out
 
 
+def run_count(records: dict[str, dict[str, Any]]) -> int:
+    return sum(len(r["runs"]) for r in records.values())
+
+
 @pytest.mark.timeout(900)
-def test_builtin_planner_two_batches_then_resume_without_rerunning(state_root: Path) -> None:
+def test_builtin_planner_replicates_batches_then_resumes_within_the_total_budget(state_root: Path) -> None:
     key = f"agent-e2e-{uuid.uuid4().hex[:8]}"
     hits = sandbox_pool.POOL.hits
-    out = run_driver(memory_key=key)
+    out = run_driver(memory_key=key, n_experiments=8)
     assert out.error == "", out.error
     assert sandbox_pool.POOL.hits > hits, "later experiments should start on warm sandboxed interpreters"
     assert sandbox_pool.POOL.size == 0 and len(sandbox_pool.POOL) == 0, "the driver closes its pool"
     records = stored(state_root, key)
-    agent_runs = {t: r for t, r in records.items() if t != "baseline"}
-    assert len(agent_runs) == 4 and all(r["result"] for r in agent_runs.values())
-    baseline_src = records["baseline"]["train_py"]
-    batches = {r["spec"]["batch_id"] for r in agent_runs.values()}
-    assert batches == {"batch-001", "batch-002"}
-    second = [r for r in agent_runs.values() if r["spec"]["batch_id"] == "batch-002"]
-    assert all(r["train_py"] != baseline_src for r in second), "batch 2 must edit train.py"
-    assert all(r["spec"]["parent"] for r in second), "batch 2 forks the best"
-    ranked = sorted(
-        (r["result"]["result"]["val_bpb"], r["result"]["seq"], t)
-        for t, r in records.items()
-        if r["result"]["result"]["outcome"] == "success"
-    )
-    best_bpb, _, best_title = ranked[0]
-    assert out.best["title"] == best_title and out.best["val_bpb"] == pytest.approx(best_bpb)
-    assert out.best_train_py == records[best_title]["train_py"]
-    assert out.totals["experiments_this_run"] == 5, "the baseline and the 4 planned experiments ran"
+    seed = TINY["seed"]
+    assert set(records["baseline"]["runs"]) == {seed, seed + 1, seed + 2}, "the baseline runs on 3 seeds"
+    assert all(r["role"] == "replicate" for r in records["baseline"]["runs"].values())
+    assert run_count(records) <= 8, "every run, replicates and confirmations included, counts against the budget"
+    assert out.totals["runs_in_ledger"] == run_count(records) == out.totals["runs_this_session"]
+    assert out.totals["sigma"] is not None and "seed noise: sigma = " in out.directive
+    agent = {t: r for t, r in records.items() if t != "baseline"}
+    assert {r["spec"]["batch_id"] for r in agent.values()} >= {"batch-001"}
+    for title, rec in agent.items():
+        screen = [r for r in rec["runs"].values() if r["role"] == "screen"]
+        assert [r["seed"] for r in screen] == [seed], f"{title} is screened on the run's seed"
+        confirm = sorted(r["seed"] for r in rec["runs"].values() if r["role"] == "confirm")
+        assert set(confirm) <= {seed + 1, seed + 2}, "confirmations use the baseline's other seeds"
+    rows = {r["title"]: r for r in out.leaderboard}
+    for title, row in rows.items():
+        assert row["n_seeds"] == sum(1 for r in records[title]["runs"].values() if r["result"]["outcome"] == "success")
+        if row["label"] == "confirmed":
+            assert row["n_seeds"] == 3, "a confirmed gain has its re-runs"
+    assert out.best["incumbent"] and out.best_train_py == records[out.best["title"]]["train_py"]
     report = Path(out.report_path)
     assert report.exists() and all(tab in report.read_text() for tab in ui.REPORT_TABS)
     assert "Prior research" in out.directive and "None yet" in out.directive
 
-    # A crash after an experiment finished but before the ledger saved its result: drop one result.json.
-    lost = second[0]["spec"]["title"]
-    lost_path = store_dir(state_root, key) / "experiments" / second[0]["spec"]["slug"] / "result.json"
+    # A crash after a run finished but before the ledger saved it: drop one run file.
+    lost_title, lost_rec = next(iter(agent.items()))
+    lost_path = store_dir(state_root, key) / "experiments" / lost_rec["spec"]["slug"] / "runs" / f"seed-{seed}.json"
     lost_result = json.loads(lost_path.read_text())["result"]
     lost_path.unlink()
-    before = {t: r["result"] for t, r in stored(state_root, key).items() if r["result"]}
+    before = {t: r["runs"] for t, r in stored(state_root, key).items()}
 
-    again = run_driver(memory_key=key, n_experiments=2)
-    assert again.error == "", again.error
-    assert "Prior research under this memory key" in again.directive and best_title in again.directive
+    same = run_driver(memory_key=key, n_experiments=run_count(records))
+    assert same.error == "", same.error
     after = stored(state_root, key)
-    for title, result in before.items():
-        assert after[title]["result"] == result, f"{title} was rerun or rewritten on resume"
-    recovered = after[lost]["result"]["result"]
-    assert recovered == lost_result, "the finished experiment must come back from Flyte's cache, not a new run"
-    assert again.totals["experiments_this_run"] == 3, "the recovered experiment and batch 3"
-    new = [t for t in after if t not in records]
-    assert len(new) == 2 and all(after[t]["result"] for t in new)
-    assert {after[t]["spec"]["batch_id"] for t in new} == {"batch-003"}
+    assert after[lost_title]["runs"][seed]["result"] == lost_result, "recovered from Flyte's cache, not retrained"
+    assert same.totals["runs_this_session"] == 1, "only the lost run is owed: the total budget is already spent"
+    assert run_count(after) == run_count(records)
+
+    again = run_driver(memory_key=key, n_experiments=run_count(records) + 3)
+    assert again.error == "", again.error
+    assert "Prior research under this memory key" in again.directive
+    final = stored(state_root, key)
+    for title, runs in before.items():
+        for s, run in runs.items():
+            assert final[title]["runs"][s] == run, f"{title} seed {s} was rerun or rewritten on resume"
+    assert run_count(final) <= run_count(records) + 3
+    assert again.totals["runs_this_session"] == run_count(final) - run_count(records) > 0
 
 
 class ScriptedLLM(litellm.CustomLLM):
@@ -166,8 +179,11 @@ def test_scripted_llm_recovers_from_bad_plans_duplicates_and_a_failing_experimen
     handler = ScriptedLLM(SCRIPT)
     litellm.custom_provider_map = [{"provider": "scripted", "custom_handler": handler}]
     key = f"agent-scripted-{uuid.uuid4().hex[:8]}"
-    out = run_driver(memory_key=key, model="scripted/agent", n_experiments=3, batch_size=3)
-    assert out.error == "" and out.summary.startswith("All done"), (out.error, out.summary)
+    out = run_driver(memory_key=key, model="scripted/agent", n_experiments=6, batch_size=3)
+    assert out.error == "", out.error
+    trusted, agent_text = out.summary.split("\n\nThe agent's summary: ")
+    assert agent_text.startswith("All done"), out.summary
+    assert trusted.startswith(("No edit beat seed noise", "Best: 'LR up'")), "the trusted verdict comes first"
     observations = [m["content"] for m in handler.turns[-1] if m["role"] == "user"]
     assert "raised an error" in observations[1] and "frobnicate" in observations[2]
     assert '"error"' in observations[3] and "edits must be" in observations[3]
@@ -177,7 +193,8 @@ def test_scripted_llm_recovers_from_bad_plans_duplicates_and_a_failing_experimen
     outcomes = {r["title"]: r["outcome"] for r in batch["ran"]["results"]}
     assert outcomes == {"LR up": "success", "Broken": "crash"}
     records = stored(state_root, key)
-    assert "LR up again" not in records and records["Broken"]["result"]["result"]["outcome"] == "crash"
+    assert "LR up again" not in records
+    assert [r["result"]["outcome"] for r in records["Broken"]["runs"].values()] == ["crash"]
     assert handler.sizing_calls >= 3, "the hosted model also sizes each experiment (baseline included)"
     assert out.totals["llm"]["calls"] == len(SCRIPT) + handler.sizing_calls
 

@@ -27,14 +27,17 @@ from autoresearch_types import ExperimentConfig, ExperimentResult
 from ledger_views import (
     ExperimentRecord,
     ExperimentSpec,
+    SeedRun,
     check_source,
     history_table,
+    judgement,
     leaderboard,
     lineage,
     normalize_code,
     signature,
     slugify,
 )
+from verdicts import GateRule
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = (ROOT / "train.py").read_text()
@@ -122,44 +125,73 @@ def test_check_source_names_missing_entry_point() -> None:
     assert "does not parse" in check_source("def run_training(:\n")
 
 
-def _rec(title: str, bpb: float | None, seq: int | None, parent: str | None = None, outcome: str = "success"):
-    spec = ExperimentSpec(title=title, slug=slugify(title), parent=parent, created_at=f"t{seq or 99}")
-    result = None if seq is None else ExperimentResult(outcome, val_bpb=bpb)
-    return ExperimentRecord(spec, "", result, seq)
+def _rec(title: str, runs: list[tuple[int, float | None, int]], parent: str | None = None, outcome: str = "success"):
+    """A record whose runs are (seed, val_bpb, arrival seq); the first run is its screen."""
+    first = runs[0][2] if runs else 99
+    spec = ExperimentSpec(title=title, slug=slugify(title), parent=parent, created_at=f"t{first:03d}")
+    rec = ExperimentRecord(spec, "")
+    for i, (seed, bpb, seq) in enumerate(runs):
+        role = "replicate" if title == "baseline" else ("screen" if i == 0 else "confirm")
+        rec.runs.append(SeedRun(seed, seq, role, ExperimentResult(outcome, val_bpb=bpb, seed=seed)))
+    return rec
 
 
-def test_leaderboard_ranks_labels_and_kept_in_run_order() -> None:
+def board(records: list) -> list:
+    return leaderboard(records, judgement(records, GateRule()))
+
+
+def test_leaderboard_ranks_by_mean_with_the_gates_labels() -> None:
     records = [
-        _rec("baseline", 2.0, 1),
-        _rec("Deeper", 2.1, 2),
-        _rec("Warmup", 1.9, 3),
-        _rec("Wider", 1.95, 4),
-        _rec("Boom", None, 5, outcome="oom"),
-        _rec("Later", None, None),
+        _rec("baseline", [(0, 2.0, 1), (1, 2.02, 2), (2, 1.98, 3)]),
+        _rec("Deeper", [(0, 2.1, 4)]),
+        _rec("Warmup", [(0, 1.9, 5), (1, 1.91, 6), (2, 1.89, 7)]),
+        _rec("Wider", [(0, 1.97, 8)]),
+        _rec("Boom", [(0, None, 9)], outcome="oom"),
+        _rec("Capped", [(0, 1.5, 10)], outcome="truncated"),
+        _rec("Lucky", [(0, 1.93, 11)]),
+        _rec("Later", []),
     ]
-    rows = {r.title: r for r in leaderboard(records)}
-    assert [r.title for r in leaderboard(records)] == ["Warmup", "Wider", "baseline", "Deeper", "Boom", "Later"]
-    assert rows["Warmup"].rank == 1 and rows["Warmup"].delta_vs_best == 0.0
-    assert rows["Wider"].label == "regression" and not rows["Wider"].kept  # better than baseline, not the best
-    assert rows["baseline"].label == "new_best" and rows["baseline"].kept
-    assert rows["Deeper"].label == "regression"
+    rows = {r.title: r for r in board(records)}
+    assert [r.title for r in board(records)] == [
+        "Warmup",
+        "Lucky",
+        "Wider",
+        "baseline",
+        "Deeper",
+        "Boom",
+        "Capped",
+        "Later",
+    ]
+    assert rows["Warmup"].rank == 1 and rows["Warmup"].label == "confirmed" and rows["Warmup"].incumbent
+    assert rows["Warmup"].delta_vs_best == 0.0 and rows["Warmup"].n_seeds == 3
+    assert rows["Warmup"].se == pytest.approx(0.01 / 3**0.5)
+    assert rows["baseline"].label == "baseline" and not rows["baseline"].incumbent
+    assert rows["Deeper"].label == "regression", "worse than the baseline by far more than the noise"
+    assert rows["Wider"].label == "regression", "judged against the new incumbent, Warmup"
+    assert rows["Lucky"].label == "within_noise" and rows["Lucky"].rank == 2
     assert rows["Boom"].label == "failed" and rows["Boom"].rank is None
+    assert rows["Capped"].label == "truncated" and rows["Capped"].rank is None and rows["Capped"].val_bpb == 1.5
     assert rows["Later"].label == "not_run"
-    assert rows["Wider"].delta_vs_baseline == pytest.approx(-0.05)
+    assert rows["Wider"].delta_vs_baseline == pytest.approx(-0.03)
 
 
 def test_history_table_keeps_last_rows_and_says_how_many_are_omitted() -> None:
-    records = [_rec(f"Exp {i}", 2.0 - i / 100, i) for i in range(1, 8)]
-    table = history_table(records, last_n=3)
+    records = [_rec(f"Exp {i}", [(0, 2.0 - i / 100, i)]) for i in range(1, 8)]
+    table = history_table(records, board(records), last_n=3)
     assert "Exp 7" in table and "Exp 5" in table and "Exp 4" not in table
     assert "4 earlier experiments omitted; 7 in total" in table
 
 
 def test_lineage_nests_children_under_parents() -> None:
-    records = [_rec("baseline", 2.0, 1), _rec("Warmup", 1.9, 2), _rec("Warmup deeper", 1.8, 3, parent="Warmup")]
-    tree = lineage(records)
+    records = [
+        _rec("baseline", [(0, 2.0, 1), (1, 2.01, 2)]),
+        _rec("Warmup", [(0, 1.9, 3)]),
+        _rec("Warmup deeper", [(0, 1.8, 4)], parent="Warmup"),
+    ]
+    tree = lineage(records, board(records))
     warm = next(n for n in tree if n["title"] == "Warmup")
     assert warm["children"][0]["title"] == "Warmup deeper" and warm["children"][0]["val_bpb"] == 1.8
+    assert warm["label"] == "unconfirmed" and next(n for n in tree if n["title"] == "baseline")["incumbent"]
 
 
 # ---------------------------------------------------------------- the ledger on a MemoryStore
@@ -319,6 +351,8 @@ async def write(key: str) -> str:
     await led.save_edits([{{"title": "Warmup", "train_py": warmup, "change_summary": "linear warmup"}},
                           {{"title": "Deeper 6L", "overrides": {{"n_layer": 6}}}}], "b1")
     await led.record_batch_plan("b1", ["Warmup", "Deeper 6L"], "try a schedule and depth")
+    for seed, bpb in enumerate([2.0, 2.01, 1.99]):
+        await led.record_result("baseline", ExperimentResult("success", val_bpb=bpb, seed=seed), "replicate")
     await led.record_result("Warmup", ExperimentResult("success", val_bpb=1.9))
     led.memory.append({{"role": "user", "content": "directive for resume test"}})
     await led.save()
@@ -338,6 +372,8 @@ async def resume_reader(key: str) -> Any:
         "history": await led.history_table(),
         "plans": await led.batch_plans(),
         "best": (await led.best()).title,
+        "labels": {r.title: r.label for r in await led.leaderboard()},
+        "sigma": (await led.judgement()).sigma,
     }
 
 
@@ -353,7 +389,9 @@ async def test_resume_from_another_process_sees_everything(ledger_state: Path) -
     assert out["messages"] == [{"role": "user", "content": "directive for resume test"}]
     assert "| Warmup |" in out["history"] and "linear warmup" in out["history"] and "| Deeper 6L |" in out["history"]
     assert out["plans"][0]["titles"] == ["Warmup", "Deeper 6L"]
-    assert out["best"] == "Warmup"
+    assert out["best"] == "baseline", "one good seed is not a confirmed gain"
+    assert out["labels"]["Warmup"] == "unconfirmed" and out["labels"]["Deeper 6L"] == "not_run"
+    assert out["sigma"] == pytest.approx(0.01), "the baseline's seeds, kept across processes"
 
 
 @scenario
@@ -421,8 +459,11 @@ async def views_and_compare(key: str) -> Any:
     await led.save_edits(
         [{"title": "Warmup deeper", "parent_title": "Warmup", "train_py": WARMUP.replace("4 * config", "3 * config")}]
     )
-    for title, bpb in [("baseline", 2.0), ("Warmup", 1.9), ("Deeper 6L", 2.05), ("Warmup deeper", 1.85)]:
-        await led.record_result(title, ok(bpb))
+    runs = [("baseline", 0, 2.0), ("baseline", 1, 2.02), ("baseline", 2, 1.98), ("Warmup", 0, 1.9)]
+    runs += [("Warmup", 1, 1.91), ("Warmup", 2, 1.89), ("Deeper 6L", 0, 2.05), ("Warmup deeper", 0, 1.80)]
+    runs += [("Warmup deeper", 1, 1.81), ("Warmup deeper", 2, 1.79)]
+    for title, seed, bpb in runs:
+        await led.record_result(title, ExperimentResult("success", val_bpb=bpb, seed=seed))
     unknown = await led.compare("baseline", "Warmpu")
     try:
         await led.specs(["Nope"])
@@ -441,13 +482,14 @@ async def views_and_compare(key: str) -> Any:
 async def test_views_compare_and_lineage(ledger_state: Path) -> None:
     out = await run("views_and_compare")
     cmp = out["compare"]
-    assert cmp["delta"] == pytest.approx(-0.1)
+    assert cmp["delta"] == pytest.approx(-0.1) and cmp["seeds"] == {"baseline": 3, "Warmup": 3}
     assert (
         "-    return config.learning_rate\n" in cmp["diff"] and "+    return config.learning_rate * min" in cmp["diff"]
     )
     assert "Close titles: 'Warmup'" in out["unknown"]["error"]
     assert "no experiment titled 'Nope'" in out["missing"]
-    assert "- Warmup: 1.9000\n  - Warmup deeper: 1.8500" in out["lineage"]
+    assert "- Warmup: 1.9000 [confirmed]\n  - Warmup deeper: 1.8000 [confirmed] *best*" in out["lineage"]
     summary = out["summary"]
-    assert summary["best"]["title"] == "Warmup deeper" and summary["best"]["delta_vs_baseline"] == pytest.approx(-0.15)
-    assert [r["kept"] for r in summary["leaderboard"]] == [True, True, True, False]
+    assert summary["best"]["title"] == "Warmup deeper" and summary["best"]["delta_vs_baseline"] == pytest.approx(-0.2)
+    assert [r["label"] for r in summary["leaderboard"]] == ["confirmed", "confirmed", "baseline", "regression"]
+    assert summary["runs_used"] == 10 and summary["sigma"] is not None

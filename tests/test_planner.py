@@ -17,7 +17,7 @@ import recipes
 import tools
 from autoresearch_types import WorkshopBounds
 from ledger_views import check_source
-from policy import AXES, Policy, search_space
+from policy import AXES, Policy, evidence, search_space, stale_batches
 
 BASELINE = (Path(__file__).resolve().parent.parent / "train.py").read_text()
 BASE = {"n_layer": 2, "n_head": 4, "n_embd": 64, "batch_size": 8, "learning_rate": 0.003, "dropout": 0.0}
@@ -30,10 +30,21 @@ def obs(data: dict[str, Any]) -> dict[str, str]:
     return {"role": "user", "content": f"Execution result:\n{json.dumps(data)}"}
 
 
-def hist(title: str, batch: str, parent: str | None = None, tags: str = "", bpb: float | None = 3.0) -> dict:
-    """One history row; `bpb=None` is a crashed experiment."""
+def hist(
+    title: str,
+    batch: str,
+    parent: str | None = None,
+    tags: str = "",
+    bpb: float | None = 3.0,
+    verdict: str = "within_noise",
+    gain: float | None = None,
+) -> dict:
+    """One history row with the gate's verdict; `bpb=None` is a crashed experiment."""
     result = {"outcome": "success", "val_bpb": bpb} if bpb is not None else {"outcome": "crash", "val_bpb": None}
-    return {"title": title, "batch_id": batch, "parent": parent, "change_summary": f"{tags} change", "result": result}
+    verdict = verdict if bpb is not None else "failed"
+    standing = {"verdict": "baseline" if title == "baseline" else verdict, "mean_val_bpb": bpb, "gain": gain}
+    row = {"title": title, "batch_id": batch, "parent": parent, "change_summary": f"{tags} change", "result": result}
+    return {**row, "standing": standing}
 
 
 def with_recipes(*names: str) -> str:
@@ -56,13 +67,13 @@ def snapshot(
 ) -> dict:
     """What a survey (or batch) observation holds: info, board, history and the best's code."""
     by = {h["title"]: h["result"]["val_bpb"] for h in history}
-    rows = [{"title": best, "rank": 1, "val_bpb": by[best], "label": "new_best"}]
-    rows += [{"title": t, "rank": 2, "val_bpb": v} for t, v in by.items() if t != best and v is not None]
-    budget = {"remaining": remaining, "batch_size": size}
+    rows = [{"title": best, "rank": 1, "val_bpb": by[best], "se": 0.01, "n_seeds": 3, "incumbent": True}]
+    rows += [{"title": t, "rank": 2, "val_bpb": v, "n_seeds": 1} for t, v in by.items() if t != best and v is not None]
+    budget = {"remaining": remaining, "batch_size": size, "confirm_runs": 0}
     return {
         "step": step,
         "info": {"base_config": BASE, "bounds": BOUNDS, "budget": budget},
-        "board": {"rows": rows, "budget": budget},
+        "board": {"rows": rows, "budget": budget, "sigma": 0.02},
         "history": {"experiments": history},
         "best": {"candidates": [{"title": best, "overrides": overrides or {}, "train_py": source}]},
         **extra,
@@ -71,10 +82,10 @@ def snapshot(
 
 FRESH = [hist("baseline", "baseline", bpb=3.0)]
 SWEPT = FRESH + [
-    hist("LR 0.006", "batch-001", tags="[learning_rate:up]", bpb=3.2),
+    hist("LR 0.006", "batch-001", tags="[learning_rate:up]", bpb=3.2, verdict="regression", gain=-0.2),
     hist("Depth 3L", "batch-001", tags="[n_layer:up]", bpb=2.95),
     hist("Width 96", "batch-001", tags="[n_embd:up]", bpb=None),
-    hist("Batch 16", "batch-001", tags="[batch_size:up]", bpb=2.9),
+    hist("Batch 16", "batch-001", tags="[batch_size:up]", bpb=2.9, verdict="confirmed", gain=0.1),
     hist("Dropout 0.1", "batch-001", tags="[dropout:up]", bpb=3.01),
 ]
 
@@ -100,9 +111,16 @@ def test_first_turn_surveys_data_history_and_the_best_code() -> None:
     assert "inspect_dataset()" in code and "get_promising_code(1)" in code
 
 
-def test_batch_one_sweeps_each_axis_once_within_the_bounds() -> None:
+def test_batch_one_sweeps_the_learning_rate_both_ways_then_each_axis_within_the_bounds() -> None:
     edits = edits_of(decide(snapshot(FRESH, "baseline")))
-    assert [next(iter(e["overrides"])) for e in edits] == list(AXES)
+    assert [next(iter(e["overrides"])) for e in edits] == [
+        "learning_rate",
+        "learning_rate",
+        "n_layer",
+        "n_embd",
+        "batch_size",
+    ]
+    assert [e["overrides"]["learning_rate"] for e in edits[:2]] == [0.0015, 0.006], "down first, then up"
     assert all(len(e["overrides"]) == 1 and "patches" not in e and "parent_title" not in e for e in edits)
     assert all(e["hypothesis"] and e["expected_effect"] for e in edits)
     tight = {**BOUNDS, "n_layer": [1, 2], "learning_rate": [1e-4, 0.004]}
@@ -178,10 +196,18 @@ def test_a_refused_tool_call_marks_the_whole_batch_and_the_next_plan_differs() -
     assert again and not {e["title"] for e in again} & {e["title"] for e in edits}
 
 
-def test_credit_brings_back_what_helped_and_pushes_an_axis_that_helped() -> None:
+def test_credit_comes_from_confirmed_gains_and_pushes_an_axis_that_helped() -> None:
     history = SWEPT + [
-        hist("LR 0.0015 + silu on Batch 16", "batch-002", "Batch 16", "[learning_rate:down] [silu]", 2.7),
-        hist("qk-norm on Batch 16", "batch-002", "Batch 16", "[qk-norm]", 2.75),
+        hist(
+            "LR 0.0015 + silu on Batch 16",
+            "batch-002",
+            "Batch 16",
+            "[learning_rate:down] [silu]",
+            2.7,
+            "confirmed",
+            0.2,
+        ),
+        hist("qk-norm on Batch 16", "batch-002", "Batch 16", "[qk-norm]", 2.75, "confirmed", 0.15),
     ]
     source = with_recipes("silu")
     survey = snapshot(
@@ -195,35 +221,56 @@ def test_credit_brings_back_what_helped_and_pushes_an_axis_that_helped() -> None
     assert pushed["overrides"] == {"learning_rate": 0.00075}
 
 
+def test_within_noise_and_unconfirmed_results_earn_no_credit() -> None:
+    lucky = SWEPT[:4] + [hist("Batch 16", "batch-001", tags="[batch_size:up]", bpb=2.6, verdict="unconfirmed")]
+    lucky += [hist("qk-norm on Batch 16", "batch-002", "Batch 16", "[qk-norm]", 2.5, "within_noise", 0.0)]
+    ev = evidence(lucky, [])
+    assert ev.gains == {"learning_rate:up": [-0.2], "n_layer:up": [0.0], "qk-norm": [0.0]}
+    assert ev.credit("batch_size:up") is None, "one lucky seed is not evidence"
+    assert stale_batches(lucky) == 2, "no batch produced a confirmed gain"
+
+
 def test_patience_switches_to_recipes_never_tried() -> None:
     stale = SWEPT + [
-        hist("warmup-cosine on Batch 16", "batch-002", "Batch 16", "[warmup-cosine]", 2.95),
+        hist("warmup-cosine on Batch 16", "batch-002", "Batch 16", "[warmup-cosine]", 2.85),
         hist("adamw-beta2-0.95 on Batch 16", "batch-003", "Batch 16", "[adamw-beta2-0.95]", 2.89),
     ]
-    best = "adamw-beta2-0.95 on Batch 16"
-    survey = snapshot(stale, best, with_recipes("adamw-beta2-0.95"), overrides={"batch_size": 16})
-    explore = decide(survey, policy=Policy(patience=2, min_gain=0.02))
-    assert "explore recipes never tried" in explore
+    survey = snapshot(stale, "Batch 16", overrides={"batch_size": 16})
+    explore = decide(survey, policy=Policy(patience=2))
+    assert "2 batches without a confirmed gain: explore recipes never tried" in explore
     tried = {"warmup-cosine", "adamw-beta2-0.95"}
     assert not {t for e in edits_of(explore) for t in planner.tags_of(e["change_summary"])} & tried
-    exploit = decide(survey, policy=Policy(patience=3, min_gain=0.02))
+    exploit = decide(survey, policy=Policy(patience=3))
     assert "explore" not in exploit.split("```")[0]
-    assert "explore" not in decide(survey, policy=Policy(patience=2, min_gain=0.001)).split("```")[0]
 
 
-def test_the_batch_shrinks_to_the_budget_and_stops_when_it_is_spent() -> None:
+def test_the_batch_leaves_room_to_confirm_shrinks_to_the_budget_and_stops_when_it_is_spent() -> None:
     assert len(edits_of(decide(snapshot(FRESH, "baseline", remaining=2)))) == 2
+    survey = snapshot(FRESH, "baseline", remaining=5)
+    survey["info"]["budget"]["confirm_runs"] = 2
+    assert len(edits_of(decide(survey))) == 3, "two runs stay free to confirm a candidate that passes the screen"
+    assert planner.batch_room({"remaining": 2, "batch_size": 5, "confirm_runs": 2}) == 2
     reply = decide(snapshot(SWEPT, "Batch 16", remaining=0))
     assert extract_python_code(reply) is None and "experiment budget spent" in reply
 
 
-def test_the_summary_names_the_best_its_gain_and_what_helped() -> None:
-    history = SWEPT + [hist("relu2 on Batch 16", "batch-002", "Batch 16", "[relu2]", 2.7)]
+def test_the_summary_names_the_confirmed_best_its_gain_and_what_helped() -> None:
+    history = SWEPT + [hist("relu2 on Batch 16", "batch-002", "Batch 16", "[relu2]", 2.7, "confirmed", 0.2)]
     reply = decide(snapshot(history, "relu2 on Batch 16", remaining=0))
     assert extract_python_code(reply) is None
-    assert "'relu2 on Batch 16' at val_bpb 2.7000" in reply and "10.00% better than the baseline (3.0000)" in reply
-    assert "What helped, step by step from the baseline: raise batch_size (-0.1000), relu2 (-0.2000)" in reply
+    assert (
+        "'relu2 on Batch 16' at val_bpb 2.7000 ± 0.0100 (3 seeds), confirmed against seed noise (sigma = 0.0200)"
+        in reply
+    )
+    assert "+0.3000 (10.00%) better than the baseline's 3.0000" in reply
+    assert "confirmed step by step from the baseline: raise batch_size (-0.1000), relu2 (-0.2000)" in reply
     assert "raise learning_rate" in reply.split("Tried without a lasting gain:")[1]
+
+
+def test_the_summary_says_when_nothing_beat_seed_noise() -> None:
+    survey = snapshot(FRESH + SWEPT[1:3], "baseline", remaining=0)
+    reply = decide(survey)
+    assert "No edit beat seed noise (sigma = 0.0200)" in reply and "nothing was confirmed" in reply
 
 
 def test_a_failed_plan_is_followed_by_a_fresh_survey_and_repeated_failures_stop() -> None:
@@ -277,7 +324,7 @@ def test_plans_run_in_the_real_monty_sandbox_even_when_a_tool_refuses(saved: dic
 
 
 def test_builtin_planner_speaks_the_call_llm_protocol_with_its_policy() -> None:
-    p = planner.BuiltinPlanner(seed=3, patience=4, min_gain=0.01)
+    p = planner.BuiltinPlanner(seed=3, patience=4)
     msg = asyncio.run(p("builtin", "system", [DIRECTIVE], None))
     assert "inspect_dataset" in msg.content and msg.tool_calls == [] and p.calls == 1
-    assert p.policy == Policy(seed=3, patience=4, min_gain=0.01)
+    assert p.policy == Policy(seed=3, patience=4)

@@ -22,6 +22,7 @@ import llm
 import parallelized_autoresearch as pa
 import tools
 from autoresearch_types import ExperimentConfig
+from runner import ExperimentRunner
 
 BASELINE = (Path(__file__).resolve().parent.parent / "train.py").read_text()
 FEED = """<?xml version="1.0" encoding="UTF-8"?>
@@ -93,14 +94,18 @@ async def exercise_tools(data: bundle.Bundle, key: str) -> str:
     tool_obj = dataclasses.replace(pa.run_experiment, model=llm.BUILTIN)
     research = tools.ResearchTools(
         ledger=ledger,
-        run_one=pa.make_runner(tool_obj, ledger, data, "userns"),
-        fan_out=lambda recs, worker: pa.fan_out(recs, worker, 2),
-        budget=tools.Budget(n_experiments=2, batch_size=2, concurrency=2),
+        runner=ExperimentRunner(pa.make_execute(tool_obj, ledger, data, "userns"), 2),
+        budget=tools.Budget(n_experiments=5, batch_size=2, concurrency=2),
         profile={"dataset": "shakespeare"},
     )
     t = {f.__name__: f for f in research.as_tools()}
-    await research.run_records(await ledger.specs(["baseline"]))
-    out: dict[str, Any] = {"baseline": await t["get_baseline_train_code"]()}
+    owed = await research.pending_jobs()
+    out: dict[str, Any] = {"owed": [(j.title, j.seed, j.role) for j in owed]}
+    await research.run_jobs(owed)
+    out["baseline"] = await t["get_baseline_train_code"]()
+    out["info"] = await t["inspect_dataset"]()
+    out["budget_key"] = await t["edit_train_code_batch"]([{"title": "More steps", "overrides": {"max_steps": 999}}])
+    out["seed_key"] = await t["edit_train_code_batch"]([{"title": "Seed", "overrides": {"seed": 7}}])
     out["bad_patch"] = await t["edit_train_code_batch"]([{"title": "P", "patches": [{"old": "nope", "new": "x"}]}])
     out["both"] = await t["edit_train_code_batch"]([{"title": "Q", "patches": [], "train_py": BASELINE}])
     edits = [
@@ -133,7 +138,12 @@ def test_every_tool_on_a_real_ledger_with_real_runs(state_root: Path) -> None:
         exercise_tools, data=data, key=f"tools-{uuid.uuid4().hex[:8]}"
     )
     out = json.loads(run.outputs()[0])
-    assert out["baseline"]["train_py"] == BASELINE and out["baseline"]["result"]["outcome"] == "success"
+    assert out["owed"] == [["baseline", 0, "replicate"], ["baseline", 1, "replicate"], ["baseline", 2, "replicate"]]
+    assert out["baseline"]["train_py"] == BASELINE and out["baseline"]["standing"]["n_seeds"] == 3
+    assert out["info"]["sigma"] is not None and "t-test" in out["info"]["gate"] and "seed" in out["info"]["fixed"]
+    for refused in ("budget_key", "seed_key"):
+        (rejected,) = out[refused]["rejected"]
+        assert "belongs to the run" in rejected["error"] and not out[refused]["saved"]
     assert "does not occur" in out["bad_patch"]["rejected"][0]["error"] and not out["bad_patch"]["saved"]
     assert "not both" in out["both"]["rejected"][0]["error"]
     assert [s["title"] for s in out["saved"]["saved"]] == ["LR up", "Wd zero"]
@@ -141,15 +151,25 @@ def test_every_tool_on_a_real_ledger_with_real_runs(state_root: Path) -> None:
     assert out["get_plan"]["hypotheses"]["LR up"]["hypothesis"] == "converges faster"
     assert out["get_plan"]["rationale"] == "sweep" and out["get_plan"]["titles"] == ["LR up", "Wd zero"]
     assert "Nope" in out["unknown_run"]["error"]
-    assert {r["title"]: r["outcome"] for r in out["ran"]["results"]} == {"LR up": "success", "Wd zero": "success"}
+    screens = [r for r in out["ran"]["results"] if r["role"] == "screen"]
+    assert {r["title"]: r["outcome"] for r in screens} == {"LR up": "success", "Wd zero": "success"}
+    assert all(r["seed"] == 0 for r in screens), "the first run of every experiment is on the run's seed"
     assert out["ran"]["budget"]["remaining"] == 0 and "final summary" in out["ran"]["budget"]["note"]
-    assert out["again"]["results"] == [] and "already has a result" in out["again"]["skipped"][0]["reason"]
+    labels = {t: v["verdict"] for t, v in out["ran"]["verdicts"].items()}
+    assert set(labels) == {"LR up", "Wd zero"}
+    assert set(labels.values()) <= {"unconfirmed", "within_noise", "regression"}
+    owed_confirms = [s for s in out["ran"]["skipped"] if "budget" in s["reason"]]
+    assert len(owed_confirms) == 2 * sum(v == "unconfirmed" for v in labels.values()), "confirmation needs budget"
+    assert out["again"]["results"] == [] and "already ran" in out["again"]["skipped"][0]["reason"]
     verdicts = {e["title"]: e for e in out["evaluate"]["experiments"]}
     assert set(verdicts) == {"LR up", "Wd zero"} and verdicts["LR up"]["parent"] == "baseline"
-    assert all(v["verdict"] in ("improved", "worse") and v["delta_vs_parent"] is not None for v in verdicts.values())
+    assert all(v["verdict"] == labels[t] and v["n_seeds"] == 1 for t, v in verdicts.items())
+    assert out["evaluate"]["best"]["title"] == "baseline", "nothing is confirmed without its re-runs"
+    assert "seed noise" in out["evaluate"]["advice"]
     assert out["compare"]["delta"] is not None and out["compare"]["diff"] == ""
     assert "Close titles" in out["read_unknown"]["error"] and "'LR up'" in out["read_unknown"]["error"]
     best = out["board"]["best"]
+    assert best["title"] == "baseline" and best["incumbent"] and out["board"]["sigma"] == out["info"]["sigma"]
     assert out["promising"]["candidates"][0]["title"] == best["title"] and out["promising"]["candidates"][0]["train_py"]
     assert [e["title"] for e in out["history"]["experiments"]] == ["baseline", "LR up", "Wd zero"]
     assert "bad arguments for get_leaderboard" in out["bad_args"]["error"]

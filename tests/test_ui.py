@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pytest
-from report_snapshot import HOSTILE, N_FAILED, N_SUCCESS, snapshot
+from report_snapshot import HOSTILE, N_CONFIRMED, N_FAILED, N_SUCCESS, snapshot
 
 import ui
 import ui_html
@@ -65,25 +65,30 @@ def test_hostile_text_is_escaped_in_every_tab(snap: dict[str, Any], tab: str) ->
     assert html.escape(HOSTILE, quote=True) in fragment or html.escape(repr(HOSTILE)) in fragment
 
 
-def test_chart_points_one_per_success_and_running_best_non_increasing(snap: dict[str, Any]) -> None:
+def test_chart_points_one_per_experiment_seeds_beside_and_confirmed_best_non_increasing(snap: dict[str, Any]) -> None:
     points = ui.chart_points(snap)
     assert sum(p["val_bpb"] is not None for p in points) == N_SUCCESS
     assert sum(p["kind"] == "failed" for p in points) == N_FAILED
     assert [p["x"] for p in points] == list(range(1, len(points) + 1))
     bests = [p["best"] for p in points if p["best"] is not None]
     assert all(b <= a for a, b in zip(bests, bests[1:], strict=False))
-    assert [p["title"] for p in points if p["kind"] == "kept"] == ["baseline", "lr-warmup", "relu-squared"]
+    assert [p["title"] for p in points if p["kind"] == "confirmed"] == ["lr-warmup", "relu-squared"]
+    assert next(p for p in points if p["title"] == "relu-squared")["seeds"] == [1.86, 1.855]
+    assert bests[0] == pytest.approx(1.95) and bests[-1] == pytest.approx(1.855), "the baseline's mean, then gains"
 
 
 def test_chart_svg_markers_and_step_line(snap: dict[str, Any]) -> None:
     svg = ui_html.chart_svg(snap)
     assert count_class(svg, "circle", "pt") == N_SUCCESS
-    assert count_class(svg, "circle", "kept") == 3
+    assert count_class(svg, "circle", "kept") == N_CONFIRMED
+    assert count_class(svg, "circle", "seed") == 6 + 1, (
+        "the baseline's and two confirmed runs' other seeds, and the legend"
+    )
     assert count_class(svg, "path", "fail") == N_FAILED
     line = next(a["d"] for t, a in parse(svg).tags if t == "path" and a.get("class") == "best-line")
     tokens = re.findall(r"([MHV])([\d.]+)(?: ([\d.]+))?", line)
     ys = [float(tokens[0][2])] + [float(v) for cmd, v, _ in tokens if cmd == "V"]
-    assert len(ys) == 3, "one step down per new best after the first"
+    assert len(ys) == 3, "the baseline's mean, then one step down per confirmed gain"
     assert ys == sorted(ys), "SVG y grows downward, so a non-increasing best means non-decreasing y"
 
 
@@ -92,7 +97,6 @@ def test_chart_follows_result_order_not_creation_order(snap: dict[str, Any]) -> 
     exps[1]["seq"], exps[4]["seq"] = exps[4]["seq"], exps[1]["seq"]
     titles = [p["title"] for p in ui.chart_points(snap)]
     assert titles.index("relu-squared") < titles.index("lr-warmup")
-    assert next(p for p in ui.chart_points(snap) if p["title"] == "lr-warmup")["kind"] == "regression"
 
 
 def test_diff_lines_are_colour_coded() -> None:
@@ -116,29 +120,42 @@ def test_code_edits_show_diffs_vs_parent_and_baseline(snap: dict[str, Any]) -> N
 
 def test_leaderboard_table(snap: dict[str, Any]) -> None:
     fragment = ui.render_report(snap)["Leaderboard"]
-    for header in ("rank", "title", "val_bpb", "Δ vs best", "params", "steps", "resources", "OOM retries", "outcome"):
+    headers = ("rank", "title", "val_bpb (mean ± se)", "seeds", "Δ vs best", "params", "steps", "resources")
+    for header in (*headers, "OOM retries", "verdict"):
         assert f">{header}</th>" in fragment
     best_row = fragment[fragment.index('<tr class="best">') :].split("</tr>")[0]
-    assert "relu-squared" in best_row and "1.8500" in best_row and "+0.0000" in best_row
+    assert "relu-squared" in best_row and "1.8550" in best_row and "+0.0000" in best_row
+    assert "± 0.0029" in best_row and '<td class="num">3</td>' in best_row and "badge confirmed" in best_row
     oom_row = fragment[fragment.index("<td>wide-mlp") :].split("</tr>")[0]
     assert "6144 MB" in oom_row and '<td class="num">2</td>' in oom_row and "badge oom" in oom_row
     assert fragment.index("<svg") < fragment.index("<table")
 
 
-def test_lineage_highlights_best_path(snap: dict[str, Any]) -> None:
+def test_lineage_highlights_the_path_to_the_confirmed_best(snap: dict[str, Any]) -> None:
     fragment = ui.render_report(snap)["Lineage"]
     parsed = parse(fragment)
     spans = [a.get("class") for t, a in parsed.tags if t == "span" and "node" in (a.get("class") or "")]
     assert spans.count("node best") == 1 and spans.count("node onpath") == 2
-    assert '<span class="node best">relu-squared</span> 1.8500' in fragment
+    assert '<span class="node best">relu-squared</span> 1.8550' in fragment
     assert "baseline → lr-warmup → relu-squared" in fragment
 
 
-def test_summary_figures(snap: dict[str, Any]) -> None:
+def test_summary_figures_and_verdict(snap: dict[str, Any]) -> None:
     fragment = ui.render_report(snap)["Summary"]
-    assert "+5.13%" in fragment and "1.8500" in fragment and "relu-squared" in fragment
+    assert "+4.87%" in fragment and "1.8550" in fragment and "relu-squared" in fragment
     assert "12,800" in fragment and "$0.0123" in fragment and "190 s" in fragment
-    assert "6 / 8" in fragment and "not run" in fragment
+    assert "12 / 8" in fragment and "not run" in fragment
+    assert "seed noise sigma" in fragment and "0.0075" in fragment
+    assert "Confirmed gain: relu-squared at 1.8550 ± 0.0029 (3 seeds)" in fragment
+    assert "one-sided t-test" in fragment
+
+
+def test_summary_says_plainly_when_nothing_beat_the_noise(snap: dict[str, Any]) -> None:
+    for row in snap["leaderboard"]:
+        row["incumbent"] = row["title"] == "baseline"
+        row["label"] = "within_noise" if row["label"] == "confirmed" else row["label"]
+    fragment = ui.render_report(snap)["Summary"]
+    assert "No edit beat seed noise (sigma = 0.0075)" in fragment and "best val_bpb (baseline)" in fragment
 
 
 def test_activity_and_memory(snap: dict[str, Any]) -> None:
@@ -162,7 +179,9 @@ def test_empty_snapshot_renders_placeholders() -> None:
 def test_run_in_progress_with_no_results(snap: dict[str, Any]) -> None:
     for exp in snap["experiments"]:
         exp["result"], exp["seq"] = None, None
-    snap["leaderboard"] = [dict(r, rank=None, val_bpb=None, label="not_run", outcome=None) for r in snap["leaderboard"]]
+    snap["leaderboard"] = [
+        dict(r, rank=None, val_bpb=None, label="not_run", outcome=None, incumbent=False) for r in snap["leaderboard"]
+    ]
     snap["totals"] = {}
     tabs = ui.render_report(snap)
     assert ui.chart_points(snap) == [] and "No results yet" in tabs["Leaderboard"]
@@ -176,6 +195,7 @@ def test_all_failures_and_bad_numbers(snap: dict[str, Any]) -> None:
     broken["experiments"][0]["result"] = {"outcome": "timeout", "val_bpb": None, "resources": "weird"}
     broken["usage"] = {"prompt_tokens": "many", "cost_usd": float("inf")}
     broken["lineage"] = [{"title": "baseline", "val_bpb": None, "outcome": "timeout", "children": [{"title": 3}]}]
+    broken["leaderboard"] = [dict(r, val_bpb=None) for r in broken["leaderboard"]]
     points = ui.chart_points(broken)
     assert points and all(p["kind"] == "failed" and p["best"] is None for p in points)
     svg = ui_html.chart_svg(broken)
@@ -197,25 +217,44 @@ def test_self_contained_and_dark_mode(snap: dict[str, Any]) -> None:
     assert not re.search(r"url\(|@import|https?:", ui_html.CSS)
 
 
-def test_terminal_lines_show_batch_progress_outcome_and_metric() -> None:
-    start = ui.batch_start_line("batch-002", ["Cosine LR", "SiLU"])
-    assert "[----------] 0/2" in start and "Cosine LR, SiLU" in start
-    ok = ui.experiment_line(
-        "batch-002", 1, 2, "Cosine LR", {"outcome": "success", "val_bpb": 1.23456, "wall_seconds": 3}
+def test_terminal_lines_show_batch_progress_outcome_metric_and_verdict() -> None:
+    jobs = [{"title": "Cosine LR", "seed": 0, "role": "screen"}, {"title": "SiLU", "seed": 1, "role": "confirm"}]
+    start = ui.batch_start_line("batch-002", jobs)
+    assert "[----------] 0/2" in start and "Cosine LR, SiLU (seed 1, confirm)" in start
+    standing = {"verdict": "unconfirmed", "mean_val_bpb": 1.23456, "se": None, "n_seeds": 1}
+    result = {"outcome": "success", "val_bpb": 1.23456, "wall_seconds": 3}
+    ok = ui.experiment_line("batch-002", 1, 2, jobs[0], result, standing)
+    assert (
+        "[#####-----] 1/2" in ok
+        and "success" in ok
+        and "1.2346" in ok
+        and "-> unconfirmed (mean 1.2346, 1 seeds)" in ok
     )
-    assert "[#####-----] 1/2" in ok and "success" in ok and "1.2346" in ok
     oom = {"outcome": "oom", "val_bpb": None, "oom_retries": 2, "message": "killed"}
-    bad = ui.experiment_line("batch-002", 2, 2, "SiLU", oom)
-    assert "[##########] 2/2" in bad and "after 2 OOM retries" in bad and "(killed)" in bad
+    bad = ui.experiment_line("batch-002", 2, 2, jobs[1], oom, {"verdict": "failed"})
+    assert "[##########] 2/2" in bad and "after 2 OOM retries" in bad and "(killed)" in bad and "-> failed" in bad
+    assert "SiLU (seed 1, confirm)" in bad
 
 
-def test_directive_carries_budget_bounds_and_prior_research(snap: dict[str, Any]) -> None:
+def test_leaderboard_text_shows_mean_se_seeds_and_verdict(snap: dict[str, Any]) -> None:
+    text = ui.leaderboard_text(snap["leaderboard"])
+    line = next(x for x in text.splitlines() if "relu-squared" in x)
+    assert "1.8550" in line and "0.0029" in line and " 3 " in line and "confirmed *best*" in line
+    assert "failed (oom)" in text
+
+
+def test_directive_carries_budget_bounds_noise_and_prior_research(snap: dict[str, Any]) -> None:
     from autoresearch_types import DatasetProfile, ExperimentConfig, WorkshopBounds
 
     profile = DatasetProfile("shakespeare", 1, 512, 100_000, 9_000, 8_000, 300, 20, 20, 3.1, ["hamlet"], ["macbeth"])
     budget = ui.budget_dict(8, 4, 2, 300, 30.0, 12)
-    fresh = ui.directive(profile, ExperimentConfig(), WorkshopBounds(), budget)
-    assert "experiments this run: 8" in fresh and "None yet" in fresh and '"n_layer": [' in fresh
+    noise = {"sigma": 0.0123, "df": 2, "gate": "THE GATE", "baseline": {"val_bpb": 2.5, "se": 0.01, "n_seeds": 3}}
+    fresh = ui.directive(profile, ExperimentConfig(), WorkshopBounds(), budget, noise=noise)
+    assert "runs for this memory key: 8 in total" in fresh and "None yet" in fresh and '"n_layer": [' in fresh
+    assert "sigma = 0.0123" in fresh and "THE GATE" in fresh and "2.5000 ± 0.0100 over 3 seeds" in fresh
+    assert "token_budget" in fresh and "are refused" in fresh and "truncated" in fresh
+    assert '"seed"' not in fresh.split("base config:")[1].split("\n")[0], "the seed belongs to the run"
     best = {"title": "LR up", "val_bpb": 1.5}
     resumed = ui.directive(profile, ExperimentConfig(), WorkshopBounds(), budget, "| # | title |\n| 1 | LR up |", best)
-    assert "Prior research under this memory key" in resumed and "Best so far: 'LR up' at val_bpb 1.5000" in resumed
+    assert "Prior research under this memory key" in resumed
+    assert "Confirmed best so far: 'LR up' at mean val_bpb 1.5000" in resumed
