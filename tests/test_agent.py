@@ -125,6 +125,8 @@ def test_builtin_planner_replicates_batches_then_resumes_within_the_total_budget
     assert after[lost_title]["runs"][seed]["result"] == lost_result, "recovered from Flyte's cache, not retrained"
     assert same.totals["runs_this_session"] == 1, "only the lost run is owed: the total budget is already spent"
     assert run_count(after) == run_count(records)
+    assert same.totals["sigma"] == out.totals["sigma"], "resume keeps the noise floor"
+    assert [(r["title"], r["label"]) for r in same.leaderboard] == [(r["title"], r["label"]) for r in out.leaderboard]
 
     again = run_driver(memory_key=key, n_experiments=run_count(records) + 3)
     assert again.error == "", again.error

@@ -1,0 +1,99 @@
+"""Research validity end to end: load invariance in the real sandbox, the noise floor's failure mode, old keys."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import random
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_ledger import SCENARIOS, run
+
+import ledger as ledger_mod
+import parallelized_autoresearch as pa
+import sandbox
+import tools
+from autoresearch_types import ExperimentConfig, ExperimentResult
+from ledger_views import BASELINE_TITLE
+from runner import ExperimentRunner
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE = (ROOT / "train.py").read_text()
+TINY = ExperimentConfig(
+    n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, token_budget=20 * 4 * 32, eval_tokens=2048, vocab_size=512
+)
+
+
+def spec(bundle: Path, config: ExperimentConfig) -> sandbox.SandboxSpec:
+    return sandbox.SandboxSpec(BASELINE, config, str(bundle / "data"), str(bundle / "tokenizer"), cpu=1, deadline_s=120)
+
+
+@pytest.mark.timeout(300)
+def test_a_fixed_budget_run_scores_the_same_alone_or_beside_three_others(tiny_bundle: Path) -> None:
+    alone = asyncio.run(sandbox.run_sandboxed(spec(tiny_bundle, TINY)))
+    others = [dataclasses.replace(TINY, seed=s, learning_rate=lr) for s, lr in ((1, 1e-3), (2, 2e-3), (3, 4e-3))]
+
+    async def crowded() -> list[ExperimentResult]:
+        return await asyncio.gather(*(sandbox.run_sandboxed(spec(tiny_bundle, c)) for c in [TINY, *others]))
+
+    together = asyncio.run(crowded())
+    assert alone.outcome == together[0].outcome == "success", (alone.message, together[0].message)
+    assert alone.steps == together[0].steps == TINY.max_steps
+    assert abs(alone.val_bpb - together[0].val_bpb) <= 1e-6, (alone.val_bpb, together[0].val_bpb)
+    assert len({round(r.val_bpb, 6) for r in together}) == 4, "the other runs really were different runs"
+
+
+@pytest.mark.timeout(600)
+def test_no_verdict_without_a_noise_floor_exits_non_zero_with_the_reason(
+    state_root: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Every baseline seed stops at a one-millisecond time cap: nothing is comparable, and the run says so."""
+    key = f"no-floor-{uuid.uuid4().hex[:8]}"
+    config = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4, "eval_tokens": 2048}
+    config["seed"] = random.randint(1, 2**30)  # fresh runs: Flyte's cache outlives the session
+    argv = ["--memory-key", key, "--vocab-size", "512", "--max-steps", "400", "--time-budget", "0.001"]
+    argv += ["--n-experiments", "6", "--base-config", json.dumps(config), "--state-dir", str(state_root)]
+    code = pa.main(argv)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "the baseline succeeded on 0 of 3 seed(s), so seed noise cannot be measured" in err
+    assert "truncated" in err and f"resume with --memory-key {key}" in err
+
+
+LEGACY_RESULT = {"title": "", "seq": 1, "recorded_at": "2026-01-01T00:00:00+00:00"}
+
+
+async def legacy_key(key: str) -> dict[str, Any]:
+    """A store laid out by the previous version (one result.json per experiment, no settings), then opened."""
+    old = await ledger_mod.Ledger.open(key, TINY, start=False)
+    await old.start(TINY, old.rule)
+    await old.save_edits([{"title": "Old LR", "overrides": {"learning_rate": 0.001}}], "batch-001")
+    for n, (title, slug, bpb) in enumerate([(BASELINE_TITLE, "baseline", 4.1), ("Old LR", "old-lr", 4.0)], 1):
+        payload = {
+            **LEGACY_RESULT,
+            "title": title,
+            "seq": n,
+            "result": ExperimentResult("success", val_bpb=bpb).to_dict(),
+        }
+        await old.memory.write_json.aio(f"experiments/{slug}/result.json", payload)
+    await old.memory.write_text.aio("settings.json", "")  # the previous version had none
+    await old.memory.save.aio()
+    led = await ledger_mod.Ledger.open(key, TINY)
+    research = tools.ResearchTools(led, ExperimentRunner(lambda job: None, 1), tools.Budget(10, 2, 1), {})
+    rows = {r.title: r for r in await led.leaderboard()}
+    owed = [(j.title, j.seed, j.role) for j in await research.pending_jobs()]
+    return {"labels": {t: r.label for t, r in rows.items()}, "old_bpb": rows["Old LR"].val_bpb, "owed": owed}
+
+
+@pytest.mark.timeout(120)
+def test_a_key_from_before_seeds_is_measured_again_and_its_old_results_are_shown_not_compared(state_root: Path) -> None:
+    ledger_mod.init_local(project="validity-tests")
+    SCENARIOS["legacy_key"] = legacy_key  # run inside a Flyte task, where a MemoryStore works
+    out = asyncio.run(run("legacy_key"))
+    assert out["labels"] == {BASELINE_TITLE: "legacy", "Old LR": "legacy"}
+    assert out["old_bpb"] == 4.0, "the old number is still shown"
+    assert out["owed"] == [[BASELINE_TITLE, s, "replicate"] for s in (0, 1, 2)], "its noise is measured on resume"
