@@ -10,8 +10,9 @@ import json
 from typing import Any
 
 from autoresearch_types import RUN_KEYS, DatasetProfile, ExperimentConfig, WorkshopBounds
+from ui_chart import chart_points
 from ui_html import TABS as REPORT_TABS
-from ui_html import chart_points, render_report
+from ui_html import render_report
 
 __all__ = [
     "INSTRUCTIONS",

@@ -7,12 +7,31 @@ The fragments carry their own CSS (light and dark) and inline SVG, fetch nothing
 
 from __future__ import annotations
 
-import html
 import json
-import math
 from typing import Any
 
-from ledger_views import BASELINE_TITLE, unified_diff
+from ledger_views import unified_diff
+from ui_chart import chart_svg
+from ui_parts import (
+    _badge,
+    _baseline_title,
+    _bpb,
+    _by_title,
+    _clock,
+    _css_class,
+    _dict,
+    _e,
+    _empty,
+    _experiments,
+    _fmt,
+    _list,
+    _num,
+    _outcome_badge,
+    _rows,
+    _short,
+    _table,
+    _wrap,
+)
 
 TABS = ("Summary", "Leaderboard", "Code edits", "Lineage", "Activity", "Memory")
 """Report tab names, in display order."""
@@ -22,321 +41,6 @@ MAX_DIFF_LINES = 400
 
 MAX_ACTIVITY = 400
 """Activity events shown (the most recent)."""
-
-CSS = """
-:root{color-scheme:light dark}
-.ar{--fg:#1c2430;--muted:#5a6676;--bg:#fff;--card:#f4f6f9;--line:#d6dce4;--accent:#6d28d9;--good:#157f3b;
---bad:#b42318;--warn:#a15c07;--add:#e3f4e8;--addfg:#14532d;--del:#fde8e6;--delfg:#7f1d1d;--hunk:#1e4fd8;
-color:var(--fg);font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
-max-width:1200px;margin:0 auto;overflow-wrap:anywhere}
-@media (prefers-color-scheme:dark){
-body{background:#10151c;color:#e4e8ee}
-#flyte-frame-tabs li{color:#9aa6b5!important}#flyte-frame-tabs li.active{color:#e4e8ee!important}
-.ar{--fg:#e4e8ee;--muted:#9aa6b5;--bg:#10151c;--card:#19202a;--line:#2f3a48;--accent:#a78bfa;--good:#4ade80;
---bad:#f87171;--warn:#fbbf24;--add:#12301d;--addfg:#bbf7d0;--del:#3a1515;--delfg:#fecaca;--hunk:#93c5fd}}
-.ar h2{font-size:20px;margin:0 0 12px}.ar h3{font-size:16px;margin:18px 0 8px}
-.ar .muted{color:var(--muted)}.ar .small{font-size:12px}
-.ar table{border-collapse:collapse;width:100%;margin:6px 0 14px}
-.ar th,.ar td{border-bottom:1px solid var(--line);padding:5px 8px;text-align:left;vertical-align:top}
-.ar table.fixed{table-layout:fixed}.ar .nw{white-space:nowrap}
-.ar table.kv th{width:110px;white-space:nowrap}
-.ar th{font-size:12px;text-transform:uppercase;letter-spacing:.03em;color:var(--muted)}
-.ar td.num,.ar th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.ar tr.best td{background:var(--add)}
-.ar .card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:10px 14px;margin:0 0 12px}
-.ar .kpis{display:flex;flex-wrap:wrap;gap:12px;margin-bottom:12px}
-.ar .kpi{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:10px 14px;min-width:160px}
-.ar .kpi b{display:block;font-size:22px}
-.ar .badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;border:1px solid currentColor}
-.ar .ok,.ar .confirmed,.ar .success,.ar .done{color:var(--good)}
-.ar .failed,.ar .error,.ar .oom,.ar .crash,.ar .timeout,.ar .invalid,.ar .leak,.ar .tampered,.ar .implausible{color:var(--bad)}
-.ar .regression,.ar .running,.ar .unconfirmed,.ar .truncated,.ar .over_budget{color:var(--warn)}.ar .not_run,.ar .within_noise,.ar .legacy{color:var(--muted)}
-.ar pre{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:8px;margin:6px 0;
-font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow:auto;max-height:480px;
-white-space:pre}
-.ar pre.wrap{white-space:pre-wrap}
-.ar pre.diff span{display:block}.ar .add{background:var(--add);color:var(--addfg)}
-.ar .del{background:var(--del);color:var(--delfg)}.ar .hunk{color:var(--hunk)}.ar .dh{color:var(--muted)}
-.ar code{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
-.ar details summary{cursor:pointer;color:var(--accent)}
-.ar .bar{background:var(--accent);height:10px;border-radius:3px;display:inline-block;vertical-align:middle}
-.ar ul.tree,.ar ul.tree ul{list-style:none;margin:0;padding-left:22px}
-.ar ul.tree{padding-left:0}.ar ul.tree ul{border-left:1px dashed var(--line)}
-.ar ul.tree li{margin:3px 0}.ar .node{padding:1px 6px;border-radius:5px;border:1px solid var(--line)}
-.ar .node.onpath{border-color:var(--accent);font-weight:600}
-.ar .node.best{background:var(--accent);color:var(--bg);border-color:var(--accent)}
-.ar svg.chart{width:100%;height:auto;max-width:1000px;display:block}
-.ar svg .axis{stroke:var(--line)}.ar svg text{fill:var(--muted);font-size:11px}
-.ar svg .pt{fill:var(--muted);stroke:var(--bg);stroke-width:1}.ar svg .pt.kept{fill:var(--good)}.ar svg .seed{fill:var(--muted);opacity:.6}
-.ar svg .fail,.ar svg .lg-fail{stroke:var(--bad);stroke-width:2;fill:none}
-.ar svg .best-line,.ar svg .lg-best{stroke:var(--accent);stroke-width:2;fill:none}
-.ar svg .lg-kept{fill:var(--good)}.ar svg .lg-pt{fill:var(--muted)}
-"""
-
-
-# ---------------------------------------------------------------- small helpers
-
-
-def _e(value: Any) -> str:
-    """HTML-escape any value (None becomes an empty string)."""
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _num(value: Any) -> float | None:
-    """A finite float, or None for anything else (None, NaN, text, booleans)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _fmt(value: Any, spec: str = ".4f") -> str:
-    """A number formatted with `spec`, or '-' when it is not a finite number."""
-    number = _num(value)
-    return "-" if number is None else format(number, spec)
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    """`value` if it is a dict, else an empty dict."""
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    """`value` if it is a list, else an empty list."""
-    return value if isinstance(value, list) else []
-
-
-def _short(value: Any, limit: int = 160) -> str:
-    """One line of text, cut to `limit` characters (not escaped)."""
-    text = " ".join(str("" if value is None else value).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _css_class(value: Any) -> str:
-    """A safe CSS class name from an outcome or label (letters, digits and underscores only)."""
-    return "".join(c for c in str(value or "") if c.isalnum() or c == "_")[:20]
-
-
-def _badge(text: Any, kind: Any = None) -> str:
-    """A small coloured label; its colour follows `kind` (defaults to the text)."""
-    return f'<span class="badge {_css_class(kind if kind is not None else text)}">{_e(text)}</span>'
-
-
-def _outcome_badge(outcome: Any) -> str:
-    """An outcome badge; no outcome reads 'not run'."""
-    return _badge(outcome or "not run", outcome or "not_run")
-
-
-def _table(
-    headers: list[str], rows: list[list[str]], numeric: set[int] | None = None, widths: tuple[str, ...] = ()
-) -> str:
-    """A table from header names and rows of already-escaped HTML cells; `widths` fixes the column widths."""
-    numeric = numeric or set()
-    cols = "<colgroup>" + "".join(f'<col style="width:{w}">' for w in widths) + "</colgroup>" if widths else ""
-    head = "".join(f'<th class="num">{h}</th>' if i in numeric else f"<th>{h}</th>" for i, h in enumerate(headers))
-    body = []
-    for row in rows:
-        attrs, cells = (row[0], row[1:]) if row and row[0].startswith("<tr") else ("<tr>", row)
-        tds = "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(cells))
-        body.append(f"{attrs}{tds}</tr>")
-    fixed = ' class="fixed"' if widths else ""
-    return f"<table{fixed}>{cols}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _wrap(tab: str, body: str) -> str:
-    """A tab fragment: the shared style, the tab heading and its body."""
-    return f'<div class="ar"><style>{CSS}</style><h2>{_e(tab)}</h2>{body}</div>'
-
-
-def _empty(text: str) -> str:
-    """A muted placeholder paragraph for a section with nothing to show yet."""
-    return f'<p class="muted">{_e(text)}</p>'
-
-
-def _clock(seconds: Any) -> str:
-    """Seconds since the start as m:ss (or h:mm:ss)."""
-    s = _num(seconds)
-    if s is None:
-        return "-"
-    minutes, sec = divmod(int(s), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{sec:02d}" if hours else f"{minutes}:{sec:02d}"
-
-
-# ---------------------------------------------------------------- experiments
-
-
-def _experiments(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
-    """The snapshot's experiments that are dicts, in creation order."""
-    return [x for x in _list(snapshot.get("experiments")) if isinstance(x, dict)]
-
-
-def _by_title(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Experiments keyed by title."""
-    return {str(x.get("title")): x for x in _experiments(snapshot)}
-
-
-def _bpb(experiment: dict[str, Any]) -> float | None:
-    """The trusted val_bpb of a successful experiment, else None."""
-    result = _dict(experiment.get("result"))
-    return _num(result.get("val_bpb")) if result.get("outcome") == "success" else None
-
-
-def _run_order(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
-    """Experiments with a result, in the order their results arrived (seq), ties in creation order."""
-    ran = [(i, x) for i, x in enumerate(_experiments(snapshot)) if isinstance(x.get("result"), dict)]
-    ran.sort(key=lambda p: (_num(p[1].get("seq")) is None, _num(p[1].get("seq")) or 0, p[0]))
-    return [x for _, x in ran]
-
-
-def _baseline_title(snapshot: dict[str, Any]) -> str:
-    """The baseline experiment's title."""
-    return str(snapshot.get("baseline_title") or BASELINE_TITLE)
-
-
-def _rows(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Leaderboard rows keyed by title."""
-    return {str(r.get("title")): r for r in _list(snapshot.get("leaderboard")) if isinstance(r, dict)}
-
-
-CONFIRMED = "confirmed"
-
-
-def chart_points(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
-    """One point per experiment with a result, in run order: its first run's val_bpb, its other seeds, and the
-    incumbent's mean after it.
-
-    `kind` is "confirmed" (beat seed noise), "ran" (scored, not confirmed) or "failed" (val_bpb None); `seeds`
-    holds the val_bpb of its other successful seeds; `best` is the incumbent's mean (the baseline's, then each
-    confirmed experiment that lowered it).
-    """
-    rows = _rows(snapshot)
-    base = _num(_dict(rows.get(_baseline_title(snapshot))).get("val_bpb"))
-    points: list[dict[str, Any]] = []
-    best = base
-    for x, exp in enumerate(_run_order(snapshot), start=1):
-        row = _dict(rows.get(str(exp.get("title"))))
-        bpb = _bpb(exp)
-        kind = "failed" if bpb is None else (CONFIRMED if row.get("label") == CONFIRMED else "ran")
-        mean = _num(row.get("val_bpb"))
-        if kind == CONFIRMED and mean is not None and (best is None or mean < best):
-            best = mean
-        runs = [r for r in _list(exp.get("runs"))[1:] if isinstance(r, dict)]
-        seeds = [v for v in (_num(r.get("val_bpb")) for r in runs) if v is not None]
-        outcome = _dict(exp.get("result")).get("outcome")
-        label = row.get("label") or outcome
-        points.append(
-            {
-                "x": x,
-                "title": exp.get("title"),
-                "val_bpb": bpb,
-                "seeds": seeds,
-                "kind": kind,
-                "label": label,
-                "best": best,
-                "outcome": outcome,
-            }
-        )
-    return points
-
-
-# ---------------------------------------------------------------- chart
-
-
-CHART_W, CHART_H = 960, 300
-PAD_L, PAD_R, PAD_T, PAD_B = 64, 16, 28, 40
-
-
-def _scales(points: list[dict[str, Any]]) -> tuple[Any, Any, float, float]:
-    """x and y scale functions for the chart and the y range they map."""
-    values = [v for p in points for v in [p["val_bpb"], *p.get("seeds", [])] if v is not None] or [1.0]
-    low, high = min(values), max(values)
-    pad = (high - low) * 0.08 or 0.05
-    low, high = low - pad, high + pad
-    n = max(1, len(points))
-    plot_w, plot_h = CHART_W - PAD_L - PAD_R, CHART_H - PAD_T - PAD_B
-
-    def sx(x: float) -> float:
-        """Run number to SVG x."""
-        return round(PAD_L + (x - 0.5) * plot_w / n, 1)
-
-    def sy(v: float) -> float:
-        """val_bpb to SVG y (lower values sit lower)."""
-        return round(PAD_T + (high - v) * plot_h / (high - low), 1)
-
-    return sx, sy, low, high
-
-
-def _axes(points: list[dict[str, Any]], sy: Any, sx: Any, low: float, high: float) -> str:
-    """Axis lines, y ticks with val_bpb labels and x ticks with run numbers."""
-    bottom = CHART_H - PAD_B
-    parts = [f'<line class="axis" x1="{PAD_L}" y1="{PAD_T}" x2="{PAD_L}" y2="{bottom}"/>']
-    parts.append(f'<line class="axis" x1="{PAD_L}" y1="{bottom}" x2="{CHART_W - PAD_R}" y2="{bottom}"/>')
-    for i in range(5):
-        v = low + (high - low) * i / 4
-        parts.append(f'<text x="{PAD_L - 6}" y="{sy(v) + 4}" text-anchor="end">{v:.3f}</text>')
-    step = max(1, math.ceil(len(points) / 20))
-    for p in points[::step]:
-        parts.append(f'<text x="{sx(p["x"])}" y="{bottom + 16}" text-anchor="middle">{p["x"]}</text>')
-    parts.append(f'<text x="{PAD_L}" y="{CHART_H - 6}">run order →</text>')
-    parts.append('<text x="8" y="12">val_bpb (lower is better)</text>')
-    return "".join(parts)
-
-
-def _best_path(points: list[dict[str, Any]], sx: Any, sy: Any) -> str:
-    """The incumbent's mean as a step line: the baseline's, stepping down at each confirmed gain."""
-    steps = [p for p in points if p["best"] is not None]
-    if not steps:
-        return ""
-    d = f"M{sx(steps[0]['x'] - 0.4)} {sy(steps[0]['best'])}"
-    for prev, p in zip(steps, steps[1:], strict=False):
-        if p["best"] != prev["best"]:
-            d += f" H{sx(p['x'])} V{sy(p['best'])}"
-    d += f" H{sx(points[-1]['x'] + 0.4)}"
-    return f'<path class="best-line" d="{d}"/>'
-
-
-def _marker(p: dict[str, Any], sx: Any, sy: Any) -> str:
-    """One marker: a circle for the first run (filled green when confirmed), small dots for its other seeds,
-    a cross at the top for a failure."""
-    label = f"#{p['x']} {_short(p['title'], 80)}: "
-    if p["val_bpb"] is None:
-        x, y = sx(p["x"]), PAD_T - 2
-        tip = _e(label + str(p.get("outcome") or "failed"))
-        return f'<path class="fail" d="M{x - 5} {y - 5}L{x + 5} {y + 5}M{x - 5} {y + 5}L{x + 5} {y - 5}"><title>{tip}</title></path>'
-    confirmed = p["kind"] == CONFIRMED
-    tip = _e(label + f"{p['val_bpb']:.4f} ({str(p.get('label') or p['kind']).replace('_', ' ')})")
-    cls = "pt kept" if confirmed else "pt"
-    seeds = "".join(f'<circle class="seed" cx="{sx(p["x"])}" cy="{sy(v)}" r="2.5"/>' for v in p.get("seeds", []))
-    return (
-        seeds
-        + f'<circle class="{cls}" cx="{sx(p["x"])}" cy="{sy(p["val_bpb"])}" r="{6 if confirmed else 4.5}"><title>{tip}</title></circle>'
-    )
-
-
-def _legend() -> str:
-    """The chart legend, top right."""
-    return (
-        f'<g transform="translate({CHART_W - 520},{CHART_H - 10})"><circle class="lg-kept" cx="0" cy="0" r="5"/><text x="9" y="4">confirmed gain</text>'
-        '<circle class="lg-pt" cx="120" cy="0" r="4"/><text x="129" y="4">not confirmed</text>'
-        '<circle class="seed" cx="230" cy="0" r="2.5"/><text x="238" y="4">other seeds</text>'
-        '<path class="lg-fail" d="M315 -5L325 5M315 5L325 -5"/><text x="331" y="4">failed</text>'
-        '<path class="lg-best" d="M380 0H400"/><text x="405" y="4">confirmed best</text></g>'
-    )
-
-
-def chart_svg(snapshot: dict[str, Any]) -> str:
-    """The val_bpb-per-experiment chart as inline SVG, or a placeholder before any result."""
-    points = chart_points(snapshot)
-    if not points:
-        return _empty("No results yet: the chart appears when the first experiment finishes.")
-    sx, sy, low, high = _scales(points)
-    body = _axes(points, sy, sx, low, high) + _best_path(points, sx, sy) + _legend()
-    body += "".join(_marker(p, sx, sy) for p in points)
-    return (
-        f'<svg class="chart" viewBox="0 0 {CHART_W} {CHART_H}" role="img" '
-        f'aria-label="val_bpb per experiment in run order">{body}</svg>'
-    )
-
 
 # ---------------------------------------------------------------- tabs
 

@@ -1,25 +1,25 @@
-"""Search quality: the built-in planner against random search and the baseline alone, on the same budget.
+"""Search quality on confirmed gains: the built-in planner against random search, several seeds, the same budget.
 
     python benchmarks/bench_search.py [--quick] [--json PATH]
 
-Each strategy starts from the same baseline `train.py` and base config, runs N experiments (plus the
-baseline) with the same training steps, time budget, seed and data, through the product's path:
-- planner: the research driver task `parallelized_autoresearch` with `model="builtin"` (the Agent in code
-  mode, the tools, the ledger, the sized and sandboxed `run_experiment`), planner seed 0;
-- random: the same tools, ledger and warm sandbox pool, each experiment a random point of the planner's
-  config search space (`policy.search_space`: learning rate, depth, width, batch size, dropout), seed 0;
-- baseline: the baseline experiment alone.
-Every run disables Flyte's cache, so no strategy reuses another's (or an earlier run's) results.
-Target: planner best < random best < baseline.
+Both strategies start from the same baseline `train.py` and base config (the product's defaults: 2 layers,
+width 64, vocabulary 2048, 600 steps), get the same budget of runs (the baseline's 3 seeds and every
+confirmation run included) and go through the product's whole path (driver task, Agent in code mode, tools,
+ledger, gate, sized and sandboxed `run_experiment`):
+- planner: `model="builtin"` with planner seed s;
+- random: a scripted LLM behind litellm whose batches are random points of the planner's own config search
+  space (`policy.search_space`: learning rate, depth, width, batch size, dropout), drawn from seed s.
+Each pair runs with seeds 0, 1, 2 (0 only with --quick, at tiny sizes). The figure that counts is the
+confirmed best: the incumbent after the run (the baseline when nothing was confirmed). Random search's best
+is taken over its own configs only, never the baseline row. Flyte's cache is off, so nothing is reused.
+Target: the planner's confirmed best below random search's, on average over seeds.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import os
 import random
+import statistics
 import sys
 import time
 import uuid
@@ -28,34 +28,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import prepare  # noqa: E402
-
-os.environ.setdefault(
-    prepare.STATE_DIR_ENV, str(Path.home() / ".cache" / "parallelized-autoresearch" / "bench")
-)  # never /tmp: sandboxed code can write there
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch prices from the internet
-
 import flyte  # noqa: E402
+import litellm  # noqa: E402
 
-import bundle  # noqa: E402
 import ledger as ledger_mod  # noqa: E402
 import llm  # noqa: E402
 import parallelized_autoresearch as pa  # noqa: E402
-import tools  # noqa: E402
-from autoresearch_types import ExperimentConfig  # noqa: E402
-from benchmarks.common import parse_args, report  # noqa: E402
+from autoresearch_types import ExperimentConfig, WorkshopBounds  # noqa: E402
+from benchmarks.common import parse_args, report, scripted_llm  # noqa: E402
 from policy import AXES, search_space  # noqa: E402
 
-DATA = {"dataset": "shakespeare", "num_shards": 1, "vocab_size": 512}
-SEED = 0
-"""The training seed of every experiment, the planner's seed and random search's seed."""
-BASE = {"n_layer": 2, "n_head": 4, "n_embd": 64, "seq_len": 128, "batch_size": 8, "learning_rate": 3e-3, "seed": SEED}
-FULL = {"experiments": 15, "batch_size": 5, "max_steps": 300}
-QUICK = {"experiments": 4, "batch_size": 2, "max_steps": 40}
+TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4, "eval_tokens": 2048}
+FULL = {"runs": 16, "batch_size": 4, "max_steps": 600, "vocab_size": 2048, "base": None, "seeds": [0, 1, 2]}
+QUICK = {"runs": 7, "batch_size": 2, "max_steps": 30, "vocab_size": 512, "base": TINY, "seeds": [0]}
 CONCURRENCY = 2
-TIME_BUDGET_S = 120.0
-
-bench_env = flyte.TaskEnvironment("bench_search", depends_on=[bundle.experiment_env])
 
 
 def random_edits(base: dict[str, Any], space: dict[str, list[Any]], n: int, rng: random.Random) -> list[dict]:
@@ -63,127 +49,108 @@ def random_edits(base: dict[str, Any], space: dict[str, list[Any]], n: int, rng:
     edits, seen = [], {tuple(base.get(k) for k in AXES)}
     while len(edits) < n and len(seen) < 10_000:
         point = {k: rng.choice(space[k]) for k in AXES}
-        key = tuple(point.values())
-        if key in seen:
+        if tuple(point.values()) in seen:
             continue
-        seen.add(key)
-        changed = {k: v for k, v in point.items() if v != base.get(k)}
+        seen.add(tuple(point.values()))
         p = point
-        title = f"random {len(edits) + 1}: LR {p['learning_rate']:g} L{p['n_layer']} W{p['n_embd']} B{p['batch_size']} D{p['dropout']:g}"
-        edits.append({"title": title, "overrides": changed, "change_summary": "a random point of the search space"})
+        title = f"random LR {p['learning_rate']:g} L{p['n_layer']} W{p['n_embd']} B{p['batch_size']} D{p['dropout']:g}"
+        overrides = {k: v for k, v in point.items() if v != base.get(k)}
+        edits.append({"title": title, "overrides": overrides, "change_summary": "a random point of the search space"})
     return edits
 
 
-@bench_env.task
-async def random_search(n: int, batch_size: int, max_steps: int, seed: int) -> str:
-    """The baseline, then `n` random configs in batches, through the product's tools and ledger; the board as JSON."""
-    data = await pa.load_bundle(**DATA)
-    profile = await bundle.profile_bundle.aio(bundle=data)
-    base = ExperimentConfig(time_budget_s=TIME_BUDGET_S, vocab_size=profile.vocab_size).with_overrides(
-        {"max_steps": max_steps}
-    )
-    base = base.with_overrides(BASE)
-    key = f"bench-random-{uuid.uuid4().hex[:8]}"
-    ledger = await ledger_mod.Ledger.open(key, base, config_only_after=n + 1)
-    budget = tools.Budget(n_experiments=n, batch_size=batch_size, concurrency=CONCURRENCY)
-    research = tools.ResearchTools(
-        ledger=ledger,
-        run_one=pa.make_runner(dataclasses.replace(pa.run_experiment, model=llm.BUILTIN), ledger, data, "userns"),
-        fan_out=lambda recs, worker: pa.fan_out(recs, worker, CONCURRENCY),
-        budget=budget,
-        profile=profile.to_dict(),
-    )
-    async with pa.experiment_runtime(CONCURRENCY):  # sizing and the warm pool, as the driver sets them up
-        await research.run_records(await ledger.specs(["baseline"]))
-        edits = random_edits(
-            base.to_dict(), search_space(base.to_dict(), ledger.bounds.describe()), n, random.Random(seed)
+def random_planner(size: dict[str, Any], seed: int) -> Any:
+    """A scripted LLM that runs batches of random configs until the budget is spent."""
+    base = ExperimentConfig().with_overrides(size["base"] or {}).to_dict()
+    edits = random_edits(base, search_space(base, WorkshopBounds().describe()), 4 * size["runs"], random.Random(seed))
+    batch = size["batch_size"]
+
+    def reply(turn: int, messages: list[dict[str, Any]]) -> str:
+        last = str(messages[-1].get("content", "")) if messages else ""
+        if turn > 1 and ("'remaining': 0" in last or '"remaining": 0' in last):
+            return "The budget is spent."
+        chunk = edits[(turn - 1) * batch : turn * batch]
+        return (
+            "```python\n"
+            f"saved = edit_train_code_batch({chunk!r})\n"
+            "ran = run_experiment_batch([s['title'] for s in saved['saved']])\n"
+            "{'budget': ran['budget']}\n```"
         )
-        for start in range(0, len(edits), batch_size):
-            saved = await research.edit_train_code_batch(edits[start : start + batch_size])
-            if saved.get("rejected"):
-                raise RuntimeError(f"random edits rejected: {saved['rejected']}")
-            await research.run_experiment_batch([s["title"] for s in saved["saved"]])
-    return json.dumps([json.loads(json.dumps(r.to_dict(), default=str)) for r in await ledger.leaderboard()])
+
+    return scripted_llm(reply)
 
 
-def run_planner(n: int, batch_size: int, max_steps: int) -> tuple[list[dict[str, Any]], str, float]:
-    """The research driver with the built-in planner; its leaderboard rows, summary and wall seconds."""
+def research(size: dict[str, Any], model: str, seed: int) -> tuple[list[dict[str, Any]], float]:
+    """One research run through the driver; its leaderboard rows and wall seconds."""
     started = time.perf_counter()
     run = flyte.with_runcontext(disable_run_cache=True, **ledger_mod.run_context_kwargs()).run(
         pa.parallelized_autoresearch,
-        n_experiments=n,
-        batch_size=batch_size,
+        n_experiments=size["runs"],
+        batch_size=size["batch_size"],
         concurrency=CONCURRENCY,
-        max_turns=2 * (n // batch_size + 3),
-        memory_key=f"bench-planner-{uuid.uuid4().hex[:8]}",
-        model=llm.BUILTIN,
-        planner_seed=SEED,
-        time_budget=TIME_BUDGET_S,
-        max_steps=max_steps,
-        base_config=BASE,
-        **DATA,
+        max_turns=4 * size["runs"],
+        memory_key=f"bench-search-{model.split('/')[0]}-{seed}-{uuid.uuid4().hex[:6]}",
+        model=model,
+        planner_seed=seed,
+        max_steps=size["max_steps"],
+        vocab_size=size["vocab_size"],
+        base_config=size["base"],
     )
     out = run.outputs()[0]
     if out.error:
-        raise RuntimeError(f"the planner's run failed: {out.error}")
-    return out.leaderboard, out.summary, time.perf_counter() - started
+        raise RuntimeError(f"{model} (seed {seed}) failed: {out.error}")
+    return out.leaderboard, time.perf_counter() - started
 
 
-def run_random(n: int, batch_size: int, max_steps: int) -> tuple[list[dict[str, Any]], float]:
-    """Random search (n = 0: the baseline alone); its leaderboard rows and wall seconds."""
-    started = time.perf_counter()
-    run = flyte.with_runcontext(disable_run_cache=True, **ledger_mod.run_context_kwargs()).run(
-        random_search, n=n, batch_size=batch_size, max_steps=max_steps, seed=SEED
-    )
-    return json.loads(run.outputs()[0]), time.perf_counter() - started
-
-
-def best_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The best successful row; raises if nothing succeeded (the benchmark then has no figure to report)."""
-    best = next((r for r in rows if r.get("rank") == 1), None)
-    if best is None:
-        raise RuntimeError("no experiment succeeded")
-    return best
-
-
-def ran(rows: list[dict[str, Any]]) -> int:
-    """Experiments with a result, the baseline included."""
-    return sum(1 for r in rows if r.get("outcome"))
+def standing(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The confirmed best, the baseline's mean, and the best mean among the strategy's own experiments."""
+    best = next(r for r in rows if r.get("incumbent"))
+    base = next(r for r in rows if r["title"] == "baseline")
+    own = [r["val_bpb"] for r in rows if r["title"] != "baseline" and r.get("rank") is not None]
+    confirmed = [r for r in rows if r.get("label") == "confirmed"]
+    return {
+        "confirmed_best": best["val_bpb"],
+        "baseline": base["val_bpb"],
+        "own_best": min(own) if own else None,
+        "confirmed": len(confirmed),
+        "gain": best["title"] != "baseline",
+        "best_title": best["title"],
+    }
 
 
 def main() -> None:
-    """Run the three strategies, print a table and the planner's summary, then the figures."""
     args = parse_args(__doc__)
-    sizes = QUICK if args.quick else FULL
-    n, batch, steps = sizes["experiments"], sizes["batch_size"], sizes["max_steps"]
+    size = QUICK if args.quick else FULL
     ledger_mod.init_local(project="autoresearch-bench", log_level=logging.CRITICAL)
-    planner_rows, summary, planner_wall = run_planner(n, batch, steps)
-    random_rows, random_wall = run_random(n, batch, steps)
-    base_rows, base_wall = run_random(0, batch, steps)
-    strategies = {"planner": (planner_rows, planner_wall), "random": (random_rows, random_wall)}
-    strategies["baseline"] = (base_rows, base_wall)
-    print(f"\n{n} experiments per strategy (plus the baseline), {steps} steps each, batches of {batch}, seed {SEED}")
-    print(f"{'strategy':<10}{'best val_bpb':>14}{'ran':>6}{'wall s':>9}  best experiment")
-    for name, (rows, wall) in strategies.items():
-        best = best_of(rows)
-        print(f"{name:<10}{best['val_bpb']:>14.4f}{ran(rows):>6}{wall:>9.1f}  {best['title']}")
-    print(f"\nplanner summary: {summary}\n")
-    baseline = best_of(base_rows)["val_bpb"]
-    figures = {
-        "baseline_val_bpb": round(baseline, 4),
-        "planner_best_val_bpb": round(best_of(planner_rows)["val_bpb"], 4),
-        "random_best_val_bpb": round(best_of(random_rows)["val_bpb"], 4),
-        "experiments": n,
-        "planner_ran": ran(planner_rows),
-        "random_ran": ran(random_rows),
-        "max_steps": steps,
-        "planner_wall_s": round(planner_wall, 1),
-        "random_wall_s": round(random_wall, 1),
-        "baseline_wall_s": round(base_wall, 1),
-    }
-    report(figures, args.json, {"planner_best_val_bpb": "< random best", "random_best_val_bpb": "< baseline"})
-    ok = figures["planner_best_val_bpb"] < figures["random_best_val_bpb"] < figures["baseline_val_bpb"]
-    print(f"target planner < random < baseline: {'met' if ok else 'MISSED'}")
+    results: dict[str, list[dict[str, Any]]] = {"planner": [], "random": []}
+    walls: dict[str, list[float]] = {"planner": [], "random": []}
+    for seed in size["seeds"]:
+        litellm.custom_provider_map = [{"provider": "randomsearch", "custom_handler": random_planner(size, seed)}]
+        for name, model in (("planner", llm.BUILTIN), ("random", "randomsearch/random")):
+            rows, wall = research(size, model, seed)
+            results[name].append(standing(rows))
+            walls[name].append(wall)
+    print(f"\n{size['runs']} runs per strategy and seed, {size['max_steps']} steps, batches of {size['batch_size']}")
+    print(f"{'strategy':<9}{'seed':>5}{'confirmed best':>16}{'baseline':>10}{'own best':>10}{'confirmed':>11}  best")
+    for name in results:
+        for seed, s in zip(size["seeds"], results[name], strict=True):
+            own = "-" if s["own_best"] is None else f"{s['own_best']:.4f}"
+            print(
+                f"{name:<9}{seed:>5}{s['confirmed_best']:>16.4f}{s['baseline']:>10.4f}{own:>10}{s['confirmed']:>11}  {s['best_title']}"
+            )
+    figures: dict[str, float] = {"seeds": len(size["seeds"]), "runs_per_strategy": size["runs"]}
+    for name, rows in results.items():
+        figures[f"{name}_confirmed_best_val_bpb"] = round(statistics.fmean(s["confirmed_best"] for s in rows), 4)
+        figures[f"{name}_runs_with_confirmed_gain"] = sum(s["gain"] for s in rows)
+        figures[f"{name}_confirmed_experiments"] = sum(s["confirmed"] for s in rows)
+        own = [s["own_best"] for s in rows if s["own_best"] is not None]
+        figures[f"{name}_own_best_val_bpb"] = round(statistics.fmean(own), 4) if own else float("nan")
+        figures[f"{name}_wall_s"] = round(statistics.fmean(walls[name]), 1)
+    figures["baseline_val_bpb"] = round(statistics.fmean(s["baseline"] for s in results["planner"]), 4)
+    print()
+    report(figures, args.json, {"planner_confirmed_best_val_bpb": "< random_confirmed_best_val_bpb"})
+    ok = figures["planner_confirmed_best_val_bpb"] < figures["random_confirmed_best_val_bpb"]
+    print(f"target planner < random on confirmed bests: {'met' if ok else 'MISSED'}")
 
 
 if __name__ == "__main__":

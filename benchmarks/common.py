@@ -1,10 +1,20 @@
-"""What every benchmark shares: the `--quick`/`--json` flags and printing the figures."""
+"""What every benchmark shares: the `--quick`/`--json` flags, printing the figures, the state dir, a scripted LLM."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+STATE_DIR_ENV = "AUTORESEARCH_STATE_DIR"
+BENCH_STATE = Path(
+    os.environ.setdefault(STATE_DIR_ENV, str(Path.home() / ".cache" / "parallelized-autoresearch" / "bench"))
+)
+"""Where benchmarks keep their state: never /tmp, which sandboxed code can write."""
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch prices from the internet
 
 
 def parse_args(doc: str) -> argparse.Namespace:
@@ -18,9 +28,31 @@ def parse_args(doc: str) -> argparse.Namespace:
 def report(figures: dict[str, float], json_path: Path | None, targets: dict[str, str] | None = None) -> None:
     """Print the figures as a table (with their targets) and write them to `json_path` if given."""
     targets = targets or {}
-    print(f"{'figure':<30}{'value':>14}  target")
+    print(f"{'figure':<34}{'value':>14}  target")
     for name, value in figures.items():
-        print(f"{name:<30}{value:>14}  {targets.get(name, '')}")
+        print(f"{name:<34}{value:>14}  {targets.get(name, '')}")
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(figures) + "\n")
+
+
+def scripted_llm(reply: Callable[[int, list[dict[str, Any]]], str]) -> Any:
+    """A litellm `CustomLLM` standing in for a hosted model: agent turns from `reply(turn, messages)`, and the
+    smallest size to every sizing question (so the deterministic estimate applies)."""
+    import litellm
+
+    class Scripted(litellm.CustomLLM):
+        def __init__(self) -> None:
+            super().__init__()
+            self.turns = 0
+
+        async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
+            system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+            if system.startswith("You size compute"):
+                text = '{"cpu": 1, "memory": "1Mi"}'
+            else:
+                self.turns += 1
+                text = reply(self.turns, list(messages))
+            return litellm.mock_completion(model="openai/scripted", messages=messages, mock_response=text)
+
+    return Scripted()

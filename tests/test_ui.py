@@ -12,7 +12,9 @@ import pytest
 from report_snapshot import HOSTILE, N_CONFIRMED, N_FAILED, N_SUCCESS, snapshot
 
 import ui
+import ui_chart
 import ui_html
+import ui_parts
 
 
 class TagCollector(HTMLParser):
@@ -78,7 +80,7 @@ def test_chart_points_one_per_experiment_seeds_beside_and_confirmed_best_non_inc
 
 
 def test_chart_svg_markers_and_step_line(snap: dict[str, Any]) -> None:
-    svg = ui_html.chart_svg(snap)
+    svg = ui_chart.chart_svg(snap)
     assert count_class(svg, "circle", "pt") == N_SUCCESS
     assert count_class(svg, "circle", "kept") == N_CONFIRMED
     assert count_class(svg, "circle", "seed") == 6 + 1, (
@@ -198,7 +200,7 @@ def test_all_failures_and_bad_numbers(snap: dict[str, Any]) -> None:
     broken["leaderboard"] = [dict(r, val_bpb=None) for r in broken["leaderboard"]]
     points = ui.chart_points(broken)
     assert points and all(p["kind"] == "failed" and p["best"] is None for p in points)
-    svg = ui_html.chart_svg(broken)
+    svg = ui_chart.chart_svg(broken)
     assert count_class(svg, "circle", "pt") == 0 and count_class(svg, "path", "fail") == len(points)
     tabs = ui.render_report(broken)
     assert 'class="best-line"' not in tabs["Leaderboard"] and "No successful experiment yet." in tabs["Lineage"]
@@ -214,7 +216,7 @@ def test_self_contained_and_dark_mode(snap: dict[str, Any]) -> None:
     for fragment in ui.render_report(snap).values():
         assert "prefers-color-scheme:dark" in fragment
         assert not [k for _, attrs in parse(fragment).tags for k in attrs if k in ("src", "href", "xlink:href")]
-    assert not re.search(r"url\(|@import|https?:", ui_html.CSS)
+    assert not re.search(r"url\(|@import|https?:", ui_parts.CSS)
 
 
 def test_terminal_lines_show_batch_progress_outcome_metric_and_verdict() -> None:
