@@ -28,6 +28,9 @@ bought its score with far more compute than its config predicts."""
 SCORED_OUTCOMES = ("success", "truncated", "over_budget")
 """Outcomes whose `val_bpb` was computed by the trusted scorer (shown, but only `success` is compared)."""
 
+VOCAB_RANGE = (264, 65536)
+"""The BPE vocabulary sizes a bundle may have."""
+
 RUN_KEYS = ("token_budget", "time_budget_s", "eval_tokens", "vocab_size", "seed", "threads")
 """Config fields that belong to the run, never to an edit: the fixed budget every experiment is compared at,
 and the seed (replicates choose it; a seed change is not an idea)."""

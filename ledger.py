@@ -53,6 +53,7 @@ from ledger_views import (
     slugify,
     unified_diff,
 )
+from validation import config_problem
 from verdicts import GateRule, Judgement
 
 CONFIG_ONLY_AFTER = 8
@@ -271,6 +272,9 @@ def plan_edit(edit: Any, ctx: EditContext, batch_id: str) -> PlannedEdit | str:
         return bad_source
     overrides = {**inherited, **report.values}
     config = ctx.base.with_overrides(overrides)
+    inconsistent = config_problem(config)
+    if inconsistent:
+        return f"these overrides cannot train: {inconsistent}. Change one of them (allowed ranges: {ctx.bounds.describe()})."
     code = normalize_code(source)
     config_only = code == normalize_code(start_src)
     if code == normalize_code(ctx.baseline_src) and config == ctx.base:

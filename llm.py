@@ -37,6 +37,14 @@ class LLMBudgetExceeded(RuntimeError):
     """The run spent its `--max-llm-cost`; the agent stops cleanly with this as its error."""
 
 
+class LLMUnavailable(RuntimeError):
+    """The model did not answer the check at start; the message is the provider's error in one line."""
+
+
+CHECK_SYSTEM = "You check that a model answers."
+"""The system prompt of the one small call made at start (scripted test models recognise it)."""
+
+
 def resolve_model(model: str | None, env: Mapping[str, str] | None = None) -> tuple[str, str]:
     """Pick the model and say why: the one asked for, a hosted one whose key is set, else the built-in planner."""
     env = os.environ if env is None else env
@@ -91,6 +99,13 @@ def to_llm_message(response: Any) -> LLMMessage:
     return LLMMessage(content=getattr(msg, "content", None) or "", tool_calls=calls, raw=response)
 
 
+def quiet_litellm(litellm: Any) -> None:
+    """litellm's own switches for a clean terminal: no feedback banners, no provider lists, no debug text."""
+    litellm.suppress_debug_info = True
+    litellm.set_verbose = False
+    logging.getLogger("LiteLLM").setLevel(logging.ERROR)
+
+
 class LLMClient:
     """A `call_llm` for the Agent: litellm with retries and backoff, timeout, usage and a cost cap."""
 
@@ -114,27 +129,43 @@ class LLMClient:
     async def __call__(
         self, model: str, system: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
     ) -> LLMMessage:
+        return await self._call(model, system, messages, tools, self.retries)
+
+    async def _call(
+        self, model: str, system: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, retries: int
+    ) -> LLMMessage:
         if self.max_cost_usd is not None and self.usage.cost_usd >= self.max_cost_usd:
             raise LLMBudgetExceeded(f"LLM budget spent: ${self.usage.cost_usd:.4f} of ${self.max_cost_usd:.4f}")
         kwargs: dict[str, Any] = {"model": model, "messages": [{"role": "system", "content": system}, *messages]}
         kwargs.update(self.extra)
         if self.api_base:
             kwargs["api_base"] = self.api_base
+            if model.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
+                kwargs.setdefault("api_key", "no-key-needed")  # local OpenAI-compatible servers take any key
         if tools:
             kwargs.update(tools=tools, tool_choice="auto")
-        response = await self._complete_with_retries(kwargs)
+        response = await self._complete_with_retries(kwargs, retries)
         self._count(response)
         return to_llm_message(response)
 
-    async def _complete_with_retries(self, kwargs: dict[str, Any]) -> Any:
+    async def check(self, model: str) -> None:
+        """One small call before any work (one retry at most): raise `LLMUnavailable` with the provider's error."""
+        try:
+            await self._call(model, CHECK_SYSTEM, [{"role": "user", "content": "Reply with the word OK."}], None, 1)
+        except Exception as exc:
+            first = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise LLMUnavailable(f"the model {model!r} did not answer ({type(exc).__name__}: {first})") from None
+
+    async def _complete_with_retries(self, kwargs: dict[str, Any], retries: int) -> Any:
         import litellm
 
+        quiet_litellm(litellm)
         transient = _transient_errors()
-        for attempt in range(self.retries + 1):
+        for attempt in range(retries + 1):
             try:
                 return await asyncio.wait_for(litellm.acompletion(**kwargs), timeout=self.timeout_s)
             except transient as exc:
-                if attempt == self.retries:
+                if attempt == retries:
                     raise
                 self.usage.retries += 1
                 delay = self.backoff_s * 2**attempt

@@ -186,10 +186,13 @@ class HandledFailureFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         import flyte.errors
 
+        import llm
         import sandbox
+        import validation
 
         exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, (sandbox.ExperimentFailed, flyte.errors.OOMError))
+        quiet = (sandbox.ExperimentFailed, flyte.errors.OOMError, llm.LLMUnavailable, validation.InputError)
+        return not isinstance(exc, quiet)
 
 
 def quiet_handled_failures() -> None:

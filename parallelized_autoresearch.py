@@ -54,6 +54,7 @@ import sandbox_pool  # noqa: E402
 import sizing  # noqa: E402
 import tools as tools_mod  # noqa: E402
 import ui  # noqa: E402
+import validation  # noqa: E402
 from autoresearch_types import AutoresearchOutput, ExperimentConfig, ExperimentResult  # noqa: E402
 from ledger_views import BASELINE_TITLE, LeaderboardRow, best_line  # noqa: E402
 from monitor import Activity, Reporter, quiet_handled_failures  # noqa: E402
@@ -74,7 +75,13 @@ EXPERIMENT_CACHE = flyte.Cache(
 @tool(call_handler=sizing.right_size)
 @bundle.experiment_env.task(cache=EXPERIMENT_CACHE)
 async def run_experiment(
-    train_py: str, config: dict, data: bundle.Bundle, backend: str = "userns", memory_mb: int = 3072, cpus: int = 1
+    train_py: str,
+    config: dict,
+    data: bundle.Bundle,
+    backend: str = "userns",
+    memory_mb: int = 3072,
+    cpus: int = 1,
+    allow_unsandboxed: bool = False,
 ) -> ExperimentResult:
     """Train the full `train_py` source with `config` in the sandbox, then score it with the trusted harness.
 
@@ -89,6 +96,7 @@ async def run_experiment(
         cpu=max(1, cpus),
         memory_mb=memory_mb,
         backend=backend,
+        allow_unsandboxed=allow_unsandboxed,
     )
     return sandbox.raise_for_outcome(await sandbox.run_sandboxed(spec))
 
@@ -102,13 +110,16 @@ def is_local() -> bool:
     return not ctx or ctx.mode == "local"
 
 
-def make_execute(tool_obj: Any, ledger: ledger_mod.Ledger, data: bundle.Bundle, backend: str) -> Any:
+def make_execute(
+    tool_obj: Any, ledger: ledger_mod.Ledger, data: bundle.Bundle, backend: str, allow_unsandboxed: bool = False
+) -> Any:
     """Run one job (an experiment on one seed) through `run_experiment` (and so `right_size`); failures become results."""
+    where = {"data": data, "backend": backend, "allow_unsandboxed": allow_unsandboxed}
 
     async def execute(job: Job) -> ExperimentResult:
         config = ledger.effective_config(job.record.spec).with_overrides({"seed": job.seed}).to_dict()
         try:
-            result = await tool_obj.aio(train_py=job.record.train_py, config=config, data=data, backend=backend)
+            result = await tool_obj.aio(train_py=job.record.train_py, config=config, **where)
         except Exception as exc:  # right_size does not raise; this guards the batch against the unexpected
             result = sizing.failure_from_exception(exc)
         result.seed = job.seed
@@ -188,6 +199,19 @@ def requested_settings(
     return base, rule, data, explicit
 
 
+def check_backend(backend: str, allow_unsandboxed: bool) -> None:
+    """Refuse an unknown backend, and `none` without the explicit opt-in; say loudly what `none` means."""
+    if backend not in sandbox.BACKENDS:
+        raise validation.InputError(f"unknown sandbox backend {backend!r}; choose one of {', '.join(sandbox.BACKENDS)}")
+    if backend == "none" and not allow_unsandboxed:
+        raise validation.InputError(
+            "--backend none runs the edited train.py with NO isolation: pass --allow-unsandboxed to accept that, "
+            "or use an isolating backend"
+        )
+    if backend == "none":
+        print("WARNING: --backend none: the edited train.py runs with NO isolation on this machine", flush=True)
+
+
 @dataclasses.dataclass
 class Session:
     """One research session: the key, the planner, the ledger and data, and what the driver builds on them."""
@@ -226,6 +250,9 @@ async def open_session(
     """Step 1: the key's ledger and fixed settings, the data bundle, the planner and the budget."""
     model_name, reason = llm.resolve_model(model or None)
     print(f"memory key: {memory_key}\nplanner: {model_name} ({reason})\nreport: {report_location()}", flush=True)
+    call_llm = make_call_llm(model_name, api_base, max_llm_cost, planner_seed)
+    if isinstance(call_llm, llm.LLMClient):
+        await call_llm.check(model_name)
     ledger = await ledger_mod.Ledger.open(memory_key, start=False)
     requested, rule, dataset, explicit = settings
     base, rule, dataset = ledger.settle(requested, rule, explicit, dataset)
@@ -238,7 +265,6 @@ async def open_session(
     await ledger.start(base.with_overrides({"vocab_size": profile.vocab_size}), rule, dataset)
     budget = tools_mod.Budget(limits.n_experiments, limits.batch_size, limits.concurrency, ledger.runs_used())
     budget.confirm_runs = rule.replicates - 1
-    call_llm = make_call_llm(model_name, api_base, max_llm_cost, planner_seed)
     return Session(memory_key, model_name, ledger, data, profile, call_llm, Activity(), budget)
 
 
@@ -261,6 +287,7 @@ async def parallelized_autoresearch(
     backend: str = sandbox.DEFAULT_BACKEND,
     planner_seed: int = 0,
     replicates: int = 0,
+    allow_unsandboxed: bool = False,
 ) -> AutoresearchOutput:
     """Research `train.py` with an agent: open the key, run what it owes, let the Agent plan batches, close.
 
@@ -269,20 +296,27 @@ async def parallelized_autoresearch(
     cache hits, never reruns. 0 / "" for a setting means "the key's own, or the default".
     """
     quiet_handled_failures()
+    inputs = dict(locals())
+    for warning in validation.run_inputs(inputs):
+        print(f"warning: {warning}", flush=True)
+    check_backend(backend, allow_unsandboxed)
     settings = requested_settings(base_config, max_steps, time_budget, vocab_size, replicates, dataset, num_shards)
     limits = RunLimits(n_experiments, batch_size, concurrency, max_turns)
     key = memory_key or new_memory_key()
     session = await open_session(key, model, api_base, max_llm_cost, planner_seed, settings, limits)
     async with experiment_runtime(concurrency):
-        directive, summary, error = await research(session, backend, limits)
+        directive, summary, error = await research(session, backend, limits, allow_unsandboxed)
     return await close_session(session, directive, summary, error)
 
 
-async def research(session: Session, backend: str, limits: RunLimits) -> tuple[str, str, str]:
+async def research(
+    session: Session, backend: str, limits: RunLimits, allow_unsandboxed: bool = False
+) -> tuple[str, str, str]:
     """Step 2: run what the key owes (baseline seeds first), then the Agent; returns directive, summary, error."""
     ledger, activity = session.ledger, session.activity
     tool_obj = dataclasses.replace(run_experiment, call_llm=session.call_llm, model=session.model_name)
-    runner = ExperimentRunner(make_execute(tool_obj, ledger, session.data, backend), limits.concurrency, flyte.group)
+    execute = make_execute(tool_obj, ledger, session.data, backend, allow_unsandboxed)
+    runner = ExperimentRunner(execute, limits.concurrency, flyte.group)
     session.research = tools_mod.ResearchTools(
         ledger=ledger,
         runner=runner,
@@ -509,11 +543,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--replicates",
         type=int,
         default=None,
-        help=f"seeds of the baseline that measure seed noise; a gain is confirmed on as many (default 3, "
-        f"{MIN_REPLICATES}..{MAX_REPLICATES})",
+        help="seeds of the baseline that measure seed noise; a gain is confirmed on as many (default 3, {}..{})".format(
+            *validation.LIMITS["replicates"]
+        ),
     )
     p.add_argument("--base-config", default=None, help="JSON overrides of the base config, e.g. '{\"n_layer\": 2}'")
     p.add_argument("--backend", default=sandbox.DEFAULT_BACKEND, choices=sandbox.BACKENDS, help="sandbox backend")
+    p.add_argument(
+        "--allow-unsandboxed",
+        action="store_true",
+        help="let --backend none run the edited train.py with NO isolation (never with code you do not trust)",
+    )
     p.add_argument("--planner-seed", type=int, default=0, help="seed of the built-in planner's choices (default 0)")
     p.add_argument("--export-best", default=None, help="also write the best train.py to this path")
     p.add_argument(
@@ -523,34 +563,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-MIN_REPLICATES, MAX_REPLICATES = 2, 10
-"""Seeds of the baseline: two is the least that measures noise; more than ten buys little and costs a lot."""
+def task_inputs(args: argparse.Namespace, key: str, base_config: dict[str, Any]) -> dict[str, Any]:
+    """The driver task's inputs from the CLI flags (0 / "" mean "the key's own setting, or the default")."""
+    return dict(
+        n_experiments=args.n_experiments, batch_size=args.batch_size, concurrency=args.concurrency,
+        max_turns=args.max_turns, dataset=args.dataset or "", num_shards=args.num_shards or 0,
+        vocab_size=args.vocab_size or 0, memory_key=key, model=args.model or "", api_base=args.api_base or "",
+        max_llm_cost=args.max_llm_cost, time_budget=args.time_budget or 0.0, max_steps=args.max_steps or 0,
+        base_config=base_config, backend=args.backend, planner_seed=args.planner_seed, replicates=args.replicates or 0,
+        allow_unsandboxed=args.allow_unsandboxed,
+    )  # fmt: skip
 
 
-def check_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Validate the flags beyond their types; returns the parsed base config. Raises ValueError with the fix."""
-    for name in ("n_experiments", "batch_size", "concurrency", "max_turns", "max_steps"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if args.replicates is not None and not MIN_REPLICATES <= args.replicates <= MAX_REPLICATES:
-        raise ValueError(f"--replicates must be in {MIN_REPLICATES}..{MAX_REPLICATES}, got {args.replicates}")
-    if (args.time_budget is not None and not args.time_budget > 0) or args.max_llm_cost < 0:
-        raise ValueError("--time-budget must be positive and --max-llm-cost must not be negative")
-    dataset = prepare.DEFAULT_DATASET if args.dataset is None else args.dataset
-    shards = 1 if args.num_shards is None else args.num_shards
-    vocab = ExperimentConfig().vocab_size if args.vocab_size is None else args.vocab_size
-    prepare.validate_request(dataset, shards, vocab)
-    if not args.base_config:
-        return {}
-    try:
-        overrides = json.loads(args.base_config)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--base-config is not valid JSON ({exc}); example: '{{\"n_layer\": 2}}'") from exc
-    fields = set(ExperimentConfig().to_dict())
-    if not isinstance(overrides, dict) or set(overrides) - fields:
-        raise ValueError(f"--base-config must be a JSON object with keys from {sorted(fields)}")
-    return overrides
+def check_args(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """Every flag checked before any work (the same rules the driver task applies to its inputs): the task
+    inputs and any warnings. Raises `InputError` / `DataError` with the fix."""
+    explicit_zero = [
+        f for f in ("num_shards", "vocab_size", "max_steps", "time_budget", "replicates") if getattr(args, f) == 0
+    ]
+    if explicit_zero:
+        name = explicit_zero[0]
+        raise validation.InputError(f"--{name.replace('_', '-')} must be positive, got 0")
+    overrides: dict[str, Any] = {}
+    if args.base_config:
+        try:
+            overrides = json.loads(args.base_config)
+        except json.JSONDecodeError as exc:
+            raise validation.InputError(
+                f"--base-config is not valid JSON ({exc}); example: '{{\"n_layer\": 2}}'"
+            ) from exc
+    inputs = task_inputs(args, args.memory_key or new_memory_key(), overrides)
+    warnings = validation.run_inputs(inputs, validation.cli_flag)
+    check_backend(args.backend, args.allow_unsandboxed)
+    prepare.validate_request(
+        args.dataset or prepare.DEFAULT_DATASET, args.num_shards or 1, args.vocab_size or ExperimentConfig().vocab_size
+    )
+    return inputs, warnings
 
 
 def init_flyte(config: str | None) -> None:
@@ -591,20 +639,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.state_dir:
         os.environ[prepare.STATE_DIR_ENV] = str(Path(args.state_dir).expanduser().resolve())
     try:
-        base_config = check_args(args)
+        inputs, warnings = check_args(args)
         state = prepare.state_dir()
     except (ValueError, prepare.DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    key = args.memory_key or new_memory_key()
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    key = inputs["memory_key"]
     init_flyte(args.config)
-    inputs = dict(
-        n_experiments=args.n_experiments, batch_size=args.batch_size, concurrency=args.concurrency,
-        max_turns=args.max_turns, dataset=args.dataset or "", num_shards=args.num_shards or 0,
-        vocab_size=args.vocab_size or 0, memory_key=key, model=args.model or "", api_base=args.api_base or "",
-        max_llm_cost=args.max_llm_cost, time_budget=args.time_budget or 0.0, max_steps=args.max_steps or 0,
-        base_config=base_config, backend=args.backend, planner_seed=args.planner_seed, replicates=args.replicates or 0,
-    )  # fmt: skip
     try:
         if args.config:
             run = flyte.run(parallelized_autoresearch, **inputs)

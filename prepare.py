@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from autoresearch_types import DatasetProfile
+from autoresearch_types import VOCAB_RANGE, DatasetProfile
 
 STATE_DIR_ENV = "AUTORESEARCH_STATE_DIR"
 CLIMBMIX_URL_ENV = "AUTORESEARCH_CLIMBMIX_URL"
@@ -30,7 +30,6 @@ BOS = "<|bos|>"
 SPLIT_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
 )
-VOCAB_RANGE = (264, 65536)
 SPLITS = ("train", "val", "test")
 EVAL_BLOCK_ELEMENTS = 1 << 22
 

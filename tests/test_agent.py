@@ -21,6 +21,7 @@ import litellm
 import pytest
 
 import ledger as ledger_mod
+import llm
 import parallelized_autoresearch as pa
 import sandbox_pool
 import ui
@@ -147,10 +148,14 @@ class ScriptedLLM(litellm.CustomLLM):
         self.replies = list(replies)
         self.turns: list[list[dict[str, Any]]] = []
         self.sizing_calls = 0
+        self.checks = 0
 
     async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
         system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
-        if system.startswith("You size compute"):
+        if system == llm.CHECK_SYSTEM:
+            self.checks += 1
+            text = "OK"
+        elif system.startswith("You size compute"):
             self.sizing_calls += 1
             text = '{"cpu": 1, "memory": "2Gi"}'
         else:
@@ -198,7 +203,8 @@ def test_scripted_llm_recovers_from_bad_plans_duplicates_and_a_failing_experimen
     assert "LR up again" not in records
     assert [r["result"]["outcome"] for r in records["Broken"]["runs"].values()] == ["crash"]
     assert handler.sizing_calls >= 3, "the hosted model also sizes each experiment (baseline included)"
-    assert out.totals["llm"]["calls"] == len(SCRIPT) + handler.sizing_calls
+    assert handler.checks == 1, "one small call checks the model answers before any work"
+    assert out.totals["llm"]["calls"] == len(SCRIPT) + handler.sizing_calls + handler.checks
 
 
 def test_cluster_readiness_every_task_serialises_without_a_backend(tmp_path: Path) -> None:

@@ -1,0 +1,86 @@
+"""The CLI: every bad input is refused before any work with one clear line; the success path writes what it says."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from pathlib import Path
+
+import pytest
+
+import parallelized_autoresearch as pa
+import validation
+
+BAD = [
+    (["--memory-key", "../escape"], "memory key '../escape' is not allowed"),
+    (["--memory-key", "k" * 500], "(500 characters)"),
+    (["--base-config", '{"n_layer": 100}'], "base config n_layer must be in 1..8, got 100"),
+    (["--base-config", '{"n_layer": -3}'], "base config n_layer must be in 1..8, got -3"),
+    (["--base-config", '{"learning_rate": "fast"}'], "learning_rate must be a number"),
+    (["--base-config", '{"n_embd": 33}'], "n_embd (33) must be divisible by n_head (4)"),
+    (["--base-config", '{"wings": 2}'], "unknown base-config keys ['wings']"),
+    (["--base-config", "[1, 2]"], "must be a JSON object"),
+    (["--base-config", "{nope"], "--base-config is not valid JSON"),
+    (["--time-budget", "nan"], "--time-budget must be a number in 1..86400, got nan"),
+    (["--time-budget", "inf"], "--time-budget must be a number in 1..86400, got inf"),
+    (["--time-budget", "0"], "--time-budget must be positive, got 0"),
+    (["--api-base", "garbage"], "--api-base must be an http(s) URL with a host"),
+    (["--api-base", "http://127.0.0.1:99999/v1"], "--api-base has a bad port"),
+    (["--n-experiments", "1000000000"], "--n-experiments must be in 1..10000"),
+    (["--concurrency", "100"], "--concurrency must be in 1..64, got 100"),
+    (["--replicates", "1"], "--replicates must be in 2..10, got 1"),
+    (["--max-llm-cost", "-1"], "--max-llm-cost must be in 0..1e+06"),
+    (["--num-shards", "0"], "--num-shards must be positive, got 0"),
+    (["--vocab-size", "100"], "--vocab-size must be in 264..65536, got 100"),
+    (["--backend", "none"], "pass --allow-unsandboxed"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD, ids=[" ".join(a)[:40] for a, _ in BAD])
+def test_bad_input_exits_2_with_one_clear_line_before_any_work(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    state = Path.home() / ".cache" / "parallelized-autoresearch" / "tests" / f"cli-{uuid.uuid4().hex[:8]}"
+    code = pa.main([*argv, "--state-dir", str(state)])
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    assert message in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in out + err
+    assert not (state / "bundles").exists() and not (state / "flyte").exists(), "nothing ran"
+
+
+def test_more_runs_than_cores_is_allowed_with_a_warning() -> None:
+    warnings = validation.run_inputs({"n_experiments": 4, "batch_size": 2, "concurrency": 64, "max_turns": 3})
+    assert warnings and "each run still trains on one thread" in warnings[0]
+
+
+def test_the_driver_task_applies_the_same_rules_to_its_inputs() -> None:
+    with pytest.raises(validation.InputError, match="memory key"):
+        validation.run_inputs(
+            {"n_experiments": 1, "batch_size": 1, "concurrency": 1, "max_turns": 1, "memory_key": "a/b"}
+        )
+    assert (
+        validation.config_problem(pa.ExperimentConfig(n_embd=60, n_head=8))
+        == "n_embd (60) must be divisible by n_head (8)"
+    )
+
+
+@pytest.mark.timeout(600)
+def test_the_success_path_writes_the_results_and_the_exported_best(
+    state_root: Path, capsys: pytest.CaptureFixture
+) -> None:
+    key = f"cli-ok-{uuid.uuid4().hex[:8]}"
+    state = state_root / "cli-success"
+    export = state / "exported" / "best_train.py"
+    config = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4, "eval_tokens": 2048}
+    config["seed"] = random.randint(1, 2**30)
+    argv = ["--memory-key", key, "--state-dir", str(state), "--export-best", str(export), "--n-experiments", "5"]
+    argv += ["--batch-size", "2", "--vocab-size", "512", "--max-steps", "6", "--base-config", json.dumps(config)]
+    assert pa.main(argv) == 0
+    out = capsys.readouterr().out
+    results = state / "results" / key
+    assert (results / "best_train.py").read_text() == export.read_text() and "def run_training" in export.read_text()
+    assert (results / "report.html").exists()
+    assert f"saved: {export}" in out and f"resume with: --memory-key {key}" in out and "Leaderboard" in out
+    assert "seed noise" in out, "the closing verdict names the noise it was judged against"
