@@ -11,41 +11,38 @@ Layout under the memory key (records, never tables; every view is derived from t
     settings.json                   the key's fixed comparison: base config (budget included) and gate rule
     messages.json                   the agent transcript (the store's own)
 
-The driver process is the only writer (`MemoryStore.save` uploads the whole working copy, so a second
-writer silently overwrites files); an `asyncio.Lock` serialises writes inside it, and every batch of
-edits and every result is followed by a save. Use it inside a Flyte task: in local mode start the run
-with `flyte.with_runcontext(**run_context_kwargs())` so the store lands under the state dir, not `/tmp`.
+The driver process is the only writer (a save writes the whole working copy, so a second writer silently
+overwrites files); an `asyncio.Lock` serialises writes inside it, and every batch of edits and every result
+is followed by a save. Saves are atomic per file and damaged records are set aside on open (`ledger_store`).
+Use it inside a Flyte task: in local mode start the run with
+`flyte.with_runcontext(**run_context_kwargs())` so the store lands under the state dir, not `/tmp`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import shutil
-import uuid
 import weakref
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
+import ledger_store
 from autoresearch_types import OUTCOMES, ExperimentConfig, ExperimentResult, WorkshopBounds
+from edits import EditContext, PlannedEdit, now, plan_edit
+from ledger_store import init_local, run_context_kwargs, store_location
 from ledger_views import (
     BASELINE_TITLE,
     ExperimentRecord,
     ExperimentSpec,
     LeaderboardRow,
     budget_of,
-    check_source,
     close_titles,
     history_table,
     judgement,
     leaderboard,
     lineage,
     lineage_text,
-    normalize_code,
     seed_run,
     settings_record,
     settle_settings,
@@ -53,265 +50,19 @@ from ledger_views import (
     slugify,
     unified_diff,
 )
-from validation import config_problem
 from verdicts import GateRule, Judgement
+
+__all__ = ["Ledger", "LedgerError", "init_local", "run_context_kwargs", "store_location"]
 
 CONFIG_ONLY_AFTER = 8
 """Default number of saved experiments after which edits that only change the config are refused."""
 
 ACTOR = "ledger"
-LOCAL_SCOPE = {"project": "autoresearch", "domain": "development"}
-"""Project and domain of a local store when Flyte was not initialised with any."""
 TRAIN_PY = Path(__file__).resolve().parent / "train.py"
 
 
 class LedgerError(RuntimeError):
     """A programming or setup error (unknown title, store in the wrong place); the message says what to do."""
-
-
-# ---------------------------------------------------------------- local mode
-
-
-def _state_dir(state_dir: str | Path | None) -> Path:
-    """The given state dir, or `prepare.state_dir()` (`$AUTORESEARCH_STATE_DIR` or `~/.cache/...`)."""
-    if state_dir is not None:
-        path = Path(state_dir).expanduser().resolve()
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    import prepare
-
-    return prepare.state_dir()
-
-
-def run_context_kwargs(state_dir: str | Path | None = None) -> dict[str, str]:
-    """Keyword arguments for `flyte.with_runcontext` that keep a local run's raw data (and so the keyed
-    `MemoryStore`, which lives at `<raw_data_path>/agents/memory-store/v0/<org>/<project>/<domain>/<key>`)
-    under the state dir instead of `/tmp/flyte/raw_data/<run>`."""
-    return {"raw_data_path": str(_state_dir(state_dir) / "flyte" / "raw")}
-
-
-def init_local(project: str = "autoresearch", domain: str = "development", log_level: int = logging.WARNING) -> None:
-    """`flyte.init` for local mode with the org/project/domain a `MemoryStore` needs."""
-    import flyte
-
-    flyte.init(org="local", project=project, domain=domain, log_level=log_level)
-
-
-def _local_path(remote_path: str) -> Path | None:
-    """The filesystem path of a local store location, or None for an object-store URI."""
-    parsed = urlparse(remote_path)
-    if parsed.scheme not in ("", "file"):
-        return None
-    return Path(parsed.path if parsed.scheme else remote_path).resolve()
-
-
-def _local_scope() -> dict[str, str]:
-    """The initialised project and domain, or `LOCAL_SCOPE` when Flyte was not initialised with any."""
-    import flyte
-
-    try:
-        return {"project": flyte.current_project(), "domain": flyte.current_domain()}
-    except Exception:
-        return dict(LOCAL_SCOPE)
-
-
-def store_location(memory_key: str, state_dir: Path) -> str:
-    """Where the keyed store lives: the SDK's path on a cluster; locally, the same layout under the state dir.
-
-    A local run whose raw-data path is the default `/tmp/flyte/...` (for example `flyte run --local`) is
-    rebased under `<state>/flyte/raw`, where `run_context_kwargs()` would have put it, because sandboxed
-    code can write the host's `/tmp`. Without an initialised org, local stores use the org `local`.
-    """
-    from flyte.ai.agents import MemoryStore, MemoryStoreError
-
-    try:
-        try:
-            remote = MemoryStore.remote_path_for_key(key=memory_key)
-        except (MemoryStoreError, RuntimeError):  # local mode without flyte.init(org=...), e.g. `flyte run --local`
-            remote = MemoryStore.remote_path_for_key(key=memory_key, org="local", **_local_scope())
-    except Exception as exc:
-        raise LedgerError(
-            f"cannot locate the MemoryStore for key {memory_key!r}: {exc}. Call Ledger.open inside a Flyte task "
-            "(locally: ledger.init_local(), then flyte.with_runcontext(**ledger.run_context_kwargs()).run(task))."
-        ) from exc
-    path = _local_path(remote)
-    if path is None or path == state_dir or state_dir in path.parents:
-        return remote
-    marker = "/agents/memory-store/"
-    tail = str(path).split(marker, 1)[1] if marker in str(path) else f"v0/local/{memory_key}"
-    return str(state_dir / "flyte" / "raw" / "agents" / "memory-store" / tail)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-# ---------------------------------------------------------------- edit validation (pure)
-
-
-@dataclass
-class EditContext:
-    """What an edit is checked against: the base, the bounds, and every experiment known so far."""
-
-    base: ExperimentConfig
-    bounds: WorkshopBounds
-    baseline_src: str
-    config_only_after: int
-    titles: dict[str, str] = field(default_factory=dict)  # slug -> title
-    sources: dict[str, str] = field(default_factory=dict)  # title -> train.py
-    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # title -> overrides
-    signatures: dict[str, str] = field(default_factory=dict)  # signature -> title
-    n_saved: int = 0  # experiments other than the baseline
-
-    def add(self, spec: ExperimentSpec, source: str) -> None:
-        """Make a saved (or accepted-in-this-batch) experiment visible to the next edits."""
-        self.titles[spec.slug] = spec.title
-        self.sources[spec.title] = source
-        self.overrides[spec.title] = dict(spec.overrides)
-        self.signatures.setdefault(spec.signature, spec.title)
-        if spec.title != BASELINE_TITLE:
-            self.n_saved += 1
-
-
-@dataclass
-class PlannedEdit:
-    """An edit that passed every check: its spec, its source, and what clamping did."""
-
-    spec: ExperimentSpec
-    train_py: str
-    clamped: dict[str, Any]
-    ignored: list[str]
-
-
-def _text(edit: dict[str, Any], key: str) -> str:
-    value = edit.get(key)
-    return value.strip() if isinstance(value, str) else ""
-
-
-def _check_title(edit: dict[str, Any], ctx: EditContext) -> tuple[str, str] | str:
-    """(title, slug), or why the title is unusable."""
-    title = _text(edit, "title")
-    if not title:
-        return "a title is required: give each edit a short, unique, descriptive title such as 'Deeper 6L'."
-    slug = slugify(title)
-    if not slug:
-        return f"title {title!r} has no letters or digits; use a descriptive title such as 'Cosine LR schedule'."
-    other = ctx.titles.get(slug)
-    if other == title:
-        return (
-            f"an experiment titled {title!r} already exists. Pick a new title, or fork it with "
-            f"parent_title={title!r} and a change on top."
-        )
-    if other is not None:
-        return (
-            f"title {title!r} collides with the existing experiment {other!r} (both become '{slug}'). "
-            "Pick a clearly different title."
-        )
-    return title, slug
-
-
-def _resolve_parent(edit: dict[str, Any], ctx: EditContext) -> tuple[str | None, str, dict[str, Any]] | str:
-    """(parent title, code to start from, inherited overrides), or why the parent is unknown."""
-    parent = _text(edit, "parent_title") or None
-    if parent is None:
-        return None, ctx.baseline_src, {}
-    if parent not in ctx.sources:
-        by_slug = ctx.titles.get(slugify(parent))
-        if by_slug is not None:
-            parent = by_slug
-        else:
-            near = close_titles(parent, list(ctx.sources))
-            hint = f" Close titles: {', '.join(repr(t) for t in near)}." if near else ""
-            recent = list(ctx.sources)[-5:]
-            return (
-                f"parent_title {parent!r} is not in the ledger.{hint} Use an exact existing title "
-                f"(recent: {', '.join(repr(t) for t in recent)}), or leave parent_title out to start from the baseline."
-            )
-    return parent, ctx.sources[parent], ctx.overrides[parent]
-
-
-def _check_overrides(edit: dict[str, Any], ctx: EditContext) -> Any:
-    """A `ClampReport`, or why the overrides are unusable."""
-    raw = edit.get("overrides")
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        return (
-            f"overrides must be a dict of config values such as {{'n_layer': 4, 'learning_rate': 0.002}}, "
-            f"got {type(raw).__name__}. Allowed keys and ranges: {ctx.bounds.describe()}."
-        )
-    report = ctx.bounds.clamp(raw)
-    if report.errors:
-        bad = "; ".join(f"{k} {msg}" for k, msg in report.errors.items())
-        return f"bad override values: {bad}. Give plain numbers within {ctx.bounds.describe()}."
-    return report
-
-
-def plan_edit(edit: Any, ctx: EditContext, batch_id: str) -> PlannedEdit | str:
-    """Check one edit from the agent against everything known; a `PlannedEdit`, or what was wrong and what to do."""
-    if not isinstance(edit, dict):
-        return f"each edit must be a dict with title, train_py and/or overrides; got {type(edit).__name__}."
-    named = _check_title(edit, ctx)
-    if isinstance(named, str):
-        return named
-    title, slug = named
-    report = _check_overrides(edit, ctx)
-    if isinstance(report, str):
-        return report
-    parent = _resolve_parent(edit, ctx)
-    if isinstance(parent, str):
-        return parent
-    parent_title, start_src, inherited = parent
-    source = edit.get("train_py")
-    if source is None:
-        source = start_src
-    elif not isinstance(source, str):
-        return f"train_py must be the full source as a string, got {type(source).__name__}."
-    bad_source = check_source(source)
-    if bad_source:
-        return bad_source
-    overrides = {**inherited, **report.values}
-    config = ctx.base.with_overrides(overrides)
-    inconsistent = config_problem(config)
-    if inconsistent:
-        return f"these overrides cannot train: {inconsistent}. Change one of them (allowed ranges: {ctx.bounds.describe()})."
-    code = normalize_code(source)
-    config_only = code == normalize_code(start_src)
-    if code == normalize_code(ctx.baseline_src) and config == ctx.base:
-        return (
-            "this edit is identical to the baseline (same code, no override that changes the base config). "
-            "Change train_py, or give overrides that differ from the base config."
-        )
-    if config_only and ctx.n_saved >= ctx.config_only_after:
-        return (
-            f"config-only edits are closed: {ctx.n_saved} experiments are saved (limit {ctx.config_only_after}). "
-            "Change the training code instead: send train_py with a real change (for example a warmup + cosine "
-            "learning_rate(), weight tying, a different activation or norm), with overrides on top if you like."
-        )
-    sig = signature(source, config)
-    if sig in ctx.signatures:
-        original = ctx.signatures[sig]
-        return (
-            f"duplicate of {original!r}: the same code, config and budget are already in the ledger. "
-            f"Use {original!r}'s result, or change something."
-        )
-    spec = ExperimentSpec(
-        title=title,
-        slug=slug,
-        parent=parent_title,
-        change_summary=_text(edit, "change_summary"),
-        hypothesis=_text(edit, "hypothesis"),
-        expected_effect=_text(edit, "expected_effect"),
-        overrides=overrides,
-        batch_id=batch_id,
-        created_at=_now(),
-        signature=sig,
-        budget=budget_of(ctx.base),
-    )
-    return PlannedEdit(spec, source, report.clamped, report.ignored)
-
-
-# ---------------------------------------------------------------- the ledger
 
 
 SETTINGS_PATH = "settings.json"
@@ -341,6 +92,9 @@ class Ledger:
         self.rule = rule or GateRule()
         self.stored_settings = stored_settings
         self.dataset: dict[str, Any] = {}
+        self.exists = False
+        self.damaged: list[dict[str, str]] = []
+        """Records set aside as damaged when the key was opened (see `ledger_store`)."""
         self._lock = asyncio.Lock()
 
     # ---- opening
@@ -366,21 +120,14 @@ class Ledger:
         written: call `settle`, then `start`.
         """
         from flyte.ai.agents import MemoryStore
-        from flyte.io import Dir
 
-        root = _state_dir(state_dir)
-        remote = store_location(memory_key, root)
-        work = root / "ledger-work" / f"{memory_key}-{uuid.uuid4().hex[:8]}"
-        local = _local_path(remote)
-        exists = local.is_dir() if local is not None else await MemoryStore.exists(key=memory_key)
-        if exists:
-            await Dir.from_existing_remote(remote).download(local_path=str(work))
-        memory = MemoryStore(key=memory_key, root=work, remote_path=remote)
-        weakref.finalize(memory, shutil.rmtree, str(work), True)
+        opened = await ledger_store.open_working_copy(memory_key, state_dir)
+        memory = MemoryStore(key=memory_key, root=opened.work, remote_path=opened.remote)
+        weakref.finalize(memory, shutil.rmtree, str(opened.work), True)
         source = baseline_source if baseline_source is not None else TRAIN_PY.read_text()
-        stored = await memory.read_json.aio(SETTINGS_PATH) if exists else None
+        stored = await memory.read_json.aio(SETTINGS_PATH) if opened.exists else None
         ledger = cls(memory, ExperimentConfig(), source, bounds, config_only_after, None, stored or None)
-        ledger.exists = exists
+        ledger.exists, ledger.damaged = opened.exists, opened.damaged
         if start:
             base, gate, dataset = ledger.settle(base_config or ExperimentConfig(), rule or GateRule(), explicit=())
             await ledger.start(base, gate, dataset)
@@ -401,7 +148,7 @@ class Ledger:
         async with self._lock:
             save = not self.exists
             if self.stored_settings is None:
-                self.stored_settings = settings_record(base, rule, self.dataset, _now())
+                self.stored_settings = settings_record(base, rule, self.dataset, now())
                 await self.memory.write_json.aio(SETTINGS_PATH, self.stored_settings, actor=ACTOR)
                 save = True
             if not self.memory.exists(self._path(slugify(BASELINE_TITLE), "spec.json")):
@@ -410,14 +157,14 @@ class Ledger:
                     slug=slugify(BASELINE_TITLE),
                     change_summary="the repository's train.py under the base config",
                     batch_id="baseline",
-                    created_at=_now(),
+                    created_at=now(),
                     signature=signature(self.baseline_source, base),
                     budget=budget_of(base),
                 )
                 await self._write_experiment(spec, self.baseline_source)
                 save = True
             if save:
-                await self.memory.save.aio()
+                await ledger_store.save(self.memory)
 
     # ---- paths and reads
 
@@ -490,7 +237,7 @@ class Ledger:
     async def save(self) -> None:
         """Upload the working copy (records and transcript) to the keyed store."""
         async with self._lock:
-            await self.memory.save.aio()
+            await ledger_store.save(self.memory)
 
     async def save_edits(self, edits: Any, batch_id: str | None = None) -> dict[str, Any]:
         """Validate a batch of edits from the agent and save every valid one; never raises for bad input.
@@ -527,7 +274,7 @@ class Ledger:
                     out["ignored_keys"][p.spec.title] = p.ignored
             out["notes"] = self._notes(out)
             if planned:
-                await self.memory.save.aio()
+                await ledger_store.save(self.memory)
         return out
 
     def _notes(self, out: dict[str, Any]) -> list[str]:
@@ -555,12 +302,12 @@ class Ledger:
             earlier = rec.run_for(result.seed)
             seq = earlier.seq if earlier else 1 + self._run_count()
             role = earlier.role if earlier else role
-            payload = {"title": title, "seq": seq, "seed": result.seed, "role": role, "recorded_at": _now()}
+            payload = {"title": title, "seq": seq, "seed": result.seed, "role": role, "recorded_at": now()}
             payload["result"] = result.to_dict()
             await self.memory.write_json.aio(
                 self._path(rec.spec.slug, f"runs/seed-{result.seed}.json"), payload, actor=ACTOR
             )
-            await self.memory.save.aio()
+            await ledger_store.save(self.memory)
         return {"title": title, "seq": seq, "seed": result.seed, "outcome": result.outcome, "val_bpb": result.val_bpb}
 
     async def record_batch_plan(
@@ -569,11 +316,11 @@ class Ledger:
         """Store a batch plan as `batches/<batch_id>.json`, then save."""
         if not slugify(batch_id):
             raise LedgerError(f"batch id {batch_id!r} has no letters or digits.")
-        plan = {"batch_id": batch_id, "titles": list(titles), "rationale": rationale, "created_at": _now()}
+        plan = {"batch_id": batch_id, "titles": list(titles), "rationale": rationale, "created_at": now()}
         plan.update(extra or {})
         async with self._lock:
             await self.memory.write_json.aio(f"batches/{slugify(batch_id)}.json", plan, actor=ACTOR)
-            await self.memory.save.aio()
+            await ledger_store.save(self.memory)
         return plan
 
     async def amend_batch_plan(self, batch_id: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -588,13 +335,13 @@ class Ledger:
                 "batch_id": batch_id,
                 "titles": [],
                 "rationale": "",
-                "created_at": _now(),
+                "created_at": now(),
             }
             for key, value in fields.items():
                 old = plan.get(key)
                 plan[key] = {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
             await self.memory.write_json.aio(path, plan, actor=ACTOR)
-            await self.memory.save.aio()
+            await ledger_store.save(self.memory)
         return plan
 
     # ---- reads for other modules

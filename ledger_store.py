@@ -25,9 +25,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import leftovers
+
 LOCAL_SCOPE = {"project": "autoresearch", "domain": "development"}
 """Project and domain of a local store when Flyte was not initialised with any."""
 QUARANTINE = "quarantine"
+WORK_DIR = "ledger-work"
+"""Working copies live in `<state>/ledger-work/<owner tag>-<key>-<hex>`: a crashed run's are removed later."""
 SDK_DIRS = ("audit", "meta", "versions")
 """The MemoryStore's own bookkeeping: never set aside (the store rewrites it) and never a record."""
 
@@ -232,23 +236,24 @@ def sync_local(work: Path, store: Path) -> int:
     return written
 
 
-async def download(remote: str, work: Path) -> bool:
-    """Copy the keyed store (if it exists) into the working copy `work`; whether it existed."""
+async def open_working_copy(memory_key: str, state_dir: str | Path | None = None) -> OpenedStore:
+    """Copy the keyed store (if it exists) into a fresh working copy under the state dir, damaged records set aside."""
+    from flyte.ai.agents import MemoryStore
     from flyte.io import Dir
 
+    root = state_dir_of(state_dir)
+    remote = store_location(memory_key, root)
+    work = root / WORK_DIR / f"{leftovers.owner_tag()}-{memory_key}-{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
     store = local_path(remote)
-    if store is not None:
-        if not store.is_dir():
-            return False
+    exists = store.is_dir() if store is not None else await MemoryStore.exists(key=memory_key)
+    if exists and store is not None:
         shutil.copytree(store, work, symlinks=False, dirs_exist_ok=True, ignore=_ignore_temporaries)
-        return True
-    from flyte.ai.agents import MemoryStore
-
-    dir_ = Dir.from_existing_remote(remote)
-    if not await MemoryStore._remote_store_exists(remote):
-        return False
-    await dir_.download(local_path=str(work))
-    return True
+    elif exists:
+        await Dir.from_existing_remote(remote).download(local_path=str(work))
+    opened = OpenedStore(work, remote, exists)
+    set_aside_damaged(opened)
+    return opened
 
 
 def _ignore_temporaries(_: str, names: list[str]) -> list[str]:

@@ -46,6 +46,8 @@ from flyte.ai.agents import Agent, tool  # noqa: E402
 
 import bundle  # noqa: E402
 import ledger as ledger_mod  # noqa: E402
+import ledger_store  # noqa: E402
+import leftovers  # noqa: E402
 import llm  # noqa: E402
 import planner  # noqa: E402
 import prepare  # noqa: E402
@@ -253,7 +255,13 @@ async def open_session(
     call_llm = make_call_llm(model_name, api_base, max_llm_cost, planner_seed)
     if isinstance(call_llm, llm.LLMClient):
         await call_llm.check(model_name)
+    cleaned = leftovers.clean(prepare.state_dir() / ledger_store.WORK_DIR) if is_local() else []
     ledger = await ledger_mod.Ledger.open(memory_key, start=False)
+    if ledger.exists:
+        records = await ledger.records()
+        done = sum(1 for r in records if r.runs or r.legacy)
+        for line in ui.open_lines(done, len(records) - done, ledger.runs_used(), ledger.damaged, len(cleaned)):
+            print(line, flush=True)
     requested, rule, dataset, explicit = settings
     base, rule, dataset = ledger.settle(requested, rule, explicit, dataset)
     if ledger.stored_settings:

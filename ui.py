@@ -47,6 +47,19 @@ repeat the same call. Never repeat an experiment that already ran (duplicates ar
 """The Agent's system instructions; the tool catalogue and code-mode rules are appended by the SDK."""
 
 
+def open_lines(done: int, pending: int, runs: int, damaged: list[dict[str, str]], cleaned: int) -> list[str]:
+    """What the driver found when it opened a key: experiments done and pending, runs, records set aside."""
+    lines = [f"found: {done} experiment(s) done, {pending} pending, {runs} run(s) recorded"]
+    if cleaned:
+        lines.append(f"cleaned up what crashed runs left: {cleaned} working director{'y' if cleaned == 1 else 'ies'}")
+    for d in damaged:
+        lines.append(
+            f"set aside a damaged record: {d['path']} ({d['problem']}); its bytes are kept at {d['kept_at']} in the "
+            "store: repair it and move it back to recover it"
+        )
+    return lines
+
+
 def budget_summary(config: ExperimentConfig) -> str:
     """The fixed budget in one phrase: tokens, steps at the base batch and length, time cap, eval tokens."""
     return (
