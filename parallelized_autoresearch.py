@@ -65,7 +65,16 @@ EXPERIMENT_CACHE = flyte.Cache(
     behavior="auto",
     ignored_inputs=("memory_mb", "cpus"),
     salt=bundle.code_salt(
-        "prepare.py", "harness.py", "sandbox.py", "sandbox_pool.py", "sandbox_proc.py", "autoresearch_types.py"
+        "prepare.py",
+        "harness.py",
+        "sandbox.py",
+        "sandbox_bwrap.py",
+        "sandbox_classify.py",
+        "sandbox_pool.py",
+        "sandbox_proc.py",
+        "scorer.py",
+        "scorer_exchange.py",
+        "autoresearch_types.py",
     ),
 )
 
