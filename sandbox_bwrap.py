@@ -8,6 +8,7 @@ PID namespace (a sandboxed run saw and killed a host process) and lets it write 
   prefix, the virtualenv and any extra allow-listed path, all read-only;
 - its own work dir read-write; a private `/tmp` and `/dev/shm` (tmpfs), a minimal `/dev`, and a
   `/proc` of its own PID namespace (it sees only its own processes and can signal nothing else);
+  the rest of its root (the directories `bwrap` creates to mount things on) is read-only;
 - no network (a network namespace with only loopback), its own IPC, UTS, cgroup and user
   namespaces, no capabilities, a new session, and exactly the environment we pass;
 - nothing else: not `/etc`, not the project, not the state dir, no host Unix socket.
@@ -103,7 +104,7 @@ def bwrap_argv(binary: str, workdir: Path, read_only: list[str], env: dict[str, 
     argv = [binary, *NAMESPACE_FLAGS, *system_mounts()]
     for path in read_only:
         argv += ["--ro-bind", path, path]
-    argv += [*PRIVATE_MOUNTS, "--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
+    argv += [*PRIVATE_MOUNTS, "--bind", str(workdir), str(workdir), "--remount-ro", "/", "--chdir", str(workdir)]
     for key, value in env.items():
         argv += ["--setenv", key, value]
     return [*argv, "--", command[0], "-I", "-S", "-c", REAPER, *command]
