@@ -116,23 +116,25 @@ def classify_metrics(metrics: dict[str, Any], floor: float = BPB_FLOOR) -> tuple
     """(outcome, message) from the trusted scorer's metrics: success, leak, tampered or implausible.
 
     A missing verdict counts against the run: `probe_ok` and `consistent` must be present and true.
+    Inconsistent answers (`tampered`) come first: when the same tokens get different answers, a
+    probe's difference may be state rather than a look at the future, and no comparison is reliable.
     """
     bpb = metrics.get("val_bpb")
     finite = isinstance(bpb, (int, float)) and math.isfinite(bpb)
     if not finite or not metrics.get("logits_finite", False):
         return "implausible", f"non-finite result: val_bpb={bpb!r}, finite logits={metrics.get('logits_finite')}"
     tolerance = metrics.get("tolerance")
-    if metrics.get("probe_ok") is not True:
-        diff = metrics.get("probe_max_diff")
-        return "leak", (
-            f"blind causality probe failed: changing only later tokens moved earlier log-probabilities "
-            f"by {diff} nats (tolerance {tolerance})"
-        )
     if metrics.get("consistent") is not True:
         diff = metrics.get("consistency_max_diff")
         return "tampered", (
             f"inconsistent answers: the same tokens, asked again in another batch layout or of a fresh "
             f"model server, got log-probabilities {diff} nats apart (tolerance {tolerance})"
+        )
+    if metrics.get("probe_ok") is not True:
+        diff = metrics.get("probe_max_diff")
+        return "leak", (
+            f"blind causality probe failed: changing only later tokens moved earlier log-probabilities "
+            f"by {diff} nats (tolerance {tolerance})"
         )
     if bpb < floor:
         return "implausible", f"val_bpb={bpb:.4f} is below the physical floor {floor}"

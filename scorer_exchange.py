@@ -125,9 +125,16 @@ class Exchange:
     def receive(self, index: int, shape: tuple[int, int, int]) -> np.ndarray:
         """The server's answer to request `index`: float32 logits of exactly `shape`, all finite."""
         name = response_name(index)
-        with os.fdopen(self._open_answer(name), "rb") as fh:
-            logits = self._read_checked(fh, name, shape)
-        os.unlink(name, dir_fd=self.dir_fd)
+        fd = self._open_answer(name)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise Malformed(self.role, f"{name} is not a regular file")
+        try:
+            with os.fdopen(fd, "rb") as fh:
+                logits = self._read_checked(fh, name, shape)
+            os.unlink(name, dir_fd=self.dir_fd)
+        except OSError as exc:  # vanished, unreadable: not what the harness writes
+            raise Malformed(self.role, f"{name} could not be read ({exc})") from exc
         if not np.isfinite(logits).all():
             raise NonFinite(self.role, f"{name} holds NaN or infinite logits")
         return logits
@@ -135,8 +142,6 @@ class Exchange:
     def _read_checked(self, fh: io.BufferedReader, name: str, shape: tuple[int, int, int]) -> np.ndarray:
         """Read one answer, refusing anything but a regular `.npy` file of float32 `shape`, exactly sized."""
         info = os.fstat(fh.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise Malformed(self.role, f"{name} is not a regular file")
         try:
             version = np.lib.format.read_magic(fh)
             read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else None

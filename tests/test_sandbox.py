@@ -169,7 +169,7 @@ def test_classify_metrics():
     assert sandbox.classify_metrics({**ok, "val_bpb": 0.01})[0] == "implausible"
     assert sandbox.classify_metrics({**ok, "val_bpb": 0.0, "probe_ok": False})[0] == "leak"
     assert sandbox.classify_metrics({**ok, "consistent": False})[0] == "tampered"
-    assert sandbox.classify_metrics({**ok, "probe_ok": False, "consistent": False})[0] == "leak"
+    assert sandbox.classify_metrics({**ok, "probe_ok": False, "consistent": False})[0] == "tampered"
     for key in ("probe_ok", "consistent"):  # a missing verdict never reads as a pass
         assert sandbox.classify_metrics({k: v for k, v in ok.items() if k != key})[0] != "success"
 
