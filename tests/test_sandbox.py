@@ -505,3 +505,55 @@ def test_work_dirs_are_removed_and_outside_tmp(sandbox_bundle: Path):
     assert result.outcome == "success"
     assert not (sandbox.runs_root() / name).exists()
     assert not str(sandbox.runs_root()).startswith("/tmp")
+
+
+# ---------------------------------------------------------------- backends, audit support
+
+
+def test_default_backend_is_the_strongest_available_and_gaps_are_stated():
+    assert sandbox.default_backend() in sandbox.available_backends()
+    assert sandbox.default_backend() == sandbox.DEFAULT_BACKEND
+    if "bubblewrap" in sandbox.available_backends():
+        assert sandbox.default_backend() == "bubblewrap"
+    userns = " ".join(sandbox.missing_guarantees("userns"))
+    assert "no PID namespace" in userns and "/tmp" in userns and "Unix sockets" in userns
+    bwrap = " ".join(sandbox.missing_guarantees("bubblewrap"))
+    assert "PID namespace" not in bwrap and "/tmp" not in bwrap
+    assert "no isolation" in sandbox.missing_guarantees("none")[0]
+    with pytest.raises(ValueError):
+        sandbox.missing_guarantees("chroot")
+
+
+def test_score_checkpoint_rescores_a_kept_checkpoint_and_only_it_reads_the_test_split(
+    sandbox_bundle: Path, sandbox_baseline, monkeypatch
+):
+    baseline, _ = sandbox_baseline
+    splits: list[str] = []
+    real_load = prepare.load_tokens
+
+    def recording_load(data_dir, split):
+        splits.append(split)
+        return real_load(data_dir, split)
+
+    monkeypatch.setattr(prepare, "load_tokens", recording_load)
+    again = run(make_spec(sandbox_bundle))
+    assert again.outcome == "success" and set(splits) == {"train", "val"}, "an experiment never reads the test split"
+    splits.clear()
+    spec = make_spec(sandbox_bundle)
+    val = asyncio.run(sandbox.score_checkpoint(spec, baseline.checkpoint, "val"))
+    test = asyncio.run(sandbox.score_checkpoint(spec, baseline.checkpoint, "test"))
+    assert splits == ["val", "test"]
+    assert val.outcome == test.outcome == "success", (val.message, test.message)
+    assert val.val_bpb == baseline.val_bpb, "the same weights give exactly the same number"
+    assert test.val_bpb != val.val_bpb and test.checkpoint == baseline.checkpoint and test.n_params == baseline.n_params
+    with pytest.raises(ValueError, match="split"):
+        asyncio.run(sandbox.score_checkpoint(spec, baseline.checkpoint, "train"))
+    with pytest.raises(ValueError, match="checkpoint"):
+        asyncio.run(sandbox.score_checkpoint(spec, str(sandbox.runs_root() / "no-such.pt"), "val"))
+
+
+def test_phase_1_time_and_cpu_are_measured_from_outside(sandbox_baseline):
+    result, _ = sandbox_baseline
+    assert 0 < result.train_seconds < result.wall_seconds
+    if result.resources["backend"] == "bubblewrap":
+        assert result.train_cpu_s > 0, "wait4 on bwrap sees the whole namespace's CPU time"

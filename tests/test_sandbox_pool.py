@@ -1,6 +1,6 @@
 """The warm pool: sandboxed interpreters started ahead of their job, each used for one phase only.
 
-Real sandboxed processes throughout (default backend). Each test runs in one event loop, as a
+Real sandboxed processes throughout (the default backend; the warm-versus-cold test runs under each isolating one). Each test runs in one event loop, as a
 driver run does, and leaves no process or work dir behind.
 """
 
@@ -26,6 +26,7 @@ TINY = ExperimentConfig(
     n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, token_budget=3 * 4 * 32, vocab_size=512
 )
 MIB = 1024 * 1024
+ISOLATING = [b for b in ("bubblewrap", "userns") if b in sandbox.available_backends()]
 OBSERVER = (
     BASELINE
     + """
@@ -74,13 +75,16 @@ def train_key(bundle: Path) -> sandbox_pool.LaunchKey:
     )
 
 
-def test_warm_run_matches_cold_is_used_once_and_gets_the_experiments_limits(tiny_bundle: Path, pool) -> None:
+@pytest.mark.parametrize("backend", ISOLATING)
+def test_warm_run_matches_cold_is_used_once_and_gets_the_experiments_limits(
+    tiny_bundle: Path, pool, backend: str
+) -> None:
     async def scenario():
-        cold, cold_seen = await observe(tiny_bundle, "pool-cold", memory_mb=4096)
+        cold, cold_seen = await observe(tiny_bundle, "pool-cold", memory_mb=4096, backend=backend)
         await pool.wait_ready()
         assert len(pool) == 3, "a train process and two model servers (serve, check) should be waiting"
         hits = pool.hits
-        warm, warm_seen = await observe(tiny_bundle, "pool-warm", memory_mb=3000)
+        warm, warm_seen = await observe(tiny_bundle, "pool-warm", memory_mb=3000, backend=backend)
         assert pool.hits == hits + 3, "every process should have come from the pool"
         await pool.close()
         return cold, cold_seen, warm, warm_seen
