@@ -153,6 +153,7 @@ class BwrapProcess:
         self._lock = threading.Lock()
         self._pidfd: int | None = os.pidfd_open(pid)
         self._done: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._done.set_running_or_notify_cancel()  # a cancelled waiter must not cancel the exit status itself
         threading.Thread(target=self._reap, name=f"bwrap-{pid}", daemon=True).start()
 
     def _reap(self) -> None:
