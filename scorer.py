@@ -14,7 +14,9 @@ on how rows were batched (per-row sums in float64, added in window order).
 `secrets.SystemRandom` (nothing the sandbox can derive), are rows that look exactly like scored
 rows: every row is `seq_len` real held-out tokens, every batch has a random size in the same range,
 and the servers see no targets, no labels and no row ids. A server therefore cannot tell which
-rows are probes: a cheat must apply to probes whenever it applies to scored rows.
+rows are probes: a cheat must apply to probes whenever it applies to scored rows. A spliced row may
+read oddly after its cut, but noticing that does not help: the cut is checked on the *original*
+window, an ordinary scored row, and the check server's probes never reach the main server.
 
 - *Cut probes* (`leak`): a held-out window whose suffix after a random cut `c` is replaced by the
   same positions of another real window. A causal model's log-probabilities at positions `0..c`
