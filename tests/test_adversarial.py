@@ -79,12 +79,14 @@ def run_attacks(bundle: Path, backend: str, sources: dict[str, str], **kw) -> di
         return await asyncio.gather(*(one(key, gate) for key in sources))
 
     attacks = {}
-    for key, result in zip(sources, asyncio.run(all_of_them()), strict=True):
-        root = sandbox.runs_root() / names[key]
-        attacks[key] = Attack(result, _observed(root))
-        shutil.rmtree(root, ignore_errors=True)
-        if result.checkpoint:
-            Path(result.checkpoint).unlink(missing_ok=True)
+    try:
+        for key, result in zip(sources, asyncio.run(all_of_them()), strict=True):
+            attacks[key] = Attack(result, _observed(sandbox.runs_root() / names[key]))
+            if result.checkpoint:
+                Path(result.checkpoint).unlink(missing_ok=True)
+    finally:
+        for name in names.values():
+            shutil.rmtree(sandbox.runs_root() / name, ignore_errors=True)
     return attacks
 
 
