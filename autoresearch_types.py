@@ -212,13 +212,16 @@ class ExperimentResult:
     planned_steps: int = 0
     tokens: int = 0
     train_cpu_s: float = 0.0
+    """CPU seconds of phase 1's whole process tree, measured outside the sandbox (exact under bubblewrap)."""
     train_seconds: float = 0.0
+    """Wall seconds of phase 1's job, measured outside the sandbox."""
     eval_seconds: float = 0.0
     wall_seconds: float = 0.0
     peak_memory_mb: float = 0.0
     peak_virtual_mb: float = 0.0
     device: str = "cpu"
     n_params: int = 0
+    """As the (untrusted) model server reported it: informational only, bounded, never part of a verdict."""
     message: str = ""
     stderr_tail: str = ""
     resources: dict[str, Any] = field(default_factory=dict)
@@ -272,6 +275,8 @@ class AutoresearchOutput:
     best_train_py: str = ""
     report_path: str = ""
     error: str = ""
+    audit: dict[str, Any] = field(default_factory=dict)
+    """The held-out test audit of the final pick and the baseline (see `verdicts.audit_summary`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

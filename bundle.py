@@ -52,8 +52,13 @@ def _llm_secret() -> flyte.Secret | None:
     return flyte.Secret(key=key, as_env_var=key.upper().replace("-", "_")) if key else None
 
 
-IMAGE = flyte.Image.from_debian_base(python_version=(3, 11), name="parallelized-autoresearch").with_pip_packages(
-    *RUNTIME_PACKAGES
+APT_PACKAGES = ("bubblewrap",)
+"""System packages of the image: `bwrap` gives experiments the strongest sandbox (see `sandbox.default_backend`)."""
+
+IMAGE = (
+    flyte.Image.from_debian_base(python_version=(3, 11), name="parallelized-autoresearch")
+    .with_apt_packages(*APT_PACKAGES)
+    .with_pip_packages(*RUNTIME_PACKAGES)
 )
 
 bundle_env = flyte.TaskEnvironment(

@@ -1,29 +1,32 @@
 """The trusted harness that runs INSIDE the sandbox, next to the agent's edited `train.py`.
 
-`sandbox_pool.launch` starts `python harness.py serve <phase> <idle_s>` in a work dir holding this
-file, `prepare.py` and `autoresearch_types.py`. The harness first does the heavy imports (torch,
-and for training the `torch._dynamo` import the first AdamW would trigger), then waits for
-`job.json`, which the orchestrator writes last, once the edited `train.py` and the phase's inputs
-are in place. The job lowers this process's memory and CPU-seconds limits to the experiment's own,
-then one phase runs and the process ends with `os._exit` (no slow interpreter teardown, and
-nothing the edited code registered at exit runs).
+`sandbox_pool.launch` starts `python harness.py serve <role> <idle_s> <memory_mb> <cpu_s>` in a work
+dir holding this file, `prepare.py` and `autoresearch_types.py`. The harness first lowers its own
+memory and CPU-seconds limits to the launch values, does the heavy imports (torch, and for
+training the `torch._dynamo` import the first AdamW would trigger), then waits for `job.json`,
+which the orchestrator writes last, once the edited `train.py` and the role's inputs are in place.
+The job lowers the limits to the experiment's own, then one role runs and the process ends with
+`os._exit` (no slow interpreter teardown, and nothing the edited code registered at exit runs).
 
 - `train`: import the edited module, call `run_training(config, "data")` (the data dir holds only
-  `train.npy` and `meta.json`), and save `out/checkpoint.pt` (the `state_dict`) and
-  `out/train.json` (steps, seconds, peak memory, device).
-- `eval`: read the held-out tokens into memory and delete their file *before* importing the edited
-  module, rebuild the model with its `build_model(config)`, load the checkpoint, compute `val_bpb`
-  with `prepare.evaluate_bpb` and run the causality probe; write `out/metrics.json`.
+  `meta.json` and this run's batches), and save `out/checkpoint.pt` (the `state_dict`) and
+  `out/train.json` (steps, peak memory, device: informational, bounded by the orchestrator).
+- `serve` and `check` (a model server): import the edited module, `build_model(config)`, load
+  `checkpoint.pt` with `weights_only=True`, `model.eval()`, then answer token batches with logits:
+  for i = 0, 1, ... wait for `req-<i>.npy` (int64 `(rows, seq_len)`), write `resp-<i>.npy`
+  (float32 `(rows, seq_len, vocab)`), until `stop` appears. This process never sees a target it is
+  scored on, the held-out files or the byte table: the trusted scorer (`scorer.py`, outside the
+  sandbox) holds those, checks every answer and computes the metric.
 
-The orchestrator reads only those files, never stdout: a line the edited code prints is never a
-metric. The edited code runs in this same interpreter, so these files are only as trustworthy as
-the sandbox around them; `sandbox.py` documents that residual risk.
+Nothing this process writes is a metric: the edited code runs in this same interpreter and could
+patch anything here, so the orchestrator treats every file of this work dir as untrusted input.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
 import json
 import math
 import os
@@ -33,9 +36,6 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any
-
-PROBE_ATOL = 1e-4
-"""Largest change (fp32 logits) allowed at a position when only later tokens change."""
 
 
 def write_json(name: str, payload: dict[str, Any]) -> None:
@@ -117,78 +117,87 @@ def phase_train(job: dict[str, Any]) -> None:
     )
 
 
-def load_held_out(job: dict[str, Any]):
-    """Read the held-out tokens and byte table into memory, then delete their files."""
+def wait_for_file(names: tuple[str, ...], wait_s: float, poll_s: float = 0.001) -> str | None:
+    """The first of `names` to exist in the work dir, or None after `wait_s` seconds."""
+    give_up = time.monotonic() + wait_s
+    while True:
+        for name in names:
+            if os.path.exists(name):
+                return name
+        if time.monotonic() > give_up:
+            return None
+        time.sleep(poll_s)
+
+
+def write_array(name: str, array) -> None:
+    """Write one `.npy` answer atomically (a reader never sees it half written)."""
     import numpy as np
 
-    tokens = np.array(np.load(job["val_file"]), dtype=np.int64)
-    token_bytes = np.array(np.load(job["token_bytes_file"]))
-    for name in (job["val_file"], job["token_bytes_file"]):
-        Path(name).unlink()
-    return tokens, token_bytes
+    tmp = f".{name}.part"
+    with open(tmp, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
+    os.replace(tmp, name)
 
 
-def causality_probe(model, tokens, seq_len: int, vocab_size: int, seed: int = 0) -> dict[str, Any]:
-    """Change every token after position t; the logits at positions <= t must not move.
+def load_model(job: dict[str, Any]):
+    """The edited module's `build_model(config)` with the trained weights (`weights_only`), in eval mode."""
+    import torch
 
-    Two cuts (a quarter and a half of the window) over a two-row batch taken from held-out text.
-    Returns the largest change seen and whether the logits were finite.
-    """
+    config = load_config(job)
+    model = import_edited().build_model(config)
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"build_model returned {type(model).__name__}, not a torch.nn.Module")
+    state = torch.load("checkpoint.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    return model.eval(), config
+
+
+def answer(model, tokens, vocab_size: int):
+    """The float32 logits of one request, checked for shape before they leave."""
     import torch
 
     from prepare import model_logits
 
-    rows = min(2, max(1, (tokens.size - 1) // seq_len))
-    base = torch.as_tensor(tokens[: rows * seq_len].reshape(rows, seq_len))
-    gen = torch.Generator().manual_seed(seed)
-    worst, finite = 0.0, True
-    model.eval()
     with torch.no_grad():
-        ref = model_logits(model, base).float()
-        finite = bool(torch.isfinite(ref).all())
-        for cut in sorted({max(0, seq_len // 4 - 1), max(0, seq_len // 2 - 1)}):
-            if cut + 1 >= seq_len:
-                continue
-            changed = base.clone()
-            changed[:, cut + 1 :] = torch.randint(0, vocab_size, (rows, seq_len - cut - 1), generator=gen)
-            out = model_logits(model, changed).float()
-            diff = (out[:, : cut + 1] - ref[:, : cut + 1]).abs().nan_to_num(nan=math.inf)
-            worst = max(worst, float(diff.max()))
-    return {"probe_max_diff": worst, "probe_ok": worst <= PROBE_ATOL, "logits_finite": finite}
+        logits = model_logits(model, torch.from_numpy(tokens)).float().contiguous()
+    if logits.shape[-1] != vocab_size:
+        raise ValueError(f"model returned {logits.shape[-1]} logits per position, expected vocab_size={vocab_size}")
+    return logits.numpy()
 
 
-def phase_eval(job: dict[str, Any]) -> None:
-    """Rebuild the trained model and measure it on held-out tokens; probe its causality."""
-    import torch
-
-    import prepare
+def phase_serve(job: dict[str, Any]) -> None:
+    """Answer token batches with the trained model's logits until told to stop."""
+    import numpy as np
 
     set_threads(job)
-    tokens, token_bytes = load_held_out(job)
-    config = load_config(job)
-    module = import_edited()
-    start = time.perf_counter()
-    model = module.build_model(config)
-    state = torch.load("checkpoint.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True)
-    model.eval()
-    bpb = prepare.evaluate_bpb(model, tokens, token_bytes, config.seq_len, eval_tokens=int(job["eval_tokens"]))
-    probe = causality_probe(model, tokens, config.seq_len, config.vocab_size, seed=config.seed)
-    metrics = {
-        "val_bpb": bpb if math.isfinite(bpb) else str(bpb),
-        "eval_seconds": time.perf_counter() - start,
-        "n_params": int(sum(p.numel() for p in model.parameters())),
-        "peak_memory_mb": peak_memory_mb(),
-        "peak_virtual_mb": peak_virtual_mb(),
-        "device": device_name(),
-        **probe,
-    }
-    write_json("metrics.json", metrics)
+    model, config = load_model(job)
+    wait_s = float(job.get("wait_s", 600.0))
+    for i in itertools.count():
+        request = f"req-{i:06d}.npy"
+        found = wait_for_file((request, "stop"), wait_s)
+        if found != request:
+            break
+        tokens = np.load(request, allow_pickle=False)
+        write_array(f"resp-{i:06d}.npy", answer(model, tokens, config.vocab_size))
+    write_json(
+        "server.json",
+        {
+            "n_params": int(sum(p.numel() for p in model.parameters())),
+            "peak_memory_mb": peak_memory_mb(),
+            "peak_virtual_mb": peak_virtual_mb(),
+            "device": "cpu",
+        },
+    )
 
 
-PHASES = {"train": phase_train, "eval": phase_eval}
-WARM_IMPORTS = {"train": ("numpy", "torch", "torch._dynamo", "prepare"), "eval": ("numpy", "torch", "prepare")}
-"""What each phase imports before its job arrives. Trusted modules only: the edited code comes later."""
+PHASES = {"train": phase_train, "serve": phase_serve, "check": phase_serve}
+"""Each role's phase: `check` is a second, fresh model server, so it runs the same code as `serve`."""
+WARM_IMPORTS = {
+    "train": ("numpy", "torch", "torch._dynamo", "prepare"),
+    "serve": ("numpy", "torch", "prepare"),
+    "check": ("numpy", "torch", "prepare"),
+}
+"""What each role imports before its job arrives. Trusted modules only: the edited code comes later."""
 STDERR_FILE = "stderr.log"
 READY_FILE = "ready"
 MIB = 1024 * 1024
@@ -237,6 +246,11 @@ def redirect_stderr() -> None:
     os.close(fd)
 
 
+def apply_launch_limits(memory_mb: int, cpu_seconds: int) -> None:
+    """The limits this process was launched with (our own `bwrap` launcher sets none itself)."""
+    apply_limits({"memory_mb": memory_mb, "cpu_seconds": cpu_seconds})
+
+
 def serve(phase: str, idle_s: float) -> int:
     """Warm up, wait for the job, run its phase; the exit status (1 if the phase raised)."""
     warm_up(phase)
@@ -253,10 +267,12 @@ def serve(phase: str, idle_s: float) -> int:
 
 def main(argv: list[str]) -> int:
     redirect_stderr()
-    if len(argv) != 4 or argv[1] != "serve" or argv[2] not in PHASES:
-        print(f"usage: harness.py serve {{{'|'.join(PHASES)}}} IDLE_SECONDS", file=sys.stderr)
+    if len(argv) not in (4, 6) or argv[1] != "serve" or argv[2] not in PHASES:
+        print(f"usage: harness.py serve {{{'|'.join(PHASES)}}} IDLE_SECONDS [MEMORY_MB CPU_SECONDS]", file=sys.stderr)
         return 2
     try:
+        if len(argv) == 6:
+            apply_launch_limits(int(argv[4]), int(argv[5]))
         return serve(argv[2], float(argv[3]))
     except BaseException:  # the edited code may raise anything, SystemExit included
         traceback.print_exc()

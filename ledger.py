@@ -344,6 +344,20 @@ class Ledger:
             await ledger_store.save(self.memory)
         return plan
 
+    async def record_audit(self, audit: dict[str, Any]) -> None:
+        """Store a held-out audit as `audits/<time>.json` (the newest is the one shown), then save.
+
+        Audits hold test-split scores: no tool, directive or verdict reads them; only the closing summary, the
+        output and the report do."""
+        async with self._lock:
+            await self.memory.write_json.aio(f"audits/{now().replace(':', '-')}.json", audit, actor=ACTOR)
+            await ledger_store.save(self.memory)
+
+    async def latest_audit(self) -> dict[str, Any] | None:
+        """The newest held-out audit, or None."""
+        paths = self.memory.list_paths("audits")
+        return await self.memory.read_json.aio(paths[-1]) if paths else None
+
     # ---- reads for other modules
 
     async def specs(self, titles: list[str]) -> list[ExperimentRecord]:

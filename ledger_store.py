@@ -129,7 +129,7 @@ def _shape(rel: str) -> Callable[[Any], bool] | None:
         return lambda d: _is_dict_with(d, seq=int, result=dict) and isinstance(d["result"].get("outcome"), str)
     if parts[0] == "experiments" and len(parts) == 3 and parts[2] == "result.json":
         return lambda d: _is_dict_with(d, result=dict)
-    if parts[0] in ("batches", "transcripts") and rel.endswith(".json"):
+    if parts[0] in ("batches", "transcripts", "audits") and rel.endswith(".json"):
         return lambda d: isinstance(d, (dict, list))
     if rel == "settings.json":
         return lambda d: d is None or _is_dict_with(d, base_config=dict)

@@ -130,6 +130,7 @@ async def build_snapshot(
             "gate": ledger.rule.describe(),
             "incumbent": verdicts.incumbent,
         },
+        "audit": await ledger.latest_audit() or {},
         "totals": {
             "compute_s": round(sum(r.wall_seconds for r in runs), 1),
             "experiments_run": sum(1 for r in records if r.runs and r.title != BASELINE_TITLE),

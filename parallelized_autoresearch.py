@@ -24,6 +24,7 @@ The driver task is the single writer of the ledger: tools that touch it run in i
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -40,6 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import flyte  # noqa: E402
+import flyte.io  # noqa: E402
 import flyte.report  # noqa: E402
 from flyte.ai import agents as flyte_agents  # noqa: E402
 from flyte.ai.agents import Agent, tool  # noqa: E402
@@ -61,7 +63,7 @@ from autoresearch_types import AutoresearchOutput, ExperimentConfig, ExperimentR
 from ledger_views import BASELINE_TITLE, LeaderboardRow, best_line  # noqa: E402
 from monitor import Activity, Reporter, quiet_handled_failures  # noqa: E402
 from runner import ExperimentRunner, Job  # noqa: E402
-from verdicts import GateRule  # noqa: E402
+from verdicts import GateRule, audit_summary  # noqa: E402
 
 log = logging.getLogger("autoresearch")
 
@@ -69,7 +71,16 @@ EXPERIMENT_CACHE = flyte.Cache(
     behavior="auto",
     ignored_inputs=("memory_mb", "cpus"),
     salt=bundle.code_salt(
-        "prepare.py", "harness.py", "sandbox.py", "sandbox_pool.py", "sandbox_proc.py", "autoresearch_types.py"
+        "prepare.py",
+        "harness.py",
+        "sandbox.py",
+        "sandbox_bwrap.py",
+        "sandbox_classify.py",
+        "sandbox_pool.py",
+        "sandbox_proc.py",
+        "scorer.py",
+        "scorer_exchange.py",
+        "autoresearch_types.py",
     ),
 )
 
@@ -80,7 +91,7 @@ async def run_experiment(
     train_py: str,
     config: dict,
     data: bundle.Bundle,
-    backend: str = "userns",
+    backend: str = "",
     memory_mb: int = 3072,
     cpus: int = 1,
     allow_unsandboxed: bool = False,
@@ -97,10 +108,42 @@ async def run_experiment(
         tokenizer_dir=await bundle.local_path(data.tokenizer),
         cpu=max(1, cpus),
         memory_mb=memory_mb,
-        backend=backend,
+        backend=backend or sandbox.default_backend(),
+        allow_unsandboxed=allow_unsandboxed,
+        keep_checkpoint=True,
+    )
+    result = sandbox.raise_for_outcome(await sandbox.run_sandboxed(spec))
+    if result.checkpoint and not is_local():  # the pod's disk goes away: keep the weights in the object store
+        result.checkpoint = (await flyte.io.File.from_local(result.checkpoint)).path
+    return result
+
+
+@bundle.experiment_env.task(cache="disable")
+async def score_on_test(
+    train_py: str,
+    config: dict,
+    data: bundle.Bundle,
+    checkpoint: str,
+    backend: str = "",
+    allow_unsandboxed: bool = False,
+) -> ExperimentResult:
+    """The held-out audit of one trained run: its kept weights scored on the test split by the same trusted scorer.
+
+    The only task that reads the test split; the driver calls it once per run, at the end, for the chosen best and
+    the baseline.
+    """
+    local = (
+        checkpoint if Path(checkpoint).is_file() else await flyte.io.File.from_existing_remote(checkpoint).download()
+    )
+    spec = sandbox.SandboxSpec(
+        train_py=train_py,
+        config=ExperimentConfig.from_dict(config),
+        data_dir=await bundle.local_path(data.data),
+        tokenizer_dir=await bundle.local_path(data.tokenizer),
+        backend=backend or sandbox.default_backend(),
         allow_unsandboxed=allow_unsandboxed,
     )
-    return sandbox.raise_for_outcome(await sandbox.run_sandboxed(spec))
+    return await sandbox.score_checkpoint(spec, str(local), "test")
 
 
 # ---------------------------------------------------------------- running one job
@@ -202,16 +245,18 @@ def requested_settings(
 
 
 def check_backend(backend: str, allow_unsandboxed: bool) -> None:
-    """Refuse an unknown backend, and `none` without the explicit opt-in; say loudly what `none` means."""
-    if backend not in sandbox.BACKENDS:
-        raise validation.InputError(f"unknown sandbox backend {backend!r}; choose one of {', '.join(sandbox.BACKENDS)}")
-    if backend == "none" and not allow_unsandboxed:
-        raise validation.InputError(
-            "--backend none runs the edited train.py with NO isolation: pass --allow-unsandboxed to accept that, "
-            "or use an isolating backend"
-        )
-    if backend == "none":
-        print("WARNING: --backend none: the edited train.py runs with NO isolation on this machine", flush=True)
+    """Refuse an unknown backend, and `none` without the explicit opt-in ("" means the strongest one available)."""
+    problem = sandbox.backend_problem(backend, allow_unsandboxed) if backend else None
+    if problem:
+        raise validation.InputError(problem)
+
+
+def say_guarantees(backend: str) -> None:
+    """Say once, at start, which sandbox runs the experiments and what it cannot guarantee."""
+    gaps = sandbox.missing_guarantees(backend)
+    print(f"sandbox: {backend}; what it does not guarantee:", flush=True)
+    for gap in gaps:
+        print(f"  - {gap}", flush=True)
 
 
 @dataclasses.dataclass
@@ -292,7 +337,7 @@ async def parallelized_autoresearch(
     time_budget: float = 0.0,
     max_steps: int = 0,
     base_config: dict | None = None,
-    backend: str = sandbox.DEFAULT_BACKEND,
+    backend: str = "",
     planner_seed: int = 0,
     replicates: int = 0,
     allow_unsandboxed: bool = False,
@@ -308,13 +353,17 @@ async def parallelized_autoresearch(
     for warning in validation.run_inputs(inputs):
         print(f"warning: {warning}", flush=True)
     check_backend(backend, allow_unsandboxed)
+    if is_local():
+        backend = backend or sandbox.default_backend()
+        say_guarantees(backend)
     settings = requested_settings(base_config, max_steps, time_budget, vocab_size, replicates, dataset, num_shards)
     limits = RunLimits(n_experiments, batch_size, concurrency, max_turns)
     key = memory_key or new_memory_key()
     session = await open_session(key, model, api_base, max_llm_cost, planner_seed, settings, limits)
     async with experiment_runtime(concurrency):
         directive, summary, error = await research(session, backend, limits, allow_unsandboxed)
-    return await close_session(session, directive, summary, error)
+        audit = {} if error else await held_out_audit(session, backend, allow_unsandboxed, concurrency)
+    return await close_session(session, directive, summary, error, audit)
 
 
 async def research(
@@ -459,14 +508,65 @@ async def closing_text(ledger: ledger_mod.Ledger) -> str:
     return f"{best}." if best else "No experiment succeeded, so there is no best train.py yet."
 
 
-async def close_session(session: Session, directive: str, summary: str, error: str) -> AutoresearchOutput:
-    """Step 3: the final report and the output (best with its source, leaderboard, verdict, totals)."""
+async def held_out_audit(session: Session, backend: str, allow_unsandboxed: bool, concurrency: int) -> dict[str, Any]:
+    """The final pick and the baseline, every successful seed, scored once on the test split (never seen before);
+    stored in the ledger. Empty when nothing was kept to audit."""
+    ledger = session.ledger
+    records, verdicts, _ = await ledger.view()
+    if verdicts.incumbent is None:
+        return {}
+    picked = [r for r in records if r.title in (verdicts.incumbent, BASELINE_TITLE)]
+    jobs = [(rec, run) for rec in picked for run in rec.runs if run.val_bpb is not None and run.result.checkpoint]
+    if not jobs:
+        return {}
+    print(
+        f"held-out audit: scoring {len(jobs)} run(s) of {verdicts.incumbent!r} and the baseline on the test split",
+        flush=True,
+    )
+    slots = asyncio.Semaphore(max(1, concurrency))
+    where = {"data": session.data, "backend": backend, "allow_unsandboxed": allow_unsandboxed}
+
+    async def audit_one(rec: Any, run: Any) -> ExperimentResult:
+        config = ledger.effective_config(rec.spec).with_overrides({"seed": run.seed}).to_dict()
+        async with slots:
+            try:
+                return await score_on_test.aio(
+                    train_py=rec.train_py, config=config, checkpoint=run.result.checkpoint, **where
+                )
+            except Exception as exc:
+                return sizing.failure_from_exception(exc)
+
+    with flyte.group("held-out-audit"):
+        results = await asyncio.gather(*(audit_one(rec, run) for rec, run in jobs))
+    val: dict[str, list[float]] = {}
+    test: dict[str, list[float]] = {}
+    for (rec, run), result in zip(jobs, results, strict=True):
+        if result.outcome == "success" and result.val_bpb is not None:
+            val.setdefault(rec.title, []).append(run.val_bpb)
+            test.setdefault(rec.title, []).append(result.val_bpb)
+    audit = audit_summary(verdicts.incumbent, val, test)
+    audit["failed"] = [
+        f"{rec.title} seed {run.seed}: {r.outcome}"
+        for (rec, run), r in zip(jobs, results, strict=True)
+        if r.outcome != "success"
+    ]
+    await ledger.record_audit(audit)
+    return audit
+
+
+async def close_session(
+    session: Session, directive: str, summary: str, error: str, audit: dict[str, Any] | None = None
+) -> AutoresearchOutput:
+    """Step 3: the final report and the output (best with its source, leaderboard, verdict, audit, totals)."""
     ledger, activity = session.ledger, session.activity
     _, verdicts, board = await ledger.view()
     rows = [json.loads(json.dumps(r.to_dict(), default=str)) for r in board]
     best = next((i for i, r in enumerate(board) if r.incumbent), None)
     source = (await ledger.specs([board[best].title]))[0].train_py if best is not None else ""
     verdict = await closing_text(ledger)
+    if audit:
+        verdict += " " + ui.audit_text(audit)
+        print(ui.audit_text(audit), flush=True)
     error = error or failure_reason(board)
     if session.reporter:
         await session.reporter.stop("failed" if error else "done", error)
@@ -494,6 +594,7 @@ async def close_session(session: Session, directive: str, summary: str, error: s
         best_train_py=source,
         report_path=report_location(),
         error=error,
+        audit=dict(audit or {}),
     )
 
 
@@ -556,7 +657,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--base-config", default=None, help="JSON overrides of the base config, e.g. '{\"n_layer\": 2}'")
-    p.add_argument("--backend", default=sandbox.DEFAULT_BACKEND, choices=sandbox.BACKENDS, help="sandbox backend")
+    p.add_argument(
+        "--backend",
+        default="",
+        choices=("", *sandbox.BACKENDS),
+        help="sandbox backend (default: bubblewrap if bwrap works here, else userns)",
+    )
     p.add_argument(
         "--allow-unsandboxed",
         action="store_true",

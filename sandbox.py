@@ -4,77 +4,99 @@ The orchestrator side of the trust boundary. `run_sandboxed(spec)` does, in orde
 
 1. **Pre-flight** (`preflight`): `ast.parse` and the entry points `build_model(config)` and
    `run_training(config, data_dir)`. A failure is `invalid` and nothing is launched.
-2. **Two sandboxed processes** (`sandbox_pool`): `harness.py serve train` and `harness.py serve eval`,
-   each in a fresh work dir under `prepare.state_dir()/runs/` (never `/tmp`) holding only copies
-   of the fixed `harness.py`, `prepare.py` and `autoresearch_types.py`. Each does its slow imports
-   and waits for its `job.json`. They come from the warm pool when the driver keeps one (started
-   earlier, while other work ran), else they are launched now; the eval process's imports overlap
-   training either way.
-3. **Phase 1, train**: the edited `train.py`, `data/` (`meta.json` plus a link to the bundle's
-   `train.npy`, which alone is allow-listed read-only) and then the job arrive. Validation data is
-   not in this sandbox's filesystem.
-   **Phase 2, eval**: sees only code until every phase-1 process is dead; then the checkpoint, the
-   held-out tokens the evaluation needs, the token byte table and its job arrive. The trusted
-   harness reads them into memory and deletes their files *before* importing the edited module,
-   rebuilds the model with its `build_model(config)`, computes `val_bpb` from its logits and runs a
-   causality probe. Each job lowers its process's memory and CPU-seconds limits to this
-   experiment's own; a process serves one phase of one experiment, then exits.
-4. **Classification** (pure functions: `classify_exit`, `classify_metrics`): success, oom,
-   timeout, crash, invalid, leak or implausible. Metrics come only from the harness's files
-   under `out/`; stdout is discarded, so a printed "val_bpb" is never parsed.
+2. **Three sandboxed processes** (`sandbox_pool`): `harness.py serve train`, `... serve serve` (the
+   model server) and `... serve check` (a second, fresh model server), each in a fresh work dir
+   under `prepare.state_dir()/runs/` (never `/tmp`) holding only copies of the fixed `harness.py`,
+   `prepare.py` and `autoresearch_types.py`. Each does its slow imports and waits for its
+   `job.json`: from the warm pool when the driver keeps one, else launched now, so the servers'
+   imports overlap training either way.
+3. **Phase 1, train**: the edited `train.py`, `data/` (`meta.json` and exactly this run's batches,
+   drawn here) and then the job arrive. No held-out token exists in this sandbox. The phase's wall
+   and CPU time are measured from outside (`PhaseRun`); its summary file is read only after every
+   process of the phase is dead, through `sandbox_proc`'s careful readers, and every field is
+   bounded (`steps` to `[0, max_steps]`, memory to the launch cap, `device` to a known name).
+4. **Phase 2, score**: the trusted scorer (`scorer.py`, in this process) holds the held-out windows
+   and the byte table. The checkpoint (copied once, safely, from phase 1's dead work dir) goes to
+   both model servers, which import the edited module, build the model, load the weights with
+   `weights_only=True` and answer token rows with logits. The scorer checks each answer (a regular
+   `.npy` file of float32 logits of exactly the shape asked, all finite), computes `val_bpb` with
+   `prepare.score_logits` from the main server's logits, and mixes in blind probes (see `scorer`):
+   a causality violation is `leak`, inconsistent answers are `tampered`.
+5. **Classification** (pure, `sandbox_classify`): success, truncated, oom, timeout, crash, invalid,
+   leak, tampered or implausible. The only number that becomes `val_bpb` is the scorer's; what the
+   sandbox writes is at most informational (`n_params`, memory), and bounded.
 
-Isolation is `unionai-sandbox` on-device: backend `userns` by default (`bubblewrap` when installed
-and chosen), `network_mode="blocked"`, the interpreter and virtualenv read-only, `RLIMIT_AS` from
-`memory_mb`, a thread count from `cpu`, and an environment built from an allowlist (never a copy
-of `os.environ`, so no API key or credential reaches the run). Backend `none` (no isolation)
-needs `allow_unsandboxed=True` and prints a loud warning.
+Isolation (`missing_guarantees` lists what each backend cannot give): backend `bubblewrap` is our
+own `bwrap` launcher (`sandbox_bwrap`: PID, mount, network, IPC and user namespaces, read-only
+system and virtualenv, private `/tmp`); `userns` is `unionai-sandbox`'s (no PID namespace, shared
+host `/tmp`). `DEFAULT_BACKEND` is the strongest one that works on this machine. Every backend gets
+`RLIMIT_AS` from `memory_mb`, a CPU-seconds cap, a thread count from `cpu` and an environment built
+from an allowlist (never a copy of `os.environ`). Backend `none` (no isolation) needs
+`allow_unsandboxed=True` and prints a loud warning.
 
-**Deadline and clean-up.** The library's own timeout is only a backstop (bubblewrap does not
-enforce it). This module enforces one wall-clock deadline across both phases itself. The harness
-writes stderr to a file, not the sandbox's pipe, so a daemon holding the pipe cannot keep us waiting. Under
-`userns` a sandboxed process is in its own process group but there is no PID namespace, and a
-`setsid` double-fork escapes the group, so killing the group is not enough. Every run therefore
-carries a unique marker variable (`AUTORESEARCH_SANDBOX_RUN=<token>`); after each phase (and at the
-deadline) `reap` scans `/proc` and freezes (SIGSTOP) then kills (SIGKILL) every process whose
-initial environment carries the marker or whose cwd is inside the work dir, repeating until a
-scan finds none, so a fork bomb cannot outrun it.
+**Deadline and clean-up.** One wall-clock deadline covers both phases. After each process (and
+at the deadline) `reap` freezes and kills every process carrying the run's marker variable or
+sitting in its work dir, so a `setsid` double fork or a fork bomb does not outlive it; under
+`bubblewrap` the PID namespace already guarantees that.
 
-**Residual risks, stated honestly.**
-- Phase 2 runs untrusted model code in the same interpreter as the harness. The held-out files are
-  gone before that code is imported, but the tokens are in process memory, and the code could
-  tamper with the harness's output files. The causality probe and the `implausible` floor catch
-  the crude cheats, not a careful one; a split-process evaluation (the model sees only inputs,
-  a separate trusted process scores logits) would close this.
-- Under `userns` the run can write anywhere in the host `/tmp`, read world-readable host files
-  such as `/etc`, see host processes and signal same-uid processes (it could kill the
-  orchestrator). Keep state out of `/tmp` and prefer `bubblewrap`, which adds PID and mount
-  namespaces and a private `/tmp`.
-- A warm process waits (up to `sandbox_pool.WARM_IDLE_S`) before its job, visible to other runs'
-  processes as any sandboxed process is; before its job it has run only the trusted harness.
-- The marker scan misses a process that both clears its environment (exec with a new one) and
-  leaves the work dir; the process-group kill and the library's own kill still apply to it.
+**Residual risks, stated honestly.** Under `userns` (see `missing_guarantees`) the run shares the
+host `/tmp`, sees host processes and can signal same-user ones; two of its sandboxes can talk
+through `/tmp`, which defeats the fresh-server check; a process that clears its environment and
+leaves its work dir escapes the marker scan. Under every backend the blind probes catch sparse
+cheating only with a stated probability (`scorer.ProbeCounts`).
 """
 
 from __future__ import annotations
 
-import ast
+import asyncio
+import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
+import secrets
 import shutil
 import sys
 import time
 import uuid
 import warnings
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import prepare
+import sandbox_bwrap
+import scorer
 from autoresearch_types import SCORED_OUTCOMES, ExperimentConfig, ExperimentResult
+from sandbox_classify import (  # noqa: F401 - re-exported: callers use sandbox.<name>
+    BPB_FLOOR,
+    CPU_CAP_CODES,
+    FAILURES,
+    KILL_CODES,
+    OOM_MARKERS,
+    RESULT_TAG,
+    ExperimentCrash,
+    ExperimentFailed,
+    ExperimentImplausible,
+    ExperimentInvalid,
+    ExperimentLeak,
+    ExperimentOverBudget,
+    ExperimentTampered,
+    ExperimentTimeout,
+    ExperimentTruncated,
+    classify_exit,
+    classify_metrics,
+    has_oom_marker,
+    last_error_line,
+    preflight,
+    raise_for_outcome,
+    result_from_error,
+    stderr_tail,
+)
 from sandbox_pool import (
     NATIVE_GRACE_S,
     POOL,
@@ -85,34 +107,116 @@ from sandbox_pool import (
     finish,
     launch,
     runs_root,
+    until_ready,
 )
-from sandbox_proc import read_untrusted_json, regular_file
+from sandbox_proc import bounded_choice, bounded_float, bounded_int, copy_untrusted, read_untrusted_json
+from scorer_exchange import Exchange, ExchangeError, Malformed, NonFinite, OutOfTime, ServerGone
 
 BACKENDS = ("userns", "bubblewrap", "none")
-DEFAULT_BACKEND = "userns"
-OOM_MARKERS = (
-    "MemoryError",
-    "Cannot allocate memory",
-    "can't allocate memory",
-    "DefaultCPUAllocator",
-    "std::bad_alloc",
-    "CUDA out of memory",
-    "OutOfMemoryError",
-    "Thread creation failed",
-    "can't start new thread",
-    "failed to map segment from shared object",
+SPLITS = ("val", "test")
+DEVICES = ("cpu", "cuda")
+MAX_PARAMS = 10**12
+MIB = 1024 * 1024
+
+
+# ---------------------------------------------------------------- backends
+
+
+@functools.cache
+def _bwrap_works() -> bool:
+    """Whether our `bwrap` launcher works here (probed once per process: a property of the machine)."""
+    return sandbox_bwrap.works()
+
+
+def default_backend() -> str:
+    """The strongest isolating backend that works on this machine: `bubblewrap` if `bwrap` works, else `userns`."""
+    return "bubblewrap" if _bwrap_works() else "userns"
+
+
+def __getattr__(name: str) -> Any:
+    """`sandbox.DEFAULT_BACKEND`, computed on first use rather than probed at import."""
+    if name == "DEFAULT_BACKEND":
+        return default_backend()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def available_backends() -> list[str]:
+    """The isolation backends usable on this machine (`none` is always listed)."""
+    from union import sandbox as sb
+
+    native = {name for name, ok in sb.on_device.available_backends() if ok}
+    usable = {"bubblewrap": _bwrap_works(), "userns": "userns" in native, "none": True}
+    return [name for name in BACKENDS if usable[name]]
+
+
+COMMON_GAPS = (
+    "memory is an address-space limit per process (RLIMIT_AS), not a cgroup: a run that forks can hold "
+    "a multiple of its memory",
+    "CPU is neither pinned nor throttled: a run can use more threads than granted; phase 1's CPU time is "
+    "measured (train_cpu_s), and capped only by the deadline",
+    "covert channels through shared CPU load and the page cache of the shared read-only files are not closed",
 )
-"""`failed to map segment` is how a shared library fails to load once `RLIMIT_AS` is reached."""
-KILL_CODES = (137, -9)
-CPU_CAP_CODES = (152, -24)
-BPB_FLOOR = 0.1
-"""Bits per byte below which no model of this size is believable (the best compressors reach ~0.9)."""
-STDERR_TAIL_CHARS = 3000
+BACKEND_GAPS = {
+    "bubblewrap": COMMON_GAPS,
+    "userns": COMMON_GAPS
+    + (
+        "no PID namespace: the run sees host processes and can signal any process of the same user",
+        "the host /tmp and /dev/shm are shared: the run can leave files there, and two sandboxes can pass "
+        "data through them, which defeats the fresh-server check of the scorer",
+        "host Unix sockets are reachable: the run can connect to any socket whose path it can name",
+        "a process that clears its environment and leaves its work dir can outlive the run",
+        "phase 1's CPU time is sampled from /proc (a lower bound), not read from the kernel at exit",
+    ),
+    "none": (
+        "no isolation at all: the run can read and write everything this user can (ledger, bundles, "
+        "virtualenv), reach the network, see and signal every process, and outlive the run",
+    ),
+}
+
+
+def missing_guarantees(backend: str) -> list[str]:
+    """What `backend` cannot guarantee, one sentence each, for the driver to say once at start."""
+    if backend not in BACKEND_GAPS:
+        raise ValueError(f"unknown sandbox backend {backend!r}; choose one of {BACKENDS}")
+    return list(BACKEND_GAPS[backend])
+
+
+def backend_problem(backend: str, allow_unsandboxed: bool) -> str | None:
+    """Why `backend` may not run (unknown, or `none` without the explicit opt-in), or None."""
+    if backend not in BACKENDS:
+        return f"unknown sandbox backend {backend!r}; choose one of {', '.join(BACKENDS)}"
+    if backend == "none" and not allow_unsandboxed:
+        return (
+            "backend 'none' runs the edited train.py with NO isolation: opt in explicitly (--allow-unsandboxed, "
+            "allow_unsandboxed=True) or use an isolating backend"
+        )
+    return None
+
+
+def check_backend(spec: SandboxSpec) -> None:
+    """Refuse an unknown backend, or `none` without the explicit opt-in; warn loudly on `none`."""
+    problem = backend_problem(spec.backend, spec.allow_unsandboxed)
+    if problem:
+        raise ValueError(problem)
+    if spec.backend == "none":
+        banner = "!" * 78
+        print(
+            f"{banner}\n!!! sandbox backend 'none': UNTRUSTED train.py RUNS WITH NO ISOLATION !!!\n{banner}",
+            file=sys.stderr,
+        )
+        warnings.warn("sandbox backend 'none': no isolation", RuntimeWarning, stacklevel=3)
+
+
+# ---------------------------------------------------------------- the experiment
 
 
 @dataclass(frozen=True)
 class SandboxSpec:
-    """One experiment: the full edited source, the resolved config, the bundle, resources, budget."""
+    """One experiment: the full edited source, the resolved config, the bundle, resources, budget.
+
+    `keep_checkpoint` copies the trained weights to `prepare.state_dir()/checkpoints/` (a directory
+    no sandbox can write) and names the copy in `ExperimentResult.checkpoint`, for `score_checkpoint`.
+    """
 
     train_py: str
     config: ExperimentConfig
@@ -120,209 +224,44 @@ class SandboxSpec:
     tokenizer_dir: str
     cpu: int = 1
     memory_mb: int = 3072
-    backend: str = DEFAULT_BACKEND
+    backend: str = field(default_factory=default_backend)
     deadline_s: float | None = None
     allow_unsandboxed: bool = False
     keep_workdir: bool = False
     run_name: str | None = None
+    keep_checkpoint: bool = False
 
 
 def default_deadline_s(config: ExperimentConfig) -> float:
-    """Training budget plus room for start-up, evaluation and the probe."""
+    """Training budget plus room for start-up, evaluation and the probes."""
     return 1.25 * config.time_budget_s + 60.0
 
 
-# ---------------------------------------------------------------- pre-flight
+@dataclass(frozen=True)
+class Clock:
+    """The experiment's one wall-clock deadline, shared by both phases."""
 
+    start: float
+    deadline_s: float
 
-def _signature_problem(node: ast.FunctionDef | ast.AsyncFunctionDef, required: int) -> str | None:
-    """Why `node` cannot be called with `required` positional arguments, or None."""
-    if isinstance(node, ast.AsyncFunctionDef):
-        return f"line {node.lineno}: {node.name} must be a plain def, not async"
-    args = node.args
-    positional = len(args.posonlyargs) + len(args.args)
-    no_default = positional - len(args.defaults)
-    kw_required = [a.arg for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is None]
-    if (positional < required and args.vararg is None) or no_default > required or kw_required:
-        return f"line {node.lineno}: {node.name} must accept exactly {required} positional argument(s)"
-    return None
-
-
-ENTRY_POINTS = {"build_model": ("config",), "run_training": ("config", "data_dir")}
-
-
-def preflight(source: str) -> str | None:
-    """None if `source` parses and defines the entry points with usable signatures; else why not.
-
-    The last top-level definition of each name wins, as it does at import time.
-    """
-    try:
-        tree = ast.parse(source, filename="train.py")
-    except SyntaxError as exc:
-        return f"line {exc.lineno}: SyntaxError: {exc.msg}"
-    found: dict[str, ast.AST] = {}
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in ENTRY_POINTS:
-            found[node.name] = node
-    for name, params in ENTRY_POINTS.items():
-        if name not in found:
-            return f"line 0: train.py defines no top-level `def {name}({', '.join(params)})`"
-        problem = _signature_problem(found[name], len(params))
-        if problem:
-            return problem
-    return None
-
-
-# ---------------------------------------------------------------- classification (pure)
-
-
-def stderr_tail(stderr: str, limit: int = STDERR_TAIL_CHARS) -> str:
-    """The last `limit` characters of stderr."""
-    return stderr[-limit:]
-
-
-def has_oom_marker(stderr: str) -> bool:
-    """True when stderr shows an allocation failure under rlimits."""
-    return any(marker in stderr for marker in OOM_MARKERS)
-
-
-def last_error_line(stderr: str) -> str:
-    """The last non-empty stderr line (usually the exception), for a one-line message."""
-    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
-    return lines[-1][:500] if lines else ""
-
-
-def bounded_int(value: Any, low: int, high: int) -> int:
-    """An integer field read from the sandbox, forced into `[low, high]` (anything else reads as `low`)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return low
-    return int(min(max(value, low), high))
-
-
-def classify_exit(returncode: int, stderr: str, hit_deadline: bool) -> tuple[str, str] | None:
-    """(outcome, message) for a phase that failed, or None when it exited cleanly.
-
-    A kill at the deadline is a timeout; a kill before it is the memory limit (kernel/cgroup OOM).
-    """
-    if hit_deadline:
-        return "timeout", "killed at the wall-clock deadline"
-    if returncode == 0:
-        return None
-    if has_oom_marker(stderr):
-        return "oom", f"out of memory: {last_error_line(stderr)}"
-    if returncode in KILL_CODES:
-        return "oom", f"killed (exit {returncode}) before the deadline: memory limit"
-    if returncode in CPU_CAP_CODES:
-        return "crash", f"exceeded the CPU-seconds cap (exit {returncode}): more threads than CPUs granted?"
-    return "crash", f"exit {returncode}: {last_error_line(stderr) or 'no stderr'}"
-
-
-def classify_metrics(metrics: dict[str, Any], floor: float = BPB_FLOOR) -> tuple[str, str]:
-    """(outcome, message) from the harness's eval metrics: success, leak or implausible."""
-    bpb = metrics.get("val_bpb")
-    finite = isinstance(bpb, (int, float)) and math.isfinite(bpb)
-    if not finite or not metrics.get("logits_finite", False):
-        return "implausible", f"non-finite result: val_bpb={bpb!r}, finite logits={metrics.get('logits_finite')}"
-    if not metrics.get("probe_ok", False):
-        diff = metrics.get("probe_max_diff")
-        return "leak", f"causality probe failed: changing future tokens moved earlier logits by {diff}"
-    if bpb < floor:
-        return "implausible", f"val_bpb={bpb:.4f} is below the physical floor {floor}"
-    return "success", f"val_bpb={bpb:.4f}"
-
-
-# ---------------------------------------------------------------- errors at the task boundary
-
-
-RESULT_TAG = "RESULT_JSON: "
-
-
-class ExperimentFailed(RuntimeError):
-    """A terminal, non-OOM failure; the message carries the full result as JSON after `RESULT_TAG`."""
-
-    def __init__(self, result: ExperimentResult):
-        self.outcome = result.outcome
-        self.result_json = json.dumps(result.to_dict())
-        super().__init__(f"{result.outcome}: {result.message}\n{RESULT_TAG}{self.result_json}")
-
-
-class ExperimentTimeout(ExperimentFailed):
-    """The run passed its wall-clock deadline."""
-
-
-class ExperimentCrash(ExperimentFailed):
-    """The edited code raised or exited non-zero."""
-
-
-class ExperimentInvalid(ExperimentFailed):
-    """Pre-flight rejected the source: nothing ran."""
-
-
-class ExperimentLeak(ExperimentFailed):
-    """The model's earlier logits depend on future tokens."""
-
-
-class ExperimentImplausible(ExperimentFailed):
-    """A non-finite metric, or one below the physical floor."""
-
-
-class ExperimentTruncated(ExperimentFailed):
-    """Scored, but stopped at the time cap before its token budget: not comparable, and not cached."""
-
-
-class ExperimentTampered(ExperimentFailed):
-    """The model's answers were inconsistent in a way only tampering explains."""
-
-
-class ExperimentOverBudget(ExperimentFailed):
-    """Scored, but with far more compute than its config predicts."""
-
-
-FAILURES: dict[str, type[ExperimentFailed]] = {
-    "timeout": ExperimentTimeout,
-    "crash": ExperimentCrash,
-    "invalid": ExperimentInvalid,
-    "leak": ExperimentLeak,
-    "implausible": ExperimentImplausible,
-    "truncated": ExperimentTruncated,
-    "tampered": ExperimentTampered,
-    "over_budget": ExperimentOverBudget,
-}
-
-
-def raise_for_outcome(result: ExperimentResult) -> ExperimentResult:
-    """Return a success; raise `flyte.errors.OOMError` for oom, a typed `ExperimentFailed` otherwise.
-
-    Raising keeps failures out of Flyte's cache; a cluster reports them as `RuntimeUserError`
-    with `code` set to the class name, and `result_from_error` recovers the result.
-    """
-    if result.outcome == "success":
-        return result
-    if result.outcome == "oom":
-        import flyte.errors
-
-        raise flyte.errors.OOMError("OOMKilled", f"{result.message}\n{RESULT_TAG}{json.dumps(result.to_dict())}")
-    raise FAILURES.get(result.outcome, ExperimentFailed)(result)
-
-
-def result_from_error(exc: BaseException) -> ExperimentResult | None:
-    """The `ExperimentResult` carried in an error raised by `raise_for_outcome`, if any."""
-    text = str(exc)
-    if RESULT_TAG not in text:
-        return None
-    try:
-        return ExperimentResult.from_dict(json.loads(text.split(RESULT_TAG, 1)[1].splitlines()[0]))
-    except (ValueError, TypeError):
-        return None
+    def left(self) -> float:
+        return self.deadline_s - (time.perf_counter() - self.start)
 
 
 # ---------------------------------------------------------------- staging
 
 
 def run_dir(spec: SandboxSpec) -> Path:
-    """Where a kept experiment's work dirs end up: `runs/<run_name>/{train,eval}`."""
+    """Where a kept experiment's work dirs end up: `runs/<run_name>/{train,serve,check}`."""
     name = spec.run_name or f"exp-{uuid.uuid4().hex[:12]}"
     return runs_root() / name
+
+
+def checkpoints_root() -> Path:
+    """Where kept checkpoints live: under the state dir, in no sandbox's work dir."""
+    root = prepare.state_dir() / "checkpoints"
+    root.mkdir(mode=0o700, exist_ok=True)
+    return root
 
 
 def write_job(workdir: Path, job: dict[str, Any]) -> None:
@@ -340,6 +279,7 @@ def phase_job(phase: str, spec: SandboxSpec, config: ExperimentConfig, remaining
         "threads": spec.cpu,
         "memory_mb": spec.memory_mb,
         "cpu_seconds": math.ceil(max(1, spec.cpu) * (remaining + NATIVE_GRACE_S)),
+        "wait_s": max(1.0, remaining),
     }
 
 
@@ -362,25 +302,18 @@ def stage_train(workdir: Path, spec: SandboxSpec, config: ExperimentConfig, rema
     write_job(workdir, phase_job("train", spec, config, remaining))
 
 
-def held_out_prefix(data_dir: str, seq_len: int, eval_tokens: int) -> np.ndarray:
-    """Just the held-out tokens `prepare.evaluate_bpb` reads (a prefix), so nothing else is exposed."""
-    tokens = prepare.load_tokens(data_dir, "val")
-    return np.asarray(tokens[: prepare.eval_prefix_len(tokens.size, seq_len, eval_tokens)])
+def held_out_windows(data_dir: str, split: str, config: ExperimentConfig) -> np.ndarray:
+    """The scored windows of `split` (`val`, or `test` for an audit), read here and never handed to a sandbox."""
+    return prepare.eval_windows(prepare.load_tokens(data_dir, split), config.seq_len, config.eval_tokens)
 
 
-def stage_eval(workdir: Path, spec: SandboxSpec, config: ExperimentConfig, checkpoint: Path, remaining: float) -> None:
-    """Hand phase 2 the source, checkpoint, held-out prefix and byte table, then its job, last."""
-    (workdir / "train.py").write_text(spec.train_py)
-    os.replace(checkpoint, workdir / "checkpoint.pt")
-    np.save(workdir / "val.npy", held_out_prefix(spec.data_dir, config.seq_len, config.eval_tokens))
-    shutil.copyfile(Path(spec.tokenizer_dir) / "token_bytes.npy", workdir / "token_bytes.npy")
-    job = phase_job("eval", spec, config, remaining)
-    job.update(eval_tokens=config.eval_tokens, val_file="val.npy", token_bytes_file="token_bytes.npy")
-    write_job(workdir, job)
+def eval_batch_rows(config: ExperimentConfig) -> int:
+    """Rows per request at most: the same block size `prepare.evaluate_bpb` uses."""
+    return max(1, prepare.EVAL_BLOCK_ELEMENTS // (config.seq_len * config.vocab_size))
 
 
 def keep_or_remove(spec: SandboxSpec, dirs: dict[str, Path]) -> None:
-    """Remove the phases' work dirs, or with `keep_workdir` move them to `runs/<run_name>/<phase>`."""
+    """Remove the phases' work dirs, or with `keep_workdir` move them to `runs/<run_name>/<role>`."""
     if not spec.keep_workdir:
         for path in dirs.values():
             shutil.rmtree(path, ignore_errors=True)
@@ -393,37 +326,12 @@ def keep_or_remove(spec: SandboxSpec, dirs: dict[str, Path]) -> None:
             os.replace(path, root / phase)
 
 
-# ---------------------------------------------------------------- running
+# ---------------------------------------------------------------- processes
 
 
-def check_backend(spec: SandboxSpec) -> None:
-    """Refuse an unknown backend, or `none` without the explicit opt-in; warn loudly on `none`."""
-    if spec.backend not in BACKENDS:
-        raise ValueError(f"unknown sandbox backend {spec.backend!r}; choose one of {BACKENDS}")
-    if spec.backend == "none":
-        if not spec.allow_unsandboxed:
-            raise ValueError("backend='none' runs untrusted code with NO isolation; pass allow_unsandboxed=True")
-        banner = "!" * 78
-        print(
-            f"{banner}\n!!! sandbox backend 'none': UNTRUSTED train.py RUNS WITH NO ISOLATION !!!\n{banner}",
-            file=sys.stderr,
-        )
-        warnings.warn("sandbox backend 'none': no isolation", RuntimeWarning, stacklevel=3)
-
-
-def available_backends() -> list[str]:
-    """The isolation backends usable on this machine (`none` is always listed)."""
-    from union import sandbox as sb
-
-    return [name for name, ok in sb.on_device.available_backends() if ok and name in BACKENDS]
-
-
-def launch_keys(spec: SandboxSpec) -> tuple[LaunchKey, LaunchKey]:
-    """The train and eval processes an experiment needs (the train one may read the train tokens)."""
-    return (
-        LaunchKey("train", spec.backend, spec.cpu),
-        LaunchKey("eval", spec.backend, spec.cpu),
-    )
+def launch_keys(spec: SandboxSpec, roles: tuple[str, ...] = ("train", "serve", "check")) -> list[LaunchKey]:
+    """The sandboxed processes an experiment needs: a trainer and two model servers."""
+    return [LaunchKey(role, spec.backend, spec.cpu) for role in roles]
 
 
 async def acquire(key: LaunchKey, memory_mb: int, remaining: float) -> Launched:
@@ -432,6 +340,23 @@ async def acquire(key: LaunchKey, memory_mb: int, remaining: float) -> Launched:
     if process is None:
         process = await launch(key, memory_mb, remaining + NATIVE_GRACE_S, remaining + NATIVE_GRACE_S)
     return process
+
+
+@contextlib.asynccontextmanager
+async def processes(
+    spec: SandboxSpec, roles: tuple[str, ...], clock: Clock, dirs: dict[str, Path]
+) -> AsyncIterator[dict[str, Launched]]:
+    """One process per role (work dirs recorded in `dirs`); whatever has not finished is killed on exit."""
+    launched: dict[str, Launched] = {}
+    try:
+        for key in launch_keys(spec, roles):
+            launched[key.phase] = await acquire(key, spec.memory_mb, clock.left())
+            dirs[key.phase] = launched[key.phase].workdir
+        yield launched
+    finally:
+        for process in launched.values():
+            if not process.finished:
+                await discard(process)
 
 
 def _base_result(spec: SandboxSpec, deadline: float) -> ExperimentResult:
@@ -449,102 +374,174 @@ def resolve_config(spec: SandboxSpec) -> ExperimentConfig:
     return spec.config if spec.config.vocab_size == vocab else spec.config.with_overrides({"vocab_size": vocab})
 
 
+# ---------------------------------------------------------------- phase 1
+
+
+def _memory_fields(info: dict[str, Any], launched: Launched, result: ExperimentResult) -> dict[str, float]:
+    """Peak memory the harness reported, bounded by the process's own address-space cap (informational)."""
+    cap = float(launched.memory_mb)
+    return {
+        "peak_memory_mb": max(result.peak_memory_mb, bounded_float(info.get("peak_memory_mb"), 0.0, cap)),
+        "peak_virtual_mb": max(result.peak_virtual_mb, bounded_float(info.get("peak_virtual_mb"), 0.0, cap)),
+    }
+
+
 async def _train(
     spec: SandboxSpec, trainer: Launched, config: ExperimentConfig, result: ExperimentResult, clock: Clock
-) -> tuple[ExperimentResult, Path | None]:
-    """Phase 1; returns the updated result, and the checkpoint path when training succeeded."""
+) -> tuple[ExperimentResult, bool]:
+    """Phase 1, measured from outside: the result so far, and whether training ended cleanly."""
+    await until_ready(trainer, clock.left())
     stage_train(trainer.workdir, spec, config, clock.left())
+    trainer.job_handed()
     run = await finish(trainer, clock.left())
-    failure = classify_exit(run.returncode, run.stderr, run.hit_deadline)
-    if failure:
-        return _fail(result, *failure, run.stderr), None
-    info = read_untrusted_json(trainer.workdir / "out" / "train.json")
-    checkpoint = trainer.workdir / "out" / "checkpoint.pt"
-    if info is None or not regular_file(checkpoint):
-        return _fail(result, "crash", "training exited without a checkpoint from the harness", run.stderr), None
-    steps = bounded_int(info.get("steps"), 0, config.max_steps)
     result = dataclasses.replace(
         result,
         seed=config.seed,
-        steps=steps,
         planned_steps=config.max_steps,
-        tokens=steps * config.tokens_per_step,
-        train_seconds=float(info.get("train_seconds", 0.0)),
-        peak_memory_mb=float(info.get("peak_memory_mb", 0.0)),
-        peak_virtual_mb=float(info.get("peak_virtual_mb", 0.0)),
-        device=str(info.get("device", "cpu")),
+        train_seconds=run.job_wall_s,
+        train_cpu_s=run.job_cpu_s,
     )
-    return result, checkpoint
-
-
-def _score(run: PhaseRun, workdir: Path, result: ExperimentResult) -> ExperimentResult:
-    """Classify phase 2 from its exit and the harness's metrics file."""
     failure = classify_exit(run.returncode, run.stderr, run.hit_deadline)
     if failure:
-        return _fail(result, *failure, run.stderr)
-    metrics = read_untrusted_json(workdir / "out" / "metrics.json")
-    if metrics is None:
-        return _fail(result, "crash", "evaluation exited without metrics from the harness", run.stderr)
-    outcome, message = classify_metrics(metrics)
-    if outcome == "success" and result.steps < result.planned_steps:
-        outcome = "truncated"
-        message = (
-            f"{message}; stopped at the time cap after {result.steps} of {result.planned_steps} steps, "
-            "so it is not ranked against runs that used their whole token budget"
-        )
+        return _fail(result, *failure, run.stderr), False
+    info = read_untrusted_json(trainer.workdir, "out/train.json")
+    if info is None:
+        message = "training exited 0 without the harness's summary as a small regular file"
+        return _fail(result, "tampered", message, run.stderr), False
+    steps = bounded_int(info.get("steps"), 0, config.max_steps)
+    return dataclasses.replace(
+        result,
+        steps=steps,
+        tokens=steps * config.tokens_per_step,
+        device=bounded_choice(info.get("device"), DEVICES, "cpu"),
+        **_memory_fields(info, trainer, result),
+    ), True
+
+
+def _hand_checkpoint(spec: SandboxSpec, trainer: Launched, servers: dict[str, Launched]) -> str | None:
+    """Copy phase 1's checkpoint (its process tree is dead) to both servers and, if asked, to a kept file.
+
+    Returns the kept path ("" if not kept), or None when there was no regular checkpoint within bounds.
+    """
+    kept = checkpoints_root() / f"{spec.run_name or 'exp'}-{uuid.uuid4().hex[:12]}.pt" if spec.keep_checkpoint else None
+    dests = [server.workdir / "checkpoint.pt" for server in servers.values()] + ([kept] if kept else [])
+    copied = copy_untrusted(trainer.workdir, "out/checkpoint.pt", dests, spec.memory_mb * MIB)
+    if copied < 0:
+        return None
+    return str(kept) if kept else ""
+
+
+# ---------------------------------------------------------------- phase 2
+
+
+ERROR_OUTCOMES: dict[type[ExchangeError], str] = {
+    Malformed: "tampered",
+    NonFinite: "implausible",
+    ServerGone: "crash",
+    OutOfTime: "timeout",
+}
+
+
+def _scored(
+    result: ExperimentResult, report: scorer.ScoreReport, runs: dict[str, PhaseRun], main: Launched
+) -> ExperimentResult:
+    """Classify phase 2: a server's own failure first, then a bad answer, then the scorer's verdicts."""
+    for role, run in runs.items():
+        failure = classify_exit(run.returncode, run.stderr, run.hit_deadline)
+        if failure:
+            return _fail(result, failure[0], f"model server ({role}): {failure[1]}", run.stderr)
+    if report.error is not None:
+        outcome = ERROR_OUTCOMES.get(type(report.error), "crash")
+        return _fail(result, outcome, str(report.error), runs[report.error.role].stderr)
+    outcome, message = classify_metrics(report.metrics)
+    info = read_untrusted_json(main.workdir, "out/server.json") or {}
     return dataclasses.replace(
         result,
         outcome=outcome,
         message=message,
-        val_bpb=float(metrics["val_bpb"]) if outcome in SCORED_OUTCOMES else None,
-        eval_seconds=float(metrics.get("eval_seconds", 0.0)),
-        n_params=int(metrics.get("n_params", 0)),
-        peak_memory_mb=max(result.peak_memory_mb, float(metrics.get("peak_memory_mb", 0.0))),
-        peak_virtual_mb=max(result.peak_virtual_mb, float(metrics.get("peak_virtual_mb", 0.0))),
+        val_bpb=float(report.metrics["val_bpb"]) if outcome in SCORED_OUTCOMES else None,
+        n_params=bounded_int(info.get("n_params"), 0, MAX_PARAMS),
+        **_memory_fields(info, main, result),
     )
 
 
-@dataclass(frozen=True)
-class Clock:
-    """The experiment's one wall-clock deadline, shared by both phases."""
+def _stage_server(server: Launched, spec: SandboxSpec, config: ExperimentConfig, remaining: float) -> Exchange:
+    """Hand a server (whose checkpoint is in place) the edited source and its job; our end of its exchange."""
+    (server.workdir / "train.py").write_text(spec.train_py)
+    write_job(server.workdir, phase_job(server.key.phase, spec, config, remaining))
+    server.job_handed()
+    return Exchange(server.key.phase, server.workdir, _running(server.proc), time.monotonic() + remaining)
 
-    start: float
-    deadline_s: float
 
-    def left(self) -> float:
-        return self.deadline_s - (time.perf_counter() - self.start)
+def _running(proc: Any) -> Callable[[], bool]:
+    """A check, safe to call from the scorer's threads, that `proc` has not exited yet."""
+    return lambda: proc.returncode is None
+
+
+async def _evaluate(
+    spec: SandboxSpec,
+    config: ExperimentConfig,
+    servers: dict[str, Launched],
+    split: str,
+    result: ExperimentResult,
+    clock: Clock,
+) -> ExperimentResult:
+    """Phase 2: both servers answer, the scorer scores and compares; then both are finished and classified."""
+    windows = held_out_windows(spec.data_dir, split, config)
+    byte_table = np.load(Path(spec.tokenizer_dir) / "token_bytes.npy")
+    plan = scorer.plan_scoring(windows, config.vocab_size, eval_batch_rows(config), secrets.SystemRandom())
+    await asyncio.gather(*(until_ready(server, clock.left()) for server in servers.values()))
+    start = time.perf_counter()
+    exchanges = {role: _stage_server(server, spec, config, clock.left()) for role, server in servers.items()}
+    try:
+        report = await asyncio.to_thread(
+            scorer.score, plan, windows, byte_table, exchanges["serve"], exchanges["check"]
+        )
+    finally:
+        for exchange in exchanges.values():
+            exchange.stop()
+            exchange.close()
+    eval_seconds = time.perf_counter() - start
+    finished = await asyncio.gather(*(finish(server, clock.left()) for server in servers.values()))
+    result = dataclasses.replace(result, eval_seconds=eval_seconds)
+    return _scored(result, report, dict(zip(servers, finished, strict=True)), servers["serve"])
 
 
 async def _train_then_evaluate(
     spec: SandboxSpec, config: ExperimentConfig, result: ExperimentResult, clock: Clock, dirs: dict[str, Path]
 ) -> ExperimentResult:
-    """Phase 2's process is acquired (already importing torch, or warm) before phase 1 trains.
+    """Both model servers are acquired (importing torch, or warm) before phase 1 trains.
 
-    It sees nothing of the experiment until phase 1 is over and reaped: only then are the checkpoint,
-    the held-out prefix and `job.json` put in its work dir. This hides one interpreter start-up.
+    They see nothing of the experiment until phase 1 is over and its processes are gone: only then
+    are the checkpoint, the edited source and their jobs put in their work dirs.
     """
-    launched: list[Launched] = []
+    scorer_ready = asyncio.ensure_future(asyncio.to_thread(scorer.warm_up))  # overlaps training
     try:
-        for key in launch_keys(spec):
-            launched.append(await acquire(key, spec.memory_mb, clock.left()))
-            dirs[key.phase] = launched[-1].workdir
-        trainer, evaluator = launched
-        result, checkpoint = await _train(spec, trainer, config, result, clock)
-        if checkpoint is None:
-            return result
-        stage_eval(evaluator.workdir, spec, config, checkpoint, clock.left())
-        return _score(await finish(evaluator, clock.left()), evaluator.workdir, result)
+        async with processes(spec, ("train", "serve", "check"), clock, dirs) as launched:
+            trainer, servers = launched["train"], {role: launched[role] for role in ("serve", "check")}
+            result, trained = await _train(spec, trainer, config, result, clock)
+            if not trained:
+                return result
+            kept = _hand_checkpoint(spec, trainer, servers)
+            if kept is None:
+                return _fail(result, "tampered", "training exited 0 without a regular checkpoint file within bounds")
+            await scorer_ready
+            result = dataclasses.replace(result, checkpoint=kept)
+            result = await _evaluate(spec, config, servers, "val", result, clock)
     finally:
-        for process in launched:
-            if not process.finished:
-                await discard(process)
+        await scorer_ready
+    if result.outcome == "success" and result.steps < result.planned_steps:
+        result = dataclasses.replace(
+            result,
+            outcome="truncated",
+            message=f"{result.message}; stopped at the time cap after {result.steps} of {result.planned_steps} "
+            "steps, so it is not ranked against runs that used their whole token budget",
+        )
+    return result
 
 
-async def run_sandboxed(spec: SandboxSpec) -> ExperimentResult:
-    """Pre-flight, train, evaluate and classify one experiment; always returns a typed result.
-
-    Raises only for misuse (unknown backend, `none` without opt-in, an unavailable backend).
-    """
+async def _run(spec: SandboxSpec, roles: tuple[str, ...], body) -> ExperimentResult:
+    """Pre-flight, then `body(config, result, clock, dirs)`; work dirs cleaned and the pool refilled however it ends."""
     start = time.perf_counter()
     deadline = spec.deadline_s if spec.deadline_s is not None else default_deadline_s(spec.config)
     result = _base_result(spec, deadline)
@@ -555,9 +552,44 @@ async def run_sandboxed(spec: SandboxSpec) -> ExperimentResult:
     config = resolve_config(spec)
     dirs: dict[str, Path] = {}
     try:
-        result = await _train_then_evaluate(spec, config, result, Clock(start, deadline), dirs)
+        result = await body(config, result, Clock(start, deadline), dirs)
     finally:
         keep_or_remove(spec, dirs)
-        for key in launch_keys(spec):  # warm up in the gap before the next experiment, not during this one
+        for key in launch_keys(spec, roles):  # warm up in the gap before the next experiment, not during this one
             POOL.refill(key, spec.memory_mb, deadline)
     return dataclasses.replace(result, wall_seconds=time.perf_counter() - start)
+
+
+async def run_sandboxed(spec: SandboxSpec) -> ExperimentResult:
+    """Pre-flight, train, score and classify one experiment; always returns a typed result.
+
+    Raises only for misuse (unknown backend, `none` without opt-in, an unavailable backend).
+    """
+
+    async def body(config, result, clock, dirs):
+        return await _train_then_evaluate(spec, config, result, clock, dirs)
+
+    return await _run(spec, ("train", "serve", "check"), body)
+
+
+async def score_checkpoint(spec: SandboxSpec, checkpoint: str, split: str) -> ExperimentResult:
+    """Score an existing checkpoint (a kept one, see `SandboxSpec.keep_checkpoint`) on `split`: `val` or `test`.
+
+    Only the model servers and the scorer run, with the same probes and classification as an
+    experiment. This is the one path that reads the held-out `test` split. Raises for misuse: an
+    unknown split or a checkpoint that is not a regular file.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    source = Path(checkpoint)
+    if source.is_symlink() or not source.is_file():
+        raise ValueError(f"no checkpoint file at {checkpoint}")
+
+    async def body(config, result, clock, dirs):
+        result = dataclasses.replace(result, seed=config.seed, checkpoint=str(source))
+        async with processes(spec, ("serve", "check"), clock, dirs) as servers:
+            for server in servers.values():
+                shutil.copyfile(source, server.workdir / "checkpoint.pt")
+            return await _evaluate(spec, config, servers, split, result, clock)
+
+    return await _run(spec, ("serve", "check"), body)

@@ -1,10 +1,13 @@
-"""Sandboxed `harness.py` processes: launched (possibly ahead of time), handed one job, waited on.
+"""Sandboxed `harness.py` processes: launched (possibly ahead of time), handed one job, waited on, measured.
 
 Most of a short experiment's overhead is interpreter start-up and `import torch` (about 1 s here,
 more when several start at once) plus, for training, the `torch._dynamo` import the first AdamW
-triggers (about 0.8 s). `launch` starts `python harness.py serve <phase>` in a `unionai-sandbox`
-session; the harness does those imports, then waits for `job.json`. `finish` waits for the process
-under the run's own deadline and kills whatever it left behind (`sandbox_proc.reap`).
+triggers (about 0.8 s). `launch` starts `python harness.py serve <phase>` in a sandbox: our own
+`bwrap` launcher for backend `bubblewrap` (`sandbox_bwrap`: PID namespace, private `/tmp`), a
+`unionai-sandbox` session for `userns` and `none`. The harness does those imports, then waits for
+`job.json`. `finish` waits for the process under the run's own deadline, kills whatever it left
+behind (`sandbox_proc.reap`) and says how much wall and CPU time the job used, measured from
+outside: `os.wait4` on `bwrap` (the whole namespace's CPU), samples of `/proc` otherwise.
 
 `WarmPool` keeps up to `size` launched processes per `LaunchKey`, started before they are needed
 (while other experiments train, or while the agent thinks). Each is handed out once and ends with
@@ -20,6 +23,7 @@ import asyncio
 import atexit
 import contextlib
 import logging
+import math
 import os
 import shutil
 import sys
@@ -32,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import prepare
-from sandbox_proc import MARKER_ENV, read_untrusted_tail, reap
+import sandbox_bwrap
+from sandbox_proc import MARKER_ENV, CpuMeter, read_untrusted_tail, reap
 
 HERE = Path(__file__).resolve().parent
 FIXED_FILES = ("harness.py", "prepare.py", "autoresearch_types.py")
@@ -40,13 +45,20 @@ NATIVE_GRACE_S = 5.0
 """The library's own timeout sits this far past ours: a backstop, never the deadline itself."""
 WARM_IDLE_S = 300.0
 """How long a warm process waits for its job before it exits on its own."""
+CPU_SAMPLE_S = 0.25
+"""How often the CPU time of a run's processes is sampled where the kernel's exit accounting is not ours."""
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class LaunchKey:
-    """What a sandboxed process is fixed to at launch: its phase, backend, threads and extra read-only paths."""
+    """What a sandboxed process is fixed to at launch: its role, backend, threads and extra read-only paths.
+
+    Roles: `train` (phase 1), `serve` (the model server the scorer scores) and `check` (a second,
+    fresh model server that re-answers a sample of rows); `serve` and `check` run the same harness
+    phase, but each experiment needs one of each, so they are pooled apart.
+    """
 
     phase: str
     backend: str
@@ -56,12 +68,18 @@ class LaunchKey:
 
 @dataclass
 class PhaseRun:
-    """What one sandboxed process did, as the orchestrator measured it."""
+    """What one sandboxed process did, as the orchestrator measured it (from outside the sandbox).
+
+    `job_wall_s` and `job_cpu_s` cover the job only: from its hand-off to the end of the process
+    tree (a warm process's imports before the job are not counted).
+    """
 
     returncode: int
     stderr: str
     wall_s: float
     hit_deadline: bool
+    job_wall_s: float = 0.0
+    job_cpu_s: float = 0.0
 
 
 @dataclass
@@ -79,6 +97,9 @@ class Launched:
     idle_s: float
     started: float = field(default_factory=time.monotonic)
     finished: bool = False
+    meter: CpuMeter = field(default_factory=CpuMeter)
+    job_at: float = 0.0
+    cpu_at_job: float = 0.0
 
     def fresh(self) -> bool:
         """Still waiting, on this event loop, with time left before it gives up on its job."""
@@ -94,6 +115,20 @@ class Launched:
         """Launched with at least `memory_mb` and a native timeout that outlasts `need_s` more seconds."""
         age = time.monotonic() - self.started
         return self.memory_mb >= memory_mb and age + need_s + NATIVE_GRACE_S <= self.lifetime_s
+
+    def job_handed(self) -> None:
+        """Note when the job was handed over and the CPU time used before it (the trusted imports)."""
+        self.sample_cpu()
+        self.job_at, self.cpu_at_job = time.monotonic(), self.meter.total()
+
+    def sample_cpu(self) -> None:
+        """Sample the CPU time of this run's live processes."""
+        self.meter.sample(self.token, self.workdir)
+
+    def job_cpu_s(self) -> float:
+        """CPU seconds the job's whole process tree used: exact for `bwrap`, sampled (a lower bound) otherwise."""
+        total = self.proc.cpu_s if isinstance(self.proc, sandbox_bwrap.BwrapProcess) else self.meter.total()
+        return max(0.0, total - self.cpu_at_job)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -179,15 +214,16 @@ def _session_class() -> type:
     return PlainSession
 
 
-async def launch(key: LaunchKey, memory_mb: int, lifetime_s: float, idle_s: float) -> Launched:
-    """Start `harness.py serve <phase>` in a fresh work dir under the sandbox; it waits for its job.
+def harness_command(python: str, key: LaunchKey, memory_mb: int, lifetime_s: float, idle_s: float) -> list[str]:
+    """`python harness.py serve <role> <idle_s> <memory_mb> <cpu_s>`: the harness applies the limits itself first."""
+    cpu_s = math.ceil(max(1, key.cpu) * lifetime_s)
+    return [python, "harness.py", "serve", key.phase, f"{idle_s:.0f}", str(memory_mb), str(cpu_s)]
 
-    `lifetime_s` is the library's own timeout (a backstop); `idle_s` is how long it waits for a job.
-    """
+
+async def _open_session(key: LaunchKey, memory_mb: int, lifetime_s: float, workdir: Path, command: list[str], env):
+    """A `unionai-sandbox` session (backends `userns` and `none`) running `command`; (session, process)."""
     import flyte
 
-    ensure_roomy_executor(asyncio.get_running_loop())
-    workdir, token = new_workdir(key.phase), uuid.uuid4().hex
     python, prefixes = python_for_sandbox()
     session = _session_class()(
         backend=key.backend,
@@ -200,18 +236,43 @@ async def launch(key: LaunchKey, memory_mb: int, lifetime_s: float, idle_s: floa
     )
     try:
         await session.open()
-        proc = await session.run(
-            "",
-            argv=[python, "harness.py", "serve", key.phase, f"{idle_s:.0f}"],
-            env=sandbox_env(key.cpu, workdir, token, python),
-            cwd=str(workdir),
-            stdout=False,
-            stderr=False,
-        )
+        proc = await session.run("", argv=command, env=env, cwd=str(workdir), stdout=False, stderr=False)
     except BaseException:
-        reap(token, workdir)
         with contextlib.suppress(Exception):
             await session.close()
+        raise
+    return session, proc
+
+
+def _spawn_bwrap(key: LaunchKey, workdir: Path, command: list[str], env: dict[str, str]):
+    """Our own `bwrap` sandbox running `command`; (session, process), the same object for both."""
+    binary = sandbox_bwrap.bwrap_binary()
+    if binary is None:
+        raise RuntimeError("backend 'bubblewrap' needs the bwrap binary (apt-get install bubblewrap)")
+    _, prefixes = python_for_sandbox()
+    argv = sandbox_bwrap.bwrap_argv(binary, workdir, prefixes + list(key.read_only), env, command)
+    proc = sandbox_bwrap.spawn(argv, workdir / "stderr.log")
+    return proc, proc
+
+
+async def launch(key: LaunchKey, memory_mb: int, lifetime_s: float, idle_s: float) -> Launched:
+    """Start `harness.py serve <role>` in a fresh work dir under the sandbox; it waits for its job.
+
+    `lifetime_s` bounds the process's CPU seconds (and is the library's own timeout, a backstop);
+    `idle_s` is how long it waits for a job.
+    """
+    ensure_roomy_executor(asyncio.get_running_loop())
+    workdir, token = new_workdir(key.phase), uuid.uuid4().hex
+    python, _ = python_for_sandbox()
+    command = harness_command(python, key, memory_mb, lifetime_s, idle_s)
+    env = sandbox_env(key.cpu, workdir, token, python)
+    try:
+        if key.backend == "bubblewrap":
+            session, proc = _spawn_bwrap(key, workdir, command, env)
+        else:
+            session, proc = await _open_session(key, memory_mb, lifetime_s, workdir, command, env)
+    except BaseException:
+        reap(token, workdir)
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     return Launched(key, memory_mb, workdir, token, session, proc, asyncio.get_running_loop(), lifetime_s, idle_s)
@@ -225,24 +286,35 @@ async def _settle(proc: Any) -> None:
         await proc.wait()
 
 
-async def _wait(proc: Any, token: str, workdir: Path, remaining: float) -> bool:
-    """Wait up to `remaining` s for the process; at the deadline kill all it started. True if killed."""
-    waiter = asyncio.ensure_future(_settle(proc))
-    try:
-        await asyncio.wait_for(asyncio.shield(waiter), max(0.01, remaining))
-        return False
-    except TimeoutError:
-        reap(token, workdir)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(waiter, NATIVE_GRACE_S)
-        return True
+async def _wait(launched: Launched, remaining: float) -> bool:
+    """Wait up to `remaining` s for the process, sampling its CPU time; at the deadline kill all it started.
+
+    True if it was killed at the deadline.
+    """
+    waiter = asyncio.ensure_future(_settle(launched.proc))
+    give_up = time.monotonic() + max(0.01, remaining)
+    sampled = not isinstance(launched.proc, sandbox_bwrap.BwrapProcess)
+    while (left := give_up - time.monotonic()) > 0:
+        if sampled:
+            launched.sample_cpu()
+        done, _ = await asyncio.wait({waiter}, timeout=min(CPU_SAMPLE_S, left) if sampled else left)
+        if done:
+            return False
+    reap(launched.token, launched.workdir)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(waiter, NATIVE_GRACE_S)
+    return True
 
 
 async def finish(launched: Launched, remaining: float) -> PhaseRun:
-    """Wait for the process's one job to end within `remaining` s, then kill all it left behind."""
+    """Wait for the process's one job to end within `remaining` s, then kill all it left behind.
+
+    Once this returns, no process of the run is alive (the namespace is gone under `bwrap`; the
+    marker scan has killed every marked process otherwise), so its files can no longer change.
+    """
     start = time.perf_counter()
     try:
-        hit_deadline = await _wait(launched.proc, launched.token, launched.workdir, remaining)
+        hit_deadline = await _wait(launched, remaining)
         code = launched.proc.returncode if launched.proc.returncode is not None else -9
     finally:
         launched.finished = True
@@ -250,8 +322,19 @@ async def finish(launched: Launched, remaining: float) -> PhaseRun:
         with contextlib.suppress(Exception):
             await launched.session.close()
     wall = time.perf_counter() - start
-    err = read_untrusted_tail(launched.workdir / "stderr.log")
-    return PhaseRun(code, err, wall, hit_deadline or wall >= remaining)
+    err = read_untrusted_tail(launched.workdir, "stderr.log")
+    job_wall = time.monotonic() - launched.job_at if launched.job_at else wall
+    return PhaseRun(code, err, wall, hit_deadline or wall >= remaining, job_wall, launched.job_cpu_s())
+
+
+async def until_ready(launched: Launched, remaining: float, poll_s: float = 0.01) -> None:
+    """Wait (at most `remaining` s) until the harness has done its imports, or its process has ended.
+
+    The job is handed over only then, so the job's measured wall and CPU time leave out start-up.
+    """
+    give_up = time.monotonic() + remaining
+    while not launched.warmed_up() and launched.proc.returncode is None and time.monotonic() < give_up:
+        await asyncio.sleep(poll_s)
 
 
 async def discard(launched: Launched) -> None:
@@ -265,6 +348,8 @@ async def discard(launched: Launched) -> None:
 def _kill_now(launched: Launched) -> None:
     """Kill the process and all it started, and remove its work dir (no session clean-up: any loop will do)."""
     launched.finished = True
+    if isinstance(launched.proc, sandbox_bwrap.BwrapProcess):
+        launched.proc.kill()  # also a bwrap still setting up, before any marked process exists
     reap(launched.token, launched.workdir)
     shutil.rmtree(launched.workdir, ignore_errors=True)
 

@@ -60,6 +60,33 @@ def open_lines(done: int, pending: int, runs: int, damaged: list[dict[str, str]]
     return lines
 
 
+def _split_text(stats: dict[str, Any] | None) -> str:
+    stats = stats or {}
+    if stats.get("mean") is None:
+        return "-"
+    se = f" ± {stats['se']:.4f}" if stats.get("se") is not None else ""
+    return f"{stats['mean']:.4f}{se} ({stats.get('n', 0)} seed{'s' if stats.get('n') != 1 else ''})"
+
+
+def audit_text(audit: dict[str, Any]) -> str:
+    """The held-out audit in one sentence: both splits for the pick and the baseline, the gains and the gap."""
+    best, base = audit.get("best"), audit.get("baseline", "baseline")
+    val, test = audit.get("val") or {}, audit.get("test") or {}
+    if best == base:
+        return f"Held-out test audit: the baseline scores {_split_text(test.get(base))} on the test split (val {_split_text(val.get(base))})."
+    text = (
+        f"Held-out test audit of {best!r}: test {_split_text(test.get(best))} vs the baseline's "
+        f"{_split_text(test.get(base))}"
+    )
+    if audit.get("test_gain") is not None and audit.get("val_gain") is not None:
+        text += (
+            f": test gain {audit['test_gain']:+.4f}, val gain {audit['val_gain']:+.4f}, selection gap "
+            f"{audit['selection_gap']:+.4f}"
+        )
+    failed = audit.get("failed") or []
+    return text + (f" ({len(failed)} audit run(s) failed)" if failed else "") + "."
+
+
 def budget_summary(config: ExperimentConfig) -> str:
     """The fixed budget in one phrase: tokens, steps at the base batch and length, time cap, eval tokens."""
     return (

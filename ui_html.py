@@ -162,11 +162,31 @@ def _verdict_html(snapshot: dict[str, Any]) -> str:
     return f"<h3>Verdict</h3><p>{_e(text) if best is None else text}</p>{gate}"
 
 
+def _audit_html(snapshot: dict[str, Any]) -> str:
+    """The held-out test audit of the final pick and the baseline, or a note that it runs when the research ends."""
+    audit = _dict(snapshot.get("audit"))
+    if not audit:
+        note = "Runs once, when the research ends: the final pick and the baseline on the test split."
+        return "<h3>Held-out test audit</h3>" + _empty(note)
+    best, base = str(audit.get("best")), str(audit.get("baseline") or _baseline_title(snapshot))
+    titles = [best] if best == base else [best, base]
+
+    def cell(split: str, title: str) -> str:
+        stats = _dict(_dict(audit.get(split)).get(title))
+        mean, se, n = _num(stats.get("mean")), _num(stats.get("se")), int(_num(stats.get("n")) or 0)
+        return "-" if mean is None else f"{mean:.4f}" + ("" if se is None else f" ± {se:.4f}") + f" ({n})"
+
+    rows = [[_e(s), *(cell(s, t) for t in titles), _fmt(audit.get(f"{s}_gain"), "+.4f")] for s in ("val", "test")]
+    table = _table(["split", *(_e(t) for t in titles), "gain"], rows)
+    gap = f"<p>Selection gap (val gain minus test gain): <b>{_fmt(audit.get('selection_gap'), '+.4f')}</b></p>"
+    return "<h3>Held-out test audit</h3>" + table + (gap if best != base else "")
+
+
 def summary_html(snapshot: dict[str, Any]) -> str:
     """The Summary tab: status, best experiment and improvement, outcomes, LLM usage, compute, settings."""
     run = _dict(snapshot.get("run"))
     body = _status_html(run) + _summary_kpis(snapshot)
-    body += _verdict_html(snapshot)
+    body += _verdict_html(snapshot) + _audit_html(snapshot)
     body += "<h3>Runs by outcome</h3>" + _outcomes_table(snapshot)
     body += "<h3>Run settings</h3>" + (_settings_table(run) or _empty("No settings recorded."))
     return _wrap("Summary", body)

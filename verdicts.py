@@ -338,3 +338,28 @@ def _maybe_promote(title: str, verdict: Verdict, runs: dict[str, _Runs], out: Ju
     challenger = verdict.fresh_mean if verdict.fresh_mean is not None else verdict.mean
     if not incumbent_values or (challenger is not None and challenger < statistics.fmean(incumbent_values)):
         out.incumbent = title
+
+
+# ---------------------------------------------------------------- the held-out audit
+
+
+def audit_summary(best: str, val: dict[str, list[float]], test: dict[str, list[float]]) -> dict[str, Any]:
+    """The final pick and the baseline on both splits, from the same audited runs: means, errors, gains and the
+    selection gap (the val gain minus the test gain: how much of the gain came from choosing on val)."""
+
+    def stats(values: list[float]) -> dict[str, Any]:
+        mean, se = mean_se(values)
+        return {"mean": mean, "se": se, "n": len(values)}
+
+    out: dict[str, Any] = {"best": best, "baseline": BASELINE}
+    out["val"] = {t: stats(v) for t, v in val.items()}
+    out["test"] = {t: stats(v) for t, v in test.items()}
+
+    def gain(split: dict[str, dict[str, Any]]) -> float | None:
+        b, m = split.get(BASELINE, {}).get("mean"), split.get(best, {}).get("mean")
+        return None if b is None or m is None else b - m
+
+    out["val_gain"], out["test_gain"] = gain(out["val"]), gain(out["test"])
+    gap = None if out["val_gain"] is None or out["test_gain"] is None else out["val_gain"] - out["test_gain"]
+    out["selection_gap"] = gap
+    return out

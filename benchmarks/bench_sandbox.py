@@ -11,6 +11,15 @@ clean-up), in two modes:
 Target: 1.5 s or less, under 5% of a 45 s experiment. `overhead_s_median` is the default
 backend's warm figure; `overhead_s_median_cold` its cold one.
 
+It also measures the evaluation at the DEFAULT settings (`ExperimentConfig()`: 2 layers, width 64,
+seq 128, vocab 2048, 32768 eval tokens; 3 training steps, since the eval's cost does not depend on
+the weights), side by side in one run:
+- `eval_s_inprocess`: the old way, `build_model` + `load_state_dict` + `prepare.evaluate_bpb` in one
+  process with the granted thread count (what the old harness did inside the sandbox);
+- `eval_s_split`: the new way, the experiment's `eval_seconds`: from handing the checkpoint to
+  both warm model servers until the trusted scorer has scored every row and checked every probe.
+Target: `eval_split_over_inprocess` <= 1.25.
+
     python benchmarks/bench_sandbox.py --quick --json artifacts/bench_sandbox.json
 """
 
@@ -21,6 +30,7 @@ import asyncio
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -34,6 +44,9 @@ TINY = ExperimentConfig(
     n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, token_budget=3 * 4 * 32, vocab_size=512
 )
 TARGET_S = 1.5
+EVAL_RATIO_TARGET = 1.25
+DEFAULTS = ExperimentConfig(token_budget=3 * 8 * 128)
+"""The default architecture and evaluation; 3 training steps (the eval's cost does not depend on the weights)."""
 
 
 def bench_bundle() -> Path:
@@ -42,6 +55,86 @@ def bench_bundle() -> Path:
     if not (root / "data" / "profile.json").exists():
         prepare.prepare_bundle("shakespeare", 1, 512, root)
     return root
+
+
+def default_bundle() -> Path:
+    """A vocab-2048 Shakespeare bundle (the default) under the state dir, built on first use."""
+    root = prepare.state_dir() / "bench-bundles" / "shakespeare-s1-v2048"
+    if not (root / "data" / "profile.json").exists():
+        prepare.prepare_bundle("shakespeare", 1, 2048, root)
+    return root
+
+
+def eval_in_process(checkpoint: str, bundle: Path, config: ExperimentConfig, cpu: int) -> tuple[float, float]:
+    """(seconds, val_bpb) of the old evaluation: rebuild, load and `prepare.evaluate_bpb` in this process."""
+    import numpy as np
+    import torch
+
+    import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cpu)
+    try:
+        val = prepare.load_tokens(bundle / "data", "val")
+        token_bytes = np.load(bundle / "tokenizer" / "token_bytes.npy")
+        start = time.perf_counter()
+        model = train.build_model(config)
+        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+        bpb = prepare.evaluate_bpb(model, val, token_bytes, config.seq_len, eval_tokens=config.eval_tokens)
+        return time.perf_counter() - start, bpb
+    finally:
+        torch.set_num_threads(threads)
+
+
+async def measure_eval(backend: str, runs: int, bundle: Path, cpu: int) -> list[dict[str, float]]:
+    """`runs` default-size experiments (warm pool), each followed by the old in-process eval of its weights.
+
+    The first pair (page cache, first scoring) is not counted. The split and in-process figures
+    alternate, so load from anything else on the machine falls on both alike.
+    """
+    source = (Path(__file__).resolve().parent.parent / "train.py").read_text()
+    sandbox_pool.POOL.configure(1)
+    rows = []
+    try:
+        for _ in range(runs + 1):
+            await sandbox_pool.POOL.wait_ready()
+            spec = sandbox.SandboxSpec(
+                source,
+                DEFAULTS,
+                str(bundle / "data"),
+                str(bundle / "tokenizer"),
+                cpu=cpu,
+                memory_mb=4096,
+                backend=backend,
+                deadline_s=300.0,
+                keep_checkpoint=True,
+                allow_unsandboxed=backend == "none",
+            )
+            result = await sandbox.run_sandboxed(spec)
+            if result.outcome != "success":
+                raise RuntimeError(f"{backend}: default baseline ended {result.outcome}: {result.message}")
+            old_s, old_bpb = eval_in_process(result.checkpoint, bundle, DEFAULTS, cpu)
+            Path(result.checkpoint).unlink(missing_ok=True)
+            if abs(old_bpb - result.val_bpb) > 1e-6:
+                raise RuntimeError(f"split val_bpb {result.val_bpb} differs from in-process {old_bpb}")
+            rows.append({"split": result.eval_seconds, "inprocess": old_s})
+    finally:
+        await sandbox_pool.POOL.close()
+    return rows[1:]
+
+
+def report_eval(backend: str, runs: int, cpu: int, figures: dict[str, float]) -> None:
+    """Measure and print the eval comparison at the default settings; add its figures."""
+    rows = asyncio.run(measure_eval(backend, runs, default_bundle(), cpu))
+    old = statistics.median(r["inprocess"] for r in rows)
+    new = statistics.median(r["split"] for r in rows)
+    ratio = statistics.median(r["split"] / r["inprocess"] for r in rows)
+    figures.update(
+        eval_s_inprocess=round(old, 4), eval_s_split=round(new, 4), eval_split_over_inprocess=round(ratio, 3)
+    )
+    verdict = "meets" if ratio <= EVAL_RATIO_TARGET else "MISSES"
+    print(f"\neval at default settings ({backend}, {runs} runs, medians): in-process {old:.3f}s, split {new:.3f}s")
+    print(f"split / in-process {ratio:.3f} {verdict} the {EVAL_RATIO_TARGET}x target")
 
 
 async def measure(backend: str, runs: int, bundle: Path, cpu: int, warm: bool) -> list[dict[str, float]]:
@@ -87,8 +180,10 @@ async def measure(backend: str, runs: int, bundle: Path, cpu: int, warm: bool) -
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="5 runs per mode, default backend only (under a minute)")
-    p.add_argument("--runs", type=int, default=None, help="runs per backend (default 5 with --quick, else 10)")
+    p.add_argument(
+        "--quick", action="store_true", help="3 runs per mode and 3 eval runs, default backend only (under a minute)"
+    )
+    p.add_argument("--runs", type=int, default=None, help="runs per backend (default 3 with --quick, else 10)")
     p.add_argument(
         "--backends",
         nargs="*",
@@ -98,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu", type=int, default=1, help="CPUs granted per run (default 1)")
     p.add_argument("--json", default=None, help="write the figures as one flat JSON object to this path")
     args = p.parse_args(argv)
-    runs = max(5, args.runs or (5 if args.quick else 10))
+    runs = args.runs or (3 if args.quick else 10)
     backends = args.backends or ([sandbox.DEFAULT_BACKEND] if args.quick else sandbox.available_backends())
     bundle = bench_bundle()
     figures: dict[str, float] = {"runs_per_backend": runs}
@@ -123,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, key in (("warm", "overhead_s_median"), ("cold", "overhead_s_median_cold")):
             verdict = "meets" if figures[key] <= TARGET_S else "MISSES"
             print(f"default backend ({default}) {label} overhead {figures[key]:.3f}s {verdict} the {TARGET_S}s target")
+    report_eval(default, runs, args.cpu, figures)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")

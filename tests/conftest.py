@@ -9,7 +9,10 @@ import pytest
 
 import prepare
 
-TEST_STATE = Path.home() / ".cache" / "parallelized-autoresearch" / "tests"
+TEST_STATE = Path(
+    os.environ.get(prepare.STATE_DIR_ENV) or Path.home() / ".cache" / "parallelized-autoresearch" / "tests"
+)
+"""The tests' state root: `AUTORESEARCH_STATE_DIR` when set (so parallel checkouts never share one), else a default."""
 os.environ.setdefault(prepare.STATE_DIR_ENV, str(TEST_STATE))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch prices from the internet
 

@@ -33,7 +33,7 @@ BAD = [
     (["--max-llm-cost", "-1"], "--max-llm-cost must be in 0..1e+06"),
     (["--num-shards", "0"], "--num-shards must be positive, got 0"),
     (["--vocab-size", "100"], "--vocab-size must be in 264..65536, got 100"),
-    (["--backend", "none"], "pass --allow-unsandboxed"),
+    (["--backend", "none"], "opt in explicitly (--allow-unsandboxed"),
 ]
 
 

@@ -24,6 +24,7 @@ from conftest import TEST_STATE
 
 import prepare
 import sandbox
+import sandbox_proc
 from autoresearch_types import ExperimentConfig, ExperimentResult
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,9 +119,10 @@ def live_processes() -> dict[int, str]:
 def sandbox_baseline(sandbox_bundle: Path) -> tuple[ExperimentResult, Path]:
     """The honest baseline, run once with its work dirs kept."""
     name = f"baseline-{uuid.uuid4().hex[:8]}"
-    result = run(make_spec(sandbox_bundle, keep_workdir=True, run_name=name))
+    result = run(make_spec(sandbox_bundle, keep_workdir=True, run_name=name, keep_checkpoint=True))
     yield result, sandbox.runs_root() / name
     shutil.rmtree(sandbox.runs_root() / name, ignore_errors=True)
+    Path(result.checkpoint).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- pure functions
@@ -159,13 +161,17 @@ def test_classify_exit():
 
 
 def test_classify_metrics():
-    ok = {"val_bpb": 2.5, "probe_ok": True, "logits_finite": True, "probe_max_diff": 0.0}
+    ok = {"val_bpb": 2.5, "probe_ok": True, "logits_finite": True, "probe_max_diff": 0.0, "consistent": True}
     assert sandbox.classify_metrics(ok)[0] == "success"
     assert sandbox.classify_metrics({**ok, "probe_ok": False})[0] == "leak"
     assert sandbox.classify_metrics({**ok, "val_bpb": "nan"})[0] == "implausible"
     assert sandbox.classify_metrics({**ok, "logits_finite": False})[0] == "implausible"
     assert sandbox.classify_metrics({**ok, "val_bpb": 0.01})[0] == "implausible"
     assert sandbox.classify_metrics({**ok, "val_bpb": 0.0, "probe_ok": False})[0] == "leak"
+    assert sandbox.classify_metrics({**ok, "consistent": False})[0] == "tampered"
+    assert sandbox.classify_metrics({**ok, "probe_ok": False, "consistent": False})[0] == "tampered"
+    for key in ("probe_ok", "consistent"):  # a missing verdict never reads as a pass
+        assert sandbox.classify_metrics({k: v for k, v in ok.items() if k != key})[0] != "success"
 
 
 def test_raise_for_outcome():
@@ -200,10 +206,14 @@ def test_baseline_succeeds_and_matches_in_process_eval(sandbox_bundle: Path, san
     result, root = sandbox_baseline
     assert result.outcome == "success", result
     assert result.steps == TINY.max_steps and result.n_params > 0 and result.train_seconds > 0
-    assert result.device == "cpu" and result.peak_memory_mb > 0
+    assert result.device == "cpu" and result.peak_memory_mb > 0 and result.eval_seconds > 0
+    checkpoint = Path(result.checkpoint)
+    assert checkpoint.parent == prepare.state_dir() / "checkpoints" and checkpoint.is_file()
+    assert sandbox.runs_root() not in checkpoint.parents, "a kept checkpoint lives outside every work dir"
+    assert sorted(p.name for p in root.iterdir()) == ["check", "serve", "train"]
     torch.set_num_threads(1)
     model = train.build_model(TINY)
-    model.load_state_dict(torch.load(root / "eval" / "checkpoint.pt", weights_only=True))
+    model.load_state_dict(torch.load(checkpoint, weights_only=True))
     val = prepare.load_tokens(sandbox_bundle / "data", "val")
     token_bytes = np.load(sandbox_bundle / "tokenizer" / "token_bytes.npy")
     expected = prepare.evaluate_bpb(model, val, token_bytes, TINY.seq_len, eval_tokens=TINY.eval_tokens)
@@ -298,7 +308,11 @@ def test_04_validation_data_is_not_visible_in_training(sandbox_bundle: Path):
             observed["bundle_listing"] = sorted(os.listdir({str(val.parent)!r}))
         except OSError as exc:
             observed["bundle_listing"] = repr(exc)
-        observed["found"] = glob.glob("/**/val.npy", recursive=True)[:5]
+        found = []
+        for top, dirs, files in os.walk("/"):  # links are not followed (/usr/bin/X11 -> . would loop)
+            dirs[:] = [d for d in dirs if os.path.join(top, d) not in ("/proc", "/sys")]
+            found += [os.path.join(top, f) for f in files if f == "val.npy"]
+        observed["found"] = found[:5]
         """
     )
     result, observed, root = run_kept(sandbox_bundle, source)
@@ -344,9 +358,10 @@ def test_05_ledger_and_state_dir_are_not_writable(sandbox_bundle: Path, sandbox_
 @pytest.mark.parametrize("backend", ISOLATING)
 def test_06_host_tmp_write_is_contained(sandbox_bundle: Path, sandbox_state: Path, backend: str, record_property):
     ledger = _fake_ledger(sandbox_state)
-    other = sandbox.runs_root() / "other-experiment" / "train" / "train.py"
+    other = sandbox.runs_root() / f"other-experiment-{uuid.uuid4().hex[:8]}" / "train" / "train.py"
     other.parent.mkdir(parents=True, exist_ok=True)
-    other.write_text("# another experiment's edited train.py\n")
+    original = "# another experiment's edited train.py\n"
+    other.write_text(original)
     marker = Path("/tmp") / f"autoresearch-sandbox-marker-{uuid.uuid4().hex}"
     source = hostile(
         f"""
@@ -362,13 +377,14 @@ def test_06_host_tmp_write_is_contained(sandbox_bundle: Path, sandbox_state: Pat
     try:
         result, observed, root = run_kept(sandbox_bundle, source, backend=backend)
         tmp_written_on_host = marker.exists()
+        other_after = other.read_text()
     finally:
         marker.unlink(missing_ok=True)
+        shutil.rmtree(other.parent.parent, ignore_errors=True)
     shutil.rmtree(root)
-    shutil.rmtree(other.parent.parent)
     assert result.outcome == "success"
     assert ledger.read_text() == '{"val_bpb": 3.0}'
-    assert other.parent.parent.exists() is False
+    assert other_after == original, "another experiment's work dir must be out of reach"
     assert observed[str(ledger)] != "written" and observed[str(other)] != "written"
     # What the backend allowed: userns lets the run write the host /tmp; bubblewrap gives it a private one.
     record_property(f"{backend}_host_tmp_write", tmp_written_on_host)
@@ -464,16 +480,17 @@ def test_12_bounded_fork_bomb_is_contained(sandbox_bundle: Path, backend: str):
                 os._exit(0)
             spawned += 1
         observed["spawned"] = spawned
+        observed["marker"] = os.environ[{sandbox_proc.MARKER_ENV!r}]
         """
     )
-    before = len(live_processes())
     result, observed, root = run_kept(sandbox_bundle, source, backend=backend)
-    shutil.rmtree(root)
     after = live_processes()
+    left = sandbox_proc.marked_pids(observed["marker"], root / "train")
+    shutil.rmtree(root)
     assert result.outcome == "success", result
     assert observed["spawned"] == 40
     assert [p for p, comm in after.items() if comm == name] == []
-    assert len(after) <= before + 2
+    assert left == set(), "no process of the run (its marker or its work dir) may outlive it"
 
 
 def test_crash_reports_the_stderr_tail(sandbox_bundle: Path):
@@ -488,3 +505,55 @@ def test_work_dirs_are_removed_and_outside_tmp(sandbox_bundle: Path):
     assert result.outcome == "success"
     assert not (sandbox.runs_root() / name).exists()
     assert not str(sandbox.runs_root()).startswith("/tmp")
+
+
+# ---------------------------------------------------------------- backends, audit support
+
+
+def test_default_backend_is_the_strongest_available_and_gaps_are_stated():
+    assert sandbox.default_backend() in sandbox.available_backends()
+    assert sandbox.default_backend() == sandbox.DEFAULT_BACKEND
+    if "bubblewrap" in sandbox.available_backends():
+        assert sandbox.default_backend() == "bubblewrap"
+    userns = " ".join(sandbox.missing_guarantees("userns"))
+    assert "no PID namespace" in userns and "/tmp" in userns and "Unix sockets" in userns
+    bwrap = " ".join(sandbox.missing_guarantees("bubblewrap"))
+    assert "PID namespace" not in bwrap and "/tmp" not in bwrap
+    assert "no isolation" in sandbox.missing_guarantees("none")[0]
+    with pytest.raises(ValueError):
+        sandbox.missing_guarantees("chroot")
+
+
+def test_score_checkpoint_rescores_a_kept_checkpoint_and_only_it_reads_the_test_split(
+    sandbox_bundle: Path, sandbox_baseline, monkeypatch
+):
+    baseline, _ = sandbox_baseline
+    splits: list[str] = []
+    real_load = prepare.load_tokens
+
+    def recording_load(data_dir, split):
+        splits.append(split)
+        return real_load(data_dir, split)
+
+    monkeypatch.setattr(prepare, "load_tokens", recording_load)
+    again = run(make_spec(sandbox_bundle))
+    assert again.outcome == "success" and set(splits) == {"train", "val"}, "an experiment never reads the test split"
+    splits.clear()
+    spec = make_spec(sandbox_bundle)
+    val = asyncio.run(sandbox.score_checkpoint(spec, baseline.checkpoint, "val"))
+    test = asyncio.run(sandbox.score_checkpoint(spec, baseline.checkpoint, "test"))
+    assert splits == ["val", "test"]
+    assert val.outcome == test.outcome == "success", (val.message, test.message)
+    assert val.val_bpb == baseline.val_bpb, "the same weights give exactly the same number"
+    assert test.val_bpb != val.val_bpb and test.checkpoint == baseline.checkpoint and test.n_params == baseline.n_params
+    with pytest.raises(ValueError, match="split"):
+        asyncio.run(sandbox.score_checkpoint(spec, baseline.checkpoint, "train"))
+    with pytest.raises(ValueError, match="checkpoint"):
+        asyncio.run(sandbox.score_checkpoint(spec, str(sandbox.runs_root() / "no-such.pt"), "val"))
+
+
+def test_phase_1_time_and_cpu_are_measured_from_outside(sandbox_baseline):
+    result, _ = sandbox_baseline
+    assert 0 < result.train_seconds < result.wall_seconds
+    if result.resources["backend"] == "bubblewrap":
+        assert result.train_cpu_s > 0, "wait4 on bwrap sees the whole namespace's CPU time"

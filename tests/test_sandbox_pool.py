@@ -1,6 +1,6 @@
 """The warm pool: sandboxed interpreters started ahead of their job, each used for one phase only.
 
-Real sandboxed processes throughout (default backend). Each test runs in one event loop, as a
+Real sandboxed processes throughout (the default backend; the warm-versus-cold test runs under each isolating one). Each test runs in one event loop, as a
 driver run does, and leaves no process or work dir behind.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ TINY = ExperimentConfig(
     n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, token_budget=3 * 4 * 32, vocab_size=512
 )
 MIB = 1024 * 1024
+ISOLATING = [b for b in ("bubblewrap", "userns") if b in sandbox.available_backends()]
 OBSERVER = (
     BASELINE
     + """
@@ -38,7 +38,7 @@ def run_training(config, data_dir):
     import json, os, resource
     limits = {"as": resource.getrlimit(resource.RLIMIT_AS), "cpu": resource.getrlimit(resource.RLIMIT_CPU)}
     with open("observed.json", "w") as fh:
-        json.dump({"pid": os.getpid(), "limits": limits}, fh)
+        json.dump({"marker": os.environ["AUTORESEARCH_SANDBOX_RUN"], "limits": limits}, fh)
     return _baseline_run_training(config, data_dir)
 """
 )
@@ -69,40 +69,37 @@ async def observe(bundle: Path, name: str, **kw) -> tuple[ExperimentResult, dict
     return result, observed
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def train_key(bundle: Path) -> sandbox_pool.LaunchKey:
     return sandbox_pool.LaunchKey(
         "train", sandbox.DEFAULT_BACKEND, 1, (str((bundle / "data" / "train.npy").resolve()),)
     )
 
 
-def test_warm_run_matches_cold_is_used_once_and_gets_the_experiments_limits(tiny_bundle: Path, pool) -> None:
+@pytest.mark.parametrize("backend", ISOLATING)
+def test_warm_run_matches_cold_is_used_once_and_gets_the_experiments_limits(
+    tiny_bundle: Path, pool, backend: str
+) -> None:
     async def scenario():
-        cold, cold_seen = await observe(tiny_bundle, "pool-cold", memory_mb=4096)
+        cold, cold_seen = await observe(tiny_bundle, "pool-cold", memory_mb=4096, backend=backend)
         await pool.wait_ready()
-        assert len(pool) == 2, "a train and an eval process should be waiting"
+        assert len(pool) == 3, "a train process and two model servers (serve, check) should be waiting"
         hits = pool.hits
-        warm, warm_seen = await observe(tiny_bundle, "pool-warm", memory_mb=3000)
-        assert pool.hits == hits + 2, "both phases should have come from the pool"
+        warm, warm_seen = await observe(tiny_bundle, "pool-warm", memory_mb=3000, backend=backend)
+        assert pool.hits == hits + 3, "every process should have come from the pool"
         await pool.close()
         return cold, cold_seen, warm, warm_seen
 
     cold, cold_seen, warm, warm_seen = asyncio.run(scenario())
     assert cold.outcome == warm.outcome == "success", (cold.message, warm.message)
     assert warm.val_bpb == cold.val_bpb, "a warm process must give exactly the cold result"
-    assert warm_seen["pid"] != cold_seen["pid"] and not alive(cold_seen["pid"]) and not alive(warm_seen["pid"])
+    assert warm_seen["marker"] != cold_seen["marker"], "a warm process is a different process"
+    for name, seen in (("pool-cold", cold_seen), ("pool-warm", warm_seen)):
+        assert not marked_pids(seen["marker"], sandbox.runs_root() / name / "train"), "no process of a run outlives it"
     assert cold_seen["limits"]["as"] == [4096 * MIB, 4096 * MIB]
     assert warm_seen["limits"]["as"] == [3000 * MIB, 3000 * MIB], "the job must lower the warm process's memory cap"
     assert warm_seen["limits"]["cpu"][1] <= 60 + sandbox_pool.NATIVE_GRACE_S + 5, warm_seen["limits"]
     for name in ("pool-cold", "pool-warm"):
-        assert sorted(p.name for p in (sandbox.runs_root() / name).iterdir()) == ["eval", "train"]
+        assert sorted(p.name for p in (sandbox.runs_root() / name).iterdir()) == ["check", "serve", "train"]
         shutil.rmtree(sandbox.runs_root() / name)
 
 
@@ -166,7 +163,7 @@ def test_pool_off_by_default_and_runs_leave_no_work_dirs(tiny_bundle: Path) -> N
 
 
 def test_a_full_pool_refills_after_concurrent_batches(tiny_bundle: Path, pool) -> None:
-    """Four experiments at once, twice, with a pool of four per phase: the second batch starts warm.
+    """Four experiments at once, twice, with a pool of four per role: the second batch starts warm.
 
     The sandbox library waits on each process in a thread of the loop's default executor (6 threads
     on 2 cores); without a roomier executor the refills stalled behind the running processes.
@@ -188,5 +185,5 @@ def test_a_full_pool_refills_after_concurrent_batches(tiny_bundle: Path, pool) -
 
     results, second_batch_hits, size, warmed = asyncio.run(scenario())
     assert [r.outcome for r in results] == ["success"] * 8
-    assert second_batch_hits == 8, "both phases of all four experiments should come from the pool"
-    assert size == warmed == 8
+    assert second_batch_hits == 12, "all three processes of all four experiments should come from the pool"
+    assert size == warmed == 12

@@ -98,3 +98,49 @@ def test_a_key_from_before_seeds_is_measured_again_and_its_old_results_are_shown
     assert out["labels"] == {BASELINE_TITLE: "legacy", "Old LR": "legacy"}
     assert out["old_bpb"] == 4.0, "the old number is still shown"
     assert out["owed"] == [[BASELINE_TITLE, s, "replicate"] for s in (0, 1, 2)], "its noise is measured on resume"
+
+
+READ_TOOLS = (
+    "inspect_dataset",
+    "get_baseline_train_code",
+    "get_leaderboard",
+    "get_code_edit_history",
+    "get_promising_code",
+)
+
+
+async def tool_views(key: str) -> dict[str, Any]:
+    """Every read-only tool's answer on a finished key (what an agent could ever see), and the resumed directive."""
+    led = await ledger_mod.Ledger.open(key, start=False)
+    base, rule, data = led.settle(ExperimentConfig(), led.rule, ())
+    await led.start(base, rule, data)
+    research = tools.ResearchTools(led, ExperimentRunner(lambda job: None, 1), tools.Budget(10, 2, 1), {})
+    t = {f.__name__: f for f in research.as_tools()}
+    out = {name: await t[name]() for name in READ_TOOLS}
+    out["batch"] = await t["evaluate_batch_results"]("")
+    out["history_table"] = await led.history_table()
+    return json.loads(json.dumps(out, default=str))
+
+
+@pytest.mark.timeout(600)
+def test_the_held_out_audit_is_in_the_output_and_report_and_never_in_a_tool(state_root: Path) -> None:
+    from test_agent import run_driver
+
+    key = f"audit-{uuid.uuid4().hex[:8]}"
+    ledger_mod.init_local(project="agent-tests")
+    out = run_driver(memory_key=key, n_experiments=6, batch_size=3)
+    assert out.error == "", out.error
+    audit = out.audit
+    assert audit["best"] == out.best["title"] and audit["baseline"] == BASELINE_TITLE
+    assert audit["test"][BASELINE_TITLE]["n"] == 3 and audit["val"][BASELINE_TITLE]["n"] == 3
+    test_values = [s["mean"] for s in audit["test"].values()]
+    assert all(isinstance(v, float) and v > 0 for v in test_values)
+    assert "Held-out test audit" in out.summary
+    report = Path(out.report_path).read_text()
+    assert "Held-out test audit" in report and f"{audit['test'][BASELINE_TITLE]['mean']:.4f}" in report
+    SCENARIOS["tool_views"] = tool_views
+    views = json.dumps(asyncio.run(run("tool_views", key)))
+    for value in test_values:
+        assert repr(value) not in views and f"{value:.6f}" not in views, "a test-split score reached a tool"
+    assert "audits/" not in views and "test_gain" not in views and "selection_gap" not in views
+    assert "Held-out" not in out.directive

@@ -1,0 +1,195 @@
+"""Our own bubblewrap launcher (backend `bubblewrap`): PID namespace, read-only system, private `/tmp`.
+
+Why not `unionai-sandbox`'s bubblewrap backend: measured on this kind of machine it gives the run no
+PID namespace (a sandboxed run saw and killed a host process) and lets it write the host `/tmp`.
+`bwrap` itself does better, so for this backend we call it directly. A run sees:
+
+- `/usr` (and `/bin`, `/lib`, ... as the host has them, links or directories), the interpreter's
+  prefix, the virtualenv and any extra allow-listed path, all read-only;
+- its own work dir read-write; a private `/tmp` and `/dev/shm` (tmpfs), a minimal `/dev`, and a
+  `/proc` of its own PID namespace (it sees only its own processes and can signal nothing else);
+  the rest of its root (the directories `bwrap` creates to mount things on) is read-only;
+- no network (a network namespace with only loopback), its own IPC, UTS, cgroup and user
+  namespaces, no capabilities, a new session, and exactly the environment we pass;
+- nothing else: not `/etc`, not the project, not the state dir, no host Unix socket.
+
+Lifetime: `bwrap` runs the command under an init of its own (PID 1 of the namespace). When the
+command exits, that init exits and the kernel kills whatever the run left behind, so no process of
+the run outlives it; `--die-with-parent` ends it if we die. We reap the outer `bwrap` ourselves with
+`os.wait4`: its resource usage includes every process of the namespace (each one is reaped by its
+parent or by the namespace's init, which `bwrap` reaps), so `cpu_s` is the run's whole CPU time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+NAMESPACE_FLAGS = (
+    "--unshare-all",
+    "--die-with-parent",
+    "--new-session",
+    "--cap-drop",
+    "ALL",
+    "--clearenv",
+    "--as-pid-1",
+)
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+SYSTEM_FILES = ("/etc/ld.so.cache",)
+"""The dynamic linker's cache: lets shared libraries load as fast as on the host, and says nothing secret."""
+PRIVATE_MOUNTS = ("--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm")
+PROBE_TIMEOUT_S = 15.0
+REAPER = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)
+child = os.fork()
+if child == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+status = 255 << 8
+while True:
+    try:
+        pid, code = os.waitpid(-1, 0)
+    except ChildProcessError:
+        break
+    if pid == child:
+        status = code
+        break
+while True:
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(-1, 0)
+    except ChildProcessError:
+        break
+code = os.waitstatus_to_exitcode(status)
+os._exit(code if code >= 0 else 128 - code)
+"""
+"""PID 1 of the namespace (see the module doc): `prctl(PR_SET_DUMPABLE, 0)`, run the command, reap all."""
+
+
+def bwrap_binary() -> str | None:
+    """The `bwrap` executable on PATH, if any."""
+    return shutil.which("bwrap")
+
+
+def system_mounts() -> list[str]:
+    """Read-only binds of the system directories (recreating links such as `/bin -> usr/bin`)."""
+    args: list[str] = []
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    for path in SYSTEM_FILES:
+        if os.path.isfile(path):
+            args += ["--ro-bind", path, path]
+    return args
+
+
+def bwrap_argv(binary: str, workdir: Path, read_only: list[str], env: dict[str, str], command: list[str]) -> list[str]:
+    """The full `bwrap` command line that runs `command` (an absolute interpreter path first) in `workdir`.
+
+    The interpreter `command[0]` also runs the reaper, isolated and without `site` (fast, and
+    nothing of the virtualenv or the work dir is imported before it).
+    """
+    argv = [binary, *NAMESPACE_FLAGS, *system_mounts()]
+    for path in read_only:
+        argv += ["--ro-bind", path, path]
+    argv += [*PRIVATE_MOUNTS, "--bind", str(workdir), str(workdir), "--remount-ro", "/", "--chdir", str(workdir)]
+    for key, value in env.items():
+        argv += ["--setenv", key, value]
+    return [*argv, "--", command[0], "-I", "-S", "-c", REAPER, *command]
+
+
+def works() -> bool:
+    """True when `bwrap` exists and can create every namespace we ask for here (runs `true` once).
+
+    Never raises: a missing binary, a kernel without unprivileged user namespaces or a container
+    that forbids them all read as False, and the caller falls back to another backend.
+    """
+    binary = bwrap_binary()
+    if binary is None:
+        return False
+    argv = [binary, *NAMESPACE_FLAGS, *system_mounts(), *PRIVATE_MOUNTS, "--", "true"]
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=PROBE_TIMEOUT_S, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+def _close_inherited_fds() -> list[tuple]:
+    """`posix_spawn` actions closing every inheritable descriptor above 2 (libraries may leave some)."""
+    actions: list[tuple] = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        with contextlib.suppress(OSError):
+            if fd > 2 and os.get_inheritable(fd):
+                actions.append((os.POSIX_SPAWN_CLOSE, fd))
+    return actions
+
+
+class BwrapProcess:
+    """One `bwrap` process we started: its exit status and CPU time, read by a thread that reaps it.
+
+    Shaped like what `unionai-sandbox` returns where `sandbox_pool` needs it: `returncode` (None
+    while running), `await wait()`, and `await close()` (kill if still running, then wait).
+    A `pidfd` addresses the process, so a signal can never reach a recycled PID.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self.cpu_s = 0.0
+        self._lock = threading.Lock()
+        self._pidfd: int | None = os.pidfd_open(pid)
+        self._done: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._done.set_running_or_notify_cancel()  # a cancelled waiter must not cancel the exit status itself
+        threading.Thread(target=self._reap, name=f"bwrap-{pid}", daemon=True).start()
+
+    def _reap(self) -> None:
+        _, status, usage = os.wait4(self.pid, 0)
+        self.cpu_s = usage.ru_utime + usage.ru_stime
+        self.returncode = os.waitstatus_to_exitcode(status)
+        with self._lock:
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
+        self._done.set_result(self.returncode)
+
+    def kill(self) -> None:
+        """SIGKILL the outer `bwrap`; `--die-with-parent` then takes the whole namespace down."""
+        with self._lock:
+            if self._pidfd is not None:
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+
+    async def wait(self) -> int:
+        """The exit status: the command's own code, 128 + N if a signal N ended it, or -N for bwrap itself."""
+        return await asyncio.wrap_future(self._done)
+
+    async def close(self) -> None:
+        """Kill if still running and wait for the exit (the run's whole tree is gone after it)."""
+        self.kill()
+        await self.wait()
+
+
+def spawn(argv: list[str], stderr_path: Path) -> BwrapProcess:
+    """Start `argv` (a `bwrap_argv` line) in a new session; stdin and stdout are /dev/null, stderr appends to a file."""
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 2, str(stderr_path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+        *_close_inherited_fds(),
+    ]
+    pid = os.posix_spawn(argv[0], argv, {"PATH": "/usr/bin:/bin"}, file_actions=actions, setsid=True)
+    return BwrapProcess(pid)
