@@ -70,6 +70,13 @@ class ExperimentConfig:
     def tokens_per_step(self) -> int:
         return self.batch_size * self.seq_len
 
+    @property
+    def nominal_params(self) -> int:
+        """Parameters of the baseline TinyGPT at this config (embeddings, blocks, norms, untied head): the
+        yardstick for memory sizing and for a run's expected compute, whatever its code does."""
+        d, v, layers = self.n_embd, self.vocab_size, self.n_layer
+        return 2 * v * d + self.seq_len * d + layers * (12 * d * d + 4 * d) + 2 * d
+
     def to_dict(self) -> dict[str, Any]:
         """A plain dict, for JSON (with the derived `max_steps`, which `from_dict` ignores)."""
         return {**dataclasses.asdict(self), "max_steps": self.max_steps}

@@ -384,12 +384,12 @@ class Ledger:
     async def view(self) -> tuple[list[ExperimentRecord], Judgement, list[LeaderboardRow]]:
         """Records, the gate's verdicts and the leaderboard, all from one read of the records."""
         records = await self.records()
-        verdicts = judgement(records, self.rule, self.base_config.seed)
+        verdicts = judgement(records, self.rule, self.base_config)
         return records, verdicts, leaderboard(records, verdicts)
 
     async def judgement(self) -> Judgement:
         """The gate's verdicts, the incumbent and the noise floor (see `verdicts.judge`)."""
-        return judgement(await self.records(), self.rule, self.base_config.seed)
+        return judgement(await self.records(), self.rule, self.base_config)
 
     async def leaderboard(self) -> list[LeaderboardRow]:
         """Ranked by mean val_bpb over seeds, then scored-but-unranked, failed, not run (`ledger_views.leaderboard`)."""

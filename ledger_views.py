@@ -304,12 +304,18 @@ def run_order(records: list[ExperimentRecord]) -> list[ExperimentRecord]:
     return ran + pending
 
 
-def judgement(records: list[ExperimentRecord], rule: GateRule, base_seed: int = 0) -> Judgement:
-    """The gate's verdicts for the ledger's records (see `verdicts.judge`)."""
-    arrivals = [
-        Arrival(run.seq, rec.title, run.seed, run.result.outcome, run.val_bpb) for rec in records for run in rec.runs
-    ]
-    return judge(arrivals, [r.title for r in records], rule, base_seed)
+def judgement(records: list[ExperimentRecord], rule: GateRule, base: ExperimentConfig | None = None) -> Judgement:
+    """The gate's verdicts for the ledger's records under the key's base config (see `verdicts.judge`)."""
+    base = base or ExperimentConfig()
+    arrivals = []
+    for rec in records:
+        params = rec.spec.effective_config(base).nominal_params
+        for run in rec.runs:
+            work = float(run.result.tokens) * params
+            arrivals.append(
+                Arrival(run.seq, rec.title, run.seed, run.result.outcome, run.val_bpb, run.result.train_cpu_s, work)
+            )
+    return judge(arrivals, [r.title for r in records], rule, base.seed)
 
 
 LEGACY_NOTE = "ran before seeds and token budgets were recorded: shown, not compared"

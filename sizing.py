@@ -81,17 +81,10 @@ POLICY: contextvars.ContextVar[SizingPolicy] = contextvars.ContextVar("sizing_po
 # ---------------------------------------------------------------- the deterministic estimate
 
 
-def parameter_count(config: ExperimentConfig) -> int:
-    """Parameters of the baseline TinyGPT at `config` (embeddings, blocks, norms, untied head)."""
-    d, v, layers = config.n_embd, config.vocab_size, config.n_layer
-    per_block = 12 * d * d + 4 * d
-    return 2 * v * d + config.seq_len * d + layers * per_block + 2 * d
-
-
 def estimate_parts_mb(config: ExperimentConfig, cpu: int) -> dict[str, float]:
     """The modelled peak virtual memory, by part, in MiB."""
     tokens = config.batch_size * config.seq_len
-    params = parameter_count(config)
+    params = config.nominal_params
     return {
         "runtime": VM_BASE_MB,
         "threads": VM_PER_THREAD_MB * max(1, cpu),

@@ -22,6 +22,11 @@ The rule (one home; the README and the directive quote it):
   effect of 6 sigma is confirmed about 88% of the time, 4 sigma about 55%; power grows as confirmations
   add degrees of freedom to sigma.
 - **Ranking** is by the mean over every successful seed, shown with its standard error and seed count.
+- **Over budget.** A run's training CPU-seconds are measured outside the sandbox. The baseline's runs
+  calibrate CPU-seconds per unit of work (tokens trained x the config's nominal parameters); a run that
+  used more than `over_budget_factor` (4) times its predicted CPU, plus 10 s, bought its score with extra
+  compute (say, more passes over its handed batches within the time cap) and is `over_budget`: shown,
+  never ranked. A code edit that really is four times as expensive per token is flagged too.
 
 `judge` folds every run, in the order results arrived, into one verdict per experiment: the same
 records always give the same verdicts, so a resumed key keeps them.
@@ -29,6 +34,7 @@ records always give the same verdicts, so a resumed key keeps them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -61,6 +67,8 @@ class GateRule:
     alpha: float = 0.01
     alpha_worse: float = 0.05
     """A result worse than the incumbent at this level is labelled a `regression` (a signal for the planner)."""
+    over_budget_factor: float = 4.0
+    """A run using more than this many times its predicted training CPU is `over_budget`."""
     replicates: int = 3
     """Seeds of the baseline; a candidate is confirmed on the baseline's seeds it has not run yet."""
 
@@ -77,13 +85,45 @@ class GateRule:
 
 @dataclass(frozen=True)
 class Arrival:
-    """One finished run: which experiment, which seed, its outcome and val_bpb, in arrival order (`seq`)."""
+    """One finished run: which experiment, which seed, its outcome and val_bpb, in arrival order (`seq`);
+    with the training CPU-seconds measured outside the sandbox and its work (tokens x nominal parameters)."""
 
     seq: int
     title: str
     seed: int
     outcome: str
     val_bpb: float | None
+    cpu_s: float = 0.0
+    work: float = 0.0
+
+
+OVER_BUDGET_SLACK_S = 10.0
+"""CPU-seconds of start-up and measurement noise allowed on top of the factor."""
+
+
+def over_budget(arrivals: list[Arrival], factor: float) -> dict[int, str]:
+    """The runs (by seq) that used far more training CPU than their work predicts, with the reason.
+
+    The baseline's successful runs calibrate CPU-seconds per unit of work (their median); without them, or
+    without measurements, nothing is flagged."""
+    rates = sorted(
+        a.cpu_s / a.work
+        for a in arrivals
+        if a.title == BASELINE and a.outcome == "success" and a.cpu_s > 0 and a.work > 0
+    )
+    if not rates:
+        return {}
+    rate = rates[len(rates) // 2]
+    flagged = {}
+    for a in arrivals:
+        if a.title == BASELINE or a.outcome != "success" or a.cpu_s <= 0 or a.work <= 0:
+            continue
+        predicted = rate * a.work
+        if a.cpu_s > factor * predicted + OVER_BUDGET_SLACK_S:
+            flagged[a.seq] = (
+                f"trained on {a.cpu_s:.0f} CPU-s where its config predicts {predicted:.0f} (limit {factor:g}x)"
+            )
+    return flagged
 
 
 @dataclass
@@ -119,6 +159,8 @@ class Judgement:
     df: int = 0
     confirm_seeds: dict[str, list[int]] = field(default_factory=dict)
     """title -> seeds still to run to confirm it (only for `unconfirmed` experiments)."""
+    budget_notes: dict[int, str] = field(default_factory=dict)
+    """seq -> why that run was over budget."""
 
 
 # ---------------------------------------------------------------- Student's t
@@ -227,6 +269,7 @@ class _Runs:
     """The runs of one experiment seen so far in the fold."""
 
     screen_seed: int | None = None
+    screen_seq: int = 0
     values: dict[int, float] = field(default_factory=dict)
     outcomes: dict[int, str] = field(default_factory=dict)
 
@@ -239,10 +282,13 @@ def judge(arrivals: list[Arrival], titles: list[str], rule: GateRule, base_seed:
     out = Judgement()
     runs: dict[str, _Runs] = {t: _Runs() for t in titles}
     baseline_seeds = [base_seed + i for i in range(rule.replicates)]
+    flagged = over_budget(arrivals, rule.over_budget_factor)
+    arrivals = [dataclasses.replace(a, outcome="over_budget") if a.seq in flagged else a for a in arrivals]
+    out.budget_notes = flagged
     for arrival in sorted(arrivals, key=lambda a: a.seq):
         rec = runs.setdefault(arrival.title, _Runs())
         if rec.screen_seed is None:
-            rec.screen_seed = arrival.seed
+            rec.screen_seed, rec.screen_seq = arrival.seed, arrival.seq
         rec.outcomes[arrival.seed] = arrival.outcome
         if arrival.outcome == "success" and arrival.val_bpb is not None and math.isfinite(arrival.val_bpb):
             rec.values[arrival.seed] = arrival.val_bpb
@@ -286,7 +332,11 @@ def _rule_verdict(
     """The gate's verdict for one experiment, given the incumbent and sigma at this point of the fold."""
     screen_outcome = rec.outcomes.get(rec.screen_seed)
     if screen_outcome in UNRANKED:
-        base.label, base.reason = UNRANKED[screen_outcome], f"{screen_outcome}: not comparable with full runs"
+        why = {
+            "truncated": "stopped at the time cap before its token budget",
+            "over_budget": out.budget_notes.get(rec.screen_seq, "far more compute than predicted"),
+        }
+        base.label, base.reason = UNRANKED[screen_outcome], f"{why[screen_outcome]}: not compared with full runs"
         return base
     if rec.screen_seed not in rec.values:
         base.label, base.reason = "failed", f"its run ended {screen_outcome}"

@@ -32,7 +32,7 @@ def test_estimate_is_monotonic(field: str, values: list[int]) -> None:
 def test_estimate_counts_threads_and_parameters() -> None:
     assert sizing.estimate(BASE, 4).memory_mb > sizing.estimate(BASE, 1).memory_mb
     d, v = BASE.n_embd, BASE.vocab_size
-    assert sizing.parameter_count(BASE) > 2 * v * d
+    assert BASE.nominal_params > 2 * v * d
 
 
 FLOOR = sizing.Size(cpu=2, memory_mb=2048)

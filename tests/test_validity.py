@@ -144,3 +144,44 @@ def test_the_held_out_audit_is_in_the_output_and_report_and_never_in_a_tool(stat
         assert repr(value) not in views and f"{value:.6f}" not in views, "a test-split score reached a tool"
     assert "audits/" not in views and "test_gain" not in views and "selection_gap" not in views
     assert "Held-out" not in out.directive
+
+
+GREEDY = BASELINE.replace(
+    "    elapsed = time.perf_counter() - start\n",
+    "    extra = time.perf_counter()\n"
+    "    while time.perf_counter() - extra < 14.0:  # more passes over the handed batches, within the time cap\n"
+    "        for inputs, targets in feed:\n"
+    "            loss = F.cross_entropy(model(inputs).view(-1, config.vocab_size), targets.reshape(-1))\n"
+    "            optimizer.zero_grad(set_to_none=True)\n"
+    "            loss.backward()\n"
+    "            optimizer.step()\n"
+    "    elapsed = time.perf_counter() - start\n",
+)
+
+
+@pytest.mark.timeout(300)
+def test_extra_passes_over_the_handed_batches_are_measured_and_flagged_over_budget(tiny_bundle: Path) -> None:
+    from ledger_views import ExperimentRecord, ExperimentSpec, SeedRun, judgement, leaderboard
+    from verdicts import GateRule
+
+    config = dataclasses.replace(TINY, time_budget_s=60.0)
+    assert GREEDY != BASELINE
+
+    async def all_runs() -> list[ExperimentResult]:
+        specs = [spec(tiny_bundle, dataclasses.replace(config, seed=s)) for s in range(3)]
+        specs.append(dataclasses.replace(spec(tiny_bundle, config), train_py=GREEDY))
+        return list(await asyncio.gather(*(sandbox.run_sandboxed(s) for s in specs)))
+
+    results = asyncio.run(all_runs())
+    assert all(r.outcome == "success" for r in results), [r.message for r in results]
+    greedy = results[3]
+    assert greedy.train_cpu_s > 12.0, "the extra passes are measured from outside the sandbox"
+    assert max(r.train_cpu_s for r in results[:3]) < 5.0
+    records = []
+    for title, runs in (("baseline", results[:3]), ("Greedy", [greedy])):
+        rec = ExperimentRecord(ExperimentSpec(title=title, slug=title.lower()), BASELINE)
+        rec.runs = [SeedRun(r.seed, len(records) * 3 + i + 1, "screen", r) for i, r in enumerate(runs)]
+        records.append(rec)
+    rows = {r.title: r for r in leaderboard(records, judgement(records, GateRule(), config))}
+    assert rows["Greedy"].label == "over_budget" and rows["Greedy"].rank is None
+    assert "CPU-s where its config predicts" in rows["Greedy"].verdict

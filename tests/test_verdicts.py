@@ -133,3 +133,18 @@ def test_a_null_edit_is_a_false_discovery_at_about_the_stated_rate() -> None:
         cand = [("Null", s, rng.gauss(2.7, 0.03)) for s in range(3)]
         confirmed += v.judge(arrivals(*base, *cand), ["baseline", "Null"], RULE).verdicts["Null"].label == "confirmed"
     assert confirmed / trials < 1.5 * RULE.alpha
+
+
+def test_a_run_that_burns_far_more_cpu_than_its_work_predicts_is_over_budget() -> None:
+    base = [Arrival(i + 1, "baseline", i, "success", 2.7, cpu_s=20.0 + i, work=1e9) for i in range(3)]
+    runs = [
+        Arrival(4, "Greedy", 0, "success", 2.2, cpu_s=150.0, work=1e9),  # 7x the baseline's rate
+        Arrival(5, "Bigger", 0, "success", 2.6, cpu_s=60.0, work=2e9),  # twice the work, twice the CPU: fine
+        Arrival(6, "Unmeasured", 0, "success", 2.6, cpu_s=0.0, work=1e9),  # nothing measured: never flagged
+    ]
+    flagged = v.over_budget(base + runs, RULE.over_budget_factor)
+    assert set(flagged) == {4} and "150 CPU-s where its config predicts 21" in flagged[4]
+    judged = v.judge(base + runs, ["baseline", "Greedy", "Bigger", "Unmeasured"], RULE)
+    assert judged.verdicts["Greedy"].label == "over_budget" and "not compared" in judged.verdicts["Greedy"].reason
+    assert judged.verdicts["Bigger"].label != "over_budget" and judged.incumbent == "baseline"
+    assert v.over_budget(runs, 4.0) == {}, "no baseline, no calibration, no flag"
