@@ -12,8 +12,8 @@ Side by side, through the product's own paths:
 3. load invariance: one config alone, then beside three others at concurrency 4 (target: |diff| < sigma/10);
 4. the README's first command on a fresh machine (its own HOME and state dir, so no cache), planner seeds
    0, 1 and 2: wall time (target about 10 min or less) and whether a confirmed gain was found (target 2 of 3).
-`--quick` runs every part at tiny sizes (one first run, at tiny sizes too): its figures check the wiring,
-not the targets.
+`--quick` runs every part at tiny sizes (one first run, tiny too, started beside the other parts so the
+whole benchmark stays near a minute): its figures check the wiring, not the targets.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ BASELINE = (ROOT / "train.py").read_text()
 SEED_LINE = "    torch.manual_seed(config.seed)\n"
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4, "eval_tokens": 2048}
 FULL = {"vocab": 2048, "base": {}, "steps": 600, "seeds": 5, "recipes": len(recipes.RECIPES), "null_runs": 24}
-QUICK = {"vocab": 512, "base": TINY, "steps": 30, "seeds": 3, "recipes": 2, "null_runs": 7}
+QUICK = {"vocab": 512, "base": TINY, "steps": 30, "seeds": 2, "recipes": 1, "null_runs": 4}
 
 
 def config_for(size: dict[str, Any], **changes: Any) -> ExperimentConfig:
@@ -67,10 +67,12 @@ def bundle_for(vocab: int) -> Path:
     return root
 
 
-async def sandboxed(runs: list[tuple[str, ExperimentConfig]], bundle: Path, concurrency: int) -> list[ExperimentResult]:
-    """Each (train.py, config) in the real sandbox, one thread each, `concurrency` at a time (warm pool on)."""
+async def sandboxed(
+    runs: list[tuple[str, ExperimentConfig]], bundle: Path, concurrency: int, pool: bool = True
+) -> list[ExperimentResult]:
+    """Each (train.py, config) in the real sandbox, one thread each, `concurrency` at a time."""
     slots = asyncio.Semaphore(concurrency)
-    sandbox_pool.POOL.configure(concurrency, launch_memory_mb=4096)
+    sandbox_pool.POOL.configure(concurrency if pool else 0, launch_memory_mb=4096)
 
     async def one(source: str, config: ExperimentConfig) -> ExperimentResult:
         async with slots:
@@ -94,7 +96,8 @@ def noise_and_effects(size: dict[str, Any]) -> dict[str, float]:
     bundle = bundle_for(size["vocab"])
     seeds = [("baseline", BASELINE, config_for(size, seed=s)) for s in range(size["seeds"])]
     moves = [(r.name, r.apply(BASELINE), config_for(size)) for r in recipes.RECIPES[: size["recipes"]]]
-    results = asyncio.run(sandboxed([(src, cfg) for _, src, cfg in seeds + moves], bundle, 2))
+    runs = [(src, cfg) for _, src, cfg in seeds + moves]
+    results = asyncio.run(sandboxed(runs, bundle, 2, pool=len(runs) > 4))  # a warm pool pays off on longer lists
     base = [scored(r) for r in results[: len(seeds)]]
     sigma, mean = statistics.stdev(base), statistics.fmean(base)
     effects = {name: scored(r) - mean for (name, _, _), r in zip(moves, results[len(seeds) :], strict=True)}
@@ -111,9 +114,13 @@ def load_invariance(size: dict[str, Any]) -> dict[str, float]:
     """The same config alone (concurrency 1) and beside three others (concurrency 4)."""
     bundle = bundle_for(size["vocab"])
     target = config_for(size)
-    alone = scored(asyncio.run(sandboxed([(BASELINE, target)], bundle, 1))[0])
     crowd = [(BASELINE, target)] + [(BASELINE, config_for(size, seed=s)) for s in (11, 12, 13)]
-    together = scored(asyncio.run(sandboxed(crowd, bundle, 4))[0])
+
+    async def both() -> tuple[ExperimentResult, ExperimentResult]:
+        alone = (await sandboxed([(BASELINE, target)], bundle, 1, pool=False))[0]
+        return alone, (await sandboxed(crowd, bundle, 4, pool=False))[0]
+
+    alone, together = (scored(r) for r in asyncio.run(both()))
     print(f"\nload invariance: alone {alone:.6f}, beside three others {together:.6f}")
     return {"load_invariance_diff": abs(alone - together)}
 
@@ -222,18 +229,25 @@ async def read_runs(key: str) -> str:
 # ---------------------------------------------------------------- the default first run
 
 
-def first_run(seed: int, quick: bool) -> tuple[float, bool, int]:
-    """The README's first command in a fresh HOME and state dir (no cache of any kind): wall s, confirmed gain?, exit."""
+def start_first_run(seed: int, quick: bool) -> tuple[subprocess.Popen, float]:
+    """Start the README's first command in a fresh HOME and state dir (no cache of any kind)."""
     home = BENCH_STATE / "first-runs" / f"home-{uuid.uuid4().hex[:8]}"
     home.mkdir(parents=True)
     cmd = [sys.executable, str(ROOT / "parallelized_autoresearch.py"), "--planner-seed", str(seed)]
     cmd += ["--state-dir", str(home / "state")]
     if quick:
-        cmd += ["--n-experiments", "6", "--vocab-size", "512", "--max-steps", "30", "--base-config", json.dumps(TINY)]
+        cmd += ["--n-experiments", "3", "--vocab-size", "512", "--max-steps", "30", "--base-config", json.dumps(TINY)]
     env = {k: v for k, v in os.environ.items() if k != prepare.STATE_DIR_ENV} | {"HOME": str(home)}
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
-    wall = time.perf_counter() - started
+    out = subprocess.PIPE
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out, text=True), time.perf_counter()
+
+
+def first_run(seed: int, quick: bool, started: tuple[subprocess.Popen, float] | None = None) -> tuple[float, bool, int]:
+    """The README's first command (started now, or earlier by `start_first_run`): wall s, confirmed gain?, exit."""
+    proc, begun = started or start_first_run(seed, quick)
+    stdout, stderr = proc.communicate(timeout=3600)
+    wall = time.perf_counter() - begun
+    proc.stdout, proc.stderr = stdout, stderr
     confirmed = "confirmed against seed noise" in proc.stdout
     verdict = next((line for line in proc.stdout.splitlines() if line.startswith(("Best:", "No edit"))), "?")
     print(f"  planner seed {seed}: exit {proc.returncode}, {wall:.0f} s; {verdict[:150]}")
@@ -242,10 +256,10 @@ def first_run(seed: int, quick: bool) -> tuple[float, bool, int]:
     return wall, confirmed, proc.returncode
 
 
-def default_runs(quick: bool) -> dict[str, float]:
-    """The first command with planner seeds 0, 1, 2 (one tiny run with --quick)."""
+def default_runs(quick: bool, started: tuple[subprocess.Popen, float] | None = None) -> dict[str, float]:
+    """The first command with planner seeds 0, 1, 2 (one tiny run with --quick, started beside the other parts)."""
     print("\nthe README's first command on a fresh machine:")
-    outcomes = [first_run(seed, quick) for seed in ([0] if quick else [0, 1, 2])]
+    outcomes = [first_run(0, quick, started)] if quick else [first_run(seed, quick) for seed in (0, 1, 2)]
     return {
         "default_runs": len(outcomes),
         "default_run_wall_s": round(statistics.fmean(w for w, _, _ in outcomes), 1),
@@ -260,10 +274,16 @@ def main() -> None:
     size = QUICK if args.quick else FULL
     started = time.perf_counter()
     figures: dict[str, float] = {}
-    figures |= noise_and_effects(size)
-    figures |= false_discoveries(size)
-    figures |= load_invariance(size)
-    figures |= default_runs(args.quick)
+    early = start_first_run(0, quick=True) if args.quick else None  # quick: beside the rest, to stay under a minute
+    for name, part in (
+        ("noise", lambda: noise_and_effects(size)),
+        ("null", lambda: false_discoveries(size)),
+        ("load", lambda: load_invariance(size)),
+        ("first_run", lambda: default_runs(args.quick, early)),
+    ):
+        begun = time.perf_counter()
+        figures |= part()
+        figures[f"part_{name}_s"] = round(time.perf_counter() - begun, 1)
     figures["load_invariance_diff_over_sigma"] = round(figures["load_invariance_diff"] / figures["seed_sigma"], 6)
     figures["bench_wall_s"] = round(time.perf_counter() - started, 1)
     print()
