@@ -21,6 +21,7 @@ OUTCOMES = (
     "leak",
     "tampered",
     "implausible",
+    "pruned",
 )
 """Every way an experiment can end. `success`, `truncated` and `over_budget` carry a trusted `val_bpb`, but only
 a `success` is ranked: a truncated run stopped at the time cap before its token budget, an over-budget one
@@ -235,6 +236,9 @@ class ExperimentResult:
     oom_retries: int = 0
     sizes_tried: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: str = ""
+    curve: list[list[float]] = field(default_factory=list)
+    """The run's learning curve as [fraction of its token budget, training loss] points (reported by the run,
+    so untrusted: used only to prune runs and to draw curves, never as a metric)."""
     """Where the trusted side kept the trained weights (for the held-out audit); empty if not kept."""
 
     def to_dict(self) -> dict[str, Any]:

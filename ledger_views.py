@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autoresearch_types import RUN_KEYS, ExperimentConfig, ExperimentResult
+from pruning import PruneRule, thresholds
 from verdicts import Arrival, GateRule, Judgement, judge
 
 ENTRY_POINTS = ("run_training", "build_model")
@@ -366,6 +367,23 @@ def leaderboard(records: list[ExperimentRecord], verdicts: Judgement) -> list[Le
             )
         )
     return rows
+
+
+def prune_limits(records: list[ExperimentRecord], parent: str | None, rule: PruneRule) -> list[tuple[float, float]]:
+    """The pruning thresholds for a new experiment forked from `parent`, from the finished runs' learning curves
+    (see `pruning.thresholds`): every successful run's for `median`, the parent's for `parent`."""
+    if not rule.on:
+        return []
+
+    def curves(recs: list[ExperimentRecord]) -> list[list[tuple[float, float]]]:
+        return [[(f, loss) for f, loss in run.result.curve] for r in recs for run in r.runs if run.val_bpb is not None]
+
+    replicates = curves([r for r in records if r.title == BASELINE_TITLE])
+    if rule.mode == "parent":
+        references = curves([r for r in records if r.title == (parent or BASELINE_TITLE)])
+    else:
+        references = curves(records)
+    return thresholds(rule, references, replicates)
 
 
 def fmt_mean(mean: float | None, se: float | None, n: int) -> str:

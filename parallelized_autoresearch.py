@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -33,7 +32,6 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -60,8 +58,11 @@ import tools as tools_mod  # noqa: E402
 import ui  # noqa: E402
 import validation  # noqa: E402
 from autoresearch_types import AutoresearchOutput, ExperimentConfig, ExperimentResult  # noqa: E402
-from ledger_views import BASELINE_TITLE, LeaderboardRow, best_line  # noqa: E402
+from ledger_views import BASELINE_TITLE, LeaderboardRow, best_line, prune_limits  # noqa: E402
 from monitor import Activity, Reporter, quiet_handled_failures  # noqa: E402
+from policy import SCHEDULING  # noqa: E402
+from pruning import MODES as PRUNE_MODES  # noqa: E402
+from pruning import PruneRule  # noqa: E402
 from runner import ExperimentRunner, Job  # noqa: E402
 from verdicts import GateRule, audit_summary  # noqa: E402
 
@@ -69,7 +70,7 @@ log = logging.getLogger("autoresearch")
 
 EXPERIMENT_CACHE = flyte.Cache(
     behavior="auto",
-    ignored_inputs=("memory_mb", "cpus"),
+    ignored_inputs=("memory_mb", "cpus", "pool", "prune"),
     salt=bundle.code_salt(
         "prepare.py",
         "harness.py",
@@ -95,11 +96,15 @@ async def run_experiment(
     memory_mb: int = 3072,
     cpus: int = 1,
     allow_unsandboxed: bool = False,
+    pool: str = "",
+    prune: list[list[float]] | None = None,
 ) -> ExperimentResult:
     """Train the full `train_py` source with `config` in the sandbox, then score it with the trusted harness.
 
-    A pure function of its inputs (resources excluded), so only a success is cached and a resumed
-    run reuses it. Raises `flyte.errors.OOMError` on OOM and a typed error on other failures.
+    A pure function of its inputs (resources and the warm pool's handle excluded), so only a success is cached
+    and a resumed run reuses it. Raises `flyte.errors.OOMError` on OOM and a typed error on other failures
+    (Flyte carries a task's error as a class name and a message only, so the failure record travels as JSON in
+    the message and `sandbox.result_from_error` reads it back).
     """
     spec = sandbox.SandboxSpec(
         train_py=train_py,
@@ -111,8 +116,9 @@ async def run_experiment(
         backend=backend or sandbox.default_backend(),
         allow_unsandboxed=allow_unsandboxed,
         keep_checkpoint=True,
+        prune=tuple((float(rung), float(limit)) for rung, limit in prune or ()),
     )
-    result = sandbox.raise_for_outcome(await sandbox.run_sandboxed(spec))
+    result = sandbox.raise_for_outcome(await sandbox.run_sandboxed(spec, sandbox_pool.lookup(pool)))
     if result.checkpoint and not is_local():  # the pod's disk goes away: keep the weights in the object store
         result.checkpoint = (await flyte.io.File.from_local(result.checkpoint)).path
     return result
@@ -126,6 +132,7 @@ async def score_on_test(
     checkpoint: str,
     backend: str = "",
     allow_unsandboxed: bool = False,
+    pool: str = "",
 ) -> ExperimentResult:
     """The held-out audit of one trained run: its kept weights scored on the test split by the same trusted scorer.
 
@@ -143,7 +150,7 @@ async def score_on_test(
         backend=backend or sandbox.default_backend(),
         allow_unsandboxed=allow_unsandboxed,
     )
-    return await sandbox.score_checkpoint(spec, str(local), "test")
+    return await sandbox.score_checkpoint(spec, str(local), "test", sandbox_pool.lookup(pool))
 
 
 # ---------------------------------------------------------------- running one job
@@ -155,31 +162,43 @@ def is_local() -> bool:
     return not ctx or ctx.mode == "local"
 
 
-def make_execute(
-    tool_obj: Any, ledger: ledger_mod.Ledger, data: bundle.Bundle, backend: str, allow_unsandboxed: bool = False
+def make_call(
+    tool_obj: Any,
+    ledger: ledger_mod.Ledger,
+    data: bundle.Bundle,
+    backend: str,
+    allow_unsandboxed: bool = False,
+    prune: PruneRule | None = None,
 ) -> Any:
-    """Run one job (an experiment on one seed) through `run_experiment` (and so `right_size`); failures become results."""
+    """How the runner runs one job (an experiment on one seed): through `run_experiment` and so `right_size`, with
+    the runner's extras (its sizing policy and pool handle); failures become results. An experiment's first run
+    gets pruning thresholds from the curves finished so far (never a baseline seed or a confirmation re-run)."""
     where = {"data": data, "backend": backend, "allow_unsandboxed": allow_unsandboxed}
+    rule = prune or PruneRule()
 
-    async def execute(job: Job) -> ExperimentResult:
+    async def call(job: Job, extras: dict[str, Any]) -> ExperimentResult:
         config = ledger.effective_config(job.record.spec).with_overrides({"seed": job.seed}).to_dict()
+        limits = prune_limits(await ledger.records(), job.record.spec.parent, rule) if job.role == "screen" else []
         try:
-            result = await tool_obj.aio(train_py=job.record.train_py, config=config, **where)
+            kwargs = {**where, **extras, "prune": [list(x) for x in limits]}
+            result = await tool_obj.aio(train_py=job.record.train_py, config=config, **kwargs)
         except Exception as exc:  # right_size does not raise; this guards the batch against the unexpected
             result = sizing.failure_from_exception(exc)
         result.seed = job.seed
         return result
 
-    return execute
+    return call
 
 
 # ---------------------------------------------------------------- the driver task
 
 
-def make_call_llm(model: str, api_base: str, max_llm_cost: float, planner_seed: int = 0) -> Any:
-    """The built-in planner (seeded) for `builtin`, otherwise litellm with retries and the cost cap."""
+def make_call_llm(
+    model: str, api_base: str, max_llm_cost: float, planner_seed: int = 0, scheduling: str = "async"
+) -> Any:
+    """The built-in planner (seeded, batch or async) for `builtin`, otherwise litellm with retries and the cost cap."""
     if model == llm.BUILTIN:
-        return planner.BuiltinPlanner(seed=planner_seed)
+        return planner.BuiltinPlanner(seed=planner_seed, scheduling=scheduling)
     return llm.LLMClient(api_base=api_base or None, max_cost_usd=max_llm_cost or None)
 
 
@@ -275,6 +294,11 @@ class Session:
     reporter: Reporter | None = None
 
 
+def auto_turns(n_experiments: int) -> int:
+    """Agent turns when none are given: enough for a planner that submits one experiment per turn."""
+    return min(1000, 2 * n_experiments + 6)
+
+
 @dataclasses.dataclass(frozen=True)
 class RunLimits:
     """How much one session may do: runs in total for the key, batch size, slots, agent turns."""
@@ -285,19 +309,23 @@ class RunLimits:
     max_turns: int
 
 
-async def open_session(
-    memory_key: str,
-    model: str,
-    api_base: str,
-    max_llm_cost: float,
-    planner_seed: int,
-    settings: tuple,
-    limits: RunLimits,
-) -> Session:
+@dataclasses.dataclass(frozen=True)
+class PlannerChoice:
+    """Who plans: a litellm model (and where it is served, and its cost cap) or the built-in planner (and its seed
+    and scheduling)."""
+
+    model: str = ""
+    api_base: str = ""
+    max_llm_cost: float = 0.0
+    planner_seed: int = 0
+    scheduling: str = "async"
+
+
+async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, limits: RunLimits) -> Session:
     """Step 1: the key's ledger and fixed settings, the data bundle, the planner and the budget."""
-    model_name, reason = llm.resolve_model(model or None)
+    model_name, reason = llm.resolve_model(choice.model or None)
     print(f"memory key: {memory_key}\nplanner: {model_name} ({reason})\nreport: {report_location()}", flush=True)
-    call_llm = make_call_llm(model_name, api_base, max_llm_cost, planner_seed)
+    call_llm = make_call_llm(model_name, choice.api_base, choice.max_llm_cost, choice.planner_seed, choice.scheduling)
     if isinstance(call_llm, llm.LLMClient):
         await call_llm.check(model_name)
     cleaned = leftovers.clean(prepare.state_dir() / ledger_store.WORK_DIR) if is_local() else []
@@ -326,7 +354,7 @@ async def parallelized_autoresearch(
     n_experiments: int = 16,
     batch_size: int = 4,
     concurrency: int = 2,
-    max_turns: int = 12,
+    max_turns: int = 0,
     dataset: str = "",
     num_shards: int = 0,
     vocab_size: int = 0,
@@ -341,6 +369,8 @@ async def parallelized_autoresearch(
     planner_seed: int = 0,
     replicates: int = 0,
     allow_unsandboxed: bool = False,
+    prune: str = "off",
+    scheduling: str = "async",
 ) -> AutoresearchOutput:
     """Research `train.py` with an agent: open the key, run what it owes, let the Agent plan batches, close.
 
@@ -357,23 +387,21 @@ async def parallelized_autoresearch(
         backend = backend or sandbox.default_backend()
         say_guarantees(backend)
     settings = requested_settings(base_config, max_steps, time_budget, vocab_size, replicates, dataset, num_shards)
-    limits = RunLimits(n_experiments, batch_size, concurrency, max_turns)
-    key = memory_key or new_memory_key()
-    session = await open_session(key, model, api_base, max_llm_cost, planner_seed, settings, limits)
-    async with experiment_runtime(concurrency):
-        directive, summary, error = await research(session, backend, limits, allow_unsandboxed)
-        audit = {} if error else await held_out_audit(session, backend, allow_unsandboxed, concurrency)
-    return await close_session(session, directive, summary, error, audit)
+    limits = RunLimits(n_experiments, batch_size, concurrency, max_turns or auto_turns(n_experiments))
+    choice = PlannerChoice(model, api_base, max_llm_cost, planner_seed, scheduling)
+    session = await open_session(memory_key or new_memory_key(), choice, settings, limits)
+    tool_obj = dataclasses.replace(run_experiment, call_llm=session.call_llm, model=session.model_name)
+    call = make_call(tool_obj, session.ledger, session.data, backend, allow_unsandboxed, PruneRule(mode=prune))
+    async with ExperimentRunner(call, concurrency, local=is_local()) as runner:
+        directive, summary, error = await research(session, runner, limits)
+        audit = {} if error else await held_out_audit(session, runner, backend, allow_unsandboxed)
+        stats = runner.stats()
+    return await close_session(session, directive, summary, error, audit, stats)
 
 
-async def research(
-    session: Session, backend: str, limits: RunLimits, allow_unsandboxed: bool = False
-) -> tuple[str, str, str]:
+async def research(session: Session, runner: ExperimentRunner, limits: RunLimits) -> tuple[str, str, str]:
     """Step 2: run what the key owes (baseline seeds first), then the Agent; returns directive, summary, error."""
     ledger, activity = session.ledger, session.activity
-    tool_obj = dataclasses.replace(run_experiment, call_llm=session.call_llm, model=session.model_name)
-    execute = make_execute(tool_obj, ledger, session.data, backend, allow_unsandboxed)
-    runner = ExperimentRunner(execute, limits.concurrency, flyte.group)
     session.research = tools_mod.ResearchTools(
         ledger=ledger,
         runner=runner,
@@ -422,7 +450,7 @@ async def run_owed(research: tools_mod.ResearchTools) -> None:
     if jobs:
         titles = ", ".join(dict.fromkeys(j.title for j in jobs[:8])) + (" ..." if len(jobs) > 8 else "")
         print(f"running {len(jobs)} owed run(s): {titles}", flush=True)
-        await research.run_jobs(jobs, "owed")
+        await research.run_jobs(jobs)
 
 
 async def noise_floor_problem(ledger: ledger_mod.Ledger) -> str:
@@ -482,25 +510,6 @@ async def run_agent(session: Session, directive: str, max_turns: int) -> tuple[s
     return result.summary or await closing_text(ledger), result.error
 
 
-@contextlib.asynccontextmanager
-async def experiment_runtime(concurrency: int) -> AsyncIterator[sizing.SizingPolicy]:
-    """The sizing policy for a run's experiments and, locally (where they run in this process), the warm
-    sandbox pool sized by `concurrency`; both undone when the run ends, however it ends.
-
-    Every experiment trains on one thread whatever the concurrency, so its result does not depend on how
-    many others run beside it (threads change float summation order, and so the trained model)."""
-    policy = sizing.SizingPolicy.for_machine(concurrency) if is_local() else sizing.SizingPolicy()
-    policy = dataclasses.replace(policy, cpu=1)
-    token = sizing.POLICY.set(policy)
-    if is_local():
-        sandbox_pool.POOL.configure(concurrency, launch_memory_mb=policy.ceiling_mb)
-    try:
-        yield policy
-    finally:
-        sizing.POLICY.reset(token)
-        await sandbox_pool.POOL.close()
-
-
 async def closing_text(ledger: ledger_mod.Ledger) -> str:
     """The trusted verdict in one sentence, from the ledger: the confirmed gain, or that nothing beat the noise."""
     _, verdicts, rows = await ledger.view()
@@ -508,7 +517,9 @@ async def closing_text(ledger: ledger_mod.Ledger) -> str:
     return f"{best}." if best else "No experiment succeeded, so there is no best train.py yet."
 
 
-async def held_out_audit(session: Session, backend: str, allow_unsandboxed: bool, concurrency: int) -> dict[str, Any]:
+async def held_out_audit(
+    session: Session, runner: ExperimentRunner, backend: str, allow_unsandboxed: bool
+) -> dict[str, Any]:
     """The final pick and the baseline, every successful seed, scored once on the test split (never seen before);
     stored in the ledger. Empty when nothing was kept to audit."""
     ledger = session.ledger
@@ -523,8 +534,13 @@ async def held_out_audit(session: Session, backend: str, allow_unsandboxed: bool
         f"held-out audit: scoring {len(jobs)} run(s) of {verdicts.incumbent!r} and the baseline on the test split",
         flush=True,
     )
-    slots = asyncio.Semaphore(max(1, concurrency))
-    where = {"data": session.data, "backend": backend, "allow_unsandboxed": allow_unsandboxed}
+    slots = asyncio.Semaphore(runner.concurrency)
+    where = {
+        "data": session.data,
+        "backend": backend,
+        "allow_unsandboxed": allow_unsandboxed,
+        "pool": runner.pool_handle,
+    }
 
     async def audit_one(rec: Any, run: Any) -> ExperimentResult:
         config = ledger.effective_config(rec.spec).with_overrides({"seed": run.seed}).to_dict()
@@ -555,7 +571,12 @@ async def held_out_audit(session: Session, backend: str, allow_unsandboxed: bool
 
 
 async def close_session(
-    session: Session, directive: str, summary: str, error: str, audit: dict[str, Any] | None = None
+    session: Session,
+    directive: str,
+    summary: str,
+    error: str,
+    audit: dict[str, Any] | None = None,
+    stats: dict[str, float] | None = None,
 ) -> AutoresearchOutput:
     """Step 3: the final report and the output (best with its source, leaderboard, verdict, audit, totals)."""
     ledger, activity = session.ledger, session.activity
@@ -580,6 +601,7 @@ async def close_session(
         "turns": sum(1 for e in activity.events if e.get("kind") == "turn"),
         "sigma": verdicts.sigma,
         "llm": usage_of(session.call_llm),
+        **(stats or {}),
     }
     agent_text = f"\n\nThe agent's summary: {summary}" if summary and summary.strip() != verdict.strip() else ""
     return AutoresearchOutput(
@@ -628,7 +650,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=4, help="experiments planned per batch (default 4)")
     p.add_argument("--concurrency", type=int, default=2, help="experiments running at once (default 2)")
-    p.add_argument("--max-turns", type=int, default=12, help="agent turns at most (default 12)")
+    p.add_argument(
+        "--max-turns",
+        type=int,
+        default=0,
+        help="agent turns at most (default: 2 x --n-experiments + 6, enough for one experiment per turn)",
+    )
     p.add_argument(
         "--dataset", default=None, choices=sorted(prepare.DATASETS), help=f"corpus (default {prepare.DEFAULT_DATASET})"
     )
@@ -664,6 +691,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="sandbox backend (default: bubblewrap if bwrap works here, else userns)",
     )
     p.add_argument(
+        "--prune",
+        default="off",
+        choices=PRUNE_MODES,
+        help="stop runs whose learning curve is clearly worse: against the median of finished runs, or the parent's "
+        "(default off)",
+    )
+    p.add_argument(
+        "--scheduling",
+        default="async",
+        choices=SCHEDULING,
+        help="the built-in planner: keep every slot busy (async), or plan and wait batch by batch (batch)",
+    )
+    p.add_argument(
         "--allow-unsandboxed",
         action="store_true",
         help="let --backend none run the edited train.py with NO isolation (never with code you do not trust)",
@@ -685,7 +725,7 @@ def task_inputs(args: argparse.Namespace, key: str, base_config: dict[str, Any])
         vocab_size=args.vocab_size or 0, memory_key=key, model=args.model or "", api_base=args.api_base or "",
         max_llm_cost=args.max_llm_cost, time_budget=args.time_budget or 0.0, max_steps=args.max_steps or 0,
         base_config=base_config, backend=args.backend, planner_seed=args.planner_seed, replicates=args.replicates or 0,
-        allow_unsandboxed=args.allow_unsandboxed,
+        allow_unsandboxed=args.allow_unsandboxed, prune=args.prune, scheduling=args.scheduling,
     )  # fmt: skip
 
 

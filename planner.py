@@ -58,6 +58,8 @@ class State:
     tried: set[str] = field(default_factory=set)
     best: dict[str, Any] | None = None
     sigma: float | None = None
+    slots: dict[str, int] = field(default_factory=dict)
+    """The runner's slots after the last submit or wait: concurrency, running, queued, free."""
     code_errors: int = 0
     last_failed: bool = False
     surveyed: bool = False
@@ -94,7 +96,9 @@ def read_state(obs: list[dict[str, Any]]) -> State:
             state.base = info.get("base_config", state.base)
             state.bounds = info.get("bounds", state.bounds)
         board = _dict(o.get("board"))
-        state.budget = board.get("budget") or _dict(o.get("ran")).get("budget") or info.get("budget") or state.budget
+        waited = _dict(o.get("done")) or _dict(o.get("ran"))
+        state.budget = board.get("budget") or waited.get("budget") or info.get("budget") or state.budget
+        state.slots = waited.get("slots") or _dict(o.get("submitted")).get("slots") or state.slots
         state.rows = board.get("rows", state.rows)
         state.sigma = board.get("sigma", state.sigma)
         state.history = _dict(o.get("history")).get("experiments", state.history)
@@ -127,15 +131,22 @@ def batch_room(budget: dict[str, Any]) -> int:
     return max(0, min(int(budget.get("batch_size", 1)), room))
 
 
-def next_edits(state: State, policy: Policy) -> tuple[list[dict[str, Any]], str]:
-    """The next batch and its rationale: a config sweep until one has run, then code edits on the confirmed best."""
-    size = batch_room(state.budget)
+def swept(state: State) -> int:
+    """How many config-sweep experiments (no parent, not the baseline) have been proposed or saved."""
+    titles = {h["title"] for h in state.history if not h.get("parent") and h["title"] != BASELINE_TITLE}
+    titles |= {p["title"] for p in state.proposals if not p.get("parent") and not p.get("error")}
+    return len(titles)
+
+
+def next_edits(state: State, policy: Policy, size: int) -> tuple[list[dict[str, Any]], str]:
+    """The next `size` edits and their rationale: a config sweep of one batch's worth, then code edits that fork
+    the confirmed best."""
     if size <= 0:
         return [], ""
     space = search_space(state.base, state.bounds)
-    ran_batch = any(str(h.get("batch_id", "")).startswith("batch") and h.get("result") for h in state.history)
-    if not ran_batch:
-        edits = sweep(state.base, space, size, state.tried)
+    sweep_left = int(state.budget.get("batch_size", 1)) - swept(state)
+    if sweep_left > 0:
+        edits = sweep(state.base, space, min(size, sweep_left), state.tried)
         if edits:
             return edits, "sweep one config axis per experiment around the baseline"
     fork = fork_of(state)
@@ -154,11 +165,33 @@ best = get_promising_code(1)
 {"step": "survey", "info": info, "board": board, "history": history, "best": best}"""
 
 
+WAIT_PLAN = """done = wait_for_results(1)
+board = get_leaderboard(50)
+history = get_code_edit_history(500)
+best = get_promising_code(1)
+{"step": "wait", "done": done, "board": board, "history": history, "best": best}"""
+
+
+def async_plan(edits: list[dict[str, Any]], rationale: str) -> str:
+    """Code that saves the edits, records the plan and hypotheses, submits them, waits for the next result and
+    re-reads the board (the runner keeps the other slots busy meanwhile)."""
+    return _plan(
+        edits, rationale, "sub = submit_experiments(titles) if titles else None\ndone = wait_for_results(1)", "async"
+    )
+
+
 def batch_plan(edits: list[dict[str, Any]], rationale: str) -> str:
     """Code that saves the edits, records the plan and hypotheses, runs the batch, reviews it and re-reads."""
+    run = 'ran = run_experiment_batch(titles) if titles else {"results": [], "budget": None}\nreview = evaluate_batch_results(batch_id) if titles else None'
+    return _plan(edits, rationale, run, "batch")
+
+
+def _plan(edits: list[dict[str, Any]], rationale: str, run: str, step: str) -> str:
+    """Code that saves the edits, records the plan and hypotheses, runs them (`run`), and re-reads the board."""
     proposed = [{"title": e["title"], "parent": e.get("parent_title"), "tags": e["tags"]} for e in edits]
     clean = [{k: v for k, v in e.items() if k != "tags"} for e in edits]
     hyps = {e["title"]: {"hypothesis": e["hypothesis"], "expected_effect": e["expected_effect"]} for e in edits}
+    outputs = '"ran": ran, "review": review' if step == "batch" else '"submitted": sub, "done": done'
     return f"""proposed = {proposed!r}
 edits = {clean!r}
 saved = edit_train_code_batch(edits)
@@ -167,12 +200,11 @@ batch_id = saved.get("batch_id", "")
 plan = record_batch_plan(titles, {rationale!r}) if titles else None
 hypotheses = {hyps!r}
 hyps = record_batch_hypotheses(batch_id, {{t: hypotheses[t] for t in titles if t in hypotheses}}) if titles else None
-ran = run_experiment_batch(titles) if titles else {{"results": [], "budget": None}}
-review = evaluate_batch_results(batch_id) if titles else None
+{run}
 board = get_leaderboard(50)
 history = get_code_edit_history(500)
 best = get_promising_code(1)
-{{"step": "batch", "proposed": proposed, "saved": saved, "ran": ran, "review": review, "board": board,
+{{"step": {step!r}, "proposed": proposed, "saved": saved, {outputs}, "board": board,
   "history": history, "best": best}}"""
 
 
@@ -214,19 +246,37 @@ def decide(messages: list[dict[str, Any]], policy: Policy | None = None) -> str:
         return final_summary(state, f"{state.code_errors} plans failed to run")
     if not state.surveyed or state.last_failed:
         return f"Survey the data, the budget, prior research and the best code.\n```python\n{SURVEY_PLAN}\n```"
+    if policy.scheduling == "async":
+        return decide_async(state, policy)
     if int(state.budget.get("remaining", 0)) <= 0:
         return final_summary(state, "experiment budget spent")
-    edits, rationale = next_edits(state, policy)
+    edits, rationale = next_edits(state, policy, batch_room(state.budget))
     if not edits:
         return final_summary(state, "no untried idea left")
     return f"Next batch: {rationale}.\n```python\n{batch_plan(edits, rationale)}\n```"
 
 
+def decide_async(state: State, policy: Policy) -> str:
+    """Keep every slot busy: plan as many experiments as there are free slots (within the budget), submit them,
+    and wait for the next result; wait when every slot is taken; summarise once nothing is left to run."""
+    slots = state.slots or {"free": int(state.budget.get("concurrency", 1)), "running": 0, "queued": 0}
+    in_flight = int(slots.get("running", 0)) + int(slots.get("queued", 0))
+    room = min(int(slots.get("free", 0)), batch_room(state.budget))
+    edits, rationale = next_edits(state, policy, room) if room > 0 else ([], "")
+    if edits:
+        return f"Into the free slots: {rationale}.\n```python\n{async_plan(edits, rationale)}\n```"
+    if in_flight:
+        return f"Every slot is busy: wait for the next result.\n```python\n{WAIT_PLAN}\n```"
+    if int(state.budget.get("remaining", 0)) <= 0:
+        return final_summary(state, "experiment budget spent")
+    return final_summary(state, "no untried idea left")
+
+
 class BuiltinPlanner:
     """A `call_llm` that plans without a network: `await planner(model, system, messages, tools)`."""
 
-    def __init__(self, seed: int = 0, patience: int = Policy.patience) -> None:
-        self.policy = Policy(seed=seed, patience=patience)
+    def __init__(self, seed: int = 0, patience: int = Policy.patience, scheduling: str = Policy.scheduling) -> None:
+        self.policy = Policy(seed=seed, patience=patience, scheduling=scheduling)
         self.calls = 0
 
     async def __call__(

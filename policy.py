@@ -46,13 +46,19 @@ FAMILY_WEIGHT = 0.15
 FAIL_PENALTY = 1.0
 
 
+SCHEDULING = ("async", "batch")
+"""How the built-in planner uses the slots."""
+
+
 @dataclass(frozen=True)
 class Policy:
     """The planner's knobs: seed for tie-breaks and exploration order, and when to switch to untried recipes."""
 
     seed: int = 0
-    patience: int = 2
-    """Batches without a confirmed gain before batches switch to untried recipes."""
+    patience: int = 8
+    """Experiments settled without a confirmed gain before new ones switch to recipes never tried."""
+    scheduling: str = "async"
+    """`async`: keep every slot busy (submit into each freed slot); `batch`: plan, run and wait batch by batch."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,7 @@ class Evidence:
 
     gains: dict[str, list[float]] = field(default_factory=dict)
     """Per tag: the gate's measured gains (0 for within-noise results)."""
-    fails: dict[str, int] = field(default_factory=dict)
+    fails: dict[str, float] = field(default_factory=dict)
     blocked: set[tuple[str, str]] = field(default_factory=set)
     """(parent, tag) pairs not to try again: tried alone there, or failed there."""
     combos: set[tuple[str, frozenset[str]]] = field(default_factory=set)
@@ -143,6 +149,8 @@ def tag_label(tag: str) -> str:
 JUDGED = ("confirmed", "regression", "within_noise")
 """Verdicts that say something about a move; within-noise counts as zero gain."""
 FAILED = ("failed",)
+SOFT_FAILED = ("pruned",)
+"""A pruned experiment was clearly losing: it counts against its moves, more gently than a crash."""
 
 
 def finished(history: list[dict[str, Any]]) -> list[Finished]:
@@ -180,8 +188,11 @@ def evidence(history: list[dict[str, Any]], proposals: list[dict[str, Any]]) -> 
         if not f.ran or not f.tags:
             continue
         for tag in f.tags:
-            if f.verdict in FAILED or (f.val_bpb is None and not f.verdict):
+            if f.verdict in FAILED or (f.val_bpb is None and not f.verdict and f.ran):
                 ev.fails[tag] = ev.fails.get(tag, 0) + 1
+                ev.blocked.add((f.parent or "", tag))
+            elif f.verdict in SOFT_FAILED:
+                ev.fails[tag] = ev.fails.get(tag, 0) + 0.5
                 ev.blocked.add((f.parent or "", tag))
             elif f.verdict in JUDGED and f.gain is not None:
                 ev.gains.setdefault(tag, []).append(f.gain)
@@ -200,13 +211,18 @@ def evidence(history: list[dict[str, Any]], proposals: list[dict[str, Any]]) -> 
     return ev
 
 
-def stale_batches(history: list[dict[str, Any]]) -> int:
-    """How many of the latest batches in a row produced no confirmed gain."""
-    runs = finished(history)
+SETTLED = (*JUDGED, *FAILED, "pruned", "truncated", "over_budget")
+"""Verdicts that are final: the experiment said what it will say."""
+
+
+def stale_experiments(history: list[dict[str, Any]]) -> int:
+    """How many experiments have settled without a confirmed gain since the last confirmed one (creation order)."""
     stale = 0
-    for batch in sorted({f.batch_id for f in runs if f.batch_id.startswith("batch")}):
-        confirmed = any(f.verdict == "confirmed" for f in runs if f.batch_id == batch)
-        stale = 0 if confirmed else stale + 1
+    for f in finished(history):
+        if f.verdict == "confirmed":
+            stale = 0
+        elif f.verdict in SETTLED and f.title != BASELINE_TITLE:
+            stale += 1
     return stale
 
 
@@ -373,13 +389,13 @@ def code_batch(
     ev = evidence(history, proposals)
     rng = random.Random(f"{policy.seed}:{len(history)}:{len(proposals)}")
     usable = [r for r in RECIPES if (fork.title, r.name) not in ev.blocked and r.apply(fork.source) is not None]
-    stale = stale_batches(history)
+    stale = stale_experiments(history)
     edits: list[dict[str, Any]] = []
     if stale >= policy.patience:
         fresh = [r for r in usable if r.name not in ev.tried_tags]
         rng.shuffle(fresh)
         edits = _singles(fork, fresh, ev, k)
-        rationale = f"{stale} batches without a confirmed gain: explore recipes never tried"
+        rationale = f"{stale} experiments since the last confirmed gain: explore recipes never tried"
     else:
         rationale = f"fork the confirmed best ({fork.title}) with recipes ranked by prior and credit"
     if len(edits) < k:

@@ -391,6 +391,22 @@ class TokenLoader:
         return self.tokens[picks[:, None] + self.offsets].astype(np.int64)
 
 
+PROGRESS_FILE = "progress.jsonl"
+"""Where a run's training loss goes as it trains (in its working directory), read from outside to prune it."""
+PROGRESS_EVERY = 10
+"""The baseline reports its training loss every this many steps."""
+
+
+def log_progress(step: int, loss: float) -> None:
+    """Append one (step, training loss) point to the run's learning curve.
+
+    The orchestrator reads the curve from outside the sandbox, only to stop a run that is clearly losing
+    (`pruning.py`): a false report can only stop the run that makes it, and never reaches a metric.
+    """
+    with open(PROGRESS_FILE, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"step": int(step), "loss": float(loss)}) + "\n")
+
+
 BATCHES_FILE = "batches.npy"
 """The one training file a run gets: exactly its token budget, as `(steps, batch, seq_len + 1)` uint16 rows."""
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 
-from sandbox import preflight
+from sandbox_classify import preflight
 
 MARKER = "# recipe: "
 SLOT = "{marker}"

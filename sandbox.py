@@ -69,6 +69,7 @@ from typing import Any
 import numpy as np
 
 import prepare
+import pruning
 import sandbox_bwrap
 import scorer
 from autoresearch_types import SCORED_OUTCOMES, ExperimentConfig, ExperimentResult
@@ -85,6 +86,7 @@ from sandbox_classify import (  # noqa: F401 - re-exported: callers use sandbox.
     ExperimentInvalid,
     ExperimentLeak,
     ExperimentOverBudget,
+    ExperimentPruned,
     ExperimentTampered,
     ExperimentTimeout,
     ExperimentTruncated,
@@ -99,17 +101,25 @@ from sandbox_classify import (  # noqa: F401 - re-exported: callers use sandbox.
 )
 from sandbox_pool import (
     NATIVE_GRACE_S,
-    POOL,
     Launched,
     LaunchKey,
     PhaseRun,
+    WarmPool,
     discard,
     finish,
     launch,
     runs_root,
     until_ready,
 )
-from sandbox_proc import bounded_choice, bounded_float, bounded_int, copy_untrusted, read_untrusted_json
+from sandbox_proc import (
+    bounded_choice,
+    bounded_float,
+    bounded_int,
+    copy_untrusted,
+    read_untrusted_json,
+    read_untrusted_tail,
+    reap,
+)
 from scorer_exchange import Exchange, ExchangeError, Malformed, NonFinite, OutOfTime, ServerGone
 
 BACKENDS = ("userns", "bubblewrap", "none")
@@ -230,6 +240,9 @@ class SandboxSpec:
     keep_workdir: bool = False
     run_name: str | None = None
     keep_checkpoint: bool = False
+    prune: tuple[tuple[float, float], ...] = ()
+    """(fraction of the token budget, training-loss threshold) rungs: training stops, `pruned`, if its reported
+    loss is above a threshold once it passes that rung (see `pruning.py`). Empty: never pruned."""
 
 
 def default_deadline_s(config: ExperimentConfig) -> float:
@@ -334,9 +347,9 @@ def launch_keys(spec: SandboxSpec, roles: tuple[str, ...] = ("train", "serve", "
     return [LaunchKey(role, spec.backend, spec.cpu) for role in roles]
 
 
-async def acquire(key: LaunchKey, memory_mb: int, remaining: float) -> Launched:
-    """A warm process from the pool if one fits, else a fresh launch."""
-    process = await POOL.take(key, memory_mb, remaining)
+async def acquire(key: LaunchKey, memory_mb: int, remaining: float, pool: WarmPool | None) -> Launched:
+    """A warm process from `pool` if one fits, else a fresh launch."""
+    process = await pool.take(key, memory_mb, remaining) if pool is not None else None
     if process is None:
         process = await launch(key, memory_mb, remaining + NATIVE_GRACE_S, remaining + NATIVE_GRACE_S)
     return process
@@ -344,13 +357,13 @@ async def acquire(key: LaunchKey, memory_mb: int, remaining: float) -> Launched:
 
 @contextlib.asynccontextmanager
 async def processes(
-    spec: SandboxSpec, roles: tuple[str, ...], clock: Clock, dirs: dict[str, Path]
+    spec: SandboxSpec, roles: tuple[str, ...], clock: Clock, dirs: dict[str, Path], pool: WarmPool | None = None
 ) -> AsyncIterator[dict[str, Launched]]:
     """One process per role (work dirs recorded in `dirs`); whatever has not finished is killed on exit."""
     launched: dict[str, Launched] = {}
     try:
         for key in launch_keys(spec, roles):
-            launched[key.phase] = await acquire(key, spec.memory_mb, clock.left())
+            launched[key.phase] = await acquire(key, spec.memory_mb, clock.left(), pool)
             dirs[key.phase] = launched[key.phase].workdir
         yield launched
     finally:
@@ -393,14 +406,24 @@ async def _train(
     await until_ready(trainer, clock.left())
     stage_train(trainer.workdir, spec, config, clock.left())
     trainer.job_handed()
-    run = await finish(trainer, clock.left())
+    pruned: dict[str, str] = {}
+    watch = asyncio.ensure_future(_watch_curve(trainer, spec.prune, config.max_steps, pruned)) if spec.prune else None
+    try:
+        run = await finish(trainer, clock.left())
+    finally:
+        if watch is not None:
+            watch.cancel()
+    curve = pruning.parse_curve(read_untrusted_tail(trainer.workdir, prepare.PROGRESS_FILE), config.max_steps)
     result = dataclasses.replace(
         result,
         seed=config.seed,
         planned_steps=config.max_steps,
         train_seconds=run.job_wall_s,
         train_cpu_s=run.job_cpu_s,
+        curve=[[round(f, 6), loss] for f, loss in curve],
     )
+    if pruned:
+        return _fail(result, "pruned", pruned["why"]), False
     failure = classify_exit(run.returncode, run.stderr, run.hit_deadline)
     if failure:
         return _fail(result, *failure, run.stderr), False
@@ -416,6 +439,22 @@ async def _train(
         device=bounded_choice(info.get("device"), DEVICES, "cpu"),
         **_memory_fields(info, trainer, result),
     ), True
+
+
+PROGRESS_POLL_S = 0.5
+"""How often phase 1's learning curve is read while it trains (only when the run may be pruned)."""
+
+
+async def _watch_curve(trainer: Launched, limits: tuple[tuple[float, float], ...], steps: int, out: dict) -> None:
+    """Read the training curve as it grows; once it is clearly losing, record why and kill the phase."""
+    while not trainer.finished:
+        await asyncio.sleep(PROGRESS_POLL_S)  # the run's own pace: a poll of its file, not a synchronisation
+        curve = pruning.parse_curve(read_untrusted_tail(trainer.workdir, prepare.PROGRESS_FILE), steps)
+        why = pruning.verdict(curve, list(limits))
+        if why:
+            out["why"] = why
+            reap(trainer.token, trainer.workdir)
+            return
 
 
 def _hand_checkpoint(spec: SandboxSpec, trainer: Launched, servers: dict[str, Launched]) -> str | None:
@@ -508,7 +547,12 @@ async def _evaluate(
 
 
 async def _train_then_evaluate(
-    spec: SandboxSpec, config: ExperimentConfig, result: ExperimentResult, clock: Clock, dirs: dict[str, Path]
+    spec: SandboxSpec,
+    config: ExperimentConfig,
+    result: ExperimentResult,
+    clock: Clock,
+    dirs: dict[str, Path],
+    pool: WarmPool | None,
 ) -> ExperimentResult:
     """Both model servers are acquired (importing torch, or warm) before phase 1 trains.
 
@@ -517,7 +561,7 @@ async def _train_then_evaluate(
     """
     scorer_ready = asyncio.ensure_future(asyncio.to_thread(scorer.warm_up))  # overlaps training
     try:
-        async with processes(spec, ("train", "serve", "check"), clock, dirs) as launched:
+        async with processes(spec, ("train", "serve", "check"), clock, dirs, pool) as launched:
             trainer, servers = launched["train"], {role: launched[role] for role in ("serve", "check")}
             result, trained = await _train(spec, trainer, config, result, clock)
             if not trained:
@@ -540,7 +584,7 @@ async def _train_then_evaluate(
     return result
 
 
-async def _run(spec: SandboxSpec, roles: tuple[str, ...], body) -> ExperimentResult:
+async def _run(spec: SandboxSpec, roles: tuple[str, ...], body, pool: WarmPool | None) -> ExperimentResult:
     """Pre-flight, then `body(config, result, clock, dirs)`; work dirs cleaned and the pool refilled however it ends."""
     start = time.perf_counter()
     deadline = spec.deadline_s if spec.deadline_s is not None else default_deadline_s(spec.config)
@@ -555,24 +599,27 @@ async def _run(spec: SandboxSpec, roles: tuple[str, ...], body) -> ExperimentRes
         result = await body(config, result, Clock(start, deadline), dirs)
     finally:
         keep_or_remove(spec, dirs)
-        for key in launch_keys(spec, roles):  # warm up in the gap before the next experiment, not during this one
-            POOL.refill(key, spec.memory_mb, deadline)
+        for key in launch_keys(spec, roles) if pool is not None else ():  # warm up between experiments, not during
+            pool.refill(key, spec.memory_mb, deadline)
     return dataclasses.replace(result, wall_seconds=time.perf_counter() - start)
 
 
-async def run_sandboxed(spec: SandboxSpec) -> ExperimentResult:
+async def run_sandboxed(spec: SandboxSpec, pool: WarmPool | None = None) -> ExperimentResult:
     """Pre-flight, train, score and classify one experiment; always returns a typed result.
 
+    Its processes come from `pool` when one is given (warm, launched earlier), else they start cold.
     Raises only for misuse (unknown backend, `none` without opt-in, an unavailable backend).
     """
 
     async def body(config, result, clock, dirs):
-        return await _train_then_evaluate(spec, config, result, clock, dirs)
+        return await _train_then_evaluate(spec, config, result, clock, dirs, pool)
 
-    return await _run(spec, ("train", "serve", "check"), body)
+    return await _run(spec, ("train", "serve", "check"), body, pool)
 
 
-async def score_checkpoint(spec: SandboxSpec, checkpoint: str, split: str) -> ExperimentResult:
+async def score_checkpoint(
+    spec: SandboxSpec, checkpoint: str, split: str, pool: WarmPool | None = None
+) -> ExperimentResult:
     """Score an existing checkpoint (a kept one, see `SandboxSpec.keep_checkpoint`) on `split`: `val` or `test`.
 
     Only the model servers and the scorer run, with the same probes and classification as an
@@ -587,9 +634,9 @@ async def score_checkpoint(spec: SandboxSpec, checkpoint: str, split: str) -> Ex
 
     async def body(config, result, clock, dirs):
         result = dataclasses.replace(result, seed=config.seed, checkpoint=str(source))
-        async with processes(spec, ("serve", "check"), clock, dirs) as servers:
+        async with processes(spec, ("serve", "check"), clock, dirs, pool) as servers:
             for server in servers.values():
                 shutil.copyfile(source, server.workdir / "checkpoint.pt")
             return await _evaluate(spec, config, servers, split, result, clock)
 
-    return await _run(spec, ("serve", "check"), body)
+    return await _run(spec, ("serve", "check"), body, pool)

@@ -188,6 +188,10 @@ class ExperimentOverBudget(ExperimentFailed):
     """Scored, but with far more compute than its config predicts."""
 
 
+class ExperimentPruned(ExperimentFailed):
+    """Stopped early: its learning curve was clearly worse than the finished runs' (not scored, not cached)."""
+
+
 FAILURES: dict[str, type[ExperimentFailed]] = {
     "timeout": ExperimentTimeout,
     "crash": ExperimentCrash,
@@ -197,6 +201,7 @@ FAILURES: dict[str, type[ExperimentFailed]] = {
     "truncated": ExperimentTruncated,
     "tampered": ExperimentTampered,
     "over_budget": ExperimentOverBudget,
+    "pruned": ExperimentPruned,
 }
 
 

@@ -13,14 +13,14 @@ outside: `os.wait4` on `bwrap` (the whole namespace's CPU), samples of `/proc` o
 (while other experiments train, or while the agent thinks). Each is handed out once and ends with
 its one phase: a process never sees a second experiment, and before its job it has run only the
 trusted harness. The job lowers the process's memory and CPU-seconds limits to the experiment's
-own, so a warm process is limited exactly like a cold one. Size 0 (the default) turns pooling
-off, as on a cluster where each experiment runs in its own pod.
+own, so a warm process is limited exactly like a cold one. A pool belongs to the runner that made it
+(`runner.ExperimentRunner`), which closes it when the run ends; without a pool (as on a cluster, where
+each experiment runs in its own pod) every process starts cold.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import logging
 import math
@@ -360,10 +360,10 @@ def _kill_now(launched: Launched) -> None:
 class WarmPool:
     """Up to `size` launched processes per key, waiting for a job; each handed out once."""
 
-    def __init__(self, size: int = 0, idle_s: float = WARM_IDLE_S) -> None:
-        self.size = size
+    def __init__(self, size: int = 0, idle_s: float = WARM_IDLE_S, launch_memory_mb: int = 0) -> None:
+        self.size = max(0, int(size))
         self.idle_s = idle_s
-        self.launch_memory_mb = 0
+        self.launch_memory_mb = max(0, int(launch_memory_mb))
         self._ready: list[Launched] = []
         self._pending: dict[asyncio.Task, LaunchKey] = {}
         self.hits = 0
@@ -469,6 +469,19 @@ class WarmPool:
         return len(self._ready)
 
 
-POOL = WarmPool()
-"""The process-wide pool: one per orchestrator process (local Flyte runs every experiment in it)."""
-atexit.register(POOL.close_now)
+_HANDLES: weakref.WeakValueDictionary[str, WarmPool] = weakref.WeakValueDictionary()
+"""Live pools by handle. A pool is owned (and closed) by the runner that made it; this weak index only lets a
+task that runs in the same process find it by the handle passed as one of its inputs, because Flyte pickles
+task inputs and a pool of live processes cannot travel that way."""
+
+
+def register(pool: WarmPool) -> str:
+    """A handle for `pool`, valid while its owner keeps it alive."""
+    handle = f"pool-{uuid.uuid4().hex}"
+    _HANDLES[handle] = pool
+    return handle
+
+
+def lookup(handle: str) -> WarmPool | None:
+    """The live pool behind `handle`, or None (no handle, another process, or a closed pool)."""
+    return _HANDLES.get(handle) if handle else None

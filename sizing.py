@@ -1,6 +1,8 @@
 """Right-sizing of experiments: a deterministic memory estimate, LLM sizing on top, and OOM retries.
 
-`right_size` is the `call_handler` of the `run_experiment` tool. It estimates what an experiment
+`right_size` is the `call_handler` of the `run_experiment` tool. Its policy (floor, ceiling, threads, retries)
+comes with each call as the `sizing` keyword (`POLICY_KWARG`), which the handler consumes: the runner
+that owns the run passes it, so nothing about a run lives in module state. It estimates what an experiment
 needs (a pure function of its config), lets the LLM raise that estimate (never lower it), runs the
 experiment with those resources, and on OOM retries with at least twice the memory, up to a ceiling.
 Memory here is *virtual* memory, because the local sandbox enforces it with `RLIMIT_AS`.
@@ -8,7 +10,6 @@ Memory here is *virtual* memory, because the local sandbox enforces it with `RLI
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import math
@@ -46,6 +47,10 @@ class Size:
         return flyte.Resources(cpu=self.cpu, memory=f"{self.memory_mb}Mi")
 
 
+POLICY_KWARG = "sizing"
+"""The keyword under which a caller hands `right_size` its `SizingPolicy` (as a dict); never passed to the task."""
+
+
 @dataclass(frozen=True)
 class SizingPolicy:
     """Floor, ceiling and retry rules; locally the ceiling comes from the machine's real memory."""
@@ -57,6 +62,15 @@ class SizingPolicy:
     min_step_mb: int = 512
     initial_memory_mb: int | None = None
     """Pins the first attempt's memory, below the estimate if need be (tests, manual runs)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> SizingPolicy:
+        """The policy a caller passed (the defaults when none was)."""
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in (data or {}).items() if k in names})
 
     @classmethod
     def for_machine(cls, concurrency: int = 1, max_retries: int = 2) -> SizingPolicy:
@@ -72,10 +86,6 @@ def _total_memory_mb() -> int:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / MB)
     except (ValueError, OSError):
         return 8192
-
-
-POLICY: contextvars.ContextVar[SizingPolicy] = contextvars.ContextVar("sizing_policy", default=SizingPolicy())  # noqa: B039 - frozen
-"""The policy `right_size` uses; the driver sets it for the run."""
 
 
 # ---------------------------------------------------------------- the deterministic estimate
@@ -178,7 +188,7 @@ def parse_llm_size(text: str, floor: Size, policy: SizingPolicy) -> tuple[Size, 
 
 def sizing_prompt(tool_name: str, doc: str, kwargs: dict[str, Any], floor: Size, policy: SizingPolicy) -> str:
     """The question put to the LLM: the tool, its docstring, the call and the estimate."""
-    call = {k: v for k, v in kwargs.items() if k not in ("train_py", "bundle")}
+    call = {k: v for k, v in kwargs.items() if k not in ("train_py", "bundle", "data", "pool", "prune")}
     return (
         f"Tool: {tool_name}\nDocstring: {doc}\nCall arguments: {json.dumps(call, default=str)[:2000]}\n"
         f"Deterministic estimate (the minimum): cpu={floor.cpu}, memory={floor.memory_mb}Mi virtual memory.\n"
@@ -242,7 +252,7 @@ async def right_size(call_llm: Any, tool_fn: Any, **kwargs: Any) -> ExperimentRe
     """
     import llm
 
-    policy = POLICY.get()
+    policy = SizingPolicy.from_dict(kwargs.pop(POLICY_KWARG, None))
     config = ExperimentConfig.from_dict(dict(kwargs.get("config") or {}))
     floor = initial_size(config, policy)
     size = floor if tool_fn.model == llm.BUILTIN else await llm_size(call_llm, tool_fn, kwargs, floor, policy)

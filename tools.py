@@ -14,7 +14,7 @@ import os
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from autoresearch_types import RUN_KEYS, ExperimentResult
@@ -139,6 +139,11 @@ class ResearchTools:
     on_result: Callable[[Job, int, int, ExperimentResult, dict[str, Any] | None], None] = lambda *a: None  # noqa: E731
     on_start: Callable[[list[Job]], None] = lambda jobs: None  # noqa: E731
     last_batch_id: str = ""
+    progress: dict[str, int] = field(default_factory=lambda: {"done": 0, "total": 0})
+    """Runs finished and started since the runner was last idle: the terminal's progress bar."""
+
+    def __post_init__(self) -> None:
+        self.runner.bind(self.record_job, self.budget.admit)
 
     def as_tools(self) -> list[Callable[..., Awaitable[Any]]]:
         """Every tool, wrapped so that it logs its call and turns an unexpected exception into `{"error"}`."""
@@ -155,6 +160,8 @@ class ResearchTools:
             "get_batch_plan",
             "record_batch_hypotheses",
             "run_experiment_batch",
+            "submit_experiments",
+            "wait_for_results",
             "evaluate_batch_results",
             "search_arxiv",
         ]
@@ -408,16 +415,63 @@ class ResearchTools:
     # ---------------------------------------------------------------- running
 
     async def run_experiment_batch(self, titles: list[str]) -> dict[str, Any]:
-        """Run saved experiments in parallel (sandboxed, right-sized, retried on OOM) and record each run as it ends.
+        """Run saved experiments in parallel and WAIT for all of them: submit_experiments, then wait_for_results
+        until nothing is running. Use it to think in batches; use submit_experiments and wait_for_results to keep
+        every slot busy instead.
 
         titles: saved titles, at most batch_size; those that already ran are not rerun. Each runs on the run's seed
         first; one whose result beats the best by more than seed noise ("unconfirmed") is re-run at once on fresh
         seeds to confirm it, and confirmations left over from earlier batches run first. Every run, confirmations
         included, counts against the budget. Returns {"results": [{"title", "seed", "role", "outcome", "val_bpb",
         "steps", "wall_seconds", "message"?}], "verdicts": {title: {"verdict", "mean_val_bpb", "se", "n_seeds",
-        "why", ...}}, "skipped": [{"title", "reason"}], "sigma": float or None, "budget": {...}}.
+        "why", ...}}, "skipped": [{"title", "reason"}], "sigma": float or None, "budget": {...}, "slots": {...}}.
         Example: r = run_experiment_batch(["LR 6e-3", "Deeper 4L"]); r["verdicts"]["LR 6e-3"]["verdict"]
         """
+        queued = await self._queue_titles(titles)
+        if "error" in queued:
+            return queued
+        outcome = await self.runner.wait(until_idle=True)
+        return await self._results(outcome, queued["skipped"])
+
+    async def submit_experiments(self, titles: list[str]) -> dict[str, Any]:
+        """Start saved experiments and return AT ONCE (they run in the background, slots permitting). Use it to keep
+        every slot busy: submit as many as there are free slots, then wait_for_results(1) and submit follow-ups into
+        the slots that free up.
+
+        titles: saved titles; those that already ran, or are running, are not rerun. Confirmation re-runs of
+        candidates that pass the screen are queued automatically and run first. Returns {"queued": [titles],
+        "skipped": [{"title", "reason"}], "slots": {"concurrency", "running", "queued", "free"}, "budget": {...}}.
+        Example: s = submit_experiments(["LR 6e-3"]); s["slots"]["free"]
+        """
+        queued = await self._queue_titles(titles)
+        if "error" in queued:
+            return queued
+        return {**queued, "slots": self.slot_state(), "budget": self.budget.to_dict()}
+
+    async def wait_for_results(self, min_results: int = 1, timeout_s: float = 600.0) -> dict[str, Any]:
+        """Wait until at least min_results submitted runs have finished (or nothing is running, or timeout_s passed)
+        and return the ones not returned before. Use it after submit_experiments.
+
+        Returns {"results": [{"title", "seed", "role", "outcome", "val_bpb", ...}], "verdicts": {title: {"verdict",
+        "mean_val_bpb", "se", "n_seeds", "why", ...}}, "skipped": [{"title", "reason"}], "sigma", "budget": {...},
+        "slots": {"concurrency", "running", "queued", "free"}}.
+        Example: w = wait_for_results(1); [r["title"] for r in w["results"]]
+        """
+        try:
+            wanted = max(1, int(min_results))
+            timeout = min(max(0.0, float(timeout_s)), 3600.0)
+        except (TypeError, ValueError):
+            return {"error": "min_results must be a whole number and timeout_s a number of seconds, e.g. (1, 600)."}
+        outcome = await self.runner.wait(min_results=wanted, timeout_s=timeout)
+        return await self._results(outcome, [])
+
+    def slot_state(self) -> dict[str, int]:
+        """The runner's slots right now."""
+        r = self.runner
+        return {"concurrency": r.concurrency, "running": r.in_flight, "queued": r.queued, "free": r.free_slots}
+
+    async def _queue_titles(self, titles: Any) -> dict[str, Any]:
+        """Submit the screens of saved, never-run titles (at most batch_size) after the confirmations still owed."""
         names = _as_titles(titles)
         if not names:
             return {"error": "titles must be a non-empty list of saved experiment titles (from edit_train_code_batch)."}
@@ -427,32 +481,28 @@ class ResearchTools:
             return {"error": str(exc)}
         skipped = [{"title": r.title, "reason": "already ran; not rerun"} for r in recs if r.runs or r.legacy]
         todo = [r for r in recs if not r.runs and not r.legacy]
-        skipped += [
-            {"title": r.title, "reason": "over the batch size; run it in a later batch"}
-            for r in todo[self.budget.batch_size :]
-        ]
+        over = todo[self.budget.batch_size :]
+        skipped += [{"title": r.title, "reason": "over the batch size; submit it later"} for r in over]
         screens = [self.job(r, "screen") for r in todo[: self.budget.batch_size]]
-        before = self.budget.reserved
-        self.budget.reserve(len(screens))
-        try:
-            outcome = await self.run_jobs(await self.confirmation_jobs() + screens)
-        finally:
-            self.budget.reserved = min(self.budget.reserved, before)  # a promise never outlives its batch
-        skipped += [
+        accepted = await self.start_jobs(await self.confirmation_jobs() + screens)
+        promised = [j for j in accepted if j.role == "screen"]
+        self.budget.reserve(len(promised))
+        running = {j.title for j in screens} - {j.title for j in accepted}
+        skipped += [{"title": t, "reason": "already queued or running"} for t in sorted(running)]
+        return {"queued": [j.title for j in promised], "skipped": skipped}
+
+    async def _results(self, outcome: Outcome, skipped: list[dict[str, Any]]) -> dict[str, Any]:
+        """What a wait returns to the agent: each run's result, the verdicts of the experiments it touched."""
+        skipped = skipped + [
             {"title": j.title, "seed": j.seed, "reason": "the experiment budget is spent"} for j in outcome.skipped
         ]
-        board = {r.title: r for r in await self.ledger.leaderboard()}
+        _, verdicts, board = await self.ledger.view()
+        by_title = {r.title: r for r in board}
         results = [{"title": j.title, "role": j.role, **(_result_brief(r) or {})} for j, r in outcome.done]
-        ran = dict.fromkeys(j.title for j, _ in outcome.done)
-        verdicts = {t: _verdict_brief(board.get(t)) for t in ran}
-        sigma = (await self.ledger.judgement()).sigma
-        return {
-            "results": results,
-            "verdicts": verdicts,
-            "skipped": skipped,
-            "sigma": sigma,
-            "budget": self.budget.to_dict(),
-        }
+        touched = dict.fromkeys(j.title for j, _ in outcome.done)
+        standing = {t: _verdict_brief(by_title.get(t)) for t in touched}
+        out = {"results": results, "verdicts": standing, "skipped": skipped, "sigma": verdicts.sigma}
+        return {**out, "budget": self.budget.to_dict(), "slots": self.slot_state()}
 
     def job(self, record: ExperimentRecord, role: str, seed: int | None = None) -> Job:
         """A run of `record` on `seed` (default: the run's seed)."""
@@ -481,25 +531,32 @@ class ResearchTools:
         jobs += [self.job(r, "screen") for r in sorted(unrun, key=lambda r: r.spec.created_at)]
         return await self.confirmation_jobs() + jobs
 
-    async def run_jobs(self, jobs: list[Job], name: str = "") -> Outcome:
-        """Run jobs through the runner, recording each as it ends and queuing confirmations it earns."""
-        if not jobs:
-            return Outcome([], [])
-        self.on_start(jobs)
-        progress = {"done": 0, "total": len(jobs)}
+    async def start_jobs(self, jobs: list[Job]) -> list[Job]:
+        """Hand jobs to the runner (returns at once); what it accepted (not already queued or running)."""
+        if self.runner.idle:
+            self.progress = {"done": 0, "total": 0}
+        accepted = self.runner.submit(jobs)
+        if accepted:
+            self.progress["total"] += len(accepted)
+            self.on_start(accepted)
+        return accepted
 
-        async def record(job: Job, result: ExperimentResult) -> list[Job]:
-            await self.ledger.record_result(job.title, result, job.role)
-            _, verdicts, board = await self.ledger.view()
-            earned = job.role == "screen" and job.title in verdicts.confirm_seeds
-            follow = await self._confirm_jobs(verdicts, [job.title] if earned else [])
-            progress["done"] += 1
-            progress["total"] += len(follow)
-            standing = _verdict_brief(next((r for r in board if r.title == job.title), None))
-            self.on_result(job, progress["done"], progress["total"], result, standing)
-            return follow
+    async def run_jobs(self, jobs: list[Job]) -> Outcome:
+        """Run jobs to the end (follow-ups included), recording each as it finishes: the batch form."""
+        await self.start_jobs(jobs)
+        return await self.runner.wait(until_idle=True)
 
-        return await self.runner.run(jobs, record, self.budget.admit, name or jobs[-1].record.spec.batch_id or "batch")
+    async def record_job(self, job: Job, result: ExperimentResult) -> list[Job]:
+        """The runner's callback: record one finished run, show it, and return the confirmations it earned."""
+        await self.ledger.record_result(job.title, result, job.role)
+        _, verdicts, board = await self.ledger.view()
+        earned = job.role == "screen" and job.title in verdicts.confirm_seeds
+        follow = await self._confirm_jobs(verdicts, [job.title] if earned else [])
+        self.progress["done"] += 1
+        self.progress["total"] += len(follow)
+        standing = _verdict_brief(next((r for r in board if r.title == job.title), None))
+        self.on_result(job, self.progress["done"], self.progress["total"], result, standing)
+        return follow
 
     async def evaluate_batch_results(self, batch_id: str = "") -> dict[str, Any]:
         """Judge a finished batch: each experiment's verdict against seed noise and the best, with its hypothesis.

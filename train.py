@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autoresearch_types import ExperimentConfig, TrainSummary
-from prepare import BatchFeed
+from prepare import PROGRESS_EVERY, BatchFeed, log_progress
 
 
 class CausalSelfAttention(nn.Module):
@@ -150,6 +150,8 @@ def run_training(config: ExperimentConfig, data_dir: str) -> tuple[nn.Module, Tr
         optimizer.step()
         step += 1
         loss_value = loss.item()
+        if step % PROGRESS_EVERY == 0:
+            log_progress(step, loss_value)
     elapsed = time.perf_counter() - start
     tokens = step * config.batch_size * config.seq_len
     return model, TrainSummary(step, elapsed, loss_value, tokens, device)

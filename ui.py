@@ -35,7 +35,10 @@ How to work, batch by batch:
 2. Plan a batch of DISTINCT edits with edit_train_code_batch(edits). The first batch may change only
    config overrides; after that, change the training code (send `patches` or the full `train_py`),
    forking the best experiment with parent_title. Give every edit a hypothesis and an expected effect.
-3. record_batch_plan(titles, rationale), then run_experiment_batch(titles): it runs them in parallel.
+3. record_batch_plan(titles, rationale), then run them. Either run_experiment_batch(titles), which runs
+   them in parallel and waits for all of them; or, to keep every slot busy, submit_experiments(titles),
+   which returns at once, then wait_for_results(1) and submit the next experiment into each slot that
+   frees (its "slots" say how many are free).
 4. evaluate_batch_results(batch_id): only a "confirmed" verdict beat seed noise; fork the confirmed best,
    drop what did not. A result "within_noise" is not a gain, however low its val_bpb.
 Stop when the experiment budget is spent (tools say so) and reply in plain text, with no code block:

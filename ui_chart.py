@@ -148,3 +148,69 @@ def chart_svg(snapshot: dict[str, Any]) -> str:
         f'<svg class="chart" viewBox="0 0 {CHART_W} {CHART_H}" role="img" '
         f'aria-label="val_bpb per experiment in run order">{body}</svg>'
     )
+
+
+# ---------------------------------------------------------------- learning curves
+
+MAX_CURVES = 40
+"""Curves drawn at most (the most recent first runs); the rest would only be noise on the chart."""
+
+
+def curve_lines(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each experiment's first-run learning curve, in run order: title, points, whether it was pruned or is the
+    confirmed best."""
+    rows = _rows(snapshot)
+    out = []
+    for exp in _run_order(snapshot)[-MAX_CURVES:]:
+        points = []
+        for point in _list(_dict(exp.get("result")).get("curve")):
+            pair = _list(point)
+            f, loss = (_num(pair[0]), _num(pair[1])) if len(pair) == 2 else (None, None)
+            if f is not None and loss is not None:
+                points.append((f, loss))
+        if len(points) >= 2:
+            row = _dict(rows.get(str(exp.get("title"))))
+            pruned = _dict(exp.get("result")).get("outcome") == "pruned"
+            out.append(
+                {"title": exp.get("title"), "points": points, "pruned": pruned, "best": bool(row.get("incumbent"))}
+            )
+    return out
+
+
+def curves_svg(snapshot: dict[str, Any]) -> str:
+    """Training loss against the fraction of the token budget for each experiment's first run, as inline SVG;
+    pruned runs dashed, the confirmed best bold."""
+    lines = curve_lines(snapshot)
+    if not lines:
+        return _empty("No learning curves yet: they appear as runs report their training loss.")
+    losses = [loss for c in lines for _, loss in c["points"]]
+    low, high = min(losses), max(losses)
+    pad = (high - low) * 0.05 or 0.05
+    low, high = low - pad, high + pad
+    plot_w, plot_h = CHART_W - PAD_L - PAD_R, CHART_H - PAD_T - PAD_B
+
+    def sx(f: float) -> float:
+        return round(PAD_L + f * plot_w, 1)
+
+    def sy(v: float) -> float:
+        return round(PAD_T + (high - v) * plot_h / (high - low), 1)
+
+    bottom = CHART_H - PAD_B
+    parts = [f'<line class="axis" x1="{PAD_L}" y1="{PAD_T}" x2="{PAD_L}" y2="{bottom}"/>']
+    parts.append(f'<line class="axis" x1="{PAD_L}" y1="{bottom}" x2="{CHART_W - PAD_R}" y2="{bottom}"/>')
+    for i in range(5):
+        v = low + (high - low) * i / 4
+        parts.append(f'<text x="{PAD_L - 6}" y="{sy(v) + 4}" text-anchor="end">{v:.2f}</text>')
+    for f in (0.25, 0.5, 0.75, 1.0):
+        parts.append(f'<text x="{sx(f)}" y="{bottom + 16}" text-anchor="middle">{f:.0%}</text>')
+    parts.append(f'<text x="{PAD_L}" y="{CHART_H - 6}">share of the token budget →</text>')
+    parts.append('<text x="8" y="12">training loss (reported by the run)</text>')
+    for c in lines:
+        d = "M" + " L".join(f"{sx(f)} {sy(v)}" for f, v in c["points"])
+        cls = "curve" + (" pruned" if c["pruned"] else "") + (" best" if c["best"] else "")
+        parts.append(f'<path class="{cls}" d="{d}"><title>{_e(_short(c["title"], 80))}</title></path>')
+    body = "".join(parts)
+    return (
+        f'<svg class="chart" viewBox="0 0 {CHART_W} {CHART_H}" role="img" '
+        f'aria-label="learning curves: training loss per share of the token budget">{body}</svg>'
+    )

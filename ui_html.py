@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from ledger_views import unified_diff
-from ui_chart import chart_svg
+from ui_chart import chart_svg, curves_svg
 from ui_parts import (
     _badge,
     _baseline_title,
@@ -252,7 +252,8 @@ def leaderboard_html(snapshot: dict[str, Any]) -> str:
         "verdict",
     ]
     table = _table(headers, table_rows, numeric={0, 2, 3, 4, 5, 6, 8}) if rows else _empty("No experiments yet.")
-    return _wrap("Leaderboard", chart_svg(snapshot) + "<h3>Ranking</h3>" + table)
+    curves = "<h3>Learning curves</h3>" + curves_svg(snapshot)
+    return _wrap("Leaderboard", chart_svg(snapshot) + curves + "<h3>Ranking</h3>" + table)
 
 
 def diff_html(diff_text: str, max_lines: int = MAX_DIFF_LINES) -> str:

@@ -40,7 +40,7 @@ body{background:#10151c;color:#e4e8ee}
 .ar .badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;border:1px solid currentColor}
 .ar .ok,.ar .confirmed,.ar .success,.ar .done{color:var(--good)}
 .ar .failed,.ar .error,.ar .oom,.ar .crash,.ar .timeout,.ar .invalid,.ar .leak,.ar .tampered,.ar .implausible{color:var(--bad)}
-.ar .regression,.ar .running,.ar .unconfirmed,.ar .truncated,.ar .over_budget{color:var(--warn)}.ar .not_run,.ar .within_noise,.ar .legacy{color:var(--muted)}
+.ar .regression,.ar .running,.ar .unconfirmed,.ar .truncated,.ar .over_budget,.ar .pruned{color:var(--warn)}.ar .not_run,.ar .within_noise,.ar .legacy{color:var(--muted)}
 .ar pre{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:8px;margin:6px 0;
 font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow:auto;max-height:480px;
 white-space:pre}
@@ -58,6 +58,8 @@ white-space:pre}
 .ar svg.chart{width:100%;height:auto;max-width:1000px;display:block}
 .ar svg .axis{stroke:var(--line)}.ar svg text{fill:var(--muted);font-size:11px}
 .ar svg .pt{fill:var(--muted);stroke:var(--bg);stroke-width:1}.ar svg .pt.kept{fill:var(--good)}.ar svg .seed{fill:var(--muted);opacity:.6}
+.ar svg .curve{fill:none;stroke:var(--muted);stroke-width:1;opacity:.7}.ar svg .curve.pruned{stroke-dasharray:4 3;stroke:var(--warn)}
+.ar svg .curve.best{stroke:var(--good);stroke-width:2.5;opacity:1}
 .ar svg .fail,.ar svg .lg-fail{stroke:var(--bad);stroke-width:2;fill:none}
 .ar svg .best-line,.ar svg .lg-best{stroke:var(--accent);stroke-width:2;fill:none}
 .ar svg .lg-kept{fill:var(--good)}.ar svg .lg-pt{fill:var(--muted)}

@@ -15,6 +15,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from autoresearch_types import VOCAB_RANGE, ExperimentConfig, WorkshopBounds
+from policy import SCHEDULING
+from pruning import MODES as PRUNE_MODES
 
 MEMORY_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """Memory keys: 1 to 64 characters, letters, digits, dot, underscore and dash, starting with a letter or digit."""
@@ -31,7 +33,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "n_experiments": (1, 10_000),
     "batch_size": (1, 64),
     "concurrency": (1, 64),
-    "max_turns": (1, 1000),
+    "max_turns": (0, 1000),
     "max_steps": (1, 1_000_000),
     "replicates": (2, 10),
     "planner_seed": (0, 2**31 - 1),
@@ -75,6 +77,13 @@ def url(name: str, value: str) -> str:
         parsed.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError as exc:
         raise InputError(f"{name} has a bad port: {value!r}") from exc
+    return value
+
+
+def choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    """One of `allowed`, else `InputError` naming them."""
+    if value not in allowed:
+        raise InputError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     return value
 
 
@@ -132,6 +141,8 @@ def run_inputs(inputs: dict[str, Any], name: Callable[[str], str] = str) -> list
         number(name("max_llm_cost"), inputs["max_llm_cost"], 0.0, 1e6, integer=False)
     if inputs.get("api_base"):
         url(name("api_base"), inputs["api_base"])
+    choice(name("prune"), inputs.get("prune") or "off", PRUNE_MODES)
+    choice(name("scheduling"), inputs.get("scheduling") or "async", SCHEDULING)
     if inputs.get("base_config"):
         base_config(inputs["base_config"])
     return _warnings(inputs)

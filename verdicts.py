@@ -49,6 +49,7 @@ LABELS = (
     "regression",
     "truncated",
     "over_budget",
+    "pruned",
     "failed",
     "unjudged",
     "not_run",
@@ -261,7 +262,7 @@ def confirm(fresh: list[float], incumbent: list[float], sigma: float, df: int, r
 # ---------------------------------------------------------------- the fold
 
 
-UNRANKED = {"truncated": "truncated", "over_budget": "over_budget"}
+UNRANKED = {"truncated": "truncated", "over_budget": "over_budget", "pruned": "pruned"}
 
 
 @dataclass
@@ -335,6 +336,7 @@ def _rule_verdict(
         why = {
             "truncated": "stopped at the time cap before its token budget",
             "over_budget": out.budget_notes.get(rec.screen_seq, "far more compute than predicted"),
+            "pruned": "stopped early: its learning curve was clearly worse than the finished runs'",
         }
         base.label, base.reason = UNRANKED[screen_outcome], f"{why[screen_outcome]}: not compared with full runs"
         return base

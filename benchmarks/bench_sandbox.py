@@ -93,11 +93,11 @@ async def measure_eval(backend: str, runs: int, bundle: Path, cpu: int) -> list[
     alternate, so load from anything else on the machine falls on both alike.
     """
     source = (Path(__file__).resolve().parent.parent / "train.py").read_text()
-    sandbox_pool.POOL.configure(1)
+    pool = sandbox_pool.WarmPool(1)
     rows = []
     try:
         for _ in range(runs + 1):
-            await sandbox_pool.POOL.wait_ready()
+            await pool.wait_ready()
             spec = sandbox.SandboxSpec(
                 source,
                 DEFAULTS,
@@ -110,7 +110,7 @@ async def measure_eval(backend: str, runs: int, bundle: Path, cpu: int) -> list[
                 keep_checkpoint=True,
                 allow_unsandboxed=backend == "none",
             )
-            result = await sandbox.run_sandboxed(spec)
+            result = await sandbox.run_sandboxed(spec, pool)
             if result.outcome != "success":
                 raise RuntimeError(f"{backend}: default baseline ended {result.outcome}: {result.message}")
             old_s, old_bpb = eval_in_process(result.checkpoint, bundle, DEFAULTS, cpu)
@@ -119,7 +119,7 @@ async def measure_eval(backend: str, runs: int, bundle: Path, cpu: int) -> list[
                 raise RuntimeError(f"split val_bpb {result.val_bpb} differs from in-process {old_bpb}")
             rows.append({"split": result.eval_seconds, "inprocess": old_s})
     finally:
-        await sandbox_pool.POOL.close()
+        await pool.close()
     return rows[1:]
 
 
@@ -143,11 +143,11 @@ async def measure(backend: str, runs: int, bundle: Path, cpu: int, warm: bool) -
     The first run (which fills the page cache, and the pool when `warm`) is not counted.
     """
     source = (Path(__file__).resolve().parent.parent / "train.py").read_text()
-    sandbox_pool.POOL.configure(1 if warm else 0)
+    pool = sandbox_pool.WarmPool(1 if warm else 0)
     rows = []
     try:
         for _ in range(runs + 1):
-            await sandbox_pool.POOL.wait_ready()
+            await pool.wait_ready()
             spec = sandbox.SandboxSpec(
                 source,
                 TINY,
@@ -159,7 +159,7 @@ async def measure(backend: str, runs: int, bundle: Path, cpu: int, warm: bool) -
                 deadline_s=120.0,
                 allow_unsandboxed=backend == "none",
             )
-            result = await sandbox.run_sandboxed(spec)
+            result = await sandbox.run_sandboxed(spec, pool)
             if result.outcome != "success":
                 raise RuntimeError(
                     f"{backend}: baseline ended {result.outcome}: {result.message}\n{result.stderr_tail}"
@@ -174,7 +174,7 @@ async def measure(backend: str, runs: int, bundle: Path, cpu: int, warm: bool) -
                 }
             )
     finally:
-        await sandbox_pool.POOL.close()
+        await pool.close()
     return rows[1:]
 
 

@@ -72,17 +72,17 @@ async def sandboxed(
 ) -> list[ExperimentResult]:
     """Each (train.py, config) in the real sandbox, one thread each, `concurrency` at a time."""
     slots = asyncio.Semaphore(concurrency)
-    sandbox_pool.POOL.configure(concurrency if pool else 0, launch_memory_mb=4096)
+    warm = sandbox_pool.WarmPool(concurrency if pool else 0, launch_memory_mb=4096)
 
     async def one(source: str, config: ExperimentConfig) -> ExperimentResult:
         async with slots:
             spec = sandbox.SandboxSpec(source, config, str(bundle / "data"), str(bundle / "tokenizer"), cpu=1)
-            return await sandbox.run_sandboxed(spec)
+            return await sandbox.run_sandboxed(spec, warm)
 
     try:
         return await asyncio.gather(*(one(s, c) for s, c in runs))
     finally:
-        await sandbox_pool.POOL.close()
+        await warm.close()
 
 
 def scored(result: ExperimentResult) -> float:

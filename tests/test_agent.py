@@ -23,7 +23,6 @@ import pytest
 import ledger as ledger_mod
 import llm
 import parallelized_autoresearch as pa
-import sandbox_pool
 import ui
 from autoresearch_types import AutoresearchOutput
 
@@ -84,11 +83,10 @@ def run_count(records: dict[str, dict[str, Any]]) -> int:
 @pytest.mark.timeout(900)
 def test_builtin_planner_replicates_batches_then_resumes_within_the_total_budget(state_root: Path) -> None:
     key = f"agent-e2e-{uuid.uuid4().hex[:8]}"
-    hits = sandbox_pool.POOL.hits
     out = run_driver(memory_key=key, n_experiments=8)
     assert out.error == "", out.error
-    assert sandbox_pool.POOL.hits > hits, "later experiments should start on warm sandboxed interpreters"
-    assert sandbox_pool.POOL.size == 0 and len(sandbox_pool.POOL) == 0, "the driver closes its pool"
+    assert out.totals["warm_starts"] > 0, "later experiments should start on warm sandboxed interpreters"
+    assert 0 < out.totals["slot_utilization"] <= 1
     records = stored(state_root, key)
     seed = TINY["seed"]
     assert set(records["baseline"]["runs"]) == {seed, seed + 1, seed + 2}, "the baseline runs on 3 seeds"

@@ -17,7 +17,7 @@ import recipes
 import tools
 from autoresearch_types import WorkshopBounds
 from ledger_views import check_source
-from policy import AXES, Policy, evidence, search_space, stale_batches
+from policy import AXES, Policy, evidence, search_space, stale_experiments
 
 BASELINE = (Path(__file__).resolve().parent.parent / "train.py").read_text()
 BASE = {"n_layer": 2, "n_head": 4, "n_embd": 64, "batch_size": 8, "learning_rate": 0.003, "dropout": 0.0}
@@ -103,7 +103,8 @@ def edits_of(reply: str) -> list[dict[str, Any]]:
 
 
 def decide(*observations: dict, policy: Policy | None = None) -> str:
-    return planner.decide([DIRECTIVE, *(obs(o) for o in observations)], policy)
+    """The batch planner's next reply (the async one has its own tests)."""
+    return planner.decide([DIRECTIVE, *(obs(o) for o in observations)], policy or Policy(scheduling="batch"))
 
 
 def test_first_turn_surveys_data_history_and_the_best_code() -> None:
@@ -227,7 +228,7 @@ def test_within_noise_and_unconfirmed_results_earn_no_credit() -> None:
     ev = evidence(lucky, [])
     assert ev.gains == {"learning_rate:up": [-0.2], "n_layer:up": [0.0], "qk-norm": [0.0]}
     assert ev.credit("batch_size:up") is None, "one lucky seed is not evidence"
-    assert stale_batches(lucky) == 2, "no batch produced a confirmed gain"
+    assert stale_experiments(lucky) == 4, "nothing settled since the start was a confirmed gain"
 
 
 def test_patience_switches_to_recipes_never_tried() -> None:
@@ -236,11 +237,11 @@ def test_patience_switches_to_recipes_never_tried() -> None:
         hist("adamw-beta2-0.95 on Batch 16", "batch-003", "Batch 16", "[adamw-beta2-0.95]", 2.89),
     ]
     survey = snapshot(stale, "Batch 16", overrides={"batch_size": 16})
-    explore = decide(survey, policy=Policy(patience=2))
-    assert "2 batches without a confirmed gain: explore recipes never tried" in explore
+    explore = decide(survey, policy=Policy(patience=3, scheduling="batch"))
+    assert "3 experiments since the last confirmed gain: explore recipes never tried" in explore
     tried = {"warmup-cosine", "adamw-beta2-0.95"}
     assert not {t for e in edits_of(explore) for t in planner.tags_of(e["change_summary"])} & tried
-    exploit = decide(survey, policy=Policy(patience=3))
+    exploit = decide(survey, policy=Policy(patience=4, scheduling="batch"))
     assert "explore" not in exploit.split("```")[0]
 
 
@@ -324,7 +325,58 @@ def test_plans_run_in_the_real_monty_sandbox_even_when_a_tool_refuses(saved: dic
 
 
 def test_builtin_planner_speaks_the_call_llm_protocol_with_its_policy() -> None:
-    p = planner.BuiltinPlanner(seed=3, patience=4)
+    p = planner.BuiltinPlanner(seed=3, patience=4, scheduling="batch")
     msg = asyncio.run(p("builtin", "system", [DIRECTIVE], None))
     assert "inspect_dataset" in msg.content and msg.tool_calls == [] and p.calls == 1
-    assert p.policy == Policy(seed=3, patience=4)
+    assert p.policy == Policy(seed=3, patience=4, scheduling="batch")
+
+
+ASYNC = Policy(scheduling="async")
+
+
+def with_slots(observation: dict, free: int, running: int = 0, queued: int = 0) -> dict:
+    """The observation after a submit or a wait, with the runner's slots."""
+    slots = {"concurrency": free + running + queued, "running": running, "queued": queued, "free": free}
+    return {**observation, "done": {"slots": slots, "budget": observation["board"]["budget"]}}
+
+
+def test_async_fills_exactly_the_free_slots_then_waits_for_the_next_result() -> None:
+    survey = snapshot(FRESH, "baseline", remaining=10, size=4)
+    reply = planner.decide([DIRECTIVE, obs(with_slots(survey, free=2))], ASYNC)
+    code = plan_of(reply)
+    assert "submit_experiments(titles)" in code and "wait_for_results(1)" in code and "run_experiment_batch" not in code
+    assert [next(iter(e["overrides"])) for e in edits_of(reply)] == ["learning_rate", "learning_rate"]
+    busy = planner.decide([DIRECTIVE, obs(with_slots(survey, free=0, running=2))], ASYNC)
+    assert plan_of(busy).startswith("done = wait_for_results(1)") and "edit_train_code_batch" not in plan_of(busy)
+
+
+def test_async_sweeps_one_batch_worth_then_forks_the_confirmed_best_and_stops_when_all_is_done() -> None:
+    history = SWEPT + [hist("LR 0.0015", "batch-002", tags="[learning_rate:down]", bpb=3.1)]
+    survey = snapshot(history, "Batch 16", overrides={"batch_size": 16}, remaining=6, size=4)
+    reply = planner.decide([DIRECTIVE, obs(with_slots(survey, free=1, running=1))], ASYNC)
+    (edit,) = edits_of(reply)
+    assert edit["parent_title"] == "Batch 16" and edit.get("patches"), "past the sweep: a code edit on the best"
+    spent = snapshot(history, "Batch 16", remaining=0)
+    assert "wait_for_results" in plan_of(planner.decide([DIRECTIVE, obs(with_slots(spent, free=1, running=1))], ASYNC))
+    final = planner.decide([DIRECTIVE, obs(with_slots(spent, free=2))], ASYNC)
+    assert extract_python_code(final) is None and "experiment budget spent" in final
+
+
+def test_async_plans_run_in_the_real_monty_sandbox() -> None:
+    calls: list[str] = []
+    slots = {"concurrency": 2, "running": 1, "queued": 0, "free": 1}
+    fakes = [
+        fake("edit_train_code_batch", {"batch_id": "batch-002", "saved": [{"title": "LR 0.0015"}]}, calls),
+        fake("record_batch_plan", {}, calls),
+        fake("record_batch_hypotheses", {}, calls),
+        fake("submit_experiments", {"queued": ["LR 0.0015"], "slots": slots}, calls),
+        fake("wait_for_results", {"results": [], "slots": slots, "budget": {"remaining": 3}}, calls),
+        fake("get_leaderboard", {"rows": []}, calls),
+        fake("get_code_edit_history", {"experiments": []}, calls),
+        fake("get_promising_code", {"candidates": []}, calls),
+    ]
+    survey = with_slots(snapshot(FRESH, "baseline", remaining=10, size=4), free=1)
+    for reply in (planner.decide([DIRECTIVE, obs(survey)], ASYNC), f"```python\n{planner.WAIT_PLAN}\n```"):
+        out = asyncio.run(flyte.sandbox.orchestrate_local(plan_of(reply), inputs={"_unused": 0}, tasks=fakes))
+        assert out["done"]["slots"] == slots
+    assert calls.count("submit_experiments") == 1 and calls.count("wait_for_results") == 2

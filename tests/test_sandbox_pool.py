@@ -48,11 +48,10 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture
 def pool():
-    """The process-wide pool, on for one test and emptied afterwards."""
-    sandbox_pool.POOL.configure(1, idle_s=60.0)
-    yield sandbox_pool.POOL
-    sandbox_pool.POOL.close_now()
-    sandbox_pool.POOL.configure(0, idle_s=sandbox_pool.WARM_IDLE_S)
+    """A pool of one process per role for one test, emptied afterwards (a runner owns one the same way)."""
+    own = sandbox_pool.WarmPool(1, idle_s=60.0)
+    yield own
+    own.close_now()
 
 
 def spec(bundle: Path, source: str = BASELINE, **kw) -> sandbox.SandboxSpec:
@@ -61,9 +60,11 @@ def spec(bundle: Path, source: str = BASELINE, **kw) -> sandbox.SandboxSpec:
     return sandbox.SandboxSpec(source, TINY, str(bundle / "data"), str(bundle / "tokenizer"), **options)
 
 
-async def observe(bundle: Path, name: str, **kw) -> tuple[ExperimentResult, dict]:
+async def observe(
+    bundle: Path, name: str, pool: sandbox_pool.WarmPool | None = None, **kw
+) -> tuple[ExperimentResult, dict]:
     """Run the observing `train.py`; return the result and what it saw inside the sandbox."""
-    result = await sandbox.run_sandboxed(spec(bundle, OBSERVER, run_name=name, **kw))
+    result = await sandbox.run_sandboxed(spec(bundle, OBSERVER, run_name=name, **kw), pool)
     root = sandbox.runs_root() / name
     observed = json.loads((root / "train" / "observed.json").read_text())
     return result, observed
@@ -80,11 +81,11 @@ def test_warm_run_matches_cold_is_used_once_and_gets_the_experiments_limits(
     tiny_bundle: Path, pool, backend: str
 ) -> None:
     async def scenario():
-        cold, cold_seen = await observe(tiny_bundle, "pool-cold", memory_mb=4096, backend=backend)
+        cold, cold_seen = await observe(tiny_bundle, "pool-cold", pool, memory_mb=4096, backend=backend)
         await pool.wait_ready()
         assert len(pool) == 3, "a train process and two model servers (serve, check) should be waiting"
         hits = pool.hits
-        warm, warm_seen = await observe(tiny_bundle, "pool-warm", memory_mb=3000, backend=backend)
+        warm, warm_seen = await observe(tiny_bundle, "pool-warm", pool, memory_mb=3000, backend=backend)
         assert pool.hits == hits + 3, "every process should have come from the pool"
         await pool.close()
         return cold, cold_seen, warm, warm_seen
@@ -152,13 +153,11 @@ def test_close_and_a_new_event_loop_leave_nothing_behind(tiny_bundle: Path, pool
     assert set(sandbox.runs_root().iterdir()) == before
 
 
-def test_pool_off_by_default_and_runs_leave_no_work_dirs(tiny_bundle: Path) -> None:
-    assert sandbox_pool.POOL.size == 0
+def test_without_a_pool_every_process_starts_cold_and_runs_leave_no_work_dirs(tiny_bundle: Path) -> None:
     root = prepare.state_dir() / "runs"
     before = set(root.iterdir()) if root.exists() else set()
     result = asyncio.run(sandbox.run_sandboxed(spec(tiny_bundle, keep_workdir=False)))
     assert result.outcome == "success", result.message
-    assert len(sandbox_pool.POOL) == 0
     assert set(root.iterdir()) == before
 
 
@@ -175,7 +174,7 @@ def test_a_full_pool_refills_after_concurrent_batches(tiny_bundle: Path, pool) -
         for _ in range(2):
             hits = pool.hits
             results += await asyncio.gather(
-                *(sandbox.run_sandboxed(spec(tiny_bundle, keep_workdir=False)) for _ in range(4))
+                *(sandbox.run_sandboxed(spec(tiny_bundle, keep_workdir=False), pool) for _ in range(4))
             )
             await asyncio.wait_for(pool.wait_ready(), 90)
         warmed = sum(w.warmed_up() for w in pool._ready)

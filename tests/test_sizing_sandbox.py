@@ -40,11 +40,7 @@ async def run_sized(
     results = []
     for config, initial in zip(configs, initial_mb, strict=True):
         policy = sizing.SizingPolicy(cpu=1, floor_mb=256, ceiling_mb=ceiling_mb, initial_memory_mb=initial or None)
-        token = sizing.POLICY.set(policy)
-        try:
-            results.append(await tool.aio(train_py=TRAIN_PY, config=config, data=data))
-        finally:
-            sizing.POLICY.reset(token)
+        results.append(await tool.aio(train_py=TRAIN_PY, config=config, data=data, sizing=policy.to_dict()))
     return results
 
 

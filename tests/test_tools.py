@@ -92,12 +92,18 @@ async def exercise_tools(data: bundle.Bundle, key: str) -> str:
     """Call every tool the way the agent does, on a real ledger; return what each said (JSON)."""
     ledger = await ledger_mod.Ledger.open(key, TINY)
     tool_obj = dataclasses.replace(pa.run_experiment, model=llm.BUILTIN)
-    research = tools.ResearchTools(
-        ledger=ledger,
-        runner=ExperimentRunner(pa.make_execute(tool_obj, ledger, data, "userns"), 2),
-        budget=tools.Budget(n_experiments=5, batch_size=2, concurrency=2),
-        profile={"dataset": "shakespeare"},
-    )
+    async with ExperimentRunner(pa.make_call(tool_obj, ledger, data, "userns"), 2) as runner:
+        research = tools.ResearchTools(
+            ledger=ledger,
+            runner=runner,
+            budget=tools.Budget(n_experiments=5, batch_size=2, concurrency=2),
+            profile={"dataset": "shakespeare"},
+        )
+        return await exercise(ledger, research)
+
+
+async def exercise(ledger: Any, research: tools.ResearchTools) -> str:
+    """Every tool, called the way the agent calls them."""
     t = {f.__name__: f for f in research.as_tools()}
     owed = await research.pending_jobs()
     out: dict[str, Any] = {"owed": [(j.title, j.seed, j.role) for j in owed]}
@@ -128,6 +134,50 @@ async def exercise_tools(data: bundle.Bundle, key: str) -> str:
     out["history"] = await t["get_code_edit_history"]()
     out["bad_args"] = await t["get_leaderboard"](1, 2, 3)
     return json.dumps(out, default=str)
+
+
+@env.task
+async def exercise_async(data: bundle.Bundle, key: str) -> str:
+    """submit_experiments returns at once; wait_for_results hands back runs as they finish, already recorded."""
+    ledger = await ledger_mod.Ledger.open(key, TINY)
+    tool_obj = dataclasses.replace(pa.run_experiment, model=llm.BUILTIN)
+    async with ExperimentRunner(pa.make_call(tool_obj, ledger, data, "userns"), 2) as runner:
+        research = tools.ResearchTools(ledger, runner, tools.Budget(6, 3, 2), {"dataset": "shakespeare"})
+        t = {f.__name__: f for f in research.as_tools()}
+        await research.run_jobs(await research.pending_jobs())
+        edits = [{"title": f"Width {w}", "overrides": {"n_embd": w}} for w in (16, 48, 64)]
+        await t["edit_train_code_batch"](edits)
+        out: dict[str, Any] = {"submitted": await t["submit_experiments"]([e["title"] for e in edits])}
+        out["again"] = await t["submit_experiments"](["Width 16"])
+        first = await t["wait_for_results"](1)
+        recorded = {r.title: len(r.runs) for r in await ledger.records()}
+        out["first"], out["recorded"] = first, recorded
+        out["rest"] = await t["wait_for_results"](10, 300)
+        out["after"] = research.slot_state()
+        out["bad"] = await t["wait_for_results"]("many")
+    return json.dumps(out, default=str)
+
+
+@pytest.mark.timeout(300)
+def test_submit_returns_at_once_and_wait_hands_back_recorded_results(state_root: Path) -> None:
+    ledger_mod.init_local(project="tools-tests", log_level=logging.CRITICAL)
+    data = flyte.run(bundle.build_bundle, dataset="shakespeare", num_shards=1, vocab_size=512).outputs()[0]
+    run = flyte.with_runcontext(**ledger_mod.run_context_kwargs()).run(
+        exercise_async, data=data, key=f"tools-async-{uuid.uuid4().hex[:8]}"
+    )
+    out = json.loads(run.outputs()[0])
+    submitted = out["submitted"]
+    assert submitted["queued"] == ["Width 16", "Width 48", "Width 64"]
+    assert submitted["slots"]["running"] + submitted["slots"]["queued"] >= 2, "they run in the background"
+    assert out["again"]["queued"] == [] and "already queued or running" in out["again"]["skipped"][0]["reason"]
+    firsts = [r["title"] for r in out["first"]["results"]]
+    assert firsts and all(out["recorded"][t] >= 1 for t in firsts), "a result is in the ledger when it is handed back"
+    everything = firsts + [r["title"] for r in out["rest"]["results"]]
+    spent = [s["title"] for s in out["first"]["skipped"] + out["rest"]["skipped"]]
+    assert sorted(set(everything) | set(spent)) == ["Width 16", "Width 48", "Width 64"]
+    assert len(everything) + len(spent) >= 3 and out["rest"]["budget"]["remaining"] == 0
+    assert out["after"] == {"concurrency": 2, "running": 0, "queued": 0, "free": 2}
+    assert "min_results must be a whole number" in out["bad"]["error"]
 
 
 @pytest.mark.timeout(300)
