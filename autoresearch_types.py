@@ -209,6 +209,13 @@ class TrainSummary:
     device: str
 
 
+def trusted_bpb(outcome: Any, val_bpb: Any) -> float | None:
+    """The one rule for a score that counts: the val_bpb of a successful run, a finite number; else None."""
+    if outcome != "success" or isinstance(val_bpb, bool) or not isinstance(val_bpb, (int, float)):
+        return None
+    return float(val_bpb) if math.isfinite(val_bpb) else None
+
+
 @dataclass
 class ExperimentResult:
     """The trusted outcome of one experiment, as the harness and sandbox measured it."""

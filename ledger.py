@@ -353,6 +353,20 @@ class Ledger:
             await self.memory.write_json.aio(f"audits/{now().replace(':', '-')}.json", audit, actor=ACTOR)
             await ledger_store.save(self.memory)
 
+    async def archive_transcript(self) -> int:
+        """Move an earlier session's agent transcript to `transcripts/<time>.json` (the directive carries the
+        history instead); returns how many messages were moved."""
+        old = list(self.memory.messages)
+        if old:
+            path = f"transcripts/{now().replace(':', '-')}.json"
+            await self.memory.write_json.aio(path, old, actor=ACTOR, reason="new session")
+            self.memory.messages.clear()
+        return len(old)
+
+    async def audit_tail(self, n: int) -> list[Any]:
+        """The store's last `n` audit-log entries (who wrote what, when)."""
+        return await self.memory.audit_tail(n)
+
     async def latest_audit(self) -> dict[str, Any] | None:
         """The newest held-out audit, or None."""
         paths = self.memory.list_paths("audits")

@@ -11,17 +11,15 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from autoresearch_types import RUN_KEYS, ExperimentConfig, ExperimentResult
+from autoresearch_types import RUN_KEYS, ExperimentConfig, ExperimentResult, trusted_bpb
 from pruning import PruneRule, thresholds
+from sandbox_classify import preflight
 from verdicts import Arrival, GateRule, Judgement, judge
-
-ENTRY_POINTS = ("run_training", "build_model")
-"""Top-level functions every `train.py` must define: the trusted harness calls both."""
 
 BASELINE_TITLE = "baseline"
 """The experiment every ledger starts with: the repository's `train.py` under the base config."""
@@ -86,9 +84,7 @@ class SeedRun:
     @property
     def val_bpb(self) -> float | None:
         """The trusted metric of a successful run with a finite value, else None."""
-        bpb = self.result.val_bpb
-        ok = self.result.outcome == "success" and bpb is not None and math.isfinite(bpb)
-        return bpb if ok else None
+        return trusted_bpb(self.result.outcome, self.result.val_bpb)
 
 
 def seed_run(payload: dict[str, Any]) -> SeedRun:
@@ -252,21 +248,18 @@ def normalize_code(source: str) -> str:
 
 
 def check_source(source: str) -> str | None:
-    """None if `source` parses and defines every entry point at top level, else what is wrong and what to do."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        return f"train_py does not parse: {exc.msg} at line {exc.lineno}. Send the full corrected file."
-    defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
-    missing = [name for name in ENTRY_POINTS if name not in defined]
-    if missing:
-        return (
-            f"train_py must define {', '.join(f'{m}(...)' for m in missing)} at top level (the harness calls "
-            "run_training(config, data_dir) and build_model(config)). Send the whole file, not a fragment; "
-            "or leave train_py out to reuse the parent's code."
-        )
-    return None
+    """None if `source` is runnable by the harness (the sandbox's `preflight` rule), else what is wrong and what
+    to do about it, phrased for the agent."""
+    problem = preflight(source)
+    if problem is None:
+        return None
+    if "SyntaxError" in problem:
+        return f"train_py does not parse ({problem}). Send the full corrected file."
+    return (
+        f"train_py cannot run: {problem}. It must define run_training(config, data_dir) and build_model(config) "
+        "at top level (the harness calls both). Send the whole file, not a fragment; or leave train_py out to "
+        "reuse the parent's code."
+    )
 
 
 def signature(source: str, config: ExperimentConfig) -> str:
@@ -298,11 +291,16 @@ def unified_diff(a_title: str, a_src: str, b_title: str, b_src: str, context: in
 # ---------------------------------------------------------------- derived views
 
 
+def arrival_order(items: list[Any], seq: Callable[[Any], float | None]) -> list[Any]:
+    """The one run-order rule: items with a result sequence number in arrival order, then the rest; ties and the
+    rest keep the order given (creation order)."""
+    ran = sorted((x for x in items if seq(x) is not None), key=lambda x: seq(x) or 0)
+    return ran + [x for x in items if seq(x) is None]
+
+
 def run_order(records: list[ExperimentRecord]) -> list[ExperimentRecord]:
     """Experiments with a result in the order their first runs arrived, then those not run in creation order."""
-    ran = sorted((r for r in records if r.seq is not None), key=lambda r: r.seq or 0)
-    pending = sorted((r for r in records if r.seq is None), key=lambda r: (r.spec.created_at, r.title))
-    return ran + pending
+    return arrival_order(sorted(records, key=lambda r: (r.spec.created_at, r.title)), lambda r: r.seq)
 
 
 def judgement(records: list[ExperimentRecord], rule: GateRule, base: ExperimentConfig | None = None) -> Judgement:

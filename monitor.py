@@ -37,6 +37,8 @@ class Activity:
         self.echo = echo
         self.dirty = asyncio.Event()
         self._t0 = time.monotonic()
+        self.first_confirmed_s: float | None = None
+        """Seconds from the start of the session to the first confirmed gain (None if there was none)."""
 
     def emit(self, event: dict[str, Any]) -> None:
         """Record an event (tools and the agent call this); tool errors are echoed to the terminal."""
@@ -60,6 +62,8 @@ class Activity:
     ) -> None:
         """A run finished: a progress line (with the verdict so far) in the terminal, an event in the report."""
         self.results.append(result)
+        if standing and standing.get("verdict") == "confirmed" and self.first_confirmed_s is None:
+            self.first_confirmed_s = round(time.monotonic() - self._t0, 1)
         batch_id = job.record.spec.batch_id
         if self.echo:
             print(ui.experiment_line(batch_id, done, total, _job(job), result.to_dict(), standing), flush=True)
@@ -121,7 +125,7 @@ async def build_snapshot(
         "leaderboard": [r.to_dict() for r in board],
         "lineage": await ledger.lineage(),
         "batch_plans": await ledger.batch_plans(),
-        "audit_tail": await ledger.memory.audit_tail(50),
+        "audit_tail": await ledger.audit_tail(50),
         "activity": list(activity.events[-300:]),
         "usage": usage,
         "noise": {

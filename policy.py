@@ -20,6 +20,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from autoresearch_types import trusted_bpb
 from ledger_views import BASELINE_TITLE
 from recipes import BY_NAME, RECIPES, Recipe
 
@@ -159,7 +160,7 @@ def finished(history: list[dict[str, Any]]) -> list[Finished]:
     for h in history:
         result = h.get("result") or {}
         standing = h.get("standing") or {}
-        bpb = result.get("val_bpb") if result.get("outcome") == "success" else None
+        bpb = trusted_bpb(result.get("outcome"), result.get("val_bpb"))
         parent = h.get("parent") or (None if h.get("title") == BASELINE_TITLE else BASELINE_TITLE)
         tags = tags_of(h.get("change_summary"))
         verdict = str(standing.get("verdict") or "")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass
+from typing import Any
 
 from sandbox_classify import preflight
 
@@ -33,6 +34,27 @@ ATTN_DROP = "        drop = self.dropout if self.training else 0.0\n"
 MLP_RETURN = "        return self.drop(self.proj(F.gelu(self.fc(x))))\n"
 NORMS = ("self.norm1 = nn.LayerNorm(config.n_embd)", "self.norm2 = nn.LayerNorm(config.n_embd)")
 FINAL_NORM = "self.norm = nn.LayerNorm(config.n_embd)"
+
+
+def apply_patches(source: str, patches: Any) -> str:
+    """Apply `[{"old": str, "new": str}, ...]` to `source`; each `old` must occur exactly once. Raises ValueError."""
+    if isinstance(patches, dict):
+        patches = [patches]
+    if not isinstance(patches, (list, tuple)) or not patches:
+        raise ValueError('patches must be a non-empty list like [{"old": "exact text", "new": "replacement"}]')
+    for i, patch in enumerate(patches):
+        old, new = (patch.get("old"), patch.get("new")) if isinstance(patch, dict) else (None, None)
+        if not isinstance(old, str) or not isinstance(new, str) or not old:
+            raise ValueError(f'patch {i} must be {{"old": "exact text", "new": "replacement"}} with non-empty old')
+        count = source.count(old)
+        if count != 1:
+            where = "does not occur" if count == 0 else f"occurs {count} times"
+            raise ValueError(
+                f"patch {i}: old text {where} in the parent's train.py ({old[:60]!r}...). Copy an exact, unique "
+                "snippet from read_train_code(parent_title)."
+            )
+        source = source.replace(old, new)
+    return source
 
 
 @dataclass(frozen=True)
@@ -69,10 +91,10 @@ class Recipe:
         """The source with this recipe applied, or None when it does not apply cleanly or breaks the contract."""
         if self.blocked_by(source):
             return None
-        for old, new in self.patches:
-            if source.count(old) != 1:  # an earlier patch of this recipe touched a later anchor
-                return None
-            source = source.replace(old, new)
+        try:  # an earlier patch of this recipe may touch a later anchor
+            source = apply_patches(source, [{"old": old, "new": new} for old, new in self.patches])
+        except ValueError:
+            return None
         return source if preflight(source) is None else None
 
 

@@ -10,8 +10,8 @@ Locally each job is a sandboxed subprocess of this process, so the slots are rea
 pool (owned here, closed by `aclose`) hands out pre-imported interpreters. On a cluster each job is its own
 Flyte action, started as a slot frees, with no barrier per batch.
 
-What travels with each job's task call (`extras`): the sizing policy, consumed by the `right_size` call
-handler, and the pool's handle. Flyte pickles task inputs, so a live pool cannot be one; the handle lets a
+What the runner hands each job's call (`extras`): its sizing policy (the call binds it into the `right_size`
+call handler) and the pool's handle. Flyte pickles task inputs, so a live pool cannot be one; the handle lets a
 task running in this process find the pool this runner owns (see `sandbox_pool.register`).
 """
 
@@ -30,7 +30,7 @@ from typing import Any
 import sandbox_pool
 from autoresearch_types import ExperimentResult
 from ledger_views import ExperimentRecord
-from sizing import POLICY_KWARG, SizingPolicy
+from sizing import SizingPolicy
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +125,12 @@ class ExperimentRunner:
 
     def extras(self) -> dict[str, Any]:
         """What every job's task call carries: the sizing policy (for `right_size`) and the pool's handle."""
-        return {POLICY_KWARG: self.policy.to_dict(), "pool": self.pool_handle}
+        return {"policy": self.policy, "pool": self.pool_handle}
 
     async def __aenter__(self) -> ExperimentRunner:
+        """Start using the runner; in local mode give the loop room for every live sandboxed process."""
+        if self.pool is not None:
+            sandbox_pool.ensure_roomy_executor(asyncio.get_running_loop())
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import leftovers
 import prepare
 import sandbox_bwrap
 from sandbox_proc import MARKER_ENV, CpuMeter, read_untrusted_tail, reap
@@ -148,7 +149,7 @@ def runs_root() -> Path:
 
 def new_workdir(phase: str) -> Path:
     """A fresh work dir holding only the fixed harness files (no experiment yet)."""
-    workdir = runs_root() / f"{phase}-{uuid.uuid4().hex[:12]}"
+    workdir = runs_root() / f"{phase}-{leftovers.owner_tag()}-{uuid.uuid4().hex[:12]}"  # see `leftovers`
     (workdir / "out").mkdir(parents=True)
     for name in FIXED_FILES:
         shutil.copyfile(HERE / name, workdir / name)
@@ -261,7 +262,6 @@ async def launch(key: LaunchKey, memory_mb: int, lifetime_s: float, idle_s: floa
     `lifetime_s` bounds the process's CPU seconds (and is the library's own timeout, a backstop);
     `idle_s` is how long it waits for a job.
     """
-    ensure_roomy_executor(asyncio.get_running_loop())
     workdir, token = new_workdir(key.phase), uuid.uuid4().hex
     python, _ = python_for_sandbox()
     command = harness_command(python, key, memory_mb, lifetime_s, idle_s)

@@ -1,8 +1,9 @@
 """Right-sizing of experiments: a deterministic memory estimate, LLM sizing on top, and OOM retries.
 
 `right_size` is the `call_handler` of the `run_experiment` tool. Its policy (floor, ceiling, threads, retries)
-comes with each call as the `sizing` keyword (`POLICY_KWARG`), which the handler consumes: the runner
-that owns the run passes it, so nothing about a run lives in module state. It estimates what an experiment
+is bound into the handler: `handler(policy)` is the call handler of the runner that owns the run, which puts it
+on its copy of the tool, so nothing about a run lives in module state. (Flyte binds a tool call's keywords to
+the task's signature before any handler sees them, so the policy cannot travel as a keyword.) It estimates what an experiment
 needs (a pure function of its config), lets the LLM raise that estimate (never lower it), runs the
 experiment with those resources, and on OOM retries with at least twice the memory, up to a ceiling.
 Memory here is *virtual* memory, because the local sandbox enforces it with `RLIMIT_AS`.
@@ -45,10 +46,6 @@ class Size:
         import flyte
 
         return flyte.Resources(cpu=self.cpu, memory=f"{self.memory_mb}Mi")
-
-
-POLICY_KWARG = "sizing"
-"""The keyword under which a caller hands `right_size` its `SizingPolicy` (as a dict); never passed to the task."""
 
 
 @dataclass(frozen=True)
@@ -244,15 +241,26 @@ async def _attempt(tool_fn: Any, kwargs: dict[str, Any], size: Size) -> Experime
     return result if isinstance(result, ExperimentResult) else ExperimentResult.from_dict(dict(result))
 
 
-async def right_size(call_llm: Any, tool_fn: Any, **kwargs: Any) -> ExperimentResult:
+def handler(policy: SizingPolicy) -> Any:
+    """`right_size` with `policy` bound: the call handler a runner puts on its copy of `run_experiment`."""
+
+    async def sized(call_llm: Any, tool_fn: Any, **kwargs: Any) -> ExperimentResult:
+        return await right_size(call_llm, tool_fn, policy=policy, **kwargs)
+
+    return sized
+
+
+async def right_size(
+    call_llm: Any, tool_fn: Any, *, policy: SizingPolicy | None = None, **kwargs: Any
+) -> ExperimentResult:
     """Estimate, size (LLM on top when one is in use), run, and retry with more memory on OOM.
 
     Never raises into the agent loop: terminal failures come back as failure records that carry the
-    resources of the last attempt, the OOM retries and every size tried.
+    resources of the last attempt, the OOM retries and every size tried. `policy` defaults to `SizingPolicy()`.
     """
     import llm
 
-    policy = SizingPolicy.from_dict(kwargs.pop(POLICY_KWARG, None))
+    policy = policy or SizingPolicy()
     config = ExperimentConfig.from_dict(dict(kwargs.get("config") or {}))
     floor = initial_size(config, policy)
     size = floor if tool_fn.model == llm.BUILTIN else await llm_size(call_llm, tool_fn, kwargs, floor, policy)

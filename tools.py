@@ -20,6 +20,7 @@ from typing import Any
 from autoresearch_types import RUN_KEYS, ExperimentResult
 from ledger import Ledger, LedgerError
 from ledger_views import BASELINE_TITLE, ExperimentRecord, LeaderboardRow
+from recipes import apply_patches
 from runner import ExperimentRunner, Job, Outcome
 from verdicts import Judgement
 
@@ -29,27 +30,6 @@ Emit = Callable[[dict[str, Any]], None]
 ARXIV_URL = os.environ.get("AUTORESEARCH_ARXIV_URL", "https://export.arxiv.org/api/query")
 DIFF_LIMIT = 8000
 CODE_LIMIT = 20000
-
-
-def apply_patches(source: str, patches: Any) -> str:
-    """Apply `[{"old": str, "new": str}, ...]` to `source`; each `old` must occur exactly once. Raises ValueError."""
-    if isinstance(patches, dict):
-        patches = [patches]
-    if not isinstance(patches, (list, tuple)) or not patches:
-        raise ValueError('patches must be a non-empty list like [{"old": "exact text", "new": "replacement"}]')
-    for i, patch in enumerate(patches):
-        old, new = (patch.get("old"), patch.get("new")) if isinstance(patch, dict) else (None, None)
-        if not isinstance(old, str) or not isinstance(new, str) or not old:
-            raise ValueError(f'patch {i} must be {{"old": "exact text", "new": "replacement"}} with non-empty old')
-        count = source.count(old)
-        if count != 1:
-            where = "does not occur" if count == 0 else f"occurs {count} times"
-            raise ValueError(
-                f"patch {i}: old text {where} in the parent's train.py ({old[:60]!r}...). Copy an exact, unique "
-                "snippet from read_train_code(parent_title)."
-            )
-        source = source.replace(old, new)
-    return source
 
 
 def _result_brief(result: ExperimentResult | None) -> dict[str, Any] | None:

@@ -11,7 +11,8 @@ import html
 import math
 from typing import Any
 
-from ledger_views import BASELINE_TITLE
+from autoresearch_types import trusted_bpb
+from ledger_views import BASELINE_TITLE, arrival_order
 
 CSS = """
 :root{color-scheme:light dark}
@@ -169,14 +170,13 @@ def _by_title(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _bpb(experiment: dict[str, Any]) -> float | None:
     """The trusted val_bpb of a successful experiment, else None."""
     result = _dict(experiment.get("result"))
-    return _num(result.get("val_bpb")) if result.get("outcome") == "success" else None
+    return trusted_bpb(result.get("outcome"), result.get("val_bpb"))
 
 
 def _run_order(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
     """Experiments with a result, in the order their results arrived (seq), ties in creation order."""
-    ran = [(i, x) for i, x in enumerate(_experiments(snapshot)) if isinstance(x.get("result"), dict)]
-    ran.sort(key=lambda p: (_num(p[1].get("seq")) is None, _num(p[1].get("seq")) or 0, p[0]))
-    return [x for _, x in ran]
+    ran = [x for x in _experiments(snapshot) if isinstance(x.get("result"), dict)]
+    return arrival_order(ran, lambda x: _num(x.get("seq")))
 
 
 def _baseline_title(snapshot: dict[str, Any]) -> str:

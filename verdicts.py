@@ -40,6 +40,8 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from autoresearch_types import trusted_bpb
+
 BASELINE = "baseline"
 LABELS = (
     "baseline",
@@ -291,8 +293,9 @@ def judge(arrivals: list[Arrival], titles: list[str], rule: GateRule, base_seed:
         if rec.screen_seed is None:
             rec.screen_seed, rec.screen_seq = arrival.seed, arrival.seq
         rec.outcomes[arrival.seed] = arrival.outcome
-        if arrival.outcome == "success" and arrival.val_bpb is not None and math.isfinite(arrival.val_bpb):
-            rec.values[arrival.seed] = arrival.val_bpb
+        bpb = trusted_bpb(arrival.outcome, arrival.val_bpb)
+        if bpb is not None:
+            rec.values[arrival.seed] = bpb
         out.sigma, out.df = pooled_sigma([_noise_sample(t, r) for t, r in runs.items()])
         _decide(arrival.title, runs, out, rule, baseline_seeds)
     for title in titles:

@@ -34,9 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import flyte  # noqa: E402
 
 import bundle  # noqa: E402
+import driver  # noqa: E402
 import ledger  # noqa: E402
 import llm  # noqa: E402
 import parallelized_autoresearch as pa  # noqa: E402
+import sizing  # noqa: E402
 from autoresearch_types import ExperimentConfig, ExperimentResult  # noqa: E402
 from benchmarks.common import parse_args, report  # noqa: E402
 from ledger_views import ExperimentRecord, ExperimentSpec  # noqa: E402
@@ -76,7 +78,8 @@ def make_runner(data: bundle.Bundle) -> ExperimentRunner:
 
     async def call(job: Job, extras: dict[str, Any]) -> ExperimentResult:
         config = dataclasses.replace(TINY, seed=job.seed, vocab_size=512).to_dict()
-        return await tool_obj.aio(train_py=job.record.train_py, config=config, data=data, **extras)
+        tool = dataclasses.replace(tool_obj, call_handler=sizing.handler(extras["policy"]))
+        return await tool.aio(train_py=job.record.train_py, config=config, data=data, pool=extras["pool"])
 
     runner = ExperimentRunner(call, CONCURRENCY)
     runner.bind(_no_follow, lambda job: True)
@@ -121,7 +124,7 @@ async def measured(runner: ExperimentRunner, mode: Any, work: list[Job]) -> dict
 @bench_env.task
 async def measure(quick: bool) -> str:
     """Every part of the benchmark in one Flyte task; the figures as JSON."""
-    data = await pa.load_bundle("shakespeare", 1, 512)
+    data = await driver.load_bundle("shakespeare", 1, 512)
     rng = random.Random(7)
     mixed = [round(rng.uniform(2.0, 10.0), 1) for _ in range(8 if quick else 16)]
     out: dict[str, Any] = {"durations": mixed}

@@ -1,18 +1,23 @@
-"""Search quality on confirmed gains: the built-in planner against random search, several seeds, the same budget.
+"""Search quality and its cost: the built-in planner against random search, with and without pruning, batch
+against asynchronous slots, several seeds, the same budget of runs.
 
     python benchmarks/bench_search.py [--quick] [--json PATH]
 
-Both strategies start from the same baseline `train.py` and base config (the product's defaults: 2 layers,
-width 64, vocabulary 2048, 600 steps), get the same budget of runs (the baseline's 3 seeds and every
-confirmation run included) and go through the product's whole path (driver task, Agent in code mode, tools,
-ledger, gate, sized and sandboxed `run_experiment`):
-- planner: `model="builtin"` with planner seed s;
+Every strategy starts from the same baseline `train.py` and base config (the product's defaults: 2 layers,
+width 64, vocabulary 2048, 600 steps), gets the same budget of runs (the baseline's 3 seeds and every
+confirmation run included) and goes through the product's whole path (driver task, Agent in code mode,
+tools, ledger, gate, runner, sized and sandboxed `run_experiment`):
+- planner: `model="builtin"`, planner seed s, every slot kept busy (`--scheduling async`);
+- pruned: the same with learning-curve pruning (`--prune median`);
+- batch: the same planning batch by batch (`--scheduling batch`);
 - random: a scripted LLM behind litellm whose batches are random points of the planner's own config search
   space (`policy.search_space`: learning rate, depth, width, batch size, dropout), drawn from seed s.
-Each pair runs with seeds 0, 1, 2 (0 only with --quick, at tiny sizes). The figure that counts is the
-confirmed best: the incumbent after the run (the baseline when nothing was confirmed). Random search's best
-is taken over its own configs only, never the baseline row. Flyte's cache is off, so nothing is reused.
-Target: the planner's confirmed best below random search's, on average over seeds.
+Each runs with seeds 0, 1, 2 (0 only with --quick, at tiny sizes). The figure that counts is the confirmed
+best: the incumbent after the run (the baseline when nothing was confirmed). Random search's own best is
+taken over its configs only, never the baseline row. Compute is the training CPU-seconds measured outside the
+sandbox. Flyte's cache is off, so nothing is reused.
+Targets: the planner's confirmed best below random search's; pruning saves at least 30% of the compute at
+an equal or better confirmed best; and the time to the first confirmed gain, batch against async.
 """
 
 from __future__ import annotations
@@ -80,30 +85,41 @@ def random_planner(size: dict[str, Any], seed: int) -> Any:
     return scripted_llm(reply)
 
 
-def research(size: dict[str, Any], model: str, seed: int) -> tuple[list[dict[str, Any]], float]:
-    """One research run through the driver; its leaderboard rows and wall seconds."""
+STRATEGIES = {
+    "planner": {"model": llm.BUILTIN, "scheduling": "async", "prune": "off"},
+    "pruned": {"model": llm.BUILTIN, "scheduling": "async", "prune": "median"},
+    "batch": {"model": llm.BUILTIN, "scheduling": "batch", "prune": "off"},
+    "random": {"model": "randomsearch/random", "scheduling": "batch", "prune": "off"},
+}
+"""The built-in planner keeping slots busy; the same with learning-curve pruning; the same planning batch by
+batch; and random search. Every one gets the same budget of runs."""
+
+
+def research(size: dict[str, Any], strategy: dict[str, str], seed: int) -> tuple[Any, float]:
+    """One research run through the driver; its output and wall seconds."""
     started = time.perf_counter()
     run = flyte.with_runcontext(disable_run_cache=True, **ledger_mod.run_context_kwargs()).run(
         pa.parallelized_autoresearch,
         n_experiments=size["runs"],
         batch_size=size["batch_size"],
         concurrency=CONCURRENCY,
-        max_turns=4 * size["runs"],
-        memory_key=f"bench-search-{model.split('/')[0]}-{seed}-{uuid.uuid4().hex[:6]}",
-        model=model,
+        memory_key=f"bench-search-{uuid.uuid4().hex[:8]}",
         planner_seed=seed,
         max_steps=size["max_steps"],
         vocab_size=size["vocab_size"],
         base_config=size["base"],
+        **strategy,
     )
     out = run.outputs()[0]
     if out.error:
-        raise RuntimeError(f"{model} (seed {seed}) failed: {out.error}")
-    return out.leaderboard, time.perf_counter() - started
+        raise RuntimeError(f"{strategy} (seed {seed}) failed: {out.error}")
+    return out, time.perf_counter() - started
 
 
-def standing(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The confirmed best, the baseline's mean, and the best mean among the strategy's own experiments."""
+def standing(out: Any, wall: float) -> dict[str, Any]:
+    """The confirmed best, the baseline's mean, the best mean among the strategy's own experiments, and what
+    it cost: training CPU-seconds, wall, and the time to the first confirmed gain."""
+    rows = out.leaderboard
     best = next(r for r in rows if r.get("incumbent"))
     base = next(r for r in rows if r["title"] == "baseline")
     own = [r["val_bpb"] for r in rows if r["title"] != "baseline" and r.get("rank") is not None]
@@ -115,40 +131,61 @@ def standing(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "confirmed": len(confirmed),
         "gain": best["title"] != "baseline",
         "best_title": best["title"],
+        "cpu_s": out.totals.get("compute_cpu_s_this_session", 0.0),
+        "wall": wall,
+        "first_gain_s": out.totals.get("first_confirmed_gain_s"),
+        "pruned": sum(r.get("label") == "pruned" for r in rows),
     }
+
+
+def mean(values: list[float | None]) -> float:
+    """The mean of the values that exist (nan when none does)."""
+    present = [v for v in values if v is not None]
+    return round(statistics.fmean(present), 4) if present else float("nan")
 
 
 def main() -> None:
     args = parse_args(__doc__)
     size = QUICK if args.quick else FULL
     ledger_mod.init_local(project="autoresearch-bench", log_level=logging.CRITICAL)
-    results: dict[str, list[dict[str, Any]]] = {"planner": [], "random": []}
-    walls: dict[str, list[float]] = {"planner": [], "random": []}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in STRATEGIES}
     for seed in size["seeds"]:
         litellm.custom_provider_map = [{"provider": "randomsearch", "custom_handler": random_planner(size, seed)}]
-        for name, model in (("planner", llm.BUILTIN), ("random", "randomsearch/random")):
-            rows, wall = research(size, model, seed)
-            results[name].append(standing(rows))
-            walls[name].append(wall)
+        for name, strategy in STRATEGIES.items():
+            results[name].append(standing(*research(size, strategy, seed)))
     print(f"\n{size['runs']} runs per strategy and seed, {size['max_steps']} steps, batches of {size['batch_size']}")
-    print(f"{'strategy':<9}{'seed':>5}{'confirmed best':>16}{'baseline':>10}{'own best':>10}{'confirmed':>11}  best")
-    for name in results:
-        for seed, s in zip(size["seeds"], results[name], strict=True):
-            own = "-" if s["own_best"] is None else f"{s['own_best']:.4f}"
+    print(
+        f"{'strategy':<9}{'seed':>5}{'confirmed best':>16}{'baseline':>10}{'own best':>10}{'CPU s':>8}{'1st gain s':>11}  best"
+    )
+    for name, rows in results.items():
+        for seed, r in zip(size["seeds"], rows, strict=True):
+            own = "-" if r["own_best"] is None else f"{r['own_best']:.4f}"
+            first = "-" if r["first_gain_s"] is None else f"{r['first_gain_s']:.0f}"
             print(
-                f"{name:<9}{seed:>5}{s['confirmed_best']:>16.4f}{s['baseline']:>10.4f}{own:>10}{s['confirmed']:>11}  {s['best_title']}"
+                f"{name:<9}{seed:>5}{r['confirmed_best']:>16.4f}{r['baseline']:>10.4f}{own:>10}{r['cpu_s']:>8.0f}{first:>11}  {r['best_title']}"
             )
     figures: dict[str, float] = {"seeds": len(size["seeds"]), "runs_per_strategy": size["runs"]}
     for name, rows in results.items():
-        figures[f"{name}_confirmed_best_val_bpb"] = round(statistics.fmean(s["confirmed_best"] for s in rows), 4)
-        figures[f"{name}_runs_with_confirmed_gain"] = sum(s["gain"] for s in rows)
-        figures[f"{name}_confirmed_experiments"] = sum(s["confirmed"] for s in rows)
-        own = [s["own_best"] for s in rows if s["own_best"] is not None]
-        figures[f"{name}_own_best_val_bpb"] = round(statistics.fmean(own), 4) if own else float("nan")
-        figures[f"{name}_wall_s"] = round(statistics.fmean(walls[name]), 1)
-    figures["baseline_val_bpb"] = round(statistics.fmean(s["baseline"] for s in results["planner"]), 4)
+        figures[f"{name}_confirmed_best_val_bpb"] = mean([r["confirmed_best"] for r in rows])
+        figures[f"{name}_runs_with_confirmed_gain"] = sum(r["gain"] for r in rows)
+        figures[f"{name}_own_best_val_bpb"] = mean([r["own_best"] for r in rows])
+        figures[f"{name}_cpu_s"] = mean([r["cpu_s"] for r in rows])
+        figures[f"{name}_wall_s"] = mean([r["wall"] for r in rows])
+    figures["baseline_val_bpb"] = mean([r["baseline"] for r in results["planner"]])
+    figures["pruned_runs"] = sum(r["pruned"] for r in results["pruned"])
+    figures["prune_compute_saved_frac"] = round(1 - figures["pruned_cpu_s"] / figures["planner_cpu_s"], 3)
+    figures["prune_best_delta"] = round(
+        figures["pruned_confirmed_best_val_bpb"] - figures["planner_confirmed_best_val_bpb"], 4
+    )
+    figures["time_to_first_confirmed_gain_batch_s"] = mean([r["first_gain_s"] for r in results["batch"]])
+    figures["time_to_first_confirmed_gain_async_s"] = mean([r["first_gain_s"] for r in results["planner"]])
     print()
-    report(figures, args.json, {"planner_confirmed_best_val_bpb": "< random_confirmed_best_val_bpb"})
+    targets = {
+        "planner_confirmed_best_val_bpb": "< random_confirmed_best_val_bpb",
+        "prune_compute_saved_frac": ">= 0.3",
+        "prune_best_delta": "<= 0 (equal or better)",
+    }
+    report(figures, args.json, targets)
     ok = figures["planner_confirmed_best_val_bpb"] < figures["random_confirmed_best_val_bpb"]
     print(f"target planner < random on confirmed bests: {'met' if ok else 'MISSED'}")
 

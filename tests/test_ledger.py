@@ -269,7 +269,7 @@ async def test_bad_input_is_rejected_with_clear_messages_and_nothing_else_lost(l
         ("Listy", "overrides must be a dict"),
         ("Wordy", "n_layer must be a finite number"),
         ("Orphan", "Close titles: 'Warmup'"),
-        ("Fragment", "must define run_training(...), build_model(...)"),
+        ("Fragment", "must define run_training(config, data_dir) and build_model(config)"),
         ("Same as deeper", "duplicate of 'Deeper 6L'"),
         ("No change", "identical to the baseline"),
         (None, "each edit must be a dict"),

@@ -65,7 +65,7 @@ def test_at_most_concurrency_jobs_run_and_every_job_finishes() -> None:
 
     rec, out = asyncio.run(main())
     assert rec.peak == 3 and len(out.done) == 10 and not out.skipped
-    assert all(e["sizing"]["cpu"] == 1 and e["pool"] == "" for e in rec.extras), "one thread each; no pool on a cluster"
+    assert all(e["policy"].cpu == 1 and e["pool"] == "" for e in rec.extras), "one thread each; no pool on a cluster"
 
 
 def test_jobs_submitted_while_others_run_start_as_slots_free_and_come_back_as_they_finish() -> None:

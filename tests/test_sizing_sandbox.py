@@ -40,7 +40,8 @@ async def run_sized(
     results = []
     for config, initial in zip(configs, initial_mb, strict=True):
         policy = sizing.SizingPolicy(cpu=1, floor_mb=256, ceiling_mb=ceiling_mb, initial_memory_mb=initial or None)
-        results.append(await tool.aio(train_py=TRAIN_PY, config=config, data=data, sizing=policy.to_dict()))
+        sized = dataclasses.replace(tool, call_handler=sizing.handler(policy))
+        results.append(await sized.aio(train_py=TRAIN_PY, config=config, data=data))
     return results
 
 
