@@ -27,7 +27,9 @@ from verdicts import Judgement
 Emit = Callable[[dict[str, Any]], None]
 """Receives activity events for the report and the terminal."""
 
-ARXIV_URL = os.environ.get("AUTORESEARCH_ARXIV_URL", "https://export.arxiv.org/api/query")
+ARXIV_URL_ENV = "AUTORESEARCH_ARXIV_URL"
+DEFAULT_ARXIV_URL = "https://export.arxiv.org/api/query"
+"""The arXiv API; `$AUTORESEARCH_ARXIV_URL` (read at each search, not at import) points it at a mirror."""
 DIFF_LIMIT = 8000
 CODE_LIMIT = 20000
 
@@ -601,7 +603,7 @@ async def search_arxiv(query: str, max_results: int, url: str | None = None, tim
     params = {"search_query": f"all:{query}", "start": 0, "max_results": max_results}
     try:
         async with httpx.AsyncClient(timeout=timeout_s) as client:
-            response = await client.get(url or ARXIV_URL, params=params)
+            response = await client.get(url or os.environ.get(ARXIV_URL_ENV, DEFAULT_ARXIV_URL), params=params)
             response.raise_for_status()
         return {"papers": parse_arxiv(response.text)}
     except Exception as exc:
