@@ -100,6 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="let --backend none run the edited train.py with NO isolation (never with code you do not trust)",
     )
     p.add_argument("--planner-seed", type=int, default=0, help="seed of the built-in planner's choices (default 0)")
+    p.add_argument(
+        "--target-val-bpb",
+        type=float,
+        default=0.0,
+        help="stop once a confirmed result reaches this val_bpb (default: run to the budget)",
+    )
+    p.add_argument(
+        "--target-gain",
+        type=float,
+        default=0.0,
+        help="stop once a confirmed result beats the baseline by this many percent (default: run to the budget)",
+    )
     p.add_argument("--export-best", default=None, help="also write the best train.py to this path")
     p.add_argument(
         "--state-dir", default=None, help=f"local state directory (default ${prepare.STATE_DIR_ENV} or ~/.cache/...)"
@@ -117,6 +129,7 @@ def task_inputs(args: argparse.Namespace, key: str, base_config: dict[str, Any])
         max_llm_cost=args.max_llm_cost, time_budget=args.time_budget or 0.0, max_steps=args.max_steps or 0,
         base_config=base_config, backend=args.backend, planner_seed=args.planner_seed, replicates=args.replicates or 0,
         allow_unsandboxed=args.allow_unsandboxed, prune=args.prune, scheduling=args.scheduling,
+        target_val_bpb=args.target_val_bpb, target_gain=args.target_gain,
     )  # fmt: skip
 
 

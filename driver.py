@@ -32,6 +32,8 @@ import tools as tools_mod
 import ui
 import validation
 from autoresearch_types import AutoresearchOutput, ExperimentConfig, ExperimentResult
+from goal import Goal
+from hybrid_judge import Judge
 from ledger_views import BASELINE_TITLE, LeaderboardRow, best_line, prune_limits
 from monitor import Activity, Reporter
 from pruning import PruneRule
@@ -178,6 +180,7 @@ class RunLimits:
     batch_size: int
     concurrency: int
     max_turns: int
+    goal: Goal = dataclasses.field(default_factory=Goal)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +235,8 @@ async def research(session: Session, runner: ExperimentRunner, limits: RunLimits
         emit=activity.emit,
         on_result=activity.on_result,
         on_start=activity.on_start,
+        judge=Judge(session.call_llm if isinstance(session.call_llm, llm.LLMClient) else None, session.model_name),
+        goal=limits.goal,
     )
     session.reporter = Reporter(ledger, run_info(session), activity, lambda: usage_of(session.call_llm))
     await session.reporter.start()
@@ -407,6 +412,12 @@ async def close_session(
     best = next((i for i, r in enumerate(board) if r.incumbent), None)
     source = (await ledger.specs([board[best].title]))[0].train_py if best is not None else ""
     verdict = await closing_text(ledger)
+    if session.budget.stopped:
+        cost = usage_of(session.call_llm).get("cost_usd") or 0.0
+        verdict += (
+            f" Research stopped before its budget: {session.budget.stopped} ({activity.elapsed():.0f} s into this "
+            f"session, {len(activity.results)} runs this session, LLM cost ${cost:.4f})."
+        )
     if audit:
         verdict += " " + ui.audit_text(audit)
         print(ui.audit_text(audit), flush=True)
@@ -423,6 +434,7 @@ async def close_session(
         "turns": sum(1 for e in activity.events if e.get("kind") == "turn"),
         "sigma": verdicts.sigma,
         "first_confirmed_gain_s": activity.first_confirmed_s,
+        "stopped": session.budget.stopped,
         "compute_cpu_s_this_session": round(sum(r.train_cpu_s for r in activity.results), 1),
         "llm": usage_of(session.call_llm),
         **(stats or {}),

@@ -14,10 +14,12 @@ from typing import Any
 from autoresearch_types import ExperimentConfig, WorkshopBounds
 from ledger_views import (
     BASELINE_TITLE,
+    STEPS,
     ExperimentSpec,
     budget_of,
     check_source,
     close_titles,
+    infer_step,
     normalize_code,
     signature,
     slugify,
@@ -43,6 +45,7 @@ class EditContext:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # title -> overrides
     signatures: dict[str, str] = field(default_factory=dict)  # signature -> title
     n_saved: int = 0  # experiments other than the baseline
+    rejected: dict[str, str] = field(default_factory=dict)  # title -> who rejected it and why (never forked)
 
     def add(self, spec: ExperimentSpec, source: str) -> None:
         """Make a saved (or accepted-in-this-batch) experiment visible to the next edits."""
@@ -108,6 +111,11 @@ def _resolve_parent(edit: dict[str, Any], ctx: EditContext) -> tuple[str | None,
                 f"parent_title {parent!r} is not in the ledger.{hint} Use an exact existing title "
                 f"(recent: {', '.join(repr(t) for t in recent)}), or leave parent_title out to start from the baseline."
             )
+    if parent in ctx.rejected:
+        return (
+            f"parent_title {parent!r} was rejected ({ctx.rejected[parent]}), so it is never forked. Fork the "
+            "confirmed best (get_promising_code) or another experiment."
+        )
     return parent, ctx.sources[parent], ctx.overrides[parent]
 
 
@@ -156,6 +164,9 @@ def plan_edit(edit: Any, ctx: EditContext, batch_id: str) -> PlannedEdit | str:
     inconsistent = config_problem(config)
     if inconsistent:
         return f"these overrides cannot train: {inconsistent}. Change one of them (allowed ranges: {ctx.bounds.describe()})."
+    step = _check_step(edit)
+    if step is None:
+        return f"step must be one of {', '.join(STEPS)} ({'; '.join(f'{k}: {v}' for k, v in STEPS.items())}); got {edit.get('step')!r}. To end research, call stop_research(reason) instead."
     code = normalize_code(source)
     config_only = code == normalize_code(start_src)
     if code == normalize_code(ctx.baseline_src) and config == ctx.base:
@@ -163,11 +174,12 @@ def plan_edit(edit: Any, ctx: EditContext, batch_id: str) -> PlannedEdit | str:
             "this edit is identical to the baseline (same code, no override that changes the base config). "
             "Change train_py, or give overrides that differ from the base config."
         )
-    if config_only and ctx.n_saved >= ctx.config_only_after:
+    if config_only and parent_title in (None, BASELINE_TITLE) and ctx.n_saved >= ctx.config_only_after:
         return (
-            f"config-only edits are closed: {ctx.n_saved} experiments are saved (limit {ctx.config_only_after}). "
-            "Change the training code instead: send train_py with a real change (for example a warmup + cosine "
-            "learning_rate(), weight tying, a different activation or norm), with overrides on top if you like."
+            f"config-only edits of the baseline are closed: {ctx.n_saved} experiments are saved (limit "
+            f"{ctx.config_only_after}). Change the training code instead: send train_py with a real change (for "
+            "example a warmup + cosine learning_rate(), weight tying, a different activation or norm), with overrides "
+            "on top if you like; a config nudge (a small step) on an experiment that changed the code is still open."
         )
     sig = signature(source, config)
     if sig in ctx.signatures:
@@ -188,8 +200,18 @@ def plan_edit(edit: Any, ctx: EditContext, batch_id: str) -> PlannedEdit | str:
         created_at=now(),
         signature=sig,
         budget=budget_of(ctx.base),
+        step=step or infer_step({k for k, v in overrides.items() if inherited.get(k) != v}, not config_only),
     )
     return PlannedEdit(spec, source, report.clamped, report.ignored)
+
+
+def _check_step(edit: dict[str, Any]) -> str | None:
+    """The edit's declared step type ("" when it gave none, to be inferred), or None when it is not a known one."""
+    raw = edit.get("step")
+    if raw is None or raw == "":
+        return ""
+    step = raw.strip().lower() if isinstance(raw, str) else None
+    return step if step in STEPS else None
 
 
 # ---------------------------------------------------------------- the ledger

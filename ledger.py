@@ -50,7 +50,7 @@ from ledger_views import (
     slugify,
     unified_diff,
 )
-from verdicts import GateRule, Judgement
+from verdicts import DECISIONS, Decision, GateRule, Judgement
 
 __all__ = ["Ledger", "LedgerError", "init_local", "run_context_kwargs", "store_location"]
 
@@ -218,10 +218,11 @@ class Ledger:
         await self.memory.write_text.aio(self._path(spec.slug, "train.py"), source, actor=ACTOR, reason=spec.title)
         await self.memory.write_json.aio(self._path(spec.slug, "spec.json"), spec.to_dict(), actor=ACTOR)
 
-    def _edit_context(self, records: list[ExperimentRecord]) -> EditContext:
+    async def _edit_context(self, records: list[ExperimentRecord]) -> EditContext:
         ctx = EditContext(self.base_config, self.bounds, self.baseline_source, self.config_only_after)
         for rec in sorted(records, key=lambda r: r.spec.created_at):
             ctx.add(rec.spec, rec.train_py)
+        ctx.rejected = {t: f"{d.by}: {d.reason}" for t, d in (await self.decisions()).items() if d.decision == "reject"}
         return ctx
 
     def _next_batch_id(self, records: list[ExperimentRecord]) -> str:
@@ -251,7 +252,7 @@ class Ledger:
             return {"error": f"edits must be a list of dicts, got {type(edits).__name__}.", "saved": [], "rejected": []}
         async with self._lock:
             records = await self.records()
-            ctx = self._edit_context(records)
+            ctx = await self._edit_context(records)
             batch_id = batch_id or self._next_batch_id(records)
             out: dict[str, Any] = {"batch_id": batch_id, "saved": [], "rejected": [], "clamped": {}, "ignored_keys": {}}
             planned: list[PlannedEdit] = []
@@ -367,6 +368,43 @@ class Ledger:
         """The store's last `n` audit-log entries (who wrote what, when)."""
         return await self.memory.audit_tail(n)
 
+    async def record_decision(self, title: str, decision: str, reason: str, by: str = "judge") -> dict[str, Any]:
+        """Store a judge's decision on a borderline experiment as `judge/<slug>.json` (the newest stands), then save.
+
+        Humans record theirs with `record_human_verdict`, which overrides a judge's."""
+        if decision not in DECISIONS:
+            raise LedgerError(f"decision must be one of {DECISIONS}, got {decision!r}")
+        async with self._lock:
+            rec = await self._record_by_title(title)
+            if rec is None:
+                raise LedgerError(await self._unknown_title_message(title))
+            record = {"title": title, "decision": decision, "reason": reason, "by": by, "at": now()}
+            await self.memory.write_json.aio(f"judge/{rec.spec.slug}.json", record, actor=ACTOR)
+            await ledger_store.save(self.memory)
+        return record
+
+    async def decisions(self) -> dict[str, Decision]:
+        """Every verdict from outside the gate, by title: the judge's, then a human's on top (see `Decision`)."""
+        out: dict[str, Decision] = {}
+        for prefix, by in (("judge", "judge"), ("human_verdicts", "human")):
+            for path in self.memory.list_paths(prefix):
+                data = await self.memory.read_json.aio(path)
+                if isinstance(data, dict) and data.get("title") and data.get("decision") in DECISIONS:
+                    reason = str(data.get("reason") or data.get("note") or "")
+                    out[str(data["title"])] = Decision(str(data["title"]), str(data["decision"]), by, reason)
+        return out
+
+    async def record_stop(self, reason: str, by: str) -> None:
+        """Store why research ended before its budget (`stops/<time>.json`: the agent's stop step, or the goal)."""
+        async with self._lock:
+            record = {"reason": reason, "by": by, "at": now(), "runs_used": self._run_count()}
+            await self.memory.write_json.aio(f"stops/{now().replace(':', '-')}.json", record, actor=ACTOR)
+            await ledger_store.save(self.memory)
+
+    async def stops(self) -> list[dict[str, Any]]:
+        """Every recorded stop, oldest first."""
+        return [await self.memory.read_json.aio(p) for p in self.memory.list_paths("stops")]
+
     async def latest_audit(self) -> dict[str, Any] | None:
         """The newest held-out audit, or None."""
         paths = self.memory.list_paths("audits")
@@ -398,12 +436,12 @@ class Ledger:
     async def view(self) -> tuple[list[ExperimentRecord], Judgement, list[LeaderboardRow]]:
         """Records, the gate's verdicts and the leaderboard, all from one read of the records."""
         records = await self.records()
-        verdicts = judgement(records, self.rule, self.base_config)
+        verdicts = judgement(records, self.rule, self.base_config, await self.decisions())
         return records, verdicts, leaderboard(records, verdicts)
 
     async def judgement(self) -> Judgement:
         """The gate's verdicts, the incumbent and the noise floor (see `verdicts.judge`)."""
-        return judgement(await self.records(), self.rule, self.base_config)
+        return judgement(await self.records(), self.rule, self.base_config, await self.decisions())
 
     async def leaderboard(self) -> list[LeaderboardRow]:
         """Ranked by mean val_bpb over seeds, then scored-but-unranked, failed, not run (`ledger_views.leaderboard`)."""

@@ -19,15 +19,34 @@ from typing import Any
 from autoresearch_types import RUN_KEYS, ExperimentConfig, ExperimentResult, trusted_bpb
 from pruning import PruneRule, thresholds
 from sandbox_classify import preflight
-from verdicts import Arrival, GateRule, Judgement, judge
+from verdicts import Arrival, Decision, GateRule, Judgement, judge
 
 BASELINE_TITLE = "baseline"
+
+STEPS = {
+    "small": "a nudge to one knob (one config value, or a one-line tweak)",
+    "medium": "one component changed (the schedule, the init, a norm, the activation, the model's size)",
+    "radical": "the architecture or the optimiser changed",
+}
+"""The step types every saved edit carries; the agent ends research with `stop_research(reason)` instead."""
+CAPACITY_KEYS = frozenset({"n_layer", "n_embd", "n_head", "seq_len"})
+"""Config keys that change the model's size: moving them is at least a medium step."""
+
+
+def infer_step(changed_keys: set[str], code_changed: bool) -> str:
+    """The step type of an edit that did not say: a one-knob config nudge is small, anything more is medium
+    (radical is never inferred: only the author knows the architecture or optimiser was changed)."""
+    if code_changed or len(changed_keys) > 1 or changed_keys & CAPACITY_KEYS:
+        return "medium"
+    return "small"
+
+
 """The experiment every ledger starts with: the repository's `train.py` under the base config."""
 
 BUDGET_KEYS = tuple(k for k in RUN_KEYS if k != "seed")
 """The base-config fields a spec pins at creation, so a resumed run with another budget reproduces it."""
 
-RANKED_LABELS = ("baseline", "confirmed", "unconfirmed", "within_noise", "regression", "unjudged")
+RANKED_LABELS = ("baseline", "confirmed", "accepted", "unconfirmed", "within_noise", "regression", "unjudged")
 """Verdict labels whose experiments are ranked (they have a comparable val_bpb); see `verdicts.LABELS`."""
 
 
@@ -51,6 +70,8 @@ class ExperimentSpec:
     created_at: str = ""
     signature: str = ""
     budget: dict[str, Any] = field(default_factory=dict)
+    step: str = ""
+    """`small`, `medium` or `radical` (see `STEPS`); "" for the baseline and older records."""
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict, for JSON."""
@@ -166,6 +187,9 @@ class LeaderboardRow:
     seq: int | None
     change_summary: str
     overrides: dict[str, Any]
+    step: str = ""
+    decided_by: str = "rule"
+    """Who settled the verdict: `rule` (the gate), `judge` (a borderline case) or `human`."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -303,8 +327,14 @@ def run_order(records: list[ExperimentRecord]) -> list[ExperimentRecord]:
     return arrival_order(sorted(records, key=lambda r: (r.spec.created_at, r.title)), lambda r: r.seq)
 
 
-def judgement(records: list[ExperimentRecord], rule: GateRule, base: ExperimentConfig | None = None) -> Judgement:
-    """The gate's verdicts for the ledger's records under the key's base config (see `verdicts.judge`)."""
+def judgement(
+    records: list[ExperimentRecord],
+    rule: GateRule,
+    base: ExperimentConfig | None = None,
+    decisions: dict[str, Decision] | None = None,
+) -> Judgement:
+    """The gate's verdicts for the ledger's records under the key's base config, with the judge's and humans'
+    decisions applied (see `verdicts.judge`)."""
     base = base or ExperimentConfig()
     arrivals = []
     for rec in records:
@@ -314,7 +344,7 @@ def judgement(records: list[ExperimentRecord], rule: GateRule, base: ExperimentC
             arrivals.append(
                 Arrival(run.seq, rec.title, run.seed, run.result.outcome, run.val_bpb, run.result.train_cpu_s, work)
             )
-    return judge(arrivals, [r.title for r in records], rule, base.seed)
+    return judge(arrivals, [r.title for r in records], rule, base.seed, decisions)
 
 
 LEGACY_NOTE = "ran before seeds and token budgets were recorded: shown, not compared"
@@ -362,6 +392,8 @@ def leaderboard(records: list[ExperimentRecord], verdicts: Judgement) -> list[Le
                 seq=rec.seq,
                 change_summary=rec.spec.change_summary,
                 overrides=dict(rec.spec.overrides),
+                step=rec.spec.step,
+                decided_by=verdict.by,
             )
         )
     return rows
@@ -431,16 +463,17 @@ def history_table(records: list[ExperimentRecord], rows: list[LeaderboardRow], l
     ordered = run_order(records)
     shown = ordered[-last_n:] if last_n > 0 else []
     out = [
-        "| # | title | parent | change | overrides | val_bpb (mean ± se, seeds) | Δ best | verdict |",
-        "|---|---|---|---|---|---|---|---|",
+        "| # | title | parent | step | change | overrides | val_bpb (mean ± se, seeds) | Δ best | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for rec in shown:
         row = by_title[rec.title]
         label = row.label if row.label != "failed" else f"failed ({row.outcome})"
+        label += f" ({row.decided_by})" if row.decided_by != "rule" else ""
         overrides = ", ".join(f"{k}={v}" for k, v in sorted(rec.spec.overrides.items())) or "-"
         out.append(
             f"| {rec.seq if rec.seq is not None else '-'} | {_cell(rec.title, 40)} | {_cell(rec.spec.parent or '-', 30)} "
-            f"| {_cell(rec.spec.change_summary or '-')} | {_cell(overrides, 50)} "
+            f"| {rec.spec.step or '-'} | {_cell(rec.spec.change_summary or '-')} | {_cell(overrides, 50)} "
             f"| {fmt_mean(row.val_bpb, row.se, row.n_seeds)} | {_fmt(row.delta_vs_best, signed=True)} | {label} |"
         )
     out.append("\n(Δ best = mean val_bpb minus the incumbent's; verdicts: see the gate rule above.)")
@@ -465,6 +498,7 @@ def lineage(records: list[ExperimentRecord], rows: list[LeaderboardRow]) -> list
             "title": rec.title,
             "val_bpb": row.val_bpb if row.rank is not None else None,
             "label": row.label,
+            "step": rec.spec.step,
             "incumbent": row.incumbent,
             "outcome": rec.result.outcome if rec.result else None,
             "children": [node(c) for c in children.get(rec.title, [])],
@@ -481,7 +515,8 @@ def lineage_text(tree: list[dict[str, Any]]) -> str:
         for n in nodes:
             metric = _fmt(n["val_bpb"]) if n["val_bpb"] is not None else (n["outcome"] or "not run")
             mark = " *best*" if n.get("incumbent") else ""
-            lines.append(f"{'  ' * depth}- {n['title']}: {metric} [{n.get('label') or '-'}]{mark}")
+            step = f" ({n['step']})" if n.get("step") else ""
+            lines.append(f"{'  ' * depth}- {n['title']}{step}: {metric} [{n.get('label') or '-'}]{mark}")
             walk(n["children"], depth + 1)
 
     walk(tree, 0)

@@ -48,6 +48,10 @@ class Activity:
         if self.echo and event.get("error"):
             print(f"  ! {event.get('name')}: {str(event['error'])[:200]}", flush=True)
 
+    def elapsed(self) -> float:
+        """Seconds since the session started."""
+        return time.monotonic() - self._t0
+
     def on_start(self, jobs: list[Job]) -> None:
         """A batch starts: an empty progress bar and what runs in the terminal, an event in the report."""
         batch_id = jobs[-1].record.spec.batch_id if jobs else ""

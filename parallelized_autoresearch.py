@@ -57,6 +57,7 @@ from driver import (  # noqa: E402
     research,
     say_guarantees,
 )
+from goal import Goal  # noqa: E402
 from monitor import quiet_handled_failures  # noqa: E402
 from pruning import PruneRule  # noqa: E402
 from runner import ExperimentRunner  # noqa: E402
@@ -171,11 +172,14 @@ async def parallelized_autoresearch(
     allow_unsandboxed: bool = False,
     prune: str = "off",
     scheduling: str = "async",
+    target_val_bpb: float = 0.0,
+    target_gain: float = 0.0,
 ) -> AutoresearchOutput:
     """Research `train.py` with an agent: open the key, run what it owes, let the Agent plan batches, close.
 
-    Stops when `n_experiments` runs (seeds included) are recorded under the key, or after `max_turns` agent
-    turns. The same `memory_key` resumes earlier research under its own fixed settings; finished runs are
+    Stops when `n_experiments` runs (seeds included) are recorded under the key, after `max_turns` agent
+    turns, when the agent takes its `stop` step, or once a confirmed result reaches `target_val_bpb` or beats the
+    baseline by `target_gain` percent. The same `memory_key` resumes earlier research under its own fixed settings; finished runs are
     cache hits, never reruns. 0 / "" for a setting means "the key's own, or the default".
     """
     quiet_handled_failures()
@@ -187,7 +191,8 @@ async def parallelized_autoresearch(
         backend = backend or sandbox.default_backend()
         say_guarantees(backend)
     settings = requested_settings(base_config, max_steps, time_budget, vocab_size, replicates, dataset, num_shards)
-    limits = RunLimits(n_experiments, batch_size, concurrency, max_turns or auto_turns(n_experiments))
+    goal = Goal(target_val_bpb or None, target_gain or None)
+    limits = RunLimits(n_experiments, batch_size, concurrency, max_turns or auto_turns(n_experiments), goal)
     choice = PlannerChoice(model, api_base, max_llm_cost, planner_seed, scheduling)
     session = await open_session(memory_key or new_memory_key(), choice, settings, limits)
     tool_obj = dataclasses.replace(run_experiment, call_llm=session.call_llm, model=session.model_name)

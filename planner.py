@@ -63,6 +63,8 @@ class State:
     code_errors: int = 0
     last_failed: bool = False
     surveyed: bool = False
+    stopped: str = ""
+    """The reason of a `stop` step already taken (research then only summarises)."""
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -91,6 +93,8 @@ def read_state(obs: list[dict[str, Any]]) -> State:
             continue
         state.last_failed = False
         info = _dict(o.get("info"))
+        if o.get("step") == "stop":
+            state.stopped = str(o.get("reason") or "stopped")
         if o.get("step") == "survey":
             state.surveyed = True
             state.base = info.get("base_config", state.base)
@@ -208,6 +212,20 @@ best = get_promising_code(1)
   "history": history, "best": best}}"""
 
 
+def stop_plan(reason: str) -> str:
+    """Code that ends research deliberately (the `stop` step) with its reason."""
+    return f"""stop = stop_research({reason!r})
+{{"step": "stop", "reason": {reason!r}, "stop": stop}}"""
+
+
+def out_of_ideas(state: State) -> str:
+    """The stop step when nothing is left to try but budget is, or the final summary once stopped or spent."""
+    if state.stopped or int(state.budget.get("remaining", 0)) <= 0:
+        return final_summary(state, state.stopped or "experiment budget spent")
+    reason = "no untried idea left on the confirmed best: every recipe and config step was tried or cannot apply"
+    return f"Stop: {reason}.\n```python\n{stop_plan(reason)}\n```"
+
+
 def lineage_gains(title: str, history: list[dict[str, Any]]) -> list[tuple[str, float]]:
     """(title, confirmed gain) for each confirmed step of the fork chain from the baseline to `title`, oldest first."""
     by_title = {h["title"]: h for h in history}
@@ -248,11 +266,11 @@ def decide(messages: list[dict[str, Any]], policy: Policy | None = None) -> str:
         return f"Survey the data, the budget, prior research and the best code.\n```python\n{SURVEY_PLAN}\n```"
     if policy.scheduling == "async":
         return decide_async(state, policy)
-    if int(state.budget.get("remaining", 0)) <= 0:
-        return final_summary(state, "experiment budget spent")
+    if state.stopped or int(state.budget.get("remaining", 0)) <= 0:
+        return out_of_ideas(state)
     edits, rationale = next_edits(state, policy, batch_room(state.budget))
     if not edits:
-        return final_summary(state, "no untried idea left")
+        return out_of_ideas(state)
     return f"Next batch: {rationale}.\n```python\n{batch_plan(edits, rationale)}\n```"
 
 
@@ -262,14 +280,12 @@ def decide_async(state: State, policy: Policy) -> str:
     slots = state.slots or {"free": int(state.budget.get("concurrency", 1)), "running": 0, "queued": 0}
     in_flight = int(slots.get("running", 0)) + int(slots.get("queued", 0))
     room = min(int(slots.get("free", 0)), batch_room(state.budget))
-    edits, rationale = next_edits(state, policy, room) if room > 0 else ([], "")
+    edits, rationale = next_edits(state, policy, room) if room > 0 and not state.stopped else ([], "")
     if edits:
         return f"Into the free slots: {rationale}.\n```python\n{async_plan(edits, rationale)}\n```"
     if in_flight:
         return f"Every slot is busy: wait for the next result.\n```python\n{WAIT_PLAN}\n```"
-    if int(state.budget.get("remaining", 0)) <= 0:
-        return final_summary(state, "experiment budget spent")
-    return final_summary(state, "no untried idea left")
+    return out_of_ideas(state)
 
 
 class BuiltinPlanner:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autoresearch_types import trusted_bpb
-from ledger_views import BASELINE_TITLE
+from ledger_views import BASELINE_TITLE, infer_step
 from recipes import BY_NAME, RECIPES, Recipe
 
 AXES = ("learning_rate", "n_layer", "n_embd", "batch_size", "dropout")
@@ -87,6 +87,32 @@ class Move:
     def recipe(self) -> Recipe | None:
         """The recipe this move applies, or None for a config step."""
         return BY_NAME.get(self.name) if self.kind == "recipe" else None
+
+    @property
+    def step(self) -> str:
+        """Its step type: the recipe's; a config step is small, or medium when it changes the model's size."""
+        return self.recipe.step if self.recipe else infer_step({self.name}, False)
+
+
+STEP_ORDER = ("small", "medium", "radical")
+
+
+def step_of(moves: list[Move]) -> str:
+    """An edit's step type: the largest of its moves'."""
+    return max((m.step for m in moves), key=STEP_ORDER.index, default="small")
+
+
+def preferred_step(stale: int, patience: int) -> str:
+    """Which step type to try first: small while the line keeps paying off (a confirmed gain within the last
+    half of `patience` experiments), medium after that, radical once patience has run out."""
+    if stale >= patience:
+        return "radical"
+    return "small" if stale < max(1, patience // 2) else "medium"
+
+
+def step_distance(step: str, want: str) -> int:
+    """How far a step type is from the preferred one (orders candidates; ties keep their score order)."""
+    return abs(STEP_ORDER.index(step) - STEP_ORDER.index(want))
 
 
 @dataclass
@@ -285,7 +311,8 @@ def _edit(
         edit["overrides"] = overrides
     if patches:
         edit["patches"] = patches
-    edit.update(change_summary=summary, hypothesis=why, expected_effect=effect, tags=[m.tag for m in moves])
+    edit.update(change_summary=summary, hypothesis=why, expected_effect=effect, step=step_of(moves))
+    edit["tags"] = [m.tag for m in moves]
     return edit
 
 
@@ -391,16 +418,20 @@ def code_batch(
     rng = random.Random(f"{policy.seed}:{len(history)}:{len(proposals)}")
     usable = [r for r in RECIPES if (fork.title, r.name) not in ev.blocked and r.apply(fork.source) is not None]
     stale = stale_experiments(history)
+    want = preferred_step(stale, policy.patience)
     edits: list[dict[str, Any]] = []
     if stale >= policy.patience:
         fresh = [r for r in usable if r.name not in ev.tried_tags]
         rng.shuffle(fresh)
+        fresh.sort(key=lambda r: step_distance(r.step, want))
         edits = _singles(fork, fresh, ev, k)
-        rationale = f"{stale} experiments since the last confirmed gain: explore recipes never tried"
+        rationale = (
+            f"{stale} experiments since the last confirmed gain: explore recipes never tried, radical steps first"
+        )
     else:
-        rationale = f"fork the confirmed best ({fork.title}) with recipes ranked by prior and credit"
+        rationale = f"fork the confirmed best ({fork.title}), {want} steps first, ranked by prior and credit"
     if len(edits) < k:
-        edits += _exploit(fork, usable, ev, k - len(edits), rng, space, {e["title"] for e in edits})
+        edits += _exploit(fork, usable, ev, k - len(edits), rng, space, {e["title"] for e in edits}, want)
     return edits[:k], rationale
 
 
@@ -422,10 +453,17 @@ def _exploit(
     rng: random.Random,
     space: dict[str, list[Any]],
     taken: set[str],
+    want: str = "medium",
 ) -> list[dict[str, Any]]:
-    """Up to half the slots pair a credited move with a fresh recipe; the rest are the best single recipes."""
+    """Up to half the slots pair a credited move with a fresh recipe; the rest are the best single recipes, those
+    of the preferred step type first. While small steps are preferred on a line of edits, a nudge further along
+    a credited config axis comes first."""
     order = ranked([(recipe_score(r, ev), r) for r in usable], rng)
+    order.sort(key=lambda r: step_distance(r.step, want))
     singles = [e for e in _singles(fork, order, ev, len(order)) if e["title"] not in taken]
+    if want == "small" and fork.title != BASELINE_TITLE:
+        nudges = [code_edit(fork, [m], ev) for m in ranked(axis_candidates(fork, space, ev), rng)[:1]]
+        singles = [e for e in nudges if e and e["title"] not in taken] + singles
     credited: list[Move] = [Move("recipe", r.name) for r in order if (ev.credit(r.name) or 0) > 0]
     credited += ranked(axis_candidates(fork, space, ev), rng)
     n_singles = k - min(len(credited), k // 2)

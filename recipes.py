@@ -18,6 +18,19 @@ from typing import Any
 from sandbox_classify import preflight
 
 MARKER = "# recipe: "
+FAMILY_STEP = {
+    "grad-clip": "small",
+    "adam-betas": "small",
+    "lr-schedule": "medium",
+    "activation": "medium",
+    "norm": "medium",
+    "init": "medium",
+    "decay-groups": "medium",
+    "embedding-lr": "medium",
+    "tie-embeddings": "radical",
+    "qk-norm": "radical",
+}
+"""Each recipe family's step type; a family not listed is medium."""
 SLOT = "{marker}"
 """Placeholder in a patch's new text for the recipe's marker comment."""
 
@@ -69,6 +82,12 @@ class Recipe:
     prior: float
     """How likely it helps a short run, from the literature (0..1); orders recipes nothing is known about."""
     patches: tuple[tuple[str, str], ...]
+
+    @property
+    def step(self) -> str:
+        """Its step type (see `ledger_views.STEPS`): a one-line tweak is small, a component medium, a change to
+        the architecture radical."""
+        return FAMILY_STEP.get(self.family, "medium")
 
     @property
     def marker(self) -> str:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autoresearch_types import RUN_KEYS, ExperimentResult
+from goal import Goal, goal_met
+from hybrid_judge import Judge, case_for
 from ledger import Ledger, LedgerError
 from ledger_views import BASELINE_TITLE, ExperimentRecord, LeaderboardRow
 from recipes import apply_patches
@@ -81,10 +83,16 @@ class Budget:
     """Runs a candidate that passes the screen needs to be confirmed (the baseline's other seeds)."""
     reserved: int = 0
     """Runs promised to the screens of the batch in flight: confirmations only use what is left beyond them."""
+    stopped: str = ""
+    """Why research ended before the budget did (the agent's `stop` step, or the goal reached); "" while it runs."""
 
     @property
     def remaining(self) -> int:
-        return max(0, self.n_experiments - self.started - self.reserved)
+        return 0 if self.stopped else max(0, self.n_experiments - self.started - self.reserved)
+
+    def stop(self, reason: str) -> None:
+        """End research: nothing new starts (runs in flight finish and are recorded); the first reason stays."""
+        self.stopped = self.stopped or reason
 
     def reserve(self, screens: int) -> int:
         """Promise up to `screens` runs to a batch's first runs; returns how many were promised."""
@@ -93,7 +101,10 @@ class Budget:
         return granted
 
     def admit(self, job: Job) -> bool:
-        """Charge one run to the budget as it starts: a screen uses its batch's promise, anything else what is left."""
+        """Charge one run to the budget as it starts: a screen uses its batch's promise, anything else what is left;
+        nothing starts once research was stopped."""
+        if self.stopped:
+            return False
         if job.role == "screen" and self.reserved > 0:
             self.reserved -= 1
         elif self.remaining <= 0:
@@ -104,6 +115,8 @@ class Budget:
     def to_dict(self) -> dict[str, Any]:
         out = {"n_experiments": self.n_experiments, "started": self.started, "remaining": self.remaining}
         out.update(batch_size=self.batch_size, concurrency=self.concurrency, confirm_runs=self.confirm_runs)
+        if self.stopped:
+            out["stopped"] = self.stopped
         if not self.remaining:
             out["note"] = "The experiment budget is spent: reply now in plain text (no code) with your final summary."
         return out
@@ -123,6 +136,10 @@ class ResearchTools:
     last_batch_id: str = ""
     progress: dict[str, int] = field(default_factory=lambda: {"done": 0, "total": 0})
     """Runs finished and started since the runner was last idle: the terminal's progress bar."""
+    judge: Judge | None = None
+    """Decides the borderline verdicts (see `hybrid_judge`); None leaves every verdict to the gate's rule."""
+    goal: Goal = field(default_factory=Goal)
+    """When to stop before the budget: a confirmed result reaching the target."""
 
     def __post_init__(self) -> None:
         self.runner.bind(self.record_job, self.budget.admit)
@@ -146,6 +163,7 @@ class ResearchTools:
             "wait_for_results",
             "evaluate_batch_results",
             "search_arxiv",
+            "stop_research",
         ]
         return [self._wrap(getattr(self, n)) for n in names]
 
@@ -300,8 +318,12 @@ class ResearchTools:
         Each edit is a dict: {"title": unique name, "parent_title": experiment to fork (omit for the baseline),
         "overrides": {config key: number} (optional), "patches": [{"old": exact unique snippet of the parent's
         train.py, "new": replacement}] (optional) OR "train_py": full new source (optional), "change_summary": str,
-        "hypothesis": str, "expected_effect": str}. At most batch_size edits; the first batch may use overrides
-        only, later ones must change code. Returns {"batch_id", "saved": [{"title", "parent", "overrides"}],
+        "hypothesis": str, "expected_effect": str, "step": "small" | "medium" | "radical"}. The step says how big
+        the change is: small = a nudge to one knob (one config value, a one-line tweak), medium = one component
+        changed (schedule, init, a norm, the activation, the model's size), radical = the architecture or the
+        optimiser changed; take small steps while a line of edits keeps paying off, bigger ones when it stalls
+        (omitted: inferred, never radical). At most batch_size edits; after the first batches, edits of the
+        baseline must change code (config nudges on an edited experiment stay open). Returns {"batch_id", "saved": [{"title", "parent", "overrides"}],
         "rejected": [{"title", "error"}], "clamped": {...}, "notes": [...]}.
         Example: edit_train_code_batch([{"title": "LR 6e-3", "overrides": {"learning_rate": 0.006},
         "change_summary": "double the LR", "hypothesis": "the baseline LR is too low", "expected_effect": "-0.02 bpb"}])
@@ -532,13 +554,46 @@ class ResearchTools:
         """The runner's callback: record one finished run, show it, and return the confirmations it earned."""
         await self.ledger.record_result(job.title, result, job.role)
         _, verdicts, board = await self.ledger.view()
+        if await self._judge_borderline(job, verdicts):
+            _, verdicts, board = await self.ledger.view()
         earned = job.role == "screen" and job.title in verdicts.confirm_seeds
+        earned = earned or (job.title in verdicts.confirm_seeds and verdicts.verdicts[job.title].by == "judge")
         follow = await self._confirm_jobs(verdicts, [job.title] if earned else [])
+        await self._check_goal(board)
         self.progress["done"] += 1
         self.progress["total"] += len(follow)
         standing = _verdict_brief(next((r for r in board if r.title == job.title), None))
         self.on_result(job, self.progress["done"], self.progress["total"], result, standing)
         return follow
+
+    async def _judge_borderline(self, job: Job, verdicts: Judgement) -> bool:
+        """Send the experiment to the judge if its fresh verdict is borderline (once per experiment); record the
+        decision. True when a decision was recorded."""
+        title = job.title
+        if self.judge is None or title == BASELINE_TITLE or title in await self.ledger.decisions():
+            return False
+        verdict = verdicts.verdicts[title]
+        if title in verdicts.confirm_seeds and verdict.label == "unconfirmed":
+            return False  # its confirmation runs are still to come: judge the settled verdict
+        (rec,) = await self.ledger.specs([title])
+        parent = (await self.ledger.specs([rec.spec.parent or BASELINE_TITLE]))[0]
+        incumbent = verdicts.incumbent or BASELINE_TITLE
+        inc_values = [r.val_bpb for r in (await self.ledger.specs([incumbent]))[0].runs if r.val_bpb is not None]
+        case = case_for(rec, parent, verdict, inc_values, self.ledger.rule.replicates)
+        if case is None:
+            return False
+        decision, reason, who = await self.judge.decide(case, self.budget.remaining)
+        await self.ledger.record_decision(title, decision, f"{reason} [{who}; {case.why}]")
+        self.emit({"kind": "judge", "title": title, "decision": decision, "reason": reason, "who": who})
+        return True
+
+    async def _check_goal(self, board: list[LeaderboardRow]) -> None:
+        """Stop research (nothing new starts) once a confirmed result reaches the goal."""
+        reached = goal_met(self.goal, board)
+        if reached and not self.budget.stopped:
+            self.budget.stop(f"{reached}, after {self.ledger.runs_used()} runs")
+            await self.ledger.record_stop(self.budget.stopped, by="goal")
+            self.emit({"kind": "goal", "detail": self.budget.stopped})
 
     async def evaluate_batch_results(self, batch_id: str = "") -> dict[str, Any]:
         """Judge a finished batch: each experiment's verdict against seed noise and the best, with its hypothesis.
@@ -584,6 +639,20 @@ class ResearchTools:
         return out
 
     # ---------------------------------------------------------------- reading
+
+    async def stop_research(self, reason: str) -> dict[str, Any]:
+        """End research deliberately (the `stop` step) before the budget runs out: use it when more experiments are
+        unlikely to help (every idea left is within noise, the goal is met, the same line keeps failing). Runs in
+        flight finish and are recorded; nothing new starts; then reply with your final summary.
+
+        reason: one or two sentences; the final summary quotes it. Returns {"stopped": reason, "budget": {...}}.
+        Example: stop_research("three radical steps in a row were within noise; the LR line is exhausted")
+        """
+        if not isinstance(reason, str) or not reason.strip():
+            return {"error": "give the reason as a non-empty string, e.g. stop_research('nothing left beats noise')."}
+        self.budget.stop(" ".join(reason.split())[:500])
+        await self.ledger.record_stop(self.budget.stopped, by="agent")
+        return {"stopped": self.budget.stopped, "budget": self.budget.to_dict()}
 
     async def search_arxiv(self, query: str, max_results: int = 5) -> dict[str, Any]:
         """Search arXiv for papers (title, authors, year, summary). Offline or on error it returns a note instead.

@@ -214,7 +214,8 @@ def _leader_row(row: dict[str, Any], exp: dict[str, Any]) -> list[str]:
     if row.get("outcome") or label != "not_run":
         outcome += " " + _badge(label.replace("_", " "), label)
     if row.get("verdict"):
-        outcome += f'<div class="muted small">{_e(_short(row.get("verdict"), 160))}</div>'
+        by = str(row.get("decided_by") or "rule")
+        outcome += f'<div class="muted small">{_e(by)}: {_e(_short(row.get("verdict"), 160))}</div>'
     if result.get("message") and row.get("outcome") != "success":
         outcome += f'<div class="muted small">{_e(_short(result.get("message"), 140))}</div>'
     n_params = _num(result.get("n_params"))
@@ -222,7 +223,8 @@ def _leader_row(row: dict[str, Any], exp: dict[str, Any]) -> list[str]:
     return [
         '<tr class="best">' if row.get("incumbent") else "<tr>",
         _e(row.get("rank") if row.get("rank") is not None else "-"),
-        f"{_e(row.get('title'))}<div class='muted small'>{_e(_short(row.get('change_summary'), 120))}</div>",
+        f"{_e(row.get('title'))}{_step_tag(row.get('step'))}"
+        f"<div class='muted small'>{_e(_short(row.get('change_summary'), 120))}</div>",
         _fmt(row.get("val_bpb")) + ("" if se is None else f'<div class="muted small nw">± {se:.4f}</div>'),
         _e(row.get("n_seeds") or "-"),
         _fmt(row.get("delta_vs_best"), "+.4f"),
@@ -232,6 +234,11 @@ def _leader_row(row: dict[str, Any], exp: dict[str, Any]) -> list[str]:
         _e(result.get("oom_retries", "-")),
         outcome,
     ]
+
+
+def _step_tag(step: Any) -> str:
+    """The edit's step type as a small muted tag after its title ("" for none)."""
+    return f' <span class="muted small">[{_e(step)}]</span>' if step else ""
 
 
 def leaderboard_html(snapshot: dict[str, Any]) -> str:
@@ -309,6 +316,7 @@ def _edit_card(exp: dict[str, Any], by_title: dict[str, dict[str, Any]], baselin
     rows = [
         ["parent", _e(exp.get("parent") or "-")],
         ["batch", _e(exp.get("batch_id") or "-")],
+        ["step", _e(exp.get("step") or "-")],
         ["change", _e(exp.get("change_summary") or "-")],
         ["overrides", f"<code>{_e(json.dumps(overrides, sort_keys=True, default=str))}</code>" if overrides else "-"],
         ["hypothesis", _e(exp.get("hypothesis") or "-")],
@@ -358,7 +366,7 @@ def _tree_html(nodes: list[dict[str, Any]], path: list[str], depth: int = 0) -> 
             metric += " " + _badge(str(node["label"]).replace("_", " "), str(node["label"]))
         children = _list(node.get("children"))
         sub = _tree_html(children, path if on_path else [], depth + 1) if children and depth < 200 else ""
-        items.append(f'<li><span class="{cls}">{_e(title)}</span> {metric}{sub}</li>')
+        items.append(f'<li><span class="{cls}">{_e(title)}</span>{_step_tag(node.get("step"))} {metric}{sub}</li>')
     return f'<ul class="tree">{"".join(items)}</ul>'
 
 

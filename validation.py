@@ -141,6 +141,10 @@ def run_inputs(inputs: dict[str, Any], name: Callable[[str], str] = str) -> list
         number(name("max_llm_cost"), inputs["max_llm_cost"], 0.0, 1e6, integer=False)
     if inputs.get("api_base"):
         url(name("api_base"), inputs["api_base"])
+    if inputs.get("target_val_bpb"):
+        number(name("target_val_bpb"), inputs["target_val_bpb"], 0.01, 20.0, integer=False)
+    if inputs.get("target_gain"):
+        number(name("target_gain"), inputs["target_gain"], 0.01, 99.0, integer=False)
     choice(name("prune"), inputs.get("prune") or "off", PRUNE_MODES)
     choice(name("scheduling"), inputs.get("scheduling") or "async", SCHEDULING)
     if inputs.get("base_config"):

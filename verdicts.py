@@ -55,9 +55,30 @@ LABELS = (
     "failed",
     "unjudged",
     "not_run",
+    "accepted",
+    "rejected",
 )
 """Every verdict label. `unjudged`: scored before any noise floor existed (a baseline with fewer than
-two successful seeds)."""
+two successful seeds). `accepted` / `rejected`: a human's verdict (or a judge's rejection), see `Decision`."""
+DECISIONS = ("accept", "reject", "more_seeds")
+"""What a judge may answer on a borderline case; a human answers accept or reject."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A verdict from outside the gate on one experiment: a judge's on a borderline case, or a human's.
+
+    A human's `accept` makes the experiment the incumbent (once it has a successful run); a `reject` from anyone
+    keeps it out of the ranking, the incumbency and forking. A judge's `accept` keeps the gate's label (it cannot
+    confirm a gain: only fresh seeds can); its `more_seeds` queues the fresh-seed confirmation runs, whose
+    result the gate then judges as for any candidate."""
+
+    title: str
+    decision: str
+    by: str
+    reason: str = ""
+
+
 SIGMA_FLOOR = 1e-4
 """sigma never goes below this (in bpb), so identical replicates cannot make every difference significant."""
 
@@ -277,11 +298,18 @@ class _Runs:
     outcomes: dict[int, str] = field(default_factory=dict)
 
 
-def judge(arrivals: list[Arrival], titles: list[str], rule: GateRule, base_seed: int = 0) -> Judgement:
-    """Every experiment's verdict from its runs in arrival order (pure: the same runs give the same verdicts).
-
-    `titles` lists every experiment (those without runs are `not_run`).
+def judge(
+    arrivals: list[Arrival],
+    titles: list[str],
+    rule: GateRule,
+    base_seed: int = 0,
+    decisions: dict[str, Decision] | None = None,
+) -> Judgement:
+    """Every experiment's verdict from its runs in arrival order (pure: the same runs and decisions give the same
+    verdicts). `titles` lists every experiment (those without runs are `not_run`); `decisions` are the judge's and
+    the humans' (see `Decision`), applied to their experiment at each of its arrivals.
     """
+    decisions = decisions or {}
     out = Judgement()
     runs: dict[str, _Runs] = {t: _Runs() for t in titles}
     baseline_seeds = [base_seed + i for i in range(rule.replicates)]
@@ -297,7 +325,7 @@ def judge(arrivals: list[Arrival], titles: list[str], rule: GateRule, base_seed:
         if bpb is not None:
             rec.values[arrival.seed] = bpb
         out.sigma, out.df = pooled_sigma([_noise_sample(t, r) for t, r in runs.items()])
-        _decide(arrival.title, runs, out, rule, baseline_seeds)
+        _decide(arrival.title, runs, out, rule, baseline_seeds, decisions.get(arrival.title))
     for title in titles:
         if title not in out.verdicts:
             out.verdicts[title] = Verdict(title, "not_run", reason="no result yet")
@@ -314,7 +342,14 @@ def _noise_sample(title: str, rec: _Runs) -> list[float]:
     return [v for s, v in rec.values.items() if s != rec.screen_seed]
 
 
-def _decide(title: str, runs: dict[str, _Runs], out: Judgement, rule: GateRule, baseline_seeds: list[int]) -> None:
+def _decide(
+    title: str,
+    runs: dict[str, _Runs],
+    out: Judgement,
+    rule: GateRule,
+    baseline_seeds: list[int],
+    decision: Decision | None = None,
+) -> None:
     """Update `title`'s verdict (and maybe the incumbent) after one of its runs arrived."""
     rec = runs[title]
     mean, se = mean_se(list(rec.values.values()))
@@ -326,8 +361,28 @@ def _decide(title: str, runs: dict[str, _Runs], out: Judgement, rule: GateRule, 
             out.incumbent = BASELINE
         return
     verdict = _rule_verdict(rec, base, runs, out, rule, baseline_seeds)
+    if decision is not None:
+        verdict = _apply(decision, verdict, rec, out, [s for s in baseline_seeds if s != rec.screen_seed])
     out.verdicts[title] = verdict
     _maybe_promote(title, verdict, runs, out)
+
+
+def _apply(decision: Decision, verdict: Verdict, rec: _Runs, out: Judgement, fresh_seeds: list[int]) -> Verdict:
+    """The verdict after a judge's or a human's decision (see `Decision`)."""
+    why = f"{decision.by}: {decision.reason}".rstrip(": ")
+    if decision.decision == "reject":
+        out.confirm_seeds.pop(verdict.title, None)
+        return dataclasses.replace(verdict, label="rejected", by=decision.by, reason=f"{why} (gate: {verdict.reason})")
+    if decision.decision == "accept" and decision.by == "human":
+        if not rec.values:
+            return dataclasses.replace(verdict, by="human", reason=f"{why}; no successful run to accept yet")
+        return dataclasses.replace(verdict, label="accepted", by="human", reason=f"{why} (gate: {verdict.reason})")
+    if decision.decision == "more_seeds":
+        owed = [s for s in fresh_seeds if s not in rec.outcomes]
+        if not owed:  # the extra seeds are in: the gate's verdict on them stands
+            return verdict
+        out.confirm_seeds[verdict.title] = owed
+    return dataclasses.replace(verdict, by=decision.by, reason=f"{why} (gate: {verdict.reason})")
 
 
 def _rule_verdict(
@@ -386,7 +441,10 @@ def _rule_verdict(
 
 
 def _maybe_promote(title: str, verdict: Verdict, runs: dict[str, _Runs], out: Judgement) -> None:
-    """A confirmed experiment that beats the incumbent's mean becomes the incumbent."""
+    """A confirmed experiment that beats the incumbent's mean becomes the incumbent; so does one a human accepted."""
+    if verdict.label == "accepted" and out.incumbent != title:
+        out.incumbent = title
+        return
     if verdict.label != "confirmed" or out.incumbent == title:
         return
     incumbent_values = list(runs[out.incumbent].values.values()) if out.incumbent else []

@@ -303,8 +303,8 @@ async def config_only_limit(key: str) -> Any:
 
 async def test_config_only_edits_are_refused_after_the_limit(ledger_state: Path) -> None:
     out = await run("config_only_limit")
-    assert [s["title"] for s in out["saved"]] == ["L4", "L5", "Warmup"]
-    assert [r["title"] for r in out["rejected"]] == ["L6", "Warm L2"]
+    assert [s["title"] for s in out["saved"]] == ["L4", "L5", "Warmup", "Warm L2"], "a nudge on a code line is open"
+    assert [r["title"] for r in out["rejected"]] == ["L6"]
     assert all("change the training code" in r["error"].lower() for r in out["rejected"])
     assert out["batch_id"] == "batch-001"
     assert out["next_batch_id"] == "batch-002"
@@ -488,7 +488,9 @@ async def test_views_compare_and_lineage(ledger_state: Path) -> None:
     )
     assert "Close titles: 'Warmup'" in out["unknown"]["error"]
     assert "no experiment titled 'Nope'" in out["missing"]
-    assert "- Warmup: 1.9000 [confirmed]\n  - Warmup deeper: 1.8000 [confirmed] *best*" in out["lineage"]
+    assert (
+        "- Warmup (medium): 1.9000 [confirmed]\n  - Warmup deeper (medium): 1.8000 [confirmed] *best*" in out["lineage"]
+    )
     summary = out["summary"]
     assert summary["best"]["title"] == "Warmup deeper" and summary["best"]["delta_vs_baseline"] == pytest.approx(-0.2)
     assert [r["label"] for r in summary["leaderboard"]] == ["confirmed", "confirmed", "baseline", "regression"]

@@ -142,10 +142,14 @@ def test_later_batches_fork_the_best_with_one_or_two_moves_that_apply_to_its_rea
     reply = decide(snapshot(history, "warmup-cosine + relu2 on Batch 16", source, overrides={"batch_size": 16}))
     edits = edits_of(reply)
     assert len(edits) == 5 and len({e["title"] for e in edits}) == 5
+    assert edits[0]["step"] == "small" and "patches" not in edits[0], "a paying line gets a config nudge first"
+    assert len(edits[0]["overrides"]) == 1 and sum("patches" in e for e in edits) == 4
     for edit in edits:
         assert edit["parent_title"] == "warmup-cosine + relu2 on Batch 16"
-        assert edit["hypothesis"] and edit["expected_effect"] and edit["patches"]
+        assert edit["hypothesis"] and edit["expected_effect"] and edit["step"] in ("small", "medium", "radical")
         assert 1 <= edit["change_summary"].count("[") <= 2
+        if "patches" not in edit:
+            continue
         patched = tools.apply_patches(source, edit["patches"])
         assert check_source(patched) is None
         assert not any(f"[{name}]" in edit["change_summary"] for name in ("warmup-linear", "silu", "relu2"))

@@ -1,0 +1,322 @@
+"""The research workflow: step types, the hybrid judge, human and judge decisions in the gate, and the goal.
+
+Pure rules on plain data first; then the same rules on a real keyed `MemoryStore` ledger (the scenarios run in
+a Flyte local task, see `test_ledger.run`). The only mocked edge is the hosted LLM (litellm's `mock_response`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from test_ledger import BASELINE, WARMUP, ledger_state, ok, run, scenario  # noqa: F401  (ledger_state: fixture)
+
+import ledger
+import llm
+import tools
+from autoresearch_types import ExperimentResult
+from goal import Goal, goal_met
+from hybrid_judge import Case, Judge, borderline, builtin_decision, case_for, parse_reply
+from ledger_views import ExperimentRecord, ExperimentSpec, LeaderboardRow, SeedRun, infer_step
+from policy import Fork, Move, Policy, code_batch, preferred_step, search_space, step_of
+from recipes import BY_NAME
+from runner import ExperimentRunner
+from verdicts import Arrival, Decision, GateRule, Verdict, judge
+
+RULE = GateRule(replicates=3)
+SIGMA_ARRIVALS = [Arrival(i, "baseline", i, "success", v) for i, v in enumerate((2.70, 2.72, 2.68))]
+
+
+def arrivals(*extra: tuple[str, int, float]) -> list[Arrival]:
+    """The baseline's three seeds, then (title, seed, val_bpb) runs in arrival order."""
+    return SIGMA_ARRIVALS + [Arrival(3 + i, t, s, "success", v) for i, (t, s, v) in enumerate(extra)]
+
+
+# ---------------------------------------------------------------- step types (pure)
+
+
+@pytest.mark.parametrize(
+    ("keys", "code", "step"),
+    [({"learning_rate"}, False, "small"), ({"n_layer"}, False, "medium"), (set(), True, "medium"),
+     ({"learning_rate", "dropout"}, False, "medium")],
+)  # fmt: skip
+def test_an_unlabelled_edit_gets_a_step_but_never_radical(keys: set[str], code: bool, step: str) -> None:
+    assert infer_step(keys, code) == step
+
+
+def test_the_planner_prefers_small_steps_on_a_paying_line_then_medium_then_radical() -> None:
+    assert [preferred_step(s, 8) for s in (0, 3, 4, 7, 8, 20)] == ["small"] * 2 + ["medium"] * 2 + ["radical"] * 2
+    assert step_of([]) == "small"
+    assert step_of([Move("axis", "learning_rate", 0.003, "up"), Move("recipe", "qk-norm")]) == "radical"
+    assert BY_NAME["grad-clip-1"].step == "small" and BY_NAME["warmup-cosine"].step == "medium"
+
+
+def _history(stale: int) -> list[dict[str, Any]]:
+    """A history whose last `stale` experiments came after the last confirmed gain (a fork of the baseline)."""
+    gain = {"title": "LR up", "parent": None, "change_summary": "[learning_rate:up]", "batch_id": "b1",
+            "result": {"outcome": "success", "val_bpb": 2.6}, "standing": {"verdict": "confirmed", "gain": 0.1}}  # fmt: skip
+    flat = [
+        {"title": f"flat {i}", "parent": "LR up", "change_summary": "[silu]", "batch_id": "b2",
+         "result": {"outcome": "success", "val_bpb": 2.61}, "standing": {"verdict": "within_noise"}}
+        for i in range(stale)
+    ]  # fmt: skip
+    return [gain, *flat]
+
+
+@pytest.mark.parametrize(("stale", "want"), [(0, "small"), (5, "medium"), (9, "radical")])
+def test_code_batches_lead_with_the_preferred_step_type(stale: int, want: str) -> None:
+    base = {"learning_rate": 0.003, "n_layer": 2, "n_embd": 64, "batch_size": 8, "dropout": 0.0}
+    fork = Fork("LR up", BASELINE, base)
+    edits, rationale = code_batch(fork, _history(stale), [], Policy(patience=8), 3, search_space(base))
+    assert edits and all(e["step"] in ("small", "medium", "radical") for e in edits)
+    assert edits[0]["step"] == want, (rationale, [(e["title"], e["step"]) for e in edits])
+
+
+# ---------------------------------------------------------------- decisions in the gate (pure)
+
+
+def test_a_human_reject_keeps_a_confirmed_gain_out_of_the_incumbency() -> None:
+    runs = arrivals(("B", 0, 2.40), ("B", 1, 2.41), ("B", 2, 2.39))
+    plain = judge(runs, ["baseline", "B"], RULE)
+    assert plain.incumbent == "B" and plain.verdicts["B"].label == "confirmed"
+    human = {"B": Decision("B", "reject", "human", "the eval was cached")}
+    out = judge(runs, ["baseline", "B"], RULE, 0, human)
+    assert out.incumbent == "baseline"
+    assert out.verdicts["B"].label == "rejected" and out.verdicts["B"].by == "human"
+    assert "the eval was cached" in out.verdicts["B"].reason
+    assert judge(runs, ["baseline", "B"], RULE, 0, human) == out, "the same runs and decisions, the same verdicts"
+
+
+def test_a_human_accept_makes_the_incumbent_and_later_gains_are_measured_against_it() -> None:
+    runs = arrivals(("A", 0, 2.69), ("C", 0, 2.30), ("C", 1, 2.31), ("C", 2, 2.29))
+    out = judge(runs, ["baseline", "A", "C"], RULE, 0, {"A": Decision("A", "accept", "human", "I trust it")})
+    assert out.verdicts["A"].label == "accepted" and out.verdicts["C"].versus == "A"
+    assert out.incumbent == "C", "a confirmed gain over the accepted incumbent still takes over"
+    only = judge(arrivals(("A", 0, 2.69)), ["baseline", "A"], RULE, 0, {"A": Decision("A", "accept", "human")})
+    assert only.incumbent == "A"
+
+
+def test_a_judge_can_ask_for_fresh_seeds_or_reject_but_never_confirm() -> None:
+    runs = arrivals(("A", 0, 2.665))
+    assert judge(runs, ["baseline", "A"], RULE).verdicts["A"].label == "within_noise"
+    more = judge(runs, ["baseline", "A"], RULE, 0, {"A": Decision("A", "more_seeds", "judge", "near miss")})
+    assert more.confirm_seeds["A"] == [1, 2] and more.verdicts["A"].by == "judge"
+    accepted = judge(runs, ["baseline", "A"], RULE, 0, {"A": Decision("A", "accept", "judge", "looks fine")})
+    assert accepted.verdicts["A"].label == "within_noise" and accepted.incumbent == "baseline"
+    rejected = judge(runs, ["baseline", "A"], RULE, 0, {"A": Decision("A", "reject", "judge", "odd")})
+    assert rejected.verdicts["A"].label == "rejected"
+    settled = judge(runs + [Arrival(9, "A", 1, "success", 2.69), Arrival(10, "A", 2, "success", 2.70)],
+                    ["baseline", "A"], RULE, 0, {"A": Decision("A", "more_seeds", "judge")})  # fmt: skip
+    assert settled.verdicts["A"].by == "rule" and "A" not in settled.confirm_seeds, "the gate decides on the seeds"
+
+
+# ---------------------------------------------------------------- the hybrid judge (pure, and its LLM call)
+
+
+def verdict(label: str, gain: float | None = None, n_fresh: int = 0) -> Verdict:
+    return Verdict("A", label, sigma=0.02, gain=gain, n_fresh=n_fresh, versus="baseline")
+
+
+SMOOTH = [(0.25, 3.2), (0.5, 3.0), (0.75, 2.9), (1.0, 2.85)]
+RISING = [(0.25, 3.2), (0.5, 2.9), (0.75, 3.1), (1.0, 3.3)]
+
+
+@pytest.mark.parametrize(
+    ("v", "curve", "parent", "beats", "why"),
+    [
+        (verdict("within_noise", gain=0.015), SMOOTH, SMOOTH, True, "near miss"),
+        (verdict("within_noise", gain=0.005), SMOOTH, SMOOTH, True, None),
+        (verdict("within_noise", gain=0.015, n_fresh=2), SMOOTH, SMOOTH, True, None),
+        (verdict("regression", gain=-0.1), RISING, SMOOTH, False, None),
+        (verdict("confirmed", gain=0.1, n_fresh=2), SMOOTH, SMOOTH, True, None),
+        (verdict("confirmed", gain=0.1, n_fresh=2), RISING, SMOOTH, True, "rose"),
+        (verdict("unconfirmed", gain=0.1), [(1.0, 3.0)], [(1.0, 2.8)], True, "above the parent"),
+        (verdict("unconfirmed", gain=0.1), [(1.0, 3.0)], [(1.0, 2.8)], False, None),
+    ],
+)
+def test_only_borderline_verdicts_go_to_the_judge(v: Verdict, curve: Any, parent: Any, beats: bool, why: Any) -> None:
+    got = borderline(v, curve, parent, beats)
+    assert (got is None) if why is None else (why in (got or "")), got
+
+
+@pytest.mark.parametrize(
+    ("reply", "parsed"),
+    [
+        ('{"decision": "reject", "reason": "the loss diverged"}', ("reject", "the loss diverged")),
+        ('```json\n{"decision": "more_seeds", "reason": "close call"}\n```', ("more_seeds", "close call")),
+        ('{"decision": "confirm", "reason": "x"}', None),
+        ('{"decision": "accept"}', None),
+        ('{"decision": "accept", "reason": "ok", "score": 3}', None),
+        ("I think you should accept it.", None),
+        (None, None),
+    ],
+)
+def test_a_judge_reply_must_match_the_schema(reply: Any, parsed: Any) -> None:
+    assert parse_reply(reply) == parsed
+
+
+def near_miss_case(seeds_needed: int = 2) -> Case:
+    return Case("A", "near miss: better by 0.6 sigma", verdict("within_noise", 0.012), seeds_needed=seeds_needed)
+
+
+def test_the_builtin_judge_asks_for_seeds_while_the_budget_allows() -> None:
+    assert builtin_decision(near_miss_case(), budget_left=5)[0] == "more_seeds"
+    assert builtin_decision(near_miss_case(), budget_left=1)[0] == "reject"
+    curve_case = Case("A", "suspicious learning curve: rose", verdict("confirmed", 0.1, 2))
+    assert builtin_decision(curve_case, budget_left=5)[0] == "accept"
+
+
+class Counting:
+    """A `call_llm` that counts its calls and answers with a fixed text."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.calls = text, 0
+
+    async def __call__(self, model: str, system: str, messages: list[dict], tools: Any) -> Any:
+        self.calls += 1
+        assert "borderline" in system and "near miss" in messages[0]["content"]
+        return llm.LLMMessage(content=self.text, tool_calls=[], raw=None)
+
+
+def record(title: str, parent: str | None, values: list[float], curve: Any, src: str = BASELINE) -> ExperimentRecord:
+    runs = [
+        SeedRun(i, i + 1, "screen", ExperimentResult("success", val_bpb=v, seed=i, curve=[list(p) for p in curve]))
+        for i, v in enumerate(values)
+    ]
+    return ExperimentRecord(ExperimentSpec(title, title.lower(), parent), src, runs)
+
+
+def test_a_clear_case_never_calls_the_llm_and_a_borderline_one_calls_it_once() -> None:
+    base = record("baseline", None, [2.70, 2.72, 2.68], SMOOTH)
+    clear = case_for(record("A", None, [2.60], SMOOTH), base, verdict("unconfirmed", 0.1), base_values(), 3)
+    assert clear is None, "a screen that passed cleanly is the gate's to settle"
+    near = case_for(record("B", None, [2.685], SMOOTH, WARMUP), base, verdict("within_noise", 0.015), base_values(), 3)
+    assert near is not None and near.seeds_needed == 2 and "-    return config.learning_rate" in near.diff
+    answer = Counting('{"decision": "reject", "reason": "near miss: not worth more seeds"}')
+    decision, reason, who = asyncio.run(Judge(answer, "openai/gpt-4o-mini").decide(near, budget_left=9))
+    assert (decision, answer.calls) == ("reject", 1) and "not worth" in reason and "LLM judge" in who
+    garbled = Counting("accept, I guess")
+    decision, reason, who = asyncio.run(Judge(garbled, "m").decide(near, budget_left=9))
+    assert decision == "more_seeds" and "not the JSON" in reason and who == "built-in judge"
+
+
+def base_values() -> list[float]:
+    return [2.70, 2.72, 2.68]
+
+
+def test_the_llm_judge_goes_through_litellm_and_its_cost_is_counted() -> None:
+    client = llm.LLMClient(retries=0, extra={"mock_response": '{"decision": "more_seeds", "reason": "close"}'})
+    decision, _, who = asyncio.run(Judge(client, "openai/gpt-4o-mini").decide(near_miss_case(), budget_left=4))
+    assert decision == "more_seeds" and client.usage.calls == 1 and "gpt-4o-mini" in who
+    broken = llm.LLMClient(retries=0, extra={"mock_response": "not json at all"})
+    decision, reason, _ = asyncio.run(Judge(broken, "openai/gpt-4o-mini").decide(near_miss_case(), budget_left=1))
+    assert decision == "reject" and "not the JSON" in reason, "a malformed reply falls back to the built-in rule"
+
+
+# ---------------------------------------------------------------- the goal (pure)
+
+
+def row(title: str, val: float, label: str, incumbent: bool = False) -> LeaderboardRow:
+    return LeaderboardRow(1, title, None, val, None, 3, 0.0, 0.0, label, "", None, incumbent, "success", 1, "", {})
+
+
+@pytest.mark.parametrize(
+    ("goal", "rows", "met"),
+    [
+        (Goal(), [row("baseline", 2.7, "baseline"), row("B", 2.5, "confirmed", True)], False),
+        (Goal(val_bpb=2.6), [row("baseline", 2.7, "baseline", True)], False),
+        (Goal(val_bpb=2.6), [row("baseline", 2.7, "baseline"), row("B", 2.5, "confirmed", True)], True),
+        (Goal(val_bpb=2.4), [row("baseline", 2.7, "baseline"), row("B", 2.5, "confirmed", True)], False),
+        (Goal(gain_pct=5), [row("baseline", 2.7, "baseline"), row("B", 2.5, "confirmed", True)], True),
+        (Goal(gain_pct=10), [row("baseline", 2.7, "baseline"), row("B", 2.5, "confirmed", True)], False),
+        (Goal(gain_pct=1), [row("baseline", 2.7, "baseline"), row("B", 2.5, "accepted", True)], True),
+    ],
+)
+def test_the_goal_is_met_only_by_a_confirmed_or_accepted_incumbent(goal: Goal, rows: list, met: bool) -> None:
+    assert (goal_met(goal, rows) is not None) == met
+
+
+# ---------------------------------------------------------------- on a real ledger
+
+
+@scenario
+async def steps_and_decisions(key: str) -> Any:
+    led = await ledger.Ledger.open(key)
+    for seed, v in enumerate((2.70, 2.72, 2.68)):
+        await led.record_result("baseline", ExperimentResult("success", val_bpb=v, seed=seed), "replicate")
+    saved = await led.save_edits(
+        [
+            {"title": "Warmup", "train_py": WARMUP, "step": "Medium"},
+            {"title": "Tiny LR", "overrides": {"learning_rate": 0.002}},
+            {"title": "Wide", "overrides": {"n_embd": 96}, "step": "radical"},
+            {"title": "Huge", "overrides": {"dropout": 0.1}, "step": "gigantic"},
+        ]
+    )
+    await led.record_result("Warmup", ok(2.40), "screen")
+    await led.record_result("Tiny LR", ok(2.69), "screen")
+    await led.record_decision("Tiny LR", "more_seeds", "near miss")
+    human = {"title": "Warmup", "decision": "reject", "note": "leaks the schedule", "at": "now"}
+    await led.memory.write_json.aio("human_verdicts/warmup.json", human, actor="test")
+    await led.save()
+    fork = await led.save_edits([{"title": "On warmup", "parent_title": "Warmup", "overrides": {"dropout": 0.1}}])
+    again = await ledger.Ledger.open(key)  # what a resume sees
+    records, verdicts, board = await again.view()
+    return {
+        "saved": [s["title"] for s in saved["saved"]],
+        "rejected": saved["rejected"],
+        "steps": {r.title: r.spec.step for r in records},
+        "fork": fork["rejected"],
+        "labels": {r.title: (r.label, r.decided_by) for r in board},
+        "incumbent": verdicts.incumbent,
+        "confirm": verdicts.confirm_seeds,
+        "history": await again.history_table(),
+    }
+
+
+@pytest.mark.usefixtures("ledger_state")
+async def test_steps_and_decisions_persist_and_shape_forking_and_the_best() -> None:
+    out = await run("steps_and_decisions")
+    assert out["saved"] == ["Warmup", "Tiny LR", "Wide"]
+    assert "step must be one of small, medium, radical" in out["rejected"][0]["error"]
+    assert out["steps"] == {"baseline": "", "Warmup": "medium", "Tiny LR": "small", "Wide": "radical"}
+    assert "was rejected (human: leaks the schedule)" in out["fork"][0]["error"], "a rejected experiment is not forked"
+    assert out["labels"]["Warmup"] == ["rejected", "human"] and out["incumbent"] == "baseline"
+    assert out["labels"]["Tiny LR"][1] == "judge" and out["confirm"] == {"Tiny LR": [1, 2]}
+    assert "| radical |" in out["history"] and "rejected (human)" in out["history"]
+
+
+@scenario
+async def goal_stops_research(key: str) -> Any:
+    led = await ledger.Ledger.open(key)
+    for seed, v in enumerate((2.70, 2.72, 2.68)):
+        await led.record_result("baseline", ExperimentResult("success", val_bpb=v, seed=seed), "replicate")
+    await led.save_edits([{"title": "Warmup", "train_py": WARMUP}])
+
+    async def never(job: Any, extras: Any) -> ExperimentResult:
+        raise AssertionError("nothing runs in this scenario")
+
+    async with ExperimentRunner(never, 1, local=False) as runner:
+        research = tools.ResearchTools(led, runner, tools.Budget(20, 2, 1), {}, goal=Goal(gain_pct=5.0))
+        (rec,) = await led.specs(["Warmup"])
+        before = research.budget.remaining
+        for seed, v in enumerate((2.40, 2.41, 2.39)):
+            job = research.job(rec, "screen" if seed == 0 else "confirm", seed)
+            await research.record_job(job, ExperimentResult("success", val_bpb=v, seed=seed))
+        after = research.budget.to_dict()
+        admitted = research.budget.admit(research.job(rec, "screen", 7))
+        stopped = await research.stop_research("")
+    return {"before": before, "after": after, "admitted": admitted, "stops": await led.stops(), "bad": stopped}
+
+
+@pytest.mark.usefixtures("ledger_state")
+async def test_reaching_the_goal_stops_research_and_is_recorded() -> None:
+    out = await run("goal_stops_research")
+    assert out["before"] == 20 and out["after"]["remaining"] == 0
+    assert (
+        out["after"]["stopped"].startswith("goal reached: 'Warmup' (confirmed)")
+        and "after 6 runs" in out["after"]["stopped"]
+    )
+    assert out["admitted"] is False, "nothing new starts once the goal is reached"
+    assert [s["by"] for s in out["stops"]] == ["goal"]
+    assert "non-empty string" in out["bad"]["error"]
