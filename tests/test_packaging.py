@@ -35,11 +35,19 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "bash scripts/setup.sh && .venv/bin/python parallelized_autoresearch.py" in readme
 
 
+def test_every_module_is_packaged_and_in_the_readme_layout() -> None:
+    listed = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["py-modules"]
+    modules = sorted(p.stem for p in REPO.glob("*.py"))
+    assert sorted(listed) == modules, "pyproject's py-modules must list every top-level module"
+    readme = (REPO / "README.md").read_text()
+    assert [m for m in modules if f"`{m}.py`" not in readme] == [], "the README's module map names every module"
+
+
 def test_readme_documents_every_cli_flag() -> None:
-    import parallelized_autoresearch as entry
+    import cli
 
     readme = (REPO / "README.md").read_text()
-    flags = [a.option_strings[0] for a in entry.build_parser()._actions if a.option_strings[0].startswith("--")]
+    flags = [a.option_strings[0] for a in cli.build_parser()._actions if a.option_strings[0].startswith("--")]
     missing = [f for f in flags if f != "--help" and f not in readme]
     assert not missing, f"README does not document {missing}"
 
