@@ -40,6 +40,7 @@ SUBCOMMANDS = {
 }
 """The subcommands (`PROG SUBCOMMAND --help` for each); with none, the command runs research."""
 PAST = {"accept": "accepted", "reject": "rejected"}
+"""How `verdict` reports a stored decision."""
 
 
 def build_parser() -> argparse.ArgumentParser:

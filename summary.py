@@ -1,6 +1,6 @@
 """Summaries of a memory key from its stored records alone: pure functions from plain data to a dict and to text.
 
-`summary` and `list` (see `commands.py`) read the store and hand the records in; nothing here trains, calls an LLM,
+`summary` and `list` (see `store_commands.py`) read the store and hand the records in; nothing here trains, calls an LLM,
 touches Flyte or reads the clock, so the same records always give the same bytes. `build_summary` gathers the
 content once; `summary_text` and `summary_json` are two renderings of that one dict, so they never disagree.
 """
