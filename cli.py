@@ -1,6 +1,11 @@
 """The command line: every flag, checked before any work; local or cluster; the outcome and the exit code.
 
-Exit codes: 0 done; 1 the research failed or found nothing to report; 2 bad input; 130 interrupted.
+With no subcommand it runs research. The subcommands read the state dir's store and never train or call an LLM:
+`summary` (one key: leaderboard, lineage, verdicts, noise, audit, totals), `list` (every key) and `verdict` (store
+a person's accept/reject of an experiment).
+
+Exit codes: 0 done; 1 the research failed or found nothing to report (a subcommand: the store could not be read);
+2 bad input (a subcommand: also an unknown key or title, or a decision other than accept/reject); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import flyte
 import ledger as ledger_mod
 import prepare
 import sandbox
+import summary
 import ui
 import validation
 from autoresearch_types import AutoresearchOutput, ExperimentConfig
@@ -26,12 +32,28 @@ from driver import check_backend, new_memory_key
 from policy import SCHEDULING
 from pruning import MODES as PRUNE_MODES
 
+PROG = "parallelized_autoresearch.py"
+SUBCOMMANDS = {
+    "summary": "print a memory key's leaderboard, lineage, verdicts, noise, audit and totals from the store alone",
+    "list": "list the memory keys in the state dir with their experiments, best and last activity",
+    "verdict": "store a person's verdict (accept or reject) on one experiment of a memory key",
+}
+"""The subcommands (`PROG SUBCOMMAND --help` for each); with none, the command runs research."""
+PAST = {"accept": "accepted", "reject": "rejected"}
+"""How `verdict` reports a stored decision."""
+
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every flag of the CLI, with its default."""
+    """Every flag of the CLI (the research run), with its default; the epilog names the subcommands."""
+    epilog = "subcommands (each has its own --help; none of them trains or calls an LLM):\n" + "\n".join(
+        f"  {PROG} {name:<8} {text}" for name, text in SUBCOMMANDS.items()
+    )
     p = argparse.ArgumentParser(
-        prog="parallelized_autoresearch.py",
+        prog=PROG,
+        usage=f"{PROG} [flags] | {PROG} {{{','.join(SUBCOMMANDS)}}} ...",
         description="An LLM agent that improves train.py by running batches of sandboxed experiments.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--n-experiments",
@@ -120,6 +142,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def build_subcommand_parser() -> argparse.ArgumentParser:
+    """The subcommands and their flags: `summary`, `list` and `verdict` (each with its own --help)."""
+    p = argparse.ArgumentParser(prog=PROG, description="Read a memory key's research store, or add a human verdict.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    state = f"local state directory (default ${prepare.STATE_DIR_ENV} or ~/.cache/...)"
+    s = sub.add_parser(
+        "summary",
+        help=SUBCOMMANDS["summary"],
+        description="Print a memory key's leaderboard (mean +/- se over seeds), an ASCII lineage tree with the best "
+        "path marked, every verdict and who made it (rule or human), sigma and the gate, the latest held-out test "
+        "audit and the totals (experiments, runs, compute seconds, LLM cost), from the store alone: no training, no "
+        "LLM call, the same bytes every time. Exit 2 for an unknown key.",
+    )
+    s.add_argument("--memory-key", required=True, help="the key to summarise (`list` shows them)")
+    s.add_argument("--json", action="store_true", help="print the same content as one JSON object (sorted keys)")
+    s.add_argument("--state-dir", default=None, help=state)
+    ls = sub.add_parser(
+        "list",
+        help=SUBCOMMANDS["list"],
+        description="List the memory keys in the state dir's local store, newest activity first, each with its "
+        "experiment and run counts, its best (the incumbent and its mean val_bpb) and its last activity.",
+    )
+    ls.add_argument("--json", action="store_true", help="print one JSON object (sorted keys)")
+    ls.add_argument("--state-dir", default=None, help=state)
+    v = sub.add_parser(
+        "verdict",
+        help=SUBCOMMANDS["verdict"],
+        description="Store a person's verdict on one experiment in the key's ledger (a later one for the same title "
+        "replaces it; the earlier ones are kept as its history). The baseline cannot be rejected. Exit 2 for an "
+        "unknown key or title, or a decision other than accept/reject.",
+    )
+    v.add_argument("decision", metavar="accept|reject", help="the verdict")
+    v.add_argument("--memory-key", required=True, help="the key the experiment belongs to")
+    v.add_argument("--title", required=True, help="the experiment's exact title (`summary` shows them)")
+    v.add_argument("--note", default="", help="why, in a few words (shown by `summary`)")
+    v.add_argument("--state-dir", default=None, help=state)
+    return p
+
+
 def task_inputs(args: argparse.Namespace, key: str, base_config: dict[str, Any]) -> dict[str, Any]:
     """The driver task's inputs from the CLI flags (0 / "" mean "the key's own setting, or the default")."""
     return dict(
@@ -191,11 +252,83 @@ def print_result(out: AutoresearchOutput, written: list[Path]) -> None:
     print(f"resume with: --memory-key {out.memory_key}")
 
 
+def use_state_dir(path: str | None) -> None:
+    """`--state-dir`, when given, becomes the state dir of everything this process does."""
+    if path:
+        os.environ[prepare.STATE_DIR_ENV] = str(Path(path).expanduser().resolve())
+
+
+def subcommand_inputs(args: argparse.Namespace) -> dict[str, str]:
+    """The store task's inputs, checked before any work; raises `InputError` with what is allowed."""
+    inputs = {}
+    if args.command in ("summary", "verdict"):
+        inputs["key"] = validation.memory_key(args.memory_key)
+    if args.command == "verdict":
+        validation.choice("decision", args.decision, ledger_mod.HUMAN_DECISIONS)
+        inputs.update(title=args.title, decision=args.decision, note=args.note)
+    return inputs
+
+
+def run_store_command(command: str, state: Path, inputs: dict[str, str]) -> dict[str, Any]:
+    """Run one subcommand's store work in a local Flyte task under the state dir; its JSON answer."""
+    import store_commands  # only here: a research run never registers the store task's environment
+
+    init_flyte(None)
+    runner = flyte.with_runcontext(**ledger_mod.run_context_kwargs(state))
+    run = runner.run(store_commands.store_command, command=command, state_dir=str(state), **inputs)
+    return json.loads(run.outputs()[0])
+
+
+def print_subcommand(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    """A subcommand's answer: text by default, one JSON object (sorted keys) with --json."""
+    if args.command == "verdict":
+        earlier = len(data.get("history") or [])
+        note = f" ({data['note']})" if data.get("note") else ""
+        print(
+            f"recorded: {args.memory_key}: {data['title']!r} {PAST[data['decision']]} by a person{note}; "
+            f"{earlier} earlier verdict(s) on it kept as history"
+        )
+    elif args.json:
+        print(summary.summary_json(data))
+    elif args.command == "summary":
+        sys.stdout.write(summary.summary_text(data))
+    else:
+        sys.stdout.write(summary.list_text(data["keys"], data["where"]))
+
+
+def subcommand_main(argv: list[str]) -> int:
+    """`summary`, `list` or `verdict`: read (or annotate) the store, print, and return the exit code."""
+    args = build_subcommand_parser().parse_args(argv)
+    use_state_dir(args.state_dir)
+    try:
+        inputs = subcommand_inputs(args)
+        state = prepare.state_dir()
+    except (ValueError, prepare.DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        answer = run_store_command(args.command, state, inputs)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        print(f"error: could not read the store under {state}: {exc}", file=sys.stderr)
+        return 1
+    if "error" in answer:
+        print(f"error: {answer['error']}", file=sys.stderr)
+        return int(answer.get("code", 2))
+    print_subcommand(args, answer["data"])
+    return 0
+
+
 def main(argv: list[str] | None, task: Any) -> int:
-    """Parse flags, pick local or cluster, run the research (the driver `task`), print the outcome."""
+    """A subcommand (`summary`, `list`, `verdict`), or: parse flags, pick local or cluster, run the research (the
+    driver `task`), print the outcome."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        return subcommand_main(argv)
     args = build_parser().parse_args(argv)
-    if args.state_dir:
-        os.environ[prepare.STATE_DIR_ENV] = str(Path(args.state_dir).expanduser().resolve())
+    use_state_dir(args.state_dir)
     try:
         inputs, warnings = check_args(args)
         state = prepare.state_dir()

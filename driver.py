@@ -439,6 +439,7 @@ async def close_session(
         "llm": usage_of(session.call_llm),
         **(stats or {}),
     }
+    await ledger.record_session(totals)
     agent_text = f"\n\nThe agent's summary: {summary}" if summary and summary.strip() != verdict.strip() else ""
     return AutoresearchOutput(
         memory_key=session.memory_key,

@@ -9,6 +9,9 @@ Layout under the memory key (records, never tables; every view is derived from t
     experiments/<slug>/result.json  a run from before seeds were recorded separately (read as the screen run)
     batches/<batch_id>.json         the batch plan
     settings.json                   the key's fixed comparison: base config (budget included) and gate rule
+    audits/<time>.json              a held-out test audit (the newest is the one shown)
+    sessions/<time>.json            one session's totals at its close (runs, compute, LLM usage and cost)
+    human_verdicts/<slug>.json      a person's accept/reject of an experiment, with the earlier ones as history
     messages.json                   the agent transcript (the store's own)
 
 The driver process is the only writer (a save writes the whole working copy, so a second writer silently
@@ -66,6 +69,9 @@ class LedgerError(RuntimeError):
 
 
 SETTINGS_PATH = "settings.json"
+HUMAN_DECISIONS = ("accept", "reject")
+"""What a person may decide about an experiment (`Ledger.record_human_verdict`)."""
+HUMAN_FIELDS = ("title", "decision", "note", "at")
 
 
 class Ledger:
@@ -353,6 +359,64 @@ class Ledger:
         async with self._lock:
             await self.memory.write_json.aio(f"audits/{now().replace(':', '-')}.json", audit, actor=ACTOR)
             await ledger_store.save(self.memory)
+
+    async def record_session(self, totals: dict[str, Any]) -> dict[str, Any]:
+        """Store one session's totals (runs, compute, LLM usage and cost) as `sessions/<time>.json`, then save.
+
+        The run's output carries them too, but only the store outlives the run: `summary` adds them up per key."""
+        record = {"at": now(), "totals": json.loads(json.dumps(totals, default=str))}
+        async with self._lock:
+            await self.memory.write_json.aio(f"sessions/{record['at'].replace(':', '-')}.json", record, actor=ACTOR)
+            await ledger_store.save(self.memory)
+        return record
+
+    async def sessions(self) -> list[dict[str, Any]]:
+        """Every stored session record (`{at, totals}`), oldest first; unreadable ones are skipped."""
+        found = [await self._read_json_or_none(p) for p in self.memory.list_paths("sessions")]
+        return sorted((s for s in found if isinstance(s, dict)), key=lambda s: str(s.get("at", "")))
+
+    async def record_human_verdict(self, title: str, decision: str, note: str = "") -> dict[str, Any]:
+        """Store a person's verdict on an experiment as `human_verdicts/<slug>.json`, then save; returns the record.
+
+        A later verdict for the same title replaces the earlier one, which moves into the record's `history` (oldest
+        first), so nothing a person decided is lost. Raises `LedgerError` for a decision other than accept/reject,
+        an unknown title (naming close titles), or a rejected baseline (every result is measured against it)."""
+        if decision not in HUMAN_DECISIONS:
+            raise LedgerError(f"decision must be one of {', '.join(HUMAN_DECISIONS)}, got {decision!r}.")
+        if not isinstance(note, str):
+            raise LedgerError(f"note must be text, got {type(note).__name__}.")
+        async with self._lock:
+            rec = await self._record_by_title(title)
+            if rec is None:
+                near = close_titles(title, [r.title for r in await self.records()])
+                hint = f" Close titles: {', '.join(repr(t) for t in near)}." if near else ""
+                raise LedgerError(f"no experiment titled {title!r} under this key.{hint} Use an exact title.")
+            if rec.title == BASELINE_TITLE and decision == "reject":
+                raise LedgerError(
+                    "the baseline cannot be rejected: every result is measured against it. Reject the experiments "
+                    "you do not trust instead."
+                )
+            path = f"human_verdicts/{rec.spec.slug}.json"
+            earlier = await self._read_json_or_none(path)
+            history = []
+            if isinstance(earlier, dict):
+                history = [*earlier.get("history", []), {k: earlier.get(k) for k in HUMAN_FIELDS}]
+            record = {"title": rec.title, "decision": decision, "note": note, "at": now(), "history": history}
+            await self.memory.write_json.aio(path, record, actor="human", reason=f"{decision} {rec.title}")
+            await ledger_store.save(self.memory)
+        return record
+
+    async def human_verdicts(self) -> dict[str, dict[str, Any]]:
+        """title -> the newest human verdict on it (`{title, decision, note, at, history}`); unreadable ones skipped."""
+        found = [await self._read_json_or_none(p) for p in self.memory.list_paths("human_verdicts")]
+        return {v["title"]: v for v in found if isinstance(v, dict) and isinstance(v.get("title"), str)}
+
+    async def _read_json_or_none(self, path: str) -> Any:
+        """A JSON record, or None when it does not parse (these kinds are not checked on open by `ledger_store`)."""
+        try:
+            return await self.memory.read_json.aio(path)
+        except ValueError:
+            return None
 
     async def archive_transcript(self) -> int:
         """Move an earlier session's agent transcript to `transcripts/<time>.json` (the directive carries the
