@@ -380,10 +380,18 @@ def _budget_message(used: int, max_tokens: int) -> str:
     )
 
 
-async def _tool_turn(
-    state: SubagentState, tools: Mapping[str, Tool], reply: Any, limits: Limits
-) -> tuple[str | None, bool]:
-    """Record and run one tool-calling turn; returns (what it repeats or None, whether to stop for a loop)."""
+def _ask_for_the_table(state: SubagentState, content: str, problem: str) -> None:
+    """The one correction a malformed final answer gets."""
+    state.answer_corrected = True
+    state.notes.append(f"Asked once to fix a malformed answer ({problem}).")
+    state.messages.append({"role": "assistant", "content": content or ""})
+    fix = f'Your answer is not the JSON table: {problem}. Reply with JSON only: {{"ideas": [...]}}.'
+    state.messages.append({"role": "user", "content": fix})
+
+
+async def _tool_turn(state: SubagentState, tools: Mapping[str, Tool], reply: Any, limits: Limits) -> bool:
+    """Record and run one tool-calling turn (a repeated call is not run); True when a loop recurs after its
+    correction, so the subagent must stop."""
     state.messages.append(_assistant_message(reply.content, reply.tool_calls))
     state.calls += [call_key(c["name"], c["arguments"]) for c in reply.tool_calls]
     loop = detect_loop(state.calls)
@@ -395,13 +403,13 @@ async def _tool_turn(
         )
         state.messages.append({"role": "tool", "tool_call_id": call["id"], "name": call["name"], "content": text})
     if loop is None:
-        return None, False
+        return False
     if state.loop_corrected:
-        return loop, True
+        return True
     state.loop_corrected = True
     state.notes.append(f"Corrected once for a loop: {loop}.")
     state.messages.append({"role": "user", "content": _loop_message(loop)})
-    return loop, False
+    return False
 
 
 async def run_subagent(
@@ -423,7 +431,8 @@ async def run_subagent(
         raise ValueError(f"the research subagent's tools must be read-only; refused: {sorted(extra)}")
     limits = limits or Limits()
     schemas = [s for s in TOOL_SCHEMAS if s["function"]["name"] in tools]
-    state = SubagentState(messages=[{"role": "user", "content": question}])
+    opening = f"{question}\n\n(Your token budget for this question: {limits.max_tokens} tokens.)"
+    state = SubagentState(messages=[{"role": "user", "content": opening}])
     for _ in range(limits.max_turns):
         try:
             reply = await call_llm(model, SYSTEM, list(state.messages), schemas)
@@ -433,23 +442,18 @@ async def run_subagent(
             state.notes.append(f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}.")
             return _fallback(state, question, limits, "llm_error", ranking)
         _account(state, getattr(reply, "raw", None), shared)
-        if not reply.tool_calls:
-            rows, problem = check_answer(reply.content)
-            if rows:
-                return _finish(state, question, limits, "answered", rows, "")
-            if state.answer_corrected:
-                return _fallback(state, question, limits, "malformed_answer", ranking)
-            state.answer_corrected = True
-            state.notes.append(f"Asked once to fix a malformed answer ({problem}).")
-            state.messages.append({"role": "assistant", "content": reply.content or ""})
-            fix = f'Your answer is not the JSON table: {problem}. Reply with JSON only: {{"ideas": [...]}}.'
-            state.messages.append({"role": "user", "content": fix})
-            continue
+        rows, problem = ([], "") if reply.tool_calls else check_answer(reply.content)
+        if rows:  # a valid answer counts even past the budget: it is already paid for
+            return _finish(state, question, limits, "answered", rows, "")
         status = budget_status(state.usage.tokens, state.last_tokens, limits.max_tokens, limits.warn_at)
         if status == "over":
             return _fallback(state, question, limits, "token_budget", ranking)
-        _, stop = await _tool_turn(state, tools, reply, limits)
-        if stop:
+        if not reply.tool_calls:
+            if state.answer_corrected:
+                return _fallback(state, question, limits, "malformed_answer", ranking)
+            _ask_for_the_table(state, reply.content, problem)
+            continue
+        if await _tool_turn(state, tools, reply, limits):
             return _fallback(state, question, limits, "doom_loop", ranking)
         if status == "warn" and not state.warned:
             state.warned = True

@@ -298,7 +298,7 @@ def test_a_normal_answer_becomes_the_table(scenarios: tuple[dict[str, Any], Scri
 def test_the_sub_llm_never_sees_the_agents_transcript(scenarios: tuple[dict[str, Any], ScriptedSubLLM]) -> None:
     out, handler = scenarios
     first = handler.seen["normal"][0]["messages"]
-    assert [m["role"] for m in first] == ["system", "user"] and first[1]["content"] == "question for normal"
+    assert [m["role"] for m in first] == ["system", "user"] and first[1]["content"].startswith("question for normal\n")
     for name in ("normal", "loop", "budget", "malformed", "fixed", "write", "cap"):
         assert all(MARKER not in contents(c) for c in handler.seen[name]), name
     assert out["transcript_unchanged"], "nor does it write into the agent's transcript"
@@ -366,3 +366,19 @@ def test_the_report_summary_shows_the_subagents_share() -> None:
     html = ui_html.summary_html({"usage": usage.to_dict()})
     assert "research subagent" in html and "400 tokens" in html and "2 calls, $0.0040 (included above)" in html
     assert "research subagent" not in ui_html.summary_html({"usage": llm.Usage(calls=3).to_dict()})
+
+
+async def test_a_failing_provider_falls_back_and_a_writing_tool_is_refused() -> None:
+    async def down(model: str, system: str, messages: list, tools: list | None) -> Any:
+        raise ConnectionError("provider down")
+
+    ranking = ra.rank_recipes([])
+    answer = await ra.run_subagent(down, "openai/x", {}, "what next?", ranking)
+    assert answer["stopped"] == "llm_error" and answer["ideas"] == ranking["ideas"]
+    assert "ConnectionError: provider down" in answer["note"] and answer["usage"]["calls"] == 0
+
+    async def edit(**kwargs: Any) -> dict[str, Any]:
+        return {}
+
+    with pytest.raises(ValueError, match="read-only"):
+        await ra.run_subagent(down, "openai/x", {"edit_train_code_batch": edit}, "what next?", ranking)
