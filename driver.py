@@ -227,6 +227,7 @@ async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, 
 async def research(session: Session, runner: ExperimentRunner, limits: RunLimits) -> tuple[str, str, str]:
     """Step 2: run what the key owes (baseline seeds first), then the Agent; returns directive, summary, error."""
     ledger, activity = session.ledger, session.activity
+    hosted = session.call_llm if isinstance(session.call_llm, llm.LLMClient) else None  # None: offline
     session.research = tools_mod.ResearchTools(
         ledger=ledger,
         runner=runner,
@@ -235,8 +236,10 @@ async def research(session: Session, runner: ExperimentRunner, limits: RunLimits
         emit=activity.emit,
         on_result=activity.on_result,
         on_start=activity.on_start,
-        judge=Judge(session.call_llm if isinstance(session.call_llm, llm.LLMClient) else None, session.model_name),
+        judge=Judge(hosted, session.model_name),
         goal=limits.goal,
+        call_llm=hosted,
+        model=session.model_name,
     )
     session.reporter = Reporter(ledger, run_info(session), activity, lambda: usage_of(session.call_llm))
     await session.reporter.start()

@@ -66,9 +66,33 @@ class Usage:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     retries: int = 0
+    research_calls: int = 0
+    research_tokens: int = 0
+    research_cost_usd: float = 0.0
+    """The research subagent's share of the figures above: its calls go through the same client, so the same
+    `--max-llm-cost` caps both, and the report shows this share on its own."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+def response_usage(response: Any) -> Usage:
+    """One provider response's calls, tokens and dollars (unknown model prices: tokens count, dollars are 0)."""
+    import litellm
+
+    usage = getattr(response, "usage", None)
+    out = Usage(calls=1 if response is not None else 0)
+    out.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+    out.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+    if response is not None:
+        with contextlib.suppress(Exception):
+            out.cost_usd = float(litellm.completion_cost(completion_response=response) or 0.0)
+    return out
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
@@ -174,14 +198,11 @@ class LLMClient:
         raise AssertionError("unreachable")
 
     def _count(self, response: Any) -> None:
-        import litellm
-
-        usage = getattr(response, "usage", None)
+        spent = response_usage(response)
         self.usage.calls += 1
-        self.usage.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
-        self.usage.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
-        with contextlib.suppress(Exception):  # unknown model prices: tokens still count, dollars do not
-            self.usage.cost_usd += float(litellm.completion_cost(completion_response=response) or 0.0)
+        self.usage.prompt_tokens += spent.prompt_tokens
+        self.usage.completion_tokens += spent.completion_tokens
+        self.usage.cost_usd += spent.cost_usd
 
 
 class StopGuard:

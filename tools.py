@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import llm
+import research_agent
 from autoresearch_types import RUN_KEYS, ExperimentResult
 from goal import Goal, goal_met
 from hybrid_judge import Judge, case_for
@@ -140,6 +142,10 @@ class ResearchTools:
     """Decides the borderline verdicts (see `hybrid_judge`); None leaves every verdict to the gate's rule."""
     goal: Goal = field(default_factory=Goal)
     """When to stop before the budget: a confirmed result reaching the target."""
+    call_llm: Any = None
+    """The agent's `llm.LLMClient` (not the StopGuard around it), for the research subagent; None offline."""
+    model: str = ""
+    """The agent's model name; `research` ranks the recipe library offline when it is empty or `builtin`."""
 
     def __post_init__(self) -> None:
         self.runner.bind(self.record_job, self.budget.admit)
@@ -164,6 +170,7 @@ class ResearchTools:
             "evaluate_batch_results",
             "search_arxiv",
             "stop_research",
+            "research",
         ]
         return [self._wrap(getattr(self, n)) for n in names]
 
@@ -663,6 +670,42 @@ class ResearchTools:
         if not isinstance(query, str) or not query.strip():
             return {"papers": [], "note": "give a non-empty query string, e.g. 'cosine learning rate schedule'."}
         return await search_arxiv(query, max(1, min(int(max_results), 10)))
+
+    async def research(self, question: str, max_tokens: int = research_agent.DEFAULT_MAX_TOKENS) -> dict[str, Any]:
+        """Ask a research subagent for ideas: a cheaper sub-LLM, in its OWN context (it never sees this
+        conversation), reads the leaderboard, the history, experiments' code, diffs and arXiv with read-only tools,
+        and returns a short ranked table instead of filling your context. Use it before planning a batch when you
+        need fresh, evidence-backed ideas, or when nothing has been confirmed for a while. It saves and runs nothing.
+
+        max_tokens: its token budget (prompt + completion, 500..400000); it is warned near the end and stopped past
+        it. It is also stopped if it repeats itself. Its cost counts against the run's LLM cost cap.
+        Returns {"question", "ideas": [{"idea", "evidence": [ledger rows or arXiv papers], "expected_effect",
+        "step": "small" | "medium" | "radical"}] (best first), "source": "llm" | "offline", "stopped": "answered" |
+        "offline" | "token_budget" | "doom_loop" | "malformed_answer" | "llm_cost_cap" | "llm_error" | "max_turns",
+        "note", "usage": {"calls", "tokens", "cost_usd", "max_tokens", ...}, "tool_calls": [str]}. When it stops
+        without a valid answer (and with the built-in planner), "ideas" is the recipe library ranked by the
+        ledger's verdicts and the recipes' priors, and "note" says so. step: small = a nudge to one knob,
+        medium = one component changed, radical = architecture or optimiser changed.
+        Example: r = research("what should follow the confirmed LR gain?", 20000); r["ideas"][0]["idea"]
+        """
+        if not isinstance(question, str) or not question.strip():
+            return {"error": "question must be a non-empty string, e.g. research('which schedule to try next?')."}
+        limit = research_agent.clamp_tokens(max_tokens)
+        if limit is None:
+            return {"error": "max_tokens must be a whole number of tokens, e.g. 20000."}
+        history = (await self.get_code_edit_history(last_n=1_000_000))["experiments"]
+        best = await self.ledger.best()
+        source = (await self.ledger.specs([best.title]))[0].train_py if best else ""
+        ranking = research_agent.rank_recipes(history, source, best.title if best else "")
+        if self.call_llm is None or self.model in ("", llm.BUILTIN):
+            return research_agent.offline_answer(question, ranking)
+        readers = (self.search_arxiv, self.get_leaderboard, self.get_code_edit_history)
+        readers += (self.read_train_code, self.compare_experiments)
+        tools = {f.__name__: f for f in readers}
+        limits = research_agent.Limits(max_tokens=limit)
+        usage = getattr(self.call_llm, "usage", None)
+        shared = usage if isinstance(usage, llm.Usage) else None
+        return await research_agent.run_subagent(self.call_llm, self.model, tools, question, ranking, limits, shared)
 
 
 async def search_arxiv(query: str, max_results: int, url: str | None = None, timeout_s: float = 8.0) -> dict[str, Any]:

@@ -122,6 +122,11 @@ def _summary_kpis(snapshot: dict[str, Any]) -> str:
         _kpi("LLM tokens", f"{tokens:,}", f"{calls} calls"),
         _kpi("LLM cost", f"${_fmt(usage.get('cost_usd'), '.4f')}", f"{retries} retries"),
     ]
+    research_calls = int(_num(usage.get("research_calls")) or 0)
+    if research_calls:
+        research_tokens = int(_num(usage.get("research_tokens")) or 0)
+        note = f"{research_calls} calls, ${_fmt(usage.get('research_cost_usd'), '.4f')} (included above)"
+        kpis.append(_kpi("research subagent", f"{research_tokens:,} tokens", note))
     return f'<div class="kpis">{"".join(kpis)}</div>'
 
 
