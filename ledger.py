@@ -450,12 +450,13 @@ class Ledger:
     async def decisions(self) -> dict[str, Decision]:
         """Every verdict from outside the gate, by title: the judge's, then a human's on top (see `Decision`)."""
         out: dict[str, Decision] = {}
-        for prefix, by in (("judge", "judge"), ("human_verdicts", "human")):
-            for path in self.memory.list_paths(prefix):
-                data = await self.memory.read_json.aio(path)
-                if isinstance(data, dict) and data.get("title") and data.get("decision") in DECISIONS:
-                    reason = str(data.get("reason") or data.get("note") or "")
-                    out[str(data["title"])] = Decision(str(data["title"]), str(data["decision"]), by, reason)
+        for path in self.memory.list_paths("judge"):
+            data = await self._read_json_or_none(path)
+            if isinstance(data, dict) and isinstance(data.get("title"), str) and data.get("decision") in DECISIONS:
+                out[data["title"]] = Decision(data["title"], data["decision"], "judge", str(data.get("reason") or ""))
+        for title, data in (await self.human_verdicts()).items():
+            if data.get("decision") in HUMAN_DECISIONS:
+                out[title] = Decision(title, data["decision"], "human", str(data.get("note") or ""))
         return out
 
     async def record_stop(self, reason: str, by: str) -> None:

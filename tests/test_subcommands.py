@@ -104,11 +104,14 @@ def test_verdicts_are_stored_replaced_with_history_and_shown_as_human(
     stored = json.loads((keys_root(built) / KEY / "human_verdicts" / "wide.json").read_text())
     assert (stored["decision"], stored["note"]) == ("accept", "")
     assert [(h["decision"], h["note"]) for h in stored["history"]] == [("reject", "a fluke")]
-    rows = {v["title"]: v for v in summary_json(built, monkeypatch, capsys)["verdicts"]}
+    data = summary_json(built, monkeypatch, capsys)
+    rows = {v["title"]: v for v in data["verdicts"]}
     assert rows["Wide"]["decided_by"] == "human" and rows["Wide"]["human_decision"] == "accept"
+    labels = {r["title"]: r["label"] for r in data["leaderboard"]}
+    assert labels["Wide"] == "accepted", "the gate honours a person's accept, as it would a confirmed gain"
     assert rows["LR up"]["decided_by"] == "rule"
     text = cli(["summary", "--memory-key", KEY], built, monkeypatch, capsys)[1]
-    assert "- Wide [within_noise] by human: accept (" in text
+    assert "- Wide [accepted] by human: accept (" in text
 
 
 @pytest.mark.parametrize(

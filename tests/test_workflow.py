@@ -256,9 +256,7 @@ async def steps_and_decisions(key: str) -> Any:
     await led.record_result("Warmup", ok(2.40), "screen")
     await led.record_result("Tiny LR", ok(2.69), "screen")
     await led.record_decision("Tiny LR", "more_seeds", "near miss")
-    human = {"title": "Warmup", "decision": "reject", "note": "leaks the schedule", "at": "now"}
-    await led.memory.write_json.aio("human_verdicts/warmup.json", human, actor="test")
-    await led.save()
+    await led.record_human_verdict("Warmup", "reject", "leaks the schedule")
     fork = await led.save_edits([{"title": "On warmup", "parent_title": "Warmup", "overrides": {"dropout": 0.1}}])
     again = await ledger.Ledger.open(key)  # what a resume sees
     records, verdicts, board = await again.view()
