@@ -78,14 +78,21 @@ def _scales(points: list[dict[str, Any]]) -> tuple[Any, Any, float, float]:
     return sx, sy, low, high
 
 
-def _axes(points: list[dict[str, Any]], sy: Any, sx: Any, low: float, high: float) -> str:
-    """Axis lines, y ticks with val_bpb labels and x ticks with run numbers."""
+def _frame(sy: Any, low: float, high: float, digits: int) -> list[str]:
+    """The two axis lines and five y ticks labelled with `digits` decimals: what both charts share."""
     bottom = CHART_H - PAD_B
     parts = [f'<line class="axis" x1="{PAD_L}" y1="{PAD_T}" x2="{PAD_L}" y2="{bottom}"/>']
     parts.append(f'<line class="axis" x1="{PAD_L}" y1="{bottom}" x2="{CHART_W - PAD_R}" y2="{bottom}"/>')
     for i in range(5):
         v = low + (high - low) * i / 4
-        parts.append(f'<text x="{PAD_L - 6}" y="{sy(v) + 4}" text-anchor="end">{v:.3f}</text>')
+        parts.append(f'<text x="{PAD_L - 6}" y="{sy(v) + 4}" text-anchor="end">{v:.{digits}f}</text>')
+    return parts
+
+
+def _axes(points: list[dict[str, Any]], sy: Any, sx: Any, low: float, high: float) -> str:
+    """Axis lines, y ticks with val_bpb labels and x ticks with run numbers."""
+    bottom = CHART_H - PAD_B
+    parts = _frame(sy, low, high, 3)
     step = max(1, math.ceil(len(points) / 20))
     for p in points[::step]:
         parts.append(f'<text x="{sx(p["x"])}" y="{bottom + 16}" text-anchor="middle">{p["x"]}</text>')
@@ -196,11 +203,7 @@ def curves_svg(snapshot: dict[str, Any]) -> str:
         return round(PAD_T + (high - v) * plot_h / (high - low), 1)
 
     bottom = CHART_H - PAD_B
-    parts = [f'<line class="axis" x1="{PAD_L}" y1="{PAD_T}" x2="{PAD_L}" y2="{bottom}"/>']
-    parts.append(f'<line class="axis" x1="{PAD_L}" y1="{bottom}" x2="{CHART_W - PAD_R}" y2="{bottom}"/>')
-    for i in range(5):
-        v = low + (high - low) * i / 4
-        parts.append(f'<text x="{PAD_L - 6}" y="{sy(v) + 4}" text-anchor="end">{v:.2f}</text>')
+    parts = _frame(sy, low, high, 2)
     for f in (0.25, 0.5, 0.75, 1.0):
         parts.append(f'<text x="{sx(f)}" y="{bottom + 16}" text-anchor="middle">{f:.0%}</text>')
     parts.append(f'<text x="{PAD_L}" y="{CHART_H - 6}">share of the token budget →</text>')
