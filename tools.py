@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import llm
 import research_agent
+from arxiv import search_arxiv
 from autoresearch_types import RUN_KEYS, ExperimentResult
+from budget import Budget
 from goal import Goal, goal_met
 from hybrid_judge import Judge, case_for
 from ledger import Ledger, LedgerError
@@ -31,9 +31,6 @@ from verdicts import Judgement
 Emit = Callable[[dict[str, Any]], None]
 """Receives activity events for the report and the terminal."""
 
-ARXIV_URL_ENV = "AUTORESEARCH_ARXIV_URL"
-DEFAULT_ARXIV_URL = "https://export.arxiv.org/api/query"
-"""The arXiv API; `$AUTORESEARCH_ARXIV_URL` (read at each search, not at import) points it at a mirror."""
 DIFF_LIMIT = 8000
 CODE_LIMIT = 20000
 
@@ -68,60 +65,6 @@ def _as_titles(titles: Any) -> list[str] | None:
     if not isinstance(titles, (list, tuple)) or not all(isinstance(t, str) for t in titles):
         return None
     return [t.strip() for t in titles if t.strip()]
-
-
-@dataclass
-class Budget:
-    """The key's experiment budget: runs in total (replicates and confirmations included), and the batch size.
-
-    `started` counts the runs recorded under the key when this session opened plus those it started since.
-    """
-
-    n_experiments: int
-    batch_size: int
-    concurrency: int
-    started: int = 0
-    confirm_runs: int = 2
-    """Runs a candidate that passes the screen needs to be confirmed (the baseline's other seeds)."""
-    reserved: int = 0
-    """Runs promised to the screens of the batch in flight: confirmations only use what is left beyond them."""
-    stopped: str = ""
-    """Why research ended before the budget did (the agent's `stop` step, or the goal reached); "" while it runs."""
-
-    @property
-    def remaining(self) -> int:
-        return 0 if self.stopped else max(0, self.n_experiments - self.started - self.reserved)
-
-    def stop(self, reason: str) -> None:
-        """End research: nothing new starts (runs in flight finish and are recorded); the first reason stays."""
-        self.stopped = self.stopped or reason
-
-    def reserve(self, screens: int) -> int:
-        """Promise up to `screens` runs to a batch's first runs; returns how many were promised."""
-        granted = max(0, min(screens, self.remaining))
-        self.reserved += granted
-        return granted
-
-    def admit(self, job: Job) -> bool:
-        """Charge one run to the budget as it starts: a screen uses its batch's promise, anything else what is left;
-        nothing starts once research was stopped."""
-        if self.stopped:
-            return False
-        if job.role == "screen" and self.reserved > 0:
-            self.reserved -= 1
-        elif self.remaining <= 0:
-            return False
-        self.started += 1
-        return True
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {"n_experiments": self.n_experiments, "started": self.started, "remaining": self.remaining}
-        out.update(batch_size=self.batch_size, concurrency=self.concurrency, confirm_runs=self.confirm_runs)
-        if self.stopped:
-            out["stopped"] = self.stopped
-        if not self.remaining:
-            out["note"] = "The experiment budget is spent: reply now in plain text (no code) with your final summary."
-        return out
 
 
 @dataclass
@@ -706,40 +649,3 @@ class ResearchTools:
         usage = getattr(self.call_llm, "usage", None)
         shared = usage if isinstance(usage, llm.Usage) else None
         return await research_agent.run_subagent(self.call_llm, self.model, tools, question, ranking, limits, shared)
-
-
-async def search_arxiv(query: str, max_results: int, url: str | None = None, timeout_s: float = 8.0) -> dict[str, Any]:
-    """Query the arXiv Atom API over httpx; any failure becomes a short note, never an exception."""
-    import httpx
-
-    params = {"search_query": f"all:{query}", "start": 0, "max_results": max_results}
-    try:
-        async with httpx.AsyncClient(timeout=timeout_s) as client:
-            response = await client.get(url or os.environ.get(ARXIV_URL_ENV, DEFAULT_ARXIV_URL), params=params)
-            response.raise_for_status()
-        return {"papers": parse_arxiv(response.text)}
-    except Exception as exc:
-        return {"papers": [], "note": f"arXiv is not reachable ({type(exc).__name__}); plan from what you know."}
-
-
-def parse_arxiv(feed: str) -> list[dict[str, Any]]:
-    """The entries of an arXiv Atom feed as small dicts."""
-    ns = {"a": "http://www.w3.org/2005/Atom"}
-    papers = []
-    for entry in ET.fromstring(feed).findall("a:entry", ns):
-
-        def text(tag: str, node: ET.Element = entry) -> str:
-            found = node.find(tag, ns)
-            return " ".join((found.text or "").split()) if found is not None else ""
-
-        authors = [text("a:name", a) for a in entry.findall("a:author", ns)]
-        papers.append(
-            {
-                "title": text("a:title"),
-                "authors": authors[:5],
-                "year": text("a:published")[:4],
-                "summary": text("a:summary")[:600],
-                "url": text("a:id"),
-            }
-        )
-    return papers

@@ -16,6 +16,7 @@ from typing import Any
 import flyte
 import pytest
 
+import arxiv
 import bundle
 import driver
 import ledger as ledger_mod
@@ -49,7 +50,7 @@ def test_apply_patches_replaces_unique_snippets_and_explains_failures() -> None:
 
 
 def test_parse_arxiv_reads_atom_entries() -> None:
-    (paper,) = tools.parse_arxiv(FEED)
+    (paper,) = arxiv.parse_arxiv(FEED)
     assert paper["title"] == "SGDR: Stochastic Gradient Descent with Warm Restarts"
     assert paper["authors"] == ["Ilya Loshchilov", "Frank Hutter"] and paper["year"] == "2016"
 
@@ -76,9 +77,9 @@ def feed_server() -> Iterator[str]:
 
 
 def test_search_arxiv_over_http_and_a_note_when_unreachable(feed_server: str) -> None:
-    found = asyncio.run(tools.search_arxiv("cosine schedule", 3, url=feed_server))
+    found = asyncio.run(arxiv.search_arxiv("cosine schedule", 3, url=feed_server))
     assert [p["year"] for p in found["papers"]] == ["2016"]
-    offline = asyncio.run(tools.search_arxiv("cosine schedule", 3, url="http://127.0.0.1:1/api", timeout_s=2))
+    offline = asyncio.run(arxiv.search_arxiv("cosine schedule", 3, url="http://127.0.0.1:1/api", timeout_s=2))
     assert offline["papers"] == [] and "not reachable" in offline["note"]
 
 
