@@ -4,7 +4,7 @@ against asynchronous slots, several seeds, the same budget of runs.
     python benchmarks/bench_search.py [--quick] [--json PATH]
 
 Every strategy starts from the same baseline `train.py` and base config (the product's defaults: 2 layers,
-width 64, vocabulary 2048, 600 steps), gets the same budget of runs (the baseline's 3 seeds and every
+width 64, vocabulary 2048, at 300 steps), gets the same budget of runs (the baseline's 3 seeds and every
 confirmation run included) and goes through the product's whole path (driver task, Agent in code mode,
 tools, ledger, gate, runner, sized and sandboxed `run_experiment`):
 - planner: `model="builtin"`, planner seed s, every slot kept busy (`--scheduling async`);
@@ -44,7 +44,9 @@ from benchmarks.common import parse_args, report, scripted_llm  # noqa: E402
 from policy import AXES, search_space  # noqa: E402
 
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4, "eval_tokens": 2048}
-FULL = {"runs": 16, "batch_size": 4, "max_steps": 600, "vocab_size": 2048, "base": None, "seeds": [0, 1, 2]}
+FULL = {"runs": 12, "batch_size": 4, "max_steps": 300, "vocab_size": 2048, "base": None, "seeds": [0, 1, 2]}
+"""The product's base config at half its steps and 12 runs per session: 12 sessions (4 strategies x 3 seeds) in
+about 40 minutes on 2 cores."""
 QUICK = {"runs": 7, "batch_size": 2, "max_steps": 30, "vocab_size": 512, "base": TINY, "seeds": [0]}
 CONCURRENCY = 2
 
