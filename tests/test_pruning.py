@@ -89,7 +89,9 @@ def test_a_clearly_bad_edit_is_pruned_in_the_real_sandbox_and_a_good_one_is_not(
         base = await asyncio.gather(*(sandbox.run_sandboxed(spec(c)) for c in seeds))
         curves = [[tuple(p) for p in r.curve] for r in base]
         limits = tuple(pruning.thresholds(PruneRule(mode="median"), curves, curves))
-        bad = dataclasses.replace(TINY, learning_rate=1e-5, seed=7)  # the lower bound: it barely learns
+        # The lower bound of the learning rate: it barely learns. Ten times the steps, so the run is still going
+        # when the watcher reads its curve past the rung on a busy machine (curves are compared by budget share).
+        bad = dataclasses.replace(TINY, learning_rate=1e-5, seed=7, token_budget=10 * TINY.token_budget)
         good = dataclasses.replace(TINY, seed=8)
         return (
             base,
