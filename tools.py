@@ -14,13 +14,15 @@ import os
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from autoresearch_types import RUN_KEYS, ExperimentResult
 from ledger import Ledger, LedgerError
 from ledger_views import BASELINE_TITLE, ExperimentRecord, LeaderboardRow
+from plan_feedback import ToolCallLog
 from runner import ExperimentRunner, Job, Outcome
+from tools_tutorial import TUTORIAL_TOOLS, TutorialAPI
 from verdicts import Judgement
 
 Emit = Callable[[dict[str, Any]], None]
@@ -139,9 +141,12 @@ class ResearchTools:
     on_result: Callable[[Job, int, int, ExperimentResult, dict[str, Any] | None], None] = lambda *a: None  # noqa: E731
     on_start: Callable[[list[Job]], None] = lambda jobs: None  # noqa: E731
     last_batch_id: str = ""
+    log: ToolCallLog = field(default_factory=ToolCallLog)
+    """Every call the agent made and what it returned: what a failed plan is replayed from (`plan_feedback`)."""
 
     def as_tools(self) -> list[Callable[..., Awaitable[Any]]]:
-        """Every tool, wrapped so that it logs its call and turns an unexpected exception into `{"error"}`."""
+        """Every tool, wrapped so that it logs its call and turns an unexpected exception into `{"error"}`; the
+        shared names also accept the upstream tutorial's calls, and its own tools are added (`tools_tutorial`)."""
         names = [
             "inspect_dataset",
             "get_baseline_train_code",
@@ -158,7 +163,8 @@ class ResearchTools:
             "evaluate_batch_results",
             "search_arxiv",
         ]
-        return [self._wrap(getattr(self, n)) for n in names]
+        tutorial = TutorialAPI(self)
+        return [self._wrap(tutorial.adapt(n)) for n in [*names, *TUTORIAL_TOOLS]]
 
     def _wrap(self, method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         name = method.__name__
@@ -172,6 +178,7 @@ class ResearchTools:
                 result = {"error": f"bad arguments for {name}: {exc}. Signature: {name}{inspect.signature(method)}."}
             except Exception as exc:  # rule 6: nothing raises into the agent loop
                 result = {"error": f"{name} failed: {type(exc).__name__}: {exc}"}
+            self.log.record(name, args, kwargs, result)
             error = result.get("error", "") if isinstance(result, dict) else ""
             detail = ", ".join(f"{k}={str(v)[:60]}" for k, v in kwargs.items()) or ", ".join(str(a)[:60] for a in args)
             self.emit(
