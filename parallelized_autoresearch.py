@@ -47,6 +47,7 @@ from flyte.ai import agents as flyte_agents  # noqa: E402
 from flyte.ai.agents import Agent, tool  # noqa: E402
 
 import bundle  # noqa: E402
+import doom_loop  # noqa: E402
 import ledger as ledger_mod  # noqa: E402
 import ledger_store  # noqa: E402
 import leftovers  # noqa: E402
@@ -176,18 +177,23 @@ def make_execute(
 # ---------------------------------------------------------------- the driver task
 
 
-def make_call_llm(model: str, api_base: str, max_llm_cost: float, planner_seed: int = 0) -> Any:
-    """The built-in planner (seeded) for `builtin`, otherwise litellm with retries and the cost cap."""
+def make_call_llm(
+    model: str, api_base: str, max_llm_cost: float, planner_seed: int = 0, llm_timeout: float = 0.0
+) -> Any:
+    """The built-in planner (seeded) for `builtin`, otherwise litellm with retries, the timeout and the cost cap."""
     if model == llm.BUILTIN:
         return planner.BuiltinPlanner(seed=planner_seed)
-    return llm.LLMClient(api_base=api_base or None, max_cost_usd=max_llm_cost or None)
+    timeout = llm.call_timeout(llm_timeout, api_base)
+    return llm.LLMClient(api_base=api_base or None, max_cost_usd=max_llm_cost or None, timeout_s=timeout)
 
 
-def usage_of(call_llm: Any) -> dict[str, Any]:
-    """Token and dollar usage of a `call_llm` (the planner counts calls only)."""
+def usage_of(call_llm: Any, guard: doom_loop.LoopGuard | None = None) -> dict[str, Any]:
+    """Token and dollar usage of a `call_llm` (the planner counts calls only), with the agent's errored turns."""
     if isinstance(call_llm, llm.LLMClient):
-        return call_llm.usage.to_dict()
-    return llm.Usage(calls=getattr(call_llm, "calls", 0)).to_dict()
+        usage = call_llm.usage.to_dict()
+    else:
+        usage = llm.Usage(calls=getattr(call_llm, "calls", 0)).to_dict()
+    return {**usage, "errored_turns": guard.errored_turns if guard else 0}
 
 
 async def archive_transcript(ledger: ledger_mod.Ledger) -> int:
@@ -273,6 +279,7 @@ class Session:
     budget: tools_mod.Budget
     research: tools_mod.ResearchTools | None = None
     reporter: Reporter | None = None
+    guard: doom_loop.LoopGuard | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,13 +300,16 @@ async def open_session(
     planner_seed: int,
     settings: tuple,
     limits: RunLimits,
+    llm_timeout: float = 0.0,
 ) -> Session:
     """Step 1: the key's ledger and fixed settings, the data bundle, the planner and the budget."""
     model_name, reason = llm.resolve_model(model or None)
     print(f"memory key: {memory_key}\nplanner: {model_name} ({reason})\nreport: {report_location()}", flush=True)
-    call_llm = make_call_llm(model_name, api_base, max_llm_cost, planner_seed)
+    call_llm = make_call_llm(model_name, api_base, max_llm_cost, planner_seed, llm_timeout)
     if isinstance(call_llm, llm.LLMClient):
         await call_llm.check(model_name)
+        for line in ui.llm_lines(call_llm.timeout_s, call_llm.usage.cost_known, max_llm_cost):
+            print(line, flush=True)
     cleaned = leftovers.clean(prepare.state_dir() / ledger_store.WORK_DIR) if is_local() else []
     ledger = await ledger_mod.Ledger.open(memory_key, start=False)
     if ledger.exists:
@@ -341,6 +351,7 @@ async def parallelized_autoresearch(
     planner_seed: int = 0,
     replicates: int = 0,
     allow_unsandboxed: bool = False,
+    llm_timeout: float = 0.0,
 ) -> AutoresearchOutput:
     """Research `train.py` with an agent: open the key, run what it owes, let the Agent plan batches, close.
 
@@ -359,7 +370,7 @@ async def parallelized_autoresearch(
     settings = requested_settings(base_config, max_steps, time_budget, vocab_size, replicates, dataset, num_shards)
     limits = RunLimits(n_experiments, batch_size, concurrency, max_turns)
     key = memory_key or new_memory_key()
-    session = await open_session(key, model, api_base, max_llm_cost, planner_seed, settings, limits)
+    session = await open_session(key, model, api_base, max_llm_cost, planner_seed, settings, limits, llm_timeout)
     async with experiment_runtime(concurrency):
         directive, summary, error = await research(session, backend, limits, allow_unsandboxed)
         audit = {} if error else await held_out_audit(session, backend, allow_unsandboxed, concurrency)
@@ -383,7 +394,7 @@ async def research(
         on_result=activity.on_result,
         on_start=activity.on_start,
     )
-    session.reporter = Reporter(ledger, run_info(session), activity, lambda: usage_of(session.call_llm))
+    session.reporter = Reporter(ledger, run_info(session), activity, lambda: usage_of(session.call_llm, session.guard))
     await session.reporter.start()
     try:
         await run_owed(session.research)
@@ -465,13 +476,17 @@ async def run_agent(session: Session, directive: str, max_turns: int) -> tuple[s
     """The code-mode Agent over the research tools; returns its summary and error."""
     ledger, budget, activity = session.ledger, session.budget, session.activity
     assert session.research is not None
+    tools = session.research.as_tools()
+    stop = llm.StopGuard(session.call_llm, lambda: budget.remaining == 0, lambda: closing_text(ledger))
+    active = session.model_name != llm.BUILTIN
+    session.guard = doom_loop.LoopGuard(stop, session.research, [t.__name__ for t in tools], active=active)
     agent = Agent(
         name="autoresearch",
         instructions=ui.INSTRUCTIONS,
         model=session.model_name,
-        tools=session.research.as_tools(),
+        tools=tools,
         max_turns=max_turns,
-        call_llm=llm.StopGuard(session.call_llm, lambda: budget.remaining == 0, lambda: closing_text(ledger)),
+        call_llm=session.guard,
         code_mode=True,
     )
     cb_token = flyte_agents.agent_progress_cb.set(activity.on_agent_event)
@@ -479,7 +494,8 @@ async def run_agent(session: Session, directive: str, max_turns: int) -> tuple[s
         result = await agent.run.aio(directive, memory=ledger.memory)
     finally:
         flyte_agents.agent_progress_cb.reset(cb_token)
-    return result.summary or await closing_text(ledger), result.error
+    await session.guard.finish(list(ledger.memory.messages))
+    return result.summary or await closing_text(ledger), session.guard.stop_reason or result.error
 
 
 @contextlib.asynccontextmanager
@@ -567,9 +583,11 @@ async def close_session(
     if audit:
         verdict += " " + ui.audit_text(audit)
         print(ui.audit_text(audit), flush=True)
-    error = error or failure_reason(board)
+    experiments = experiments_run(activity)
+    looped = bool(session.guard and session.guard.stop_reason)
+    status, error = ui.session_status(error or failure_reason(board), experiments, looped)
     if session.reporter:
-        await session.reporter.stop("failed" if error else "done", error)
+        await session.reporter.stop(status, error)
     if error:
         print(f"stopped: {error}", flush=True)
     totals = {
@@ -579,7 +597,10 @@ async def close_session(
         "compute_s_this_session": round(sum(r.wall_seconds for r in activity.results), 1),
         "turns": sum(1 for e in activity.events if e.get("kind") == "turn"),
         "sigma": verdicts.sigma,
-        "llm": usage_of(session.call_llm),
+        "llm": usage_of(session.call_llm, session.guard),
+        "experiments_this_session": experiments,
+        "status": status,
+        "agent": session.guard.totals() if session.guard else {},
     }
     agent_text = f"\n\nThe agent's summary: {summary}" if summary and summary.strip() != verdict.strip() else ""
     return AutoresearchOutput(
@@ -596,6 +617,12 @@ async def close_session(
         error=error,
         audit=dict(audit or {}),
     )
+
+
+def experiments_run(activity: Activity) -> int:
+    """Experiments (never the baseline) that ran at least once in this session."""
+    titles = {e["name"] for e in activity.events if e.get("kind") == "experiment"}
+    return len(titles - {BASELINE_TITLE})
 
 
 def failure_reason(board: list[LeaderboardRow]) -> str:
@@ -638,6 +665,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="litellm model name (default: hosted if a key is set, else built-in)")
     p.add_argument("--api-base", default=None, help="base URL of an OpenAI-compatible server")
     p.add_argument("--max-llm-cost", type=float, default=0.0, help="stop the agent after this many USD (0: no cap)")
+    p.add_argument(
+        "--llm-timeout",
+        type=float,
+        default=None,
+        help=f"seconds one LLM call may take (default {llm.LOCAL_TIMEOUT_S:g} with --api-base, else "
+        f"{llm.HOSTED_TIMEOUT_S:g})",
+    )
     p.add_argument(
         "--time-budget", type=float, default=None, help="safety cap on training seconds per experiment (default 120)"
     )
@@ -685,7 +719,7 @@ def task_inputs(args: argparse.Namespace, key: str, base_config: dict[str, Any])
         vocab_size=args.vocab_size or 0, memory_key=key, model=args.model or "", api_base=args.api_base or "",
         max_llm_cost=args.max_llm_cost, time_budget=args.time_budget or 0.0, max_steps=args.max_steps or 0,
         base_config=base_config, backend=args.backend, planner_seed=args.planner_seed, replicates=args.replicates or 0,
-        allow_unsandboxed=args.allow_unsandboxed,
+        allow_unsandboxed=args.allow_unsandboxed, llm_timeout=args.llm_timeout or 0.0,
     )  # fmt: skip
 
 
@@ -693,7 +727,9 @@ def check_args(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     """Every flag checked before any work (the same rules the driver task applies to its inputs): the task
     inputs and any warnings. Raises `InputError` / `DataError` with the fix."""
     explicit_zero = [
-        f for f in ("num_shards", "vocab_size", "max_steps", "time_budget", "replicates") if getattr(args, f) == 0
+        f
+        for f in ("num_shards", "vocab_size", "max_steps", "time_budget", "replicates", "llm_timeout")
+        if getattr(args, f) == 0
     ]
     if explicit_zero:
         name = explicit_zero[0]
@@ -742,6 +778,8 @@ def print_result(out: AutoresearchOutput, written: list[Path]) -> None:
     """The final leaderboard, the best experiment, and where the report and the best train.py are."""
     print("\nLeaderboard\n" + ui.leaderboard_text(out.leaderboard))
     print(f"\n{out.summary}")
+    for line in ui.closing_lines(out.totals):
+        print(line)
     for path in written:
         print(f"saved: {path}")
     print(f"resume with: --memory-key {out.memory_key}")

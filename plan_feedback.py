@@ -258,7 +258,7 @@ def _path_to(obj: Any, match: Callable[[Any], bool], depth: int) -> str | None:
 
 def key_error_advice(failure: Failure, calls: list[ToolCall], aliases: dict[str, str]) -> str:
     """What a KeyError means here: the keys the indexed dict has, where the key lives, what it is called here."""
-    key = _literal(failure.message)
+    key = literal_key(failure.message)
     obj, expr = failure.indexed, failure.indexed_expr or "the dict"
     if not isinstance(obj, dict):
         return f"The value indexed on that line has no key {key!r}. Print its keys first, e.g. `list(x.keys())`."
@@ -276,7 +276,7 @@ def key_error_advice(failure: Failure, calls: list[ToolCall], aliases: dict[str,
     return text + f" Use one of those keys, or {expr}.get({key!r}) when it may be missing."
 
 
-def _literal(text: str) -> Any:
+def literal_key(text: str) -> Any:
     """A KeyError's key from its message: `'max_steps'` or `max_steps` -> 'max_steps', `3` -> 3."""
     try:
         return ast.literal_eval(text.strip())
@@ -317,7 +317,7 @@ def explain(
     if failure is None:
         return tool_errors(calls) or f"What to do instead: read the error above. {RESTRICTED}"
     where_text = f" on line {failure.line_no}:\n    {failure.line.strip()}" if failure.line_no and failure.line else ":"
-    message = repr(_literal(failure.message)) if failure.kind == "KeyError" else _short(failure.message, 300)
+    message = repr(literal_key(failure.message)) if failure.kind == "KeyError" else _short(failure.message, 300)
     head = f"Your plan failed{where_text}\n{failure.kind}: {message}"
     if failure.kind == "KeyError":
         advice = key_error_advice(failure, calls, aliases)
