@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -110,6 +111,14 @@ def experiment_entries(experiments: Any) -> list[dict[str, str]] | None:
     return [{k: str(v) for k, v in e.items() if v is not None} for e in experiments]
 
 
+def resolved_signature(func: Callable[..., Any]) -> inspect.Signature:
+    """`func`'s signature with its annotations evaluated (this module's are strings), as Flyte's tool schema needs."""
+    hints = typing.get_type_hints(func)
+    sig = inspect.signature(func)
+    params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()]
+    return sig.replace(parameters=params, return_annotation=hints.get("return", sig.return_annotation))
+
+
 @dataclass
 class TutorialAPI:
     """The tutorial's calls over one run's `ResearchTools`; remembers tutorial batch labels and early hypotheses."""
@@ -138,7 +147,7 @@ class TutorialAPI:
         tool.__name__ = name
         doc = inspect.getdoc(original) if original is not None else inspect.getdoc(target)
         tool.__doc__ = (doc or "") + (f"\n{DOCS[name]}" if name in DOCS else "")
-        tool.__signature__ = inspect.signature(target)  # type: ignore[attr-defined]
+        tool.__signature__ = resolved_signature(target)  # type: ignore[attr-defined]
         return tool
 
     def memory_key_note(self, given: Any) -> str:
@@ -161,7 +170,11 @@ class TutorialAPI:
     # ---------------------------------------------------------------- planning
 
     async def record_batch_plan(
-        self, titles: Any = None, rationale: Any = "", batch_id: str = "", experiments: Any = None
+        self,
+        titles: list[str] | str | None = None,
+        rationale: str | list[dict] = "",
+        batch_id: str = "",
+        experiments: list[dict] | None = None,
     ) -> dict[str, Any]:
         if isinstance(titles, str) and isinstance(rationale, (list, tuple)):  # record_batch_plan("label", [...])
             titles, batch_id, experiments, rationale = None, titles, rationale, ""
@@ -193,7 +206,7 @@ class TutorialAPI:
         note = "Batch ids are given when edits are saved (batch-001, ...); this plan is attached to its batch then"
         return add_note(out, note + (f", and {label!r} names that batch in every tool." if label else "."))
 
-    async def edit_train_code_batch(self, edits: Any) -> dict[str, Any]:
+    async def edit_train_code_batch(self, edits: list[dict]) -> dict[str, Any]:
         if isinstance(edits, dict):
             edits = [edits]
         if not isinstance(edits, (list, tuple)):
@@ -240,7 +253,7 @@ class TutorialAPI:
         return kept
 
     async def record_batch_hypotheses(
-        self, batch_id: Any = "", hypotheses: Any = None, experiments: Any = None
+        self, batch_id: str | list[dict] = "", hypotheses: dict | None = None, experiments: list[dict] | None = None
     ) -> dict[str, Any]:
         if isinstance(batch_id, (list, tuple)):  # record_batch_hypotheses([...])
             batch_id, experiments = "", batch_id
@@ -267,11 +280,11 @@ class TutorialAPI:
 
     async def run_experiment_batch(
         self,
-        titles: Any = None,
-        concurrency: Any = None,
+        titles: list[str] | str | None = None,
+        concurrency: int | None = None,
         batch_id: str = "",
-        time_budget_sec: Any = None,
-        group_name: Any = None,
+        time_budget_sec: float | None = None,
+        group_name: str | None = None,
     ) -> dict[str, Any]:
         real = self.batch(batch_id)
         if not titles and real:
@@ -298,7 +311,9 @@ class TutorialAPI:
             notes.append("The run owns the time cap (--time-budget); time_budget_sec was ignored.")
         return add_note(out, " ".join(notes))
 
-    async def run_experiment(self, title: str, time_budget_sec: Any = None, memory_key: str = "") -> dict[str, Any]:
+    async def run_experiment(
+        self, title: str, time_budget_sec: float | None = None, memory_key: str = ""
+    ) -> dict[str, Any]:
         """Run one saved experiment (the tutorial's single-run tool, e.g. under flyte_map("run_experiment", titles,
         budgets, keys)). Calls that arrive together run as one batch; each returns its own result.
 
@@ -325,7 +340,9 @@ class TutorialAPI:
         verdict = (out.get("verdicts") or {}).get(title)
         return {**mine, "success": mine.get("outcome") == "success", "verdict": verdict, "budget": out.get("budget")}
 
-    async def evaluate_batch_results(self, results: Any = None, batch_id: str = "") -> dict[str, Any]:
+    async def evaluate_batch_results(
+        self, results: list[dict] | str | None = None, batch_id: str = ""
+    ) -> dict[str, Any]:
         if isinstance(results, str):  # evaluate_batch_results("batch-001")
             results, batch_id = None, results
         if results is None:
@@ -421,23 +438,23 @@ class TutorialAPI:
 
     # ---------------------------------------------------------------- looking, with the tutorial's arguments
 
-    async def inspect_dataset(self, num_shards: Any = None) -> dict[str, Any]:
+    async def inspect_dataset(self, num_shards: int | None = None) -> dict[str, Any]:
         out = await self.tools.inspect_dataset()
         profile = out.get("profile") or {}
         out.update(vocab_size=profile.get("vocab_size"), val_metric="val_bpb (lower is better)")
         return add_note(out, "The run's data is fixed when it starts; num_shards was ignored." if num_shards else "")
 
-    async def get_leaderboard(self, top_n: Any = 20) -> dict[str, Any]:
+    async def get_leaderboard(self, top_n: int | str = 20) -> dict[str, Any]:
         out = await self.tools.get_leaderboard(20 if isinstance(top_n, str) else top_n)
         if "error" not in out:
             out.update(count=out.get("total"), best_val_bpb=(out.get("best") or {}).get("val_bpb"))
         return out
 
-    async def get_code_edit_history(self, last_n: Any = 30) -> dict[str, Any]:
+    async def get_code_edit_history(self, last_n: int | str = 30) -> dict[str, Any]:
         out = await self.tools.get_code_edit_history(30 if isinstance(last_n, str) else last_n)
         return {**out, "count_edits": out.get("total")} if "error" not in out else out
 
-    async def get_promising_code(self, top_k: Any = 3) -> dict[str, Any]:
+    async def get_promising_code(self, top_k: int | str = 3) -> dict[str, Any]:
         out = await self.tools.get_promising_code(3 if isinstance(top_k, str) else top_k)
         first = (out.get("candidates") or [{}])[0]
         return {

@@ -112,3 +112,19 @@ def test_a_tutorial_edit_becomes_this_projects_edit() -> None:
     assert edit == {"title": "t", "overrides": {"batch_size": 16}} and "time_budget_sec" in notes[0]
     code = "def run_training(config):\n    return 1.0\n"
     assert tools_tutorial.RUN_TRAINING_NOTE in tools_tutorial.from_tutorial_edit({"title": "t", "train_py": code})[1]
+
+
+def test_every_tool_documents_its_result_keys_and_builds_without_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    from flyte.ai.agents import Agent
+
+    research = tools.ResearchTools(ledger=None, runner=None, budget=tools.Budget(4, 2, 2), profile={})  # type: ignore[arg-type]
+    registered = research.as_tools()
+    for tool in registered:
+        doc = tool.__doc__ or ""
+        assert "Returns" in doc and "Example" in doc, f"{tool.__name__} must show its result's keys and an example"
+    with caplog.at_level(logging.WARNING):
+        agent = Agent(name="t", tools=registered, code_mode=True)
+        for tool in agent._registry.values():
+            tool.to_openai_format()
+    assert not [r for r in caplog.records if "Unsupported Type" in r.getMessage()], "no Flyte noise in the terminal"
+    assert "experiments: list[dict] | None = None" in agent.system_prompt, "the tutorial's arguments are documented"
