@@ -583,7 +583,7 @@ async def close_session(
     if audit:
         verdict += " " + ui.audit_text(audit)
         print(ui.audit_text(audit), flush=True)
-    experiments = experiments_run(activity)
+    experiments = activity.experiments_run()
     looped = bool(session.guard and session.guard.stop_reason)
     status, error = ui.session_status(error or failure_reason(board), experiments, looped)
     if session.reporter:
@@ -617,12 +617,6 @@ async def close_session(
         error=error,
         audit=dict(audit or {}),
     )
-
-
-def experiments_run(activity: Activity) -> int:
-    """Experiments (never the baseline) that ran at least once in this session."""
-    titles = {e["name"] for e in activity.events if e.get("kind") == "experiment"}
-    return len(titles - {BASELINE_TITLE})
 
 
 def failure_reason(board: list[LeaderboardRow]) -> str:

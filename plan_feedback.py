@@ -30,6 +30,8 @@ RESTRICTED = (
     "The sandbox runs a Python subset: call tools directly (no `await`), no `del`, no `yield`, no files, no "
     "network; put explanations outside the ``` fence or in # comments."
 )
+REPLAY_TIMEOUT_MS = 10_000
+"""A replay answers from records, so it is quick; a plan that spins is cut short (it failed the same way before)."""
 INDEX_PROBE = "_ar_index"
 """The function a KeyError replay puts around each subscript of the failing line."""
 
@@ -133,7 +135,7 @@ async def _run(code: str, tasks: list[Callable[..., Awaitable[Any]]]) -> BaseExc
     import flyte.sandbox
 
     try:
-        await flyte.sandbox.orchestrate_local(code, inputs={"_unused": 0}, tasks=tasks)
+        await flyte.sandbox.orchestrate_local(code, inputs={"_unused": 0}, tasks=tasks, timeout_ms=REPLAY_TIMEOUT_MS)
     except Exception as exc:
         return exc
     return None
