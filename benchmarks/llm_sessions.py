@@ -96,6 +96,11 @@ PATTERNS: dict[str, list[Reply]] = {
     ],
     "prose_around_the_code": [fenced(BATCH, "I will try two ideas.", "Then I will evaluate them."), FINAL],
     "forgets_the_fence": ["Here is the plan.\n" + BATCH, FINAL],
+    "describes_instead_of_coding": [
+        "I will inspect the dataset first and then plan a batch of two edits.",
+        fenced(BATCH),
+        FINAL,
+    ],
     "unknown_tool_then_fixed": [
         fenced('r = run_experiments(["LR 6e-3"])\nr'),
         fixes_when_told("Did you mean", fenced(BATCH), fenced('r = run_experiments(["LR 6e-3"])\nr')),

@@ -56,3 +56,9 @@ def test_the_tutorials_documented_sequence_records_and_ranks_its_experiments() -
     out = session("tutorial")
     assert set(out["titles"]) == set(ls.TUTORIAL_TITLES) and out["errored_turns"] == 0, out
     assert set(ls.TUTORIAL_TITLES) <= set(out["ranked"]) and out["status"] == "done: 3 experiments"
+
+
+def test_a_model_that_describes_its_plan_instead_of_coding_it_is_asked_once_more() -> None:
+    out = session("describes_instead_of_coding")
+    assert out["nudges"] == 1 and out["experiments"] >= 1 and out["model_calls"] == 3
+    assert out["repaired_replies"] == 0 and out["errored_turns"] == 0
