@@ -234,9 +234,8 @@ class TutorialAPI:
                 await self.tools.record_batch_plan(mine, plan["rationale"], batch_id)
                 self.labels[plan["label"] or batch_id] = batch_id
                 self.pending_plans.remove(plan)
-        early = {slugs[slugify(t)]: h for t, h in self.pending_hypotheses.items() if slugify(t) in slugs}
-        for title in early:
-            self.pending_hypotheses.pop(next(t for t in self.pending_hypotheses if slugify(t) == slugify(title)))
+        matched = [t for t in self.pending_hypotheses if slugify(t) in slugs]
+        early = {slugs[slugify(t)]: self.pending_hypotheses.pop(t) for t in matched}
         if early:
             await self.tools.record_batch_hypotheses(batch_id, early)
 
