@@ -22,6 +22,7 @@ from typing import Any
 import flyte
 
 import ledger as ledger_mod
+import llm
 import prepare
 import sandbox
 import summary
@@ -78,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="litellm model name (default: hosted if a key is set, else built-in)")
     p.add_argument("--api-base", default=None, help="base URL of an OpenAI-compatible server")
     p.add_argument("--max-llm-cost", type=float, default=0.0, help="stop the agent after this many USD (0: no cap)")
+    p.add_argument(
+        "--llm-timeout",
+        type=float,
+        default=None,
+        help=f"seconds one LLM call may take (default {llm.LOCAL_TIMEOUT_S:g} with --api-base, else "
+        f"{llm.HOSTED_TIMEOUT_S:g})",
+    )
     p.add_argument(
         "--time-budget", type=float, default=None, help="safety cap on training seconds per experiment (default 120)"
     )
@@ -190,16 +198,15 @@ def task_inputs(args: argparse.Namespace, key: str, base_config: dict[str, Any])
         max_llm_cost=args.max_llm_cost, time_budget=args.time_budget or 0.0, max_steps=args.max_steps or 0,
         base_config=base_config, backend=args.backend, planner_seed=args.planner_seed, replicates=args.replicates or 0,
         allow_unsandboxed=args.allow_unsandboxed, prune=args.prune, scheduling=args.scheduling,
-        target_val_bpb=args.target_val_bpb, target_gain=args.target_gain,
+        target_val_bpb=args.target_val_bpb, target_gain=args.target_gain, llm_timeout=args.llm_timeout or 0.0,
     )  # fmt: skip
 
 
 def check_args(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     """Every flag checked before any work (the same rules the driver task applies to its inputs): the task
     inputs and any warnings. Raises `InputError` / `DataError` with the fix."""
-    explicit_zero = [
-        f for f in ("num_shards", "vocab_size", "max_steps", "time_budget", "replicates") if getattr(args, f) == 0
-    ]
+    positive = ("num_shards", "vocab_size", "max_steps", "time_budget", "replicates", "llm_timeout")
+    explicit_zero = [f for f in positive if getattr(args, f) == 0]
     if explicit_zero:
         name = explicit_zero[0]
         raise validation.InputError(f"--{name.replace('_', '-')} must be positive, got 0")
@@ -247,6 +254,8 @@ def print_result(out: AutoresearchOutput, written: list[Path]) -> None:
     """The final leaderboard, the best experiment, and where the report and the best train.py are."""
     print("\nLeaderboard\n" + ui.leaderboard_text(out.leaderboard))
     print(f"\n{out.summary}")
+    for line in ui.closing_lines(out.totals):
+        print(line)
     for path in written:
         print(f"saved: {path}")
     print(f"resume with: --memory-key {out.memory_key}")

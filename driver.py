@@ -19,6 +19,7 @@ from flyte.ai import agents as flyte_agents
 from flyte.ai.agents import Agent
 
 import bundle
+import doom_loop
 import ledger as ledger_mod
 import ledger_store
 import leftovers
@@ -76,20 +77,22 @@ def make_call(
     return call
 
 
-def make_call_llm(
-    model: str, api_base: str, max_llm_cost: float, planner_seed: int = 0, scheduling: str = "async"
-) -> Any:
-    """The built-in planner (seeded, batch or async) for `builtin`, otherwise litellm with retries and the cost cap."""
+def make_call_llm(model: str, choice: PlannerChoice) -> Any:
+    """The built-in planner (seeded, batch or async) for `builtin`, otherwise litellm with retries, the per-call
+    timeout and the cost cap."""
     if model == llm.BUILTIN:
-        return planner.BuiltinPlanner(seed=planner_seed, scheduling=scheduling)
-    return llm.LLMClient(api_base=api_base or None, max_cost_usd=max_llm_cost or None)
+        return planner.BuiltinPlanner(seed=choice.planner_seed, scheduling=choice.scheduling)
+    timeout = llm.call_timeout(choice.llm_timeout, choice.api_base)
+    return llm.LLMClient(api_base=choice.api_base or None, max_cost_usd=choice.max_llm_cost or None, timeout_s=timeout)
 
 
-def usage_of(call_llm: Any) -> dict[str, Any]:
-    """Token and dollar usage of a `call_llm` (the planner counts calls only)."""
+def usage_of(call_llm: Any, guard: doom_loop.LoopGuard | None = None) -> dict[str, Any]:
+    """Token and dollar usage of a `call_llm` (the planner counts calls only), with the agent's errored turns."""
     if isinstance(call_llm, llm.LLMClient):
-        return call_llm.usage.to_dict()
-    return llm.Usage(calls=getattr(call_llm, "calls", 0)).to_dict()
+        usage = call_llm.usage.to_dict()
+    else:
+        usage = llm.Usage(calls=getattr(call_llm, "calls", 0)).to_dict()
+    return {**usage, "errored_turns": guard.errored_turns if guard else 0}
 
 
 async def load_bundle(dataset: str, num_shards: int, vocab_size: int) -> bundle.Bundle:
@@ -165,6 +168,7 @@ class Session:
     budget: tools_mod.Budget
     research: tools_mod.ResearchTools | None = None
     reporter: Reporter | None = None
+    guard: doom_loop.LoopGuard | None = None
 
 
 def auto_turns(n_experiments: int) -> int:
@@ -193,15 +197,19 @@ class PlannerChoice:
     max_llm_cost: float = 0.0
     planner_seed: int = 0
     scheduling: str = "async"
+    llm_timeout: float = 0.0
+    """Seconds per LLM call; 0 picks by where the model is served (`llm.call_timeout`)."""
 
 
 async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, limits: RunLimits) -> Session:
     """Step 1: the key's ledger and fixed settings, the data bundle, the planner and the budget."""
     model_name, reason = llm.resolve_model(choice.model or None)
     print(f"memory key: {memory_key}\nplanner: {model_name} ({reason})\nreport: {report_location()}", flush=True)
-    call_llm = make_call_llm(model_name, choice.api_base, choice.max_llm_cost, choice.planner_seed, choice.scheduling)
+    call_llm = make_call_llm(model_name, choice)
     if isinstance(call_llm, llm.LLMClient):
         await call_llm.check(model_name)
+        for line in ui.llm_lines(call_llm.timeout_s, call_llm.usage.cost_known, choice.max_llm_cost):
+            print(line, flush=True)
     cleaned = leftovers.clean(prepare.state_dir() / ledger_store.WORK_DIR) if is_local() else []
     cleaned += leftovers.clean(sandbox_pool.runs_root()) if is_local() else []
     ledger = await ledger_mod.Ledger.open(memory_key, start=False)
@@ -241,7 +249,7 @@ async def research(session: Session, runner: ExperimentRunner, limits: RunLimits
         call_llm=hosted,
         model=session.model_name,
     )
-    session.reporter = Reporter(ledger, run_info(session), activity, lambda: usage_of(session.call_llm))
+    session.reporter = Reporter(ledger, run_info(session), activity, lambda: usage_of(session.call_llm, session.guard))
     await session.reporter.start()
     try:
         await run_owed(session.research)
@@ -323,13 +331,17 @@ async def run_agent(session: Session, directive: str, max_turns: int) -> tuple[s
     """The code-mode Agent over the research tools; returns its summary and error."""
     ledger, budget, activity = session.ledger, session.budget, session.activity
     assert session.research is not None
+    tools = session.research.as_tools()
+    stop = llm.StopGuard(session.call_llm, lambda: budget.remaining == 0, lambda: closing_text(ledger))
+    active = session.model_name != llm.BUILTIN
+    session.guard = doom_loop.LoopGuard(stop, session.research, [t.__name__ for t in tools], active=active)
     agent = Agent(
         name="autoresearch",
         instructions=ui.INSTRUCTIONS,
         model=session.model_name,
-        tools=session.research.as_tools(),
+        tools=tools,
         max_turns=max_turns,
-        call_llm=llm.StopGuard(session.call_llm, lambda: budget.remaining == 0, lambda: closing_text(ledger)),
+        call_llm=session.guard,
         code_mode=True,
     )
     cb_token = flyte_agents.agent_progress_cb.set(activity.on_agent_event)
@@ -337,7 +349,8 @@ async def run_agent(session: Session, directive: str, max_turns: int) -> tuple[s
         result = await agent.run.aio(directive, memory=ledger.memory)
     finally:
         flyte_agents.agent_progress_cb.reset(cb_token)
-    return result.summary or await closing_text(ledger), result.error
+    await session.guard.finish(list(ledger.memory.messages))
+    return result.summary or await closing_text(ledger), session.guard.stop_reason or result.error
 
 
 async def closing_text(ledger: ledger_mod.Ledger) -> str:
@@ -416,7 +429,7 @@ async def close_session(
     source = (await ledger.specs([board[best].title]))[0].train_py if best is not None else ""
     verdict = await closing_text(ledger)
     if session.budget.stopped:
-        cost = usage_of(session.call_llm).get("cost_usd") or 0.0
+        cost = usage_of(session.call_llm, session.guard).get("cost_usd") or 0.0
         verdict += (
             f" Research stopped before its budget: {session.budget.stopped} ({activity.elapsed():.0f} s into this "
             f"session, {len(activity.results)} runs this session, LLM cost ${cost:.4f})."
@@ -424,9 +437,11 @@ async def close_session(
     if audit:
         verdict += " " + ui.audit_text(audit)
         print(ui.audit_text(audit), flush=True)
-    error = error or failure_reason(board)
+    experiments = activity.experiments_run()
+    looped = bool(session.guard and session.guard.stop_reason)
+    status, error = ui.session_status(error or failure_reason(board), experiments, looped)
     if session.reporter:
-        await session.reporter.stop("failed" if error else "done", error)
+        await session.reporter.stop(status, error)
     if error:
         print(f"stopped: {error}", flush=True)
     totals = {
@@ -439,7 +454,10 @@ async def close_session(
         "first_confirmed_gain_s": activity.first_confirmed_s,
         "stopped": session.budget.stopped,
         "compute_cpu_s_this_session": round(sum(r.train_cpu_s for r in activity.results), 1),
-        "llm": usage_of(session.call_llm),
+        "llm": usage_of(session.call_llm, session.guard),
+        "experiments_this_session": experiments,
+        "status": status,
+        "agent": session.guard.totals() if session.guard else {},
         **(stats or {}),
     }
     await ledger.record_session(totals)

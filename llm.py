@@ -7,7 +7,6 @@ further calls once `max_cost_usd` is spent, which the Agent reports as a clean s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -41,6 +40,11 @@ class LLMUnavailable(RuntimeError):
     """The model did not answer the check at start; the message is the provider's error in one line."""
 
 
+HOSTED_TIMEOUT_S = 120.0
+"""Seconds one call to a hosted model may take before it is retried."""
+LOCAL_TIMEOUT_S = 600.0
+"""Seconds one call to a local server (`--api-base`) may take: a CPU server reads a 3k-token prompt in minutes."""
+
 CHECK_SYSTEM = "You check that a model answers."
 """The system prompt of the one small call made at start (scripted test models recognise it)."""
 
@@ -57,15 +61,24 @@ def resolve_model(model: str | None, env: Mapping[str, str] | None = None) -> tu
     return BUILTIN, f"no --model and none of {keys} is set, so the built-in offline planner plans"
 
 
+def call_timeout(requested: float, api_base: str | None) -> float:
+    """Seconds per LLM call: the one asked for, else long enough for a local CPU server, short for a hosted model."""
+    if requested and requested > 0:
+        return float(requested)
+    return LOCAL_TIMEOUT_S if api_base else HOSTED_TIMEOUT_S
+
+
 @dataclass
 class Usage:
-    """Tokens and dollars spent by one run's LLM calls."""
+    """Tokens and dollars spent by one run's LLM calls (each answered call once, however often it was retried)."""
 
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
     retries: int = 0
+    cost_known: bool = True
+    """False once litellm could not price a call (an unknown or local model): the dollars are then unknown."""
     research_calls: int = 0
     research_tokens: int = 0
     research_cost_usd: float = 0.0
@@ -82,7 +95,8 @@ class Usage:
 
 
 def response_usage(response: Any) -> Usage:
-    """One provider response's calls, tokens and dollars (unknown model prices: tokens count, dollars are 0)."""
+    """One provider response's calls, tokens and dollars (an unknown model's price: tokens count, dollars become
+    unknown)."""
     import litellm
 
     usage = getattr(response, "usage", None)
@@ -90,8 +104,10 @@ def response_usage(response: Any) -> Usage:
     out.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
     out.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
     if response is not None:
-        with contextlib.suppress(Exception):
+        try:
             out.cost_usd = float(litellm.completion_cost(completion_response=response) or 0.0)
+        except Exception:  # litellm cannot price this model (a local or unknown one)
+            out.cost_known = False
     return out
 
 
@@ -127,7 +143,8 @@ def quiet_litellm(litellm: Any) -> None:
     """litellm's own switches for a clean terminal: no feedback banners, no provider lists, no debug text."""
     litellm.suppress_debug_info = True
     litellm.set_verbose = False
-    logging.getLogger("LiteLLM").setLevel(logging.ERROR)
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 class LLMClient:
@@ -138,7 +155,7 @@ class LLMClient:
         api_base: str | None = None,
         max_cost_usd: float | None = None,
         retries: int = 3,
-        timeout_s: float = 120.0,
+        timeout_s: float = HOSTED_TIMEOUT_S,
         backoff_s: float = 1.0,
         extra: dict[str, Any] | None = None,
     ):
@@ -161,6 +178,7 @@ class LLMClient:
         if self.max_cost_usd is not None and self.usage.cost_usd >= self.max_cost_usd:
             raise LLMBudgetExceeded(f"LLM budget spent: ${self.usage.cost_usd:.4f} of ${self.max_cost_usd:.4f}")
         kwargs: dict[str, Any] = {"model": model, "messages": [{"role": "system", "content": system}, *messages]}
+        kwargs["timeout"] = self.timeout_s  # litellm's own request timeout, the same as ours
         kwargs.update(self.extra)
         if self.api_base:
             kwargs["api_base"] = self.api_base
@@ -203,6 +221,7 @@ class LLMClient:
         self.usage.prompt_tokens += spent.prompt_tokens
         self.usage.completion_tokens += spent.completion_tokens
         self.usage.cost_usd += spent.cost_usd
+        self.usage.cost_known = self.usage.cost_known and spent.cost_known
 
 
 class StopGuard:

@@ -77,6 +77,11 @@ class Activity:
             {"kind": "experiment", "name": job.title, "detail": detail, "duration_s": round(result.wall_seconds, 1)}
         )
 
+    def experiments_run(self) -> int:
+        """Experiments (never the baseline) that ran at least once in this session."""
+        titles = {e["name"] for e in self.events if e.get("kind") == "experiment"}
+        return len(titles - {BASELINE_TITLE})
+
     async def on_agent_event(self, event: AgentEvent) -> None:
         """Turn the Agent's events into timeline entries (the code each turn ran included)."""
         data = event.data

@@ -333,11 +333,13 @@ def _account(state: SubagentState, response: Any, shared: llm.Usage | None) -> N
     state.usage.prompt_tokens += spent.prompt_tokens
     state.usage.completion_tokens += spent.completion_tokens
     state.usage.cost_usd += spent.cost_usd
+    state.usage.cost_known = state.usage.cost_known and spent.cost_known
     state.last_tokens = spent.tokens
     if shared is not None:
         shared.research_calls += spent.calls
         shared.research_tokens += spent.tokens
         shared.research_cost_usd += spent.cost_usd
+        shared.cost_known = shared.cost_known and spent.cost_known
 
 
 def _assistant_message(content: str, tool_calls: list[dict[str, Any]]) -> dict[str, Any]:

@@ -59,6 +59,9 @@ class SizingPolicy:
     min_step_mb: int = 512
     initial_memory_mb: int | None = None
     """Pins the first attempt's memory, below the estimate if need be (tests, manual runs)."""
+    llm_max_factor: float = 4.0
+    """An LLM may raise the estimate at most this many times (never past the ceiling): a weak sizer cannot take
+    the whole machine. An OOM still climbs the retry ladder to the ceiling."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,8 +170,15 @@ def extract_json_object(text: str) -> dict[str, Any] | None:
     return None
 
 
+def llm_band(floor: Size, policy: SizingPolicy) -> SizingPolicy:
+    """The policy an LLM's answer is clamped by: its ceiling lowered to `llm_max_factor` times the estimate."""
+    top = max(floor.memory_mb, int(floor.memory_mb * policy.llm_max_factor))
+    return replace(policy, ceiling_mb=min(policy.ceiling_mb, top))
+
+
 def parse_llm_size(text: str, floor: Size, policy: SizingPolicy) -> tuple[Size, str]:
-    """The LLM's resource spec clamped to [floor, ceiling], or the floor with the reason it was not used."""
+    """The LLM's resource spec clamped to [estimate, `llm_max_factor` x estimate] and the ceiling, or the floor
+    with the reason it was not used."""
     data = extract_json_object(text)
     if data is None:
         return floor, "no JSON object in the reply"
@@ -180,7 +190,7 @@ def parse_llm_size(text: str, floor: Size, policy: SizingPolicy) -> tuple[Size, 
     cpu = data.get("cpu", floor.cpu)
     if isinstance(cpu, bool) or not isinstance(cpu, (int, float)) or cpu <= 0:
         return floor, f"unusable cpu value {cpu!r}"
-    return clamp_size(Size(cpu=int(cpu), memory_mb=int(math.ceil(memory))), floor, policy), ""
+    return clamp_size(Size(cpu=int(cpu), memory_mb=int(math.ceil(memory))), floor, llm_band(floor, policy)), ""
 
 
 def sizing_prompt(tool_name: str, doc: str, kwargs: dict[str, Any], floor: Size, policy: SizingPolicy) -> str:
@@ -189,7 +199,7 @@ def sizing_prompt(tool_name: str, doc: str, kwargs: dict[str, Any], floor: Size,
     return (
         f"Tool: {tool_name}\nDocstring: {doc}\nCall arguments: {json.dumps(call, default=str)[:2000]}\n"
         f"Deterministic estimate (the minimum): cpu={floor.cpu}, memory={floor.memory_mb}Mi virtual memory.\n"
-        f"Ceiling: cpu={policy.cpu}, memory={policy.ceiling_mb}Mi.\n"
+        f"Ceiling: cpu={policy.cpu}, memory={llm_band(floor, policy).ceiling_mb}Mi.\n"
         'Reply with one JSON object only, like {"cpu": 2, "memory": "3Gi"}. You may raise the estimate, '
         "never lower it."
     )
@@ -203,6 +213,10 @@ async def llm_size(call_llm: Any, tool_fn: Any, kwargs: dict[str, Any], floor: S
             tool_fn.model, "You size compute for ML experiments.", [{"role": "user", "content": prompt}], None
         )
     except Exception as exc:  # the LLM is optional here: the estimate always works
+        import llm
+
+        if isinstance(exc, llm.LLMBudgetExceeded):  # the cost cap is spent: no call was made, nothing to say
+            return floor
         log.warning("LLM sizing failed (%s: %s); using the estimate", type(exc).__name__, exc)
         return floor
     size, problem = parse_llm_size(getattr(reply, "content", "") or "", floor, policy)
@@ -212,6 +226,14 @@ async def llm_size(call_llm: Any, tool_fn: Any, kwargs: dict[str, Any], floor: S
 
 
 # ---------------------------------------------------------------- the call handler
+
+
+async def _estimate_is_enough(tool_fn: Any, kwargs: dict[str, Any]) -> bool:
+    """No LLM sizing: the built-in planner has no LLM, and a cached result will not run at all."""
+    import cache_probe
+    import llm
+
+    return tool_fn.model == llm.BUILTIN or await cache_probe.is_cached_locally(tool_fn.target, kwargs)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -253,17 +275,20 @@ def handler(policy: SizingPolicy) -> Any:
 async def right_size(
     call_llm: Any, tool_fn: Any, *, policy: SizingPolicy | None = None, **kwargs: Any
 ) -> ExperimentResult:
-    """Estimate, size (LLM on top when one is in use), run, and retry with more memory on OOM.
+    """Estimate, size (LLM on top when one is in use and the result is not cached), run, and retry with more
+    memory on OOM.
 
     Never raises into the agent loop: terminal failures come back as failure records that carry the
     resources of the last attempt, the OOM retries and every size tried. `policy` defaults to `SizingPolicy()`.
     """
-    import llm
-
     policy = policy or SizingPolicy()
     config = ExperimentConfig.from_dict(dict(kwargs.get("config") or {}))
     floor = initial_size(config, policy)
-    size = floor if tool_fn.model == llm.BUILTIN else await llm_size(call_llm, tool_fn, kwargs, floor, policy)
+    size = (
+        floor
+        if await _estimate_is_enough(tool_fn, kwargs)
+        else await llm_size(call_llm, tool_fn, kwargs, floor, policy)
+    )
     if policy.initial_memory_mb:
         size = replace(size, memory_mb=policy.initial_memory_mb)
     tried: list[Size] = []

@@ -24,8 +24,10 @@ from goal import Goal, goal_met
 from hybrid_judge import Judge, case_for
 from ledger import Ledger, LedgerError
 from ledger_views import BASELINE_TITLE, ExperimentRecord, LeaderboardRow
+from plan_feedback import ToolCallLog
 from recipes import apply_patches
 from runner import ExperimentRunner, Job, Outcome
+from tools_tutorial import TUTORIAL_TOOLS, TutorialAPI
 from verdicts import Judgement
 
 Emit = Callable[[dict[str, Any]], None]
@@ -89,12 +91,15 @@ class ResearchTools:
     """The agent's `llm.LLMClient` (not the StopGuard around it), for the research subagent; None offline."""
     model: str = ""
     """The agent's model name; `research` ranks the recipe library offline when it is empty or `builtin`."""
+    log: ToolCallLog = field(default_factory=ToolCallLog)
+    """Every call the agent made and what it returned: what a failed plan is replayed from (`plan_feedback`)."""
 
     def __post_init__(self) -> None:
         self.runner.bind(self.record_job, self.budget.admit)
 
     def as_tools(self) -> list[Callable[..., Awaitable[Any]]]:
-        """Every tool, wrapped so that it logs its call and turns an unexpected exception into `{"error"}`."""
+        """Every tool, wrapped so that it logs its call and turns an unexpected exception into `{"error"}`; the
+        shared names also accept the upstream tutorial's calls, and its own tools are added (`tools_tutorial`)."""
         names = [
             "inspect_dataset",
             "get_baseline_train_code",
@@ -115,7 +120,8 @@ class ResearchTools:
             "stop_research",
             "research",
         ]
-        return [self._wrap(getattr(self, n)) for n in names]
+        tutorial = TutorialAPI(self)
+        return [self._wrap(tutorial.adapt(n)) for n in [*names, *TUTORIAL_TOOLS]]
 
     def _wrap(self, method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         name = method.__name__
@@ -129,6 +135,7 @@ class ResearchTools:
                 result = {"error": f"bad arguments for {name}: {exc}. Signature: {name}{inspect.signature(method)}."}
             except Exception as exc:  # rule 6: nothing raises into the agent loop
                 result = {"error": f"{name} failed: {type(exc).__name__}: {exc}"}
+            self.log.record(name, args, kwargs, result)
             error = result.get("error", "") if isinstance(result, dict) else ""
             detail = ", ".join(f"{k}={str(v)[:60]}" for k, v in kwargs.items()) or ", ".join(str(a)[:60] for a in args)
             self.emit(

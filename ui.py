@@ -13,6 +13,7 @@ from autoresearch_types import RUN_KEYS, DatasetProfile, ExperimentConfig, Works
 from ui_chart import chart_points
 from ui_html import TABS as REPORT_TABS
 from ui_html import render_report
+from ui_parts import cost_text
 
 __all__ = [
     "INSTRUCTIONS",
@@ -269,3 +270,49 @@ def leaderboard_text(rows: list[dict[str, Any]], limit: int = 20) -> str:
     if len(rows) > limit:
         lines.append(f"... and {len(rows) - limit} more")
     return "\n".join(lines)
+
+
+NO_EXPERIMENT_HINT = "try the built-in planner (--model builtin) or a stronger model"
+
+
+def llm_lines(timeout_s: float, cost_known: bool, max_cost: float) -> list[str]:
+    """What the run says at start about its LLM: the per-call timeout, and a cost cap that cannot work."""
+    lines = [f"llm: {timeout_s:g} s per call (--llm-timeout)"]
+    if max_cost and not cost_known:
+        lines.append(f"warning: this model's price is unknown, so --max-llm-cost {max_cost:g} cannot stop it")
+    return lines
+
+
+def session_status(error: str, experiments: int, looped: bool) -> tuple[str, str]:
+    """The report's status for a finished session, and the error that makes the exit non-zero ("" if none).
+
+    A user's limit (max turns, the LLM cost cap) stops the agent cleanly once it ran an experiment; with none
+    run, the research gave no verdict, so it is an error. A loop the guard broke is always one.
+    """
+    count = f"{experiments} experiment{'' if experiments == 1 else 's'}"
+    if looped:
+        return f"stopped: the model looped, {count}", error
+    if error.startswith("Reached max_turns"):
+        why = "max turns"
+    elif "LLM budget spent" in error:
+        why = "LLM cost cap"
+    else:
+        return (f"failed, {count}" if error else f"done: {count}"), error
+    if experiments:
+        return f"stopped: {why}, {count}", ""
+    return f"stopped: {why}, {count}", f"the agent ran no experiment before it stopped ({why}): {NO_EXPERIMENT_HINT}"
+
+
+def closing_lines(totals: dict[str, Any]) -> list[str]:
+    """The run's closing lines: its status, then LLM calls, tokens, cost and errored turns."""
+    usage = totals.get("llm") or {}
+    agent = totals.get("agent") or {}
+    tokens = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+    turns = agent.get("agent_turns", totals.get("turns", 0))
+    llm = (
+        f"LLM: {usage.get('calls', 0)} calls, {tokens:,} tokens, {cost_text(usage)}; "
+        f"{usage.get('errored_turns', 0)} of {turns} agent turns errored"
+    )
+    if agent.get("corrections"):
+        llm += f", {agent['corrections']} loop correction(s)"
+    return [f"status: {totals.get('status', '-')}", llm]

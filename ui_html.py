@@ -31,6 +31,7 @@ from ui_parts import (
     _short,
     _table,
     _wrap,
+    cost_text,
 )
 
 TABS = ("Summary", "Leaderboard", "Code edits", "Lineage", "Activity", "Memory")
@@ -86,8 +87,8 @@ def _kpi(label: str, value: str, note: str = "") -> str:
 
 def _status_html(run: dict[str, Any]) -> str:
     """The run status line, with the error when the run failed."""
-    status = run.get("status") or "running"
-    out = f"<p>Status {_badge(status)} · started {_e(run.get('started_at') or '-')}</p>"
+    status = str(run.get("status") or "running")
+    out = f"<p>Status {_badge(status, status.split(':')[0].split(',')[0])} · started {_e(run.get('started_at') or '-')}</p>"
     if run.get("error"):
         out += f"<pre>{_e(run['error'])}</pre>"
     return out
@@ -119,8 +120,8 @@ def _summary_kpis(snapshot: dict[str, Any]) -> str:
             f"{int(_num(totals.get('experiments_run')) or 0)} experiments beyond the baseline",
         ),
         _kpi("compute", f"{_fmt(totals.get('compute_s'), '.0f')} s", "sandboxed training and evaluation"),
-        _kpi("LLM tokens", f"{tokens:,}", f"{calls} calls"),
-        _kpi("LLM cost", f"${_fmt(usage.get('cost_usd'), '.4f')}", f"{retries} retries"),
+        _kpi("LLM tokens", f"{tokens:,}", f"{calls} calls, {int(_num(usage.get('errored_turns')) or 0)} errored turns"),
+        _kpi("LLM cost", cost_text(usage), f"{retries} retries"),
     ]
     research_calls = int(_num(usage.get("research_calls")) or 0)
     if research_calls:

@@ -41,7 +41,7 @@ body{background:#10151c;color:#e4e8ee}
 .ar .badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;border:1px solid currentColor}
 .ar .ok,.ar .confirmed,.ar .success,.ar .done{color:var(--good)}
 .ar .failed,.ar .error,.ar .oom,.ar .crash,.ar .timeout,.ar .invalid,.ar .leak,.ar .tampered,.ar .implausible{color:var(--bad)}
-.ar .regression,.ar .running,.ar .unconfirmed,.ar .truncated,.ar .over_budget,.ar .pruned{color:var(--warn)}.ar .not_run,.ar .within_noise,.ar .legacy{color:var(--muted)}
+.ar .regression,.ar .running,.ar .stopped,.ar .unconfirmed,.ar .truncated,.ar .over_budget,.ar .pruned{color:var(--warn)}.ar .not_run,.ar .within_noise,.ar .legacy{color:var(--muted)}
 .ar pre{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:8px;margin:6px 0;
 font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow:auto;max-height:480px;
 white-space:pre}
@@ -187,3 +187,10 @@ def _baseline_title(snapshot: dict[str, Any]) -> str:
 def _rows(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Leaderboard rows keyed by title."""
     return {str(r.get("title")): r for r in _list(snapshot.get("leaderboard")) if isinstance(r, dict)}
+
+
+def cost_text(usage: dict[str, Any]) -> str:
+    """An LLM's dollars, or "cost unknown" when litellm could not price the model (a local or unknown one)."""
+    if usage.get("cost_known") is False:
+        return "cost unknown"
+    return f"${float(usage.get('cost_usd') or 0.0):.4f}"

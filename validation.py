@@ -137,6 +137,8 @@ def run_inputs(inputs: dict[str, Any], name: Callable[[str], str] = str) -> list
         number(name("vocab_size"), inputs["vocab_size"], *VOCAB_RANGE)
     if inputs.get("time_budget"):
         number(name("time_budget"), inputs["time_budget"], *RUN_LIMITS["time_budget_s"], integer=False)
+    if inputs.get("llm_timeout"):
+        number(name("llm_timeout"), inputs["llm_timeout"], 1.0, 7200.0, integer=False)
     if inputs.get("max_llm_cost") is not None:
         number(name("max_llm_cost"), inputs["max_llm_cost"], 0.0, 1e6, integer=False)
     if inputs.get("api_base"):

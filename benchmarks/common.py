@@ -17,11 +17,14 @@ BENCH_STATE = Path(
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch prices from the internet
 
 
-def parse_args(doc: str) -> argparse.Namespace:
-    """`--quick` (a run under a minute) and `--json PATH` (the figures as one flat JSON object)."""
+def parse_args(doc: str, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """`--quick` (a run under a minute) and `--json PATH` (the figures as one flat JSON object), and any flags
+    `extra` adds."""
     parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller run that finishes in under a minute")
     parser.add_argument("--json", type=Path, default=None, help="write the figures as one flat JSON object")
+    if extra:
+        extra(parser)
     return parser.parse_args()
 
 

@@ -200,7 +200,10 @@ def test_scripted_llm_recovers_from_bad_plans_duplicates_and_a_failing_experimen
     records = stored(state_root, key)
     assert "LR up again" not in records
     assert [r["result"]["outcome"] for r in records["Broken"]["runs"].values()] == ["crash"]
-    assert handler.sizing_calls >= 3, "the hosted model also sizes each experiment (baseline included)"
+    assert 1 <= handler.sizing_calls <= out.totals["runs_this_session"], (
+        "the hosted model sizes each run Flyte's cache will not answer ('Broken' at least; runs the builtin test "
+        "already made are cache hits)"
+    )
     assert handler.checks == 1, "one small call checks the model answers before any work"
     assert out.totals["llm"]["calls"] == len(SCRIPT) + handler.sizing_calls + handler.checks
 

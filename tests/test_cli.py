@@ -34,6 +34,9 @@ BAD = [
     (["--num-shards", "0"], "--num-shards must be positive, got 0"),
     (["--vocab-size", "100"], "--vocab-size must be in 264..65536, got 100"),
     (["--backend", "none"], "opt in explicitly (--allow-unsandboxed"),
+    (["--llm-timeout", "0"], "--llm-timeout must be positive, got 0"),
+    (["--llm-timeout", "-5"], "--llm-timeout must be in 1..7200, got -5.0"),
+    (["--llm-timeout", "nan"], "--llm-timeout must be a number in 1..7200, got nan"),
 ]
 
 

@@ -59,3 +59,42 @@ async def test_cost_cap_stops_further_calls() -> None:
     client = llm.LLMClient(max_cost_usd=0.0, extra={"mock_response": "ok"})
     with pytest.raises(llm.LLMBudgetExceeded, match="budget spent"):
         await client("openai/gpt-4o-mini", "s", [{"role": "user", "content": "x"}], None)
+
+
+def test_a_local_server_gets_a_long_timeout_and_a_hosted_model_a_short_one() -> None:
+    assert llm.call_timeout(0, "http://127.0.0.1:8080/v1") == llm.LOCAL_TIMEOUT_S >= 600
+    assert llm.call_timeout(0, None) == llm.HOSTED_TIMEOUT_S <= 120
+    assert llm.call_timeout(45, "http://127.0.0.1:8080/v1") == 45
+
+
+async def test_a_call_that_timed_out_and_was_retried_counts_its_tokens_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    real = litellm.acompletion
+    attempts = {"n": 0}
+
+    async def first_hangs(**kwargs):
+        attempts["n"] += 1
+        if attempts["n"] == 1:
+            await asyncio.Event().wait()  # never answers: the client's timeout ends it
+        return await real(**kwargs)
+
+    alone = llm.LLMClient(extra={"mock_response": "ok"})
+    await alone("openai/gpt-4o-mini", "s", [{"role": "user", "content": "x"}], None)
+    monkeypatch.setattr(litellm, "acompletion", first_hangs)
+    client = llm.LLMClient(timeout_s=0.05, backoff_s=0.0, extra={"mock_response": "ok"})
+    await client("openai/gpt-4o-mini", "s", [{"role": "user", "content": "x"}], None)
+    assert attempts["n"] == 2 and client.usage.retries == 1 and client.usage.calls == 1
+    assert client.usage.prompt_tokens == alone.usage.prompt_tokens > 0
+    assert client.usage.completion_tokens == alone.usage.completion_tokens
+
+
+async def test_an_unknown_model_has_an_unknown_cost_and_prints_nothing(capfd: pytest.CaptureFixture) -> None:
+    client = llm.LLMClient(api_base="http://127.0.0.1:1/v1", extra={"mock_response": "ok"})
+    await client("openai/qwen2.5-coder-1.5b-local", "s", [{"role": "user", "content": "x"}], None)
+    assert client.usage.calls == 1 and client.usage.cost_known is False
+    known = llm.LLMClient(extra={"mock_response": "ok"})
+    await known("openai/gpt-4o-mini", "s", [{"role": "user", "content": "x"}], None)
+    assert known.usage.cost_known and known.usage.cost_usd > 0
+    out, err = capfd.readouterr()
+    assert out == "" and "Provider List" not in err and "LiteLLM" not in err, (out, err)

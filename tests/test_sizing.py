@@ -81,6 +81,29 @@ async def test_llm_answer_is_used_when_valid() -> None:
     assert size == sizing.Size(cpu=2, memory_mb=5120)
 
 
+def test_an_llm_size_stays_within_four_times_the_estimate_but_an_oom_still_climbs_to_the_ceiling() -> None:
+    policy = sizing.SizingPolicy(cpu=1, floor_mb=1024, ceiling_mb=9642)
+    floor = sizing.Size(cpu=1, memory_mb=1728)
+    size, why = sizing.parse_llm_size('{"cpu": 1, "memory": "9642Mi"}', floor, policy)
+    assert why == "" and size.memory_mb == 4 * 1728 < policy.ceiling_mb, "a weak sizer cannot take the machine"
+    assert sizing.parse_llm_size('{"memory": "3000Mi"}', floor, policy)[0].memory_mb == 3000
+    assert "memory=6912Mi" in sizing.sizing_prompt("run_experiment", "doc", {}, floor, policy)
+    ladder = [size]
+    while (nxt := sizing.next_size(ladder[-1], policy)) is not None:
+        ladder.append(nxt)
+    assert ladder[-1].memory_mb == policy.ceiling_mb
+
+
+async def test_a_spent_cost_cap_falls_back_to_the_estimate_without_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    import llm
+
+    async def capped(*args, **kwargs):
+        raise llm.LLMBudgetExceeded("LLM budget spent")
+
+    assert await sizing.llm_size(capped, FakeTool(), {"config": {}}, FLOOR, POLICY) == FLOOR
+    assert not caplog.records
+
+
 def test_retry_ladder_doubles_and_stops_at_the_ceiling() -> None:
     ladder = [sizing.Size(2, 600)]
     while (nxt := sizing.next_size(ladder[-1], POLICY)) is not None:

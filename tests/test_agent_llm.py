@@ -1,0 +1,195 @@
+"""The real driver with scripted LLMs (a litellm provider, the one mocked edge) and real training, tiny sizes.
+
+The tutorial's documented sequence records and ranks its experiments; a weak model recovers after the
+corrective message, or is stopped with the reason and a non-zero exit; a positive --max-llm-cost stops the
+run cleanly with no call after the cap; the terminal shows only our lines.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from pathlib import Path
+from typing import Any
+
+import litellm
+import pytest
+
+import llm
+import parallelized_autoresearch as pa
+import prepare
+from benchmarks import llm_sessions as ls
+
+TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4, "eval_tokens": 2048}
+PRICED = "openai/scripted-priced"
+CALL_USD = 0.05
+"""litellm's mock answer has 10 prompt and 20 completion tokens: at these prices every call costs $0.05."""
+
+
+class ScriptedProvider(litellm.CustomLLM):
+    """A stand-in LLM: agent turns from a script of replies (strings or functions of the messages)."""
+
+    def __init__(self, script: list[ls.Reply], model: str = "openai/scripted"):
+        super().__init__()
+        self.script, self.model = list(script), model
+        self.turns: list[list[dict[str, Any]]] = []
+        self.calls = 0
+
+    async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+        if system == llm.CHECK_SYSTEM:
+            text = "OK"
+        elif system.startswith("You size compute"):
+            text = '{"cpu": 1, "memory": "2Gi"}'
+        else:
+            self.turns.append(list(messages))
+            reply = self.script.pop(0) if self.script else ls.FINAL
+            text = reply(messages) if callable(reply) else reply
+        return litellm.mock_completion(model=self.model, messages=messages, mock_response=text)
+
+
+@pytest.fixture
+def provider(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Install a scripted provider as `scripted/...` for one test."""
+
+    def install(script: list[ls.Reply], model: str = "openai/scripted") -> ScriptedProvider:
+        handler = ScriptedProvider(script, model)
+        monkeypatch.setattr(litellm, "custom_provider_map", [{"provider": "scripted", "custom_handler": handler}])
+        return handler
+
+    return install
+
+
+def cli(key: str, *extra: str) -> list[str]:
+    config = {**TINY, "seed": random.randint(1, 2**30)}
+    argv = ["--memory-key", key, "--model", "scripted/agent", "--n-experiments", "12", "--batch-size", "2"]
+    return argv + ["--vocab-size", "512", "--max-steps", "4", "--base-config", json.dumps(config), *extra]
+
+
+def stored_titles(state: Path, key: str) -> dict[str, int]:
+    """title -> number of runs, straight from the store's files."""
+    (root,) = (state / "flyte" / "raw" / "agents" / "memory-store").glob(f"v0/*/*/*/{key}")
+    out = {}
+    for spec in (root / "experiments").glob("*/spec.json"):
+        out[json.loads(spec.read_text())["title"]] = len(list((spec.parent / "runs").glob("seed-*.json")))
+    return out
+
+
+@pytest.fixture
+def state(state_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The CLI's state dir for one test (`main` exports it; the fixture restores the old one)."""
+    monkeypatch.setenv(prepare.STATE_DIR_ENV, str(state_root))
+    return state_root
+
+
+@pytest.mark.timeout(600)
+def test_the_tutorials_sequence_through_the_driver_records_and_ranks_its_experiments(
+    provider: Any, state: Path, capsys: pytest.CaptureFixture
+) -> None:
+    handler = provider(ls.TUTORIAL)
+    key = f"tutorial-{uuid.uuid4().hex[:8]}"
+    assert pa.main(cli(key)) == 0
+    out = capsys.readouterr().out
+    runs = stored_titles(state, key)
+    assert all(runs.get(t, 0) >= 1 for t in ls.TUTORIAL_TITLES), runs
+    board = out[out.index("Leaderboard") :]
+    assert all(t in board for t in ls.TUTORIAL_TITLES), "every tutorial experiment is ranked"
+    observations = [m["content"] for m in handler.turns[-1] if m["role"] == "user"]
+    assert all("Your code raised an error" not in o for o in observations), observations
+    evaluated = json.loads(observations[2].removeprefix("Execution result:").split("\n\n")[0])
+    assert [r["title"] for r in evaluated["ranked"]] == sorted(
+        ["higher-lr", "deeper-3L"], key=lambda t: next(r["val_bpb"] for r in evaluated["ranked"] if r["title"] == t)
+    )
+    assert "status: done: 3 experiments" in out and "0 of 3 agent turns errored" in out
+
+
+WEAK = [
+    ls.fenced(ls.SURVEY_MISSING_KEY, "Let me check the budget first.", "Then I will plan a batch."),
+    ls.fenced(ls.SURVEY_MISSING_KEY, "Let me check the budget first.", "Then I will plan a batch."),
+    ls.follows_example(ls.fenced(ls.SURVEY_MISSING_KEY), fence=False),
+    ls.FINAL,
+]
+"""Indexes a missing key with prose around the block, repeats it, then copies the example without its fence."""
+
+
+@pytest.mark.timeout(600)
+def test_a_weak_model_recovers_after_the_corrective_message(
+    provider: Any, state: Path, capfd: pytest.CaptureFixture
+) -> None:
+    handler = provider(WEAK)
+    key = f"weak-{uuid.uuid4().hex[:8]}"
+    assert pa.main(cli(key)) == 0, "it recovered: at least one experiment ran"
+    out, err = capfd.readouterr()
+    runs = stored_titles(state, key)
+    assert sum(n for t, n in runs.items() if t != "baseline") >= 1
+    second = [m["content"] for m in handler.turns[2] if m["role"] == "user"][2]
+    third = [m["content"] for m in handler.turns[3] if m["role"] == "user"][3]
+    assert "This run is stuck" in second and "```python" in second
+    assert third.startswith("Execution result:"), "the unfenced copy of the example was fenced and ran"
+    assert "status: done: 1 experiment" in out
+    assert "2 of 3 agent turns errored, 1 loop correction(s)" in out and "cost unknown" in out
+    for noise in ("Provider List", "Traceback", "LiteLLM", "Give Feedback"):
+        assert noise not in out + err, noise
+
+
+@pytest.mark.timeout(600)
+def test_a_model_that_keeps_looping_is_stopped_with_the_reason_and_exit_1(
+    provider: Any, state: Path, capsys: pytest.CaptureFixture
+) -> None:
+    handler = provider(ls.STUBBORN)
+    key = f"stubborn-{uuid.uuid4().hex[:8]}"
+    assert pa.main(cli(key, "--max-turns", "12")) == 1
+    out, err = capsys.readouterr()
+    assert len(handler.turns) == 4, "stopped two turns after the corrective message, not after 12"
+    assert "status: stopped: the model looped, 0 experiments" in out and "4 of 4 agent turns errored" in out
+    assert "error: the model kept making no progress" in err and "--model builtin" in err
+    assert set(stored_titles(state, key)) == {"baseline"}
+
+
+@pytest.mark.timeout(600)
+def test_a_positive_llm_cost_cap_stops_the_run_cleanly_with_no_call_after_it(
+    provider: Any, state: Path, capsys: pytest.CaptureFixture
+) -> None:
+    litellm.register_model(
+        {
+            PRICED: {
+                "input_cost_per_token": 1e-3,
+                "output_cost_per_token": 2e-3,
+                "litellm_provider": "openai",
+                "mode": "chat",
+            }
+        }
+    )
+    handler = provider([ls.fenced(ls.BATCH), ls.fenced(ls.BATCH.replace("LR 6e-3", "LR 1e-3")), ls.FINAL], PRICED)
+    key = f"cost-{uuid.uuid4().hex[:8]}"
+    cap = 5.5 * CALL_USD  # spent by the check, 3 baseline sizings, turn 1 and the first experiment's sizing
+    assert pa.main(cli(key, "--concurrency", "1", "--max-llm-cost", f"{cap}")) == 0
+    out = capsys.readouterr().out
+    assert handler.calls == 6, "no call after the cap: the second sizing and turn 2 were refused"
+    assert len(handler.turns) == 1
+    assert "status: stopped: LLM cost cap, 2 experiments" in out and "$0.3000" in out and "Unsupported Type" not in out
+    runs = stored_titles(state, key)
+    assert runs.get("LR 6e-3") and runs.get("Depth 3L"), "the batch in flight finished, sized by the estimate"
+
+
+def test_the_driver_reports_what_really_happened() -> None:
+    import ui
+
+    assert ui.session_status("Reached max_turns=12 without producing a final answer.", 0, False)[0] == (
+        "stopped: max turns, 0 experiments"
+    )
+    status, error = ui.session_status("Reached max_turns=12 without producing a final answer.", 0, False)
+    assert "ran no experiment" in error and "--model builtin" in error
+    assert ui.session_status("Reached max_turns=12 without a final answer.", 2, False) == (
+        "stopped: max turns, 2 experiments",
+        "",
+    )
+    assert ui.session_status("LLM call failed on turn 3: LLM budget spent: $0.3 of $0.3", 1, False)[1] == ""
+    assert ui.session_status("", 1, False) == ("done: 1 experiment", "")
+    assert ui.session_status("every experiment failed (2 of them)", 2, False)[0] == "failed, 2 experiments"
+    lines = ui.closing_lines(
+        {"status": "done: 1 experiment", "llm": {"calls": 3, "prompt_tokens": 10, "cost_known": False}}
+    )
+    assert lines == ["status: done: 1 experiment", "LLM: 3 calls, 10 tokens, cost unknown; 0 of 0 agent turns errored"]
