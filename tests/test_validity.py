@@ -148,8 +148,8 @@ def test_the_held_out_audit_is_in_the_output_and_report_and_never_in_a_tool(stat
 
 GREEDY = BASELINE.replace(
     "    elapsed = time.perf_counter() - start\n",
-    "    extra = time.perf_counter()\n"
-    "    while time.perf_counter() - extra < 14.0:  # more passes over the handed batches, within the time cap\n"
+    "    extra = time.process_time()\n"
+    "    while time.process_time() - extra < 14.0:  # more passes over the handed batches (CPU s, so load-free)\n"
     "        for inputs, targets in feed:\n"
     "            loss = F.cross_entropy(model(inputs).view(-1, config.vocab_size), targets.reshape(-1))\n"
     "            optimizer.zero_grad(set_to_none=True)\n"
