@@ -21,7 +21,7 @@ from flyte.ai.agents import LLMMessage
 
 import ledger as ledger_mod
 import llm
-import parallelized_autoresearch as pa
+import driver
 import tools
 import ui
 from autoresearch_types import DatasetProfile, ExperimentConfig, ExperimentResult
@@ -153,7 +153,7 @@ class ScriptedModel:
         return LLMMessage(content=reply(messages) if callable(reply) else reply, tool_calls=[], raw=None)
 
 
-async def fake_execute(job: Job) -> ExperimentResult:
+async def fake_execute(job: Job, extras: dict[str, Any]) -> ExperimentResult:
     """A run that takes no time: val_bpb a fixed function of the title, a little seed noise."""
     base = 3.0 if job.title == BASELINE_TITLE else 2.8 + (zlib.crc32(job.title.encode()) % 41) / 100
     value = base + (job.seed % 3 - 1) * 0.01
@@ -164,11 +164,12 @@ async def run_session(key: str, call_llm: Any, model: str, max_turns: int, n_exp
     """One agent session over stubbed training; what it ran, how it ended, and what the guard counted."""
     ledger = await ledger_mod.Ledger.open(key, ExperimentConfig(vocab_size=512))
     budget = tools.Budget(n_experiments, 2, 2, ledger.runs_used(), confirm_runs=ledger.rule.replicates - 1)
-    research = tools.ResearchTools(ledger, ExperimentRunner(fake_execute, 2), budget, PROFILE.to_dict())
-    session = pa.Session(key, model, ledger, None, PROFILE, call_llm, Activity(echo=False), budget, research)
+    research = tools.ResearchTools(ledger, ExperimentRunner(fake_execute, 2, warm_pool=False), budget, PROFILE.to_dict())
+    session = driver.Session(key, model, ledger, None, PROFILE, call_llm, Activity(echo=False), budget, research)
     await research.run_jobs(await research.pending_jobs())
-    directive = await pa.build_directive(session, max_turns)
-    summary, error = await pa.run_agent(session, directive, max_turns)
+    directive = await driver.build_directive(session, max_turns)
+    summary, error = await driver.run_agent(session, directive, max_turns)
+    await research.runner.aclose()
     _, _, board = await ledger.view()
     ran = [r for r in board if r.title != BASELINE_TITLE and r.n_seeds]
     assert session.guard is not None

@@ -20,7 +20,7 @@ env = flyte.TaskEnvironment("tutorial_tools_tests")
 SCORES = {"baseline": 3.0, "higher-lr": 2.4, "deeper-2L": 3.3, "lower-lr": 3.05, "wider": 2.95}
 
 
-async def fake_execute(job: Job) -> ExperimentResult:
+async def fake_execute(job: Job, extras: dict[str, Any]) -> ExperimentResult:
     """A run that takes no time: val_bpb by title, a little seed noise."""
     noise = (job.seed % 3 - 1) * 0.01
     return ExperimentResult(
@@ -34,7 +34,7 @@ async def tutorial_calls(key: str) -> str:
     ledger = await ledger_mod.Ledger.open(key, ExperimentConfig(vocab_size=512))
     research = tools.ResearchTools(
         ledger=ledger,
-        runner=ExperimentRunner(fake_execute, 2),
+        runner=ExperimentRunner(fake_execute, 2, warm_pool=False),
         budget=tools.Budget(n_experiments=16, batch_size=3, concurrency=2),
         profile={"dataset": "shakespeare", "vocab_size": 512},
     )
@@ -64,6 +64,7 @@ async def tutorial_calls(key: str) -> str:
     out["board"] = await t["get_leaderboard"](memory_key="parallelized-autoresearch")
     out["unknown_kw"] = await t["run_experiment_batch"](titles=["higher-lr"], workers=4)
     out["late_plan"] = await t["get_batch_plan"](ledger.memory.list_paths("batches")[-1].split("/")[-1][:-5])
+    await research.runner.aclose()
     return json.dumps(out, default=str)
 
 
@@ -117,7 +118,8 @@ def test_a_tutorial_edit_becomes_this_projects_edit() -> None:
 def test_every_tool_documents_its_result_keys_and_builds_without_warnings(caplog: pytest.LogCaptureFixture) -> None:
     from flyte.ai.agents import Agent
 
-    research = tools.ResearchTools(ledger=None, runner=None, budget=tools.Budget(4, 2, 2), profile={})  # type: ignore[arg-type]
+    runner = ExperimentRunner(fake_execute, 1, warm_pool=False)
+    research = tools.ResearchTools(ledger=None, runner=runner, budget=tools.Budget(4, 2, 2), profile={})  # type: ignore[arg-type]
     registered = research.as_tools()
     for tool in registered:
         doc = tool.__doc__ or ""
