@@ -19,9 +19,9 @@ from typing import Any
 import flyte
 from flyte.ai.agents import LLMMessage
 
+import driver
 import ledger as ledger_mod
 import llm
-import driver
 import tools
 import ui
 from autoresearch_types import DatasetProfile, ExperimentConfig, ExperimentResult
@@ -164,7 +164,9 @@ async def run_session(key: str, call_llm: Any, model: str, max_turns: int, n_exp
     """One agent session over stubbed training; what it ran, how it ended, and what the guard counted."""
     ledger = await ledger_mod.Ledger.open(key, ExperimentConfig(vocab_size=512))
     budget = tools.Budget(n_experiments, 2, 2, ledger.runs_used(), confirm_runs=ledger.rule.replicates - 1)
-    research = tools.ResearchTools(ledger, ExperimentRunner(fake_execute, 2, warm_pool=False), budget, PROFILE.to_dict())
+    research = tools.ResearchTools(
+        ledger, ExperimentRunner(fake_execute, 2, warm_pool=False), budget, PROFILE.to_dict()
+    )
     session = driver.Session(key, model, ledger, None, PROFILE, call_llm, Activity(echo=False), budget, research)
     await research.run_jobs(await research.pending_jobs())
     directive = await driver.build_directive(session, max_turns)
