@@ -23,6 +23,7 @@ an equal or better confirmed best; and the time to the first confirmed gain, bat
 from __future__ import annotations
 
 import logging
+import os
 import random
 import statistics
 import sys
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm's import: never fetch prices
 
 import flyte  # noqa: E402
 import litellm  # noqa: E402
