@@ -69,7 +69,8 @@ def random_edits(base: dict[str, Any], space: dict[str, list[Any]], n: int, rng:
 
 
 def random_planner(size: dict[str, Any], seed: int) -> Any:
-    """A scripted LLM that runs batches of random configs until the budget is spent."""
+    """A scripted LLM that runs batches of random configs until the budget is spent, or until the ledger closes
+    config-only edits (`ledger.CONFIG_ONLY_AFTER` saved experiments): random search gets the product's rules."""
     base = ExperimentConfig().with_overrides(size["base"] or {}).to_dict()
     edits = random_edits(base, search_space(base, WorkshopBounds().describe()), 4 * size["runs"], random.Random(seed))
     batch = size["batch_size"]
@@ -82,8 +83,9 @@ def random_planner(size: dict[str, Any], seed: int) -> Any:
         return (
             "```python\n"
             f"saved = edit_train_code_batch({chunk!r})\n"
-            "ran = run_experiment_batch([s['title'] for s in saved['saved']])\n"
-            "{'budget': ran['budget']}\n```"
+            "titles = [s['title'] for s in saved['saved']]\n"
+            "ran = run_experiment_batch(titles) if titles else {'budget': {'remaining': 0}}\n"
+            "{'budget': ran['budget'], 'rejected': saved['rejected']}\n```"
         )
 
     return scripted_llm(reply)

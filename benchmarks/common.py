@@ -41,8 +41,11 @@ def report(figures: dict[str, float], json_path: Path | None, targets: dict[str,
 
 def scripted_llm(reply: Callable[[int, list[dict[str, Any]]], str]) -> Any:
     """A litellm `CustomLLM` standing in for a hosted model: agent turns from `reply(turn, messages)`, and the
-    smallest size to every sizing question (so the deterministic estimate applies)."""
+    smallest size to every sizing question (so the deterministic estimate applies); a judge question gets no
+    decision, so the built-in judge decides, as it does for the built-in planner."""
     import litellm
+
+    from hybrid_judge import JUDGE_SYSTEM
 
     class Scripted(litellm.CustomLLM):
         def __init__(self) -> None:
@@ -55,6 +58,8 @@ def scripted_llm(reply: Callable[[int, list[dict[str, Any]]], str]) -> Any:
                 text = "OK"
             elif system.startswith("You size compute"):
                 text = '{"cpu": 1, "memory": "1Mi"}'
+            elif system == JUDGE_SYSTEM:
+                text = "no opinion"
             else:
                 self.turns += 1
                 text = reply(self.turns, list(messages))
