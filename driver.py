@@ -373,10 +373,8 @@ async def held_out_audit(
     jobs = [(rec, run) for rec in picked for run in rec.runs if run.val_bpb is not None and run.result.checkpoint]
     if not jobs:
         return {}
-    print(
-        f"held-out audit: scoring {len(jobs)} run(s) of {verdicts.incumbent!r} and the baseline on the test split",
-        flush=True,
-    )
+    which = "the baseline" if verdicts.incumbent == BASELINE_TITLE else f"{verdicts.incumbent!r} and the baseline"
+    print(f"held-out audit: scoring {len(jobs)} run(s) of {which} on the test split", flush=True)
     slots = asyncio.Semaphore(runner.concurrency)
     where = {
         "data": session.data,

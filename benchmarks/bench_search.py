@@ -15,7 +15,8 @@ tools, ledger, gate, runner, sized and sandboxed `run_experiment`):
 Each runs with seeds 0, 1, 2 (0 only with --quick, at tiny sizes). The figure that counts is the confirmed
 best: the incumbent after the run (the baseline when nothing was confirmed). Random search's own best is
 taken over its configs only, never the baseline row. Compute is the training CPU-seconds measured outside the
-sandbox. Flyte's cache is off, so nothing is reused.
+sandbox. Flyte's cache is off, so nothing is reused (with --quick it is on, so the strategies share the baseline's
+seeds: quick figures check the wiring, not the targets).
 Targets: the planner's confirmed best below random search's; pruning saves at least 30% of the compute at
 an equal or better confirmed best; and the time to the first confirmed gain, batch against async.
 """
@@ -49,7 +50,7 @@ TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4,
 FULL = {"runs": 12, "batch_size": 4, "max_steps": 300, "vocab_size": 2048, "base": None, "seeds": [0, 1, 2]}
 """The product's base config at half its steps and 12 runs per session: 12 sessions (4 strategies x 3 seeds) in
 about 40 minutes on 2 cores."""
-QUICK = {"runs": 7, "batch_size": 2, "max_steps": 30, "vocab_size": 512, "base": TINY, "seeds": [0]}
+QUICK = {"runs": 7, "batch_size": 2, "max_steps": 30, "vocab_size": 512, "base": TINY, "seeds": [0], "cache": True}
 CONCURRENCY = 2
 
 
@@ -104,7 +105,8 @@ batch; and random search. Every one gets the same budget of runs."""
 def research(size: dict[str, Any], strategy: dict[str, str], seed: int) -> tuple[Any, float]:
     """One research run through the driver; its output and wall seconds."""
     started = time.perf_counter()
-    run = flyte.with_runcontext(disable_run_cache=True, **ledger_mod.run_context_kwargs()).run(
+    cache_off = not size.get("cache")
+    run = flyte.with_runcontext(disable_run_cache=cache_off, **ledger_mod.run_context_kwargs()).run(
         pa.parallelized_autoresearch,
         n_experiments=size["runs"],
         batch_size=size["batch_size"],
