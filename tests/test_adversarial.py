@@ -638,16 +638,18 @@ _baseline_run_training = run_training
 
 
 def run_training(config, data_dir):
+    burnt, told = _os.pipe()
     if _os.fork() == 0:
         _os.setsid()
         if _os.fork() == 0:
             start = _time.process_time()
             while _time.process_time() - start < 1.0:
                 pass
+            _os.write(told, b"x")
             _time.sleep(60)
         _os._exit(0)
     _os.wait()
-    _time.sleep(1.5)
+    _os.read(burnt, 1)  # the orphan has burnt its CPU second, however loaded the machine is
     return _baseline_run_training(config, data_dir)
 """
 
@@ -659,4 +661,4 @@ def test_phase_1_cpu_is_measured_from_outside_including_orphans(tiny_bundle: Pat
     assert attack.result.outcome == "success", attack.result.message
     floor = 0.95 if backend == "bubblewrap" else 0.9
     assert attack.result.train_cpu_s >= floor, attack.result.train_cpu_s
-    assert attack.result.train_seconds >= 1.5
+    assert attack.result.train_seconds >= 1.0

@@ -25,6 +25,7 @@ import llm
 import parallelized_autoresearch as pa
 import ui
 from autoresearch_types import AutoresearchOutput
+from hybrid_judge import JUDGE_SYSTEM
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "agent-tests"
@@ -165,6 +166,8 @@ class ScriptedLLM(litellm.CustomLLM):
         elif system.startswith("You size compute"):
             self.sizing_calls += 1
             text = '{"cpu": 1, "memory": "2Gi"}'
+        elif system == JUDGE_SYSTEM:  # no decision: the built-in judge decides, and the script is not consumed
+            text = "no opinion"
         else:
             self.turns.append(list(messages))
             text = self.replies.pop(0) if self.replies else "Stopping: the script is over."

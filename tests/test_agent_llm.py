@@ -20,6 +20,7 @@ import llm
 import parallelized_autoresearch as pa
 import prepare
 from benchmarks import llm_sessions as ls
+from hybrid_judge import JUDGE_SYSTEM
 
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4, "eval_tokens": 2048}
 PRICED = "openai/scripted-priced"
@@ -43,6 +44,8 @@ class ScriptedProvider(litellm.CustomLLM):
             text = "OK"
         elif system.startswith("You size compute"):
             text = '{"cpu": 1, "memory": "2Gi"}'
+        elif system == JUDGE_SYSTEM:  # no decision: the built-in judge decides, and the script is not consumed
+            text = "no opinion"
         else:
             self.turns.append(list(messages))
             reply = self.script.pop(0) if self.script else ls.FINAL
