@@ -86,6 +86,24 @@ def eval_in_process(checkpoint: str, bundle: Path, config: ExperimentConfig, cpu
         torch.set_num_threads(threads)
 
 
+def baseline_spec(
+    source: str,
+    config: ExperimentConfig,
+    bundle: Path,
+    backend: str,
+    cpu: int,
+    memory_mb: int,
+    deadline_s: float,
+    keep: bool = False,
+) -> sandbox.SandboxSpec:
+    """One baseline experiment of `config` on `backend` over the bundle's data (`keep`: keep its weights)."""
+    data, tokenizer = str(bundle / "data"), str(bundle / "tokenizer")
+    return sandbox.SandboxSpec(
+        source, config, data, tokenizer, cpu=cpu, memory_mb=memory_mb, backend=backend, deadline_s=deadline_s,
+        allow_unsandboxed=backend == "none", keep_checkpoint=keep,
+    )  # fmt: skip
+
+
 async def measure_eval(backend: str, runs: int, bundle: Path, cpu: int) -> list[dict[str, float]]:
     """`runs` default-size experiments (warm pool), each followed by the old in-process eval of its weights.
 
@@ -98,18 +116,7 @@ async def measure_eval(backend: str, runs: int, bundle: Path, cpu: int) -> list[
     try:
         for _ in range(runs + 1):
             await pool.wait_ready()
-            spec = sandbox.SandboxSpec(
-                source,
-                DEFAULTS,
-                str(bundle / "data"),
-                str(bundle / "tokenizer"),
-                cpu=cpu,
-                memory_mb=4096,
-                backend=backend,
-                deadline_s=300.0,
-                keep_checkpoint=True,
-                allow_unsandboxed=backend == "none",
-            )
+            spec = baseline_spec(source, DEFAULTS, bundle, backend, cpu, memory_mb=4096, deadline_s=300.0, keep=True)
             result = await sandbox.run_sandboxed(spec, pool)
             if result.outcome != "success":
                 raise RuntimeError(f"{backend}: default baseline ended {result.outcome}: {result.message}")
@@ -148,17 +155,7 @@ async def measure(backend: str, runs: int, bundle: Path, cpu: int, warm: bool) -
     try:
         for _ in range(runs + 1):
             await pool.wait_ready()
-            spec = sandbox.SandboxSpec(
-                source,
-                TINY,
-                str(bundle / "data"),
-                str(bundle / "tokenizer"),
-                cpu=cpu,
-                memory_mb=3072,
-                backend=backend,
-                deadline_s=120.0,
-                allow_unsandboxed=backend == "none",
-            )
+            spec = baseline_spec(source, TINY, bundle, backend, cpu, memory_mb=3072, deadline_s=120.0)
             result = await sandbox.run_sandboxed(spec, pool)
             if result.outcome != "success":
                 raise RuntimeError(

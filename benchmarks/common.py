@@ -39,13 +39,28 @@ def report(figures: dict[str, float], json_path: Path | None, targets: dict[str,
         json_path.write_text(json.dumps(figures) + "\n")
 
 
+def side_answer(messages: list[dict[str, Any]], memory: str = "1Mi") -> tuple[str, str] | None:
+    """A scripted model's reply to the product's side questions, as (kind, text), or None for an agent turn: "OK"
+    to the start check, `memory` to a sizing question, no decision to the judge (so the built-in judge decides,
+    as it does for the built-in planner, and the script is not spent on it)."""
+    import llm
+    from hybrid_judge import JUDGE_SYSTEM
+
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    if system == llm.CHECK_SYSTEM:
+        return "check", "OK"
+    if system.startswith("You size compute"):
+        return "sizing", json.dumps({"cpu": 1, "memory": memory})
+    if system == JUDGE_SYSTEM:
+        return "judge", "no opinion"
+    return None
+
+
 def scripted_llm(reply: Callable[[int, list[dict[str, Any]]], str]) -> Any:
     """A litellm `CustomLLM` standing in for a hosted model: agent turns from `reply(turn, messages)`, and the
-    smallest size to every sizing question (so the deterministic estimate applies); a judge question gets no
-    decision, so the built-in judge decides, as it does for the built-in planner."""
+    smallest size to every sizing question (so the deterministic estimate applies), and `side_answer`'s replies
+    to the other side questions."""
     import litellm
-
-    from hybrid_judge import JUDGE_SYSTEM
 
     class Scripted(litellm.CustomLLM):
         def __init__(self) -> None:
@@ -53,16 +68,10 @@ def scripted_llm(reply: Callable[[int, list[dict[str, Any]]], str]) -> Any:
             self.turns = 0
 
         async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
-            system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
-            if system == "You check that a model answers.":
-                text = "OK"
-            elif system.startswith("You size compute"):
-                text = '{"cpu": 1, "memory": "1Mi"}'
-            elif system == JUDGE_SYSTEM:
-                text = "no opinion"
-            else:
+            side = side_answer(messages)
+            if side is None:
                 self.turns += 1
-                text = reply(self.turns, list(messages))
+            text = side[1] if side else reply(self.turns, list(messages))
             return litellm.mock_completion(model="openai/scripted", messages=messages, mock_response=text)
 
     return Scripted()

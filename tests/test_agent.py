@@ -21,11 +21,10 @@ import litellm
 import pytest
 
 import ledger as ledger_mod
-import llm
 import parallelized_autoresearch as pa
 import ui
 from autoresearch_types import AutoresearchOutput
-from hybrid_judge import JUDGE_SYSTEM
+from benchmarks.common import side_answer
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "agent-tests"
@@ -159,15 +158,11 @@ class ScriptedLLM(litellm.CustomLLM):
         self.checks = 0
 
     async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
-        system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
-        if system == llm.CHECK_SYSTEM:
-            self.checks += 1
-            text = "OK"
-        elif system.startswith("You size compute"):
-            self.sizing_calls += 1
-            text = '{"cpu": 1, "memory": "2Gi"}'
-        elif system == JUDGE_SYSTEM:  # no decision: the built-in judge decides, and the script is not consumed
-            text = "no opinion"
+        side = side_answer(messages, memory="2Gi")
+        self.checks += side is not None and side[0] == "check"
+        self.sizing_calls += side is not None and side[0] == "sizing"
+        if side:
+            text = side[1]
         else:
             self.turns.append(list(messages))
             text = self.replies.pop(0) if self.replies else "Stopping: the script is over."

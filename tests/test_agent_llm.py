@@ -16,11 +16,10 @@ from typing import Any
 import litellm
 import pytest
 
-import llm
 import parallelized_autoresearch as pa
 import prepare
 from benchmarks import llm_sessions as ls
-from hybrid_judge import JUDGE_SYSTEM
+from benchmarks.common import side_answer
 
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4, "eval_tokens": 2048}
 PRICED = "openai/scripted-priced"
@@ -39,13 +38,9 @@ class ScriptedProvider(litellm.CustomLLM):
 
     async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
-        system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
-        if system == llm.CHECK_SYSTEM:
-            text = "OK"
-        elif system.startswith("You size compute"):
-            text = '{"cpu": 1, "memory": "2Gi"}'
-        elif system == JUDGE_SYSTEM:  # no decision: the built-in judge decides, and the script is not consumed
-            text = "no opinion"
+        side = side_answer(messages, memory="2Gi")
+        if side:
+            text = side[1]
         else:
             self.turns.append(list(messages))
             reply = self.script.pop(0) if self.script else ls.FINAL
