@@ -11,6 +11,7 @@ import resource
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -32,13 +33,19 @@ def bench_bundle(root: Path) -> float:
     return time.perf_counter() - start
 
 
+def torch_batches(data_dir: Path, bos_id: int, config: ExperimentConfig) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Random (inputs, targets) tensor batches of the train split, as the trainer receives them."""
+    loader = prepare.TokenLoader(prepare.load_tokens(data_dir, "train"), bos_id, config.batch_size, config.seq_len)
+    while True:
+        rows = torch.from_numpy(loader.next_numpy())
+        yield rows[:, :-1], rows[:, 1:]
+
+
 def bench_trainer(config: ExperimentConfig, data_dir: Path, steps: int) -> float:
     """Training tokens/s of the baseline model at `config` (after two warm-up steps)."""
     train.set_threads()
     meta = prepare.load_meta(data_dir)
-    loader = iter(
-        prepare.TokenLoader(prepare.load_tokens(data_dir, "train"), meta["bos_id"], config.batch_size, config.seq_len)
-    )
+    loader = torch_batches(data_dir, meta["bos_id"], config)
     model = train.build_model(config)
     opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
 
@@ -60,9 +67,7 @@ def bench_trainer(config: ExperimentConfig, data_dir: Path, steps: int) -> float
 def bench_loader(config: ExperimentConfig, data_dir: Path, seconds: float) -> float:
     """Dataloader tokens/s: batches as the trainer receives them (torch tensors)."""
     meta = prepare.load_meta(data_dir)
-    loader = iter(
-        prepare.TokenLoader(prepare.load_tokens(data_dir, "train"), meta["bos_id"], config.batch_size, config.seq_len)
-    )
+    loader = torch_batches(data_dir, meta["bos_id"], config)
     batches, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         next(loader)
