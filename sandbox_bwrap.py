@@ -101,10 +101,12 @@ def bwrap_argv(binary: str, workdir: Path, read_only: list[str], env: dict[str, 
     The interpreter `command[0]` also runs the reaper, isolated and without `site` (fast, and
     nothing of the virtualenv or the work dir is imported before it).
     """
-    argv = [binary, *NAMESPACE_FLAGS, *system_mounts()]
-    for path in read_only:
+    argv = [binary, *NAMESPACE_FLAGS, *system_mounts(), *PRIVATE_MOUNTS]
+    for path in read_only:  # after the private mounts, so a checkout or state dir under /tmp stays visible
+        if any(Path(path) in (Path(private), *Path(private).parents) for private in PRIVATE_MOUNTS[1::2]):
+            raise ValueError(f"{path} would cover the sandbox's private {', '.join(PRIVATE_MOUNTS[1::2])}")
         argv += ["--ro-bind", path, path]
-    argv += [*PRIVATE_MOUNTS, "--bind", str(workdir), str(workdir), "--remount-ro", "/", "--chdir", str(workdir)]
+    argv += ["--bind", str(workdir), str(workdir), "--remount-ro", "/", "--chdir", str(workdir)]
     for key, value in env.items():
         argv += ["--setenv", key, value]
     return [*argv, "--", command[0], "-I", "-S", "-c", REAPER, *command]

@@ -94,3 +94,31 @@ def test_a_cancelled_wait_leaves_the_exit_status_intact(workdir: Path) -> None:
     finally:
         threading.excepthook = hook
     assert errors == []
+
+
+def test_read_only_paths_under_tmp_stay_visible_and_tmp_stays_private(workdir: Path) -> None:
+    """A checkout or state dir under the host's /tmp is bound read-only over the run's private /tmp; the rest of
+    the host's /tmp stays out of sight, and a bind that would cover a private mount is refused."""
+    shared = Path("/tmp") / f"bwrap-ro-{uuid.uuid4().hex[:8]}"
+    shared.mkdir()
+    secret = Path("/tmp") / f"bwrap-secret-{uuid.uuid4().hex[:8]}"
+    try:
+        (shared / "data.txt").write_text("visible")
+        secret.write_text("host")
+        code = (
+            f"import os, pathlib\n"
+            f"p = pathlib.Path({str(shared / 'data.txt')!r})\n"
+            f"assert p.read_text() == 'visible'\n"
+            f"try:\n    p.write_text('x')\n    raise SystemExit(4)\nexcept OSError:\n    pass\n"
+            f"assert not os.path.exists({str(secret)!r})\n"
+            f"open('/tmp/scratch', 'w').write('private tmp is writable')\n"
+        )
+        argv = sandbox_bwrap.bwrap_argv(sandbox_bwrap.bwrap_binary(), workdir, [str(shared)], {}, [PYTHON, "-c", code])
+        assert finish(sandbox_bwrap.spawn(argv, workdir / "stderr.log")) == 0, (workdir / "stderr.log").read_text()
+        assert (shared / "data.txt").read_text() == "visible"
+    finally:
+        shutil.rmtree(shared)
+        secret.unlink(missing_ok=True)
+    for covering in ("/", "/tmp", "/dev"):
+        with pytest.raises(ValueError, match="would cover"):
+            sandbox_bwrap.bwrap_argv("/usr/bin/bwrap", Path("/w"), [covering], {}, [PYTHON, "x.py"])
