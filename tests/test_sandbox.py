@@ -122,7 +122,8 @@ def sandbox_baseline(sandbox_bundle: Path) -> tuple[ExperimentResult, Path]:
     result = run(make_spec(sandbox_bundle, keep_workdir=True, run_name=name, keep_checkpoint=True))
     yield result, sandbox.runs_root() / name
     shutil.rmtree(sandbox.runs_root() / name, ignore_errors=True)
-    Path(result.checkpoint).unlink(missing_ok=True)
+    if result.checkpoint:  # a failed run kept none ("" is not a path to remove)
+        Path(result.checkpoint).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- pure functions
