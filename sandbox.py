@@ -110,6 +110,7 @@ from sandbox_pool import (
     launch,
     runs_root,
     until_ready,
+    userns_problem,
 )
 from sandbox_proc import (
     bounded_choice,
@@ -155,7 +156,8 @@ def available_backends() -> list[str]:
     from union import sandbox as sb
 
     native = {name for name, ok in sb.on_device.available_backends() if ok}
-    usable = {"bubblewrap": _bwrap_works(), "userns": "userns" in native, "none": True}
+    userns = "userns" in native and userns_problem() is None
+    usable = {"bubblewrap": _bwrap_works(), "userns": userns, "none": True}
     return [name for name in BACKENDS if usable[name]]
 
 
@@ -195,6 +197,8 @@ def backend_problem(backend: str, allow_unsandboxed: bool) -> str | None:
     """Why `backend` may not run (unknown, or `none` without the explicit opt-in), or None."""
     if backend not in BACKENDS:
         return f"unknown sandbox backend {backend!r}; choose one of {', '.join(BACKENDS)}"
+    if backend == "userns":
+        return userns_problem()
     if backend == "none" and not allow_unsandboxed:
         return (
             "backend 'none' runs the edited train.py with NO isolation: opt in explicitly (--allow-unsandboxed, "

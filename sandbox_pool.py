@@ -164,6 +164,24 @@ def python_for_sandbox() -> tuple[str, list[str]]:
     return str(python), sorted({str(venv), str(base)})
 
 
+SHARED_HOST_DIRS = ("/tmp", "/dev/shm")
+"""What `userns` leaves shared and writable: a read-only path under them is writable by the run there."""
+
+
+def userns_problem() -> str | None:
+    """Why `userns` cannot isolate on this install, or None: it shares the host's /tmp and /dev/shm read-write,
+    so an interpreter or virtualenv under them would be writable by the run, and the trusted scorer imports
+    from it. (The state dir is never under /tmp: `prepare.state_dir` refuses that.)"""
+    _, prefixes = python_for_sandbox()
+    exposed = [p for p in prefixes if any(Path(p).is_relative_to(d) for d in SHARED_HOST_DIRS)]
+    if not exposed:
+        return None
+    return (
+        f"backend userns shares the host's {' and '.join(SHARED_HOST_DIRS)} read-write, and {exposed[0]} lies under "
+        "them, so a run could write into it; install the project's virtualenv elsewhere, or use bubblewrap"
+    )
+
+
 def sandbox_env(cpu: int, workdir: Path, token: str, python: str) -> dict[str, str]:
     """The run's whole environment, from an allowlist: no secret of the parent ever gets in."""
     threads = str(max(1, cpu))
@@ -225,6 +243,8 @@ async def _open_session(key: LaunchKey, memory_mb: int, lifetime_s: float, workd
     """A `unionai-sandbox` session (backends `userns` and `none`) running `command`; (session, process)."""
     import flyte
 
+    if key.backend == "userns" and (problem := userns_problem()):
+        raise RuntimeError(problem)
     python, prefixes = python_for_sandbox()
     session = _session_class()(
         backend=key.backend,

@@ -558,3 +558,20 @@ def test_phase_1_time_and_cpu_are_measured_from_outside(sandbox_baseline):
     assert 0 < result.train_seconds < result.wall_seconds
     if result.resources["backend"] == "bubblewrap":
         assert result.train_cpu_s > 0, "wait4 on bwrap sees the whole namespace's CPU time"
+
+
+def test_userns_is_refused_where_it_would_leave_trusted_files_writable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """userns shares the host's /tmp read-write: a virtualenv there would be writable by the run (and the trusted
+    scorer imports from it), so userns is then not offered, an explicit choice is refused with the reason, and
+    a launch refuses too."""
+    import sandbox_pool
+
+    python, prefixes = sandbox_pool.python_for_sandbox()
+    monkeypatch.setattr(sandbox_pool, "python_for_sandbox", lambda: (python, [*prefixes, "/tmp/ci/p/.venv"]))
+    problem = sandbox.userns_problem()
+    assert problem is not None and "/tmp/ci/p/.venv" in problem and "bubblewrap" in problem
+    assert sandbox.backend_problem("userns", False) == problem
+    assert "userns" not in sandbox.available_backends()
+    key = sandbox_pool.LaunchKey("train", "userns", 1)
+    with pytest.raises(RuntimeError, match="userns shares"):
+        asyncio.run(sandbox_pool._open_session(key, 1024, 10.0, Path("/nonexistent"), ["true"], {}))
