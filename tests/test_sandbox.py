@@ -569,7 +569,7 @@ def test_userns_is_refused_where_it_would_leave_trusted_files_writable(monkeypat
     python, prefixes = sandbox_pool.python_for_sandbox()
     monkeypatch.setattr(sandbox_pool, "python_for_sandbox", lambda: (python, [*prefixes, "/tmp/ci/p/.venv"]))
     problem = sandbox.userns_problem()
-    assert problem is not None and "/tmp/ci/p/.venv" in problem and "bubblewrap" in problem
+    assert problem is not None and "lies under" in problem and "bubblewrap" in problem
     assert sandbox.backend_problem("userns", False) == problem
     assert "userns" not in sandbox.available_backends()
     key = sandbox_pool.LaunchKey("train", "userns", 1)

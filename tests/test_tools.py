@@ -22,6 +22,7 @@ import driver
 import ledger as ledger_mod
 import llm
 import parallelized_autoresearch as pa
+import sandbox
 import tools
 from autoresearch_types import ExperimentConfig
 from runner import ExperimentRunner
@@ -94,7 +95,7 @@ async def exercise_tools(data: bundle.Bundle, key: str) -> str:
     """Call every tool the way the agent does, on a real ledger; return what each said (JSON)."""
     ledger = await ledger_mod.Ledger.open(key, TINY)
     tool_obj = dataclasses.replace(pa.run_experiment, model=llm.BUILTIN)
-    async with ExperimentRunner(driver.make_call(tool_obj, ledger, data, "userns"), 2) as runner:
+    async with ExperimentRunner(driver.make_call(tool_obj, ledger, data, sandbox.default_backend()), 2) as runner:
         research = tools.ResearchTools(
             ledger=ledger,
             runner=runner,
@@ -143,7 +144,7 @@ async def exercise_async(data: bundle.Bundle, key: str) -> str:
     """submit_experiments returns at once; wait_for_results hands back runs as they finish, already recorded."""
     ledger = await ledger_mod.Ledger.open(key, TINY)
     tool_obj = dataclasses.replace(pa.run_experiment, model=llm.BUILTIN)
-    async with ExperimentRunner(driver.make_call(tool_obj, ledger, data, "userns"), 2) as runner:
+    async with ExperimentRunner(driver.make_call(tool_obj, ledger, data, sandbox.default_backend()), 2) as runner:
         research = tools.ResearchTools(ledger, runner, tools.Budget(6, 3, 2), {"dataset": "shakespeare"})
         t = {f.__name__: f for f in research.as_tools()}
         await research.run_jobs(await research.pending_jobs())
