@@ -36,13 +36,15 @@ import flyte.report  # noqa: E402
 from flyte.ai.agents import tool  # noqa: E402
 
 import bundle  # noqa: E402
-import cli  # noqa: E402
-import sandbox  # noqa: E402
-import sandbox_pool  # noqa: E402
-import sizing  # noqa: E402
-import validation  # noqa: E402
-from autoresearch_types import AutoresearchOutput, ExperimentConfig, ExperimentResult  # noqa: E402
-from driver import (  # noqa: E402
+from autoresearch.lab import sizing  # noqa: E402
+from autoresearch.lab.goal import Goal  # noqa: E402
+from autoresearch.lab.pruning import PruneRule  # noqa: E402
+from autoresearch.lab.runner import ExperimentRunner  # noqa: E402
+from autoresearch.sandbox import experiment as sandbox  # noqa: E402
+from autoresearch.sandbox import pool as sandbox_pool  # noqa: E402
+from autoresearch.session import cli  # noqa: E402
+from autoresearch.session import inputs as validation  # noqa: E402
+from autoresearch.session.driver import (  # noqa: E402
     PlannerChoice,
     RunLimits,
     auto_turns,
@@ -57,24 +59,22 @@ from driver import (  # noqa: E402
     research,
     say_guarantees,
 )
-from goal import Goal  # noqa: E402
-from monitor import quiet_handled_failures  # noqa: E402
-from pruning import PruneRule  # noqa: E402
-from runner import ExperimentRunner  # noqa: E402
+from autoresearch.session.monitor import quiet_handled_failures  # noqa: E402
+from autoresearch_types import AutoresearchOutput, ExperimentConfig, ExperimentResult  # noqa: E402
 
 EXPERIMENT_CACHE = flyte.Cache(
     behavior="auto",
     ignored_inputs=("memory_mb", "cpus", "pool", "prune"),
     salt=bundle.code_salt(
         "prepare.py",
-        "harness.py",
-        "sandbox.py",
-        "sandbox_bwrap.py",
-        "sandbox_classify.py",
-        "sandbox_pool.py",
-        "sandbox_proc.py",
-        "scorer.py",
-        "scorer_exchange.py",
+        "autoresearch/sandbox/harness.py",
+        "autoresearch/sandbox/experiment.py",
+        "autoresearch/sandbox/bwrap.py",
+        "autoresearch/sandbox/classify.py",
+        "autoresearch/sandbox/pool.py",
+        "autoresearch/sandbox/processes.py",
+        "autoresearch/sandbox/scorer.py",
+        "autoresearch/sandbox/exchange.py",
         "autoresearch_types.py",
     ),
 )

@@ -15,20 +15,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import llm
-import research_agent
-from arxiv import search_arxiv
+from autoresearch import llm
+from autoresearch.agent import subagent as research_agent
+from autoresearch.agent.arxiv import search_arxiv
+from autoresearch.agent.feedback import ToolCallLog
+from autoresearch.agent.tutorial import TUTORIAL_TOOLS, TutorialAPI
+from autoresearch.lab.budget import Budget
+from autoresearch.lab.goal import Goal, goal_met
+from autoresearch.lab.judge import Judge, case_for
+from autoresearch.lab.runner import ExperimentRunner, Job, Outcome
+from autoresearch.ledger.ledger import Ledger, LedgerError
+from autoresearch.ledger.verdicts import Judgement
+from autoresearch.ledger.views import BASELINE_TITLE, ExperimentRecord, LeaderboardRow
+from autoresearch.planner.recipes import apply_patches
 from autoresearch_types import RUN_KEYS, ExperimentResult
-from budget import Budget
-from goal import Goal, goal_met
-from hybrid_judge import Judge, case_for
-from ledger import Ledger, LedgerError
-from ledger_views import BASELINE_TITLE, ExperimentRecord, LeaderboardRow
-from plan_feedback import ToolCallLog
-from recipes import apply_patches
-from runner import ExperimentRunner, Job, Outcome
-from tools_tutorial import TUTORIAL_TOOLS, TutorialAPI
-from verdicts import Judgement
 
 Emit = Callable[[dict[str, Any]], None]
 """Receives activity events for the report and the terminal."""

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from autoresearch.report.chart import chart_points
+from autoresearch.report.html import TABS as REPORT_TABS
+from autoresearch.report.html import render_report
+from autoresearch.report.parts import cost_text
 from autoresearch_types import RUN_KEYS, DatasetProfile, ExperimentConfig, WorkshopBounds
-from ui_chart import chart_points
-from ui_html import TABS as REPORT_TABS
-from ui_html import render_report
-from ui_parts import cost_text
 
 __all__ = [
     "INSTRUCTIONS",

@@ -34,15 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import flyte  # noqa: E402
 
 import bundle  # noqa: E402
-import driver  # noqa: E402
-import ledger  # noqa: E402
-import llm  # noqa: E402
 import parallelized_autoresearch as pa  # noqa: E402
-import sizing  # noqa: E402
+from autoresearch import llm  # noqa: E402
+from autoresearch.lab import sizing  # noqa: E402
+from autoresearch.lab.runner import ExperimentRunner, Job  # noqa: E402
+from autoresearch.ledger import ledger  # noqa: E402
+from autoresearch.ledger.views import ExperimentRecord, ExperimentSpec  # noqa: E402
+from autoresearch.session import driver  # noqa: E402
 from autoresearch_types import ExperimentConfig, ExperimentResult  # noqa: E402
 from benchmarks.common import parse_args, report  # noqa: E402
-from ledger_views import ExperimentRecord, ExperimentSpec  # noqa: E402
-from runner import ExperimentRunner, Job  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = (ROOT / "train.py").read_text()

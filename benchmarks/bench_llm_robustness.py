@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import ledger as ledger_mod  # noqa: E402
+from autoresearch.ledger import ledger as ledger_mod  # noqa: E402
 from benchmarks import llm_sessions as ls  # noqa: E402
 from benchmarks.common import parse_args, report  # noqa: E402
 

@@ -36,8 +36,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import prepare  # noqa: E402
-import sandbox  # noqa: E402
-import sandbox_pool  # noqa: E402
+from autoresearch.sandbox import experiment as sandbox  # noqa: E402
+from autoresearch.sandbox import pool as sandbox_pool  # noqa: E402
 from autoresearch_types import ExperimentConfig  # noqa: E402
 
 TINY = ExperimentConfig(

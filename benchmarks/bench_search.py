@@ -39,12 +39,12 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm'
 import flyte  # noqa: E402
 import litellm  # noqa: E402
 
-import ledger as ledger_mod  # noqa: E402
-import llm  # noqa: E402
 import parallelized_autoresearch as pa  # noqa: E402
+from autoresearch import llm  # noqa: E402
+from autoresearch.ledger import ledger as ledger_mod  # noqa: E402
+from autoresearch.planner.policy import AXES, search_space  # noqa: E402
 from autoresearch_types import ExperimentConfig, WorkshopBounds  # noqa: E402
 from benchmarks.common import parse_args, report, scripted_llm  # noqa: E402
-from policy import AXES, search_space  # noqa: E402
 
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4, "eval_tokens": 2048}
 FULL = {"runs": 12, "batch_size": 4, "max_steps": 300, "vocab_size": 2048, "base": None, "seeds": [0, 1, 2]}

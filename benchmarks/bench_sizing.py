@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import prepare  # noqa: E402
-import sandbox  # noqa: E402
-import sizing  # noqa: E402
+from autoresearch.lab import sizing  # noqa: E402
+from autoresearch.sandbox import experiment as sandbox  # noqa: E402
 from autoresearch_types import ExperimentConfig  # noqa: E402
 from benchmarks.common import parse_args, report  # noqa: E402
 

@@ -36,12 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import flyte  # noqa: E402
 
-import ledger as ledger_mod  # noqa: E402
 import parallelized_autoresearch as pa  # noqa: E402
 import prepare  # noqa: E402
-import recipes  # noqa: E402
-import sandbox  # noqa: E402
-import sandbox_pool  # noqa: E402
+from autoresearch.ledger import ledger as ledger_mod  # noqa: E402
+from autoresearch.planner import recipes  # noqa: E402
+from autoresearch.sandbox import experiment as sandbox  # noqa: E402
+from autoresearch.sandbox import pool as sandbox_pool  # noqa: E402
 from autoresearch_types import ExperimentConfig, ExperimentResult  # noqa: E402
 from benchmarks.common import BENCH_STATE, parse_args, report, scripted_llm  # noqa: E402
 

@@ -43,8 +43,8 @@ def side_answer(messages: list[dict[str, Any]], memory: str = "1Mi") -> tuple[st
     """A scripted model's reply to the product's side questions, as (kind, text), or None for an agent turn: "OK"
     to the start check, `memory` to a sizing question, no decision to the judge (so the built-in judge decides,
     as it does for the built-in planner, and the script is not spent on it)."""
-    import llm
-    from hybrid_judge import JUDGE_SYSTEM
+    from autoresearch import llm
+    from autoresearch.lab.judge import JUDGE_SYSTEM
 
     system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
     if system == llm.CHECK_SYSTEM:

@@ -19,15 +19,15 @@ from typing import Any
 import flyte
 from flyte.ai.agents import LLMMessage
 
-import driver
-import ledger as ledger_mod
-import llm
 import tools
 import ui
+from autoresearch import llm
+from autoresearch.lab.runner import ExperimentRunner, Job
+from autoresearch.ledger import ledger as ledger_mod
+from autoresearch.ledger.views import BASELINE_TITLE
+from autoresearch.session import driver
+from autoresearch.session.monitor import Activity
 from autoresearch_types import DatasetProfile, ExperimentConfig, ExperimentResult
-from ledger_views import BASELINE_TITLE
-from monitor import Activity
-from runner import ExperimentRunner, Job
 
 Reply = str | Callable[[list[dict[str, Any]]], str]
 env = flyte.TaskEnvironment("llm_sessions")

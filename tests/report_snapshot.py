@@ -5,9 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from autoresearch.ledger.verdicts import GateRule
+from autoresearch.ledger.views import (
+    ExperimentRecord,
+    ExperimentSpec,
+    SeedRun,
+    judgement,
+    leaderboard,
+    lineage,
+    slugify,
+)
 from autoresearch_types import ExperimentResult
-from ledger_views import ExperimentRecord, ExperimentSpec, SeedRun, judgement, leaderboard, lineage, slugify
-from verdicts import GateRule
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = (ROOT / "train.py").read_text()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-import sandbox
+from autoresearch.sandbox import experiment as sandbox
 from autoresearch_types import ExperimentConfig, ExperimentResult
 
 REPO = Path(__file__).resolve().parent.parent

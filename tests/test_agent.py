@@ -20,9 +20,9 @@ import flyte
 import litellm
 import pytest
 
-import ledger as ledger_mod
 import parallelized_autoresearch as pa
 import ui
+from autoresearch.ledger import ledger as ledger_mod
 from autoresearch_types import AutoresearchOutput
 from benchmarks.common import side_answer
 

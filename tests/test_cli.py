@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import parallelized_autoresearch as pa
-import validation
+from autoresearch.session import inputs as validation
 
 BAD = [
     (["--memory-key", "../escape"], "memory key '../escape' is not allowed"),

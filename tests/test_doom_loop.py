@@ -6,8 +6,8 @@ import ast
 
 import pytest
 
-import doom_loop as dl
-import plan_feedback as pf
+from autoresearch.agent import feedback as pf
+from autoresearch.agent import loop_guard as dl
 
 A, B, C = "a = inspect_dataset()\na", "b = get_leaderboard()\nb", "c = get_code_edit_history()\nc"
 

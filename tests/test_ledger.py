@@ -22,9 +22,9 @@ import flyte
 import pytest
 from conftest import TEST_STATE
 
-import ledger
-from autoresearch_types import ExperimentConfig, ExperimentResult
-from ledger_views import (
+from autoresearch.ledger import ledger
+from autoresearch.ledger.verdicts import GateRule
+from autoresearch.ledger.views import (
     ExperimentRecord,
     ExperimentSpec,
     SeedRun,
@@ -37,7 +37,7 @@ from ledger_views import (
     signature,
     slugify,
 )
-from verdicts import GateRule
+from autoresearch_types import ExperimentConfig, ExperimentResult
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = (ROOT / "train.py").read_text()

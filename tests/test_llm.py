@@ -5,7 +5,7 @@ from __future__ import annotations
 import litellm
 import pytest
 
-import llm
+from autoresearch import llm
 
 
 def test_resolve_model_explains_its_choice() -> None:

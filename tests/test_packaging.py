@@ -44,7 +44,7 @@ def test_every_module_is_packaged_and_in_the_readme_layout() -> None:
 
 
 def test_readme_documents_every_cli_flag() -> None:
-    import cli
+    from autoresearch.session import cli
 
     readme = (REPO / "README.md").read_text()
     flags = [a.option_strings[0] for a in cli.build_parser()._actions if a.option_strings[0].startswith("--")]

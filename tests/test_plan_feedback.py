@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-import plan_feedback as pf
+from autoresearch.agent import feedback as pf
 
 TOOLS = ["inspect_dataset", "get_baseline_train_code", "get_leaderboard", "run_experiment_batch"]
 INFO = {

@@ -12,12 +12,12 @@ import flyte.sandbox
 import pytest
 from flyte.ai.agents._code import extract_python_code
 
-import planner
-import recipes
 import tools
+from autoresearch.ledger.views import check_source
+from autoresearch.planner import builtin as planner
+from autoresearch.planner import recipes
+from autoresearch.planner.policy import AXES, Policy, evidence, search_space, stale_experiments
 from autoresearch_types import WorkshopBounds
-from ledger_views import check_source
-from policy import AXES, Policy, evidence, search_space, stale_experiments
 
 BASELINE = (Path(__file__).resolve().parent.parent / "train.py").read_text()
 BASE = {"n_layer": 2, "n_head": 4, "n_embd": 64, "batch_size": 8, "learning_rate": 0.003, "dropout": 0.0}

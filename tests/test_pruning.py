@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import pruning
-import sandbox
+from autoresearch.lab import pruning
+from autoresearch.lab.pruning import PruneRule
+from autoresearch.sandbox import experiment as sandbox
 from autoresearch_types import ExperimentConfig
-from pruning import PruneRule
 
 BASELINE = (Path(__file__).resolve().parent.parent / "train.py").read_text()
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-import recipes
-import sandbox
 import tools
+from autoresearch.planner import recipes
+from autoresearch.planner.policy import Move, applied
+from autoresearch.sandbox import experiment as sandbox
 from autoresearch_types import ExperimentConfig, ExperimentResult
-from policy import Move, applied
 
 BASELINE = (Path(__file__).resolve().parent.parent / "train.py").read_text()
 TINY = ExperimentConfig(

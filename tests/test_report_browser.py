@@ -33,8 +33,8 @@ import pytest
 from report_snapshot import HOSTILE, N_CONFIRMED, N_FAILED, N_SUCCESS, snapshot
 from test_agent import BROKEN_PATCH, PROJECT, ScriptedLLM, run_driver
 
-import ledger as ledger_mod
 import ui
+from autoresearch.ledger import ledger as ledger_mod
 from autoresearch_types import AutoresearchOutput
 
 REPO = Path(__file__).resolve().parent.parent

@@ -17,13 +17,13 @@ import flyte
 import litellm
 import pytest
 
-import ledger as ledger_mod
-import llm
-import research_agent as ra
 import tools
+from autoresearch import llm
+from autoresearch.agent import subagent as ra
+from autoresearch.lab.runner import ExperimentRunner
+from autoresearch.ledger import ledger as ledger_mod
+from autoresearch.planner.recipes import BY_NAME, RECIPES
 from autoresearch_types import ExperimentConfig, ExperimentResult
-from recipes import BY_NAME, RECIPES
-from runner import ExperimentRunner
 
 MARKER = "AGENT-TRANSCRIPT-ONLY-7f3a"
 """Written into the agent's transcript; the sub-LLM must never see it."""
@@ -359,7 +359,7 @@ def test_its_cost_counts_against_the_shared_cap(scenarios: tuple[dict[str, Any],
 
 
 def test_the_report_summary_shows_the_subagents_share() -> None:
-    import ui_html
+    from autoresearch.report import html as ui_html
 
     usage = llm.Usage(calls=5, prompt_tokens=900, completion_tokens=100, cost_usd=0.01)
     usage.research_calls, usage.research_tokens, usage.research_cost_usd = 2, 400, 0.004

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-import leftovers
-import sandbox_pool
+from autoresearch.sandbox import pool as sandbox_pool
+from autoresearch.sandbox import workdirs as leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4, "eval_tokens": 2048}

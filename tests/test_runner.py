@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-import sandbox_pool
+from autoresearch.lab.runner import ExperimentRunner, Job
+from autoresearch.ledger.views import ExperimentRecord, ExperimentSpec
+from autoresearch.sandbox import pool as sandbox_pool
 from autoresearch_types import ExperimentResult
-from ledger_views import ExperimentRecord, ExperimentSpec
-from runner import ExperimentRunner, Job
 
 
 def job(title: str, seed: int = 0, role: str = "screen") -> Job:

@@ -23,8 +23,8 @@ import pytest
 from conftest import TEST_STATE
 
 import prepare
-import sandbox
-import sandbox_proc
+from autoresearch.sandbox import experiment as sandbox
+from autoresearch.sandbox import processes as sandbox_proc
 from autoresearch_types import ExperimentConfig, ExperimentResult
 
 REPO = Path(__file__).resolve().parent.parent
@@ -564,7 +564,7 @@ def test_userns_is_refused_where_it_would_leave_trusted_files_writable(monkeypat
     """userns shares the host's /tmp read-write: a virtualenv there would be writable by the run (and the trusted
     scorer imports from it), so userns is then not offered, an explicit choice is refused with the reason, and
     a launch refuses too."""
-    import sandbox_pool
+    from autoresearch.sandbox import pool as sandbox_pool
 
     python, prefixes = sandbox_pool.python_for_sandbox()
     monkeypatch.setattr(sandbox_pool, "python_for_sandbox", lambda: (python, [*prefixes, "/tmp/ci/p/.venv"]))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import sandbox_bwrap
+from autoresearch.sandbox import bwrap as sandbox_bwrap
 
 pytestmark = pytest.mark.skipif(not sandbox_bwrap.works(), reason="bwrap cannot create its namespaces here")
 PYTHON = "/usr/bin/python3"

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 import prepare
-import sandbox
-import sandbox_pool
+from autoresearch.sandbox import experiment as sandbox
+from autoresearch.sandbox import pool as sandbox_pool
+from autoresearch.sandbox.processes import marked_pids
 from autoresearch_types import ExperimentConfig, ExperimentResult
-from sandbox_proc import marked_pids
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINE = (REPO / "train.py").read_text()

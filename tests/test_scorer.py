@@ -21,11 +21,11 @@ import pytest
 import torch
 
 import prepare
-import sandbox_proc
-import scorer
 import train
+from autoresearch.sandbox import processes as sandbox_proc
+from autoresearch.sandbox import scorer
+from autoresearch.sandbox.exchange import Exchange, Malformed, NonFinite, OutOfTime, ServerGone, response_name
 from autoresearch_types import ExperimentConfig
-from scorer_exchange import Exchange, Malformed, NonFinite, OutOfTime, ServerGone, response_name
 
 TINY = ExperimentConfig(n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, vocab_size=512, eval_tokens=4096)
 

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 from flyte.ai.agents import LLMMessage
 
-import sizing
+from autoresearch.lab import sizing
 from autoresearch_types import ExperimentConfig
 
 BASE = ExperimentConfig(vocab_size=8192)
@@ -95,7 +95,7 @@ def test_an_llm_size_stays_within_four_times_the_estimate_but_an_oom_still_climb
 
 
 async def test_a_spent_cost_cap_falls_back_to_the_estimate_without_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    import llm
+    from autoresearch import llm
 
     async def capped(*args, **kwargs):
         raise llm.LLMBudgetExceeded("LLM budget spent")

@@ -12,9 +12,8 @@ import flyte
 import pytest
 from flyte.ai.agents import LLMMessage
 
-import cache_probe
-import ledger as ledger_mod
-import sizing
+from autoresearch.lab import cache_probe, sizing
+from autoresearch.ledger import ledger as ledger_mod
 
 env = flyte.TaskEnvironment("cache_probe_tests")
 

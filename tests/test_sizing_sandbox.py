@@ -11,9 +11,9 @@ import flyte
 import pytest
 
 import bundle
-import llm
 import parallelized_autoresearch as entry
-import sizing
+from autoresearch import llm
+from autoresearch.lab import sizing
 from autoresearch_types import ExperimentResult
 
 TRAIN_PY = (Path(entry.__file__).parent / "train.py").read_text()

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from test_ledger import SCENARIOS, run
 
-import ledger as ledger_mod
-import ledger_store
+from autoresearch.ledger import ledger as ledger_mod
+from autoresearch.ledger import store as ledger_store
 from autoresearch_types import ExperimentResult
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,7 +107,7 @@ WRITER = """
 import json, sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
-import ledger_store
+from autoresearch.ledger import store as ledger_store
 work, store = Path(sys.argv[1]), Path(sys.argv[2])
 for n in range(10**9):
     for i in range(20):
@@ -141,7 +141,7 @@ def test_a_kill_mid_save_leaves_every_record_old_or_new(state_root: Path) -> Non
 
 
 def test_leftovers_of_dead_runs_are_removed_and_a_live_runs_are_kept(state_root: Path) -> None:
-    import leftovers
+    from autoresearch.sandbox import workdirs as leftovers
 
     root = state_root / f"leftovers-{os.getpid()}-{time.monotonic_ns()}"
     root.mkdir()

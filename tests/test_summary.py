@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from test_ledger import BASELINE, SCENARIOS, WARMUP, run
 
-import ledger
-import summary
+from autoresearch.ledger import ledger
+from autoresearch.ledger.verdicts import GateRule, audit_summary
+from autoresearch.ledger.views import ExperimentRecord, ExperimentSpec, SeedRun, judgement, leaderboard
+from autoresearch.report import summary
 from autoresearch_types import ExperimentConfig, ExperimentResult
-from ledger_views import ExperimentRecord, ExperimentSpec, SeedRun, judgement, leaderboard
-from verdicts import GateRule, audit_summary
 
 LLM_SESSIONS = [
     {"calls": 3, "prompt_tokens": 1000, "completion_tokens": 200, "cost_usd": 0.0125, "retries": 0},

@@ -16,16 +16,16 @@ from typing import Any
 import flyte
 import pytest
 
-import arxiv
 import bundle
-import driver
-import ledger as ledger_mod
-import llm
 import parallelized_autoresearch as pa
-import sandbox
 import tools
+from autoresearch import llm
+from autoresearch.agent import arxiv
+from autoresearch.lab.runner import ExperimentRunner
+from autoresearch.ledger import ledger as ledger_mod
+from autoresearch.sandbox import experiment as sandbox
+from autoresearch.session import driver
 from autoresearch_types import ExperimentConfig
-from runner import ExperimentRunner
 
 BASELINE = (Path(__file__).resolve().parent.parent / "train.py").read_text()
 FEED = """<?xml version="1.0" encoding="UTF-8"?>
@@ -232,8 +232,8 @@ def test_every_tool_on_a_real_ledger_with_real_runs(state_root: Path) -> None:
 def test_handled_experiment_failures_log_no_traceback() -> None:
     import sys
 
-    import monitor
-    import sandbox
+    from autoresearch.sandbox import experiment as sandbox
+    from autoresearch.session import monitor
     from autoresearch_types import ExperimentResult
 
     def record(exc: BaseException) -> logging.LogRecord:

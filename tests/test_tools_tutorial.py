@@ -10,11 +10,11 @@ from typing import Any
 import flyte
 import pytest
 
-import ledger as ledger_mod
 import tools
-import tools_tutorial
+from autoresearch.agent import tutorial as tools_tutorial
+from autoresearch.lab.runner import ExperimentRunner, Job
+from autoresearch.ledger import ledger as ledger_mod
 from autoresearch_types import ExperimentConfig, ExperimentResult
-from runner import ExperimentRunner, Job
 
 env = flyte.TaskEnvironment("tutorial_tools_tests")
 SCORES = {"baseline": 3.0, "higher-lr": 2.4, "deeper-2L": 3.3, "lower-lr": 3.05, "wider": 2.95}

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 import prepare
-import sandbox
 import train
+from autoresearch.sandbox import experiment as sandbox
 from autoresearch_types import ExperimentConfig
 
 TINY = ExperimentConfig(

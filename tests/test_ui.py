@@ -12,9 +12,9 @@ import pytest
 from report_snapshot import HOSTILE, N_CONFIRMED, N_FAILED, N_SUCCESS, snapshot
 
 import ui
-import ui_chart
-import ui_html
-import ui_parts
+from autoresearch.report import chart as ui_chart
+from autoresearch.report import html as ui_html
+from autoresearch.report import parts as ui_parts
 
 
 class TagCollector(HTMLParser):

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from test_ledger import SCENARIOS, run
 
-import ledger as ledger_mod
 import parallelized_autoresearch as pa
-import sandbox
 import tools
+from autoresearch.lab.runner import ExperimentRunner
+from autoresearch.ledger import ledger as ledger_mod
+from autoresearch.ledger.views import BASELINE_TITLE
+from autoresearch.sandbox import experiment as sandbox
 from autoresearch_types import ExperimentConfig, ExperimentResult
-from ledger_views import BASELINE_TITLE
-from runner import ExperimentRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = (ROOT / "train.py").read_text()
@@ -161,8 +161,8 @@ GREEDY = BASELINE.replace(
 
 @pytest.mark.timeout(300)
 def test_extra_passes_over_the_handed_batches_are_measured_and_flagged_over_budget(tiny_bundle: Path) -> None:
-    from ledger_views import ExperimentRecord, ExperimentSpec, SeedRun, judgement, leaderboard
-    from verdicts import GateRule
+    from autoresearch.ledger.verdicts import GateRule
+    from autoresearch.ledger.views import ExperimentRecord, ExperimentSpec, SeedRun, judgement, leaderboard
 
     config = dataclasses.replace(TINY, time_budget_s=60.0)
     assert GREEDY != BASELINE

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-import verdicts as v
-from verdicts import Arrival, GateRule
+from autoresearch.ledger import verdicts as v
+from autoresearch.ledger.verdicts import Arrival, GateRule
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-import ledger as ledger_mod
+from autoresearch.ledger import ledger as ledger_mod
 from benchmarks import llm_sessions as ls
 
 

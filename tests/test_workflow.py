@@ -12,17 +12,17 @@ from typing import Any
 import pytest
 from test_ledger import BASELINE, WARMUP, ledger_state, ok, run, scenario  # noqa: F401  (ledger_state: fixture)
 
-import ledger
-import llm
 import tools
+from autoresearch import llm
+from autoresearch.lab.goal import Goal, goal_met
+from autoresearch.lab.judge import Case, Judge, borderline, builtin_decision, case_for, parse_reply
+from autoresearch.lab.runner import ExperimentRunner
+from autoresearch.ledger import ledger
+from autoresearch.ledger.verdicts import Arrival, Decision, GateRule, Verdict, judge
+from autoresearch.ledger.views import ExperimentRecord, ExperimentSpec, LeaderboardRow, SeedRun, infer_step
+from autoresearch.planner.policy import Fork, Move, Policy, code_batch, preferred_step, search_space, step_of
+from autoresearch.planner.recipes import BY_NAME
 from autoresearch_types import ExperimentResult
-from goal import Goal, goal_met
-from hybrid_judge import Case, Judge, borderline, builtin_decision, case_for, parse_reply
-from ledger_views import ExperimentRecord, ExperimentSpec, LeaderboardRow, SeedRun, infer_step
-from policy import Fork, Move, Policy, code_batch, preferred_step, search_space, step_of
-from recipes import BY_NAME
-from runner import ExperimentRunner
-from verdicts import Arrival, Decision, GateRule, Verdict, judge
 
 RULE = GateRule(replicates=3)
 SIGMA_ARRIVALS = [Arrival(i, "baseline", i, "success", v) for i, v in enumerate((2.70, 2.72, 2.68))]

@@ -1,0 +1,1 @@
+"""What the LLM sees and how its plans are checked: the tutorial API, the subagent, plan feedback, the loop guard."""

@@ -1,0 +1,266 @@
+"""Doom-loop breaking: a model that repeats a failing plan is shown a working one, then stopped with the reason.
+
+A weak model fed "KeyError: max_steps" sends the same plan twelve times and the run exits 0 with only the
+baseline. `LoopGuard` wraps the Agent's `call_llm` and, before each model call, reads the turn that just
+ended: the model's reply, the observation, and the tool calls its plan made (`ResearchTools.log`). It
+
+- rewrites a failed plan's observation so it names the line, the exception and what to do instead
+  (`plan_feedback`), and lists tool errors a successful plan did not show;
+- counts errored turns, and the turns each failure cost until the run made progress again;
+- detects a loop (`loop_reason`): the same plan twice in a row without progress, the same error three times,
+  four failed plans in a row, or a cycle of two or three plans;
+- on the first loop appends a corrective message with a minimal plan that works in the current state, built
+  from the real tools and titles by the built-in planner's own policy (`corrective_plan`);
+- if the model still makes no progress within `patience` turns, ends the run itself: its final answer says
+  why, and `stop_reason` makes the driver exit non-zero and point at the built-in planner or a stronger model.
+
+It also fences a plan the model sent without its ```python fence, and once asks again when the model tries
+to finish with prose before any experiment ran. For the built-in planner it only counts (it never loops).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from flyte.ai.agents import LLMMessage
+from flyte.ai.agents._code import extract_python_code
+
+from autoresearch.agent import feedback as plan_feedback
+from autoresearch.agent.tutorial import KEY_ALIASES
+from autoresearch.ledger.views import BASELINE_TITLE
+from autoresearch.planner import builtin as planner
+from autoresearch.planner.policy import Policy
+from tools import ResearchTools
+
+REPEAT = 2
+"""The same plan this many times in a row, without progress, is a loop."""
+SAME_ERROR = 3
+"""The same error this many times in a row, whatever the code, is a loop."""
+FAILED_IN_A_ROW = 4
+"""This many failed plans in a row, whatever they were, is a loop."""
+CYCLES = (2, 3)
+"""Periods of a repeating cycle of plans (A B A B, A B C A B C)."""
+PATIENCE = 2
+"""Turns the model gets after a corrective message to make progress before the run ends."""
+PROGRESS_TOOLS = {"edit_train_code_batch": "saved", "edit_train_code": "saved"}
+PROGRESS_TOOLS |= {"run_experiment_batch": "results", "run_experiment": "outcome"}
+"""Tools whose answer, when it has this field set, means the plan saved or ran an experiment."""
+NO_CODE_NUDGE = (
+    "Your reply has no ```python code block, so the run would end now without running a single experiment, and "
+    "the experiment budget is not spent. Reply with one ```python block that calls the tools (start with "
+    "inspect_dataset()), or with plain text only if you really want to stop."
+)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What one agent turn did: its plan (normalised, "" if none), its error ("" if it ran), and progress."""
+
+    code: str
+    error: str = ""
+    progress: bool = False
+
+
+def loop_reason(turns: list[Turn]) -> str:
+    """Why the latest turns are a loop, in words; "" when they are not."""
+    last = turns[-REPEAT:]
+    if len(last) == REPEAT and last[0].code and len({t.code for t in last}) == 1 and not any(t.progress for t in last):
+        what = f"failing plan ({last[-1].error})" if last[-1].error else "plan with no progress"
+        return f"the same {what} {REPEAT} times in a row"
+    last = turns[-SAME_ERROR:]
+    if len(last) == SAME_ERROR and last[0].error and len({t.error for t in last}) == 1:
+        return f"the same error ({last[-1].error}) {SAME_ERROR} times in a row"
+    last = turns[-FAILED_IN_A_ROW:]
+    if len(last) == FAILED_IN_A_ROW and all(t.error for t in last):
+        return f"{FAILED_IN_A_ROW} failed plans in a row"
+    for period in CYCLES:
+        window = turns[-2 * period :]
+        codes = [t.code for t in window]
+        idle = len(window) == 2 * period and all(codes) and not any(t.progress for t in window)
+        if idle and codes[:period] == codes[period:] and len(set(codes)) > 1:
+            return f"a cycle of {period} plans repeated with no progress"
+    return ""
+
+
+def made_progress(calls: list[plan_feedback.ToolCall]) -> bool:
+    """True when one of a plan's calls saved or ran an experiment."""
+    return any(
+        isinstance(c.result, dict) and c.name in PROGRESS_TOOLS and bool(c.result.get(PROGRESS_TOOLS[c.name]))
+        for c in calls
+    )
+
+
+def error_signature(failure: plan_feedback.Failure | None, observation: str) -> str:
+    """A short, stable name for a plan's error: `KeyError: 'max_steps'`, or the observation's first error line."""
+    if failure is not None:
+        message = failure.message if failure.kind != "KeyError" else repr(plan_feedback.literal_key(failure.message))
+        return f"{failure.kind}: {message}"[:120]
+    lines = [ln.strip() for ln in observation.splitlines() if ln.strip() and not ln.startswith(("```", "Your code"))]
+    return (lines[0] if lines else "error")[:120]
+
+
+def plan_text(edit: dict[str, Any] | None, unrun: list[str]) -> str:
+    """A minimal plan: run the saved experiments that never ran, or save one edit and run it."""
+    if unrun:
+        return f'r = run_experiment_batch({unrun!r})\n{{"results": r.get("results"), "verdicts": r.get("verdicts")}}'
+    return (
+        f"saved = edit_train_code_batch([{edit!r}])\n"
+        'titles = [s["title"] for s in saved.get("saved", [])]\n'
+        'r = run_experiment_batch(titles) if titles else {"error": saved.get("rejected")}\n'
+        '{"saved": titles, "results": r.get("results"), "verdicts": r.get("verdicts"), "error": r.get("error")}'
+    )
+
+
+async def corrective_plan(research: ResearchTools) -> str:
+    """The smallest plan that makes progress now, from the real tools and titles; "" when the budget is spent."""
+    if research.budget.remaining <= 0:
+        return ""
+    records = await research.ledger.records()
+    unrun = [r.title for r in records if not r.runs and not r.legacy and r.title != BASELINE_TITLE]
+    if unrun:
+        return plan_text(None, unrun[: research.budget.batch_size])
+    survey = {"step": "survey", "info": await research.inspect_dataset(), "board": await research.get_leaderboard(50)}
+    survey.update(history=await research.get_code_edit_history(500), best=await research.get_promising_code(1))
+    edits, _ = planner.next_edits(planner.read_state([survey]), Policy(), 1)
+    if not edits:
+        return ""
+    return plan_text({k: v for k, v in edits[0].items() if k != "tags"}, [])
+
+
+@dataclass
+class LoopGuard:
+    """A `call_llm` around another: feedback on failed plans, loop detection, one correction, then a clean stop."""
+
+    call_llm: Any
+    research: ResearchTools
+    tool_names: list[str]
+    active: bool = True
+    """False for the built-in planner: count errored turns, change nothing."""
+    patience: int = PATIENCE
+    turns: list[Turn] = field(default_factory=list)
+    errored_turns: int = 0
+    corrections: int = 0
+    repaired_replies: int = 0
+    nudges: int = 0
+    stop_reason: str = ""
+    wasted: list[int] = field(default_factory=list)
+    """For each failure the run recovered from: the turns from the first failed plan to the next progress."""
+    open_failure: int | None = None
+    corrected_at: int | None = None
+    progress_seen: bool = False
+    _mark: int = 0
+    _first_len: int | None = None
+    _reviewed: set[int] = field(default_factory=set)
+
+    async def __call__(
+        self, model: str, system: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> LLMMessage:
+        if self._first_len is None:
+            self._first_len = len(messages)
+        elif len(messages) >= 2 and messages[-2].get("role") == "assistant":
+            await self.review(messages[-2], messages[-1])
+            if self.stop_reason:
+                return LLMMessage(content=f"Stopped: {self.stop_reason}.", tool_calls=[], raw=None)
+        reply = await self.call_llm(model, system, messages, tools)
+        return await self.fix_reply(reply, model, system, messages, tools)
+
+    async def finish(self, messages: list[dict[str, Any]]) -> None:
+        """Count the last turn too when the run ended on it (max turns): no model call came after it."""
+        if len(messages) >= 2 and messages[-1].get("role") == "user" and messages[-2].get("role") == "assistant":
+            await self.review(messages[-2], messages[-1])
+
+    async def review(self, reply: dict[str, Any], observation: dict[str, Any]) -> None:
+        """Read the turn that just ended; enrich its observation, track the loop, correct or stop."""
+        if id(observation) in self._reviewed:
+            return
+        self._reviewed.add(id(observation))
+        code = extract_python_code(reply.get("content") or "") or ""
+        calls = self.research.log.since(self._mark)
+        self._mark = len(self.research.log)
+        text = str(observation.get("content") or "")
+        failed = text.startswith(plan_feedback.ERROR_PREFIX)
+        extra = []
+        failure = await plan_feedback.replay(code, calls, self.tool_names) if failed and code else None
+        if failed and self.active:
+            extra.append(plan_feedback.explain(failure, text, calls, self.tool_names, KEY_ALIASES))
+        elif self.active:
+            extra.append(plan_feedback.unseen_tool_errors(calls, text))
+        turn = Turn(
+            plan_feedback.normalise(code), error_signature(failure, text) if failed else "", made_progress(calls)
+        )
+        extra.append(await self.track(turn))
+        extra = [e for e in extra if e]
+        if extra and self.active:
+            observation["content"] = text + "\n\n" + "\n\n".join(extra)
+
+    async def track(self, turn: Turn) -> str:
+        """Count the turn, and return a corrective message when it closes a loop ("" otherwise)."""
+        self.turns.append(turn)
+        index = len(self.turns)
+        self.errored_turns += bool(turn.error)
+        if turn.error and self.open_failure is None:
+            self.open_failure = index
+        if turn.progress:
+            self.progress_seen = True
+            if self.open_failure is not None:
+                self.wasted.append(index - self.open_failure)
+            self.open_failure, self.corrected_at = None, None
+            return ""
+        if not self.active:
+            return ""
+        reason = loop_reason(self.turns[-2 * max(CYCLES) :])
+        if self.corrected_at is not None:
+            if index - self.corrected_at >= self.patience:
+                self.stop_reason = (
+                    f"the model kept making no progress ({reason or 'no experiment saved or run'}) for "
+                    f"{index - self.corrected_at} turns after a corrective example; try the built-in planner "
+                    "(--model builtin) or a stronger model"
+                )
+            return ""
+        if not reason:
+            return ""
+        self.corrected_at, self.corrections = index, self.corrections + 1
+        return await self.correction(reason)
+
+    async def correction(self, reason: str) -> str:
+        """The corrective message: what the loop is, and a plan that works now."""
+        plan = await corrective_plan(self.research)
+        if not plan:
+            return (
+                f"This run is stuck: {reason}. The experiment budget is spent: reply in plain text with your summary."
+            )
+        return (
+            f"This run is stuck: {reason}. Stop repeating it. This minimal plan works in the current state (real "
+            f"tools, real titles); send it as your next reply, then build on it:\n```python\n{plan}\n```\n"
+            f"{plan_feedback.FRESH_SANDBOX}"
+        )
+
+    async def fix_reply(
+        self, reply: LLMMessage, model: str, system: str, messages: list[dict[str, Any]], tools: Any
+    ) -> LLMMessage:
+        """Fence a plan sent without its fence; ask once more when the model would stop before any experiment."""
+        if not self.active:
+            return reply
+        fixed = plan_feedback.repair_reply(reply.content or "", self.tool_names)
+        if fixed:
+            self.repaired_replies += 1
+            return LLMMessage(content=fixed, tool_calls=reply.tool_calls, raw=reply.raw)
+        premature = not extract_python_code(reply.content or "") and not self.progress_seen
+        if not premature or self.nudges or self.research.budget.remaining <= 0:
+            return reply
+        self.nudges += 1
+        asked = [
+            *messages,
+            {"role": "assistant", "content": reply.content or ""},
+            {"role": "user", "content": NO_CODE_NUDGE},
+        ]
+        again = await self.call_llm(model, system, asked, tools)
+        fixed = plan_feedback.repair_reply(again.content or "", self.tool_names)
+        return LLMMessage(content=fixed, tool_calls=again.tool_calls, raw=again.raw) if fixed else again
+
+    def totals(self) -> dict[str, Any]:
+        """What the guard saw, for the output's totals and the report."""
+        out = {"agent_turns": len(self.turns), "errored_turns": self.errored_turns, "corrections": self.corrections}
+        out.update(repaired_replies=self.repaired_replies, nudges=self.nudges, stop_reason=self.stop_reason)
+        return {**out, "turns_wasted": list(self.wasted), "unrecovered": int(self.open_failure is not None)}

@@ -1,0 +1,1 @@
+"""The built-in offline planner: a seeded search over configs and checked train.py recipes."""

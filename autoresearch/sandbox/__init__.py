@@ -1,0 +1,1 @@
+"""TRUSTED: run one untrusted train.py in isolation and score it (launchers, pool, harness, scorer)."""

@@ -1,0 +1,1 @@
+"""One research session of a key: open, research, audit, close; the CLI and the store subcommands."""

@@ -1,0 +1,371 @@
+"""The command line: every flag, checked before any work; local or cluster; the outcome and the exit code.
+
+With no subcommand it runs research. The subcommands read the state dir's store and never train or call an LLM:
+`summary` (one key: leaderboard, lineage, verdicts, noise, audit, totals), `list` (every key) and `verdict` (store
+a person's accept/reject of an experiment).
+
+Exit codes: 0 done; 1 the research failed or found nothing to report (a subcommand: the store could not be read);
+2 bad input (a subcommand: also an unknown key or title, or a decision other than accept/reject); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import flyte
+
+import prepare
+import ui
+from autoresearch import llm
+from autoresearch.lab.pruning import MODES as PRUNE_MODES
+from autoresearch.ledger import ledger as ledger_mod
+from autoresearch.planner.policy import SCHEDULING
+from autoresearch.report import summary
+from autoresearch.sandbox import experiment as sandbox
+from autoresearch.session import inputs as validation
+from autoresearch.session.driver import check_backend, new_memory_key
+from autoresearch_types import AutoresearchOutput, ExperimentConfig
+
+PROG = "parallelized_autoresearch.py"
+SUBCOMMANDS = {
+    "summary": "print a memory key's leaderboard, lineage, verdicts, noise, audit and totals from the store alone",
+    "list": "list the memory keys in the state dir with their experiments, best and last activity",
+    "verdict": "store a person's verdict (accept or reject) on one experiment of a memory key",
+}
+"""The subcommands (`PROG SUBCOMMAND --help` for each); with none, the command runs research."""
+PAST = {"accept": "accepted", "reject": "rejected"}
+"""How `verdict` reports a stored decision."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every flag of the CLI (the research run), with its default; the epilog names the subcommands."""
+    epilog = "subcommands (each has its own --help; none of them trains or calls an LLM):\n" + "\n".join(
+        f"  {PROG} {name:<8} {text}" for name, text in SUBCOMMANDS.items()
+    )
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        usage=f"{PROG} [flags] | {PROG} {{{','.join(SUBCOMMANDS)}}} ...",
+        description="An LLM agent that improves train.py by running batches of sandboxed experiments.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--n-experiments",
+        type=int,
+        default=16,
+        help="runs in total for the memory key, baseline seeds and confirmations included (default 16)",
+    )
+    p.add_argument("--batch-size", type=int, default=4, help="experiments planned per batch (default 4)")
+    p.add_argument("--concurrency", type=int, default=2, help="experiments running at once (default 2)")
+    p.add_argument(
+        "--max-turns",
+        type=int,
+        default=0,
+        help="agent turns at most (default: 2 x --n-experiments + 6, enough for one experiment per turn)",
+    )
+    p.add_argument(
+        "--dataset", default=None, choices=sorted(prepare.DATASETS), help=f"corpus (default {prepare.DEFAULT_DATASET})"
+    )
+    p.add_argument("--num-shards", type=int, default=None, help="training shards to fetch (default 1)")
+    p.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary size (default 2048)")
+    p.add_argument("--memory-key", default=None, help="resume this research key (default: a fresh key)")
+    p.add_argument("--model", default=None, help="litellm model name (default: hosted if a key is set, else built-in)")
+    p.add_argument("--api-base", default=None, help="base URL of an OpenAI-compatible server")
+    p.add_argument("--max-llm-cost", type=float, default=0.0, help="stop the agent after this many USD (0: no cap)")
+    p.add_argument(
+        "--llm-timeout",
+        type=float,
+        default=None,
+        help=f"seconds one LLM call may take (default {llm.LOCAL_TIMEOUT_S:g} with --api-base, else "
+        f"{llm.HOSTED_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--time-budget", type=float, default=None, help="safety cap on training seconds per experiment (default 120)"
+    )
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="training steps of the base config; with its batch and length this fixes every experiment's token "
+        "budget (default 600)",
+    )
+    p.add_argument(
+        "--replicates",
+        type=int,
+        default=None,
+        help="seeds of the baseline that measure seed noise; a gain is confirmed on as many (default 3, {}..{})".format(
+            *validation.LIMITS["replicates"]
+        ),
+    )
+    p.add_argument("--base-config", default=None, help="JSON overrides of the base config, e.g. '{\"n_layer\": 2}'")
+    p.add_argument(
+        "--backend",
+        default="",
+        choices=("", *sandbox.BACKENDS),
+        help="sandbox backend (default: bubblewrap if bwrap works here, else userns)",
+    )
+    p.add_argument(
+        "--prune",
+        default="off",
+        choices=PRUNE_MODES,
+        help="stop runs whose learning curve is clearly worse: against the median of finished runs, or the parent's "
+        "(default off)",
+    )
+    p.add_argument(
+        "--scheduling",
+        default="async",
+        choices=SCHEDULING,
+        help="the built-in planner: keep every slot busy (async), or plan and wait batch by batch (batch)",
+    )
+    p.add_argument(
+        "--allow-unsandboxed",
+        action="store_true",
+        help="let --backend none run the edited train.py with NO isolation (never with code you do not trust)",
+    )
+    p.add_argument("--planner-seed", type=int, default=0, help="seed of the built-in planner's choices (default 0)")
+    p.add_argument(
+        "--target-val-bpb",
+        type=float,
+        default=0.0,
+        help="stop once a confirmed result reaches this val_bpb (default: run to the budget)",
+    )
+    p.add_argument(
+        "--target-gain",
+        type=float,
+        default=0.0,
+        help="stop once a confirmed result beats the baseline by this many percent (default: run to the budget)",
+    )
+    p.add_argument("--export-best", default=None, help="also write the best train.py to this path")
+    p.add_argument(
+        "--state-dir", default=None, help=f"local state directory (default ${prepare.STATE_DIR_ENV} or ~/.cache/...)"
+    )
+    p.add_argument("--config", default=os.environ.get("FLYTE_CONFIG"), help="Flyte config file: run on that cluster")
+    return p
+
+
+def build_subcommand_parser() -> argparse.ArgumentParser:
+    """The subcommands and their flags: `summary`, `list` and `verdict` (each with its own --help)."""
+    p = argparse.ArgumentParser(prog=PROG, description="Read a memory key's research store, or add a human verdict.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    state = f"local state directory (default ${prepare.STATE_DIR_ENV} or ~/.cache/...)"
+    s = sub.add_parser(
+        "summary",
+        help=SUBCOMMANDS["summary"],
+        description="Print a memory key's leaderboard (mean +/- se over seeds), an ASCII lineage tree with the best "
+        "path marked, every verdict and who made it (rule or human), sigma and the gate, the latest held-out test "
+        "audit and the totals (experiments, runs, compute seconds, LLM cost), from the store alone: no training, no "
+        "LLM call, the same bytes every time. Exit 2 for an unknown key.",
+    )
+    s.add_argument("--memory-key", required=True, help="the key to summarise (`list` shows them)")
+    s.add_argument("--json", action="store_true", help="print the same content as one JSON object (sorted keys)")
+    s.add_argument("--state-dir", default=None, help=state)
+    ls = sub.add_parser(
+        "list",
+        help=SUBCOMMANDS["list"],
+        description="List the memory keys in the state dir's local store, newest activity first, each with its "
+        "experiment and run counts, its best (the incumbent and its mean val_bpb) and its last activity.",
+    )
+    ls.add_argument("--json", action="store_true", help="print one JSON object (sorted keys)")
+    ls.add_argument("--state-dir", default=None, help=state)
+    v = sub.add_parser(
+        "verdict",
+        help=SUBCOMMANDS["verdict"],
+        description="Store a person's verdict on one experiment in the key's ledger (a later one for the same title "
+        "replaces it; the earlier ones are kept as its history). The baseline cannot be rejected. Exit 2 for an "
+        "unknown key or title, or a decision other than accept/reject.",
+    )
+    v.add_argument("decision", metavar="accept|reject", help="the verdict")
+    v.add_argument("--memory-key", required=True, help="the key the experiment belongs to")
+    v.add_argument("--title", required=True, help="the experiment's exact title (`summary` shows them)")
+    v.add_argument("--note", default="", help="why, in a few words (shown by `summary`)")
+    v.add_argument("--state-dir", default=None, help=state)
+    return p
+
+
+def task_inputs(args: argparse.Namespace, key: str, base_config: dict[str, Any]) -> dict[str, Any]:
+    """The driver task's inputs from the CLI flags (0 / "" mean "the key's own setting, or the default")."""
+    return dict(
+        n_experiments=args.n_experiments, batch_size=args.batch_size, concurrency=args.concurrency,
+        max_turns=args.max_turns, dataset=args.dataset or "", num_shards=args.num_shards or 0,
+        vocab_size=args.vocab_size or 0, memory_key=key, model=args.model or "", api_base=args.api_base or "",
+        max_llm_cost=args.max_llm_cost, time_budget=args.time_budget or 0.0, max_steps=args.max_steps or 0,
+        base_config=base_config, backend=args.backend, planner_seed=args.planner_seed, replicates=args.replicates or 0,
+        allow_unsandboxed=args.allow_unsandboxed, prune=args.prune, scheduling=args.scheduling,
+        target_val_bpb=args.target_val_bpb, target_gain=args.target_gain, llm_timeout=args.llm_timeout or 0.0,
+    )  # fmt: skip
+
+
+def check_args(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """Every flag checked before any work (the same rules the driver task applies to its inputs): the task
+    inputs and any warnings. Raises `InputError` / `DataError` with the fix."""
+    positive = ("num_shards", "vocab_size", "max_steps", "time_budget", "replicates", "llm_timeout")
+    explicit_zero = [f for f in positive if getattr(args, f) == 0]
+    if explicit_zero:
+        name = explicit_zero[0]
+        raise validation.InputError(f"--{name.replace('_', '-')} must be positive, got 0")
+    overrides: dict[str, Any] = {}
+    if args.base_config:
+        try:
+            overrides = json.loads(args.base_config)
+        except json.JSONDecodeError as exc:
+            raise validation.InputError(
+                f"--base-config is not valid JSON ({exc}); example: '{{\"n_layer\": 2}}'"
+            ) from exc
+    inputs = task_inputs(args, args.memory_key or new_memory_key(), overrides)
+    warnings = validation.run_inputs(inputs, validation.cli_flag)
+    check_backend(args.backend, args.allow_unsandboxed)
+    prepare.validate_request(
+        args.dataset or prepare.DEFAULT_DATASET, args.num_shards or 1, args.vocab_size or ExperimentConfig().vocab_size
+    )
+    return inputs, warnings
+
+
+def init_flyte(config: str | None) -> None:
+    """Local mode by default; a cluster when a Flyte config file is given."""
+    if config:
+        flyte.init_from_config(config, log_level=logging.WARNING)
+    else:
+        ledger_mod.init_local(log_level=logging.WARNING)
+
+
+def save_best(out: AutoresearchOutput, export: str | None) -> list[Path]:
+    """Write the best train.py under the state dir (and to `export`); copy the report there too."""
+    written = []
+    root = prepare.state_dir() / "results" / out.memory_key
+    if out.best_train_py:
+        for path in [root / "best_train.py", *([Path(export).expanduser()] if export else [])]:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(out.best_train_py)
+            written.append(path)
+    if out.report_path and Path(out.report_path).exists():
+        root.mkdir(parents=True, exist_ok=True)
+        written.append(Path(shutil.copy(out.report_path, root / "report.html")))
+    return written
+
+
+def print_result(out: AutoresearchOutput, written: list[Path]) -> None:
+    """The final leaderboard, the best experiment, and where the report and the best train.py are."""
+    print("\nLeaderboard\n" + ui.leaderboard_text(out.leaderboard))
+    print(f"\n{out.summary}")
+    for line in ui.closing_lines(out.totals):
+        print(line)
+    for path in written:
+        print(f"saved: {path}")
+    print(f"resume with: --memory-key {out.memory_key}")
+
+
+def use_state_dir(path: str | None) -> None:
+    """`--state-dir`, when given, becomes the state dir of everything this process does."""
+    if path:
+        os.environ[prepare.STATE_DIR_ENV] = str(Path(path).expanduser().resolve())
+
+
+def subcommand_inputs(args: argparse.Namespace) -> dict[str, str]:
+    """The store task's inputs, checked before any work; raises `InputError` with what is allowed."""
+    inputs = {}
+    if args.command in ("summary", "verdict"):
+        inputs["key"] = validation.memory_key(args.memory_key)
+    if args.command == "verdict":
+        validation.choice("decision", args.decision, ledger_mod.HUMAN_DECISIONS)
+        inputs.update(title=args.title, decision=args.decision, note=args.note)
+    return inputs
+
+
+def run_store_command(command: str, state: Path, inputs: dict[str, str]) -> dict[str, Any]:
+    """Run one subcommand's store work in a local Flyte task under the state dir; its JSON answer."""
+    from autoresearch.session import (
+        commands as store_commands,  # only here: a research run never registers the store task's environment
+    )
+
+    init_flyte(None)
+    runner = flyte.with_runcontext(**ledger_mod.run_context_kwargs(state))
+    run = runner.run(store_commands.store_command, command=command, state_dir=str(state), **inputs)
+    return json.loads(run.outputs()[0])
+
+
+def print_subcommand(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    """A subcommand's answer: text by default, one JSON object (sorted keys) with --json."""
+    if args.command == "verdict":
+        earlier = len(data.get("history") or [])
+        note = f" ({data['note']})" if data.get("note") else ""
+        print(
+            f"recorded: {args.memory_key}: {data['title']!r} {PAST[data['decision']]} by a person{note}; "
+            f"{earlier} earlier verdict(s) on it kept as history"
+        )
+    elif args.json:
+        print(summary.summary_json(data))
+    elif args.command == "summary":
+        sys.stdout.write(summary.summary_text(data))
+    else:
+        sys.stdout.write(summary.list_text(data["keys"], data["where"]))
+
+
+def subcommand_main(argv: list[str]) -> int:
+    """`summary`, `list` or `verdict`: read (or annotate) the store, print, and return the exit code."""
+    args = build_subcommand_parser().parse_args(argv)
+    use_state_dir(args.state_dir)
+    try:
+        inputs = subcommand_inputs(args)
+        state = prepare.state_dir()
+    except (ValueError, prepare.DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        answer = run_store_command(args.command, state, inputs)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        print(f"error: could not read the store under {state}: {exc}", file=sys.stderr)
+        return 1
+    if "error" in answer:
+        print(f"error: {answer['error']}", file=sys.stderr)
+        return int(answer.get("code", 2))
+    print_subcommand(args, answer["data"])
+    return 0
+
+
+def main(argv: list[str] | None, task: Any) -> int:
+    """A subcommand (`summary`, `list`, `verdict`), or: parse flags, pick local or cluster, run the research (the
+    driver `task`), print the outcome."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        return subcommand_main(argv)
+    args = build_parser().parse_args(argv)
+    use_state_dir(args.state_dir)
+    try:
+        inputs, warnings = check_args(args)
+        state = prepare.state_dir()
+    except (ValueError, prepare.DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    key = inputs["memory_key"]
+    init_flyte(args.config)
+    try:
+        if args.config:
+            run = flyte.run(task, **inputs)
+            print(f"submitted: {run.url}")
+            run.wait()
+        else:
+            run = flyte.with_runcontext(**ledger_mod.run_context_kwargs(state)).run(task, **inputs)
+        out = run.outputs()[0]
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: every finished experiment is saved; resume with --memory-key {key}", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        print(f"error: the research run failed: {exc}\nresume with --memory-key {key}", file=sys.stderr)
+        return 1
+    print_result(out, save_best(out, args.export_best))
+    if out.error:
+        print(f"error: {out.error}\nresume with --memory-key {out.memory_key}", file=sys.stderr)
+        return 1
+    return 0

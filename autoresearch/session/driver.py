@@ -1,0 +1,489 @@
+"""The research driver's steps: open a key, research it, audit the pick on the test split, close.
+
+The driver task in `parallelized_autoresearch.py` calls these in order; each takes what it needs (the session,
+the runner, the tasks) as arguments, so every step reads on its own and nothing rides on module state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import flyte
+from flyte.ai import agents as flyte_agents
+from flyte.ai.agents import Agent
+
+import bundle
+import prepare
+import tools as tools_mod
+import ui
+from autoresearch import llm
+from autoresearch.agent import loop_guard as doom_loop
+from autoresearch.lab import sizing
+from autoresearch.lab.goal import Goal
+from autoresearch.lab.judge import Judge
+from autoresearch.lab.pruning import PruneRule
+from autoresearch.lab.runner import ExperimentRunner, Job
+from autoresearch.ledger import ledger as ledger_mod
+from autoresearch.ledger import store as ledger_store
+from autoresearch.ledger.verdicts import GateRule, audit_summary
+from autoresearch.ledger.views import BASELINE_TITLE, LeaderboardRow, best_line, prune_limits
+from autoresearch.planner import builtin as planner
+from autoresearch.sandbox import experiment as sandbox
+from autoresearch.sandbox import pool as sandbox_pool
+from autoresearch.sandbox import workdirs as leftovers
+from autoresearch.session import inputs as validation
+from autoresearch.session.monitor import Activity, Reporter
+from autoresearch_types import AutoresearchOutput, ExperimentConfig, ExperimentResult
+
+
+def is_local() -> bool:
+    """True in Flyte local mode or outside a task (experiments then run as subprocesses of this process)."""
+    ctx = flyte.ctx()
+    return not ctx or ctx.mode == "local"
+
+
+def make_call(
+    tool_obj: Any,
+    ledger: ledger_mod.Ledger,
+    data: bundle.Bundle,
+    backend: str,
+    allow_unsandboxed: bool = False,
+    prune: PruneRule | None = None,
+) -> Any:
+    """How the runner runs one job (an experiment on one seed): through `run_experiment` and so `right_size`, with
+    the runner's extras (its sizing policy and pool handle); failures become results. An experiment's first run
+    gets pruning thresholds from the curves finished so far (never a baseline seed or a confirmation re-run)."""
+    where = {"data": data, "backend": backend, "allow_unsandboxed": allow_unsandboxed}
+    rule = prune or PruneRule()
+
+    async def call(job: Job, extras: dict[str, Any]) -> ExperimentResult:
+        config = ledger.effective_config(job.record.spec).with_overrides({"seed": job.seed}).to_dict()
+        limits = prune_limits(await ledger.records(), job.record.spec.parent, rule) if job.role == "screen" else []
+        tool = dataclasses.replace(tool_obj, call_handler=sizing.handler(extras["policy"]))
+        try:
+            kwargs = {**where, "pool": extras["pool"], "prune": [list(x) for x in limits]}
+            result = await tool.aio(train_py=job.record.train_py, config=config, **kwargs)
+        except Exception as exc:  # right_size does not raise; this guards the batch against the unexpected
+            result = sizing.failure_from_exception(exc)
+        result.seed = job.seed
+        return result
+
+    return call
+
+
+def make_call_llm(model: str, choice: PlannerChoice) -> Any:
+    """The built-in planner (seeded, batch or async) for `builtin`, otherwise litellm with retries, the per-call
+    timeout and the cost cap."""
+    if model == llm.BUILTIN:
+        return planner.BuiltinPlanner(seed=choice.planner_seed, scheduling=choice.scheduling)
+    timeout = llm.call_timeout(choice.llm_timeout, choice.api_base)
+    return llm.LLMClient(api_base=choice.api_base or None, max_cost_usd=choice.max_llm_cost or None, timeout_s=timeout)
+
+
+def usage_of(call_llm: Any, guard: doom_loop.LoopGuard | None = None) -> dict[str, Any]:
+    """Token and dollar usage of a `call_llm` (the planner counts calls only), with the agent's errored turns."""
+    if isinstance(call_llm, llm.LLMClient):
+        usage = call_llm.usage.to_dict()
+    else:
+        usage = llm.Usage(calls=getattr(call_llm, "calls", 0)).to_dict()
+    return {**usage, "errored_turns": guard.errored_turns if guard else 0}
+
+
+async def load_bundle(dataset: str, num_shards: int, vocab_size: int) -> bundle.Bundle:
+    """The cached bundle, rebuilt without the cache when its files are gone (a deleted state dir)."""
+    data = await bundle.build_bundle.aio(dataset=dataset, num_shards=num_shards, vocab_size=vocab_size)
+    if is_local() and not (Path(data.data.path) / "meta.json").exists():
+        print(f"cached bundle {data.root} is gone; rebuilding it", flush=True)
+        fresh = bundle.build_bundle.override(cache="disable")
+        data = await fresh.aio(dataset=dataset, num_shards=num_shards, vocab_size=vocab_size)
+    return data
+
+
+def report_location() -> str:
+    """Where this task's report is written (`<output path>/report.html`)."""
+    base = str(flyte.ctx().output_path or "")
+    return f"{base.rstrip('/')}/report.html" if base else ""
+
+
+def requested_settings(
+    base_config: dict | None,
+    max_steps: int,
+    time_budget: float,
+    vocab_size: int,
+    replicates: int,
+    dataset: str,
+    num_shards: int,
+) -> tuple[ExperimentConfig, GateRule, dict[str, Any], set[str]]:
+    """The base config, gate rule and data a run asks for (0 / "" / None mean "the key's, or the default"), and
+    which of them were given explicitly (a resumed key refuses explicit values that differ from its own)."""
+    base = ExperimentConfig().with_overrides(dict(base_config or {}))
+    explicit = set(base_config or {})
+    if vocab_size:
+        base, explicit = base.with_overrides({"vocab_size": vocab_size}), explicit | {"vocab_size"}
+    if time_budget:
+        base, explicit = base.with_overrides({"time_budget_s": time_budget}), explicit | {"time_budget_s"}
+    steps = max_steps or ExperimentConfig().max_steps
+    base = base.with_overrides({"token_budget": steps * base.tokens_per_step})
+    if max_steps or explicit & {"batch_size", "seq_len"}:
+        explicit |= {"token_budget"}
+    rule = GateRule(replicates=replicates or GateRule().replicates)
+    explicit |= {"replicates"} if replicates else set()
+    data = {"dataset": dataset or prepare.DEFAULT_DATASET, "num_shards": num_shards or 1}
+    explicit |= {k for k, v in (("dataset", dataset), ("num_shards", num_shards)) if v}
+    return base, rule, data, explicit
+
+
+def check_backend(backend: str, allow_unsandboxed: bool) -> None:
+    """Refuse an unknown backend, and `none` without the explicit opt-in ("" means the strongest one available)."""
+    problem = sandbox.backend_problem(backend, allow_unsandboxed) if backend else None
+    if problem:
+        raise validation.InputError(problem)
+
+
+def say_guarantees(backend: str) -> None:
+    """Say once, at start, which sandbox runs the experiments and what it cannot guarantee."""
+    gaps = sandbox.missing_guarantees(backend)
+    print(f"sandbox: {backend}; what it does not guarantee:", flush=True)
+    for gap in gaps:
+        print(f"  - {gap}", flush=True)
+
+
+@dataclasses.dataclass
+class Session:
+    """One research session: the key, the planner, the ledger and data, and what the driver builds on them."""
+
+    memory_key: str
+    model_name: str
+    ledger: ledger_mod.Ledger
+    data: bundle.Bundle
+    profile: Any
+    call_llm: Any
+    activity: Activity
+    budget: tools_mod.Budget
+    research: tools_mod.ResearchTools | None = None
+    reporter: Reporter | None = None
+    guard: doom_loop.LoopGuard | None = None
+
+
+def auto_turns(n_experiments: int) -> int:
+    """Agent turns when none are given: enough for a planner that submits one experiment per turn."""
+    return min(1000, 2 * n_experiments + 6)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunLimits:
+    """How much one session may do: runs in total for the key, batch size, slots, agent turns."""
+
+    n_experiments: int
+    batch_size: int
+    concurrency: int
+    max_turns: int
+    goal: Goal = dataclasses.field(default_factory=Goal)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannerChoice:
+    """Who plans: a litellm model (and where it is served, and its cost cap) or the built-in planner (and its seed
+    and scheduling)."""
+
+    model: str = ""
+    api_base: str = ""
+    max_llm_cost: float = 0.0
+    planner_seed: int = 0
+    scheduling: str = "async"
+    llm_timeout: float = 0.0
+    """Seconds per LLM call; 0 picks by where the model is served (`llm.call_timeout`)."""
+
+
+async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, limits: RunLimits) -> Session:
+    """Step 1: the key's ledger and fixed settings, the data bundle, the planner and the budget."""
+    model_name, reason = llm.resolve_model(choice.model or None)
+    print(f"memory key: {memory_key}\nplanner: {model_name} ({reason})\nreport: {report_location()}", flush=True)
+    call_llm = make_call_llm(model_name, choice)
+    if isinstance(call_llm, llm.LLMClient):
+        await call_llm.check(model_name)
+        for line in ui.llm_lines(call_llm.timeout_s, call_llm.usage.cost_known, choice.max_llm_cost):
+            print(line, flush=True)
+    cleaned = leftovers.clean(prepare.state_dir() / ledger_store.WORK_DIR) if is_local() else []
+    cleaned += leftovers.clean(sandbox_pool.runs_root()) if is_local() else []
+    ledger = await ledger_mod.Ledger.open(memory_key, start=False)
+    if ledger.exists:
+        records = await ledger.records()
+        done = sum(1 for r in records if r.runs or r.legacy)
+        for line in ui.open_lines(done, len(records) - done, ledger.runs_used(), ledger.damaged, len(cleaned)):
+            print(line, flush=True)
+    requested, rule, dataset, explicit = settings
+    base, rule, dataset = ledger.settle(requested, rule, explicit, dataset)
+    if ledger.stored_settings:
+        print(
+            f"resuming: this key's own settings apply ({ui.budget_summary(base)}; {rule.replicates} seeds)", flush=True
+        )
+    data = await load_bundle(dataset["dataset"], dataset["num_shards"], base.vocab_size)
+    profile = await bundle.profile_bundle.aio(bundle=data)
+    await ledger.start(base.with_overrides({"vocab_size": profile.vocab_size}), rule, dataset)
+    budget = tools_mod.Budget(limits.n_experiments, limits.batch_size, limits.concurrency, ledger.runs_used())
+    budget.confirm_runs = rule.replicates - 1
+    return Session(memory_key, model_name, ledger, data, profile, call_llm, Activity(), budget)
+
+
+async def research(session: Session, runner: ExperimentRunner, limits: RunLimits) -> tuple[str, str, str]:
+    """Step 2: run what the key owes (baseline seeds first), then the Agent; returns directive, summary, error."""
+    ledger, activity = session.ledger, session.activity
+    hosted = session.call_llm if isinstance(session.call_llm, llm.LLMClient) else None  # None: offline
+    session.research = tools_mod.ResearchTools(
+        ledger=ledger,
+        runner=runner,
+        budget=session.budget,
+        profile=session.profile.to_dict(),
+        emit=activity.emit,
+        on_result=activity.on_result,
+        on_start=activity.on_start,
+        judge=Judge(hosted, session.model_name),
+        goal=limits.goal,
+        call_llm=hosted,
+        model=session.model_name,
+    )
+    session.reporter = Reporter(ledger, run_info(session), activity, lambda: usage_of(session.call_llm, session.guard))
+    await session.reporter.start()
+    try:
+        await run_owed(session.research)
+        floor = await noise_floor_problem(ledger)
+        if floor:
+            return "", "", floor
+        directive = await build_directive(session, limits.max_turns)
+        summary, error = await run_agent(session, directive, limits.max_turns)
+        await ledger.save()
+    except Exception as exc:
+        await session.reporter.stop("error", f"{type(exc).__name__}: {exc}")
+        raise
+    return directive, summary, error
+
+
+def run_info(session: Session) -> dict[str, Any]:
+    """What the report's Summary tab shows about the run itself."""
+    return {
+        "memory_key": session.memory_key,
+        "model": session.model_name,
+        "dataset": session.ledger.dataset.get("dataset", ""),
+        "status": "running",
+        "error": "",
+        "n_experiments": session.budget.n_experiments,
+        "batch_size": session.budget.batch_size,
+        "concurrency": session.budget.concurrency,
+        "gate": session.ledger.rule.describe(),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+async def run_owed(research: tools_mod.ResearchTools) -> None:
+    """Run what the ledger owes before new research: the baseline's seeds (the noise floor), experiments a
+    crashed session saved but did not run, and confirmations. Finished runs are Flyte cache hits, not reruns."""
+    jobs = await research.pending_jobs()
+    if jobs:
+        titles = ", ".join(dict.fromkeys(j.title for j in jobs[:8])) + (" ..." if len(jobs) > 8 else "")
+        print(f"running {len(jobs)} owed run(s): {titles}", flush=True)
+        await research.run_jobs(jobs)
+
+
+async def noise_floor_problem(ledger: ledger_mod.Ledger) -> str:
+    """Why no verdict is possible (the baseline has fewer than two successful seeds), or "" when sigma exists."""
+    verdicts = await ledger.judgement()
+    if verdicts.sigma is not None:
+        return ""
+    (base,) = await ledger.specs([BASELINE_TITLE])
+    failures = [f"seed {r.seed}: {r.result.outcome} ({r.result.message[:120]})" for r in base.runs if r.val_bpb is None]
+    detail = ": " + "; ".join(failures) if failures else ""
+    return (
+        f"the baseline succeeded on {len(base.values)} of {len(base.runs)} seed(s), so seed noise cannot be measured "
+        f"and no verdict would mean anything{detail}. Fix the cause (memory, time cap, backend) and resume, or raise "
+        "--n-experiments if the budget ran out before its seeds."
+    )
+
+
+async def build_directive(session: Session, max_turns: int) -> str:
+    """The opening message: goal, budget, data, noise floor, gate and, on resume, the prior research."""
+    ledger, budget = session.ledger, session.budget
+    records, verdicts, rows = await ledger.view()
+    prior = any(r.runs for r in records if r.title != BASELINE_TITLE)
+    best = next((r for r in rows if r.incumbent), None)
+    baseline = next((r for r in rows if r.title == BASELINE_TITLE), None)
+    base = ledger.base_config
+    limits = ui.budget_dict(
+        budget.n_experiments, budget.batch_size, budget.concurrency, base.max_steps, base.time_budget_s, max_turns
+    )
+    limits.update(started=budget.started, replicates=ledger.rule.replicates)
+    noise = {"sigma": verdicts.sigma, "df": verdicts.df, "gate": ledger.rule.describe()}
+    noise["baseline"] = baseline.to_dict() if baseline else None
+    await ledger.archive_transcript()
+    history = await ledger.history_table() if prior else ""
+    return ui.directive(
+        session.profile, base, ledger.bounds, limits, history, best.to_dict() if prior and best else None, noise
+    )
+
+
+async def run_agent(session: Session, directive: str, max_turns: int) -> tuple[str, str]:
+    """The code-mode Agent over the research tools; returns its summary and error."""
+    ledger, budget, activity = session.ledger, session.budget, session.activity
+    assert session.research is not None
+    tools = session.research.as_tools()
+    stop = llm.StopGuard(session.call_llm, lambda: budget.remaining == 0, lambda: closing_text(ledger))
+    active = session.model_name != llm.BUILTIN
+    session.guard = doom_loop.LoopGuard(stop, session.research, [t.__name__ for t in tools], active=active)
+    agent = Agent(
+        name="autoresearch",
+        instructions=ui.INSTRUCTIONS,
+        model=session.model_name,
+        tools=tools,
+        max_turns=max_turns,
+        call_llm=session.guard,
+        code_mode=True,
+    )
+    cb_token = flyte_agents.agent_progress_cb.set(activity.on_agent_event)
+    try:
+        result = await agent.run.aio(directive, memory=ledger.memory)
+    finally:
+        flyte_agents.agent_progress_cb.reset(cb_token)
+    await session.guard.finish(list(ledger.memory.messages))
+    return result.summary or await closing_text(ledger), session.guard.stop_reason or result.error
+
+
+async def closing_text(ledger: ledger_mod.Ledger) -> str:
+    """The trusted verdict in one sentence, from the ledger: the confirmed gain, or that nothing beat the noise."""
+    _, verdicts, rows = await ledger.view()
+    best = best_line([r.to_dict() for r in rows], verdicts.sigma)
+    return f"{best}." if best else "No experiment succeeded, so there is no best train.py yet."
+
+
+async def held_out_audit(
+    session: Session, runner: ExperimentRunner, score_task: Any, backend: str, allow_unsandboxed: bool
+) -> dict[str, Any]:
+    """The final pick and the baseline, every successful seed, scored once on the test split (never seen before)
+    by `score_task` (the `score_on_test` task); stored in the ledger. Empty when nothing was kept to audit."""
+    ledger = session.ledger
+    records, verdicts, _ = await ledger.view()
+    if verdicts.incumbent is None:
+        return {}
+    picked = [r for r in records if r.title in (verdicts.incumbent, BASELINE_TITLE)]
+    jobs = [(rec, run) for rec in picked for run in rec.runs if run.val_bpb is not None and run.result.checkpoint]
+    if not jobs:
+        return {}
+    which = "the baseline" if verdicts.incumbent == BASELINE_TITLE else f"{verdicts.incumbent!r} and the baseline"
+    print(f"held-out audit: scoring {len(jobs)} run(s) of {which} on the test split", flush=True)
+    slots = asyncio.Semaphore(runner.concurrency)
+    where = {
+        "data": session.data,
+        "backend": backend,
+        "allow_unsandboxed": allow_unsandboxed,
+        "pool": runner.pool_handle,
+    }
+
+    async def audit_one(rec: Any, run: Any) -> ExperimentResult:
+        config = ledger.effective_config(rec.spec).with_overrides({"seed": run.seed}).to_dict()
+        async with slots:
+            try:
+                return await score_task.aio(
+                    train_py=rec.train_py, config=config, checkpoint=run.result.checkpoint, **where
+                )
+            except Exception as exc:
+                return sizing.failure_from_exception(exc)
+
+    with flyte.group("held-out-audit"):
+        results = await asyncio.gather(*(audit_one(rec, run) for rec, run in jobs))
+    val: dict[str, list[float]] = {}
+    test: dict[str, list[float]] = {}
+    for (rec, run), result in zip(jobs, results, strict=True):
+        if result.outcome == "success" and result.val_bpb is not None:
+            val.setdefault(rec.title, []).append(run.val_bpb)
+            test.setdefault(rec.title, []).append(result.val_bpb)
+    audit = audit_summary(verdicts.incumbent, val, test)
+    audit["failed"] = [
+        f"{rec.title} seed {run.seed}: {r.outcome}"
+        for (rec, run), r in zip(jobs, results, strict=True)
+        if r.outcome != "success"
+    ]
+    await ledger.record_audit(audit)
+    return audit
+
+
+async def close_session(
+    session: Session,
+    directive: str,
+    summary: str,
+    error: str,
+    audit: dict[str, Any] | None = None,
+    stats: dict[str, float] | None = None,
+) -> AutoresearchOutput:
+    """Step 3: the final report and the output (best with its source, leaderboard, verdict, audit, totals)."""
+    ledger, activity = session.ledger, session.activity
+    _, verdicts, board = await ledger.view()
+    rows = [json.loads(json.dumps(r.to_dict(), default=str)) for r in board]
+    best = next((i for i, r in enumerate(board) if r.incumbent), None)
+    source = (await ledger.specs([board[best].title]))[0].train_py if best is not None else ""
+    verdict = await closing_text(ledger)
+    if session.budget.stopped:
+        cost = usage_of(session.call_llm, session.guard).get("cost_usd") or 0.0
+        verdict += (
+            f" Research stopped before its budget: {session.budget.stopped} ({activity.elapsed():.0f} s into this "
+            f"session, {len(activity.results)} runs this session, LLM cost ${cost:.4f})."
+        )
+    if audit:
+        verdict += " " + ui.audit_text(audit)
+        print(ui.audit_text(audit), flush=True)
+    experiments = activity.experiments_run()
+    looped = bool(session.guard and session.guard.stop_reason)
+    status, error = ui.session_status(error or failure_reason(board), experiments, looped)
+    if session.reporter:
+        await session.reporter.stop(status, error)
+    if error:
+        print(f"stopped: {error}", flush=True)
+    totals = {
+        "experiments_in_ledger": len(rows),
+        "runs_in_ledger": ledger.runs_used(),
+        "runs_this_session": len(activity.results),
+        "compute_s_this_session": round(sum(r.wall_seconds for r in activity.results), 1),
+        "turns": sum(1 for e in activity.events if e.get("kind") == "turn"),
+        "sigma": verdicts.sigma,
+        "first_confirmed_gain_s": activity.first_confirmed_s,
+        "stopped": session.budget.stopped,
+        "compute_cpu_s_this_session": round(sum(r.train_cpu_s for r in activity.results), 1),
+        "llm": usage_of(session.call_llm, session.guard),
+        "experiments_this_session": experiments,
+        "status": status,
+        "agent": session.guard.totals() if session.guard else {},
+        **(stats or {}),
+    }
+    await ledger.record_session(totals)
+    agent_text = f"\n\nThe agent's summary: {summary}" if summary and summary.strip() != verdict.strip() else ""
+    return AutoresearchOutput(
+        memory_key=session.memory_key,
+        model=session.model_name,
+        directive=directive,
+        profile=session.profile,
+        best=rows[best] if best is not None else {},
+        leaderboard=rows,
+        summary=verdict + agent_text,
+        totals=totals,
+        best_train_py=source,
+        report_path=report_location(),
+        error=error,
+        audit=dict(audit or {}),
+    )
+
+
+def failure_reason(board: list[LeaderboardRow]) -> str:
+    """Why the research did not really run, or "": every experiment beyond the baseline failed."""
+    tried = [r for r in board if r.title != BASELINE_TITLE and r.outcome is not None]
+    if tried and all(r.label == "failed" for r in tried):
+        return f"every experiment failed ({len(tried)} of them): see their messages in the leaderboard"
+    return ""
+
+
+def new_memory_key() -> str:
+    """A fresh, unique research key."""
+    return f"research-{datetime.now(UTC).strftime('%Y%m%d')}-{uuid.uuid4().hex[:6]}"
