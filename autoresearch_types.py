@@ -35,6 +35,8 @@ VOCAB_RANGE = (264, 65536)
 RUN_KEYS = ("token_budget", "time_budget_s", "eval_tokens", "vocab_size", "seed", "threads")
 """Config fields that belong to the run, never to an edit: the fixed budget every experiment is compared at,
 and the seed (replicates choose it; a seed change is not an idea)."""
+RUN_OWNED = (*RUN_KEYS, "max_steps")
+"""Everything an edit may not set: the run's keys, and `max_steps` (the budget in steps, from older keys)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,12 @@ class ExperimentConfig:
         yardstick for memory sizing and for a run's expected compute, whatever its code does."""
         d, v, layers = self.n_embd, self.vocab_size, self.n_layer
         return 2 * v * d + self.seq_len * d + layers * (12 * d * d + 4 * d) + 2 * d
+
+    def problem(self) -> str | None:
+        """Why this config cannot train (a rule across fields), or None."""
+        if self.n_head <= 0 or self.n_embd % self.n_head:
+            return f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict, for JSON (with the derived `max_steps`, which `from_dict` ignores)."""
@@ -171,9 +179,9 @@ class WorkshopBounds:
         values: dict[str, Any] = {}
         clamped: dict[str, dict[str, Any]] = {}
         errors: dict[str, str] = {}
-        ignored = sorted(str(k) for k in overrides if k not in self.limits and k not in RUN_KEYS + ("max_steps",))
+        ignored = sorted(str(k) for k in overrides if k not in self.limits and k not in RUN_OWNED)
         for key, raw in overrides.items():
-            if key in RUN_KEYS or key == "max_steps":
+            if key in RUN_OWNED:
                 errors[key] = (
                     "belongs to the run, not to an edit: every experiment is compared at the same token budget, "
                     "time cap, eval tokens, vocabulary and threads, and seeds are chosen by the replicates "

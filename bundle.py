@@ -7,7 +7,6 @@ under the state dir (never `/tmp`), because a cached `Dir` must keep pointing at
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import flyte
 from flyte.io import Dir
 
 import prepare
+from autoresearch.sandbox import trust
 from autoresearch_types import DatasetProfile
 
 RUNTIME_PACKAGES = (
@@ -38,12 +38,8 @@ SECRET_ENV = "AUTORESEARCH_LLM_SECRET"
 """Name of a cluster secret holding the LLM API key; unset means no secret is requested."""
 
 
-def code_salt(*files: str) -> str:
-    """A short hash of trusted source files, mixed into cache keys so editing them invalidates caches."""
-    digest = hashlib.sha256()
-    for name in files:
-        digest.update((Path(__file__).parent / name).read_bytes())
-    return digest.hexdigest()[:16]
+DATA_SALT = trust.salt(trust.REPO / name for name in trust.CONTRACTS)
+"""A hash of the code that builds and describes a bundle: editing it rebuilds the bundle, and nothing else does."""
 
 
 def _llm_secret() -> flyte.Secret | None:
@@ -53,7 +49,7 @@ def _llm_secret() -> flyte.Secret | None:
 
 
 APT_PACKAGES = ("bubblewrap",)
-"""System packages of the image: `bwrap` gives experiments the strongest sandbox (see `sandbox.default_backend`)."""
+"""System packages of the image: `bwrap` gives experiments the strongest sandbox (see `backends.default_backend`)."""
 
 IMAGE = (
     flyte.Image.from_debian_base(python_version=(3, 11), name="parallelized-autoresearch")
@@ -94,11 +90,11 @@ class Bundle:
 
 def bundle_dir(dataset: str, num_shards: int, vocab_size: int) -> Path:
     """Where a bundle lives: stable, keyed by its inputs and the trusted code that builds it."""
-    name = f"{dataset}-s{num_shards}-v{vocab_size}-{code_salt('prepare.py')[:8]}"
+    name = f"{dataset}-s{num_shards}-v{vocab_size}-{DATA_SALT[:8]}"
     return prepare.state_dir() / "bundles" / name
 
 
-@bundle_env.task(cache=flyte.Cache(behavior="auto", salt=code_salt("prepare.py", "autoresearch_types.py")))
+@bundle_env.task(cache=flyte.Cache(behavior="auto", salt=DATA_SALT))
 async def build_bundle(dataset: str = prepare.DEFAULT_DATASET, num_shards: int = 1, vocab_size: int = 8192) -> Bundle:
     """Fetch the corpus, train the tokenizer and pre-tokenise every split, once per distinct input."""
     prepare.validate_request(dataset, num_shards, vocab_size)
@@ -114,7 +110,7 @@ async def build_bundle(dataset: str = prepare.DEFAULT_DATASET, num_shards: int =
     )
 
 
-@bundle_env.task(cache=flyte.Cache(behavior="auto", salt=code_salt("prepare.py", "autoresearch_types.py")))
+@bundle_env.task(cache=flyte.Cache(behavior="auto", salt=DATA_SALT))
 async def profile_bundle(bundle: Bundle) -> DatasetProfile:
     """The dataset profile of a built bundle: sizes per split and the tokenizer's shape."""
     return prepare.load_profile(await local_path(bundle.data))

@@ -19,7 +19,7 @@
 `python parallelized_autoresearch.py` runs locally (Flyte local mode, offline data, the built-in planner
 unless a hosted model's key is set); `--config PATH` runs the same tasks on a Flyte/Union cluster.
 The driver task is the single writer of the ledger: tools that touch it run in its process. Its steps live in
-`driver.py`, the flags and exit codes in `cli.py`.
+`autoresearch/session/driver.py`, the flags and exit codes in `autoresearch/session/cli.py`.
 """
 
 from __future__ import annotations
@@ -39,44 +39,32 @@ import bundle  # noqa: E402
 from autoresearch.lab import sizing  # noqa: E402
 from autoresearch.lab.goal import Goal  # noqa: E402
 from autoresearch.lab.pruning import PruneRule  # noqa: E402
-from autoresearch.lab.runner import ExperimentRunner  # noqa: E402
+from autoresearch.lab.runner import ExperimentRunner, task_call  # noqa: E402
+from autoresearch.sandbox import backends, trust  # noqa: E402
 from autoresearch.sandbox import experiment as sandbox  # noqa: E402
 from autoresearch.sandbox import pool as sandbox_pool  # noqa: E402
-from autoresearch.session import cli  # noqa: E402
-from autoresearch.session import inputs as validation  # noqa: E402
+from autoresearch.session import cli, inputs  # noqa: E402
+from autoresearch.session.activity import quiet_handled_failures  # noqa: E402
+from autoresearch.session.audit import held_out_audit  # noqa: E402
 from autoresearch.session.driver import (  # noqa: E402
     PlannerChoice,
     RunLimits,
     auto_turns,
     check_backend,
     close_session,
-    held_out_audit,
     is_local,
-    make_call,
     new_memory_key,
     open_session,
     requested_settings,
     research,
     say_guarantees,
 )
-from autoresearch.session.monitor import quiet_handled_failures  # noqa: E402
 from autoresearch_types import AutoresearchOutput, ExperimentConfig, ExperimentResult  # noqa: E402
 
 EXPERIMENT_CACHE = flyte.Cache(
     behavior="auto",
     ignored_inputs=("memory_mb", "cpus", "pool", "prune"),
-    salt=bundle.code_salt(
-        "prepare.py",
-        "autoresearch/sandbox/harness.py",
-        "autoresearch/sandbox/experiment.py",
-        "autoresearch/sandbox/bwrap.py",
-        "autoresearch/sandbox/classify.py",
-        "autoresearch/sandbox/pool.py",
-        "autoresearch/sandbox/processes.py",
-        "autoresearch/sandbox/scorer.py",
-        "autoresearch/sandbox/exchange.py",
-        "autoresearch_types.py",
-    ),
+    salt=trust.code_salt(),
 )
 
 
@@ -107,7 +95,7 @@ async def run_experiment(
         tokenizer_dir=await bundle.local_path(data.tokenizer),
         cpu=max(1, cpus),
         memory_mb=memory_mb,
-        backend=backend or sandbox.default_backend(),
+        backend=backend or backends.default_backend(),
         allow_unsandboxed=allow_unsandboxed,
         keep_checkpoint=True,
         prune=tuple((float(rung), float(limit)) for rung, limit in prune or ()),
@@ -141,7 +129,7 @@ async def score_on_test(
         config=ExperimentConfig.from_dict(config),
         data_dir=await bundle.local_path(data.data),
         tokenizer_dir=await bundle.local_path(data.tokenizer),
-        backend=backend or sandbox.default_backend(),
+        backend=backend or backends.default_backend(),
         allow_unsandboxed=allow_unsandboxed,
     )
     return await sandbox.score_checkpoint(spec, str(local), "test", sandbox_pool.lookup(pool))
@@ -184,12 +172,12 @@ async def parallelized_autoresearch(
     cache hits, never reruns. 0 / "" for a setting means "the key's own, or the default".
     """
     quiet_handled_failures()
-    inputs = dict(locals())
-    for warning in validation.run_inputs(inputs):
+    given = dict(locals())
+    for warning in inputs.run_inputs(given):
         print(f"warning: {warning}", flush=True)
     check_backend(backend, allow_unsandboxed)
     if is_local():
-        backend = backend or sandbox.default_backend()
+        backend = backend or backends.default_backend()
         say_guarantees(backend)
     settings = requested_settings(base_config, max_steps, time_budget, vocab_size, replicates, dataset, num_shards)
     goal = Goal(target_val_bpb or None, target_gain or None)
@@ -197,7 +185,7 @@ async def parallelized_autoresearch(
     choice = PlannerChoice(model, api_base, max_llm_cost, planner_seed, scheduling, llm_timeout)
     session = await open_session(memory_key or new_memory_key(), choice, settings, limits)
     tool_obj = dataclasses.replace(run_experiment, call_llm=session.call_llm, model=session.model_name)
-    call = make_call(tool_obj, session.ledger, session.data, backend, allow_unsandboxed, PruneRule(mode=prune))
+    call = task_call(tool_obj, session.ledger, session.data, backend, allow_unsandboxed, PruneRule(mode=prune))
     async with ExperimentRunner(call, concurrency, local=is_local()) as runner:
         directive, summary, error = await research(session, runner, limits)
         audit = {} if error else await held_out_audit(session, runner, score_on_test, backend, allow_unsandboxed)
@@ -206,7 +194,7 @@ async def parallelized_autoresearch(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The CLI (see `cli.py`) over this file's driver task."""
+    """The CLI (see `autoresearch/session/cli.py`) over this file's driver task."""
     return cli.main(argv, parallelized_autoresearch)
 
 

@@ -205,6 +205,8 @@ DATASETS: dict[str, DataSource] = {
     ),
 }
 DEFAULT_DATASET = "shakespeare"
+DEFAULT_NUM_SHARDS = 1
+"""Training shards a bundle fetches when none are asked for."""
 
 
 def get_source(name: str) -> DataSource:

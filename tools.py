@@ -1,9 +1,10 @@
-"""The agent's tools: thin functions that validate arguments, delegate to the ledger or the runner, and return dicts.
+"""The agent's tools: a thin facade that checks arguments, delegates to the ledger or the research loop, returns dicts.
 
 Their docstrings are the LLM's documentation (the SDK puts them in the code-mode system prompt), so each
 one states its arguments, its return shape and an example. Bad input never raises into the agent loop:
 it comes back as `{"error": "...what was wrong and what to do instead..."}`. Every tool runs in the
-driver process, the ledger's single writer.
+driver process, the ledger's single writer. What happens between runs (recording, confirmations, the judge,
+the goal) is the research loop's (`autoresearch.lab.loop`), not the tools'.
 """
 
 from __future__ import annotations
@@ -16,48 +17,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autoresearch import llm
-from autoresearch.agent import subagent as research_agent
+from autoresearch.agent import subagent
 from autoresearch.agent.arxiv import search_arxiv
 from autoresearch.agent.feedback import ToolCallLog
 from autoresearch.agent.tutorial import TUTORIAL_TOOLS, TutorialAPI
 from autoresearch.lab.budget import Budget
-from autoresearch.lab.goal import Goal, goal_met
-from autoresearch.lab.judge import Judge, case_for
-from autoresearch.lab.runner import ExperimentRunner, Job, Outcome
+from autoresearch.lab.loop import ResearchLoop
+from autoresearch.lab.runner import ExperimentRunner, Outcome
 from autoresearch.ledger.ledger import Ledger, LedgerError
-from autoresearch.ledger.verdicts import Judgement
-from autoresearch.ledger.views import BASELINE_TITLE, ExperimentRecord, LeaderboardRow
+from autoresearch.ledger.records import BASELINE_TITLE, ExperimentRecord, LeaderboardRow, steps_text
+from autoresearch.ledger.views import result_brief, verdict_brief
 from autoresearch.planner.recipes import apply_patches
-from autoresearch_types import RUN_KEYS, ExperimentResult
-
-Emit = Callable[[dict[str, Any]], None]
-"""Receives activity events for the report and the terminal."""
+from autoresearch_types import RUN_OWNED
 
 DIFF_LIMIT = 8000
 CODE_LIMIT = 20000
 
 
-def _result_brief(result: ExperimentResult | None) -> dict[str, Any] | None:
-    """The fields of one run's result the agent needs, without logs."""
-    if result is None:
-        return None
-    brief = {"outcome": result.outcome, "val_bpb": result.val_bpb, "seed": result.seed, "steps": result.steps}
-    brief.update(
-        planned_steps=result.planned_steps, n_params=result.n_params, wall_seconds=round(result.wall_seconds, 1)
-    )
-    brief.update(oom_retries=result.oom_retries)
-    if result.outcome != "success":
-        brief["message"] = result.message[:400]
-    return brief
-
-
-def _verdict_brief(row: LeaderboardRow | None) -> dict[str, Any] | None:
-    """An experiment's standing: mean over seeds, its standard error and seed count, and the gate's verdict."""
-    if row is None:
-        return None
-    out = {"verdict": row.label, "mean_val_bpb": row.val_bpb, "se": row.se, "n_seeds": row.n_seeds}
-    out.update(delta_vs_best=row.delta_vs_best, gain=row.gain, why=row.verdict, best=row.incumbent)
-    return out
+def with_steps(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Put the step types' one wording (`records.steps_text`) where a tool's documentation says `{steps}`."""
+    method.__doc__ = (method.__doc__ or "").replace("{steps}", steps_text())
+    return method
 
 
 def _as_titles(titles: Any) -> list[str] | None:
@@ -71,31 +51,29 @@ def _as_titles(titles: Any) -> list[str] | None:
 
 @dataclass
 class ResearchTools:
-    """The tool set bound to one run: its ledger, its runner and its budget."""
+    """The tool set bound to one session: its research loop (ledger, runner, budget) and the dataset profile."""
 
-    ledger: Ledger
-    runner: ExperimentRunner
-    budget: Budget
+    loop: ResearchLoop
     profile: dict[str, Any]
-    emit: Emit = lambda event: None  # noqa: E731
-    on_result: Callable[[Job, int, int, ExperimentResult, dict[str, Any] | None], None] = lambda *a: None  # noqa: E731
-    on_start: Callable[[list[Job]], None] = lambda jobs: None  # noqa: E731
     last_batch_id: str = ""
-    progress: dict[str, int] = field(default_factory=lambda: {"done": 0, "total": 0})
-    """Runs finished and started since the runner was last idle: the terminal's progress bar."""
-    judge: Judge | None = None
-    """Decides the borderline verdicts (see `hybrid_judge`); None leaves every verdict to the gate's rule."""
-    goal: Goal = field(default_factory=Goal)
-    """When to stop before the budget: a confirmed result reaching the target."""
     call_llm: Any = None
-    """The agent's `llm.LLMClient` (not the StopGuard around it), for the research subagent; None offline."""
+    """The agent's `llm.LLMClient` (not the guard around it), for the research subagent; None offline."""
     model: str = ""
     """The agent's model name; `research` ranks the recipe library offline when it is empty or `builtin`."""
     log: ToolCallLog = field(default_factory=ToolCallLog)
-    """Every call the agent made and what it returned: what a failed plan is replayed from (`plan_feedback`)."""
+    """Every call the agent made and what it returned: what a failed plan is replayed from (`agent.feedback`)."""
 
-    def __post_init__(self) -> None:
-        self.runner.bind(self.record_job, self.budget.admit)
+    @property
+    def ledger(self) -> Ledger:
+        return self.loop.ledger
+
+    @property
+    def budget(self) -> Budget:
+        return self.loop.budget
+
+    @property
+    def runner(self) -> ExperimentRunner:
+        return self.loop.runner
 
     def as_tools(self) -> list[Callable[..., Awaitable[Any]]]:
         """Every tool, wrapped so that it logs its call and turns an unexpected exception into `{"error"}`; the
@@ -138,7 +116,7 @@ class ResearchTools:
             self.log.record(name, args, kwargs, result)
             error = result.get("error", "") if isinstance(result, dict) else ""
             detail = ", ".join(f"{k}={str(v)[:60]}" for k, v in kwargs.items()) or ", ".join(str(a)[:60] for a in args)
-            self.emit(
+            self.loop.emit(
                 {
                     "kind": "tool",
                     "name": name,
@@ -167,7 +145,7 @@ class ResearchTools:
             "profile": self.profile,
             "base_config": self.ledger.base_config.to_dict(),
             "bounds": self.ledger.bounds.describe(),
-            "fixed": list(RUN_KEYS),
+            "fixed": list(RUN_OWNED),
             "sigma": verdicts.sigma,
             "gate": self.ledger.rule.describe(),
             "budget": self.budget.to_dict(),
@@ -181,7 +159,7 @@ class ResearchTools:
         """
         (rec,) = await self.ledger.specs([BASELINE_TITLE])
         rows = {r.title: r for r in await self.ledger.leaderboard()}
-        return {"title": BASELINE_TITLE, "train_py": rec.train_py, "standing": _verdict_brief(rows.get(BASELINE_TITLE))}
+        return {"title": BASELINE_TITLE, "train_py": rec.train_py, "standing": verdict_brief(rows.get(BASELINE_TITLE))}
 
     async def get_leaderboard(self, top_n: int = 20) -> dict[str, Any]:
         """Experiments ranked by mean val_bpb over seeds (lower is better), then unranked, failed and not-run ones.
@@ -216,8 +194,8 @@ class ResearchTools:
             spec = rec.spec
             row = {"title": spec.title, "parent": spec.parent, "batch_id": spec.batch_id}
             row.update(change_summary=spec.change_summary, hypothesis=spec.hypothesis)
-            row.update(expected_effect=spec.expected_effect, overrides=spec.overrides, result=_result_brief(rec.result))
-            row["standing"] = _verdict_brief(standing.get(rec.title))
+            row.update(expected_effect=spec.expected_effect, overrides=spec.overrides, result=result_brief(rec.result))
+            row["standing"] = verdict_brief(standing.get(rec.title))
             rows.append(row)
         return {"experiments": rows, "total": len(records)}
 
@@ -233,7 +211,7 @@ class ResearchTools:
         except LedgerError as exc:
             return {"error": str(exc)}
         out = {"title": rec.title, "parent": rec.spec.parent, "overrides": rec.spec.overrides}
-        out.update(train_py=rec.train_py[:CODE_LIMIT], result=_result_brief(rec.result))
+        out.update(train_py=rec.train_py[:CODE_LIMIT], result=result_brief(rec.result))
         return out
 
     async def get_promising_code(self, top_k: int = 3) -> dict[str, Any]:
@@ -269,6 +247,7 @@ class ResearchTools:
 
     # ---------------------------------------------------------------- planning
 
+    @with_steps
     async def edit_train_code_batch(self, edits: list[dict]) -> dict[str, Any]:
         """Save a batch of distinct experiments to the ledger (nothing runs yet). Invalid edits are rejected, not lost.
 
@@ -276,9 +255,7 @@ class ResearchTools:
         "overrides": {config key: number} (optional), "patches": [{"old": exact unique snippet of the parent's
         train.py, "new": replacement}] (optional) OR "train_py": full new source (optional), "change_summary": str,
         "hypothesis": str, "expected_effect": str, "step": "small" | "medium" | "radical"}. The step says how big
-        the change is: small = a nudge to one knob (one config value, a one-line tweak), medium = one component
-        changed (schedule, init, a norm, the activation, the model's size), radical = the architecture or the
-        optimiser changed; take small steps while a line of edits keeps paying off, bigger ones when it stalls
+        the change is: {steps}; take small steps while a line of edits keeps paying off, bigger ones when it stalls
         (omitted: inferred, never radical). At most batch_size edits; after the first batches, edits of the
         baseline must change code (config nudges on an edited experiment stay open). Returns {"batch_id", "saved": [{"title", "parent", "overrides"}],
         "rejected": [{"title", "error"}], "clamped": {...}, "notes": [...]}.
@@ -388,7 +365,7 @@ class ResearchTools:
         "why", ...}}, "skipped": [{"title", "reason"}], "sigma": float or None, "budget": {...}, "slots": {...}}.
         Example: r = run_experiment_batch(["LR 6e-3", "Deeper 4L"]); r["verdicts"]["LR 6e-3"]["verdict"]
         """
-        queued = await self._queue_titles(titles)
+        queued = await self._queue(titles)
         if "error" in queued:
             return queued
         outcome = await self.runner.wait(until_idle=True)
@@ -404,10 +381,10 @@ class ResearchTools:
         "skipped": [{"title", "reason"}], "slots": {"concurrency", "running", "queued", "free"}, "budget": {...}}.
         Example: s = submit_experiments(["LR 6e-3"]); s["slots"]["free"]
         """
-        queued = await self._queue_titles(titles)
+        queued = await self._queue(titles)
         if "error" in queued:
             return queued
-        return {**queued, "slots": self.slot_state(), "budget": self.budget.to_dict()}
+        return {**queued, "slots": self.loop.slot_state(), "budget": self.budget.to_dict()}
 
     async def wait_for_results(self, min_results: int = 1, timeout_s: float = 600.0) -> dict[str, Any]:
         """Wait until at least min_results submitted runs have finished (or nothing is running, or timeout_s passed)
@@ -426,31 +403,12 @@ class ResearchTools:
         outcome = await self.runner.wait(min_results=wanted, timeout_s=timeout)
         return await self._results(outcome, [])
 
-    def slot_state(self) -> dict[str, int]:
-        """The runner's slots right now."""
-        r = self.runner
-        return {"concurrency": r.concurrency, "running": r.in_flight, "queued": r.queued, "free": r.free_slots}
-
-    async def _queue_titles(self, titles: Any) -> dict[str, Any]:
-        """Submit the screens of saved, never-run titles (at most batch_size) after the confirmations still owed."""
+    async def _queue(self, titles: Any) -> dict[str, Any]:
+        """Queue the screens of saved titles in the loop (see `ResearchLoop.queue`), or say what a title list is."""
         names = _as_titles(titles)
         if not names:
             return {"error": "titles must be a non-empty list of saved experiment titles (from edit_train_code_batch)."}
-        try:
-            recs = await self.ledger.specs(list(dict.fromkeys(names)))
-        except LedgerError as exc:
-            return {"error": str(exc)}
-        skipped = [{"title": r.title, "reason": "already ran; not rerun"} for r in recs if r.runs or r.legacy]
-        todo = [r for r in recs if not r.runs and not r.legacy]
-        over = todo[self.budget.batch_size :]
-        skipped += [{"title": r.title, "reason": "over the batch size; submit it later"} for r in over]
-        screens = [self.job(r, "screen") for r in todo[: self.budget.batch_size]]
-        accepted = await self.start_jobs(await self.confirmation_jobs() + screens)
-        promised = [j for j in accepted if j.role == "screen"]
-        self.budget.reserve(len(promised))
-        running = {j.title for j in screens} - {j.title for j in accepted}
-        skipped += [{"title": t, "reason": "already queued or running"} for t in sorted(running)]
-        return {"queued": [j.title for j in promised], "skipped": skipped}
+        return await self.loop.queue(names)
 
     async def _results(self, outcome: Outcome, skipped: list[dict[str, Any]]) -> dict[str, Any]:
         """What a wait returns to the agent: each run's result, the verdicts of the experiments it touched."""
@@ -459,98 +417,11 @@ class ResearchTools:
         ]
         _, verdicts, board = await self.ledger.view()
         by_title = {r.title: r for r in board}
-        results = [{"title": j.title, "role": j.role, **(_result_brief(r) or {})} for j, r in outcome.done]
+        results = [{"title": j.title, "role": j.role, **(result_brief(r) or {})} for j, r in outcome.done]
         touched = dict.fromkeys(j.title for j, _ in outcome.done)
-        standing = {t: _verdict_brief(by_title.get(t)) for t in touched}
+        standing = {t: verdict_brief(by_title.get(t)) for t in touched}
         out = {"results": results, "verdicts": standing, "skipped": skipped, "sigma": verdicts.sigma}
-        return {**out, "budget": self.budget.to_dict(), "slots": self.slot_state()}
-
-    def job(self, record: ExperimentRecord, role: str, seed: int | None = None) -> Job:
-        """A run of `record` on `seed` (default: the run's seed)."""
-        return Job(record, self.ledger.base_config.seed if seed is None else seed, role)
-
-    async def confirmation_jobs(self) -> list[Job]:
-        """Fresh-seed runs still owed to candidates that passed the screen."""
-        verdicts = await self.ledger.judgement()
-        return await self._confirm_jobs(verdicts, list(verdicts.confirm_seeds))
-
-    async def _confirm_jobs(self, verdicts: Judgement, titles: list[str]) -> list[Job]:
-        if not titles:
-            return []
-        recs = await self.ledger.specs(titles)
-        return [self.job(rec, "confirm", seed) for rec in recs for seed in verdicts.confirm_seeds.get(rec.title, [])]
-
-    async def pending_jobs(self) -> list[Job]:
-        """What the ledger owes before new research: the baseline's replicate seeds, experiments saved but never
-        run (a crash or Ctrl-C), and confirmations. Runs that did finish are Flyte cache hits, not reruns."""
-        records = await self.ledger.records()
-        jobs = []
-        base = next(r for r in records if r.title == BASELINE_TITLE)
-        seeds = [self.ledger.base_config.seed + i for i in range(self.ledger.rule.replicates)]
-        jobs += [self.job(base, "replicate", s) for s in seeds if base.run_for(s) is None]
-        unrun = [r for r in records if not r.runs and not r.legacy and r.title != BASELINE_TITLE]
-        jobs += [self.job(r, "screen") for r in sorted(unrun, key=lambda r: r.spec.created_at)]
-        return await self.confirmation_jobs() + jobs
-
-    async def start_jobs(self, jobs: list[Job]) -> list[Job]:
-        """Hand jobs to the runner (returns at once); what it accepted (not already queued or running)."""
-        if self.runner.idle:
-            self.progress = {"done": 0, "total": 0}
-        accepted = self.runner.submit(jobs)
-        if accepted:
-            self.progress["total"] += len(accepted)
-            self.on_start(accepted)
-        return accepted
-
-    async def run_jobs(self, jobs: list[Job]) -> Outcome:
-        """Run jobs to the end (follow-ups included), recording each as it finishes: the batch form."""
-        await self.start_jobs(jobs)
-        return await self.runner.wait(until_idle=True)
-
-    async def record_job(self, job: Job, result: ExperimentResult) -> list[Job]:
-        """The runner's callback: record one finished run, show it, and return the confirmations it earned."""
-        await self.ledger.record_result(job.title, result, job.role)
-        _, verdicts, board = await self.ledger.view()
-        if await self._judge_borderline(job, verdicts):
-            _, verdicts, board = await self.ledger.view()
-        earned = job.role == "screen" and job.title in verdicts.confirm_seeds
-        earned = earned or (job.title in verdicts.confirm_seeds and verdicts.verdicts[job.title].by == "judge")
-        follow = await self._confirm_jobs(verdicts, [job.title] if earned else [])
-        await self._check_goal(board)
-        self.progress["done"] += 1
-        self.progress["total"] += len(follow)
-        standing = _verdict_brief(next((r for r in board if r.title == job.title), None))
-        self.on_result(job, self.progress["done"], self.progress["total"], result, standing)
-        return follow
-
-    async def _judge_borderline(self, job: Job, verdicts: Judgement) -> bool:
-        """Send the experiment to the judge if its fresh verdict is borderline (once per experiment); record the
-        decision. True when a decision was recorded."""
-        title = job.title
-        if self.judge is None or title == BASELINE_TITLE or title in await self.ledger.decisions():
-            return False
-        verdict = verdicts.verdicts[title]
-        if title in verdicts.confirm_seeds and verdict.label == "unconfirmed":
-            return False  # its confirmation runs are still to come: judge the settled verdict
-        (rec,) = await self.ledger.specs([title])
-        parent = (await self.ledger.specs([rec.spec.parent or BASELINE_TITLE]))[0]
-        incumbent = verdicts.incumbent or BASELINE_TITLE
-        inc_values = [r.val_bpb for r in (await self.ledger.specs([incumbent]))[0].runs if r.val_bpb is not None]
-        case = case_for(rec, parent, verdict, inc_values, self.ledger.rule.replicates)
-        if case is None:
-            return False
-        decision, reason, who = await self.judge.decide(case, self.budget.remaining)
-        await self.ledger.record_decision(title, decision, f"{reason} [{who}; {case.why}]")
-        self.emit({"kind": "judge", "title": title, "decision": decision, "reason": reason, "who": who})
-        return True
-
-    async def _check_goal(self, board: list[LeaderboardRow]) -> None:
-        """Stop research (nothing new starts) once a confirmed result reaches the goal."""
-        reached = goal_met(self.goal, board)
-        if reached and not self.budget.stopped:
-            self.budget.stop(f"{reached}, after {self.ledger.runs_used()} runs")
-            await self.ledger.record_stop(self.budget.stopped, by="goal")
-            self.emit({"kind": "goal", "detail": self.budget.stopped})
+        return {**out, "budget": self.budget.to_dict(), "slots": self.loop.slot_state()}
 
     async def evaluate_batch_results(self, batch_id: str = "") -> dict[str, Any]:
         """Judge a finished batch: each experiment's verdict against seed noise and the best, with its hypothesis.
@@ -607,8 +478,7 @@ class ResearchTools:
         """
         if not isinstance(reason, str) or not reason.strip():
             return {"error": "give the reason as a non-empty string, e.g. stop_research('nothing left beats noise')."}
-        self.budget.stop(" ".join(reason.split())[:500])
-        await self.ledger.record_stop(self.budget.stopped, by="agent")
+        await self.loop.stop(reason)
         return {"stopped": self.budget.stopped, "budget": self.budget.to_dict()}
 
     async def search_arxiv(self, query: str, max_results: int = 5) -> dict[str, Any]:
@@ -621,7 +491,8 @@ class ResearchTools:
             return {"papers": [], "note": "give a non-empty query string, e.g. 'cosine learning rate schedule'."}
         return await search_arxiv(query, max(1, min(int(max_results), 10)))
 
-    async def research(self, question: str, max_tokens: int = research_agent.DEFAULT_MAX_TOKENS) -> dict[str, Any]:
+    @with_steps
+    async def research(self, question: str, max_tokens: int = subagent.DEFAULT_MAX_TOKENS) -> dict[str, Any]:
         """Ask a research subagent for ideas: a cheaper sub-LLM, in its OWN context (it never sees this
         conversation), reads the leaderboard, the history, experiments' code, diffs and arXiv with read-only tools,
         and returns a short ranked table instead of filling your context. Use it before planning a batch when you
@@ -634,25 +505,24 @@ class ResearchTools:
         "offline" | "token_budget" | "doom_loop" | "malformed_answer" | "llm_cost_cap" | "llm_error" | "max_turns",
         "note", "usage": {"calls", "tokens", "cost_usd", "max_tokens", ...}, "tool_calls": [str]}. When it stops
         without a valid answer (and with the built-in planner), "ideas" is the recipe library ranked by the
-        ledger's verdicts and the recipes' priors, and "note" says so. step: small = a nudge to one knob,
-        medium = one component changed, radical = architecture or optimiser changed.
+        ledger's verdicts and the recipes' priors, and "note" says so. step: {steps}.
         Example: r = research("what should follow the confirmed LR gain?", 20000); r["ideas"][0]["idea"]
         """
         if not isinstance(question, str) or not question.strip():
             return {"error": "question must be a non-empty string, e.g. research('which schedule to try next?')."}
-        limit = research_agent.clamp_tokens(max_tokens)
+        limit = subagent.clamp_tokens(max_tokens)
         if limit is None:
             return {"error": "max_tokens must be a whole number of tokens, e.g. 20000."}
         history = (await self.get_code_edit_history(last_n=1_000_000))["experiments"]
         best = await self.ledger.best()
         source = (await self.ledger.specs([best.title]))[0].train_py if best else ""
-        ranking = research_agent.rank_recipes(history, source, best.title if best else "")
+        ranking = subagent.rank_recipes(history, source, best.title if best else "")
         if self.call_llm is None or self.model in ("", llm.BUILTIN):
-            return research_agent.offline_answer(question, ranking)
+            return subagent.offline_answer(question, ranking)
         readers = (self.search_arxiv, self.get_leaderboard, self.get_code_edit_history)
         readers += (self.read_train_code, self.compare_experiments)
         tools = {f.__name__: f for f in readers}
-        limits = research_agent.Limits(max_tokens=limit)
+        limits = subagent.Limits(max_tokens=limit)
         usage = getattr(self.call_llm, "usage", None)
         shared = usage if isinstance(usage, llm.Usage) else None
-        return await research_agent.run_subagent(self.call_llm, self.model, tools, question, ranking, limits, shared)
+        return await subagent.run_subagent(self.call_llm, self.model, tools, question, ranking, limits, shared)

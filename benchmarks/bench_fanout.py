@@ -39,7 +39,7 @@ from autoresearch import llm  # noqa: E402
 from autoresearch.lab import sizing  # noqa: E402
 from autoresearch.lab.runner import ExperimentRunner, Job  # noqa: E402
 from autoresearch.ledger import ledger  # noqa: E402
-from autoresearch.ledger.views import ExperimentRecord, ExperimentSpec  # noqa: E402
+from autoresearch.ledger.records import ExperimentRecord, ExperimentSpec  # noqa: E402
 from autoresearch.session import driver  # noqa: E402
 from autoresearch_types import ExperimentConfig, ExperimentResult  # noqa: E402
 from benchmarks.common import parse_args, report  # noqa: E402

@@ -36,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import prepare  # noqa: E402
+from autoresearch.sandbox import backends  # noqa: E402
 from autoresearch.sandbox import experiment as sandbox  # noqa: E402
 from autoresearch.sandbox import pool as sandbox_pool  # noqa: E402
 from autoresearch_types import ExperimentConfig  # noqa: E402
@@ -191,13 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="write the figures as one flat JSON object to this path")
     args = p.parse_args(argv)
     runs = args.runs or (3 if args.quick else 10)
-    backends = args.backends or ([sandbox.DEFAULT_BACKEND] if args.quick else sandbox.available_backends())
+    chosen = args.backends or ([backends.default_backend()] if args.quick else backends.available_backends())
     bundle = bench_bundle()
     figures: dict[str, float] = {"runs_per_backend": runs}
     print(
         f"{'backend':<12}{'mode':<6}{'runs':>6}{'wall':>9}{'train':>9}{'eval':>9}{'overhead':>10}   (medians, seconds)"
     )
-    for backend in backends:
+    for backend in chosen:
         for mode in ("warm", "cold"):
             rows = asyncio.run(measure(backend, runs, bundle, args.cpu, warm=mode == "warm"))
             med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             suffix = backend if mode == "warm" else f"cold_{backend}"
             figures[f"overhead_s_median_{suffix}"] = round(med["overhead"], 4)
             figures[f"wall_s_median_{suffix}"] = round(med["wall"], 4)
-    default = sandbox.DEFAULT_BACKEND
+    default = backends.default_backend()
     if f"overhead_s_median_{default}" in figures:
         figures["overhead_s_median"] = figures[f"overhead_s_median_{default}"]
         figures["overhead_s_median_cold"] = figures[f"overhead_s_median_cold_{default}"]

@@ -22,11 +22,13 @@ from flyte.ai.agents import LLMMessage
 import tools
 import ui
 from autoresearch import llm
+from autoresearch.lab.budget import Budget  # noqa: E402
+from autoresearch.lab.loop import ResearchLoop  # noqa: E402
 from autoresearch.lab.runner import ExperimentRunner, Job
 from autoresearch.ledger import ledger as ledger_mod
-from autoresearch.ledger.views import BASELINE_TITLE
+from autoresearch.ledger.records import BASELINE_TITLE
 from autoresearch.session import driver
-from autoresearch.session.monitor import Activity
+from autoresearch.session.activity import Activity
 from autoresearch_types import DatasetProfile, ExperimentConfig, ExperimentResult
 
 Reply = str | Callable[[list[dict[str, Any]]], str]
@@ -163,12 +165,11 @@ async def fake_execute(job: Job, extras: dict[str, Any]) -> ExperimentResult:
 async def run_session(key: str, call_llm: Any, model: str, max_turns: int, n_experiments: int) -> dict[str, Any]:
     """One agent session over stubbed training; what it ran, how it ended, and what the guard counted."""
     ledger = await ledger_mod.Ledger.open(key, ExperimentConfig(vocab_size=512))
-    budget = tools.Budget(n_experiments, 2, 2, ledger.runs_used(), confirm_runs=ledger.rule.replicates - 1)
-    research = tools.ResearchTools(
-        ledger, ExperimentRunner(fake_execute, 2, warm_pool=False), budget, PROFILE.to_dict()
-    )
+    budget = Budget(n_experiments, 2, 2, ledger.runs_used(), confirm_runs=ledger.rule.replicates - 1)
+    loop = ResearchLoop(ledger, ExperimentRunner(fake_execute, 2, warm_pool=False), budget)
+    research = tools.ResearchTools(loop, PROFILE.to_dict())
     session = driver.Session(key, model, ledger, None, PROFILE, call_llm, Activity(echo=False), budget, research)
-    await research.run_jobs(await research.pending_jobs())
+    await research.loop.run_jobs(await research.loop.pending_jobs())
     directive = await driver.build_directive(session, max_turns)
     summary, error = await driver.run_agent(session, directive, max_turns)
     await research.runner.aclose()

@@ -1,20 +1,16 @@
-"""A realistic report snapshot for the UI tests, built from real `ledger_views` records (with a hostile title)."""
+"""A realistic report snapshot for the UI tests: real ledger records (one with a hostile title) through the real
+`build_snapshot`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from autoresearch.ledger.records import ExperimentRecord, ExperimentSpec, SeedRun
+from autoresearch.ledger.source import slugify
 from autoresearch.ledger.verdicts import GateRule
-from autoresearch.ledger.views import (
-    ExperimentRecord,
-    ExperimentSpec,
-    SeedRun,
-    judgement,
-    leaderboard,
-    lineage,
-    slugify,
-)
+from autoresearch.ledger.views import judgement, leaderboard
+from autoresearch.report.snapshot import StoreView, build_snapshot
 from autoresearch_types import ExperimentResult
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,100 +106,77 @@ def records() -> list[ExperimentRecord]:
     return out
 
 
-def _experiment(rec: ExperimentRecord) -> dict[str, Any]:
-    """One snapshot experiment entry, as the driver builds it."""
-    spec = rec.spec
-    keys = ("title", "slug", "parent", "batch_id", "change_summary", "hypothesis", "expected_effect", "overrides")
-    entry = {k: getattr(spec, k) for k in keys}
-    entry.update(created_at=spec.created_at, seq=rec.seq, train_py=rec.train_py)
-    entry["result"] = rec.result.to_dict() if rec.result else None
-    entry["runs"] = [
-        {"seed": r.seed, "seq": r.seq, "role": r.role, "outcome": r.result.outcome, "val_bpb": r.val_bpb}
-        for r in rec.runs
-    ]
-    return entry
-
-
 def snapshot() -> dict[str, Any]:
-    """The full snapshot contract the driver hands to `ui.render_report`."""
+    """The full snapshot the session hands to `ui.render_report`, built by the session's own `build_snapshot`."""
     recs = records()
     verdicts = judgement(recs, RULE)
     board = leaderboard(recs, verdicts)
-    return {
-        "run": {
-            "memory_key": "ui-test-key",
-            "model": "builtin",
-            "model_reason": f"no API key {HOSTILE}",
-            "dataset": "shakespeare",
-            "status": "running",
-            "error": "",
-            "n_experiments": 8,
-            "batch_size": 4,
-            "concurrency": 2,
-            "started_at": "2025-01-01T00:00:00Z",
-        },
-        "experiments": [_experiment(r) for r in recs],
-        "leaderboard": [row.to_dict() for row in board],
-        "lineage": lineage(recs, board),
-        "noise": {"sigma": verdicts.sigma, "df": verdicts.df, "gate": RULE.describe(), "incumbent": verdicts.incumbent},
-        "batch_plans": [
-            {
-                "batch_id": "b000",
-                "titles": [r.title for r in recs[:3]],
-                "rationale": f"config sweep {HOSTILE}",
-                "created_at": "2025-01-01T00:00:00Z",
-                "hypotheses": {HOSTILE: {"hypothesis": HOSTILE, "expected_effect": "none"}},
-            },
-            {
-                "batch_id": "b001",
-                "titles": [r.title for r in recs[3:]],
-                "rationale": "fork the winner",
-                "created_at": "2025-01-01T00:03:00Z",
-            },
-        ],
-        "audit_tail": [
-            {
-                "ts": "2025-01-01T00:00:01Z",
-                "actor": "driver",
-                "op": "write",
-                "path": "experiments/x/spec.json",
-                "reason": HOSTILE,
-                "sha": "abc123",
-            },
-        ],
-        "activity": [
-            {"t": 0.5, "kind": "turn", "name": "turn 1", "detail": "", "duration_s": 2.0, "error": ""},
-            {
-                "t": 1.0,
-                "kind": "code",
-                "name": "plan",
-                "detail": f"edit_train_code_batch([{{'title': {HOSTILE!r}}}])",
-                "duration_s": None,
-                "error": "",
-            },
-            {
-                "t": 2.0,
-                "kind": "tool",
-                "name": "run_experiment_batch",
-                "detail": "titles=[...]",
-                "duration_s": 95.5,
-                "error": "",
-            },
-            {
-                "t": 98.0,
-                "kind": "error",
-                "name": "edit_train_code_batch",
-                "detail": "",
-                "duration_s": 0.1,
-                "error": f"duplicate title {HOSTILE}",
-            },
-        ],
-        "usage": {"calls": 3, "prompt_tokens": 12000, "completion_tokens": 800, "cost_usd": 0.0123, "retries": 1},
-        "totals": {
-            "compute_s": 190.0,
-            "experiments_run": 5,
-            "runs": 12,
-            "by_outcome": {"success": 10, "oom": 1, "crash": 1},
-        },
-        "baseline_title": "baseline",
-    }
+    view = StoreView(recs, verdicts, board, RULE.describe(), BATCH_PLANS, AUDIT_TAIL)
+    return build_snapshot(view, RUN, ACTIVITY, USAGE)
+
+
+RUN: dict[str, Any] = {
+    "memory_key": "ui-test-key",
+    "model": "builtin",
+    "model_reason": f"no API key {HOSTILE}",
+    "dataset": "shakespeare",
+    "status": "running",
+    "error": "",
+    "n_experiments": 8,
+    "batch_size": 4,
+    "concurrency": 2,
+    "started_at": "2025-01-01T00:00:00Z",
+}
+BATCH_PLANS: list[dict[str, Any]] = [
+    {
+        "batch_id": "b000",
+        "titles": [row[0] for row in PLAN[:3]],
+        "rationale": f"config sweep {HOSTILE}",
+        "created_at": "2025-01-01T00:00:00Z",
+        "hypotheses": {HOSTILE: {"hypothesis": HOSTILE, "expected_effect": "none"}},
+    },
+    {
+        "batch_id": "b001",
+        "titles": [row[0] for row in PLAN[3:]],
+        "rationale": "fork the winner",
+        "created_at": "2025-01-01T00:03:00Z",
+    },
+]
+AUDIT_TAIL: list[dict[str, Any]] = [
+    {
+        "ts": "2025-01-01T00:00:01Z",
+        "actor": "driver",
+        "op": "write",
+        "path": "experiments/x/spec.json",
+        "reason": HOSTILE,
+        "sha": "abc123",
+    },
+]
+ACTIVITY: list[dict[str, Any]] = [
+    {"t": 0.5, "kind": "turn", "name": "turn 1", "detail": "", "duration_s": 2.0, "error": ""},
+    {
+        "t": 1.0,
+        "kind": "code",
+        "name": "plan",
+        "detail": f"edit_train_code_batch([{{'title': {HOSTILE!r}}}])",
+        "duration_s": None,
+        "error": "",
+    },
+    {
+        "t": 2.0,
+        "kind": "tool",
+        "name": "run_experiment_batch",
+        "detail": "titles=[...]",
+        "duration_s": 95.5,
+        "error": "",
+    },
+    {
+        "t": 98.0,
+        "kind": "error",
+        "name": "edit_train_code_batch",
+        "detail": "",
+        "duration_s": 0.1,
+        "error": f"duplicate title {HOSTILE}",
+    },
+]
+USAGE = {"calls": 3, "prompt_tokens": 12000, "completion_tokens": 800, "cost_usd": 0.0123, "retries": 1}

@@ -1,7 +1,7 @@
 """Hostile `train.py` files against the real sandbox and scorer: each is contained or flagged, never a forged success.
 
 Every attack runs under every isolating backend available here (`bubblewrap`, `userns`). Where a
-backend cannot contain an attack, the test skips it with the sentence `sandbox.missing_guarantees`
+backend cannot contain an attack, the test skips it with the sentence `backends.missing_guarantees`
 gives for that backend, so the skip is the documented gap and not a silent pass. An attack is
 *contained* when the run succeeds with exactly the honest baseline's `val_bpb` (the same weights,
 scored by the trusted side) and bounded fields; *flagged* when it ends `leak`, `tampered`,
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from autoresearch.sandbox import backends
 from autoresearch.sandbox import experiment as sandbox
 from autoresearch_types import ExperimentConfig, ExperimentResult
 
@@ -36,7 +37,7 @@ BASELINE = (REPO / "train.py").read_text()
 TINY = ExperimentConfig(
     n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, token_budget=3 * 4 * 32, vocab_size=512
 )
-ISOLATING = [b for b in ("bubblewrap", "userns") if b in sandbox.available_backends()]
+ISOLATING = [b for b in ("bubblewrap", "userns") if b in backends.available_backends()]
 FLAGGED = ("leak", "tampered", "implausible", "crash")
 MEMORY_MB = 3072
 CONCURRENT_RUNS = 2
@@ -150,7 +151,7 @@ def assert_flagged(attack: Attack, outcomes: tuple[str, ...] = FLAGGED) -> None:
 
 def skip_unless_guaranteed(backend: str, gap: str) -> None:
     """Skip with the backend's own stated missing guarantee when it lists `gap`."""
-    stated = [g for g in sandbox.missing_guarantees(backend) if gap in g]
+    stated = [g for g in backends.missing_guarantees(backend) if gap in g]
     if stated:
         pytest.skip(f"{backend} cannot contain this: {stated[0]}")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import parallelized_autoresearch as pa
-from autoresearch.session import inputs as validation
+from autoresearch.session import inputs
 
 BAD = [
     (["--memory-key", "../escape"], "memory key '../escape' is not allowed"),
@@ -54,19 +54,16 @@ def test_bad_input_exits_2_with_one_clear_line_before_any_work(
 
 
 def test_more_runs_than_cores_is_allowed_with_a_warning() -> None:
-    warnings = validation.run_inputs({"n_experiments": 4, "batch_size": 2, "concurrency": 64, "max_turns": 3})
-    assert warnings and "each run still trains on one thread" in warnings[0]
+    given = {"n_experiments": 4, "batch_size": 2, "concurrency": 3, "max_turns": 3}
+    warnings = inputs.run_inputs(given, cores=2)
+    assert warnings and "each run still trains on one thread" in warnings[0] and "2 CPU cores" in warnings[0]
+    assert inputs.run_inputs(given, cores=3) == [], "no warning when every run has a core"
 
 
 def test_the_driver_task_applies_the_same_rules_to_its_inputs() -> None:
-    with pytest.raises(validation.InputError, match="memory key"):
-        validation.run_inputs(
-            {"n_experiments": 1, "batch_size": 1, "concurrency": 1, "max_turns": 1, "memory_key": "a/b"}
-        )
-    assert (
-        validation.config_problem(pa.ExperimentConfig(n_embd=60, n_head=8))
-        == "n_embd (60) must be divisible by n_head (8)"
-    )
+    with pytest.raises(inputs.InputError, match="memory key"):
+        inputs.run_inputs({"n_experiments": 1, "batch_size": 1, "concurrency": 1, "max_turns": 1, "memory_key": "a/b"})
+    assert pa.ExperimentConfig(n_embd=60, n_head=8).problem() == "n_embd (60) must be divisible by n_head (8)"
 
 
 @pytest.mark.timeout(600)

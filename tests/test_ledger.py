@@ -23,20 +23,10 @@ import pytest
 from conftest import TEST_STATE
 
 from autoresearch.ledger import ledger
+from autoresearch.ledger.records import ExperimentRecord, ExperimentSpec, SeedRun
+from autoresearch.ledger.source import check_source, normalize_code, signature, slugify
 from autoresearch.ledger.verdicts import GateRule
-from autoresearch.ledger.views import (
-    ExperimentRecord,
-    ExperimentSpec,
-    SeedRun,
-    check_source,
-    history_table,
-    judgement,
-    leaderboard,
-    lineage,
-    normalize_code,
-    signature,
-    slugify,
-)
+from autoresearch.ledger.views import history_table, judgement, leaderboard, lineage
 from autoresearch_types import ExperimentConfig, ExperimentResult
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -339,7 +329,8 @@ async def test_64_concurrent_results_are_all_kept(ledger_state: Path) -> None:
 RESUME_WRITER = """
 import asyncio, json, os, sys
 sys.path.insert(0, {root!r})
-import flyte, ledger
+import flyte
+from autoresearch.ledger import ledger
 from autoresearch_types import ExperimentResult
 env = flyte.TaskEnvironment(name="ledger_resume_writer")
 warmup = open({root!r} + "/train.py").read().replace(

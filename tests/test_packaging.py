@@ -40,16 +40,40 @@ def test_every_module_is_packaged_and_in_the_readme_layout() -> None:
     modules = sorted(p.stem for p in REPO.glob("*.py"))
     assert sorted(listed) == modules, "pyproject's py-modules must list every top-level module"
     readme = (REPO / "README.md").read_text()
-    assert [m for m in modules if f"`{m}.py`" not in readme] == [], "the README's module map names every module"
+    layout = readme[readme.index("## Layout") : readme.index("## Data")]
+    assert [m for m in modules if f"`{m}.py`" not in layout] == [], "the README's layout names every face"
+    for folder in sorted(p for p in (REPO / "autoresearch").iterdir() if p.is_dir() and p.name != "__pycache__"):
+        block = layout[layout.index(f"- `autoresearch/{folder.name}/`") :]
+        block = block[: block.index("\n- `", 3)] if "\n- `" in block[3:] else block
+        missing = [p.name for p in folder.glob("*.py") if p.name != "__init__.py" and f"`{p.name}`" not in block]
+        assert not missing, f"the README's layout names every module of autoresearch/{folder.name}/: {missing}"
 
 
-def test_readme_documents_every_cli_flag() -> None:
+def readme_flag_rows() -> dict[str, str]:
+    """The README's flag table: flag -> its default cell."""
+    readme = (REPO / "README.md").read_text()
+    rows = re.findall(r"^\| `(--[a-z-]+)[^`]*` \| ([^|]*) \|", readme, re.M)
+    return {flag: cell.strip() for flag, cell in rows}
+
+
+def test_readme_documents_every_cli_flag_with_the_default_the_code_applies() -> None:
     from autoresearch.session import cli
 
-    readme = (REPO / "README.md").read_text()
-    flags = [a.option_strings[0] for a in cli.build_parser()._actions if a.option_strings[0].startswith("--")]
-    missing = [f for f in flags if f != "--help" and f not in readme]
-    assert not missing, f"README does not document {missing}"
+    actions = [a for a in cli.build_parser()._actions if a.option_strings[0].startswith("--") and a.dest != "help"]
+    rows = readme_flag_rows()
+    assert [a.option_strings[0] for a in actions if a.option_strings[0] not in rows] == [], "every flag has a row"
+    applied = cli.effective_defaults()
+    for action in actions:
+        flag = action.option_strings[0]
+        value = applied.get(flag, action.default)
+        cell = rows[flag]
+        if flag == "--config" or value in (None, "", False) or (value == 0 and action.type is float and "none" in cell):
+            assert cell, f"{flag} has an empty default cell"
+            continue
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        assert re.search(rf"(^|[^\w.]){re.escape(shown)}($|[^\w.])", cell.strip("`")), (
+            f"README says {flag} defaults to {cell!r}; the code applies {shown}"
+        )
 
 
 def test_cli_refuses_bad_input_with_a_clear_message() -> None:

@@ -13,7 +13,7 @@ import pytest
 from flyte.ai.agents._code import extract_python_code
 
 import tools
-from autoresearch.ledger.views import check_source
+from autoresearch.ledger.source import check_source
 from autoresearch.planner import builtin as planner
 from autoresearch.planner import recipes
 from autoresearch.planner.policy import AXES, Policy, evidence, search_space, stale_experiments

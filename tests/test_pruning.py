@@ -11,13 +11,14 @@ import pytest
 
 from autoresearch.lab import pruning
 from autoresearch.lab.pruning import PruneRule
+from autoresearch.sandbox import curve as curves
 from autoresearch.sandbox import experiment as sandbox
 from autoresearch_types import ExperimentConfig
 
 BASELINE = (Path(__file__).resolve().parent.parent / "train.py").read_text()
 
 
-def curve(start: float, end: float, n: int = 20) -> pruning.Curve:
+def curve(start: float, end: float, n: int = 20) -> curves.Curve:
     """A straight learning curve from `start` to `end` over the budget."""
     return [((i + 1) / n, start + (end - start) * (i + 1) / n) for i in range(n)]
 
@@ -36,9 +37,9 @@ def test_parse_curve_keeps_only_well_formed_points_in_range() -> None:
         json.dumps({"step": 40, "loss": 6.1}),
         json.dumps({"step": 10, "loss": 6.4}),  # a later report for the same step wins
     ]
-    assert pruning.parse_curve("\n".join(lines), planned_steps=100) == [(0.1, 6.4), (0.4, 6.1)]
+    assert curves.parse_curve("\n".join(lines), planned_steps=100) == [(0.1, 6.4), (0.4, 6.1)]
     many = "\n".join(json.dumps({"step": s, "loss": 1.0}) for s in range(1, 5001))
-    assert len(pruning.parse_curve(many, 5000)) == pruning.MAX_POINTS
+    assert len(curves.parse_curve(many, 5000)) == curves.MAX_POINTS
 
 
 @pytest.mark.parametrize(
@@ -59,11 +60,11 @@ def test_a_run_is_stopped_only_when_clearly_worse_and_only_after_the_rung() -> N
     (rung, limit), _ = limits
     assert rung == 0.25 and 6.5 < limit < 6.8, "the median plus three times the seed noise, at a quarter of the budget"
     losing = curve(7.5, 7.0)
-    assert pruning.verdict(losing[:3], limits) is None, "not at the rung yet"
-    assert "pruned at 25% of its budget" in pruning.verdict(losing[:6], limits)
-    assert pruning.verdict(curve(7.0, 4.9)[:12], limits) is None, "as good as the others: never pruned"
+    assert curves.verdict(losing[:3], limits) is None, "not at the rung yet"
+    assert "pruned at 25% of its budget" in curves.verdict(losing[:6], limits)
+    assert curves.verdict(curve(7.0, 4.9)[:12], limits) is None, "as good as the others: never pruned"
     noisy = curve(7.08, 5.1)
-    assert pruning.verdict(noisy, limits) is None, "inside the noise margin"
+    assert curves.verdict(noisy, limits) is None, "inside the noise margin"
 
 
 TINY = ExperimentConfig(

@@ -20,9 +20,11 @@ import pytest
 import tools
 from autoresearch import llm
 from autoresearch.agent import subagent as ra
+from autoresearch.lab.budget import Budget
+from autoresearch.lab.loop import ResearchLoop
 from autoresearch.lab.runner import ExperimentRunner
 from autoresearch.ledger import ledger as ledger_mod
-from autoresearch.planner.recipes import BY_NAME, RECIPES
+from autoresearch.planner.recipes import BY_NAME, FAMILY_STEP, RECIPES
 from autoresearch_types import ExperimentConfig, ExperimentResult
 
 MARKER = "AGENT-TRANSCRIPT-ONLY-7f3a"
@@ -60,10 +62,10 @@ def history_row(title: str, tags: str, verdict: str, gain: float | None) -> dict
 
 
 def test_every_recipe_family_has_a_step_type() -> None:
-    assert {r.family for r in RECIPES} <= set(ra.FAMILY_STEPS), "a new family needs its step type"
-    assert set(ra.FAMILY_STEPS.values()) == set(ra.STEP_TYPES)
-    assert ra.step_of("grad-clip") == "small" and ra.step_of("activation") == "medium"
-    assert ra.step_of("tie-embeddings") == "radical" and ra.step_of("unheard-of") == "medium"
+    assert {r.family for r in RECIPES} <= set(FAMILY_STEP), "a new family needs its step type"
+    assert set(FAMILY_STEP.values()) == set(ra.STEP_TYPES), "the one table of recipe families covers every step type"
+    assert BY_NAME["grad-clip-1"].step == "small" and BY_NAME["relu2"].step == "medium"
+    assert BY_NAME["tied-embeddings"].step == "radical" and BY_NAME["embedding-lr-3x"].step == "medium"
 
 
 def test_budget_warns_near_the_end_and_stops_past_it() -> None:
@@ -194,9 +196,8 @@ def tool_set(ledger: ledger_mod.Ledger, call_llm: Any = None, model: str = "") -
         raise AssertionError("the research subagent started a run")
 
     runner = ExperimentRunner(never, 1, warm_pool=False)
-    research = tools.ResearchTools(
-        ledger, runner, tools.Budget(5, 2, 1), {"dataset": "shakespeare"}, call_llm=call_llm, model=model
-    )
+    loop = ResearchLoop(ledger, runner, Budget(5, 2, 1))
+    research = tools.ResearchTools(loop, {"dataset": "shakespeare"}, call_llm=call_llm, model=model)
     return {f.__name__: f for f in research.as_tools()}
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from autoresearch.sandbox import pool as sandbox_pool
-from autoresearch.sandbox import workdirs as leftovers
+from autoresearch.sandbox import workdirs
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4, "eval_tokens": 2048}
@@ -72,7 +72,7 @@ def test_a_session_killed_with_experiments_in_flight_resumes_them(state_root: Pa
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with (tmp_path / "first.log").open("w") as log:
         first = subprocess.Popen(cli(key, state_root, seed), stdout=log, stderr=subprocess.STDOUT, env=env)
-        tag = leftovers.owner_tag(first.pid)
+        tag = workdirs.owner_tag(first.pid)
         give_up, flying = time.monotonic() + 600, []
         while first.poll() is None and time.monotonic() < give_up and not flying:
             flying = in_flight(state_root, key)

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from autoresearch.lab.runner import ExperimentRunner, Job
-from autoresearch.ledger.views import ExperimentRecord, ExperimentSpec
+from autoresearch.ledger.records import ExperimentRecord, ExperimentSpec
 from autoresearch.sandbox import pool as sandbox_pool
 from autoresearch_types import ExperimentResult
 

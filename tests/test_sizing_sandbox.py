@@ -51,6 +51,15 @@ def tiny_data() -> bundle.Bundle:
     return flyte.run(bundle.build_bundle, dataset="shakespeare", num_shards=1, vocab_size=512).outputs()[0]
 
 
+def ladder(first_mb: int, n: int, ceiling_mb: int) -> list[int]:
+    """The first `n` memory sizes the retry ladder tries from `first_mb` under `ceiling_mb` (the policy's own rule)."""
+    policy = sizing.SizingPolicy(cpu=1, floor_mb=256, ceiling_mb=ceiling_mb)
+    sizes = [sizing.Size(cpu=1, memory_mb=first_mb)]
+    while len(sizes) < n and (bigger := sizing.next_size(sizes[-1], policy)) is not None:
+        sizes.append(bigger)
+    return [s.memory_mb for s in sizes]
+
+
 def _fresh(config: dict) -> dict:
     """A random seed, so Flyte's cache (which ignores resources) cannot answer for the sandbox."""
     return {**config, "seed": random.Random().randint(1, 2**30), "vocab_size": 512}
@@ -62,9 +71,10 @@ def test_too_small_first_size_ooms_then_succeeds(tiny_data: bundle.Bundle) -> No
         run_sized, data=tiny_data, configs=[_fresh(TINY)], initial_mb=[450], ceiling_mb=4096
     ).outputs()[0]
     assert result.outcome == "success", result.message
-    assert result.oom_retries == 1
-    assert [s["memory_mb"] for s in result.sizes_tried] == [450, 962]
-    assert result.resources["memory_mb"] == 962
+    tried = [s["memory_mb"] for s in result.sizes_tried]
+    assert tried[0] == 450 and result.oom_retries == len(tried) - 1 >= 1, "450 MiB cannot even import torch"
+    assert tried == ladder(450, len(tried), 4096), "each retry climbs the ladder: at least twice the memory"
+    assert result.resources["memory_mb"] == tried[-1]
     assert result.val_bpb and result.val_bpb > 0
 
 
@@ -75,8 +85,8 @@ def test_experiment_that_never_fits_fails_cleanly_and_the_batch_goes_on(tiny_dat
         0
     ]
     assert huge.outcome == "oom"
-    assert huge.oom_retries == 2
-    assert [s["memory_mb"] for s in huge.sizes_tried] == [700, 1400, 2048]
+    assert huge.oom_retries == 2, "the policy's two retries, then it stops"
+    assert [s["memory_mb"] for s in huge.sizes_tried] == ladder(700, 3, 2048) == [700, 1400, 2048]
     assert "every size tried" in huge.message
     assert tiny.outcome == "success", tiny.message
     assert tiny.oom_retries == 0

@@ -141,26 +141,26 @@ def test_a_kill_mid_save_leaves_every_record_old_or_new(state_root: Path) -> Non
 
 
 def test_leftovers_of_dead_runs_are_removed_and_a_live_runs_are_kept(state_root: Path) -> None:
-    from autoresearch.sandbox import workdirs as leftovers
+    from autoresearch.sandbox import workdirs
 
     root = state_root / f"leftovers-{os.getpid()}-{time.monotonic_ns()}"
     root.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead_tag = leftovers.owner_tag(dead.pid)
+    dead_tag = workdirs.owner_tag(dead.pid)
     dead.wait()
     live = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
         names = {
             "dead": f"{dead_tag}-key-1",
             "dead_sandbox": f"train-{dead_tag}-abc",
-            "live": f"{leftovers.owner_tag(live.pid)}-key-2",
-            "mine": f"eval-{leftovers.owner_tag()}-def",
+            "live": f"{workdirs.owner_tag(live.pid)}-key-2",
+            "mine": f"eval-{workdirs.owner_tag()}-def",
             "untagged": "key-3-0123abcd",
         }
         for name in names.values():
             (root / name).mkdir()
             (root / name / "file").write_text("x")
-        removed = {p.name for p in leftovers.clean(root)}
+        removed = {p.name for p in workdirs.clean(root)}
         assert removed == {names["dead"], names["dead_sandbox"]}
         assert sorted(p.name for p in root.iterdir()) == sorted([names["live"], names["mine"], names["untagged"]])
     finally:

@@ -190,4 +190,4 @@ def test_the_readme_documents_every_subcommand_and_its_flags() -> None:
         assert f"parallelized_autoresearch.py {name}" in readme
         flags = [a.option_strings[0] for a in sub._actions if a.option_strings and a.option_strings[0] != "-h"]
         assert all(f in readme for f in flags), (name, flags)
-    assert "autoresearch/report/summary.py" in readme and "autoresearch/session/commands.py" in readme
+    assert "`summary.py`: what `summary` and `list` show" in readme and "`commands.py`: the store side" in readme

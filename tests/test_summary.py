@@ -14,8 +14,9 @@ import pytest
 from test_ledger import BASELINE, SCENARIOS, WARMUP, run
 
 from autoresearch.ledger import ledger
+from autoresearch.ledger.records import ExperimentRecord, ExperimentSpec, SeedRun
 from autoresearch.ledger.verdicts import GateRule, audit_summary
-from autoresearch.ledger.views import ExperimentRecord, ExperimentSpec, SeedRun, judgement, leaderboard
+from autoresearch.ledger.views import judgement, leaderboard
 from autoresearch.report import summary
 from autoresearch_types import ExperimentConfig, ExperimentResult
 

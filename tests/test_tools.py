@@ -21,10 +21,12 @@ import parallelized_autoresearch as pa
 import tools
 from autoresearch import llm
 from autoresearch.agent import arxiv
-from autoresearch.lab.runner import ExperimentRunner
+from autoresearch.lab.budget import Budget
+from autoresearch.lab.loop import ResearchLoop
+from autoresearch.lab.runner import ExperimentRunner, task_call
 from autoresearch.ledger import ledger as ledger_mod
+from autoresearch.sandbox import backends
 from autoresearch.sandbox import experiment as sandbox
-from autoresearch.session import driver
 from autoresearch_types import ExperimentConfig
 
 BASELINE = (Path(__file__).resolve().parent.parent / "train.py").read_text()
@@ -95,22 +97,18 @@ async def exercise_tools(data: bundle.Bundle, key: str) -> str:
     """Call every tool the way the agent does, on a real ledger; return what each said (JSON)."""
     ledger = await ledger_mod.Ledger.open(key, TINY)
     tool_obj = dataclasses.replace(pa.run_experiment, model=llm.BUILTIN)
-    async with ExperimentRunner(driver.make_call(tool_obj, ledger, data, sandbox.default_backend()), 2) as runner:
-        research = tools.ResearchTools(
-            ledger=ledger,
-            runner=runner,
-            budget=tools.Budget(n_experiments=5, batch_size=2, concurrency=2),
-            profile={"dataset": "shakespeare"},
-        )
+    async with ExperimentRunner(task_call(tool_obj, ledger, data, backends.default_backend()), 2) as runner:
+        loop = ResearchLoop(ledger, runner, Budget(n_experiments=5, batch_size=2, concurrency=2))
+        research = tools.ResearchTools(loop, profile={"dataset": "shakespeare"})
         return await exercise(ledger, research)
 
 
 async def exercise(ledger: Any, research: tools.ResearchTools) -> str:
     """Every tool, called the way the agent calls them."""
     t = {f.__name__: f for f in research.as_tools()}
-    owed = await research.pending_jobs()
+    owed = await research.loop.pending_jobs()
     out: dict[str, Any] = {"owed": [(j.title, j.seed, j.role) for j in owed]}
-    await research.run_jobs(owed)
+    await research.loop.run_jobs(owed)
     out["baseline"] = await t["get_baseline_train_code"]()
     out["info"] = await t["inspect_dataset"]()
     out["budget_key"] = await t["edit_train_code_batch"]([{"title": "More steps", "overrides": {"max_steps": 999}}])
@@ -144,10 +142,10 @@ async def exercise_async(data: bundle.Bundle, key: str) -> str:
     """submit_experiments returns at once; wait_for_results hands back runs as they finish, already recorded."""
     ledger = await ledger_mod.Ledger.open(key, TINY)
     tool_obj = dataclasses.replace(pa.run_experiment, model=llm.BUILTIN)
-    async with ExperimentRunner(driver.make_call(tool_obj, ledger, data, sandbox.default_backend()), 2) as runner:
-        research = tools.ResearchTools(ledger, runner, tools.Budget(6, 3, 2), {"dataset": "shakespeare"})
+    async with ExperimentRunner(task_call(tool_obj, ledger, data, backends.default_backend()), 2) as runner:
+        research = tools.ResearchTools(ResearchLoop(ledger, runner, Budget(6, 3, 2)), {"dataset": "shakespeare"})
         t = {f.__name__: f for f in research.as_tools()}
-        await research.run_jobs(await research.pending_jobs())
+        await research.loop.run_jobs(await research.loop.pending_jobs())
         edits = [{"title": f"Width {w}", "overrides": {"n_embd": w}} for w in (40, 48, 64)]
         await t["edit_train_code_batch"](edits)
         out: dict[str, Any] = {"submitted": await t["submit_experiments"]([e["title"] for e in edits])}
@@ -156,7 +154,7 @@ async def exercise_async(data: bundle.Bundle, key: str) -> str:
         recorded = {r.title: len(r.runs) for r in await ledger.records()}
         out["first"], out["recorded"] = first, recorded
         out["rest"] = await t["wait_for_results"](10, 300)
-        out["after"] = research.slot_state()
+        out["after"] = research.loop.slot_state()
         out["bad"] = await t["wait_for_results"]("many")
     return json.dumps(out, default=str)
 
@@ -232,8 +230,7 @@ def test_every_tool_on_a_real_ledger_with_real_runs(state_root: Path) -> None:
 def test_handled_experiment_failures_log_no_traceback() -> None:
     import sys
 
-    from autoresearch.sandbox import experiment as sandbox
-    from autoresearch.session import monitor
+    from autoresearch.session import activity as monitor
     from autoresearch_types import ExperimentResult
 
     def record(exc: BaseException) -> logging.LogRecord:

@@ -12,6 +12,8 @@ import pytest
 
 import tools
 from autoresearch.agent import tutorial as tools_tutorial
+from autoresearch.lab.budget import Budget
+from autoresearch.lab.loop import ResearchLoop
 from autoresearch.lab.runner import ExperimentRunner, Job
 from autoresearch.ledger import ledger as ledger_mod
 from autoresearch_types import ExperimentConfig, ExperimentResult
@@ -32,14 +34,11 @@ async def fake_execute(job: Job, extras: dict[str, Any]) -> ExperimentResult:
 async def tutorial_calls(key: str) -> str:
     """The tutorial's documented sequence, verbatim, then its single-edit and flyte_map-style calls."""
     ledger = await ledger_mod.Ledger.open(key, ExperimentConfig(vocab_size=512))
-    research = tools.ResearchTools(
-        ledger=ledger,
-        runner=ExperimentRunner(fake_execute, 2, warm_pool=False),
-        budget=tools.Budget(n_experiments=16, batch_size=3, concurrency=2),
-        profile={"dataset": "shakespeare", "vocab_size": 512},
-    )
+    runner = ExperimentRunner(fake_execute, 2, warm_pool=False)
+    loop = ResearchLoop(ledger, runner, Budget(n_experiments=16, batch_size=3, concurrency=2))
+    research = tools.ResearchTools(loop, profile={"dataset": "shakespeare", "vocab_size": 512})
     t = {f.__name__: f for f in research.as_tools()}
-    await research.run_jobs(await research.pending_jobs())
+    await research.loop.run_jobs(await research.loop.pending_jobs())
     out: dict[str, Any] = {"names": sorted(t)}
     plan = [{"title": "higher-lr", "hypothesis": "faster"}, {"title": "deeper-2L", "hypothesis": "capacity"}]
     out["plan"] = await t["record_batch_plan"](batch_id="batch-1-sweep", experiments=plan)
@@ -119,7 +118,7 @@ def test_every_tool_documents_its_result_keys_and_builds_without_warnings(caplog
     from flyte.ai.agents import Agent
 
     runner = ExperimentRunner(fake_execute, 1, warm_pool=False)
-    research = tools.ResearchTools(ledger=None, runner=runner, budget=tools.Budget(4, 2, 2), profile={})  # type: ignore[arg-type]
+    research = tools.ResearchTools(ResearchLoop(None, runner, Budget(4, 2, 2)), profile={})  # type: ignore[arg-type]
     registered = research.as_tools()
     for tool in registered:
         doc = tool.__doc__ or ""

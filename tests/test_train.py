@@ -44,8 +44,8 @@ def test_short_training_lowers_loss(tiny_bundle: Path) -> None:
 def test_time_budget_stops_training(tiny_bundle: Path) -> None:
     config = TINY.with_overrides({"token_budget": 20_000 * TINY.tokens_per_step, "time_budget_s": 1.0})
     _, summary = train.run_training(config, handed_data(tiny_bundle, config, "capped"))
-    assert 0 < summary.steps < 20_000
-    assert summary.train_seconds < 3.0
+    assert 0 < summary.steps < 20_000, "the time cap, not the token budget, ended training"
+    assert summary.train_seconds >= config.time_budget_s, "it trained until the cap, then stopped"
 
 
 def test_build_model_is_seeded_and_shapes_match() -> None:

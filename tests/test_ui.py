@@ -9,9 +9,11 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pytest
+import report_snapshot
 from report_snapshot import HOSTILE, N_CONFIRMED, N_FAILED, N_SUCCESS, snapshot
 
 import ui
+from autoresearch.agent import prompts
 from autoresearch.report import chart as ui_chart
 from autoresearch.report import html as ui_html
 from autoresearch.report import parts as ui_parts
@@ -145,7 +147,9 @@ def test_lineage_highlights_the_path_to_the_confirmed_best(snap: dict[str, Any])
 def test_summary_figures_and_verdict(snap: dict[str, Any]) -> None:
     fragment = ui.render_report(snap)["Summary"]
     assert "+4.87%" in fragment and "1.8550" in fragment and "relu-squared" in fragment
-    assert "12,800" in fragment and "$0.0123" in fragment and "190 s" in fragment
+    compute = sum(run.result.wall_seconds for rec in report_snapshot.records() for run in rec.runs)
+    assert snap["totals"]["compute_s"] == compute, "the snapshot's compute is every recorded run's wall time"
+    assert "12,800" in fragment and "$0.0123" in fragment and f"{compute:.0f} s" in fragment
     assert "12 / 8" in fragment and "not run" in fragment
     assert "seed noise sigma" in fragment and "0.0075" in fragment
     assert "Confirmed gain: relu-squared at 1.8550 ± 0.0029 (3 seeds)" in fragment
@@ -249,14 +253,16 @@ def test_directive_carries_budget_bounds_noise_and_prior_research(snap: dict[str
     from autoresearch_types import DatasetProfile, ExperimentConfig, WorkshopBounds
 
     profile = DatasetProfile("shakespeare", 1, 512, 100_000, 9_000, 8_000, 300, 20, 20, 3.1, ["hamlet"], ["macbeth"])
-    budget = ui.budget_dict(8, 4, 2, 300, 30.0, 12)
+    budget = prompts.budget_dict(8, 4, 2, 300, 30.0, 12)
     noise = {"sigma": 0.0123, "df": 2, "gate": "THE GATE", "baseline": {"val_bpb": 2.5, "se": 0.01, "n_seeds": 3}}
-    fresh = ui.directive(profile, ExperimentConfig(), WorkshopBounds(), budget, noise=noise)
+    fresh = prompts.directive(profile, ExperimentConfig(), WorkshopBounds(), budget, noise=noise)
     assert "runs for this memory key: 8 in total" in fresh and "None yet" in fresh and '"n_layer": [' in fresh
     assert "sigma = 0.0123" in fresh and "THE GATE" in fresh and "2.5000 ± 0.0100 over 3 seeds" in fresh
     assert "token_budget" in fresh and "are refused" in fresh and "truncated" in fresh
     assert '"seed"' not in fresh.split("base config:")[1].split("\n")[0], "the seed belongs to the run"
     best = {"title": "LR up", "val_bpb": 1.5}
-    resumed = ui.directive(profile, ExperimentConfig(), WorkshopBounds(), budget, "| # | title |\n| 1 | LR up |", best)
+    resumed = prompts.directive(
+        profile, ExperimentConfig(), WorkshopBounds(), budget, "| # | title |\n| 1 | LR up |", best
+    )
     assert "Prior research under this memory key" in resumed
     assert "Confirmed best so far: 'LR up' at mean val_bpb 1.5000" in resumed

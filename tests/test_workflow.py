@@ -14,12 +14,14 @@ from test_ledger import BASELINE, WARMUP, ledger_state, ok, run, scenario  # noq
 
 import tools
 from autoresearch import llm
+from autoresearch.lab.budget import Budget
 from autoresearch.lab.goal import Goal, goal_met
 from autoresearch.lab.judge import Case, Judge, borderline, builtin_decision, case_for, parse_reply
+from autoresearch.lab.loop import ResearchLoop
 from autoresearch.lab.runner import ExperimentRunner
 from autoresearch.ledger import ledger
+from autoresearch.ledger.records import ExperimentRecord, ExperimentSpec, LeaderboardRow, SeedRun, infer_step
 from autoresearch.ledger.verdicts import Arrival, Decision, GateRule, Verdict, judge
-from autoresearch.ledger.views import ExperimentRecord, ExperimentSpec, LeaderboardRow, SeedRun, infer_step
 from autoresearch.planner.policy import Fork, Move, Policy, code_batch, preferred_step, search_space, step_of
 from autoresearch.planner.recipes import BY_NAME
 from autoresearch_types import ExperimentResult
@@ -295,14 +297,14 @@ async def goal_stops_research(key: str) -> Any:
         raise AssertionError("nothing runs in this scenario")
 
     async with ExperimentRunner(never, 1, local=False) as runner:
-        research = tools.ResearchTools(led, runner, tools.Budget(20, 2, 1), {}, goal=Goal(gain_pct=5.0))
+        research = tools.ResearchTools(ResearchLoop(led, runner, Budget(20, 2, 1), goal=Goal(gain_pct=5.0)), {})
         (rec,) = await led.specs(["Warmup"])
         before = research.budget.remaining
         for seed, v in enumerate((2.40, 2.41, 2.39)):
-            job = research.job(rec, "screen" if seed == 0 else "confirm", seed)
-            await research.record_job(job, ExperimentResult("success", val_bpb=v, seed=seed))
+            job = research.loop.job(rec, "screen" if seed == 0 else "confirm", seed)
+            await research.loop.record_job(job, ExperimentResult("success", val_bpb=v, seed=seed))
         after = research.budget.to_dict()
-        admitted = research.budget.admit(research.job(rec, "screen", 7))
+        admitted = research.budget.admit(research.loop.job(rec, "screen", 7))
         stopped = await research.stop_research("")
     return {"before": before, "after": after, "admitted": admitted, "stops": await led.stops(), "bad": stopped}
 

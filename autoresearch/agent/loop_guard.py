@@ -5,7 +5,7 @@ baseline. `LoopGuard` wraps the Agent's `call_llm` and, before each model call, 
 ended: the model's reply, the observation, and the tool calls its plan made (`ResearchTools.log`). It
 
 - rewrites a failed plan's observation so it names the line, the exception and what to do instead
-  (`plan_feedback`), and lists tool errors a successful plan did not show;
+  (`feedback.py`), and lists tool errors a successful plan did not show;
 - counts errored turns, and the turns each failure cost until the run made progress again;
 - detects a loop (`loop_reason`): the same plan twice in a row without progress, the same error three times,
   four failed plans in a row, or a cycle of two or three plans;
@@ -21,17 +21,16 @@ to finish with prose before any experiment ran. For the built-in planner it only
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from flyte.ai.agents import LLMMessage
 from flyte.ai.agents._code import extract_python_code
 
-from autoresearch.agent import feedback as plan_feedback
+from autoresearch.agent import feedback
 from autoresearch.agent.tutorial import KEY_ALIASES
-from autoresearch.ledger.views import BASELINE_TITLE
+from autoresearch.ledger.records import BASELINE_TITLE
 from autoresearch.planner import builtin as planner
 from autoresearch.planner.policy import Policy
-from tools import ResearchTools
 
 REPEAT = 2
 """The same plan this many times in a row, without progress, is a loop."""
@@ -83,7 +82,7 @@ def loop_reason(turns: list[Turn]) -> str:
     return ""
 
 
-def made_progress(calls: list[plan_feedback.ToolCall]) -> bool:
+def made_progress(calls: list[feedback.ToolCall]) -> bool:
     """True when one of a plan's calls saved or ran an experiment."""
     return any(
         isinstance(c.result, dict) and c.name in PROGRESS_TOOLS and bool(c.result.get(PROGRESS_TOOLS[c.name]))
@@ -91,10 +90,10 @@ def made_progress(calls: list[plan_feedback.ToolCall]) -> bool:
     )
 
 
-def error_signature(failure: plan_feedback.Failure | None, observation: str) -> str:
+def error_signature(failure: feedback.Failure | None, observation: str) -> str:
     """A short, stable name for a plan's error: `KeyError: 'max_steps'`, or the observation's first error line."""
     if failure is not None:
-        message = failure.message if failure.kind != "KeyError" else repr(plan_feedback.literal_key(failure.message))
+        message = failure.message if failure.kind != "KeyError" else repr(feedback.literal_key(failure.message))
         return f"{failure.kind}: {message}"[:120]
     lines = [ln.strip() for ln in observation.splitlines() if ln.strip() and not ln.startswith(("```", "Your code"))]
     return (lines[0] if lines else "error")[:120]
@@ -112,7 +111,28 @@ def plan_text(edit: dict[str, Any] | None, unrun: list[str]) -> str:
     )
 
 
-async def corrective_plan(research: ResearchTools) -> str:
+class Tools(Protocol):
+    """What the guard reads of the session's tools (`tools.ResearchTools`): their call log, the budget and ledger,
+    and the survey tools the corrective plan is built from. A protocol, so the agent layer imports no face."""
+
+    log: feedback.ToolCallLog
+
+    @property
+    def budget(self) -> Any: ...
+
+    @property
+    def ledger(self) -> Any: ...
+
+    async def inspect_dataset(self) -> dict[str, Any]: ...
+
+    async def get_leaderboard(self, top_n: int = 20) -> dict[str, Any]: ...
+
+    async def get_code_edit_history(self, last_n: int = 30) -> dict[str, Any]: ...
+
+    async def get_promising_code(self, top_k: int = 3) -> dict[str, Any]: ...
+
+
+async def corrective_plan(research: Tools) -> str:
     """The smallest plan that makes progress now, from the real tools and titles; "" when the budget is spent."""
     if research.budget.remaining <= 0:
         return ""
@@ -133,7 +153,7 @@ class LoopGuard:
     """A `call_llm` around another: feedback on failed plans, loop detection, one correction, then a clean stop."""
 
     call_llm: Any
-    research: ResearchTools
+    research: Tools
     tool_names: list[str]
     active: bool = True
     """False for the built-in planner: count errored turns, change nothing."""
@@ -179,16 +199,14 @@ class LoopGuard:
         calls = self.research.log.since(self._mark)
         self._mark = len(self.research.log)
         text = str(observation.get("content") or "")
-        failed = text.startswith(plan_feedback.ERROR_PREFIX)
+        failed = text.startswith(feedback.ERROR_PREFIX)
         extra = []
-        failure = await plan_feedback.replay(code, calls, self.tool_names) if failed and code else None
+        failure = await feedback.replay(code, calls, self.tool_names) if failed and code else None
         if failed and self.active:
-            extra.append(plan_feedback.explain(failure, text, calls, self.tool_names, KEY_ALIASES))
+            extra.append(feedback.explain(failure, text, calls, self.tool_names, KEY_ALIASES))
         elif self.active:
-            extra.append(plan_feedback.unseen_tool_errors(calls, text))
-        turn = Turn(
-            plan_feedback.normalise(code), error_signature(failure, text) if failed else "", made_progress(calls)
-        )
+            extra.append(feedback.unseen_tool_errors(calls, text))
+        turn = Turn(feedback.normalise(code), error_signature(failure, text) if failed else "", made_progress(calls))
         extra.append(await self.track(turn))
         extra = [e for e in extra if e]
         if extra and self.active:
@@ -233,7 +251,7 @@ class LoopGuard:
         return (
             f"This run is stuck: {reason}. Stop repeating it. This minimal plan works in the current state (real "
             f"tools, real titles); send it as your next reply, then build on it:\n```python\n{plan}\n```\n"
-            f"{plan_feedback.FRESH_SANDBOX}"
+            f"{feedback.FRESH_SANDBOX}"
         )
 
     async def fix_reply(
@@ -242,7 +260,7 @@ class LoopGuard:
         """Fence a plan sent without its fence; ask once more when the model would stop before any experiment."""
         if not self.active:
             return reply
-        fixed = plan_feedback.repair_reply(reply.content or "", self.tool_names)
+        fixed = feedback.repair_reply(reply.content or "", self.tool_names)
         if fixed:
             self.repaired_replies += 1
             return LLMMessage(content=fixed, tool_calls=reply.tool_calls, raw=reply.raw)
@@ -256,7 +274,7 @@ class LoopGuard:
             {"role": "user", "content": NO_CODE_NUDGE},
         ]
         again = await self.call_llm(model, system, asked, tools)
-        fixed = plan_feedback.repair_reply(again.content or "", self.tool_names)
+        fixed = feedback.repair_reply(again.content or "", self.tool_names)
         return LLMMessage(content=fixed, tool_calls=again.tool_calls, raw=again.raw) if fixed else again
 
     def totals(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ the read-only tools in `READ_ONLY`. Its loop is guarded by pure rules, each test
 - `detect_loop`: the same call three times in a row, or a repeating cycle of calls: corrected once, then stopped;
 - `check_answer`: the final answer must be the JSON table; a malformed one gets one correction request, then the
   offline ranking stands in, with a note saying so;
-- `rank_recipes` and `step_of`: the offline ranking of the recipe library from the ledger's verdicts and the
+- `rank_recipes`: the offline ranking of the recipe library from the ledger's verdicts and the
   recipes' priors (deterministic), and the step type of each recipe family.
 
 Its calls go through the agent's own `LLMClient`, so `--max-llm-cost` caps both; its share is added to the client's
@@ -27,26 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autoresearch import llm
+from autoresearch.ledger.records import STEPS, steps_text
 from autoresearch.planner.policy import evidence, finished, recipe_score
 from autoresearch.planner.recipes import MARKER, RECIPES, Recipe
 
-STEP_TYPES = ("small", "medium", "radical")
-"""small: a nudge to one knob; medium: one component changed; radical: architecture or optimiser changed."""
-
-FAMILY_STEPS: dict[str, str] = {
-    "grad-clip": "small",
-    "adam-betas": "small",
-    "embedding-lr": "small",
-    "decay-groups": "small",
-    "lr-schedule": "medium",
-    "activation": "medium",
-    "norm": "medium",
-    "init": "medium",
-    "tie-embeddings": "radical",
-    "qk-norm": "radical",
-}
-"""Recipe families by step type: optimiser settings are knob nudges, a swapped component is medium, a change to
-the model's structure (shared weights, a new normalisation inside attention) is radical."""
+STEP_TYPES = tuple(STEPS)
+"""The step types an idea may carry (`autoresearch.ledger.records.STEPS` says what each means)."""
 
 READ_ONLY = ("search_arxiv", "get_leaderboard", "get_code_edit_history", "read_train_code", "compare_experiments")
 """The only tools the sub-LLM may call: none of them writes to the ledger or starts a run."""
@@ -66,8 +52,7 @@ noise; "regression" made it worse; "within_noise" did nothing measurable). Do no
 When you are done, reply with JSON only, no tool call:
 {"ideas": [{"idea": "what to change, concretely", "evidence": ["ledger: <experiment title> (<verdict>)",
 "arXiv:<id> <paper title>"], "expected_effect": "e.g. -0.02 val_bpb", "step": "small" | "medium" | "radical"}]}
-step: small = a nudge to one config knob; medium = one component changed (schedule, activation, norm, init);
-radical = the architecture or the optimiser changed. Cite only experiments and papers the tools showed you."""
+step: {steps}. Cite only experiments and papers the tools showed you.""".replace("{steps}", steps_text())
 """The sub-LLM's system prompt (scripted test models recognise its first words)."""
 
 TOOL_SCHEMAS: tuple[dict[str, Any], ...] = tuple(
@@ -113,11 +98,6 @@ Tool = Callable[..., Awaitable[Any]]
 
 
 # ---------------------------------------------------------------- pure rules
-
-
-def step_of(family: str) -> str:
-    """The step type of a recipe family (`medium` for a family this table does not know)."""
-    return FAMILY_STEPS.get(family, "medium")
 
 
 def clamp_tokens(max_tokens: Any) -> int | None:
@@ -252,7 +232,7 @@ def rank_recipes(history: list[dict[str, Any]], best_source: str = "", best_titl
         ]
         cited.append(f"recipe library: prior {recipe.prior:.2f}; score {-neg_score:+.2f} after the ledger's verdicts")
         row = {"idea": f"{recipe.name}: {recipe.summary}", "evidence": cited}
-        row.update(expected_effect=recipe.expected_effect, step=step_of(recipe.family))
+        row.update(expected_effect=recipe.expected_effect, step=recipe.step)
         ideas.append(row)
     note = "Recipe library ranked by prior and the gate's verdicts on each recipe and its family."
     if left_out:

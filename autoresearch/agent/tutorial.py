@@ -27,13 +27,10 @@ import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from autoresearch.ledger.views import slugify
-from autoresearch_types import RUN_KEYS
-
-if TYPE_CHECKING:
-    from tools import ResearchTools
+import autoresearch_types
+from autoresearch.ledger.source import slugify
 
 TUTORIAL_TOOLS = ("edit_train_code", "record_hypothesis", "run_experiment", "get_seed_train_code")
 """Tools only the tutorial has; the other aliases share their name with this project's tool."""
@@ -41,7 +38,8 @@ KEY_ALIASES = {"entries": "rows", "trials": "experiments", "errors": "rejected",
 """Result keys the tutorial reads and what this project calls them (named in the feedback on a KeyError)."""
 CONFIG_RENAMES = {"device_batch_size": "batch_size"}
 """The tutorial's config names for this project's config keys."""
-RUN_OWNED = set(RUN_KEYS) | {"max_steps", "time_budget_sec"}
+RUN_OWNED = {*autoresearch_types.RUN_OWNED, "time_budget_sec"}
+"""What the run owns, with the tutorial's own name for the time cap."""
 """Config keys the run owns here: an alias drops them from `config_overrides` with a note."""
 RUN_TRAINING_NOTE = (
     "Here train.py's run_training(config, data_dir) returns the trained model, and trusted code computes val_bpb: "
@@ -123,7 +121,8 @@ def resolved_signature(func: Callable[..., Any]) -> inspect.Signature:
 class TutorialAPI:
     """The tutorial's calls over one run's `ResearchTools`; remembers tutorial batch labels and early hypotheses."""
 
-    tools: ResearchTools
+    tools: Any
+    """The session's `tools.ResearchTools` (the agent layer imports no face: it is handed the object)."""
     labels: dict[str, str] = field(default_factory=dict)
     """A tutorial batch label -> this project's batch id."""
     pending_plans: list[dict[str, Any]] = field(default_factory=list)

@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from autoresearch.ledger.source import unified_diff
 from autoresearch.ledger.verdicts import DECISIONS, Verdict
-from autoresearch.ledger.views import unified_diff
 
 NEAR_MISS_SIGMA = 0.5
 """A screen that missed, but beat the incumbent by at least this many sigma, is borderline."""
@@ -173,7 +173,7 @@ class Judge:
 def case_for(rec: Any, parent: Any, verdict: Verdict, incumbent_values: list[float], replicates: int) -> Case | None:
     """The judge's case for a ledger record whose verdict just settled, or None when the rule is clear.
 
-    `rec` and `parent` are `ledger_views.ExperimentRecord`s (parent None for a fork of nothing known)."""
+    `rec` and `parent` are `autoresearch.ledger.records.ExperimentRecord`s (parent None for a fork of nothing known)."""
     first = rec.runs[0].result if rec.runs else None
     curve = [(float(f), float(loss)) for f, loss in (first.curve if first else [])]
     parent_runs = [r for r in (parent.runs if parent else []) if r.val_bpb is not None]

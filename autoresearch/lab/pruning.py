@@ -18,12 +18,12 @@ there, never below `min_margin` of the loss), so noise alone does not stop a run
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass
 
-Curve = list[tuple[float, float]]
-"""(fraction of the token budget, training loss) points, in order."""
+from autoresearch.ledger.records import BASELINE_TITLE, ExperimentRecord
+from autoresearch.sandbox.curve import WINDOW, Curve, loss_at
+
 MODES = ("off", "median", "parent")
 
 
@@ -37,18 +37,12 @@ class PruneRule:
     min_margin: float = 0.01
     """The least margin, as a fraction of the reference loss (seed noise measured on few curves can be tiny)."""
     min_curves: int = 3
-    window: float = 0.05
+    window: float = WINDOW
     """A curve's loss at a rung is the mean of its points in the last `window` of the budget before it."""
 
     @property
     def on(self) -> bool:
         return self.mode != "off"
-
-
-def loss_at(curve: Curve, fraction: float, window: float) -> float | None:
-    """The mean reported loss in `[fraction - window, fraction]`, or None if the curve has no point there."""
-    points = [loss for f, loss in curve if fraction - window <= f <= fraction and math.isfinite(loss)]
-    return statistics.fmean(points) if points else None
 
 
 def noise_at(replicates: list[Curve], fraction: float, window: float) -> float | None:
@@ -77,38 +71,18 @@ def thresholds(rule: PruneRule, references: list[Curve], replicates: list[Curve]
     return out
 
 
-def verdict(curve: Curve, limits: list[tuple[float, float]], window: float = PruneRule.window) -> str | None:
-    """Why the run should stop now (its loss at a rung it has passed is above the threshold), or None."""
-    reached = max((f for f, _ in curve), default=0.0)
-    for rung, limit in limits:
-        if reached < rung:
-            continue
-        loss = loss_at(curve, rung, window)
-        if loss is not None and loss > limit:
-            return f"pruned at {rung:.0%} of its budget: training loss {loss:.4f} above the threshold {limit:.4f}"
-    return None
+def prune_limits(records: list[ExperimentRecord], parent: str | None, rule: PruneRule) -> list[tuple[float, float]]:
+    """The pruning thresholds for a new experiment forked from `parent`, from the finished runs' learning curves
+    (see `pruning.thresholds`): every successful run's for `median`, the parent's for `parent`."""
+    if not rule.on:
+        return []
 
+    def curves(recs: list[ExperimentRecord]) -> list[list[tuple[float, float]]]:
+        return [[(f, loss) for f, loss in run.result.curve] for r in recs for run in r.runs if run.val_bpb is not None]
 
-MAX_POINTS = 400
-"""A curve keeps at most this many points (a run may report as often as it likes)."""
-
-
-def parse_curve(text: str, planned_steps: int) -> Curve:
-    """The (fraction, loss) points of a progress log written by the sandboxed run: every malformed line, step
-    outside `[1, planned_steps]` or non-finite loss is dropped, and at most `MAX_POINTS` evenly spaced points kept."""
-    import json
-
-    points: dict[int, float] = {}
-    for line in text.splitlines():
-        try:
-            entry = json.loads(line)
-            step, loss = entry["step"], entry["loss"]
-        except (ValueError, TypeError, KeyError):
-            continue
-        ok = isinstance(step, int) and not isinstance(step, bool) and 1 <= step <= planned_steps
-        if ok and isinstance(loss, (int, float)) and not isinstance(loss, bool) and math.isfinite(loss):
-            points[step] = float(loss)
-    steps = sorted(points)
-    if len(steps) > MAX_POINTS:
-        steps = [steps[round(i * (len(steps) - 1) / (MAX_POINTS - 1))] for i in range(MAX_POINTS)]
-    return [(s / planned_steps, points[s]) for s in steps]
+    replicates = curves([r for r in records if r.title == BASELINE_TITLE])
+    if rule.mode == "parent":
+        references = curves([r for r in records if r.title == (parent or BASELINE_TITLE)])
+    else:
+        references = curves(records)
+    return thresholds(rule, references, replicates)

@@ -27,8 +27,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from autoresearch.lab import sizing
+from autoresearch.lab.pruning import PruneRule, prune_limits
 from autoresearch.lab.sizing import SizingPolicy
-from autoresearch.ledger.views import ExperimentRecord
+from autoresearch.ledger.ledger import Ledger
+from autoresearch.ledger.records import ExperimentRecord
 from autoresearch.sandbox import pool as sandbox_pool
 from autoresearch_types import ExperimentResult
 
@@ -288,3 +291,33 @@ class ExperimentRunner:
         until = time.monotonic() if until is None else until
         busy = sum(max(0.0, min(s.end or until, until) - max(s.start, since)) for s in self.slots)
         return busy / max(1e-9, self.concurrency * (until - since))
+
+
+def task_call(
+    tool_obj: Any,
+    ledger: Ledger,
+    data: Any,
+    backend: str,
+    allow_unsandboxed: bool = False,
+    prune: PruneRule | None = None,
+) -> Any:
+    """How the runner runs one job (an experiment on one seed) on the data bundle `data`: through the
+    `run_experiment` tool `tool_obj`, and so `right_size`, with
+    the runner's extras (its sizing policy and pool handle); failures become results. An experiment's first run
+    gets pruning thresholds from the curves finished so far (never a baseline seed or a confirmation re-run)."""
+    where = {"data": data, "backend": backend, "allow_unsandboxed": allow_unsandboxed}
+    rule = prune or PruneRule()
+
+    async def call(job: Job, extras: dict[str, Any]) -> ExperimentResult:
+        config = ledger.effective_config(job.record.spec).with_overrides({"seed": job.seed}).to_dict()
+        limits = prune_limits(await ledger.records(), job.record.spec.parent, rule) if job.role == "screen" else []
+        tool = dataclasses.replace(tool_obj, call_handler=sizing.handler(extras["policy"]))
+        try:
+            kwargs = {**where, "pool": extras["pool"], "prune": [list(x) for x in limits]}
+            result = await tool.aio(train_py=job.record.train_py, config=config, **kwargs)
+        except Exception as exc:  # right_size does not raise; this guards the batch against the unexpected
+            result = sizing.failure_from_exception(exc)
+        result.seed = job.seed
+        return result
+
+    return call

@@ -11,19 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from autoresearch.ledger.views import (
-    BASELINE_TITLE,
-    STEPS,
-    ExperimentSpec,
-    budget_of,
-    check_source,
-    close_titles,
-    infer_step,
-    normalize_code,
-    signature,
-    slugify,
-)
-from autoresearch.session.inputs import config_problem
+from autoresearch.ledger.records import BASELINE_TITLE, STEPS, ExperimentSpec, budget_of, infer_step
+from autoresearch.ledger.source import check_source, close_titles, normalize_code, signature, slugify
 from autoresearch_types import ExperimentConfig, WorkshopBounds
 
 
@@ -161,7 +150,7 @@ def plan_edit(edit: Any, ctx: EditContext, batch_id: str) -> PlannedEdit | str:
         return bad_source
     overrides = {**inherited, **report.values}
     config = ctx.base.with_overrides(overrides)
-    inconsistent = config_problem(config)
+    inconsistent = config.problem()
     if inconsistent:
         return f"these overrides cannot train: {inconsistent}. Change one of them (allowed ranges: {ctx.bounds.describe()})."
     step = _check_step(edit)

@@ -2,7 +2,7 @@
 
 Layout under the memory key (records, never tables; every view is derived from them on each read):
 
-    experiments/<slug>/spec.json    the planned experiment (`ledger_views.ExperimentSpec`)
+    experiments/<slug>/spec.json    the planned experiment (`records.ExperimentSpec`)
     experiments/<slug>/train.py     its effective source
     experiments/<slug>/runs/seed-<n>.json  one finished run on seed n, written when it arrives (with its arrival
                                     number `seq` and role: screen, replicate or confirm)
@@ -16,7 +16,7 @@ Layout under the memory key (records, never tables; every view is derived from t
 
 The driver process is the only writer (a save writes the whole working copy, so a second writer silently
 overwrites files); an `asyncio.Lock` serialises writes inside it, and every batch of edits and every result
-is followed by a save. Saves are atomic per file and damaged records are set aside on open (`ledger_store`).
+is followed by a save. Saves are atomic per file and damaged records are set aside on open (`store.py`).
 Use it inside a Flyte task: in local mode start the run with
 `flyte.with_runcontext(**run_context_kwargs())` so the store lands under the state dir, not `/tmp`.
 """
@@ -32,27 +32,20 @@ from typing import Any
 
 from autoresearch.ledger import store as ledger_store
 from autoresearch.ledger.edits import EditContext, PlannedEdit, now, plan_edit
-from autoresearch.ledger.store import init_local, run_context_kwargs, store_location
-from autoresearch.ledger.verdicts import DECISIONS, Decision, GateRule, Judgement
-from autoresearch.ledger.views import (
+from autoresearch.ledger.records import (
     BASELINE_TITLE,
     ExperimentRecord,
     ExperimentSpec,
     LeaderboardRow,
     budget_of,
-    close_titles,
-    history_table,
-    judgement,
-    leaderboard,
-    lineage,
-    lineage_text,
     seed_run,
     settings_record,
     settle_settings,
-    signature,
-    slugify,
-    unified_diff,
 )
+from autoresearch.ledger.source import close_titles, signature, slugify, unified_diff
+from autoresearch.ledger.store import init_local, run_context_kwargs, store_location
+from autoresearch.ledger.verdicts import DECISIONS, Decision, GateRule, Judgement
+from autoresearch.ledger.views import history_table, judgement, leaderboard, lineage, lineage_text
 from autoresearch_types import OUTCOMES, ExperimentConfig, ExperimentResult, WorkshopBounds
 
 __all__ = ["Ledger", "LedgerError", "init_local", "run_context_kwargs", "store_location"]
@@ -100,7 +93,7 @@ class Ledger:
         self.dataset: dict[str, Any] = {}
         self.exists = False
         self.damaged: list[dict[str, str]] = []
-        """Records set aside as damaged when the key was opened (see `ledger_store`)."""
+        """Records set aside as damaged when the key was opened (see `store.py`)."""
         self._lock = asyncio.Lock()
 
     # ---- opening
@@ -142,7 +135,7 @@ class Ledger:
     def settle(
         self, base: ExperimentConfig, rule: GateRule, explicit: Any, dataset: dict[str, Any] | None = None
     ) -> tuple[ExperimentConfig, GateRule, dict[str, Any]]:
-        """The key's fixed comparison: its stored settings, or these for a new key (see `ledger_views.settle_settings`)."""
+        """The key's fixed comparison: its stored settings, or these for a new key (see `records.settle_settings`)."""
         try:
             return settle_settings(self.stored_settings, base, rule, dataset or {}, set(explicit))
         except ValueError as exc:
@@ -412,7 +405,7 @@ class Ledger:
         return {v["title"]: v for v in found if isinstance(v, dict) and isinstance(v.get("title"), str)}
 
     async def _read_json_or_none(self, path: str) -> Any:
-        """A JSON record, or None when it does not parse (these kinds are not checked on open by `ledger_store`)."""
+        """A JSON record, or None when it does not parse (these kinds are not checked on open by `store.py`)."""
         try:
             return await self.memory.read_json.aio(path)
         except ValueError:
@@ -509,7 +502,7 @@ class Ledger:
         return judgement(await self.records(), self.rule, self.base_config, await self.decisions())
 
     async def leaderboard(self) -> list[LeaderboardRow]:
-        """Ranked by mean val_bpb over seeds, then scored-but-unranked, failed, not run (`ledger_views.leaderboard`)."""
+        """Ranked by mean val_bpb over seeds, then scored-but-unranked, failed, not run (`views.leaderboard`)."""
         return (await self.view())[2]
 
     async def best(self) -> LeaderboardRow | None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from autoresearch.sandbox import workdirs as leftovers
+from autoresearch.sandbox import workdirs
 
 LOCAL_SCOPE = {"project": "autoresearch", "domain": "development"}
 """Project and domain of a local store when Flyte was not initialised with any."""
@@ -243,7 +243,7 @@ async def open_working_copy(memory_key: str, state_dir: str | Path | None = None
 
     root = state_dir_of(state_dir)
     remote = store_location(memory_key, root)
-    work = root / WORK_DIR / f"{leftovers.owner_tag()}-{memory_key}-{uuid.uuid4().hex[:8]}"
+    work = root / WORK_DIR / f"{workdirs.owner_tag()}-{memory_key}-{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
     store = local_path(remote)
     exists = store.is_dir() if store is not None else await MemoryStore.exists(key=memory_key)

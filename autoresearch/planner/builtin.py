@@ -16,7 +16,8 @@ from typing import Any
 
 from flyte.ai.agents import LLMMessage
 
-from autoresearch.ledger.views import BASELINE_TITLE, best_line
+from autoresearch.ledger.records import BASELINE_TITLE
+from autoresearch.ledger.views import best_line
 from autoresearch.planner.policy import Fork, Policy, code_batch, search_space, sweep, tag_label, tags_of
 
 RESULT_PREFIX = "Execution result:"

@@ -20,7 +20,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from autoresearch.ledger.views import BASELINE_TITLE, infer_step
+from autoresearch.ledger.records import BASELINE_TITLE, infer_step
 from autoresearch.planner.recipes import BY_NAME, RECIPES, Recipe
 from autoresearch_types import trusted_bpb
 

@@ -3,7 +3,7 @@
 Each recipe is a list of anchored patches (`old` must occur exactly once, `new` replaces it). Applying
 one is checked: it is skipped (None) when an anchor is missing or ambiguous, when it is already in the
 source, or when another variant of its family is (SiLU and squared-ReLU do not stack); the result must
-pass `sandbox.preflight` (it parses and still defines the entry points). Every recipe leaves a marker
+pass the ledger's `check_source` (it parses and still defines the entry points). Every recipe leaves a marker
 comment `# recipe: <family>/<name>` on a line it writes, so "already applied" is visible in the source
 itself, whoever forked it. Patches that insert code keep their anchor intact, so recipes that insert at
 the same place (tied embeddings before the init, an init variant after it) still compose.
@@ -15,7 +15,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any
 
-from autoresearch.sandbox.classify import preflight
+from autoresearch.ledger.source import check_source
 
 MARKER = "# recipe: "
 FAMILY_STEP = {
@@ -85,7 +85,7 @@ class Recipe:
 
     @property
     def step(self) -> str:
-        """Its step type (see `ledger_views.STEPS`): a one-line tweak is small, a component medium, a change to
+        """Its step type (see `autoresearch.ledger.records.STEPS`): a one-line tweak is small, a component medium, a change to
         the architecture radical."""
         return FAMILY_STEP.get(self.family, "medium")
 
@@ -114,7 +114,7 @@ class Recipe:
             source = apply_patches(source, [{"old": old, "new": new} for old, new in self.patches])
         except ValueError:
             return None
-        return source if preflight(source) is None else None
+        return source if check_source(source) is None else None
 
 
 def _block(code: str, spaces: int) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from autoresearch.ledger.views import unified_diff
+from autoresearch.ledger.source import unified_diff
 from autoresearch.report.chart import chart_svg, curves_svg
 from autoresearch.report.parts import (
     _badge,

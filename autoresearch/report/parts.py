@@ -2,7 +2,7 @@
 
 Pure functions. Every string that may come from the agent, the LLM or the ledger goes through `_e`
 (html.escape); every number through `_num`. The names keep their leading underscore: they are the report
-modules' own vocabulary (`ui_html`, `ui_chart`), not an API for anything else.
+modules' own vocabulary (`html.py`, `chart.py`), not an API for anything else.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import html
 import math
 from typing import Any
 
-from autoresearch.ledger.views import BASELINE_TITLE, arrival_order
+from autoresearch.ledger.records import BASELINE_TITLE
+from autoresearch.ledger.views import arrival_order
 from autoresearch_types import trusted_bpb
 
 CSS = """

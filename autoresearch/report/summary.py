@@ -1,6 +1,6 @@
 """Summaries of a memory key from its stored records alone: pure functions from plain data to a dict and to text.
 
-`summary` and `list` (see `store_commands.py`) read the store and hand the records in; nothing here trains, calls an LLM,
+`summary` and `list` (see `autoresearch.session.commands`) read the store and hand the records in; nothing here trains, calls an LLM,
 touches Flyte or reads the clock, so the same records always give the same bytes. `build_summary` gathers the
 content once; `summary_text` and `summary_json` are two renderings of that one dict, so they never disagree.
 """
@@ -11,9 +11,10 @@ import dataclasses
 import json
 from typing import Any
 
-import ui
+from autoresearch.ledger.records import BASELINE_TITLE, ExperimentRecord, LeaderboardRow
 from autoresearch.ledger.verdicts import GateRule, Judgement
-from autoresearch.ledger.views import BASELINE_TITLE, ExperimentRecord, LeaderboardRow, fmt_mean, lineage
+from autoresearch.ledger.views import fmt_mean, lineage
+from autoresearch.report.text import audit_text, leaderboard_text
 
 LLM_FIELDS = ("calls", "prompt_tokens", "completion_tokens", "cost_usd")
 """The LLM usage counters a session's totals carry (`llm.Usage`) that a key's summary adds up."""
@@ -242,10 +243,10 @@ def noise_text(noise: dict[str, Any]) -> str:
 def summary_text(data: dict[str, Any]) -> str:
     """The summary for a terminal: one titled section per part of `build_summary`'s dict."""
     path = data["lineage"]["best_path"]
-    audit = ui.audit_text(data["audit"]) if data["audit"] else "no held-out audit yet (it runs when research ends)"
+    audit = audit_text(data["audit"]) if data["audit"] else "no held-out audit yet (it runs when research ends)"
     sections = [
         (f"Memory key {data['memory_key']}", f"last activity: {data['last_activity'] or '-'}"),
-        ("Leaderboard", ui.leaderboard_text(data["leaderboard"], limit=max(1, len(data["leaderboard"])))),
+        ("Leaderboard", leaderboard_text(data["leaderboard"], limit=max(1, len(data["leaderboard"])))),
         (
             "Lineage (* = best path: " + (" -> ".join(path) if path else "none yet") + ")",
             tree_text(data["lineage"]["tree"], data["leaderboard"]),

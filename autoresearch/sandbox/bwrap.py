@@ -143,7 +143,7 @@ def _close_inherited_fds() -> list[tuple]:
 class BwrapProcess:
     """One `bwrap` process we started: its exit status and CPU time, read by a thread that reaps it.
 
-    Shaped like what `unionai-sandbox` returns where `sandbox_pool` needs it: `returncode` (None
+    Shaped like what `unionai-sandbox` returns where `pool.py` needs it: `returncode` (None
     while running), `await wait()`, and `await close()` (kill if still running, then wait).
     A `pidfd` addresses the process, so a signal can never reach a recycled PID.
     """

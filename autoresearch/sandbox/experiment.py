@@ -4,7 +4,7 @@ The orchestrator side of the trust boundary. `run_sandboxed(spec)` does, in orde
 
 1. **Pre-flight** (`preflight`): `ast.parse` and the entry points `build_model(config)` and
    `run_training(config, data_dir)`. A failure is `invalid` and nothing is launched.
-2. **Three sandboxed processes** (`sandbox_pool`): `harness.py serve train`, `... serve serve` (the
+2. **Three sandboxed processes** (`pool.py`): `harness.py serve train`, `... serve serve` (the
    model server) and `... serve check` (a second, fresh model server), each in a fresh work dir
    under `prepare.state_dir()/runs/` (never `/tmp`) holding only copies of the fixed `harness.py`,
    `prepare.py` and `autoresearch_types.py`. Each does its slow imports and waits for its
@@ -13,7 +13,7 @@ The orchestrator side of the trust boundary. `run_sandboxed(spec)` does, in orde
 3. **Phase 1, train**: the edited `train.py`, `data/` (`meta.json` and exactly this run's batches,
    drawn here) and then the job arrive. No held-out token exists in this sandbox. The phase's wall
    and CPU time are measured from outside (`PhaseRun`); its summary file is read only after every
-   process of the phase is dead, through `sandbox_proc`'s careful readers, and every field is
+   process of the phase is dead, through `processes.py`'s careful readers, and every field is
    bounded (`steps` to `[0, max_steps]`, memory to the launch cap, `device` to a known name).
 4. **Phase 2, score**: the trusted scorer (`scorer.py`, in this process) holds the held-out windows
    and the byte table. The checkpoint (copied once, safely, from phase 1's dead work dir) goes to
@@ -22,12 +22,12 @@ The orchestrator side of the trust boundary. `run_sandboxed(spec)` does, in orde
    `.npy` file of float32 logits of exactly the shape asked, all finite), computes `val_bpb` with
    `prepare.score_logits` from the main server's logits, and mixes in blind probes (see `scorer`):
    a causality violation is `leak`, inconsistent answers are `tampered`.
-5. **Classification** (pure, `sandbox_classify`): success, truncated, oom, timeout, crash, invalid,
+5. **Classification** (pure, `classify.py`): success, truncated, oom, timeout, crash, invalid,
    leak, tampered or implausible. The only number that becomes `val_bpb` is the scorer's; what the
    sandbox writes is at most informational (`n_params`, memory), and bounded.
 
 Isolation (`missing_guarantees` lists what each backend cannot give): backend `bubblewrap` is our
-own `bwrap` launcher (`sandbox_bwrap`: PID, mount, network, IPC and user namespaces, read-only
+own `bwrap` launcher (`bwrap.py`: PID, mount, network, IPC and user namespaces, read-only
 system and virtualenv, private `/tmp`); `userns` is `unionai-sandbox`'s (no PID namespace, shared
 host `/tmp`). `DEFAULT_BACKEND` is the strongest one that works on this machine. Every backend gets
 `RLIMIT_AS` from `memory_mb`, a CPU-seconds cap, a thread count from `cpu` and an environment built
@@ -51,16 +51,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import json
 import math
 import os
 import secrets
 import shutil
-import sys
 import time
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,9 +66,9 @@ from typing import Any
 import numpy as np
 
 import prepare
-from autoresearch.lab import pruning
-from autoresearch.sandbox import bwrap as sandbox_bwrap
+from autoresearch.sandbox import curve as curves
 from autoresearch.sandbox import scorer
+from autoresearch.sandbox.backends import check_backend, default_backend
 from autoresearch.sandbox.classify import (  # noqa: F401 - re-exported: callers use sandbox.<name>
     BPB_FLOOR,
     CPU_CAP_CODES,
@@ -110,7 +107,6 @@ from autoresearch.sandbox.pool import (
     launch,
     runs_root,
     until_ready,
-    userns_problem,
 )
 from autoresearch.sandbox.processes import (
     bounded_choice,
@@ -123,7 +119,6 @@ from autoresearch.sandbox.processes import (
 )
 from autoresearch_types import SCORED_OUTCOMES, ExperimentConfig, ExperimentResult
 
-BACKENDS = ("userns", "bubblewrap", "none")
 SPLITS = ("val", "test")
 DEVICES = ("cpu", "cuda")
 MAX_PARAMS = 10**12
@@ -131,94 +126,6 @@ MIB = 1024 * 1024
 
 
 # ---------------------------------------------------------------- backends
-
-
-@functools.cache
-def _bwrap_works() -> bool:
-    """Whether our `bwrap` launcher works here (probed once per process: a property of the machine)."""
-    return sandbox_bwrap.works()
-
-
-def default_backend() -> str:
-    """The strongest isolating backend that works on this machine: `bubblewrap` if `bwrap` works, else `userns`."""
-    return "bubblewrap" if _bwrap_works() else "userns"
-
-
-def __getattr__(name: str) -> Any:
-    """`sandbox.DEFAULT_BACKEND`, computed on first use rather than probed at import."""
-    if name == "DEFAULT_BACKEND":
-        return default_backend()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def available_backends() -> list[str]:
-    """The isolation backends usable on this machine (`none` is always listed)."""
-    from union import sandbox as sb
-
-    native = {name for name, ok in sb.on_device.available_backends() if ok}
-    userns = "userns" in native and userns_problem() is None
-    usable = {"bubblewrap": _bwrap_works(), "userns": userns, "none": True}
-    return [name for name in BACKENDS if usable[name]]
-
-
-COMMON_GAPS = (
-    "memory is an address-space limit per process (RLIMIT_AS), not a cgroup: a run that forks can hold "
-    "a multiple of its memory",
-    "CPU is neither pinned nor throttled: a run can use more threads than granted; phase 1's CPU time is "
-    "measured (train_cpu_s), and capped only by the deadline",
-    "covert channels through shared CPU load and the page cache of the shared read-only files are not closed",
-)
-BACKEND_GAPS = {
-    "bubblewrap": COMMON_GAPS,
-    "userns": COMMON_GAPS
-    + (
-        "no PID namespace: the run sees host processes and can signal any process of the same user",
-        "the host /tmp and /dev/shm are shared: the run can leave files there, and two sandboxes can pass "
-        "data through them, which defeats the fresh-server check of the scorer",
-        "host Unix sockets are reachable: the run can connect to any socket whose path it can name",
-        "a process that clears its environment and leaves its work dir can outlive the run",
-        "phase 1's CPU time is sampled from /proc (a lower bound), not read from the kernel at exit",
-    ),
-    "none": (
-        "no isolation at all: the run can read and write everything this user can (ledger, bundles, "
-        "virtualenv), reach the network, see and signal every process, and outlive the run",
-    ),
-}
-
-
-def missing_guarantees(backend: str) -> list[str]:
-    """What `backend` cannot guarantee, one sentence each, for the driver to say once at start."""
-    if backend not in BACKEND_GAPS:
-        raise ValueError(f"unknown sandbox backend {backend!r}; choose one of {BACKENDS}")
-    return list(BACKEND_GAPS[backend])
-
-
-def backend_problem(backend: str, allow_unsandboxed: bool) -> str | None:
-    """Why `backend` may not run (unknown, or `none` without the explicit opt-in), or None."""
-    if backend not in BACKENDS:
-        return f"unknown sandbox backend {backend!r}; choose one of {', '.join(BACKENDS)}"
-    if backend == "userns":
-        return userns_problem()
-    if backend == "none" and not allow_unsandboxed:
-        return (
-            "backend 'none' runs the edited train.py with NO isolation: opt in explicitly (--allow-unsandboxed, "
-            "allow_unsandboxed=True) or use an isolating backend"
-        )
-    return None
-
-
-def check_backend(spec: SandboxSpec) -> None:
-    """Refuse an unknown backend, or `none` without the explicit opt-in; warn loudly on `none`."""
-    problem = backend_problem(spec.backend, spec.allow_unsandboxed)
-    if problem:
-        raise ValueError(problem)
-    if spec.backend == "none":
-        banner = "!" * 78
-        print(
-            f"{banner}\n!!! sandbox backend 'none': UNTRUSTED train.py RUNS WITH NO ISOLATION !!!\n{banner}",
-            file=sys.stderr,
-        )
-        warnings.warn("sandbox backend 'none': no isolation", RuntimeWarning, stacklevel=3)
 
 
 # ---------------------------------------------------------------- the experiment
@@ -246,7 +153,7 @@ class SandboxSpec:
     keep_checkpoint: bool = False
     prune: tuple[tuple[float, float], ...] = ()
     """(fraction of the token budget, training-loss threshold) rungs: training stops, `pruned`, if its reported
-    loss is above a threshold once it passes that rung (see `pruning.py`). Empty: never pruned."""
+    loss is above a threshold once it passes that rung (see `curve.py`; the lab sets the limits). Empty: never pruned."""
 
 
 def default_deadline_s(config: ExperimentConfig) -> float:
@@ -417,7 +324,7 @@ async def _train(
     finally:
         if watch is not None:
             watch.cancel()
-    curve = pruning.parse_curve(read_untrusted_tail(trainer.workdir, prepare.PROGRESS_FILE), config.max_steps)
+    curve = curves.parse_curve(read_untrusted_tail(trainer.workdir, prepare.PROGRESS_FILE), config.max_steps)
     result = dataclasses.replace(
         result,
         seed=config.seed,
@@ -453,8 +360,8 @@ async def _watch_curve(trainer: Launched, limits: tuple[tuple[float, float], ...
     """Read the training curve as it grows; once it is clearly losing, record why and kill the phase."""
     while not trainer.finished:
         await asyncio.sleep(PROGRESS_POLL_S)  # the run's own pace: a poll of its file, not a synchronisation
-        curve = pruning.parse_curve(read_untrusted_tail(trainer.workdir, prepare.PROGRESS_FILE), steps)
-        why = pruning.verdict(curve, list(limits))
+        curve = curves.parse_curve(read_untrusted_tail(trainer.workdir, prepare.PROGRESS_FILE), steps)
+        why = curves.verdict(curve, list(limits))
         if why:
             out["why"] = why
             reap(trainer.token, trainer.workdir)
@@ -596,7 +503,7 @@ async def _run(spec: SandboxSpec, roles: tuple[str, ...], body, pool: WarmPool |
     problem = preflight(spec.train_py)
     if problem:
         return dataclasses.replace(_fail(result, "invalid", problem), wall_seconds=time.perf_counter() - start)
-    check_backend(spec)
+    check_backend(spec.backend, spec.allow_unsandboxed)
     config = resolve_config(spec)
     dirs: dict[str, Path] = {}
     try:

@@ -3,7 +3,7 @@
 Most of a short experiment's overhead is interpreter start-up and `import torch` (about 1 s here,
 more when several start at once) plus, for training, the `torch._dynamo` import the first AdamW
 triggers (about 0.8 s). `launch` starts `python harness.py serve <phase>` in a sandbox: our own
-`bwrap` launcher for backend `bubblewrap` (`sandbox_bwrap`: PID namespace, private `/tmp`), a
+`bwrap` launcher for backend `bubblewrap` (`bwrap.py`: PID namespace, private `/tmp`), a
 `unionai-sandbox` session for `userns` and `none`. The harness does those imports, then waits for
 `job.json`. `finish` waits for the process under the run's own deadline, kills whatever it left
 behind (`sandbox_proc.reap`) and says how much wall and CPU time the job used, measured from
@@ -37,8 +37,9 @@ from typing import Any
 
 import prepare
 from autoresearch.sandbox import bwrap as sandbox_bwrap
-from autoresearch.sandbox import workdirs as leftovers
+from autoresearch.sandbox import workdirs
 from autoresearch.sandbox.processes import MARKER_ENV, CpuMeter, read_untrusted_tail, reap
+from autoresearch.sandbox.trust import STAGED
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -154,9 +155,9 @@ def runs_root() -> Path:
 
 def new_workdir(phase: str) -> Path:
     """A fresh work dir holding only the fixed harness files (no experiment yet)."""
-    workdir = runs_root() / f"{phase}-{leftovers.owner_tag()}-{uuid.uuid4().hex[:12]}"  # see `leftovers`
+    workdir = runs_root() / f"{phase}-{workdirs.owner_tag()}-{uuid.uuid4().hex[:12]}"  # see `workdirs`
     (workdir / "out").mkdir(parents=True)
-    for name, source in FIXED_FILES.items():
+    for name, source in STAGED.items():
         shutil.copyfile(source, workdir / name)
     return workdir
 

@@ -26,10 +26,11 @@ import ui
 from autoresearch import llm
 from autoresearch.lab.pruning import MODES as PRUNE_MODES
 from autoresearch.ledger import ledger as ledger_mod
+from autoresearch.ledger.verdicts import GateRule
 from autoresearch.planner.policy import SCHEDULING
 from autoresearch.report import summary
-from autoresearch.sandbox import experiment as sandbox
-from autoresearch.session import inputs as validation
+from autoresearch.sandbox import backends
+from autoresearch.session import inputs
 from autoresearch.session.driver import check_backend, new_memory_key
 from autoresearch_types import AutoresearchOutput, ExperimentConfig
 
@@ -44,11 +45,26 @@ PAST = {"accept": "accepted", "reject": "rejected"}
 """How `verdict` reports a stored decision."""
 
 
+def effective_defaults() -> dict[str, Any]:
+    """What a flag left out means, where that is decided by the code that applies it rather than by argparse (the
+    key's own setting on resume, else these): the help text and the README quote them."""
+    base = ExperimentConfig()
+    return {
+        "--dataset": prepare.DEFAULT_DATASET,
+        "--num-shards": prepare.DEFAULT_NUM_SHARDS,
+        "--vocab-size": base.vocab_size,
+        "--time-budget": base.time_budget_s,
+        "--max-steps": base.max_steps,
+        "--replicates": GateRule().replicates,
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every flag of the CLI (the research run), with its default; the epilog names the subcommands."""
     epilog = "subcommands (each has its own --help; none of them trains or calls an LLM):\n" + "\n".join(
         f"  {PROG} {name:<8} {text}" for name, text in SUBCOMMANDS.items()
     )
+    default = effective_defaults()
     p = argparse.ArgumentParser(
         prog=PROG,
         usage=f"{PROG} [flags] | {PROG} {{{','.join(SUBCOMMANDS)}}} ...",
@@ -71,10 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="agent turns at most (default: 2 x --n-experiments + 6, enough for one experiment per turn)",
     )
     p.add_argument(
-        "--dataset", default=None, choices=sorted(prepare.DATASETS), help=f"corpus (default {prepare.DEFAULT_DATASET})"
+        "--dataset", default=None, choices=sorted(prepare.DATASETS), help=f"corpus (default {default['--dataset']})"
     )
-    p.add_argument("--num-shards", type=int, default=None, help="training shards to fetch (default 1)")
-    p.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary size (default 2048)")
+    p.add_argument(
+        "--num-shards", type=int, default=None, help=f"training shards to fetch (default {default['--num-shards']})"
+    )
+    p.add_argument(
+        "--vocab-size", type=int, default=None, help=f"BPE vocabulary size (default {default['--vocab-size']})"
+    )
     p.add_argument("--memory-key", default=None, help="resume this research key (default: a fresh key)")
     p.add_argument("--model", default=None, help="litellm model name (default: hosted if a key is set, else built-in)")
     p.add_argument("--api-base", default=None, help="base URL of an OpenAI-compatible server")
@@ -87,28 +107,31 @@ def build_parser() -> argparse.ArgumentParser:
         f"{llm.HOSTED_TIMEOUT_S:g})",
     )
     p.add_argument(
-        "--time-budget", type=float, default=None, help="safety cap on training seconds per experiment (default 120)"
+        "--time-budget",
+        type=float,
+        default=None,
+        help=f"safety cap on training seconds per experiment (default {default['--time-budget']:g})",
     )
     p.add_argument(
         "--max-steps",
         type=int,
         default=None,
         help="training steps of the base config; with its batch and length this fixes every experiment's token "
-        "budget (default 600)",
+        f"budget (default {default['--max-steps']})",
     )
     p.add_argument(
         "--replicates",
         type=int,
         default=None,
-        help="seeds of the baseline that measure seed noise; a gain is confirmed on as many (default 3, {}..{})".format(
-            *validation.LIMITS["replicates"]
+        help="seeds of the baseline that measure seed noise; a gain is confirmed on as many (default {}, {}..{})".format(
+            default["--replicates"], *inputs.LIMITS["replicates"]
         ),
     )
     p.add_argument("--base-config", default=None, help="JSON overrides of the base config, e.g. '{\"n_layer\": 2}'")
     p.add_argument(
         "--backend",
         default="",
-        choices=("", *sandbox.BACKENDS),
+        choices=("", *backends.BACKENDS),
         help="sandbox backend (default: bubblewrap if bwrap works here, else userns)",
     )
     p.add_argument(
@@ -209,22 +232,22 @@ def check_args(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     explicit_zero = [f for f in positive if getattr(args, f) == 0]
     if explicit_zero:
         name = explicit_zero[0]
-        raise validation.InputError(f"--{name.replace('_', '-')} must be positive, got 0")
+        raise inputs.InputError(f"--{name.replace('_', '-')} must be positive, got 0")
     overrides: dict[str, Any] = {}
     if args.base_config:
         try:
             overrides = json.loads(args.base_config)
         except json.JSONDecodeError as exc:
-            raise validation.InputError(
-                f"--base-config is not valid JSON ({exc}); example: '{{\"n_layer\": 2}}'"
-            ) from exc
-    inputs = task_inputs(args, args.memory_key or new_memory_key(), overrides)
-    warnings = validation.run_inputs(inputs, validation.cli_flag)
+            raise inputs.InputError(f"--base-config is not valid JSON ({exc}); example: '{{\"n_layer\": 2}}'") from exc
+    values = task_inputs(args, args.memory_key or new_memory_key(), overrides)
+    warnings = inputs.run_inputs(values, inputs.cli_flag)
     check_backend(args.backend, args.allow_unsandboxed)
     prepare.validate_request(
-        args.dataset or prepare.DEFAULT_DATASET, args.num_shards or 1, args.vocab_size or ExperimentConfig().vocab_size
+        args.dataset or prepare.DEFAULT_DATASET,
+        args.num_shards or prepare.DEFAULT_NUM_SHARDS,
+        args.vocab_size or ExperimentConfig().vocab_size,
     )
-    return inputs, warnings
+    return values, warnings
 
 
 def init_flyte(config: str | None) -> None:
@@ -269,16 +292,16 @@ def use_state_dir(path: str | None) -> None:
 
 def subcommand_inputs(args: argparse.Namespace) -> dict[str, str]:
     """The store task's inputs, checked before any work; raises `InputError` with what is allowed."""
-    inputs = {}
+    values = {}
     if args.command in ("summary", "verdict"):
-        inputs["key"] = validation.memory_key(args.memory_key)
+        values["key"] = inputs.memory_key(args.memory_key)
     if args.command == "verdict":
-        validation.choice("decision", args.decision, ledger_mod.HUMAN_DECISIONS)
-        inputs.update(title=args.title, decision=args.decision, note=args.note)
-    return inputs
+        inputs.choice("decision", args.decision, ledger_mod.HUMAN_DECISIONS)
+        values.update(title=args.title, decision=args.decision, note=args.note)
+    return values
 
 
-def run_store_command(command: str, state: Path, inputs: dict[str, str]) -> dict[str, Any]:
+def run_store_command(command: str, state: Path, values: dict[str, str]) -> dict[str, Any]:
     """Run one subcommand's store work in a local Flyte task under the state dir; its JSON answer."""
     from autoresearch.session import (
         commands as store_commands,  # only here: a research run never registers the store task's environment
@@ -286,7 +309,7 @@ def run_store_command(command: str, state: Path, inputs: dict[str, str]) -> dict
 
     init_flyte(None)
     runner = flyte.with_runcontext(**ledger_mod.run_context_kwargs(state))
-    run = runner.run(store_commands.store_command, command=command, state_dir=str(state), **inputs)
+    run = runner.run(store_commands.store_command, command=command, state_dir=str(state), **values)
     return json.loads(run.outputs()[0])
 
 
@@ -312,13 +335,13 @@ def subcommand_main(argv: list[str]) -> int:
     args = build_subcommand_parser().parse_args(argv)
     use_state_dir(args.state_dir)
     try:
-        inputs = subcommand_inputs(args)
+        values = subcommand_inputs(args)
         state = prepare.state_dir()
     except (ValueError, prepare.DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        answer = run_store_command(args.command, state, inputs)
+        answer = run_store_command(args.command, state, values)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
@@ -341,22 +364,22 @@ def main(argv: list[str] | None, task: Any) -> int:
     args = build_parser().parse_args(argv)
     use_state_dir(args.state_dir)
     try:
-        inputs, warnings = check_args(args)
+        values, warnings = check_args(args)
         state = prepare.state_dir()
     except (ValueError, prepare.DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    key = inputs["memory_key"]
+    key = values["memory_key"]
     init_flyte(args.config)
     try:
         if args.config:
-            run = flyte.run(task, **inputs)
+            run = flyte.run(task, **values)
             print(f"submitted: {run.url}")
             run.wait()
         else:
-            run = flyte.with_runcontext(**ledger_mod.run_context_kwargs(state)).run(task, **inputs)
+            run = flyte.with_runcontext(**ledger_mod.run_context_kwargs(state)).run(task, **values)
         out = run.outputs()[0]
     except KeyboardInterrupt:
         print(f"\ninterrupted: every finished experiment is saved; resume with --memory-key {key}", file=sys.stderr)

@@ -2,7 +2,7 @@
 calling an LLM (and, for `verdict`, write one record).
 
 A keyed `MemoryStore` is located from the Flyte context (org, project, domain and raw-data path), so the work runs
-in one small local task, `store_command`, started by `cli.py` under the state dir like a research run. It opens
+in one small local task, `store_command`, started by `cli.py` (this folder) under the state dir like a research run. It opens
 keys that exist and never creates one: a key is found by its folder in the local store, before `Ledger.open`.
 The task answers JSON, `{"data": ...}` or `{"error": ..., "code": 2}`; rendering is `summary.py`'s.
 """
@@ -17,8 +17,8 @@ import flyte
 
 from autoresearch.ledger import store as ledger_store
 from autoresearch.ledger.ledger import Ledger, LedgerError
+from autoresearch.ledger.source import close_titles
 from autoresearch.ledger.verdicts import GateRule
-from autoresearch.ledger.views import close_titles
 from autoresearch.report import summary
 from autoresearch.session.inputs import MEMORY_KEY
 from autoresearch_types import ExperimentConfig

@@ -6,7 +6,6 @@ the runner, the tasks) as arguments, so every step reads on its own and nothing 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import uuid
@@ -23,58 +22,30 @@ import prepare
 import tools as tools_mod
 import ui
 from autoresearch import llm
-from autoresearch.agent import loop_guard as doom_loop
-from autoresearch.lab import sizing
+from autoresearch.agent import loop_guard, prompts
+from autoresearch.lab.budget import Budget
 from autoresearch.lab.goal import Goal
 from autoresearch.lab.judge import Judge
-from autoresearch.lab.pruning import PruneRule
-from autoresearch.lab.runner import ExperimentRunner, Job
+from autoresearch.lab.loop import ResearchLoop
+from autoresearch.lab.runner import ExperimentRunner
 from autoresearch.ledger import ledger as ledger_mod
 from autoresearch.ledger import store as ledger_store
-from autoresearch.ledger.verdicts import GateRule, audit_summary
-from autoresearch.ledger.views import BASELINE_TITLE, LeaderboardRow, best_line, prune_limits
+from autoresearch.ledger.records import BASELINE_TITLE, LeaderboardRow
+from autoresearch.ledger.verdicts import GateRule
+from autoresearch.ledger.views import best_line
 from autoresearch.planner import builtin as planner
-from autoresearch.sandbox import experiment as sandbox
+from autoresearch.sandbox import backends, workdirs
 from autoresearch.sandbox import pool as sandbox_pool
-from autoresearch.sandbox import workdirs as leftovers
-from autoresearch.session import inputs as validation
-from autoresearch.session.monitor import Activity, Reporter
-from autoresearch_types import AutoresearchOutput, ExperimentConfig, ExperimentResult
+from autoresearch.session import inputs
+from autoresearch.session.activity import Activity
+from autoresearch.session.reporter import Reporter
+from autoresearch_types import AutoresearchOutput, ExperimentConfig
 
 
 def is_local() -> bool:
     """True in Flyte local mode or outside a task (experiments then run as subprocesses of this process)."""
     ctx = flyte.ctx()
     return not ctx or ctx.mode == "local"
-
-
-def make_call(
-    tool_obj: Any,
-    ledger: ledger_mod.Ledger,
-    data: bundle.Bundle,
-    backend: str,
-    allow_unsandboxed: bool = False,
-    prune: PruneRule | None = None,
-) -> Any:
-    """How the runner runs one job (an experiment on one seed): through `run_experiment` and so `right_size`, with
-    the runner's extras (its sizing policy and pool handle); failures become results. An experiment's first run
-    gets pruning thresholds from the curves finished so far (never a baseline seed or a confirmation re-run)."""
-    where = {"data": data, "backend": backend, "allow_unsandboxed": allow_unsandboxed}
-    rule = prune or PruneRule()
-
-    async def call(job: Job, extras: dict[str, Any]) -> ExperimentResult:
-        config = ledger.effective_config(job.record.spec).with_overrides({"seed": job.seed}).to_dict()
-        limits = prune_limits(await ledger.records(), job.record.spec.parent, rule) if job.role == "screen" else []
-        tool = dataclasses.replace(tool_obj, call_handler=sizing.handler(extras["policy"]))
-        try:
-            kwargs = {**where, "pool": extras["pool"], "prune": [list(x) for x in limits]}
-            result = await tool.aio(train_py=job.record.train_py, config=config, **kwargs)
-        except Exception as exc:  # right_size does not raise; this guards the batch against the unexpected
-            result = sizing.failure_from_exception(exc)
-        result.seed = job.seed
-        return result
-
-    return call
 
 
 def make_call_llm(model: str, choice: PlannerChoice) -> Any:
@@ -86,7 +57,7 @@ def make_call_llm(model: str, choice: PlannerChoice) -> Any:
     return llm.LLMClient(api_base=choice.api_base or None, max_cost_usd=choice.max_llm_cost or None, timeout_s=timeout)
 
 
-def usage_of(call_llm: Any, guard: doom_loop.LoopGuard | None = None) -> dict[str, Any]:
+def usage_of(call_llm: Any, guard: loop_guard.LoopGuard | None = None) -> dict[str, Any]:
     """Token and dollar usage of a `call_llm` (the planner counts calls only), with the agent's errored turns."""
     if isinstance(call_llm, llm.LLMClient):
         usage = call_llm.usage.to_dict()
@@ -134,21 +105,21 @@ def requested_settings(
         explicit |= {"token_budget"}
     rule = GateRule(replicates=replicates or GateRule().replicates)
     explicit |= {"replicates"} if replicates else set()
-    data = {"dataset": dataset or prepare.DEFAULT_DATASET, "num_shards": num_shards or 1}
+    data = {"dataset": dataset or prepare.DEFAULT_DATASET, "num_shards": num_shards or prepare.DEFAULT_NUM_SHARDS}
     explicit |= {k for k, v in (("dataset", dataset), ("num_shards", num_shards)) if v}
     return base, rule, data, explicit
 
 
 def check_backend(backend: str, allow_unsandboxed: bool) -> None:
     """Refuse an unknown backend, and `none` without the explicit opt-in ("" means the strongest one available)."""
-    problem = sandbox.backend_problem(backend, allow_unsandboxed) if backend else None
+    problem = backends.backend_problem(backend, allow_unsandboxed) if backend else None
     if problem:
-        raise validation.InputError(problem)
+        raise inputs.InputError(problem)
 
 
 def say_guarantees(backend: str) -> None:
     """Say once, at start, which sandbox runs the experiments and what it cannot guarantee."""
-    gaps = sandbox.missing_guarantees(backend)
+    gaps = backends.missing_guarantees(backend)
     print(f"sandbox: {backend}; what it does not guarantee:", flush=True)
     for gap in gaps:
         print(f"  - {gap}", flush=True)
@@ -165,10 +136,10 @@ class Session:
     profile: Any
     call_llm: Any
     activity: Activity
-    budget: tools_mod.Budget
+    budget: Budget
     research: tools_mod.ResearchTools | None = None
     reporter: Reporter | None = None
-    guard: doom_loop.LoopGuard | None = None
+    guard: loop_guard.LoopGuard | None = None
 
 
 def auto_turns(n_experiments: int) -> int:
@@ -210,8 +181,8 @@ async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, 
         await call_llm.check(model_name)
         for line in ui.llm_lines(call_llm.timeout_s, call_llm.usage.cost_known, choice.max_llm_cost):
             print(line, flush=True)
-    cleaned = leftovers.clean(prepare.state_dir() / ledger_store.WORK_DIR) if is_local() else []
-    cleaned += leftovers.clean(sandbox_pool.runs_root()) if is_local() else []
+    cleaned = workdirs.clean(prepare.state_dir() / ledger_store.WORK_DIR) if is_local() else []
+    cleaned += workdirs.clean(sandbox_pool.runs_root()) if is_local() else []
     ledger = await ledger_mod.Ledger.open(memory_key, start=False)
     if ledger.exists:
         records = await ledger.records()
@@ -227,7 +198,7 @@ async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, 
     data = await load_bundle(dataset["dataset"], dataset["num_shards"], base.vocab_size)
     profile = await bundle.profile_bundle.aio(bundle=data)
     await ledger.start(base.with_overrides({"vocab_size": profile.vocab_size}), rule, dataset)
-    budget = tools_mod.Budget(limits.n_experiments, limits.batch_size, limits.concurrency, ledger.runs_used())
+    budget = Budget(limits.n_experiments, limits.batch_size, limits.concurrency, ledger.runs_used())
     budget.confirm_runs = rule.replicates - 1
     return Session(memory_key, model_name, ledger, data, profile, call_llm, Activity(), budget)
 
@@ -236,23 +207,23 @@ async def research(session: Session, runner: ExperimentRunner, limits: RunLimits
     """Step 2: run what the key owes (baseline seeds first), then the Agent; returns directive, summary, error."""
     ledger, activity = session.ledger, session.activity
     hosted = session.call_llm if isinstance(session.call_llm, llm.LLMClient) else None  # None: offline
-    session.research = tools_mod.ResearchTools(
+    loop = ResearchLoop(
         ledger=ledger,
         runner=runner,
         budget=session.budget,
-        profile=session.profile.to_dict(),
         emit=activity.emit,
         on_result=activity.on_result,
         on_start=activity.on_start,
         judge=Judge(hosted, session.model_name),
         goal=limits.goal,
-        call_llm=hosted,
-        model=session.model_name,
+    )
+    session.research = tools_mod.ResearchTools(
+        loop, session.profile.to_dict(), call_llm=hosted, model=session.model_name
     )
     session.reporter = Reporter(ledger, run_info(session), activity, lambda: usage_of(session.call_llm, session.guard))
     await session.reporter.start()
     try:
-        await run_owed(session.research)
+        await run_owed(loop)
         floor = await noise_floor_problem(ledger)
         if floor:
             return "", "", floor
@@ -281,14 +252,14 @@ def run_info(session: Session) -> dict[str, Any]:
     }
 
 
-async def run_owed(research: tools_mod.ResearchTools) -> None:
+async def run_owed(loop: ResearchLoop) -> None:
     """Run what the ledger owes before new research: the baseline's seeds (the noise floor), experiments a
     crashed session saved but did not run, and confirmations. Finished runs are Flyte cache hits, not reruns."""
-    jobs = await research.pending_jobs()
+    jobs = await loop.pending_jobs()
     if jobs:
         titles = ", ".join(dict.fromkeys(j.title for j in jobs[:8])) + (" ..." if len(jobs) > 8 else "")
         print(f"running {len(jobs)} owed run(s): {titles}", flush=True)
-        await research.run_jobs(jobs)
+        await loop.run_jobs(jobs)
 
 
 async def noise_floor_problem(ledger: ledger_mod.Ledger) -> str:
@@ -314,7 +285,7 @@ async def build_directive(session: Session, max_turns: int) -> str:
     best = next((r for r in rows if r.incumbent), None)
     baseline = next((r for r in rows if r.title == BASELINE_TITLE), None)
     base = ledger.base_config
-    limits = ui.budget_dict(
+    limits = prompts.budget_dict(
         budget.n_experiments, budget.batch_size, budget.concurrency, base.max_steps, base.time_budget_s, max_turns
     )
     limits.update(started=budget.started, replicates=ledger.rule.replicates)
@@ -322,7 +293,7 @@ async def build_directive(session: Session, max_turns: int) -> str:
     noise["baseline"] = baseline.to_dict() if baseline else None
     await ledger.archive_transcript()
     history = await ledger.history_table() if prior else ""
-    return ui.directive(
+    return prompts.directive(
         session.profile, base, ledger.bounds, limits, history, best.to_dict() if prior and best else None, noise
     )
 
@@ -334,10 +305,10 @@ async def run_agent(session: Session, directive: str, max_turns: int) -> tuple[s
     tools = session.research.as_tools()
     stop = llm.StopGuard(session.call_llm, lambda: budget.remaining == 0, lambda: closing_text(ledger))
     active = session.model_name != llm.BUILTIN
-    session.guard = doom_loop.LoopGuard(stop, session.research, [t.__name__ for t in tools], active=active)
+    session.guard = loop_guard.LoopGuard(stop, session.research, [t.__name__ for t in tools], active=active)
     agent = Agent(
         name="autoresearch",
-        instructions=ui.INSTRUCTIONS,
+        instructions=prompts.INSTRUCTIONS,
         model=session.model_name,
         tools=tools,
         max_turns=max_turns,
@@ -358,57 +329,6 @@ async def closing_text(ledger: ledger_mod.Ledger) -> str:
     _, verdicts, rows = await ledger.view()
     best = best_line([r.to_dict() for r in rows], verdicts.sigma)
     return f"{best}." if best else "No experiment succeeded, so there is no best train.py yet."
-
-
-async def held_out_audit(
-    session: Session, runner: ExperimentRunner, score_task: Any, backend: str, allow_unsandboxed: bool
-) -> dict[str, Any]:
-    """The final pick and the baseline, every successful seed, scored once on the test split (never seen before)
-    by `score_task` (the `score_on_test` task); stored in the ledger. Empty when nothing was kept to audit."""
-    ledger = session.ledger
-    records, verdicts, _ = await ledger.view()
-    if verdicts.incumbent is None:
-        return {}
-    picked = [r for r in records if r.title in (verdicts.incumbent, BASELINE_TITLE)]
-    jobs = [(rec, run) for rec in picked for run in rec.runs if run.val_bpb is not None and run.result.checkpoint]
-    if not jobs:
-        return {}
-    which = "the baseline" if verdicts.incumbent == BASELINE_TITLE else f"{verdicts.incumbent!r} and the baseline"
-    print(f"held-out audit: scoring {len(jobs)} run(s) of {which} on the test split", flush=True)
-    slots = asyncio.Semaphore(runner.concurrency)
-    where = {
-        "data": session.data,
-        "backend": backend,
-        "allow_unsandboxed": allow_unsandboxed,
-        "pool": runner.pool_handle,
-    }
-
-    async def audit_one(rec: Any, run: Any) -> ExperimentResult:
-        config = ledger.effective_config(rec.spec).with_overrides({"seed": run.seed}).to_dict()
-        async with slots:
-            try:
-                return await score_task.aio(
-                    train_py=rec.train_py, config=config, checkpoint=run.result.checkpoint, **where
-                )
-            except Exception as exc:
-                return sizing.failure_from_exception(exc)
-
-    with flyte.group("held-out-audit"):
-        results = await asyncio.gather(*(audit_one(rec, run) for rec, run in jobs))
-    val: dict[str, list[float]] = {}
-    test: dict[str, list[float]] = {}
-    for (rec, run), result in zip(jobs, results, strict=True):
-        if result.outcome == "success" and result.val_bpb is not None:
-            val.setdefault(rec.title, []).append(run.val_bpb)
-            test.setdefault(rec.title, []).append(result.val_bpb)
-    audit = audit_summary(verdicts.incumbent, val, test)
-    audit["failed"] = [
-        f"{rec.title} seed {run.seed}: {r.outcome}"
-        for (rec, run), r in zip(jobs, results, strict=True)
-        if r.outcome != "success"
-    ]
-    await ledger.record_audit(audit)
-    return audit
 
 
 async def close_session(

@@ -87,13 +87,6 @@ def choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def config_problem(config: ExperimentConfig) -> str | None:
-    """Why a whole config cannot train (a rule across fields), or None."""
-    if config.n_head <= 0 or config.n_embd % config.n_head:
-        return f"n_embd ({config.n_embd}) must be divisible by n_head ({config.n_head})"
-    return None
-
-
 def base_config(overrides: Any, bounds: WorkshopBounds | None = None) -> dict[str, Any]:
     """A user's base-config overrides: known keys, numbers of the right type, inside the workshop's bounds and
     the run limits, and consistent together. Returns them unchanged; raises `InputError` otherwise."""
@@ -111,7 +104,7 @@ def base_config(overrides: Any, bounds: WorkshopBounds | None = None) -> dict[st
         low, high = (limit.low, limit.high) if limit else RUN_LIMITS[key]
         integer = limit.integer if limit else key != "time_budget_s"
         number(f"base config {key}", value, low, high, integer)
-    problem = config_problem(ExperimentConfig().with_overrides(overrides))
+    problem = ExperimentConfig().with_overrides(overrides).problem()
     if problem:
         raise InputError(f"the base config is inconsistent: {problem}")
     return overrides
@@ -122,11 +115,11 @@ def cli_flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def run_inputs(inputs: dict[str, Any], name: Callable[[str], str] = str) -> list[str]:
+def run_inputs(inputs: dict[str, Any], name: Callable[[str], str] = str, cores: int | None = None) -> list[str]:
     """Check a research run's inputs (the driver task's parameters); raises `InputError` on the first bad one.
 
     `name` spells an input in messages (the CLI passes `cli_flag`). Returns warnings about legitimate but costly
-    choices (e.g. more concurrent runs than CPU cores)."""
+    choices (e.g. more concurrent runs than CPU cores: `cores`, this machine's by default)."""
     for key, (low, high) in LIMITS.items():
         value = inputs.get(key)
         if value not in (None, 0) or key in ("n_experiments", "batch_size", "concurrency", "max_turns"):
@@ -151,11 +144,11 @@ def run_inputs(inputs: dict[str, Any], name: Callable[[str], str] = str) -> list
     choice(name("scheduling"), inputs.get("scheduling") or "async", SCHEDULING)
     if inputs.get("base_config"):
         base_config(inputs["base_config"])
-    return _warnings(inputs)
+    return _warnings(inputs, cores or os.cpu_count() or 1)
 
 
-def _warnings(inputs: dict[str, Any]) -> list[str]:
-    cores = os.cpu_count() or 1
+def _warnings(inputs: dict[str, Any], cores: int) -> list[str]:
+    """Legitimate but costly choices, on a machine of `cores` CPU cores."""
     concurrency = int(inputs.get("concurrency") or 1)
     if concurrency > cores:
         return [

@@ -1,7 +1,8 @@
-"""What a research run shows while it runs: the activity timeline, the terminal lines and the live report.
+"""What a research run shows in the terminal while it runs: the activity timeline and its progress lines.
 
-The driver feeds `Activity` from the tools and the Agent's events; `Reporter` redraws the report tabs
-from a fresh snapshot of the ledger's records whenever something new happened.
+The session feeds `Activity` from the tools, the research loop and the Agent's events; the report's Activity tab
+and the terminal both read it. `quiet_handled_failures` keeps Flyte's tracebacks of handled failures out of the
+terminal.
 """
 
 from __future__ import annotations
@@ -9,16 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
-import flyte.report
 from flyte.ai.agents import AgentEvent
 
 import ui
 from autoresearch.lab.runner import Job
-from autoresearch.ledger.ledger import Ledger
-from autoresearch.ledger.views import BASELINE_TITLE
+from autoresearch.ledger.records import BASELINE_TITLE
 from autoresearch_types import ExperimentResult
 
 log = logging.getLogger("autoresearch")
@@ -97,103 +95,6 @@ class Activity:
             self.emit({"kind": "message", "name": "assistant", "detail": str(data["content"])[:2000]})
 
 
-async def build_snapshot(
-    ledger: Ledger, run_info: dict[str, Any], activity: Activity, usage: dict[str, Any]
-) -> dict[str, Any]:
-    """Everything the report renders, read fresh from the ledger's records (one read, one set of verdicts)."""
-    records, verdicts, board = await ledger.view()
-    records = sorted(records, key=lambda r: r.spec.created_at)
-    labels = {r.title: r.label for r in board}
-    experiments = [
-        {
-            **r.spec.to_dict(),
-            "seq": r.seq,
-            "train_py": r.train_py,
-            "result": r.result and r.result.to_dict(),
-            "runs": [
-                {
-                    "seed": run.seed,
-                    "seq": run.seq,
-                    "role": run.role,
-                    "outcome": run.result.outcome,
-                    "val_bpb": run.val_bpb,
-                }
-                for run in r.runs
-            ],
-            "label": labels.get(r.title),
-        }
-        for r in records
-    ]
-    runs = [run.result for r in records for run in r.runs]
-    by_outcome: dict[str, int] = {}
-    for result in runs:
-        by_outcome[result.outcome] = by_outcome.get(result.outcome, 0) + 1
-    return {
-        "run": run_info,
-        "experiments": experiments,
-        "leaderboard": [r.to_dict() for r in board],
-        "lineage": await ledger.lineage(),
-        "batch_plans": await ledger.batch_plans(),
-        "audit_tail": await ledger.audit_tail(50),
-        "activity": list(activity.events[-300:]),
-        "usage": usage,
-        "noise": {
-            "sigma": verdicts.sigma,
-            "df": verdicts.df,
-            "gate": ledger.rule.describe(),
-            "incumbent": verdicts.incumbent,
-        },
-        "audit": await ledger.latest_audit() or {},
-        "totals": {
-            "compute_s": round(sum(r.wall_seconds for r in runs), 1),
-            "experiments_run": sum(1 for r in records if r.runs and r.title != BASELINE_TITLE),
-            "runs": len(runs),
-            "by_outcome": by_outcome,
-        },
-        "baseline_title": BASELINE_TITLE,
-    }
-
-
-class Reporter:
-    """Keeps the report tabs current: redraws when activity is new, at most every `interval_s` seconds."""
-
-    def __init__(self, ledger: Ledger, run_info: dict[str, Any], activity: Activity, usage: Callable):
-        self.ledger, self.run_info, self.activity, self.usage = ledger, run_info, activity, usage
-        self._task: asyncio.Task | None = None
-
-    async def refresh(self) -> None:
-        """Render every tab from a fresh snapshot and flush the report file."""
-        snapshot = await build_snapshot(self.ledger, self.run_info, self.activity, self.usage())
-        for name, html in ui.render_report(snapshot).items():
-            flyte.report.get_tab(name).replace(html)
-        await flyte.report.flush.aio()
-
-    async def _loop(self, interval_s: float) -> None:
-        while True:
-            await self.activity.dirty.wait()
-            self.activity.dirty.clear()
-            try:
-                await self.refresh()
-            except Exception as exc:  # a report glitch must never stop the research
-                log.warning("report refresh failed: %s", exc)
-            await asyncio.sleep(interval_s)
-
-    async def start(self, interval_s: float = 2.0) -> None:
-        """Draw every tab once (so they come before the Agent's own tab), then keep them current."""
-        await self.refresh()
-        self._task = asyncio.create_task(self._loop(interval_s))
-
-    async def stop(self, status: str, error: str = "") -> None:
-        """Stop the live loop and draw the final state."""
-        if self._task:
-            self._task.cancel()
-        self.run_info.update(status=status, error=error)
-        try:
-            await self.refresh()
-        except Exception as exc:  # the run's outcome matters more than its last redraw
-            log.warning("final report refresh failed: %s", exc)
-
-
 class HandledFailureFilter(logging.Filter):
     """Drops Flyte's traceback for a failed experiment: the driver records it and prints one line instead."""
 
@@ -202,10 +103,10 @@ class HandledFailureFilter(logging.Filter):
 
         from autoresearch import llm
         from autoresearch.sandbox import experiment as sandbox
-        from autoresearch.session import inputs as validation
+        from autoresearch.session import inputs
 
         exc = record.exc_info[1] if record.exc_info else None
-        quiet = (sandbox.ExperimentFailed, flyte.errors.OOMError, llm.LLMUnavailable, validation.InputError)
+        quiet = (sandbox.ExperimentFailed, flyte.errors.OOMError, llm.LLMUnavailable, inputs.InputError)
         return not isinstance(exc, quiet)
 
 

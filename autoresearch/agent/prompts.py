@@ -1,0 +1,140 @@
+"""What the agent reads before its first turn: the system instructions and the directive (the opening message).
+
+Pure functions, data in, text out. The directive carries the goal, the budget, the data, the noise floor and the
+gate, the bounds, the rules and, on resume, the research so far; never a held-out test number.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from autoresearch_types import RUN_OWNED, DatasetProfile, ExperimentConfig, WorkshopBounds
+
+INSTRUCTIONS = """You are an ML research agent. You improve `train.py`, the training script of a small GPT
+language model, by running experiments in parallel batches. The metric is val_bpb (validation bits per
+byte, from a trusted evaluation you cannot change): lower is better.
+
+How to work, batch by batch:
+1. Look before you plan: inspect_dataset(), get_leaderboard(), get_code_edit_history().
+2. Plan a batch of DISTINCT edits with edit_train_code_batch(edits). The first batch may change only
+   config overrides; after that, change the training code (send `patches` or the full `train_py`),
+   forking the best experiment with parent_title. Give every edit a hypothesis and an expected effect.
+3. record_batch_plan(titles, rationale), then run them. Either run_experiment_batch(titles), which runs
+   them in parallel and waits for all of them; or, to keep every slot busy, submit_experiments(titles),
+   which returns at once, then wait_for_results(1) and submit the next experiment into each slot that
+   frees (its "slots" say how many are free).
+4. evaluate_batch_results(batch_id): only a "confirmed" verdict beat seed noise; fork the confirmed best,
+   drop what did not. A result "within_noise" is not a gain, however low its val_bpb.
+Stop when the experiment budget is spent (tools say so) and reply in plain text, with no code block:
+name the confirmed best experiment, its mean val_bpb over seeds, the gain over the baseline, and what
+helped; if nothing was confirmed, say that no edit beat seed noise.
+
+Rules: tools return {"error": ...} for bad input and say what to do instead; read it and adapt, do not
+repeat the same call. Never repeat an experiment that already ran (duplicates are refused)."""
+"""The Agent's system instructions; the tool catalogue and code-mode rules are appended by the SDK."""
+
+
+def _budget_lines(budget: dict[str, Any]) -> list[str]:
+    used = budget.get("started", 0)
+    return [
+        f"- runs for this memory key: {budget['n_experiments']} in total, {used} used so far (baseline seeds and "
+        f"confirmation re-runs count too); batches of up to {budget['batch_size']}, {budget['concurrency']} at once",
+        f"- training budget per experiment: {budget['max_steps']} steps of the base config "
+        f"({budget.get('token_budget', 0):,} tokens; an edit that changes batch_size or seq_len trains the same "
+        f"tokens in more or fewer steps), with a safety cap of {budget['time_budget_s']:g} s",
+        f"- agent turns at most: {budget['max_turns']}",
+    ]
+
+
+def _profile_lines(profile: DatasetProfile) -> list[str]:
+    return [
+        f"- dataset {profile.dataset!r}: {profile.train_tokens:,} training tokens "
+        f"({profile.train_documents:,} documents), {profile.val_tokens:,} validation tokens",
+        f"- tokenizer: {profile.vocab_size} tokens, {profile.bytes_per_token:.2f} bytes per token on average",
+        f"- held out for validation: {', '.join(profile.val_names) or 'a separate split'}",
+    ]
+
+
+def _noise_lines(noise: dict[str, Any] | None) -> list[str]:
+    """The measured noise floor and the acceptance gate, for the directive."""
+    if not noise:
+        return []
+    base = noise.get("baseline") or {}
+    sigma = noise.get("sigma")
+    measured = f"sigma = {sigma:.4f} val_bpb (pooled over seeds, {noise.get('df', 0)} degrees of freedom)"
+    lines = [f"- seed noise: {measured if sigma is not None else 'not measured yet'}"]
+    if base.get("val_bpb") is not None:
+        se = f" ± {base['se']:.4f}" if base.get("se") is not None else ""
+        lines.append(f"- baseline: val_bpb {base['val_bpb']:.4f}{se} over {base.get('n_seeds', 0)} seeds")
+    lines.append(f"- the gate: {noise.get('gate', '')}")
+    return lines
+
+
+def directive(
+    profile: DatasetProfile,
+    base_config: ExperimentConfig,
+    bounds: WorkshopBounds,
+    budget: dict[str, Any],
+    history_table: str = "",
+    best: dict[str, Any] | None = None,
+    noise: dict[str, Any] | None = None,
+) -> str:
+    """The opening message of a run: goal, budget, data, bounds, noise floor, rules and, on resume, prior research.
+
+    `budget` holds n_experiments, batch_size, concurrency, max_steps, time_budget_s and max_turns (and `started`);
+    `history_table` is the ledger's markdown table (empty for a fresh key); `best` the incumbent's leaderboard row;
+    `noise` holds sigma, df, the baseline's row and the gate rule's text.
+    """
+    base = {k: v for k, v in base_config.to_dict().items() if k not in RUN_OWNED}
+    budget = {"token_budget": base_config.token_budget, **budget}
+    parts = [
+        "# Goal",
+        "Lower val_bpb of train.py on the held-out validation text, within the budget below.",
+        "",
+        "# Budget",
+        *_budget_lines(budget),
+        "",
+        "# Data",
+        *_profile_lines(profile),
+        "",
+        "# Noise floor and what counts as a gain",
+        *_noise_lines(noise),
+        "",
+        "# Base config and override bounds",
+        f"- base config: {json.dumps(base)}",
+        f"- allowed overrides [low, high]: {json.dumps(bounds.describe())}",
+        "",
+        "# Rules",
+        "- Edits in one batch must differ from each other and from everything in the ledger.",
+        "- train.py must keep `build_model(config)` and `run_training(config, data_dir)`; the model must stay "
+        "causal (the harness checks), and metrics come only from the harness.",
+        "- Titles are unique names; fork with parent_title to build on an experiment.",
+        f"- The budget is fixed and belongs to the run: every experiment trains on the same {base_config.token_budget:,} "
+        "tokens (steps = tokens / (batch_size x seq_len)) with one thread, and the seed is chosen by the run. Overrides "
+        f"of {', '.join(RUN_OWNED)} are refused. A run stopped by the time cap is 'truncated' and not ranked.",
+    ]
+    if history_table.strip():
+        parts += ["", "# Prior research under this memory key", history_table.strip()]
+        if best:
+            parts.append(
+                f"\nConfirmed best so far: {best['title']!r} at mean val_bpb {best['val_bpb']:.4f}. "
+                "Continue from it: do not rerun experiments that already have results."
+            )
+    else:
+        parts += ["", "# Prior research", "None yet: this memory key is new. Start with a config sweep."]
+    return "\n".join(parts)
+
+
+def budget_dict(
+    n_experiments: int, batch_size: int, concurrency: int, max_steps: int, time_budget_s: float, max_turns: int
+) -> dict[str, Any]:
+    """The budget as the directive and the tools report it."""
+    return {
+        "n_experiments": n_experiments,
+        "batch_size": batch_size,
+        "concurrency": concurrency,
+        "max_steps": max_steps,
+        "time_budget_s": time_budget_s,
+        "max_turns": max_turns,
+    }

@@ -1,0 +1,174 @@
+"""The research loop between runs: which runs a key owes, what happens when one finishes, when research stops.
+
+`ResearchLoop` is bound to one session's ledger, runner and budget. The runner calls `record_job` for every
+finished run: it is recorded, the gate's verdicts are recomputed from the records, a borderline verdict goes to
+the judge, confirmation runs a candidate earned are handed back to the runner (queued first), and the goal is
+checked. The agent's tools (`tools.py`) only ask it to queue screens and read what it recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from autoresearch.lab.budget import Budget
+from autoresearch.lab.goal import Goal, goal_met
+from autoresearch.lab.judge import Judge, case_for
+from autoresearch.lab.runner import ExperimentRunner, Job, Outcome
+from autoresearch.ledger.ledger import Ledger, LedgerError
+from autoresearch.ledger.records import BASELINE_TITLE, ExperimentRecord, LeaderboardRow
+from autoresearch.ledger.verdicts import Judgement
+from autoresearch.ledger.views import verdict_brief
+from autoresearch_types import ExperimentResult
+
+Emit = Callable[[dict[str, Any]], None]
+"""Receives activity events for the report and the terminal."""
+OnResult = Callable[[Job, int, int, ExperimentResult, dict[str, Any] | None], None]
+"""Shown a finished run: the job, runs done and started since the runner was idle, the result, its standing."""
+
+
+def _quiet(*_: Any) -> None:
+    """The default observer: shows nothing."""
+
+
+@dataclass
+class ResearchLoop:
+    """One session's loop between runs: records each result, earns confirmations, asks the judge, checks the goal."""
+
+    ledger: Ledger
+    runner: ExperimentRunner
+    budget: Budget
+    emit: Emit = _quiet
+    on_result: OnResult = _quiet
+    on_start: Callable[[list[Job]], None] = _quiet
+    judge: Judge | None = None
+    """Decides the borderline verdicts (see `judge.py`); None leaves every verdict to the gate's rule."""
+    goal: Goal = field(default_factory=Goal)
+    """When to stop before the budget: a confirmed result reaching the target."""
+    progress: dict[str, int] = field(default_factory=lambda: {"done": 0, "total": 0})
+    """Runs finished and started since the runner was last idle: the terminal's progress bar."""
+
+    def __post_init__(self) -> None:
+        self.runner.bind(self.record_job, self.budget.admit)
+
+    # ---------------------------------------------------------------- what runs
+
+    def job(self, record: ExperimentRecord, role: str, seed: int | None = None) -> Job:
+        """A run of `record` on `seed` (default: the run's seed)."""
+        return Job(record, self.ledger.base_config.seed if seed is None else seed, role)
+
+    async def confirmation_jobs(self) -> list[Job]:
+        """Fresh-seed runs still owed to candidates that passed the screen."""
+        verdicts = await self.ledger.judgement()
+        return await self._confirm_jobs(verdicts, list(verdicts.confirm_seeds))
+
+    async def _confirm_jobs(self, verdicts: Judgement, titles: list[str]) -> list[Job]:
+        if not titles:
+            return []
+        recs = await self.ledger.specs(titles)
+        return [self.job(rec, "confirm", seed) for rec in recs for seed in verdicts.confirm_seeds.get(rec.title, [])]
+
+    async def pending_jobs(self) -> list[Job]:
+        """What the ledger owes before new research: the baseline's replicate seeds, experiments saved but never
+        run (a crash or Ctrl-C), and confirmations. Runs that did finish are Flyte cache hits, not reruns."""
+        records = await self.ledger.records()
+        jobs = []
+        base = next(r for r in records if r.title == BASELINE_TITLE)
+        seeds = [self.ledger.base_config.seed + i for i in range(self.ledger.rule.replicates)]
+        jobs += [self.job(base, "replicate", s) for s in seeds if base.run_for(s) is None]
+        unrun = [r for r in records if not r.runs and not r.legacy and r.title != BASELINE_TITLE]
+        jobs += [self.job(r, "screen") for r in sorted(unrun, key=lambda r: r.spec.created_at)]
+        return await self.confirmation_jobs() + jobs
+
+    async def queue(self, names: list[str]) -> dict[str, Any]:
+        """Submit the screens of saved, never-run titles (at most batch_size) after the confirmations still owed.
+
+        Returns {"queued": [titles], "skipped": [{"title", "reason"}]}, or {"error"} for an unknown title."""
+        try:
+            recs = await self.ledger.specs(list(dict.fromkeys(names)))
+        except LedgerError as exc:
+            return {"error": str(exc)}
+        skipped = [{"title": r.title, "reason": "already ran; not rerun"} for r in recs if r.runs or r.legacy]
+        todo = [r for r in recs if not r.runs and not r.legacy]
+        over = todo[self.budget.batch_size :]
+        skipped += [{"title": r.title, "reason": "over the batch size; submit it later"} for r in over]
+        screens = [self.job(r, "screen") for r in todo[: self.budget.batch_size]]
+        accepted = await self.start_jobs(await self.confirmation_jobs() + screens)
+        promised = [j for j in accepted if j.role == "screen"]
+        self.budget.reserve(len(promised))
+        running = {j.title for j in screens} - {j.title for j in accepted}
+        skipped += [{"title": t, "reason": "already queued or running"} for t in sorted(running)]
+        return {"queued": [j.title for j in promised], "skipped": skipped}
+
+    async def start_jobs(self, jobs: list[Job]) -> list[Job]:
+        """Hand jobs to the runner (returns at once); what it accepted (not already queued or running)."""
+        if self.runner.idle:
+            self.progress = {"done": 0, "total": 0}
+        accepted = self.runner.submit(jobs)
+        if accepted:
+            self.progress["total"] += len(accepted)
+            self.on_start(accepted)
+        return accepted
+
+    async def run_jobs(self, jobs: list[Job]) -> Outcome:
+        """Run jobs to the end (follow-ups included), recording each as it finishes: the batch form."""
+        await self.start_jobs(jobs)
+        return await self.runner.wait(until_idle=True)
+
+    def slot_state(self) -> dict[str, int]:
+        """The runner's slots right now."""
+        r = self.runner
+        return {"concurrency": r.concurrency, "running": r.in_flight, "queued": r.queued, "free": r.free_slots}
+
+    # ---------------------------------------------------------------- when a run finishes
+
+    async def record_job(self, job: Job, result: ExperimentResult) -> list[Job]:
+        """The runner's callback: record one finished run, show it, and return the confirmations it earned."""
+        await self.ledger.record_result(job.title, result, job.role)
+        _, verdicts, board = await self.ledger.view()
+        if await self._judge_borderline(job, verdicts):
+            _, verdicts, board = await self.ledger.view()
+        earned = job.role == "screen" and job.title in verdicts.confirm_seeds
+        earned = earned or (job.title in verdicts.confirm_seeds and verdicts.verdicts[job.title].by == "judge")
+        follow = await self._confirm_jobs(verdicts, [job.title] if earned else [])
+        await self._check_goal(board)
+        self.progress["done"] += 1
+        self.progress["total"] += len(follow)
+        standing = verdict_brief(next((r for r in board if r.title == job.title), None))
+        self.on_result(job, self.progress["done"], self.progress["total"], result, standing)
+        return follow
+
+    async def _judge_borderline(self, job: Job, verdicts: Judgement) -> bool:
+        """Send the experiment to the judge if its fresh verdict is borderline (once per experiment); record the
+        decision. True when a decision was recorded."""
+        title = job.title
+        if self.judge is None or title == BASELINE_TITLE or title in await self.ledger.decisions():
+            return False
+        verdict = verdicts.verdicts[title]
+        if title in verdicts.confirm_seeds and verdict.label == "unconfirmed":
+            return False  # its confirmation runs are still to come: judge the settled verdict
+        (rec,) = await self.ledger.specs([title])
+        parent = (await self.ledger.specs([rec.spec.parent or BASELINE_TITLE]))[0]
+        incumbent = verdicts.incumbent or BASELINE_TITLE
+        inc_values = [r.val_bpb for r in (await self.ledger.specs([incumbent]))[0].runs if r.val_bpb is not None]
+        case = case_for(rec, parent, verdict, inc_values, self.ledger.rule.replicates)
+        if case is None:
+            return False
+        decision, reason, who = await self.judge.decide(case, self.budget.remaining)
+        await self.ledger.record_decision(title, decision, f"{reason} [{who}; {case.why}]")
+        self.emit({"kind": "judge", "title": title, "decision": decision, "reason": reason, "who": who})
+        return True
+
+    async def _check_goal(self, board: list[LeaderboardRow]) -> None:
+        """Stop research (nothing new starts) once a confirmed result reaches the goal."""
+        reached = goal_met(self.goal, board)
+        if reached and not self.budget.stopped:
+            self.budget.stop(f"{reached}, after {self.ledger.runs_used()} runs")
+            await self.ledger.record_stop(self.budget.stopped, by="goal")
+            self.emit({"kind": "goal", "detail": self.budget.stopped})
+
+    async def stop(self, reason: str) -> None:
+        """End research deliberately (the agent's `stop` step): nothing new starts; runs in flight finish."""
+        self.budget.stop(" ".join(reason.split())[:500])
+        await self.ledger.record_stop(self.budget.stopped, by="agent")

@@ -1,0 +1,100 @@
+"""Which isolation backend runs an experiment, and what each one cannot guarantee (TRUSTED).
+
+`bubblewrap` is our own `bwrap` launcher (`bwrap.py`: PID, mount, network, IPC and user namespaces, read-only
+system and virtualenv, private `/tmp`); `userns` is `unionai-sandbox`'s (no PID namespace, shared host `/tmp`);
+`none` isolates nothing and needs an explicit opt-in. `default_backend` is the strongest one that works here.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import warnings
+
+from autoresearch.sandbox import bwrap as sandbox_bwrap
+from autoresearch.sandbox.pool import userns_problem
+
+BACKENDS = ("userns", "bubblewrap", "none")
+
+
+@functools.cache
+def _bwrap_works() -> bool:
+    """Whether our `bwrap` launcher works here (probed once per process: a property of the machine)."""
+    return sandbox_bwrap.works()
+
+
+def default_backend() -> str:
+    """The strongest isolating backend that works on this machine: `bubblewrap` if `bwrap` works, else `userns`."""
+    return "bubblewrap" if _bwrap_works() else "userns"
+
+
+def available_backends() -> list[str]:
+    """The isolation backends usable on this machine (`none` is always listed)."""
+    from union import sandbox as sb
+
+    native = {name for name, ok in sb.on_device.available_backends() if ok}
+    userns = "userns" in native and userns_problem() is None
+    usable = {"bubblewrap": _bwrap_works(), "userns": userns, "none": True}
+    return [name for name in BACKENDS if usable[name]]
+
+
+COMMON_GAPS = (
+    "memory is an address-space limit per process (RLIMIT_AS), not a cgroup: a run that forks can hold "
+    "a multiple of its memory",
+    "CPU is neither pinned nor throttled: a run can use more threads than granted; phase 1's CPU time is "
+    "measured (train_cpu_s), and capped only by the deadline",
+    "covert channels through shared CPU load and the page cache of the shared read-only files are not closed",
+)
+
+
+BACKEND_GAPS = {
+    "bubblewrap": COMMON_GAPS,
+    "userns": COMMON_GAPS
+    + (
+        "no PID namespace: the run sees host processes and can signal any process of the same user",
+        "the host /tmp and /dev/shm are shared: the run can leave files there, and two sandboxes can pass "
+        "data through them, which defeats the fresh-server check of the scorer",
+        "host Unix sockets are reachable: the run can connect to any socket whose path it can name",
+        "a process that clears its environment and leaves its work dir can outlive the run",
+        "phase 1's CPU time is sampled from /proc (a lower bound), not read from the kernel at exit",
+    ),
+    "none": (
+        "no isolation at all: the run can read and write everything this user can (ledger, bundles, "
+        "virtualenv), reach the network, see and signal every process, and outlive the run",
+    ),
+}
+
+
+def missing_guarantees(backend: str) -> list[str]:
+    """What `backend` cannot guarantee, one sentence each, for the driver to say once at start."""
+    if backend not in BACKEND_GAPS:
+        raise ValueError(f"unknown sandbox backend {backend!r}; choose one of {BACKENDS}")
+    return list(BACKEND_GAPS[backend])
+
+
+def backend_problem(backend: str, allow_unsandboxed: bool) -> str | None:
+    """Why `backend` may not run (unknown, or `none` without the explicit opt-in), or None."""
+    if backend not in BACKENDS:
+        return f"unknown sandbox backend {backend!r}; choose one of {', '.join(BACKENDS)}"
+    if backend == "userns":
+        return userns_problem()
+    if backend == "none" and not allow_unsandboxed:
+        return (
+            "backend 'none' runs the edited train.py with NO isolation: opt in explicitly (--allow-unsandboxed, "
+            "allow_unsandboxed=True) or use an isolating backend"
+        )
+    return None
+
+
+def check_backend(backend: str, allow_unsandboxed: bool) -> None:
+    """Refuse an unknown backend, or `none` without the explicit opt-in; warn loudly on `none`."""
+    problem = backend_problem(backend, allow_unsandboxed)
+    if problem:
+        raise ValueError(problem)
+    if backend == "none":
+        banner = "!" * 78
+        print(
+            f"{banner}\n!!! sandbox backend 'none': UNTRUSTED train.py RUNS WITH NO ISOLATION !!!\n{banner}",
+            file=sys.stderr,
+        )
+        warnings.warn("sandbox backend 'none': no isolation", RuntimeWarning, stacklevel=3)

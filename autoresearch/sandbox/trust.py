@@ -1,0 +1,38 @@
+"""The trusted set, in one place: `sandbox/` plus `prepare.py` plus `autoresearch_types.py`.
+
+Everything that produces or checks a number lives there. The one list decides three things:
+- the experiment cache salt (`code_salt`): editing any trusted file invalidates every cached result;
+- what a sandbox stages (`STAGED`): the few trusted files that run inside it, next to the edited `train.py`;
+- what a cluster pod must receive besides the task modules (see `bundle.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+SANDBOX = Path(__file__).resolve().parent
+REPO = SANDBOX.parent.parent
+CONTRACTS = ("prepare.py", "autoresearch_types.py")
+"""The top-level trusted files (the contracts and the fixed infrastructure)."""
+STAGED = {"harness.py": SANDBOX / "harness.py", **{name: REPO / name for name in CONTRACTS}}
+"""Work-dir name -> source of every trusted file a sandbox runs: the harness and what it imports."""
+
+
+def trusted_files() -> list[Path]:
+    """Every trusted source file: each module of `sandbox/` and the top-level contracts, in a fixed order."""
+    return sorted(SANDBOX.glob("*.py")) + [REPO / name for name in CONTRACTS]
+
+
+def salt(paths: Iterable[Path]) -> str:
+    """A short hash of files (their paths relative to the repository, and their bytes)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def code_salt() -> str:
+    """The experiment cache salt: a hash of the whole trusted set."""
+    return salt(trusted_files())

@@ -1,0 +1,69 @@
+"""The live report: the tabs redrawn from a fresh read of the ledger whenever something new happened.
+
+The read is `read_view` (one read of the store); the snapshot and the HTML are the report package's pure functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import flyte.report
+
+import ui
+from autoresearch.ledger.ledger import Ledger
+from autoresearch.report.snapshot import StoreView, build_snapshot
+from autoresearch.session.activity import Activity
+
+log = logging.getLogger("autoresearch")
+AUDIT_TAIL = 50
+"""The newest entries of the store's audit log the Memory tab shows."""
+
+
+async def read_view(ledger: Ledger) -> StoreView:
+    """Everything the report reads from the ledger, in one read of its records (one set of verdicts)."""
+    records, verdicts, board = await ledger.view()
+    plans, tail, audit = await ledger.batch_plans(), await ledger.audit_tail(AUDIT_TAIL), await ledger.latest_audit()
+    return StoreView(records, verdicts, board, ledger.rule.describe(), plans, tail, audit or {})
+
+
+class Reporter:
+    """Keeps the report tabs current: redraws when activity is new, at most every `interval_s` seconds."""
+
+    def __init__(self, ledger: Ledger, run_info: dict[str, Any], activity: Activity, usage: Callable):
+        self.ledger, self.run_info, self.activity, self.usage = ledger, run_info, activity, usage
+        self._task: asyncio.Task | None = None
+
+    async def refresh(self) -> None:
+        """Render every tab from a fresh snapshot and flush the report file."""
+        snapshot = build_snapshot(await read_view(self.ledger), self.run_info, self.activity.events, self.usage())
+        for name, html in ui.render_report(snapshot).items():
+            flyte.report.get_tab(name).replace(html)
+        await flyte.report.flush.aio()
+
+    async def _loop(self, interval_s: float) -> None:
+        while True:
+            await self.activity.dirty.wait()
+            self.activity.dirty.clear()
+            try:
+                await self.refresh()
+            except Exception as exc:  # a report glitch must never stop the research
+                log.warning("report refresh failed: %s", exc)
+            await asyncio.sleep(interval_s)
+
+    async def start(self, interval_s: float = 2.0) -> None:
+        """Draw every tab once (so they come before the Agent's own tab), then keep them current."""
+        await self.refresh()
+        self._task = asyncio.create_task(self._loop(interval_s))
+
+    async def stop(self, status: str, error: str = "") -> None:
+        """Stop the live loop and draw the final state."""
+        if self._task:
+            self._task.cancel()
+        self.run_info.update(status=status, error=error)
+        try:
+            await self.refresh()
+        except Exception as exc:  # the run's outcome matters more than its last redraw
+            log.warning("final report refresh failed: %s", exc)
