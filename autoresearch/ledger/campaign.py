@@ -1,0 +1,68 @@
+"""Error control across a key's whole campaign: alpha spending over the candidates the gate screens.
+
+The k-th candidate of a key (numbered in the order their screen seeds scored) may be falsely confirmed with
+probability at most `level(k)`: the confirmation's critical value is set so that a candidate that does nothing
+passes the screen AND the confirmation with that joint probability (`stattests.confirm_alpha`). The levels sum
+to at most `alpha_campaign` over any number of candidates, so the expected number of false confirmations in a key
+is at most the sum of the levels its candidates used (`spent`), whatever the candidates were and in whatever
+order they came: the levels depend only on k, never on results.
+
+Spending: most of the budget (`1 - TAIL`) is spread evenly over the ideas the key was created for (its horizon);
+the rest is kept for candidates beyond it, the j-th beyond at `TAIL * alpha / (j (j + 1))`, which sums to `TAIL *
+alpha` however far a resumed key goes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+TAIL = 0.2
+"""The share of the campaign's budget kept for candidates beyond the key's horizon."""
+
+
+def level(k: int, alpha: float, horizon: int) -> float:
+    """The joint false-confirmation probability the k-th candidate (1-based) may use."""
+    horizon = max(1, horizon)
+    if k <= horizon:
+        return alpha * (1.0 - TAIL) / horizon
+    j = k - horizon
+    return alpha * TAIL / (j * (j + 1))
+
+
+def spent(k: int, alpha: float, horizon: int) -> float:
+    """The sum of the first k levels: the bound on the expected false confirmations among k candidates."""
+    horizon = max(1, horizon)
+    within = min(k, horizon) * alpha * (1.0 - TAIL) / horizon
+    beyond = max(0, k - horizon)
+    return within + alpha * TAIL * (1.0 - 1.0 / (beyond + 1))
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """Where a key's error control stands: candidates screened so far, the bound they spent, the next level."""
+
+    alpha: float
+    horizon: int
+    candidates: int
+
+    @property
+    def bound(self) -> float:
+        """Expected false confirmations in this key so far are at most this."""
+        return spent(self.candidates, self.alpha, self.horizon)
+
+    @property
+    def next_level(self) -> float:
+        return level(self.candidates + 1, self.alpha, self.horizon)
+
+    def text(self) -> str:
+        """The bound in one sentence, for the summary, the report and the directive."""
+        return (
+            f"expected false confirmations <= {self.bound:.4f} over {self.candidates} screened candidate(s) "
+            f"(campaign budget {self.alpha:g}, spread over {self.horizon} ideas; the next candidate may use "
+            f"{self.next_level:.2g})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"alpha": self.alpha, "horizon": self.horizon, "candidates": self.candidates}
+        return {**out, "bound": self.bound, "next_level": self.next_level, "text": self.text()}
