@@ -1,7 +1,7 @@
 """Search quality per unit of compute: the built-in planner, the same with pruning, random search and Optuna's TPE
 sampler, over several sessions that each draw their own seed stream, on the same budget.
 
-    python benchmarks/bench_search.py [--quick] [--json PATH] [--sessions N] [--batch]
+    python benchmarks/bench_search.py [--quick] [--json PATH] [--sessions N] [--batch] [--from-partial PATH]
 
 Optuna is a benchmark-only dependency: `pip install -e ".[bench]"`.
 
@@ -253,17 +253,17 @@ def figures_of(results: dict[str, list[dict[str, Any]]], size: dict[str, Any]) -
     return figures
 
 
-def main() -> None:
-    def extra(parser: Any) -> None:
-        parser.add_argument("--sessions", type=int, default=0, help="sessions per strategy (default 5; quick 1)")
-        parser.add_argument("--batch", action="store_true", help="also run the planner batch by batch")
+def partial_path(json_path: Path | None) -> Path | None:
+    """Where each finished session is appended as it ends (beside `--json`), so a long run that is cut short still
+    leaves its sessions."""
+    return json_path.with_suffix(".sessions.jsonl") if json_path else None
 
-    args = parse_args(__doc__, extra)
-    size = dict(QUICK if args.quick else FULL)
-    size["sessions"] = args.sessions or size["sessions"]
+
+def run_sessions(size: dict[str, Any], strategies: dict[str, Any], json_path: Path | None) -> dict[str, list]:
+    """Every strategy on every session, session by session; each session's standing appended to the partial file."""
     ledger_mod.init_local(project="autoresearch-bench", log_level=logging.CRITICAL)
-    strategies = {**STRATEGIES, **(BATCH if args.batch else {})}
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in strategies}
+    partial = partial_path(json_path)
     for session in range(size["sessions"]):
         litellm.custom_provider_map = [
             {"provider": "randomsearch", "custom_handler": random_planner(size, session)},
@@ -272,8 +272,47 @@ def main() -> None:
         for name, strategy in strategies.items():
             results[name].append(standing(*research(size, strategy, session)))
             print(f"session {session} {name}: {results[name][-1]['best_title']}", flush=True)
+            if partial:
+                with partial.open("a") as f:
+                    f.write(json.dumps({"strategy": name, "session": session, **results[name][-1]}) + "\n")
+    return results
+
+
+def read_partial(path: Path, strategies: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The sessions a (possibly cut short) run appended, by strategy, in session order."""
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in strategies}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        row["path"] = tuple(tuple(step) for step in row["path"])
+        results.setdefault(row.pop("strategy"), []).append(row)
+    return results
+
+
+def main() -> None:
+    def extra(parser: Any) -> None:
+        parser.add_argument("--sessions", type=int, default=0, help="sessions per strategy (default 5; quick 1)")
+        parser.add_argument("--batch", action="store_true", help="also run the planner batch by batch")
+        parser.add_argument(
+            "--from-partial",
+            type=Path,
+            default=None,
+            help="report the figures of the sessions a cut-short run appended (PATH.sessions.jsonl), without running",
+        )
+
+    args = parse_args(__doc__, extra)
+    size = dict(QUICK if args.quick else FULL)
+    size["sessions"] = args.sessions or size["sessions"]
+    strategies = {**STRATEGIES, **(BATCH if args.batch else {})}
+    if args.from_partial:
+        results = read_partial(args.from_partial, strategies)
+        size["sessions"] = min(len(rows) for rows in results.values())
+        results = {name: rows[: size["sessions"]] for name, rows in results.items()}
+    else:
+        results = run_sessions(size, strategies, args.json)
     print(f"\n{size['ideas']} ideas per session, {size['max_steps']} steps, batches of {size['batch_size']}")
-    print(f"{'strategy':<9}{'sess':>5}{'confirmed best':>16}{'baseline':>10}{'gains':>6}{'CPU s':>8}{'1st gain s':>11}  best")
+    print(
+        f"{'strategy':<9}{'sess':>5}{'confirmed best':>16}{'baseline':>10}{'gains':>6}{'CPU s':>8}{'1st gain s':>11}  best"
+    )
     for name, rows in results.items():
         for session, r in enumerate(rows):
             first = "-" if r["first_gain_s"] is None else f"{r['first_gain_s']:.0f}"

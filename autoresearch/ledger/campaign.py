@@ -1,9 +1,8 @@
 """Error control across a key's whole campaign: alpha spending over the candidates the gate screens.
 
 The k-th candidate of a key (numbered in the order their screen seeds scored) may be falsely confirmed with
-probability at most `level(k)`: the confirmation's critical value is set so that a candidate that does nothing
-passes the screen AND the confirmation with that joint probability (`stattests.confirm_alpha`). The levels sum
-to at most `alpha_campaign` over any number of candidates, so the expected number of false confirmations in a key
+probability at most `level(k)`: its confirmation is a one-sided test at that level (the screen before it only
+makes a false confirmation rarer). The levels sum to at most `alpha_campaign` over any number of candidates, so the expected number of false confirmations in a key
 is at most the sum of the levels its candidates used (`spent`), whatever the candidates were and in whatever
 order they came: the levels depend only on k, never on results.
 

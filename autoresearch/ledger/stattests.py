@@ -87,12 +87,13 @@ class Side:
 def side(values: list[float], prior_var: float, prior_df: float) -> Side:
     """A config's mean and variance from its own seeds, shrunk toward the prior (the pooled variance over every
     config) with `prior_df` pseudo degrees of freedom: a config with few seeds leans on the prior, one with many
-    seeds on its own spread. With one seed the variance is the prior's alone."""
+    seeds on its own spread, and the prior never pulls it below what its own seeds show (an unstable config is not
+    made to look stable). With one seed the variance is the prior's alone."""
     own_df = len(values) - 1
     own = statistics.variance(values) if own_df > 0 else 0.0
     df = prior_df + own_df
     var = (prior_df * prior_var + own_df * own) / df if df > 0 else prior_var
-    return Side(statistics.fmean(values), var, len(values), df)
+    return Side(statistics.fmean(values), max(var, own), len(values), df)
 
 
 def welch(incumbent: Side, candidate: Side) -> tuple[float, float, float]:
@@ -125,26 +126,6 @@ def upper_orthant(a: float, b: float, rho: float) -> float:
 def design_rho(inc_var_of_mean: float, screen_se: float, confirm_se: float) -> float:
     """The correlation of the screen's and the confirmation's statistics: both subtract the same incumbent mean."""
     return max(0.0, min(0.99, inc_var_of_mean / max(screen_se * confirm_se, 1e-24)))
-
-
-def z_of(alpha: float) -> float:
-    """The standard normal's one-sided critical value for `alpha`."""
-    return NORMAL.inv_cdf(1.0 - min(max(alpha, 1e-15), 1.0 - 1e-15))
-
-
-@functools.lru_cache(maxsize=4096)
-def confirm_alpha(joint: float, alpha_screen: float, rho: float) -> float:
-    """The confirmation's own one-sided level such that a null candidate passes the screen (at `alpha_screen`) AND
-    the confirmation with probability `joint`: the screen already removed most nulls, so the confirmation alone may
-    be less strict than `joint`, but only by as much as the two tests' shared incumbent mean allows."""
-    if joint >= alpha_screen:
-        return 1.0
-    z1 = z_of(alpha_screen)
-    low, high = -9.0, 12.0
-    for _ in range(80):
-        mid = (low + high) / 2
-        low, high = (mid, high) if upper_orthant(z1, mid, rho) > joint else (low, mid)
-    return 1.0 - NORMAL.cdf((low + high) / 2)
 
 
 def power(effect: float, screen: tuple[float, float], confirm: tuple[float, float], rho: float) -> float:

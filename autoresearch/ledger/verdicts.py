@@ -14,7 +14,8 @@ The rule (one home; the README and the directive quote it):
   selected for looking good, so it is left out of the test and of the reported gain, to avoid the winner's
   curse). The fresh mean must beat the incumbent's at the level the campaign grants this candidate: the k-th
   screened candidate of a key may be falsely confirmed (screen AND confirmation) with probability at most
-  `campaign.level(k)`, and those levels sum to at most `alpha_campaign` over the whole key (`campaign.py`).
+  `campaign.level(k)`, and those levels sum to at most `alpha_campaign` over the whole key (`campaign.py`). The
+  confirmation alone is tested at that level, so the screen (which only saves confirmation runs) cannot raise it.
   Passing gives `confirmed` and the candidate becomes the incumbent.
 - **The incumbent's side** of every comparison is its unbiased seeds: all of the baseline's, a confirmed
   candidate's fresh seeds (its screen seed was selected).
@@ -40,7 +41,6 @@ from typing import Any
 from autoresearch.ledger.campaign import Campaign, level
 from autoresearch.ledger.stattests import (
     Side,
-    confirm_alpha,
     design_rho,
     min_detectable,
     side,
@@ -287,29 +287,21 @@ def screen(x: float, inc: tuple[str, list[float]], cand: str, noise: Noise, rule
     return "within_noise", c
 
 
-def confirm_level(c: Comparison, joint: float, rule: GateRule, screened: bool = True) -> float:
-    """The confirmation's own level for a candidate the campaign granted `joint`: less strict than `joint` by what
-    the screen already filtered (when it passed one), given how much the two tests share (the incumbent's mean)."""
-    if not screened:
-        return joint
-    inc_var_of_mean = c.incumbent.var / c.incumbent.n
-    screen_se = math.sqrt(inc_var_of_mean + c.candidate.var)
-    return confirm_alpha(joint, rule.alpha_screen, design_rho(inc_var_of_mean, screen_se, c.se))
-
-
 def confirm(
     fresh: list[float],
     inc: tuple[str, list[float]],
     cand: str,
     noise: Noise,
     rule: GateRule,
-    joint: float,
-    screened: bool = True,
+    level: float,
 ) -> tuple[str, Comparison]:
     """`confirmed`, `within_noise` or `regression` for the fresh seeds' mean against the incumbent at the campaign's
-    `joint` level (`screened`: it got here by passing the screen, not by a judge's call); and the test."""
+    `level` for this candidate; and the test. The confirmation alone holds the level (a candidate that does nothing
+    passes the screen AND the confirmation no more often than the confirmation alone): the screen only decides
+    which candidates are worth their confirmation runs, so the bound needs no assumption about how the two tests
+    depend on each other (they share the incumbent's mean and the variance estimates)."""
     c = compare(inc, (cand, fresh), noise, rule)
-    if c.t > t_critical(confirm_level(c, joint, rule, screened), c.df):
+    if c.t > t_critical(level, c.df):
         return "confirmed", c
     if c.t < -t_critical(rule.alpha_worse, c.df):
         return "regression", c
@@ -333,7 +325,7 @@ def min_effect(inc: tuple[str, list[float]], noise: Noise, rule: GateRule, joint
     df1, df2 = min(df1, max(shared, 1)), min(df2, max(shared + fresh - 1, 1))
     rho = design_rho(incumbent.var / incumbent.n, se1, se2)
     c1 = t_critical(rule.alpha_screen, df1)
-    c2 = t_critical(confirm_alpha(joint, rule.alpha_screen, rho), df2)
+    c2 = t_critical(joint, df2)
     return min_detectable((c1, se1), (c2, se2), rho)
 
 
@@ -353,7 +345,6 @@ class _Runs:
     outcomes: dict[int, str] = field(default_factory=dict)
     candidate: int = 0
     """Its number among the key's screened candidates (0: its screen has not scored)."""
-    passed_screen: bool = False
 
 
 def judge(
@@ -494,7 +485,6 @@ def _rule_verdict(
         label, c = screen(rec.values[rec.screen_seed], inc, base.title, noise, rule)
         base.label, base.gain, base.t, base.df = label, c.incumbent.mean - c.candidate.mean, c.t, c.df
         base.reason = f"screen seed {rec.screen_seed}: {_test_text(c, incumbent)}"
-        rec.passed_screen = label == "unconfirmed"
         if label == "unconfirmed":
             out.confirm_seeds[base.title] = fresh_seeds
         return base
@@ -510,7 +500,7 @@ def _rule_verdict(
     if not fresh:
         base.label, base.reason = "within_noise", "every confirmation run failed"
         return base
-    label, c = confirm(fresh, inc, base.title, noise, rule, base.level, rec.passed_screen)
+    label, c = confirm(fresh, inc, base.title, noise, rule, base.level)
     base.label, base.t, base.df = label, c.t, c.df
     base.fresh_mean, base.n_fresh, base.fresh_se = c.candidate.mean, len(fresh), mean_se(fresh)[1]
     base.gain = c.incumbent.mean - base.fresh_mean

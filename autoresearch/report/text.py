@@ -52,6 +52,8 @@ def leaderboard_text(rows: list[dict[str, Any]], limit: int = 20) -> str:
         label = str(row.get("label") or "-") + (" *best*" if row.get("incumbent") else "")
         if row.get("label") == "failed":
             label += f" ({row.get('outcome')})"
+        elif row.get("n_seeds") == 1 and row.get("rank") is not None:
+            label += " (one seed)"
         lines.append(
             f"{rank:>4}  {str(row['title'])[:36]:<36} {fmt_bpb(row.get('val_bpb')):>8} {se:>7} "
             f"{row.get('n_seeds', 0) or '':>5} {vs_best:>8} {vs_base:>8}  {label}"

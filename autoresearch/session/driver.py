@@ -252,6 +252,7 @@ def run_info(session: Session) -> dict[str, Any]:
         "status": "running",
         "error": "",
         "n_experiments": session.budget.n_experiments,
+        "max_runs": session.budget.max_runs,
         "batch_size": session.budget.batch_size,
         "concurrency": session.budget.concurrency,
         "gate": session.ledger.rule.describe(),
