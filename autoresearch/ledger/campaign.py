@@ -7,12 +7,13 @@ is at most the sum of the levels its candidates used (`spent`), whatever the can
 order they came: the levels depend only on k, never on results.
 
 Spending: most of the budget (`1 - TAIL`) is spread evenly over the ideas the key was created for (its horizon);
-the rest is kept for candidates beyond it, the j-th beyond at `TAIL * alpha / (j (j + 1))`, which sums to `TAIL *
-alpha` however far a resumed key goes.
+the rest is kept for candidates beyond it, the j-th beyond at `TAIL * alpha / (j (j + 1))` (never more than a
+candidate within the horizon got), which sums to at most `TAIL * alpha` however far a resumed key goes.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,20 +22,18 @@ TAIL = 0.2
 
 
 def level(k: int, alpha: float, horizon: int) -> float:
-    """The joint false-confirmation probability the k-th candidate (1-based) may use."""
+    """The false-confirmation probability the k-th candidate (1-based) may use: never more than an earlier one."""
     horizon = max(1, horizon)
+    within = alpha * (1.0 - TAIL) / horizon
     if k <= horizon:
-        return alpha * (1.0 - TAIL) / horizon
+        return within
     j = k - horizon
-    return alpha * TAIL / (j * (j + 1))
+    return min(within, alpha * TAIL / (j * (j + 1)))
 
 
 def spent(k: int, alpha: float, horizon: int) -> float:
     """The sum of the first k levels: the bound on the expected false confirmations among k candidates."""
-    horizon = max(1, horizon)
-    within = min(k, horizon) * alpha * (1.0 - TAIL) / horizon
-    beyond = max(0, k - horizon)
-    return within + alpha * TAIL * (1.0 - 1.0 / (beyond + 1))
+    return math.fsum(level(i, alpha, horizon) for i in range(1, k + 1))
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,13 @@ def t_critical(alpha: float, df: float) -> float:
 # ---------------------------------------------------------------- each side's variance, and Welch
 
 
+def variance(values: list[float]) -> float:
+    """The sample variance (n - 1), in floats: `statistics.variance` computes exactly and is far too slow for a
+    fold that runs on every read of the ledger."""
+    m = math.fsum(values) / len(values)
+    return math.fsum((x - m) ** 2 for x in values) / (len(values) - 1)
+
+
 @dataclass(frozen=True)
 class Side:
     """One side of a comparison: its mean over n seeds, its variance estimate and that estimate's degrees of
@@ -90,10 +97,10 @@ def side(values: list[float], prior_var: float, prior_df: float) -> Side:
     seeds on its own spread, and the prior never pulls it below what its own seeds show (an unstable config is not
     made to look stable). With one seed the variance is the prior's alone."""
     own_df = len(values) - 1
-    own = statistics.variance(values) if own_df > 0 else 0.0
+    own = variance(values) if own_df > 0 else 0.0
     df = prior_df + own_df
     var = (prior_df * prior_var + own_df * own) / df if df > 0 else prior_var
-    return Side(statistics.fmean(values), max(var, own), len(values), df)
+    return Side(math.fsum(values) / len(values), max(var, own), len(values), df)
 
 
 def welch(incumbent: Side, candidate: Side) -> tuple[float, float, float]:

@@ -46,6 +46,7 @@ from autoresearch.ledger.stattests import (
     side,
     t_critical,
     t_sf,  # noqa: F401 - re-exported: the gate's tests read the distribution here
+    variance,
     welch,
 )
 from autoresearch_types import trusted_bpb
@@ -234,12 +235,36 @@ def pooled_sigma(groups: list[list[float]]) -> tuple[float | None, int]:
     df = sum(len(g) - 1 for g in usable)
     if df == 0:
         return None, 0
-    ss = sum((len(g) - 1) * statistics.variance(g) for g in usable)
+    ss = sum((len(g) - 1) * variance(g) for g in usable)
     return max(SIGMA_FLOOR, math.sqrt(ss / df)), df
 
 
-Noise = dict[str, list[float]]
-"""title -> the seeds that config adds to the noise estimate (see `_noise_sample`)."""
+class Noise:
+    """The seeds each config adds to the noise estimate (see `_noise_sample`), with their sums of squares kept, so
+    the pooled spread of every config but one or two is had at once (the fold asks on every run)."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, tuple[float, int]] = {}
+        self._ss, self._df = 0.0, 0
+
+    def set(self, title: str, values: list[float]) -> None:
+        """`title`'s noise seeds are now `values`."""
+        ss, df = self._parts.pop(title, (0.0, 0))
+        self._ss, self._df = self._ss - ss, self._df - df
+        if len(values) >= 2:
+            part = ((len(values) - 1) * variance(values), len(values) - 1)
+            self._parts[title] = part
+            self._ss, self._df = self._ss + part[0], self._df + part[1]
+
+    def pooled(self, *excluding: str) -> tuple[float | None, int]:
+        """The pooled sigma and its degrees of freedom over every config but `excluding` (None if df = 0)."""
+        ss, df = self._ss, self._df
+        for title in set(excluding):
+            part_ss, part_df = self._parts.get(title, (0.0, 0))
+            ss, df = ss - part_ss, df - part_df
+        if df <= 0:
+            return None, 0
+        return max(SIGMA_FLOOR, math.sqrt(max(ss, 0.0) / df)), df
 
 
 @dataclass(frozen=True)
@@ -253,15 +278,14 @@ class Comparison:
     df: float
 
 
-def _side(values: list[float], others: Noise, rule: GateRule, fallback: Side | None = None) -> Side:
-    """One side's mean and variance: its own seeds, shrunk toward the pooled spread of `others`; a lone seed with
-    nothing to lean on takes the other side's variance (the equal-variance case)."""
-    sigma, df = pooled_sigma(list(others.values()))
+def _side(values: list[float], prior: tuple[float | None, int], rule: GateRule, fallback: Side | None = None) -> Side:
+    """One side's mean and variance: its own seeds, shrunk toward the `prior` (the pooled spread of the other
+    configs, and its df); a lone seed with nothing to lean on takes the other side's variance (equal variances)."""
+    sigma, df = prior
     prior_df = min(rule.prior_df, df) if sigma is not None else 0.0
-    prior_var = (sigma or 0.0) ** 2
     if len(values) < 2 and prior_df == 0 and fallback is not None:
         return Side(statistics.fmean(values), fallback.var, len(values), fallback.df)
-    return side(values, max(prior_var, SIGMA_FLOOR**2), prior_df)
+    return side(values, max((sigma or 0.0) ** 2, SIGMA_FLOOR**2), prior_df)
 
 
 def compare(inc: tuple[str, list[float]], cand: tuple[str, list[float]], noise: Noise, rule: GateRule) -> Comparison:
@@ -269,10 +293,10 @@ def compare(inc: tuple[str, list[float]], cand: tuple[str, list[float]], noise: 
     configs' spread. The degrees of freedom never exceed the distinct ones behind both variances (their own seeds
     and the configs beside them), so a prior shared by both sides is not counted twice."""
     (inc_title, inc_values), (cand_title, cand_values) = inc, cand
-    incumbent = _side(inc_values, {t: v for t, v in noise.items() if t != inc_title}, rule)
-    candidate = _side(cand_values, {t: v for t, v in noise.items() if t != cand_title}, rule, fallback=incumbent)
+    incumbent = _side(inc_values, noise.pooled(inc_title), rule)
+    candidate = _side(cand_values, noise.pooled(cand_title), rule, fallback=incumbent)
     t, se, df = welch(incumbent, candidate)
-    shared = pooled_sigma([v for k, v in noise.items() if k not in (inc_title, cand_title)])[1]
+    shared = noise.pooled(inc_title, cand_title)[1]
     distinct = len(inc_values) - 1 + len(cand_values) - 1 + shared
     return Comparison(incumbent, candidate, t, se, min(df, max(distinct, 1)))
 
@@ -312,14 +336,14 @@ def min_effect(inc: tuple[str, list[float]], noise: Noise, rule: GateRule, joint
     """The smallest true effect a new candidate is confirmed with 80% chance against the incumbent `inc`, with the
     key's seeds (one screen seed, `replicates - 1` fresh ones) and the campaign's next level `joint`; the candidate's
     own spread is taken to be the pooled one."""
-    sigma, pool_df = pooled_sigma(list(noise.values()))
+    sigma, pool_df = noise.pooled()
     if sigma is None or not inc[1]:
         return None
     fresh = max(1, rule.replicates - 1)
-    others = {t: v for t, v in noise.items() if t != inc[0]}
+    others = noise.pooled(inc[0])
     incumbent = _side(inc[1], others, rule)
     prior_df = min(rule.prior_df, pool_df)
-    shared = len(inc[1]) - 1 + pooled_sigma(list(others.values()))[1]
+    shared = len(inc[1]) - 1 + others[1]
     one, some = Side(0.0, sigma**2, 1, prior_df), Side(0.0, sigma**2, fresh, prior_df + fresh - 1)
     (_, se1, df1), (_, se2, df2) = welch(incumbent, one), welch(incumbent, some)
     df1, df2 = min(df1, max(shared, 1)), min(df2, max(shared + fresh - 1, 1))
@@ -367,7 +391,7 @@ def judge(
     flagged = over_budget(arrivals, rule.over_budget_factor)
     arrivals = [dataclasses.replace(a, outcome="over_budget") if a.seq in flagged else a for a in arrivals]
     out.budget_notes = flagged
-    screened = 0
+    screened, noise = 0, Noise()
     for arrival in sorted(arrivals, key=lambda a: a.seq):
         rec = runs.setdefault(arrival.title, _Runs())
         if rec.screen_seed is None:
@@ -379,8 +403,9 @@ def judge(
         if arrival.title != BASELINE and arrival.seed == rec.screen_seed and bpb is not None and not rec.candidate:
             screened += 1
             rec.candidate = screened
-        out.sigma, out.df = pooled_sigma([_noise_sample(t, r) for t, r in runs.items()])
-        _decide(arrival.title, runs, out, rule, baseline_seeds, decisions.get(arrival.title))
+        noise.set(arrival.title, _noise_sample(arrival.title, rec))
+        out.sigma, out.df = noise.pooled()
+        _decide(arrival.title, runs, noise, out, rule, baseline_seeds, decisions.get(arrival.title))
     for title in titles:
         if title not in out.verdicts:
             out.verdicts[title] = Verdict(title, "not_run", reason="no result yet")
@@ -389,7 +414,7 @@ def judge(
     out.campaign = Campaign(rule.alpha_campaign, rule.horizon, screened)
     if with_mde and out.incumbent:
         inc = (out.incumbent, _comparator(out.incumbent, runs[out.incumbent]))
-        out.mde = min_effect(inc, _noise(runs), rule, out.campaign.next_level)
+        out.mde = min_effect(inc, noise, rule, out.campaign.next_level)
     return out
 
 
@@ -399,10 +424,6 @@ def _noise_sample(title: str, rec: _Runs) -> list[float]:
     if title == BASELINE:
         return list(rec.values.values())
     return [v for s, v in rec.values.items() if s != rec.screen_seed]
-
-
-def _noise(runs: dict[str, _Runs]) -> Noise:
-    return {t: _noise_sample(t, r) for t, r in runs.items()}
 
 
 def _comparator(title: str, rec: _Runs) -> list[float]:
@@ -415,6 +436,7 @@ def _comparator(title: str, rec: _Runs) -> list[float]:
 def _decide(
     title: str,
     runs: dict[str, _Runs],
+    noise: Noise,
     out: Judgement,
     rule: GateRule,
     baseline_seeds: list[int],
@@ -430,7 +452,7 @@ def _decide(
         if out.incumbent is None and rec.values:
             out.incumbent = BASELINE
         return
-    verdict = _rule_verdict(rec, base, runs, out, rule, baseline_seeds)
+    verdict = _rule_verdict(rec, base, runs, noise, out, rule, baseline_seeds)
     if decision is not None:
         verdict = _apply(decision, verdict, rec, out, [s for s in baseline_seeds if s != rec.screen_seed])
     out.verdicts[title] = verdict
@@ -456,7 +478,13 @@ def _apply(decision: Decision, verdict: Verdict, rec: _Runs, out: Judgement, fre
 
 
 def _rule_verdict(
-    rec: _Runs, base: Verdict, runs: dict[str, _Runs], out: Judgement, rule: GateRule, baseline_seeds: list[int]
+    rec: _Runs,
+    base: Verdict,
+    runs: dict[str, _Runs],
+    noise: Noise,
+    out: Judgement,
+    rule: GateRule,
+    baseline_seeds: list[int],
 ) -> Verdict:
     """The gate's verdict for one experiment, given the incumbent and sigma at this point of the fold."""
     screen_outcome = rec.outcomes.get(rec.screen_seed)
@@ -476,7 +504,7 @@ def _rule_verdict(
     if not inc_values or out.sigma is None:
         base.label, base.reason = "unjudged", "no noise floor yet: the baseline needs two successful seeds"
         return base
-    base.versus, base.candidate, noise = incumbent, rec.candidate, _noise(runs)
+    base.versus, base.candidate = incumbent, rec.candidate
     base.level = level(rec.candidate, rule.alpha_campaign, rule.horizon)
     fresh_seeds = [s for s in baseline_seeds if s != rec.screen_seed]
     done = [s for s in fresh_seeds if s in rec.outcomes]
