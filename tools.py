@@ -138,8 +138,8 @@ class ResearchTools:
         "bounds": {key: [low, high]}, "fixed": [keys an edit may not change], "sigma": seed noise in val_bpb or None,
         "gate": "how a change counts as an improvement", "mde": the smallest effect the next idea is found with 80%
         chance against the incumbent, "campaign": the key's false-confirmation bound, "budget": {"n_experiments"
-        (ideas in total), "ideas_started", "remaining" (new ideas that may start now), "max_runs", "runs_started",
-        "runs_left", "batch_size", "concurrency", "confirm_runs"}}.
+        (ideas in total), "started" (ideas started), "remaining" (new ideas that may start now), "max_runs",
+        "runs_started", "runs_left", "batch_size", "concurrency", "confirm_runs"}}.
         Example: info = inspect_dataset(); info["budget"]["remaining"]
         """
         verdicts = await self.ledger.judgement()

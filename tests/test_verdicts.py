@@ -8,6 +8,7 @@ import pytest
 
 from autoresearch.ledger import verdicts as v
 from autoresearch.ledger.verdicts import Arrival, GateRule
+from benchmarks.common import false_confirmations
 
 
 @pytest.mark.parametrize(
@@ -181,40 +182,6 @@ def test_the_fold_is_a_pure_function_of_the_runs() -> None:
     assert one == two
 
 
-SDS = (0.022, 0.033, 0.051, 0.118)
-"""The seed spreads measured at the defaults (VALIDITY.md): warmup-cosine, relu2, the baseline, embedding-lr-3x."""
-
-
-def campaign(rng: random.Random, n: int, rule: GateRule, effect: float = 0.0, base_sd: float = 0.051) -> list[str]:
-    """One simulated key: the baseline on 3 seeds, then `n` candidates one after another, each with a spread drawn
-    from `SDS`, screened and (when they pass) confirmed through the real fold. The first candidate is `effect`
-    better than the baseline (with the quiet spread of a good config), the rest do nothing relative to whatever is
-    the incumbent. Returns the labels of the candidates that did nothing."""
-    runs = [("baseline", s, rng.gauss(2.7, base_sd)) for s in range(3)]
-    titles, truth, null = ["baseline"], 2.7, []
-    for k in range(n):
-        title = f"C{k}"
-        mean, sd = (2.7 - effect, 0.017) if (k == 0 and effect) else (truth, rng.choice(SDS))
-        null += [] if (k == 0 and effect) else [title]
-        titles.append(title)
-        runs.append((title, 0, rng.gauss(mean, sd)))
-        judged = v.judge(arrivals(*runs), titles, rule, with_mde=False)
-        runs += [(title, s, rng.gauss(mean, sd)) for s in judged.confirm_seeds.get(title, [])]
-        judged = v.judge(arrivals(*runs), titles, rule, with_mde=False)
-        truth = mean if judged.incumbent == title else truth
-    final = v.judge(arrivals(*runs), titles, rule, with_mde=False)
-    return [final.verdicts[t].label for t in null] + (["real:" + final.verdicts["C0"].label] if effect else [])
-
-
-def false_confirmations(n: int, keys: int, seed: int, rule: GateRule, effect: float = 0.0) -> tuple[float, float]:
-    """Mean false confirmations per key over `keys` simulated keys, and the share of real gains confirmed."""
-    rng = random.Random(seed)
-    labels = [campaign(rng, n, rule, effect) for _ in range(keys)]
-    false = sum(lab == "confirmed" for key in labels for lab in key) / keys
-    real = sum("real:confirmed" in key for key in labels) / keys
-    return false, real
-
-
 def test_a_null_edit_is_falsely_confirmed_at_most_at_its_level_at_unequal_variances() -> None:
     """Per edit, both sides: thousands of single null candidates of every measured spread; the share confirmed
     stays under the level the campaign granted the first candidate, and is not zero (a gate that never confirms
@@ -225,26 +192,27 @@ def test_a_null_edit_is_falsely_confirmed_at_most_at_its_level_at_unequal_varian
     assert 0.1 * level < share <= level, (share, level)
 
 
-@pytest.mark.parametrize("n, keys, alpha", [(4, 1500, 0.05), (12, 500, 0.05), (30, 300, 0.2), (100, 120, 0.2)])
+@pytest.mark.parametrize("n, keys, alpha", [(4, 1500, 0.05), (12, 500, 0.05), (30, 150, 0.4), (100, 40, 1.0)])
 def test_campaign_false_confirmations_stay_under_the_bound(n: int, keys: int, alpha: float) -> None:
     """Per campaign, both sides: keys of n null candidates at unequal spreads. The mean number of false confirmations
-    per key stays under the campaign's bound (the levels the candidates used), and above a tenth of it (the bound is
-    not vacuous). The larger campaigns use a larger budget so that enough false confirmations happen to check both
+    per key stays under the campaign's bound (the levels the candidates used), and above a twentieth of it (the bound
+    is not vacuous: the confirmation alone holds each level, so the screen before it makes the realised rate lower). The larger campaigns use a larger budget so that enough false confirmations happen to check both
     sides with fewer simulated keys; the bound scales with it."""
     rule = GateRule(horizon=n, alpha_campaign=alpha)
     mean, _ = false_confirmations(n, keys, seed=n, rule=rule)
     bound = v.Campaign(alpha, n, n).bound
     margin = 2.5 * (bound / keys) ** 0.5  # Poisson sampling error of the simulated mean
-    assert 0.1 * bound < mean <= bound + margin, (n, mean, bound)
+    assert 0.05 * bound < mean <= bound + margin, (n, mean, bound)
 
 
 def test_a_real_gain_is_still_confirmed_and_later_nulls_against_a_quiet_incumbent_are_held_to_the_bound() -> None:
-    """The other side of the campaign: a first candidate 0.15 val_bpb better (3 sd of the baseline, with the quiet
-    spread of the confirmed LR) is confirmed most of the time, and the nulls that follow, now judged against that
-    quiet incumbent (which shrank the pooled sigma under the old gate), stay under the bound."""
+    """The other side of the campaign: a first candidate 0.3 val_bpb better (6 sd of the baseline: about the MDE
+    while the key has only the baseline's three seeds; with the quiet spread of a confirmed LR) is confirmed most of
+    the time, and the nulls that follow, now judged against that quiet incumbent (which shrank the pooled sigma
+    under the old gate), stay under the bound."""
     rule = GateRule(horizon=12)
-    false, real = false_confirmations(12, 300, seed=5, rule=rule, effect=0.15)
-    assert real > 0.5, real
+    false, real = false_confirmations(12, 300, seed=5, rule=rule, effect=0.3)
+    assert real > 0.6, real
     assert false <= v.Campaign(rule.alpha_campaign, 12, 12).bound + 2.5 * (0.04 / 300) ** 0.5, false
 
 

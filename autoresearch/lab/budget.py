@@ -94,7 +94,7 @@ class Budget:
         return True
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"n_experiments": self.n_experiments, "ideas_started": self.ideas, "remaining": self.remaining}
+        out = {"n_experiments": self.n_experiments, "started": self.ideas, "remaining": self.remaining}
         out.update(max_runs=self.max_runs, runs_started=self.started, runs_left=self.runs_left)
         out.update(batch_size=self.batch_size, concurrency=self.concurrency, confirm_runs=self.confirm_runs)
         if self.stopped:
