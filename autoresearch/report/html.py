@@ -122,7 +122,11 @@ def _summary_kpis(snapshot: dict[str, Any]) -> str:
             f"{runs} / {int(_num(run.get('max_runs')) or 0)}" if run.get("max_runs") else str(runs),
             f"{int(_num(totals.get('experiments_run')) or 0)} of {planned} ideas beyond the baseline",
         ),
-        _kpi("compute", f"{_fmt(totals.get('compute_s'), '.0f')} s", "sandboxed training and evaluation"),
+        _kpi(
+            "compute",
+            f"{_fmt(totals.get('compute_s'), '.0f')} s",
+            f"sandboxed training and evaluation; {_fmt(totals.get('train_cpu_s'), '.0f')} training CPU-s",
+        ),
         _kpi("LLM tokens", f"{tokens:,}", f"{calls} calls, {int(_num(usage.get('errored_turns')) or 0)} errored turns"),
         _kpi("LLM cost", cost_text(usage), f"{retries} retries"),
     ]
