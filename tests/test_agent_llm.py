@@ -247,10 +247,10 @@ def test_the_transfer_check_runs_and_is_recorded_in_the_ledger_the_report_and_th
     assert pa.main([*argv, "--transfer-check", "2"]) == 0
     out = capsys.readouterr().out
     (check,) = stored_record(state, key, "transfers")
-    assert check["pick"] == tried[0] and check["scale"] == 2.0 and len(check["seeds"]) == 3
+    assert check["pick"] in tried and check["scale"] == 2.0 and len(check["seeds"]) == 3, check
     seed = json.loads(argv[argv.index("--base-config") + 1])["seed"]
     assert check["seeds"] == [seed + 1000 + i for i in range(3)], "seeds the key never used"
-    assert set(check["stats"]) == {tried[0], "baseline"} and all(s["n"] == 3 for s in check["stats"].values())
+    assert set(check["stats"]) == {check["pick"], "baseline"} and all(s["n"] == 3 for s in check["stats"].values())
     assert "Transfer check at 2x the token budget on fresh seeds" in out and check["verdict"] in out
     runs = stored_titles(state, key)
     assert runs["baseline"] == 3, "the transfer runs are not runs of the key"
@@ -260,4 +260,9 @@ def test_the_transfer_check_runs_and_is_recorded_in_the_ledger_the_report_and_th
     assert pa.main(["summary", "--memory-key", key, "--state-dir", str(state)]) == 0
     summary = capsys.readouterr().out
     assert "Transfer check (latest)" in summary and check["verdict"] in summary
+    assert pa.main(["summary", "--memory-key", key, "--json", "--state-dir", str(state)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["incumbent"] == check["pick"], "the pick is the key's incumbent (accepted, or confirmed past it)"
+    assert data["transfer"]["verdict"] == check["verdict"] and data["totals"]["cost_per_gain"]["confirmed_gains"] >= 0
+    assert data["noise"]["campaign"]["bound"] >= 0 and data["noise"]["mde"] > 0
     assert "cost per confirmed gain" in summary and "campaign: expected false confirmations" in summary

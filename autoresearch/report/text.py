@@ -87,11 +87,11 @@ def transfer_text(check: dict[str, Any]) -> str:
     """The transfer check in one sentence: the pick and the baseline at K x the token budget, and whether the gain
     held."""
     if check.get("error"):
-        return f"Transfer check at {check.get('scale')}x the token budget: not done ({check['error']})."
+        return f"Transfer check at {float(check.get('scale') or 0):g}x the token budget: not done ({check['error']})."
     pick, base = check.get("pick"), check.get("baseline", "baseline")
     stats = check.get("stats") or {}
     text = (
-        f"Transfer check at {check.get('scale')}x the token budget on fresh seeds: {pick!r} "
+        f"Transfer check at {float(check.get('scale') or 0):g}x the token budget on fresh seeds: {pick!r} "
         f"{_split_text(stats.get(pick))} vs the baseline {_split_text(stats.get(base))}"
     )
     if check.get("gain") is not None:
