@@ -232,6 +232,7 @@ def figures_of(results: dict[str, list[dict[str, Any]]], size: dict[str, Any]) -
     """The flat figures: per strategy, then pruning's saving and the planner's distinct paths."""
     figures: dict[str, float] = {"sessions": size["sessions"], "ideas_per_session": size["ideas"]}
     for name, rows in results.items():
+        figures[f"sessions_{name}"] = len(rows)
         cpu_h = sum(r["cpu_s"] for r in rows) / 3600
         figures[f"confirmed_gains_per_cpu_hour_{name}"] = round(sum(r["confirmed"] for r in rows) / cpu_h, 3)
         figures[f"{name}_confirmed_best_val_bpb"] = mean([r["confirmed_best"] for r in rows])
@@ -241,10 +242,16 @@ def figures_of(results: dict[str, list[dict[str, Any]]], size: dict[str, Any]) -
         figures[f"{name}_time_to_first_confirmed_gain_s"] = mean([r["first_gain_s"] for r in rows])
         figures[f"{name}_campaign_bound"] = mean([r["bound"] for r in rows])
     figures["baseline_val_bpb"] = mean([r["baseline"] for r in results["planner"]])
+    paired = min(len(results["pruned"]), len(results["planner"]))  # the same sessions, the same seed streams
+    planner_cpu = sum(r["cpu_s"] for r in results["planner"][:paired])
     figures["pruned_runs"] = sum(r["pruned"] for r in results["pruned"])
-    figures["prune_compute_saved_frac"] = round(1 - figures["pruned_cpu_s"] / figures["planner_cpu_s"], 3)
+    figures["prune_compute_saved_frac"] = round(
+        1 - sum(r["cpu_s"] for r in results["pruned"][:paired]) / planner_cpu, 3
+    )
     figures["prune_best_delta"] = round(
-        figures["pruned_confirmed_best_val_bpb"] - figures["planner_confirmed_best_val_bpb"], 4
+        mean([r["confirmed_best"] for r in results["pruned"][:paired]])
+        - mean([r["confirmed_best"] for r in results["planner"][:paired]]),
+        4,
     )
     figures["sessions_distinct_paths"] = len({r["path"] for r in results["planner"]})
     if "batch" in results:
@@ -303,10 +310,9 @@ def main() -> None:
     size = dict(QUICK if args.quick else FULL)
     size["sessions"] = args.sessions or size["sessions"]
     strategies = {**STRATEGIES, **(BATCH if args.batch else {})}
-    if args.from_partial:
-        results = read_partial(args.from_partial, strategies)
+    if args.from_partial:  # each strategy's figures rest on the sessions it finished (`sessions_<name>`)
+        results = {name: rows for name, rows in read_partial(args.from_partial, strategies).items() if rows}
         size["sessions"] = min(len(rows) for rows in results.values())
-        results = {name: rows[: size["sessions"]] for name, rows in results.items()}
     else:
         results = run_sessions(size, strategies, args.json)
     print(f"\n{size['ideas']} ideas per session, {size['max_steps']} steps, batches of {size['batch_size']}")
