@@ -59,6 +59,7 @@ from autoresearch.session.driver import (  # noqa: E402
     research,
     say_guarantees,
 )
+from autoresearch.session.transfer import transfer_check as run_transfer_check  # noqa: E402
 from autoresearch_types import AutoresearchOutput, ExperimentConfig, ExperimentResult  # noqa: E402
 
 EXPERIMENT_CACHE = flyte.Cache(
@@ -140,7 +141,7 @@ async def score_on_test(
 
 @bundle.agent_env.task(report=True)
 async def parallelized_autoresearch(
-    n_experiments: int = 16,
+    n_experiments: int = 10,
     batch_size: int = 4,
     concurrency: int = 2,
     max_turns: int = 0,
@@ -163,11 +164,13 @@ async def parallelized_autoresearch(
     target_val_bpb: float = 0.0,
     target_gain: float = 0.0,
     llm_timeout: float = 0.0,
+    max_runs: int = 0,
+    transfer_check: float = 0.0,
 ) -> AutoresearchOutput:
     """Research `train.py` with an agent: open the key, run what it owes, let the Agent plan batches, close.
 
-    Stops when `n_experiments` runs (seeds included) are recorded under the key, after `max_turns` agent
-    turns, when the agent takes its `stop` step, or once a confirmed result reaches `target_val_bpb` or beats the
+    Stops when `n_experiments` ideas are tried under the key (or its `max_runs` runs, baseline seeds and
+    confirmations included, 0 for the default), after `max_turns` agent turns, when the agent takes its `stop` step, or once a confirmed result reaches `target_val_bpb` or beats the
     baseline by `target_gain` percent. The same `memory_key` resumes earlier research under its own fixed settings; finished runs are
     cache hits, never reruns. 0 / "" for a setting means "the key's own, or the default".
     """
@@ -181,7 +184,8 @@ async def parallelized_autoresearch(
         say_guarantees(backend)
     settings = requested_settings(base_config, max_steps, time_budget, vocab_size, replicates, dataset, num_shards)
     goal = Goal(target_val_bpb or None, target_gain or None)
-    limits = RunLimits(n_experiments, batch_size, concurrency, max_turns or auto_turns(n_experiments), goal)
+    turns = max_turns or auto_turns(n_experiments)
+    limits = RunLimits(n_experiments, batch_size, concurrency, turns, goal, max_runs, transfer_check)
     choice = PlannerChoice(model, api_base, max_llm_cost, planner_seed, scheduling, llm_timeout)
     session = await open_session(memory_key or new_memory_key(), choice, settings, limits)
     tool_obj = dataclasses.replace(run_experiment, call_llm=session.call_llm, model=session.model_name)
@@ -189,8 +193,9 @@ async def parallelized_autoresearch(
     async with ExperimentRunner(call, concurrency, local=is_local()) as runner:
         directive, summary, error = await research(session, runner, limits)
         audit = {} if error else await held_out_audit(session, runner, score_on_test, backend, allow_unsandboxed)
+        scaled = await run_transfer_check(session, runner, transfer_check) if transfer_check and not error else {}
         stats = runner.stats()
-    return await close_session(session, directive, summary, error, audit, stats)
+    return await close_session(session, directive, summary, error, audit, stats, scaled)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -136,8 +136,10 @@ class ResearchTools:
 
         Returns {"profile": {...dataset sizes, vocab_size, bytes_per_token...}, "base_config": {...},
         "bounds": {key: [low, high]}, "fixed": [keys an edit may not change], "sigma": seed noise in val_bpb or None,
-        "gate": "how a change counts as an improvement", "budget": {"n_experiments", "started", "remaining",
-        "batch_size", "concurrency", "confirm_runs"}}.
+        "gate": "how a change counts as an improvement", "mde": the smallest effect the next idea is found with 80%
+        chance against the incumbent, "campaign": the key's false-confirmation bound, "budget": {"n_experiments"
+        (ideas in total), "started" (ideas started), "remaining" (new ideas that may start now), "max_runs",
+        "runs_started", "runs_left", "batch_size", "concurrency", "confirm_runs"}}.
         Example: info = inspect_dataset(); info["budget"]["remaining"]
         """
         verdicts = await self.ledger.judgement()
@@ -148,6 +150,8 @@ class ResearchTools:
             "fixed": list(RUN_OWNED),
             "sigma": verdicts.sigma,
             "gate": self.ledger.rule.describe(),
+            "mde": verdicts.mde,
+            "campaign": verdicts.campaign.text() if verdicts.campaign else "",
             "budget": self.budget.to_dict(),
         }
 

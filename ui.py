@@ -134,4 +134,16 @@ def closing_lines(totals: dict[str, Any]) -> list[str]:
     )
     if agent.get("corrections"):
         llm += f", {agent['corrections']} loop correction(s)"
-    return [f"status: {totals.get('status', '-')}", llm]
+    return [f"status: {totals.get('status', '-')}", spent_line(totals), llm]
+
+
+def spent_line(totals: dict[str, Any]) -> str:
+    """What the key spent: ideas and runs against their budgets, and this session's runs and training CPU-seconds."""
+    roles = totals.get("runs_by_role_this_session") or {}
+    parts = ", ".join(f"{n} {role}" for role, n in sorted(roles.items())) or "none"
+    return (
+        f"spent: {totals.get('ideas_in_ledger', 0)} of {totals.get('n_experiments', 0)} ideas and "
+        f"{totals.get('runs_in_ledger', 0)} of {totals.get('max_runs', 0)} runs for this key; this session "
+        f"{totals.get('runs_this_session', 0)} runs ({parts}), {float(totals.get('compute_cpu_s_this_session') or 0):.0f} "
+        "training CPU-s"
+    )

@@ -11,7 +11,11 @@ Side by side, through the product's own paths:
    confirms (target 0) and those the old rule (lower than every earlier result) would have called gains;
 3. load invariance: one config alone, then beside three others at concurrency 4 (target: |diff| < sigma/10);
 4. the README's first command on a fresh machine (its own HOME and state dir, so no cache), planner seeds
-   0, 1 and 2: wall time (target about 10 min or less) and whether a confirmed gain was found (target 2 of 3).
+   0, 1 and 2: wall time (target about 10 min or less) and whether a confirmed gain was found (target 2 of 3);
+5. the gate's reach and error control: `mde_at_defaults`, the minimum detectable effect of a new key's first
+   candidate against the baseline's first 3 measured seeds (target < 0.10), and `campaign_false_confirmations_30`,
+   the mean false confirmations per key over simulated keys of 30 null candidates through the real fold, at the
+   measured spread (target <= 0.05).
 `--quick` runs every part at tiny sizes (one first run, tiny too, started beside the other parts so the
 whole benchmark stays near a minute): its figures check the wiring, not the targets.
 """
@@ -50,7 +54,8 @@ BASELINE = (ROOT / "train.py").read_text()
 SEED_LINE = "    torch.manual_seed(config.seed)\n"
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4, "eval_tokens": 2048}
 FULL = {"vocab": 2048, "base": {}, "steps": 600, "seeds": 5, "recipes": len(recipes.RECIPES), "null_runs": 24}
-QUICK = {"vocab": 512, "base": TINY, "steps": 30, "seeds": 2, "recipes": 1, "null_runs": 4}
+FULL["campaign_keys"] = 400
+QUICK = {"vocab": 512, "base": TINY, "steps": 30, "seeds": 3, "recipes": 1, "null_runs": 4, "campaign_keys": 20}
 
 
 def config_for(size: dict[str, Any], **changes: Any) -> ExperimentConfig:
@@ -107,7 +112,37 @@ def noise_and_effects(size: dict[str, Any]) -> dict[str, float]:
     return {
         "seed_sigma": round(sigma, 4),
         "mean_abs_recipe_effect": round(statistics.fmean(map(abs, effects.values())), 4),
+        "mde_at_defaults": round(mde_at_defaults(base), 4),
     }
+
+
+def mde_at_defaults(base: list[float]) -> float:
+    """The gate's minimum detectable effect for a new key at the defaults: the baseline incumbent on the key's
+    seeds (the first `replicates` of those measured), the first candidate's campaign level, 80% chance."""
+    from autoresearch.ledger import verdicts as v
+
+    rule = v.GateRule()
+    seeds = base[: rule.replicates]
+    noise = v.Noise()
+    noise.set("baseline", seeds)
+    return v.min_effect(("baseline", seeds), noise, rule, v.level(1, rule.alpha_campaign, rule.horizon))
+
+
+def campaign_errors(size: dict[str, Any], measured: dict[str, float]) -> dict[str, float]:
+    """Keys of 30 candidates that do nothing, through the gate's real fold at the product's settings, with the
+    measured baseline spread and the other configs' spreads scaled from VALIDITY.md: the mean number of false
+    confirmations per key (the campaign bound is 0.04 for 30 ideas), and the old gate's per-edit rate for scale."""
+    from autoresearch.ledger.verdicts import GateRule
+    from benchmarks.common import SDS, false_confirmations
+
+    sigma = measured["seed_sigma"]
+    scale = sigma / 0.051
+    rule = GateRule(horizon=30)
+    mean, _ = false_confirmations(30, size["campaign_keys"], 30, rule, base_sd=sigma, sds=tuple(s * scale for s in SDS))
+    print(
+        f"\ncampaign: {size['campaign_keys']} simulated keys of 30 null candidates: {mean:.4f} false confirmations per key"
+    )
+    return {"campaign_false_confirmations_30": round(mean, 4), "campaign_keys_simulated": size["campaign_keys"]}
 
 
 def load_invariance(size: dict[str, Any]) -> dict[str, float]:
@@ -280,6 +315,7 @@ def main() -> None:
         ("null", lambda: false_discoveries(size)),
         ("load", lambda: load_invariance(size)),
         ("first_run", lambda: default_runs(args.quick, early)),
+        ("campaign", lambda: campaign_errors(size, figures)),  # noqa: B023 - one dict, filled as the parts run
     ):
         begun = time.perf_counter()
         figures |= part()
@@ -295,6 +331,8 @@ def main() -> None:
             "load_invariance_diff_over_sigma": "< 0.1",
             "default_run_wall_s_max": "about 600 or less",
             "default_runs_with_confirmed_gain": ">= 2 of 3",
+            "mde_at_defaults": "< 0.10",
+            "campaign_false_confirmations_30": "<= 0.05",
         },
     )
 

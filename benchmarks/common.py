@@ -75,3 +75,46 @@ def scripted_llm(reply: Callable[[int, list[dict[str, Any]]], str]) -> Any:
             return litellm.mock_completion(model="openai/scripted", messages=messages, mock_response=text)
 
     return Scripted()
+
+
+SDS = (0.022, 0.033, 0.051, 0.118)
+"""The seed spreads measured at the defaults (VALIDITY.md): embedding-lr-3x, relu2, the baseline, warmup-cosine."""
+
+
+def campaign(rng: Any, n: int, rule: Any, effect: float = 0.0, base_sd: float = 0.051, sds: tuple = SDS) -> list[str]:
+    """One simulated key through the gate's real fold: the baseline on its seeds, then `n` candidates one after
+    another, each with a spread drawn from `sds`, screened and (when they pass) confirmed. The first candidate is
+    `effect` better than the baseline (with the quiet spread of a good config, 0.017), the rest do nothing relative
+    to whatever is the incumbent. Returns the labels of the candidates that did nothing (and `real:<label>`)."""
+    from autoresearch.ledger import verdicts as v
+
+    def arrivals(runs: list[tuple[str, int, float]]) -> list[Any]:
+        return [v.Arrival(i, t, s, "success", b) for i, (t, s, b) in enumerate(runs, 1)]
+
+    runs = [("baseline", s, rng.gauss(2.7, base_sd)) for s in range(rule.replicates)]
+    titles, truth, null = ["baseline"], 2.7, []
+    for k in range(n):
+        title, real = f"C{k}", k == 0 and bool(effect)
+        mean, sd = (2.7 - effect, 0.017) if real else (truth, rng.choice(sds))
+        null += [] if real else [title]
+        titles.append(title)
+        runs.append((title, 0, rng.gauss(mean, sd)))
+        judged = v.judge(arrivals(runs), titles, rule, with_mde=False)
+        runs += [(title, s, rng.gauss(mean, sd)) for s in judged.confirm_seeds.get(title, [])]
+        judged = v.judge(arrivals(runs), titles, rule, with_mde=False)
+        truth = mean if judged.incumbent == title else truth
+    final = v.judge(arrivals(runs), titles, rule, with_mde=False)
+    return [final.verdicts[t].label for t in null] + (["real:" + final.verdicts["C0"].label] if effect else [])
+
+
+def false_confirmations(
+    n: int, keys: int, seed: int, rule: Any, effect: float = 0.0, base_sd: float = 0.051, sds: tuple = SDS
+) -> tuple[float, float]:
+    """Mean false confirmations per key over `keys` simulated keys of `n` candidates, and the share of keys whose
+    real first candidate (with `effect`) was confirmed."""
+    import random
+
+    rng = random.Random(seed)
+    labels = [campaign(rng, n, rule, effect, base_sd, sds) for _ in range(keys)]
+    false = sum(lab == "confirmed" for key in labels for lab in key) / keys
+    return false, sum("real:confirmed" in key for key in labels) / keys

@@ -83,7 +83,7 @@ def run_count(records: dict[str, dict[str, Any]]) -> int:
 @pytest.mark.timeout(900)
 def test_builtin_planner_replicates_batches_then_resumes_within_the_total_budget(state_root: Path) -> None:
     key = f"agent-e2e-{uuid.uuid4().hex[:8]}"
-    out = run_driver(memory_key=key, n_experiments=8)
+    out = run_driver(memory_key=key, n_experiments=4, max_runs=8)
     assert out.error == "", out.error
     assert out.totals["warm_starts"] > 0, "later experiments should start on warm sandboxed interpreters"
     assert 0 < out.totals["slot_utilization"] <= 1
@@ -91,7 +91,9 @@ def test_builtin_planner_replicates_batches_then_resumes_within_the_total_budget
     seed = TINY["seed"]
     assert set(records["baseline"]["runs"]) == {seed, seed + 1, seed + 2}, "the baseline runs on 3 seeds"
     assert all(r["role"] == "replicate" for r in records["baseline"]["runs"].values())
-    assert run_count(records) <= 8, "every run, replicates and confirmations included, counts against the budget"
+    assert run_count(records) <= 8, "every run, replicates and confirmations included, counts against --max-runs"
+    assert len(records) - 1 <= 4, "--n-experiments counts ideas beyond the baseline"
+    assert out.totals["max_runs"] == 8 and out.totals["n_experiments"] == 4 and out.totals["ideas_in_ledger"] <= 4
     assert out.totals["runs_in_ledger"] == run_count(records) == out.totals["runs_this_session"]
     assert out.totals["sigma"] is not None and "seed noise: sigma = " in out.directive
     agent = {t: r for t, r in records.items() if t != "baseline"}
@@ -127,7 +129,8 @@ def test_builtin_planner_replicates_batches_then_resumes_within_the_total_budget
     lost_path.unlink()
     before = {t: r["runs"] for t, r in stored(state_root, key).items()}
 
-    same = run_driver(memory_key=key, n_experiments=run_count(records))
+    ideas = sum(1 for t, r in records.items() if t != "baseline" and r["runs"])
+    same = run_driver(memory_key=key, n_experiments=ideas, max_runs=run_count(records))
     assert same.error == "", same.error
     after = stored(state_root, key)
     assert after[lost_title]["runs"][lost_seed]["result"] == lost_result, "recovered from Flyte's cache, not retrained"
@@ -136,7 +139,7 @@ def test_builtin_planner_replicates_batches_then_resumes_within_the_total_budget
     assert same.totals["sigma"] == out.totals["sigma"], "resume keeps the noise floor"
     assert [(r["title"], r["label"]) for r in same.leaderboard] == [(r["title"], r["label"]) for r in out.leaderboard]
 
-    again = run_driver(memory_key=key, n_experiments=run_count(records) + 3)
+    again = run_driver(memory_key=key, n_experiments=ideas + 3, max_runs=run_count(records) + 3)
     assert again.error == "", again.error
     assert "Prior research under this memory key" in again.directive
     final = stored(state_root, key)

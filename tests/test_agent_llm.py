@@ -199,3 +199,70 @@ def test_the_driver_reports_what_really_happened() -> None:
         {"status": "done: 1 experiment", "llm": {"calls": 3, "prompt_tokens": 10, "cost_known": False}}
     )
     assert lines == ["status: done: 1 experiment", "LLM: 3 calls, 10 tokens, cost unknown; 0 of 0 agent turns errored"]
+
+
+def stored_record(state: Path, key: str, folder: str) -> list[dict[str, Any]]:
+    """Every JSON record of one folder of the key's store (e.g. `transfers`), oldest first."""
+    (root,) = (state / "flyte" / "raw" / "agents" / "memory-store").glob(f"v0/*/*/*/{key}")
+    return [json.loads(p.read_text()) for p in sorted((root / folder).glob("*.json"))]
+
+
+@pytest.mark.timeout(900)
+def test_n_experiments_2_tries_two_ideas_and_the_tutorial_sequence_records_them(
+    provider: Any, state: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`--n-experiments` counts ideas, as the README says: the tutorial's sequence with 2 records its first two
+    experiments (the baseline's seeds and any confirmation draw on the run budget, not on them), refuses the third
+    for the budget, exits 0, and the closing lines say what was spent."""
+    provider(ls.TUTORIAL)
+    key = f"tutorial2-{uuid.uuid4().hex[:8]}"
+    argv = cli(key)
+    argv[argv.index("--n-experiments") + 1] = "2"
+    assert pa.main(argv) == 0
+    out = capsys.readouterr().out
+    runs = stored_titles(state, key)
+    assert runs["baseline"] == 3 and runs.get("higher-lr", 0) >= 1 and runs.get("deeper-3L", 0) >= 1, runs
+    assert runs.get("lower-lr", 0) == 0, "a third idea is past --n-experiments 2"
+    assert "status: done: 2 experiments" in out
+    spent = next(line for line in out.splitlines() if line.startswith("spent:"))
+    assert "2 of 2 ideas" in spent and f"{sum(runs.values())} of 7 runs" in spent and "training CPU-s" in spent
+
+
+@pytest.mark.timeout(900)
+def test_the_transfer_check_runs_and_is_recorded_in_the_ledger_the_report_and_the_summary(
+    state: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A first session tries two ideas with the built-in planner; a person accepts one; a second session (no ideas
+    left) runs the transfer check at 2x the token budget on fresh seeds: the pick and the baseline, three seeds
+    each, stored under `transfers/`, printed, in the report and in `summary`."""
+    key = f"transfer-{uuid.uuid4().hex[:8]}"
+    argv = cli(key)
+    argv[argv.index("--model") + 1] = "builtin"
+    argv[argv.index("--n-experiments") + 1] = "2"
+    assert pa.main(argv) == 0
+    tried = [t for t, n in stored_titles(state, key).items() if t != "baseline" and n]
+    assert tried, "the planner tried an idea"
+    assert pa.main(["verdict", "--memory-key", key, "--title", tried[0], "accept", "--state-dir", str(state)]) == 0
+    capsys.readouterr()
+    assert pa.main([*argv, "--transfer-check", "2"]) == 0
+    out = capsys.readouterr().out
+    (check,) = stored_record(state, key, "transfers")
+    assert check["pick"] in tried and check["scale"] == 2.0 and len(check["seeds"]) == 3, check
+    seed = json.loads(argv[argv.index("--base-config") + 1])["seed"]
+    assert check["seeds"] == [seed + 1000 + i for i in range(3)], "seeds the key never used"
+    assert set(check["stats"]) == {check["pick"], "baseline"} and all(s["n"] == 3 for s in check["stats"].values())
+    assert "Transfer check at 2x the token budget on fresh seeds" in out and check["verdict"] in out
+    runs = stored_titles(state, key)
+    assert runs["baseline"] == 3, "the transfer runs are not runs of the key"
+    (report,) = (state / "results" / key).glob("report.html")
+    assert "Transfer check at 2x the token budget" in report.read_text()
+    capsys.readouterr()
+    assert pa.main(["summary", "--memory-key", key, "--state-dir", str(state)]) == 0
+    summary = capsys.readouterr().out
+    assert "Transfer check (latest)" in summary and check["verdict"] in summary
+    assert pa.main(["summary", "--memory-key", key, "--json", "--state-dir", str(state)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["incumbent"] == check["pick"], "the pick is the key's incumbent (accepted, or confirmed past it)"
+    assert data["transfer"]["verdict"] == check["verdict"] and data["totals"]["cost_per_gain"]["confirmed_gains"] >= 0
+    assert data["noise"]["campaign"]["bound"] >= 0 and data["noise"]["mde"] > 0
+    assert "cost per confirmed gain" in summary and "campaign: expected false confirmations" in summary

@@ -37,6 +37,12 @@ BAD = [
     (["--llm-timeout", "0"], "--llm-timeout must be positive, got 0"),
     (["--llm-timeout", "-5"], "--llm-timeout must be in 1..7200, got -5.0"),
     (["--llm-timeout", "nan"], "--llm-timeout must be a number in 1..7200, got nan"),
+    (
+        ["--max-runs", "5"],
+        "--max-runs 5 cannot try one idea: the baseline's 3 seeds, one screen and its 2 confirmation runs need 6 runs",
+    ),
+    (["--max-runs", "7", "--replicates", "4"], "need 8 runs"),
+    (["--transfer-check", "100"], "--transfer-check must be in 1..64"),
 ]
 
 

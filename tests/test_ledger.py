@@ -134,11 +134,11 @@ def test_leaderboard_ranks_by_mean_with_the_gates_labels() -> None:
     records = [
         _rec("baseline", [(0, 2.0, 1), (1, 2.02, 2), (2, 1.98, 3)]),
         _rec("Deeper", [(0, 2.1, 4)]),
-        _rec("Warmup", [(0, 1.9, 5), (1, 1.91, 6), (2, 1.89, 7)]),
+        _rec("Warmup", [(0, 1.85, 5), (1, 1.86, 6), (2, 1.84, 7)]),
         _rec("Wider", [(0, 1.97, 8)]),
         _rec("Boom", [(0, None, 9)], outcome="oom"),
         _rec("Capped", [(0, 1.5, 10)], outcome="truncated"),
-        _rec("Lucky", [(0, 1.93, 11)]),
+        _rec("Lucky", [(0, 1.86, 11)]),
         _rec("Later", []),
     ]
     rows = {r.title: r for r in board(records)}
@@ -450,9 +450,9 @@ async def views_and_compare(key: str) -> Any:
     await led.save_edits(
         [{"title": "Warmup deeper", "parent_title": "Warmup", "train_py": WARMUP.replace("4 * config", "3 * config")}]
     )
-    runs = [("baseline", 0, 2.0), ("baseline", 1, 2.02), ("baseline", 2, 1.98), ("Warmup", 0, 1.9)]
-    runs += [("Warmup", 1, 1.91), ("Warmup", 2, 1.89), ("Deeper 6L", 0, 2.05), ("Warmup deeper", 0, 1.80)]
-    runs += [("Warmup deeper", 1, 1.81), ("Warmup deeper", 2, 1.79)]
+    runs = [("baseline", 0, 2.0), ("baseline", 1, 2.02), ("baseline", 2, 1.98), ("Warmup", 0, 1.85)]
+    runs += [("Warmup", 1, 1.86), ("Warmup", 2, 1.84), ("Deeper 6L", 0, 2.05), ("Warmup deeper", 0, 1.70)]
+    runs += [("Warmup deeper", 1, 1.71), ("Warmup deeper", 2, 1.69)]
     for title, seed, bpb in runs:
         await led.record_result(title, ExperimentResult("success", val_bpb=bpb, seed=seed))
     unknown = await led.compare("baseline", "Warmpu")
@@ -473,16 +473,16 @@ async def views_and_compare(key: str) -> Any:
 async def test_views_compare_and_lineage(ledger_state: Path) -> None:
     out = await run("views_and_compare")
     cmp = out["compare"]
-    assert cmp["delta"] == pytest.approx(-0.1) and cmp["seeds"] == {"baseline": 3, "Warmup": 3}
+    assert cmp["delta"] == pytest.approx(-0.15) and cmp["seeds"] == {"baseline": 3, "Warmup": 3}
     assert (
         "-    return config.learning_rate\n" in cmp["diff"] and "+    return config.learning_rate * min" in cmp["diff"]
     )
     assert "Close titles: 'Warmup'" in out["unknown"]["error"]
     assert "no experiment titled 'Nope'" in out["missing"]
     assert (
-        "- Warmup (medium): 1.9000 [confirmed]\n  - Warmup deeper (medium): 1.8000 [confirmed] *best*" in out["lineage"]
+        "- Warmup (medium): 1.8500 [confirmed]\n  - Warmup deeper (medium): 1.7000 [confirmed] *best*" in out["lineage"]
     )
     summary = out["summary"]
-    assert summary["best"]["title"] == "Warmup deeper" and summary["best"]["delta_vs_baseline"] == pytest.approx(-0.2)
+    assert summary["best"]["title"] == "Warmup deeper" and summary["best"]["delta_vs_baseline"] == pytest.approx(-0.3)
     assert [r["label"] for r in summary["leaderboard"]] == ["confirmed", "confirmed", "baseline", "regression"]
     assert summary["runs_used"] == 10 and summary["sigma"] is not None

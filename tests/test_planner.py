@@ -249,11 +249,11 @@ def test_patience_switches_to_recipes_never_tried() -> None:
     assert "explore" not in exploit.split("```")[0]
 
 
-def test_the_batch_leaves_room_to_confirm_shrinks_to_the_budget_and_stops_when_it_is_spent() -> None:
+def test_the_batch_shrinks_to_the_ideas_that_may_start_and_stops_when_they_are_spent() -> None:
     assert len(edits_of(decide(snapshot(FRESH, "baseline", remaining=2)))) == 2
-    survey = snapshot(FRESH, "baseline", remaining=5)
+    survey = snapshot(FRESH, "baseline", remaining=3)
     survey["info"]["budget"]["confirm_runs"] = 2
-    assert len(edits_of(decide(survey))) == 3, "two runs stay free to confirm a candidate that passes the screen"
+    assert len(edits_of(decide(survey))) == 3, "the budget's remaining already keeps the confirmation's runs"
     assert planner.batch_room({"remaining": 2, "batch_size": 5, "confirm_runs": 2}) == 2
     reply = decide(snapshot(SWEPT, "Batch 16", remaining=0))
     assert extract_python_code(reply) is None and "experiment budget spent" in reply
@@ -267,7 +267,7 @@ def test_the_summary_names_the_confirmed_best_its_gain_and_what_helped() -> None
         "'relu2 on Batch 16' at val_bpb 2.7000 ± 0.0100 (3 seeds), confirmed against seed noise (sigma = 0.0200)"
         in reply
     )
-    assert "+0.3000 (10.00%) better than the baseline's 3.0000" in reply
+    assert "gain over the baseline's 3.0000: +0.3000" in reply and "(10.00%, from all 3 seed(s)" in reply
     assert "confirmed step by step from the baseline: raise batch_size (-0.1000), relu2 (-0.2000)" in reply
     assert "raise learning_rate" in reply.split("Tried without a lasting gain:")[1]
 

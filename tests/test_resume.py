@@ -25,6 +25,7 @@ from autoresearch.sandbox import workdirs
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4, "eval_tokens": 2048}
 N_RUNS = 9
+N_IDEAS = 6
 
 
 def cli(key: str, state_root: Path, seed: int) -> list[str]:
@@ -33,7 +34,9 @@ def cli(key: str, state_root: Path, seed: int) -> list[str]:
     return [
         sys.executable,
         str(ROOT / "parallelized_autoresearch.py"),
-        *("--memory-key", key, "--n-experiments", str(N_RUNS), "--batch-size", "2", "--concurrency", "2"),
+        *("--memory-key", key, "--n-experiments", str(N_IDEAS), "--max-runs", str(N_RUNS), "--batch-size", "2"),
+        "--concurrency",
+        "2",
         *("--dataset", "shakespeare", "--vocab-size", "512", "--max-steps", "60", "--time-budget", "60"),
         *("--base-config", config, "--state-dir", str(state_root), "--scheduling", "async"),
     ]
@@ -94,7 +97,7 @@ def test_a_session_killed_with_experiments_in_flight_resumes_them(state_root: Pa
         assert after[title], f"{title!r} was in flight at the kill and never ran after the resume"
         assert all(run["result"]["outcome"] for run in after[title])
     total = sum(len(r) for r in after.values())
-    assert total == N_RUNS, f"the key's budget is {N_RUNS} runs in total, across both sessions; {total} recorded"
+    assert N_RUNS - 2 <= total <= N_RUNS, f"the key's budget is {N_RUNS} runs, across both sessions; {total} recorded"
     for title, runs in before.items():
         seeds = {r["seed"]: r["seq"] for r in runs}
         assert {r["seed"]: r["seq"] for r in after[title] if r["seed"] in seeds} == seeds, "finished runs are kept"

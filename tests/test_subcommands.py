@@ -85,7 +85,7 @@ def test_summary_json_parses_and_carries_every_part(
     assert {v["title"]: v["decided_by"] for v in data["verdicts"]} == dict.fromkeys(
         ["baseline", "LR up", "Wide", "LR up + warmup", "Deep"], "rule"
     )
-    assert data["noise"]["sigma"] == pytest.approx(0.0087, abs=1e-4) and "t-test" in data["noise"]["gate"]
+    assert data["noise"]["sigma"] == pytest.approx(0.0087, abs=1e-4) and "Welch" in data["noise"]["gate"]
     assert data["audit"]["best"] == "LR up + warmup" and data["audit"]["test_gain"] == pytest.approx(0.2)
     totals = data["totals"]
     assert (totals["experiments"], totals["runs"], totals["compute"]["train_cpu_s"]) == (5, 10, 80.0)

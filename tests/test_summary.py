@@ -154,7 +154,7 @@ def test_the_summary_text_has_every_section_and_is_the_same_every_time() -> None
     assert text == summary.summary_text(plain_summary())
     for heading in ("Leaderboard", "Lineage (* = best path: baseline -> LR up -> LR up + warmup)", "Verdicts"):
         assert heading in text
-    assert "sigma (pooled seed noise): 0.0" in text and "one-sided t-test" in text
+    assert "sigma (pooled seed noise): 0.0" in text and "Welch's t" in text
     assert "Held-out test audit" in text and "last activity: 2026-03-01" in text
     assert json.loads(summary.summary_json(plain_summary()))["incumbent"] == "LR up + warmup"
 

@@ -77,8 +77,8 @@ def test_chart_points_one_per_experiment_seeds_beside_and_confirmed_best_non_inc
     bests = [p["best"] for p in points if p["best"] is not None]
     assert all(b <= a for a, b in zip(bests, bests[1:], strict=False))
     assert [p["title"] for p in points if p["kind"] == "confirmed"] == ["lr-warmup", "relu-squared"]
-    assert next(p for p in points if p["title"] == "relu-squared")["seeds"] == [1.86, 1.855]
-    assert bests[0] == pytest.approx(1.95) and bests[-1] == pytest.approx(1.855), "the baseline's mean, then gains"
+    assert next(p for p in points if p["title"] == "relu-squared")["seeds"] == [1.79, 1.795]
+    assert bests[0] == pytest.approx(1.95) and bests[-1] == pytest.approx(1.795), "the baseline's mean, then gains"
 
 
 def test_chart_svg_markers_and_step_line(snap: dict[str, Any]) -> None:
@@ -116,7 +116,7 @@ def test_code_edits_show_diffs_vs_parent_and_baseline(snap: dict[str, Any]) -> N
     assert "diff vs parent lr-warmup" in card and "diff vs baseline baseline" in card
     assert '<span class="add">+        return self.drop(self.proj(F.relu(self.fc(x)).square()))</span>' in card
     assert '<span class="del">-        return self.drop(self.proj(F.gelu(self.fc(x))))</span>' in card
-    assert "expected" in card and "-0.03 val_bpb" in card and "Δ vs parent -0.0500" in card
+    assert "expected" in card and "-0.03 val_bpb" in card and "Δ vs parent -0.1000" in card
     assert "No code change (config overrides only)." in fragment
     long = ui_html.diff_html("\n".join(f"+line {i}" for i in range(1000)), max_lines=10)
     assert long.count('class="add"') == 10 and "990 more diff lines" in long
@@ -128,7 +128,7 @@ def test_leaderboard_table(snap: dict[str, Any]) -> None:
     for header in (*headers, "OOM retries", "verdict"):
         assert f">{header}</th>" in fragment
     best_row = fragment[fragment.index('<tr class="best">') :].split("</tr>")[0]
-    assert "relu-squared" in best_row and "1.8550" in best_row and "+0.0000" in best_row
+    assert "relu-squared" in best_row and "1.7950" in best_row and "+0.0000" in best_row
     assert "± 0.0029" in best_row and '<td class="num">3</td>' in best_row and "badge confirmed" in best_row
     oom_row = fragment[fragment.index("<td>wide-mlp") :].split("</tr>")[0]
     assert "6144 MB" in oom_row and '<td class="num">2</td>' in oom_row and "badge oom" in oom_row
@@ -140,20 +140,25 @@ def test_lineage_highlights_the_path_to_the_confirmed_best(snap: dict[str, Any])
     parsed = parse(fragment)
     spans = [a.get("class") for t, a in parsed.tags if t == "span" and "node" in (a.get("class") or "")]
     assert spans.count("node best") == 1 and spans.count("node onpath") == 2
-    assert '<span class="node best">relu-squared</span> 1.8550' in fragment
+    assert '<span class="node best">relu-squared</span> 1.7950' in fragment
     assert "baseline → lr-warmup → relu-squared" in fragment
 
 
 def test_summary_figures_and_verdict(snap: dict[str, Any]) -> None:
     fragment = ui.render_report(snap)["Summary"]
-    assert "+4.87%" in fragment and "1.8550" in fragment and "relu-squared" in fragment
+    assert "+8.08%" in fragment and "1.7950" in fragment and "relu-squared" in fragment
     compute = sum(run.result.wall_seconds for rec in report_snapshot.records() for run in rec.runs)
     assert snap["totals"]["compute_s"] == compute, "the snapshot's compute is every recorded run's wall time"
     assert "12,800" in fragment and "$0.0123" in fragment and f"{compute:.0f} s" in fragment
-    assert "12 / 8" in fragment and "not run" in fragment
+    assert "12 / 19" in fragment and "not run" in fragment
     assert "seed noise sigma" in fragment and "0.0075" in fragment
-    assert "Confirmed gain: relu-squared at 1.8550 ± 0.0029 (3 seeds)" in fragment
-    assert "one-sided t-test" in fragment
+    assert "Confirmed gain: relu-squared at 1.7950 ± 0.0029 (3 seeds)" in fragment
+    assert "Gain +0.1575 ± 0.0063 val_bpb, from 2 fresh seeds (the screen seed is left out)" in fragment
+    assert "Welch&#x27;s t" in fragment or "Welch's t" in fragment
+    assert (
+        "Minimum detectable effect" in fragment and "Campaign error control: expected false confirmations" in fragment
+    )
+    assert "Cost per confirmed gain" in fragment and "(2 gains)" in fragment
 
 
 def test_summary_says_plainly_when_nothing_beat_the_noise(snap: dict[str, Any]) -> None:
@@ -245,7 +250,7 @@ def test_terminal_lines_show_batch_progress_outcome_metric_and_verdict() -> None
 def test_leaderboard_text_shows_mean_se_seeds_and_verdict(snap: dict[str, Any]) -> None:
     text = ui.leaderboard_text(snap["leaderboard"])
     line = next(x for x in text.splitlines() if "relu-squared" in x)
-    assert "1.8550" in line and "0.0029" in line and " 3 " in line and "confirmed *best*" in line
+    assert "1.7950" in line and "0.0029" in line and " 3 " in line and "confirmed *best*" in line
     assert "failed (oom)" in text
 
 
@@ -254,9 +259,14 @@ def test_directive_carries_budget_bounds_noise_and_prior_research(snap: dict[str
 
     profile = DatasetProfile("shakespeare", 1, 512, 100_000, 9_000, 8_000, 300, 20, 20, 3.1, ["hamlet"], ["macbeth"])
     budget = prompts.budget_dict(8, 4, 2, 300, 30.0, 12)
+    budget.update(max_runs=19, started=3, ideas=0)
     noise = {"sigma": 0.0123, "df": 2, "gate": "THE GATE", "baseline": {"val_bpb": 2.5, "se": 0.01, "n_seeds": 3}}
+    noise.update(mde=0.1234, campaign="expected false confirmations <= 0.0000 over 0 screened candidate(s)")
     fresh = prompts.directive(profile, ExperimentConfig(), WorkshopBounds(), budget, noise=noise)
-    assert "runs for this memory key: 8 in total" in fresh and "None yet" in fresh and '"n_layer": [' in fresh
+    assert "memory key: 8 in total, 0 tried so far" in fresh and "runs for this memory key: 19 in total" in fresh
+    assert "None yet" in fresh and '"n_layer": [' in fresh
+    assert "about 0.1234 val_bpb better to be confirmed with 80% chance" in fresh
+    assert "error control over the whole key: expected false confirmations <= 0.0000" in fresh
     assert "sigma = 0.0123" in fresh and "THE GATE" in fresh and "2.5000 ± 0.0100 over 3 seeds" in fresh
     assert "token_budget" in fresh and "are refused" in fresh and "truncated" in fresh
     assert '"seed"' not in fresh.split("base config:")[1].split("\n")[0], "the seed belongs to the run"

@@ -36,10 +36,12 @@ repeat the same call. Never repeat an experiment that already ran (duplicates ar
 
 
 def _budget_lines(budget: dict[str, Any]) -> list[str]:
-    used = budget.get("started", 0)
+    ideas, runs = budget.get("ideas", 0), budget.get("started", 0)
     return [
-        f"- runs for this memory key: {budget['n_experiments']} in total, {used} used so far (baseline seeds and "
-        f"confirmation re-runs count too); batches of up to {budget['batch_size']}, {budget['concurrency']} at once",
+        f"- ideas (experiments beyond the baseline) for this memory key: {budget['n_experiments']} in total, {ideas} "
+        f"tried so far; batches of up to {budget['batch_size']}, {budget['concurrency']} at once",
+        f"- runs for this memory key: {budget.get('max_runs', 0)} in total, {runs} used so far (the baseline's seeds, "
+        "every idea's first run and the confirmation re-runs of those that pass the screen)",
         f"- training budget per experiment: {budget['max_steps']} steps of the base config "
         f"({budget.get('token_budget', 0):,} tokens; an edit that changes batch_size or seq_len trains the same "
         f"tokens in more or fewer steps), with a safety cap of {budget['time_budget_s']:g} s",
@@ -68,6 +70,14 @@ def _noise_lines(noise: dict[str, Any] | None) -> list[str]:
         se = f" ± {base['se']:.4f}" if base.get("se") is not None else ""
         lines.append(f"- baseline: val_bpb {base['val_bpb']:.4f}{se} over {base.get('n_seeds', 0)} seeds")
     lines.append(f"- the gate: {noise.get('gate', '')}")
+    if noise.get("mde") is not None:
+        lines.append(
+            f"- findable now: against the incumbent, at this key's seeds, an edit must be about {noise['mde']:.4f} "
+            "val_bpb better to be confirmed with 80% chance; smaller effects mostly end 'within_noise', so spend "
+            "ideas on changes that can plausibly move val_bpb that much"
+        )
+    if noise.get("campaign"):
+        lines.append(f"- error control over the whole key: {noise['campaign']}")
     return lines
 
 

@@ -155,7 +155,7 @@ class ResearchLoop:
         case = case_for(rec, parent, verdict, inc_values, self.ledger.rule.replicates)
         if case is None:
             return False
-        decision, reason, who = await self.judge.decide(case, self.budget.remaining)
+        decision, reason, who = await self.judge.decide(case, 0 if self.budget.stopped else self.budget.runs_left)
         await self.ledger.record_decision(title, decision, f"{reason} [{who}; {case.why}]")
         self.emit({"kind": "judge", "title": title, "decision": decision, "reason": reason, "who": who})
         return True

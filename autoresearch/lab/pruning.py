@@ -1,19 +1,28 @@
 """Learning-curve pruning as pure functions: when to stop a run that is clearly losing.
 
-A run reports its training loss as it goes (`prepare.log_progress`); the orchestrator reads it from outside.
-The signal is untrusted, but it can only ever stop the run that reports it: a lie wastes that run's own
-compute and never reaches a metric.
+A run reports its training loss as it goes (`prepare.log_progress`); the orchestrator reads it from outside. The
+signal is untrusted, so two rules keep a lie inside the run that tells it:
 
-Curves are compared at the same fraction of the token budget (every run trains on the same number of
-tokens, so a quarter of the steps is a quarter of the data, whatever the batch). At each rung (by default
-25% and 50% of the budget) a run is stopped if its smoothed loss is above a threshold:
+- **Only trusted curves set thresholds.** A curve is a reference only if its run trained the repository's own
+  `train.py` (the baseline, or an edit that changes only the config: code the agent did not write reported it)
+  AND ended with a trusted score consistent with its curve: the curve's final loss over the trusted val_bpb lies
+  within the band the baseline's replicates show. An edited `train.py` may report anything about itself; its curve
+  is never another run's reference, so it can stop only itself.
+- **A noise band per rung,** measured from the baseline's replicate curves at that share of the budget.
 
-- `median`: the median of the finished runs' losses at that rung (at least `min_curves` of them);
-- `parent`: the mean of the parent's runs at that rung;
+Curves are compared at the same fraction of the token budget (every run trains on the same number of tokens, so a
+quarter of the steps is a quarter of the data, whatever the batch). At each rung a run is stopped if its smoothed
+loss is above a threshold:
 
-plus `z` times the seed noise of the loss at that rung (the spread of the baseline's replicate curves
-there, never below `min_margin` of the loss), so noise alone does not stop a run. A stopped run is
-`pruned`: it keeps its curve, frees its slot at once, and counts as a soft failure for the planner.
+- `incumbent`: the mean of the incumbent's trusted curves at that rung (or, when the incumbent is an edited
+  `train.py`, of the best trusted experiment's) plus `z` (0.5) noise bands: a run clearly behind the best so far
+  will not pass the screen;
+- `median`: the median of the trusted finished curves there (at least `min_curves`), plus `z` (3) bands;
+- `parent`: the mean of the parent's trusted curves (the best trusted experiment's when the parent's are not
+  trusted), plus `z` (3) bands;
+
+never closer than `min_margin` of the reference loss. A stopped run is `pruned`: it keeps its curve, frees its slot
+at once, and counts as a soft failure for the planner; its idea is spent, its screen never scored.
 """
 
 from __future__ import annotations
@@ -21,10 +30,17 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from autoresearch.ledger.records import BASELINE_TITLE, ExperimentRecord
+from autoresearch.ledger.records import BASELINE_TITLE, ExperimentRecord, SeedRun
+from autoresearch.ledger.source import normalize_code
 from autoresearch.sandbox.curve import WINDOW, Curve, loss_at
 
-MODES = ("off", "median", "parent")
+MODES = ("off", "incumbent", "median", "parent")
+Z_BY_MODE = {"incumbent": 0.5, "median": 3.0, "parent": 3.0}
+"""Noise bands above the reference a run must be to be stopped, per mode."""
+CONSISTENCY_SDS = 4.0
+"""How many standard deviations of the baseline replicates' final-loss-to-score ratio a trusted curve may stray."""
+CONSISTENCY_FLOOR = 0.05
+"""The least band for that ratio, relative to it (two or three replicates can agree by chance)."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +49,8 @@ class PruneRule:
 
     mode: str = "off"
     rungs: tuple[float, ...] = (0.25, 0.5)
-    z: float = 3.0
+    z: float | None = None
+    """Noise bands above the reference; None takes the mode's (`Z_BY_MODE`)."""
     min_margin: float = 0.01
     """The least margin, as a fraction of the reference loss (seed noise measured on few curves can be tiny)."""
     min_curves: int = 3
@@ -43,6 +60,10 @@ class PruneRule:
     @property
     def on(self) -> bool:
         return self.mode != "off"
+
+    @property
+    def bands(self) -> float:
+        return self.z if self.z is not None else Z_BY_MODE.get(self.mode, 3.0)
 
 
 def noise_at(replicates: list[Curve], fraction: float, window: float) -> float | None:
@@ -54,8 +75,8 @@ def noise_at(replicates: list[Curve], fraction: float, window: float) -> float |
 def thresholds(rule: PruneRule, references: list[Curve], replicates: list[Curve]) -> list[tuple[float, float]]:
     """(rung, loss threshold) pairs for a new run; empty when pruning is off or the evidence is too thin.
 
-    `references` are the finished curves to compare with (all successful runs for `median`, the parent's runs
-    for `parent`); `replicates` are the baseline's seeds, which measure the loss's seed noise at each rung.
+    `references` are the trusted curves to compare with (see the module's rules); `replicates` are the baseline's
+    seeds, which measure the loss's seed noise at each rung.
     """
     if not rule.on:
         return []
@@ -67,22 +88,70 @@ def thresholds(rule: PruneRule, references: list[Curve], replicates: list[Curve]
             continue
         center = statistics.median(values) if rule.mode == "median" else statistics.fmean(values)
         noise = noise_at(replicates, rung, rule.window) or 0.0
-        out.append((rung, center + max(rule.z * noise, rule.min_margin * abs(center))))
+        out.append((rung, center + max(rule.bands * noise, rule.min_margin * abs(center))))
     return out
 
 
-def prune_limits(records: list[ExperimentRecord], parent: str | None, rule: PruneRule) -> list[tuple[float, float]]:
-    """The pruning thresholds for a new experiment forked from `parent`, from the finished runs' learning curves
-    (see `pruning.thresholds`): every successful run's for `median`, the parent's for `parent`."""
+def _end_ratio(curve: Curve, val_bpb: float, window: float) -> float | None:
+    """A curve's final training loss over its run's trusted val_bpb (None without a point near the end)."""
+    end = loss_at(curve, 1.0, window)
+    return None if end is None or val_bpb <= 0 else end / val_bpb
+
+
+def trusted_curves(records: list[ExperimentRecord], window: float = WINDOW) -> dict[str, list[Curve]]:
+    """title -> the curves that may set thresholds: successful runs of the repository's own `train.py` (the
+    baseline and config-only edits) whose final loss matches their trusted score as the baseline's replicates do."""
+    base = next((r for r in records if r.title == BASELINE_TITLE), None)
+    if base is None:
+        return {}
+    own = normalize_code(base.train_py)
+    ratios = [x for run in base.runs if run.val_bpb is not None and (x := _end_ratio(_curve(run), run.val_bpb, window))]
+    if not ratios:
+        return {}
+    center = statistics.median(ratios)
+    band = max(CONSISTENCY_SDS * (statistics.stdev(ratios) if len(ratios) > 1 else 0.0), CONSISTENCY_FLOOR * center)
+    out: dict[str, list[Curve]] = {}
+    for rec in records:
+        if not _same_code(rec, own):
+            continue
+        for run in rec.runs:
+            ratio = _end_ratio(_curve(run), run.val_bpb, window) if run.val_bpb is not None else None
+            if ratio is not None and abs(ratio - center) <= band:
+                out.setdefault(rec.title, []).append(_curve(run))
+    return out
+
+
+def _curve(run: SeedRun) -> Curve:
+    return [(float(f), float(loss)) for f, loss in run.result.curve]
+
+
+def _same_code(rec: ExperimentRecord, own: str) -> bool:
+    try:
+        return normalize_code(rec.train_py) == own
+    except SyntaxError:
+        return False
+
+
+def _best_trusted(records: list[ExperimentRecord], curves: dict[str, list[Curve]], incumbent: str | None) -> str:
+    """The incumbent if its curves are trusted, else the trusted experiment with the lowest mean val_bpb."""
+    if incumbent in curves:
+        return incumbent
+    means = {r.title: statistics.fmean(r.values) for r in records if r.title in curves and r.values}
+    return min(means, key=lambda t: means[t]) if means else BASELINE_TITLE
+
+
+def prune_limits(
+    records: list[ExperimentRecord], parent: str | None, rule: PruneRule, incumbent: str | None = None
+) -> list[tuple[float, float]]:
+    """The pruning thresholds for a new experiment forked from `parent`, from the trusted finished curves (see the
+    module's rules): the incumbent's for `incumbent`, all of them for `median`, the parent's for `parent`."""
     if not rule.on:
         return []
-
-    def curves(recs: list[ExperimentRecord]) -> list[list[tuple[float, float]]]:
-        return [[(f, loss) for f, loss in run.result.curve] for r in recs for run in r.runs if run.val_bpb is not None]
-
-    replicates = curves([r for r in records if r.title == BASELINE_TITLE])
-    if rule.mode == "parent":
-        references = curves([r for r in records if r.title == (parent or BASELINE_TITLE)])
+    curves = trusted_curves(records, rule.window)
+    replicates = curves.get(BASELINE_TITLE, [])
+    if rule.mode == "median":
+        references = [c for cs in curves.values() for c in cs]
     else:
-        references = curves(records)
-    return thresholds(rule, references, replicates)
+        wanted = (parent or BASELINE_TITLE) if rule.mode == "parent" else incumbent
+        references = curves.get(wanted) if wanted in curves else curves.get(_best_trusted(records, curves, incumbent))
+    return thresholds(rule, references or [], replicates)

@@ -37,8 +37,9 @@ from autoresearch_types import ExperimentResult
 
 log = logging.getLogger(__name__)
 
-ROLES = ("screen", "replicate", "confirm")
-"""Why a job runs: an experiment's first run, a baseline seed for the noise floor, or a fresh-seed re-run."""
+ROLES = ("screen", "replicate", "confirm", "transfer")
+"""Why a job runs: an experiment's first run, a baseline seed for the noise floor, a fresh-seed re-run, or the
+transfer check at a larger budget (never recorded as a run of the key)."""
 
 
 @dataclass(frozen=True)
@@ -310,7 +311,7 @@ def task_call(
 
     async def call(job: Job, extras: dict[str, Any]) -> ExperimentResult:
         config = ledger.effective_config(job.record.spec).with_overrides({"seed": job.seed}).to_dict()
-        limits = prune_limits(await ledger.records(), job.record.spec.parent, rule) if job.role == "screen" else []
+        limits = await _limits(ledger, job, rule)
         tool = dataclasses.replace(tool_obj, call_handler=sizing.handler(extras["policy"]))
         try:
             kwargs = {**where, "pool": extras["pool"], "prune": [list(x) for x in limits]}
@@ -321,3 +322,12 @@ def task_call(
         return result
 
     return call
+
+
+async def _limits(ledger: Ledger, job: Job, rule: PruneRule) -> list[tuple[float, float]]:
+    """An experiment's first run gets pruning thresholds from the trusted curves finished so far; nothing else is
+    ever pruned (a baseline seed, a confirmation re-run, the transfer check)."""
+    if not rule.on or job.role != "screen":
+        return []
+    records, verdicts, _ = await ledger.view()
+    return prune_limits(records, job.record.spec.parent, rule, verdicts.incumbent)

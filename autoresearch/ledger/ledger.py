@@ -10,6 +10,7 @@ Layout under the memory key (records, never tables; every view is derived from t
     batches/<batch_id>.json         the batch plan
     settings.json                   the key's fixed comparison: base config (budget included) and gate rule
     audits/<time>.json              a held-out test audit (the newest is the one shown)
+    transfers/<time>.json           a transfer check: the pick and the baseline at K x the token budget
     sessions/<time>.json            one session's totals at its close (runs, compute, LLM usage and cost)
     human_verdicts/<slug>.json      a person's accept/reject of an experiment, with the earlier ones as history
     messages.json                   the agent transcript (the store's own)
@@ -191,8 +192,13 @@ class Ledger:
         return rec
 
     def _run_count(self) -> int:
-        """Runs recorded across the key (what the experiment budget counts)."""
+        """Runs recorded across the key (what the run budget counts)."""
         return sum(1 for p in self.memory.list_paths("experiments") if "/runs/seed-" in p)
+
+    def ideas_used(self) -> int:
+        """Experiments beyond the baseline with a recorded run (what the idea budget counts)."""
+        ran = {p.split("/")[1] for p in self.memory.list_paths("experiments") if "/runs/seed-" in p}
+        return len(ran - {slugify(BASELINE_TITLE)})
 
     async def records(self) -> list[ExperimentRecord]:
         """Every experiment, read from its records (spec, source, result)."""
@@ -462,6 +468,17 @@ class Ledger:
     async def stops(self) -> list[dict[str, Any]]:
         """Every recorded stop, oldest first."""
         return [await self.memory.read_json.aio(p) for p in self.memory.list_paths("stops")]
+
+    async def record_transfer(self, check: dict[str, Any]) -> None:
+        """Store a transfer check (the pick and the baseline at K x the token budget) as `transfers/<time>.json`."""
+        async with self._lock:
+            await self.memory.write_json.aio(f"transfers/{now().replace(':', '-')}.json", check, actor=ACTOR)
+            await ledger_store.save(self.memory)
+
+    async def latest_transfer(self) -> dict[str, Any] | None:
+        """The newest transfer check, or None."""
+        paths = self.memory.list_paths("transfers")
+        return await self._read_json_or_none(paths[-1]) if paths else None
 
     async def latest_audit(self) -> dict[str, Any] | None:
         """The newest held-out audit, or None."""

@@ -191,6 +191,10 @@ class LeaderboardRow:
     step: str = ""
     decided_by: str = "rule"
     """Who settled the verdict: `rule` (the gate), `judge` (a borderline case) or `human`."""
+    fresh_mean: float | None = None
+    """The mean over its fresh (confirmation) seeds only: the unbiased estimate its reported gain uses."""
+    fresh_se: float | None = None
+    n_fresh: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

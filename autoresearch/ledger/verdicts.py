@@ -2,25 +2,23 @@
 
 The rule (one home; the README and the directive quote it):
 
-- **Noise floor.** sigma is the pooled standard deviation of val_bpb across seeds: the baseline's replicates,
-  and every candidate's fresh (confirmation) seeds, for groups of two or more. Its degrees of freedom are
-  `sum(n_i - 1)`. Seed noise is assumed to be the same for every config.
-- **Screen.** An experiment's first run (the screen seed) is compared with the incumbent's mean by a
-  one-sided t-test at `alpha_screen` (default 0.10): `t = (incumbent mean - x) / (sigma * sqrt(1 + 1/n_inc))`.
-  Passing makes it `unconfirmed` and schedules confirmation; worse at `alpha_worse` (0.05) is a
+- **Noise.** Every config has its own seed noise. sigma, the pooled standard deviation over seeds (the baseline's
+  replicates and every candidate's fresh seeds), is the prior: a side of a comparison with few seeds leans on the
+  spread of every other config (at most `prior_df` pseudo degrees of freedom), one with many seeds on its own.
+- **Comparisons** use Welch's t on each side's own variance, with Satterthwaite's degrees of freedom, never more
+  than the distinct degrees of freedom behind the two variances (`stattests`).
+- **Screen.** An experiment's first run (the screen seed) against the incumbent's mean, one-sided at
+  `alpha_screen`. Passing makes it `unconfirmed` and schedules confirmation; worse at `alpha_worse` is a
   `regression`; anything else is `within_noise`.
-- **Confirmation.** The candidate is re-run on the baseline's other seeds ("fresh" seeds: the screen
-  seed was selected for looking good, so it is left out of the test to avoid the winner's curse). The
-  fresh mean must beat the incumbent's mean by a one-sided t-test at `alpha` (default 0.01):
-  `t = (incumbent mean - fresh mean) / (sigma * sqrt(1/n_fresh + 1/n_inc))`. Passing gives `confirmed`
-  and the candidate becomes the incumbent.
-- **False discoveries.** The confirmation test alone holds the rate at `alpha`: a null edit is confirmed
-  with probability about 0.01 (the test suite simulates it). The screen does not multiply that down: both
-  tests share the incumbent's mean and the sigma estimate, so a key whose baseline drew high, or whose
-  few seeds happened to agree, passes both more easily. The screen only decides which candidates are
-  worth their confirmation runs. With the default 3 replicates (2 degrees of freedom at first) a true
-  effect of 6 sigma is confirmed about 88% of the time, 4 sigma about 55%; power grows as confirmations
-  add degrees of freedom to sigma.
+- **Confirmation.** The candidate is re-run on the baseline's other seeds ("fresh" seeds: the screen seed was
+  selected for looking good, so it is left out of the test and of the reported gain, to avoid the winner's
+  curse). The fresh mean must beat the incumbent's at the level the campaign grants this candidate: the k-th
+  screened candidate of a key may be falsely confirmed (screen AND confirmation) with probability at most
+  `campaign.level(k)`, and those levels sum to at most `alpha_campaign` over the whole key (`campaign.py`). The
+  confirmation alone is tested at that level, so the screen (which only saves confirmation runs) cannot raise it.
+  Passing gives `confirmed` and the candidate becomes the incumbent.
+- **The incumbent's side** of every comparison is its unbiased seeds: all of the baseline's, a confirmed
+  candidate's fresh seeds (its screen seed was selected).
 - **Ranking** is by the mean over every successful seed, shown with its standard error and seed count.
 - **Over budget.** A run's training CPU-seconds are measured outside the sandbox. The baseline's runs
   calibrate CPU-seconds per unit of work (tokens trained x the config's nominal parameters); a run that
@@ -40,6 +38,17 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from autoresearch.ledger.campaign import Campaign, level
+from autoresearch.ledger.stattests import (
+    Side,
+    design_rho,
+    min_detectable,
+    side,
+    t_critical,
+    t_sf,  # noqa: F401 - re-exported: the gate's tests read the distribution here
+    variance,
+    welch,
+)
 from autoresearch_types import trusted_bpb
 
 BASELINE = "baseline"
@@ -85,12 +94,18 @@ SIGMA_FLOOR = 1e-4
 
 @dataclass(frozen=True)
 class GateRule:
-    """The acceptance gate's false-positive rates and how many seeds a confirmed result needs."""
+    """The acceptance gate's error rates, its variance prior, the campaign's budget and the seeds a gain needs."""
 
     alpha_screen: float = 0.10
-    alpha: float = 0.01
+    """A candidate's first seed must beat the incumbent at this level to earn its confirmation runs."""
+    alpha_campaign: float = 0.05
+    """The expected number of false confirmations over the whole key is at most this (`campaign.py`)."""
     alpha_worse: float = 0.05
     """A result worse than the incumbent at this level is labelled a `regression` (a signal for the planner)."""
+    prior_df: float = 4.0
+    """How many degrees of freedom the pooled spread of the other configs is worth to a config with few seeds."""
+    horizon: int = 10
+    """The ideas the key was created for: the campaign's budget is spread over them (`campaign.level`)."""
     over_budget_factor: float = 4.0
     """A run using more than this many times its predicted training CPU is `over_budget`."""
     replicates: int = 3
@@ -99,11 +114,12 @@ class GateRule:
     def describe(self) -> str:
         """The rule in one paragraph, for the directive, the README and the report."""
         return (
-            f"A change counts only if it beats seed noise: its first seed must beat the incumbent's mean in a "
-            f"one-sided t-test at {self.alpha_screen:g} (pooled sigma across seeds), then it is re-run on "
-            f"{self.replicates - 1} fresh seeds whose mean must beat the incumbent's at {self.alpha:g}. Only then is it "
-            f"'confirmed' and the new incumbent (a change that does nothing is confirmed with probability about "
-            f"{self.alpha:g}). Confirmation runs count against the experiment budget."
+            f"A change counts only if it beats seed noise, each config judged by its own spread (Welch's t; a config "
+            f"with few seeds leans on the pooled spread of the others): its first seed must beat the incumbent's "
+            f"mean at {self.alpha_screen:g}, then it is re-run on {self.replicates - 1} fresh seeds whose mean must "
+            f"beat the incumbent's at the level this key's campaign grants it. Only then is it 'confirmed' and the "
+            f"new incumbent. The levels are spent so that the expected number of false confirmations over the whole "
+            f"key stays at most {self.alpha_campaign:g}; confirmation runs draw on the run budget, not on the ideas."
         )
 
 
@@ -163,11 +179,20 @@ class Verdict:
     n: int = 0
     fresh_mean: float | None = None
     n_fresh: int = 0
+    fresh_se: float | None = None
+    """The standard error of the fresh seeds' mean (None with fewer than two)."""
     sigma: float | None = None
-    df: int = 0
+    df: float = 0.0
+    """Degrees of freedom of the test that settled the label (Welch-Satterthwaite), or of sigma before any test."""
     versus: str | None = None
     gain: float | None = None
-    """Incumbent mean minus this experiment's mean used in the test (positive is better)."""
+    """Incumbent mean minus this experiment's mean used in the test (positive is better): the fresh seeds' for a
+    confirmation, the screen seed's for a screen."""
+    t: float | None = None
+    candidate: int = 0
+    """Its number among the key's screened candidates (1-based; 0 before its screen scored)."""
+    level: float | None = None
+    """The joint false-confirmation probability the campaign granted it (`campaign.level`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,7 +200,8 @@ class Verdict:
 
 @dataclass
 class Judgement:
-    """The fold's result: a verdict per experiment, the incumbent, the noise floor and pending confirmations."""
+    """The fold's result: a verdict per experiment, the incumbent, the noise floor, pending confirmations, where the
+    campaign's error control stands and what the incumbent lets the next candidate show."""
 
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     incumbent: str | None = None
@@ -185,58 +211,10 @@ class Judgement:
     """title -> seeds still to run to confirm it (only for `unconfirmed` experiments)."""
     budget_notes: dict[int, str] = field(default_factory=dict)
     """seq -> why that run was over budget."""
-
-
-# ---------------------------------------------------------------- Student's t
-
-
-def _nonzero(x: float, tiny: float = 1e-300) -> float:
-    return x if abs(x) > tiny else tiny
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz), for `_betainc`."""
-    c, d = 1.0, 1.0 / _nonzero(1.0 - (a + b) * x / (a + 1.0))
-    h = d
-    for m in range(1, 300):
-        even = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
-        odd = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
-        for num in (even, odd):
-            d = 1.0 / _nonzero(1.0 + num * d)
-            c = _nonzero(1.0 + num / c)
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def t_sf(t: float, df: float) -> float:
-    """P(T > t) for Student's t with `df` degrees of freedom."""
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-    return tail if t >= 0 else 1.0 - tail
-
-
-def t_critical(alpha: float, df: float) -> float:
-    """The one-sided critical value: P(T > t) = alpha (bisection on `t_sf`)."""
-    if df <= 0:
-        return math.inf
-    low, high = 0.0, 1e6
-    for _ in range(200):
-        mid = (low + high) / 2
-        low, high = (mid, high) if t_sf(mid, df) > alpha else (low, mid)
-    return (low + high) / 2
+    campaign: Campaign | None = None
+    mde: float | None = None
+    """The smallest effect (val_bpb) the next candidate is found with 80% chance against the incumbent, at the
+    key's seeds and the campaign's next level; None before a noise floor."""
 
 
 # ---------------------------------------------------------------- statistics
@@ -257,29 +235,122 @@ def pooled_sigma(groups: list[list[float]]) -> tuple[float | None, int]:
     df = sum(len(g) - 1 for g in usable)
     if df == 0:
         return None, 0
-    ss = sum((len(g) - 1) * statistics.variance(g) for g in usable)
+    ss = sum((len(g) - 1) * variance(g) for g in usable)
     return max(SIGMA_FLOOR, math.sqrt(ss / df)), df
 
 
-def screen(x: float, incumbent: list[float], sigma: float, df: int, rule: GateRule) -> tuple[str, float]:
-    """`unconfirmed`, `within_noise` or `regression` for a single-seed result against the incumbent; and t."""
-    t = (statistics.fmean(incumbent) - x) / (sigma * math.sqrt(1.0 + 1.0 / len(incumbent)))
-    if t > t_critical(rule.alpha_screen, df):
-        return "unconfirmed", t
-    if t < -t_critical(rule.alpha_worse, df):
-        return "regression", t
-    return "within_noise", t
+class Noise:
+    """The seeds each config adds to the noise estimate (see `_noise_sample`), with their sums of squares kept, so
+    the pooled spread of every config but one or two is had at once (the fold asks on every run)."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, tuple[float, int]] = {}
+        self._ss, self._df = 0.0, 0
+
+    def set(self, title: str, values: list[float]) -> None:
+        """`title`'s noise seeds are now `values`."""
+        ss, df = self._parts.pop(title, (0.0, 0))
+        self._ss, self._df = self._ss - ss, self._df - df
+        if len(values) >= 2:
+            part = ((len(values) - 1) * variance(values), len(values) - 1)
+            self._parts[title] = part
+            self._ss, self._df = self._ss + part[0], self._df + part[1]
+
+    def pooled(self, *excluding: str) -> tuple[float | None, int]:
+        """The pooled sigma and its degrees of freedom over every config but `excluding` (None if df = 0)."""
+        ss, df = self._ss, self._df
+        for title in set(excluding):
+            part_ss, part_df = self._parts.get(title, (0.0, 0))
+            ss, df = ss - part_ss, df - part_df
+        if df <= 0:
+            return None, 0
+        return max(SIGMA_FLOOR, math.sqrt(max(ss, 0.0) / df)), df
 
 
-def confirm(fresh: list[float], incumbent: list[float], sigma: float, df: int, rule: GateRule) -> tuple[str, float]:
-    """`confirmed`, `within_noise` or `regression` for the fresh seeds' mean against the incumbent; and t."""
-    se = sigma * math.sqrt(1.0 / len(fresh) + 1.0 / len(incumbent))
-    t = (statistics.fmean(incumbent) - statistics.fmean(fresh)) / se
-    if t > t_critical(rule.alpha, df):
-        return "confirmed", t
-    if t < -t_critical(rule.alpha_worse, df):
-        return "regression", t
-    return "within_noise", t
+@dataclass(frozen=True)
+class Comparison:
+    """A candidate's seeds against the incumbent's: both sides, Welch's t, its standard error and df."""
+
+    incumbent: Side
+    candidate: Side
+    t: float
+    se: float
+    df: float
+
+
+def _side(values: list[float], prior: tuple[float | None, int], rule: GateRule, fallback: Side | None = None) -> Side:
+    """One side's mean and variance: its own seeds, shrunk toward the `prior` (the pooled spread of the other
+    configs, and its df); a lone seed with nothing to lean on takes the other side's variance (equal variances)."""
+    sigma, df = prior
+    prior_df = min(rule.prior_df, df) if sigma is not None else 0.0
+    if len(values) < 2 and prior_df == 0 and fallback is not None:
+        return Side(statistics.fmean(values), fallback.var, len(values), fallback.df)
+    return side(values, max((sigma or 0.0) ** 2, SIGMA_FLOOR**2), prior_df)
+
+
+def compare(inc: tuple[str, list[float]], cand: tuple[str, list[float]], noise: Noise, rule: GateRule) -> Comparison:
+    """Welch's comparison of a candidate's seeds with the incumbent's, each side's variance leaning on the other
+    configs' spread. The degrees of freedom never exceed the distinct ones behind both variances (their own seeds
+    and the configs beside them), so a prior shared by both sides is not counted twice."""
+    (inc_title, inc_values), (cand_title, cand_values) = inc, cand
+    incumbent = _side(inc_values, noise.pooled(inc_title), rule)
+    candidate = _side(cand_values, noise.pooled(cand_title), rule, fallback=incumbent)
+    t, se, df = welch(incumbent, candidate)
+    shared = noise.pooled(inc_title, cand_title)[1]
+    distinct = len(inc_values) - 1 + len(cand_values) - 1 + shared
+    return Comparison(incumbent, candidate, t, se, min(df, max(distinct, 1)))
+
+
+def screen(x: float, inc: tuple[str, list[float]], cand: str, noise: Noise, rule: GateRule) -> tuple[str, Comparison]:
+    """`unconfirmed`, `within_noise` or `regression` for a single-seed result against the incumbent; and the test."""
+    c = compare(inc, (cand, [x]), noise, rule)
+    if c.t > t_critical(rule.alpha_screen, c.df):
+        return "unconfirmed", c
+    if c.t < -t_critical(rule.alpha_worse, c.df):
+        return "regression", c
+    return "within_noise", c
+
+
+def confirm(
+    fresh: list[float],
+    inc: tuple[str, list[float]],
+    cand: str,
+    noise: Noise,
+    rule: GateRule,
+    level: float,
+) -> tuple[str, Comparison]:
+    """`confirmed`, `within_noise` or `regression` for the fresh seeds' mean against the incumbent at the campaign's
+    `level` for this candidate; and the test. The confirmation alone holds the level (a candidate that does nothing
+    passes the screen AND the confirmation no more often than the confirmation alone): the screen only decides
+    which candidates are worth their confirmation runs, so the bound needs no assumption about how the two tests
+    depend on each other (they share the incumbent's mean and the variance estimates)."""
+    c = compare(inc, (cand, fresh), noise, rule)
+    if c.t > t_critical(level, c.df):
+        return "confirmed", c
+    if c.t < -t_critical(rule.alpha_worse, c.df):
+        return "regression", c
+    return "within_noise", c
+
+
+def min_effect(inc: tuple[str, list[float]], noise: Noise, rule: GateRule, joint: float) -> float | None:
+    """The smallest true effect a new candidate is confirmed with 80% chance against the incumbent `inc`, with the
+    key's seeds (one screen seed, `replicates - 1` fresh ones) and the campaign's next level `joint`; the candidate's
+    own spread is taken to be the pooled one."""
+    sigma, pool_df = noise.pooled()
+    if sigma is None or not inc[1]:
+        return None
+    fresh = max(1, rule.replicates - 1)
+    others = noise.pooled(inc[0])
+    incumbent = _side(inc[1], others, rule)
+    prior_df = min(rule.prior_df, pool_df)
+    shared = len(inc[1]) - 1 + others[1]
+    one, some = Side(0.0, sigma**2, 1, prior_df), Side(0.0, sigma**2, fresh, prior_df + fresh - 1)
+    (_, se1, df1), (_, se2, df2) = welch(incumbent, one), welch(incumbent, some)
+    df1, df2 = min(df1, max(shared, 1)), min(df2, max(shared + fresh - 1, 1))
+    rho = design_rho(incumbent.var / incumbent.n, se1, se2)
+    c1 = t_critical(rule.alpha_screen, df1)
+    c2 = t_critical(joint, df2)
+    return min_detectable((c1, se1), (c2, se2), rho)
 
 
 # ---------------------------------------------------------------- the fold
@@ -296,6 +367,8 @@ class _Runs:
     screen_seq: int = 0
     values: dict[int, float] = field(default_factory=dict)
     outcomes: dict[int, str] = field(default_factory=dict)
+    candidate: int = 0
+    """Its number among the key's screened candidates (0: its screen has not scored)."""
 
 
 def judge(
@@ -304,10 +377,12 @@ def judge(
     rule: GateRule,
     base_seed: int = 0,
     decisions: dict[str, Decision] | None = None,
+    with_mde: bool = True,
 ) -> Judgement:
     """Every experiment's verdict from its runs in arrival order (pure: the same runs and decisions give the same
     verdicts). `titles` lists every experiment (those without runs are `not_run`); `decisions` are the judge's and
-    the humans' (see `Decision`), applied to their experiment at each of its arrivals.
+    the humans' (see `Decision`), applied to their experiment at each of its arrivals. `with_mde` adds the
+    incumbent's minimum detectable effect (skipped by simulations, which need only the labels).
     """
     decisions = decisions or {}
     out = Judgement()
@@ -316,6 +391,7 @@ def judge(
     flagged = over_budget(arrivals, rule.over_budget_factor)
     arrivals = [dataclasses.replace(a, outcome="over_budget") if a.seq in flagged else a for a in arrivals]
     out.budget_notes = flagged
+    screened, noise = 0, Noise()
     for arrival in sorted(arrivals, key=lambda a: a.seq):
         rec = runs.setdefault(arrival.title, _Runs())
         if rec.screen_seed is None:
@@ -324,13 +400,21 @@ def judge(
         bpb = trusted_bpb(arrival.outcome, arrival.val_bpb)
         if bpb is not None:
             rec.values[arrival.seed] = bpb
-        out.sigma, out.df = pooled_sigma([_noise_sample(t, r) for t, r in runs.items()])
-        _decide(arrival.title, runs, out, rule, baseline_seeds, decisions.get(arrival.title))
+        if arrival.title != BASELINE and arrival.seed == rec.screen_seed and bpb is not None and not rec.candidate:
+            screened += 1
+            rec.candidate = screened
+        noise.set(arrival.title, _noise_sample(arrival.title, rec))
+        out.sigma, out.df = noise.pooled()
+        _decide(arrival.title, runs, noise, out, rule, baseline_seeds, decisions.get(arrival.title))
     for title in titles:
         if title not in out.verdicts:
             out.verdicts[title] = Verdict(title, "not_run", reason="no result yet")
     if out.incumbent is None and runs.get(BASELINE, _Runs()).values:
         out.incumbent = BASELINE
+    out.campaign = Campaign(rule.alpha_campaign, rule.horizon, screened)
+    if with_mde and out.incumbent:
+        inc = (out.incumbent, _comparator(out.incumbent, runs[out.incumbent]))
+        out.mde = min_effect(inc, noise, rule, out.campaign.next_level)
     return out
 
 
@@ -342,9 +426,17 @@ def _noise_sample(title: str, rec: _Runs) -> list[float]:
     return [v for s, v in rec.values.items() if s != rec.screen_seed]
 
 
+def _comparator(title: str, rec: _Runs) -> list[float]:
+    """The incumbent's side of a comparison: its unbiased seeds (all of the baseline's; a candidate's fresh seeds,
+    or every seed when it has none, as a human-accepted one may)."""
+    fresh = _noise_sample(title, rec)
+    return fresh or list(rec.values.values())
+
+
 def _decide(
     title: str,
     runs: dict[str, _Runs],
+    noise: Noise,
     out: Judgement,
     rule: GateRule,
     baseline_seeds: list[int],
@@ -360,7 +452,7 @@ def _decide(
         if out.incumbent is None and rec.values:
             out.incumbent = BASELINE
         return
-    verdict = _rule_verdict(rec, base, runs, out, rule, baseline_seeds)
+    verdict = _rule_verdict(rec, base, runs, noise, out, rule, baseline_seeds)
     if decision is not None:
         verdict = _apply(decision, verdict, rec, out, [s for s in baseline_seeds if s != rec.screen_seed])
     out.verdicts[title] = verdict
@@ -386,7 +478,13 @@ def _apply(decision: Decision, verdict: Verdict, rec: _Runs, out: Judgement, fre
 
 
 def _rule_verdict(
-    rec: _Runs, base: Verdict, runs: dict[str, _Runs], out: Judgement, rule: GateRule, baseline_seeds: list[int]
+    rec: _Runs,
+    base: Verdict,
+    runs: dict[str, _Runs],
+    noise: Noise,
+    out: Judgement,
+    rule: GateRule,
+    baseline_seeds: list[int],
 ) -> Verdict:
     """The gate's verdict for one experiment, given the incumbent and sigma at this point of the fold."""
     screen_outcome = rec.outcomes.get(rec.screen_seed)
@@ -402,19 +500,19 @@ def _rule_verdict(
         base.label, base.reason = "failed", f"its run ended {screen_outcome}"
         return base
     incumbent = out.incumbent
-    inc_values = list(runs[incumbent].values.values()) if incumbent else []
+    inc_values = _comparator(incumbent, runs[incumbent]) if incumbent else []
     if not inc_values or out.sigma is None:
         base.label, base.reason = "unjudged", "no noise floor yet: the baseline needs two successful seeds"
         return base
-    base.versus = incumbent
+    base.versus, base.candidate = incumbent, rec.candidate
+    base.level = level(rec.candidate, rule.alpha_campaign, rule.horizon)
     fresh_seeds = [s for s in baseline_seeds if s != rec.screen_seed]
     done = [s for s in fresh_seeds if s in rec.outcomes]
+    inc = (incumbent, inc_values)
     if not done:
-        label, t = screen(rec.values[rec.screen_seed], inc_values, out.sigma, out.df, rule)
-        base.label, base.gain = label, statistics.fmean(inc_values) - rec.values[rec.screen_seed]
-        base.reason = (
-            f"screen seed {rec.screen_seed}: t={t:+.2f} against {incumbent!r} (sigma {out.sigma:.4f}, df {out.df})"
-        )
+        label, c = screen(rec.values[rec.screen_seed], inc, base.title, noise, rule)
+        base.label, base.gain, base.t, base.df = label, c.incumbent.mean - c.candidate.mean, c.t, c.df
+        base.reason = f"screen seed {rec.screen_seed}: {_test_text(c, incumbent)}"
         if label == "unconfirmed":
             out.confirm_seeds[base.title] = fresh_seeds
         return base
@@ -430,14 +528,23 @@ def _rule_verdict(
     if not fresh:
         base.label, base.reason = "within_noise", "every confirmation run failed"
         return base
-    label, t = confirm(fresh, inc_values, out.sigma, out.df, rule)
-    base.label, base.fresh_mean, base.n_fresh = label, statistics.fmean(fresh), len(fresh)
-    base.gain = statistics.fmean(inc_values) - base.fresh_mean
+    label, c = confirm(fresh, inc, base.title, noise, rule, base.level)
+    base.label, base.t, base.df = label, c.t, c.df
+    base.fresh_mean, base.n_fresh, base.fresh_se = c.candidate.mean, len(fresh), mean_se(fresh)[1]
+    base.gain = c.incumbent.mean - base.fresh_mean
     base.reason = (
-        f"{len(fresh)} fresh seed(s): mean {base.fresh_mean:.4f} vs {incumbent!r} {statistics.fmean(inc_values):.4f}, "
-        f"t={t:+.2f} (sigma {out.sigma:.4f}, df {out.df})"
+        f"{len(fresh)} fresh seed(s): mean {base.fresh_mean:.4f}, {_test_text(c, incumbent)}; candidate "
+        f"{rec.candidate} of the campaign, level {base.level:.2g}"
     )
     return base
+
+
+def _test_text(c: Comparison, incumbent: str) -> str:
+    """A comparison in words: the means, Welch's t and its degrees of freedom, each side's spread."""
+    return (
+        f"{c.candidate.mean:.4f} vs {incumbent!r} {c.incumbent.mean:.4f} ({c.incumbent.n} seeds), t={c.t:+.2f}, "
+        f"df {c.df:.1f} (sd {math.sqrt(c.candidate.var):.4f} vs {math.sqrt(c.incumbent.var):.4f})"
+    )
 
 
 def _maybe_promote(title: str, verdict: Verdict, runs: dict[str, _Runs], out: Judgement) -> None:
@@ -447,7 +554,7 @@ def _maybe_promote(title: str, verdict: Verdict, runs: dict[str, _Runs], out: Ju
         return
     if verdict.label != "confirmed" or out.incumbent == title:
         return
-    incumbent_values = list(runs[out.incumbent].values.values()) if out.incumbent else []
+    incumbent_values = _comparator(out.incumbent, runs[out.incumbent]) if out.incumbent else []
     challenger = verdict.fresh_mean if verdict.fresh_mean is not None else verdict.mean
     if not incumbent_values or (challenger is not None and challenger < statistics.fmean(incumbent_values)):
         out.incumbent = title

@@ -59,7 +59,8 @@ LEGACY_NOTE = "ran before seeds and token budgets were recorded: shown, not comp
 
 
 def leaderboard(records: list[ExperimentRecord], verdicts: Judgement) -> list[LeaderboardRow]:
-    """Ranked experiments by mean val_bpb over seeds (lower is better), then scored-but-unranked, failed, not run.
+    """The incumbent first, then confirmed (and human-accepted) results, then the other ranked experiments by mean
+    val_bpb over seeds (lower is better), then scored-but-unranked, failed, not run.
 
     `delta_vs_best` is against the incumbent (the confirmed best, or the baseline before any confirmed gain).
     """
@@ -73,8 +74,9 @@ def leaderboard(records: list[ExperimentRecord], verdicts: Judgement) -> list[Le
 
     def key(rec: ExperimentRecord) -> tuple:
         if ranked(rec):
-            return (0, means[rec.title], order[rec.title])
-        return (1 if rec.runs or rec.legacy else 2, 0.0, order[rec.title])
+            tier = 0 if rec.title == verdicts.incumbent else 1 if verdicts.verdicts[rec.title].label in KEPT else 2
+            return (tier, means[rec.title], order[rec.title])
+        return (4 if rec.runs or rec.legacy else 5, 0.0, order[rec.title])
 
     rows = []
     for i, rec in enumerate(sorted(records, key=key)):
@@ -102,9 +104,16 @@ def leaderboard(records: list[ExperimentRecord], verdicts: Judgement) -> list[Le
                 overrides=dict(rec.spec.overrides),
                 step=rec.spec.step,
                 decided_by=verdict.by,
+                fresh_mean=verdict.fresh_mean,
+                fresh_se=verdict.fresh_se,
+                n_fresh=verdict.n_fresh,
             )
         )
     return rows
+
+
+KEPT = ("confirmed", "accepted")
+"""Labels of results that count as gains: listed right after the incumbent."""
 
 
 def fmt_mean(mean: float | None, se: float | None, n: int) -> str:
@@ -116,9 +125,26 @@ def fmt_mean(mean: float | None, se: float | None, n: int) -> str:
     return f"{mean:.4f} ± {se:.4f} ({n} seeds)"
 
 
+def headline_gain(best: dict[str, Any], base: dict[str, Any] | None) -> tuple[float, float | None, str] | None:
+    """The incumbent's gain over the baseline from its fresh seeds only (its screen seed was selected for looking
+    good), with the standard error of that difference and what it rests on; None without both means."""
+    if not base or base.get("val_bpb") is None:
+        return None
+    fresh = best.get("fresh_mean") is not None
+    mean = best["fresh_mean"] if fresh else best.get("val_bpb")
+    se = best.get("fresh_se") if fresh else best.get("se")
+    if mean is None:
+        return None
+    n = best.get("n_fresh") if fresh else best.get("n_seeds", 0)
+    what = f"{n} fresh seed{'s' if n != 1 else ''}" if fresh else f"all {n} seed(s), its screen seed included"
+    base_se = base.get("se")
+    both = None if se is None or base_se is None else (se * se + base_se * base_se) ** 0.5
+    return base["val_bpb"] - mean, both, what
+
+
 def best_line(rows: list[dict[str, Any]], sigma: float | None = None) -> str | None:
-    """The verdict in one sentence, from leaderboard row dicts: the confirmed best and its gain, or that nothing
-    beat seed noise. None before the baseline succeeded."""
+    """The verdict in one sentence, from leaderboard row dicts: the confirmed best and its gain (from fresh seeds
+    only), or that nothing beat seed noise. None before the baseline succeeded."""
     best = next((r for r in rows if r.get("incumbent")), None)
     if best is None:
         return None
@@ -128,9 +154,14 @@ def best_line(rows: list[dict[str, Any]], sigma: float | None = None) -> str | N
         return f"No edit beat seed noise ({noise}); the baseline stays best at val_bpb {shown}"
     text = f"Best: {best['title']!r} at val_bpb {shown}, confirmed against seed noise ({noise})"
     base = next((r for r in rows if r.get("title") == BASELINE_TITLE), None)
-    if base and base.get("val_bpb"):
-        gain = base["val_bpb"] - best["val_bpb"]
-        text += f", {gain:+.4f} ({gain / base['val_bpb'] * 100:.2f}%) better than the baseline's {base['val_bpb']:.4f}"
+    gain = headline_gain(best, base)
+    if gain and base:
+        value, se, what = gain
+        spread = f" ± {se:.4f}" if se is not None else ""
+        text += (
+            f"; gain over the baseline's {base['val_bpb']:.4f}: {value:+.4f}{spread} "
+            f"({value / base['val_bpb'] * 100:.2f}%, from {what})"
+        )
     return text
 
 

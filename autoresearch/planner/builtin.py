@@ -130,10 +130,9 @@ def fork_of(state: State) -> Fork | None:
 
 
 def batch_room(budget: dict[str, Any]) -> int:
-    """How many new experiments to plan: the batch size, leaving room to confirm one that passes the screen."""
-    remaining, reserve = int(budget.get("remaining", 0)), int(budget.get("confirm_runs", 0))
-    room = remaining - reserve if remaining > reserve else remaining
-    return max(0, min(int(budget.get("batch_size", 1)), room))
+    """How many new experiments to plan: the batch size, within the ideas that may start now (the budget already
+    keeps the runs to confirm one that passes the screen)."""
+    return max(0, min(int(budget.get("batch_size", 1)), int(budget.get("remaining", 0))))
 
 
 def swept(state: State) -> int:

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from autoresearch.ledger.source import unified_diff
+from autoresearch.ledger.views import headline_gain
 from autoresearch.report.chart import chart_svg, curves_svg
 from autoresearch.report.parts import (
     _badge,
@@ -33,6 +34,7 @@ from autoresearch.report.parts import (
     _wrap,
     cost_text,
 )
+from autoresearch.report.text import cost_per_gain_text, transfer_text
 
 TABS = ("Summary", "Leaderboard", "Code edits", "Lineage", "Activity", "Memory")
 """Report tab names, in display order."""
@@ -52,8 +54,9 @@ def _improvement(snapshot: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[
     rows = [r for r in _list(snapshot.get("leaderboard")) if isinstance(r, dict)]
     best = next((r for r in rows if r.get("incumbent")), None)
     base = _rows(snapshot).get(_baseline_title(snapshot))
-    b, m = _num(_dict(base).get("val_bpb")), _num(_dict(best).get("val_bpb"))
-    pct = None if b is None or m is None or not b else (b - m) / b * 100
+    gain = headline_gain(best, base) if best else None
+    b = _num(_dict(base).get("val_bpb"))
+    pct = None if gain is None or not b else gain[0] / b * 100
     return best, base, pct
 
 
@@ -116,10 +119,14 @@ def _summary_kpis(snapshot: dict[str, Any]) -> str:
         _kpi("seed noise sigma", _fmt(sigma), f"{int(_num(noise.get('df')) or 0)} degrees of freedom"),
         _kpi(
             "runs used",
-            f"{runs} / {planned}" if planned else str(runs),
-            f"{int(_num(totals.get('experiments_run')) or 0)} experiments beyond the baseline",
+            f"{runs} / {int(_num(run.get('max_runs')) or 0)}" if run.get("max_runs") else str(runs),
+            f"{int(_num(totals.get('experiments_run')) or 0)} of {planned} ideas beyond the baseline",
         ),
-        _kpi("compute", f"{_fmt(totals.get('compute_s'), '.0f')} s", "sandboxed training and evaluation"),
+        _kpi(
+            "compute",
+            f"{_fmt(totals.get('compute_s'), '.0f')} s",
+            f"sandboxed training and evaluation; {_fmt(totals.get('train_cpu_s'), '.0f')} training CPU-s",
+        ),
         _kpi("LLM tokens", f"{tokens:,}", f"{calls} calls, {int(_num(usage.get('errored_turns')) or 0)} errored turns"),
         _kpi("LLM cost", cost_text(usage), f"{retries} retries"),
     ]
@@ -164,8 +171,35 @@ def _verdict_html(snapshot: dict[str, Any]) -> str:
         text = (
             f"Confirmed gain: {_e(best.get('title'))} at {_mean_text(best)} against the baseline's {_mean_text(base)}."
         )
+        gain = headline_gain(best, base)
+        if gain:
+            spread = "" if gain[1] is None else f" ± {gain[1]:.4f}"
+            text += f" Gain {gain[0]:+.4f}{spread} val_bpb, from {_e(gain[2])} (the screen seed is left out)."
     gate = f'<p class="muted small">{_e(noise.get("gate"))}</p>' if noise.get("gate") else ""
-    return f"<h3>Verdict</h3><p>{_e(text) if best is None else text}</p>{gate}"
+    return f"<h3>Verdict</h3><p>{_e(text) if best is None else text}</p>{gate}{_statistics_html(snapshot)}"
+
+
+def _statistics_html(snapshot: dict[str, Any]) -> str:
+    """What the gate can see now and what the key spent per gain: the incumbent's minimum detectable effect, the
+    campaign's false-confirmation bound, the cost per confirmed gain and the transfer check."""
+    noise = _dict(snapshot.get("noise"))
+    lines = []
+    mde = _num(noise.get("mde"))
+    if mde is not None:
+        lines.append(
+            f"Minimum detectable effect: the next idea must be about {mde:.4f} val_bpb better than the incumbent to "
+            "be confirmed with 80% chance at this key's seeds."
+        )
+    campaign = _dict(noise.get("campaign"))
+    if campaign.get("text"):
+        lines.append(f"Campaign error control: {campaign['text']}.")
+    cost = _dict(snapshot.get("cost_per_gain"))
+    if cost:
+        lines.append(cost_per_gain_text(cost)[0].upper() + cost_per_gain_text(cost)[1:] + ".")
+    transfer = _dict(snapshot.get("transfer"))
+    if transfer:
+        lines.append(transfer_text(transfer))
+    return "".join(f'<p class="small">{_e(line)}</p>' for line in lines)
 
 
 def _audit_html(snapshot: dict[str, Any]) -> str:
@@ -232,7 +266,8 @@ def _leader_row(row: dict[str, Any], exp: dict[str, Any]) -> list[str]:
         f"{_e(row.get('title'))}{_step_tag(row.get('step'))}"
         f"<div class='muted small'>{_e(_short(row.get('change_summary'), 120))}</div>",
         _fmt(row.get("val_bpb")) + ("" if se is None else f'<div class="muted small nw">± {se:.4f}</div>'),
-        _e(row.get("n_seeds") or "-"),
+        _e(row.get("n_seeds") or "-")
+        + ('<div class="muted small nw">one seed</div>' if row.get("n_seeds") == 1 else ""),
         _fmt(row.get("delta_vs_best"), "+.4f"),
         "-" if not n_params else f"{n_params / 1e6:.2f}M",
         _e(result.get("steps", "-")),

@@ -12,6 +12,7 @@ from typing import Any
 from autoresearch.ledger.records import BASELINE_TITLE, ExperimentRecord, LeaderboardRow
 from autoresearch.ledger.verdicts import Judgement
 from autoresearch.ledger.views import lineage
+from autoresearch.report.text import cost_per_gain
 
 ACTIVITY_SHOWN = 300
 """The newest activity events a snapshot carries."""
@@ -28,6 +29,7 @@ class StoreView:
     batch_plans: list[dict[str, Any]] = field(default_factory=list)
     audit_tail: list[dict[str, Any]] = field(default_factory=list)
     audit: dict[str, Any] = field(default_factory=dict)
+    transfer: dict[str, Any] = field(default_factory=dict)
 
 
 def experiment_entry(rec: ExperimentRecord, label: str | None) -> dict[str, Any]:
@@ -55,6 +57,7 @@ def totals(records: list[ExperimentRecord]) -> dict[str, Any]:
         by_outcome[result.outcome] = by_outcome.get(result.outcome, 0) + 1
     return {
         "compute_s": round(sum(r.wall_seconds for r in runs), 1),
+        "train_cpu_s": round(sum(r.train_cpu_s for r in runs), 1),
         "experiments_run": sum(1 for r in records if r.runs and r.title != BASELINE_TITLE),
         "runs": len(runs),
         "by_outcome": by_outcome,
@@ -68,6 +71,10 @@ def build_snapshot(
     records = sorted(view.records, key=lambda r: r.spec.created_at)
     labels = {r.title: r.label for r in view.board}
     verdicts = view.verdicts
+    key_totals = totals(records)
+    usd = usage.get("cost_usd") if usage.get("cost_known", True) is not False else None
+    confirmed = sum(r.label == "confirmed" for r in view.board)
+    campaign = verdicts.campaign.to_dict() if verdicts.campaign else {}
     return {
         "run": run_info,
         "experiments": [experiment_entry(r, labels.get(r.title)) for r in records],
@@ -77,8 +84,17 @@ def build_snapshot(
         "audit_tail": list(view.audit_tail),
         "activity": list(events[-ACTIVITY_SHOWN:]),
         "usage": usage,
-        "noise": {"sigma": verdicts.sigma, "df": verdicts.df, "gate": view.gate, "incumbent": verdicts.incumbent},
+        "noise": {
+            "sigma": verdicts.sigma,
+            "df": verdicts.df,
+            "gate": view.gate,
+            "incumbent": verdicts.incumbent,
+            "mde": verdicts.mde,
+            "campaign": campaign,
+        },
         "audit": dict(view.audit or {}),
-        "totals": totals(records),
+        "transfer": dict(view.transfer or {}),
+        "cost_per_gain": cost_per_gain(confirmed, key_totals["train_cpu_s"], usd),
+        "totals": key_totals,
         "baseline_title": BASELINE_TITLE,
     }

@@ -14,7 +14,7 @@ from typing import Any
 from autoresearch.ledger.records import BASELINE_TITLE, ExperimentRecord, LeaderboardRow
 from autoresearch.ledger.verdicts import GateRule, Judgement
 from autoresearch.ledger.views import fmt_mean, lineage
-from autoresearch.report.text import audit_text, leaderboard_text
+from autoresearch.report.text import audit_text, cost_per_gain, cost_per_gain_text, leaderboard_text, transfer_text
 
 LLM_FIELDS = ("calls", "prompt_tokens", "completion_tokens", "cost_usd")
 """The LLM usage counters a session's totals carry (`llm.Usage`) that a key's summary adds up."""
@@ -165,17 +165,28 @@ def totals(records: list[ExperimentRecord], sessions: list[dict[str, Any]]) -> d
     }
 
 
+def with_cost(t: dict[str, Any], confirmed: int) -> dict[str, Any]:
+    """The totals with what each confirmed gain cost (training CPU-seconds and LLM dollars of the whole key)."""
+    return {**t, "cost_per_gain": cost_per_gain(confirmed, t["compute"]["train_cpu_s"], t["llm"]["cost_usd"])}
+
+
+def with_transfer(data: dict[str, Any], transfer: dict[str, Any] | None) -> dict[str, Any]:
+    """The summary with the key's latest transfer check (None when none ran)."""
+    return {**data, "transfer": plain(transfer) if transfer else None}
+
+
 def totals_text(t: dict[str, Any]) -> str:
-    """The totals in three lines."""
+    """The totals in four lines."""
     c, llm = t["compute"], t["llm"]
-    return "\n".join(
-        [
-            f"experiments: {t['experiments']} ({t['experiments_run']} run), runs: {t['runs']}",
-            f"compute: {c['wall_s']:.1f} s wall, {c['train_cpu_s']:.1f} s training CPU",
-            f"LLM: ${llm['cost_usd']:.4f} over {llm['calls']} calls in {llm['sessions']} session(s) "
-            f"({llm['prompt_tokens']} prompt + {llm['completion_tokens']} completion tokens)",
-        ]
-    )
+    lines = [
+        f"experiments: {t['experiments']} ({t['experiments_run']} run), runs: {t['runs']}",
+        f"compute: {c['wall_s']:.1f} s wall, {c['train_cpu_s']:.1f} s training CPU",
+        f"LLM: ${llm['cost_usd']:.4f} over {llm['calls']} calls in {llm['sessions']} session(s) "
+        f"({llm['prompt_tokens']} prompt + {llm['completion_tokens']} completion tokens)",
+    ]
+    if t.get("cost_per_gain"):
+        lines.append(cost_per_gain_text(t["cost_per_gain"]))
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- the whole summary
@@ -221,9 +232,11 @@ def build_summary(
                 "df": verdicts.df,
                 "gate": rule.describe(),
                 "rule": dataclasses.asdict(rule),
+                "mde": verdicts.mde,
+                "campaign": verdicts.campaign.to_dict() if verdicts.campaign else None,
             },
             "audit": audit or None,
-            "totals": totals(records, sessions),
+            "totals": with_cost(totals(records, sessions), sum(r.label == "confirmed" for r in rows)),
             "last_activity": last_activity(records, activity_stamps(sessions, human)),
         }
     )
@@ -235,9 +248,15 @@ def summary_json(data: dict[str, Any]) -> str:
 
 
 def noise_text(noise: dict[str, Any]) -> str:
-    """sigma with its degrees of freedom, then the gate rule in words."""
+    """sigma with its degrees of freedom, the gate rule in words, the incumbent's minimum detectable effect and the
+    campaign's false-confirmation bound."""
     sigma = "not measured yet" if noise["sigma"] is None else f"{noise['sigma']:.4f} val_bpb (df {noise['df']})"
-    return f"sigma (pooled seed noise): {sigma}\n{noise['gate']}"
+    lines = [f"sigma (pooled seed noise): {sigma}", noise["gate"]]
+    if noise.get("mde") is not None:
+        lines.append(f"minimum detectable effect against the incumbent (80% chance): {noise['mde']:.4f} val_bpb")
+    if noise.get("campaign"):
+        lines.append(f"campaign: {noise['campaign']['text']}")
+    return "\n".join(lines)
 
 
 def summary_text(data: dict[str, Any]) -> str:
@@ -254,6 +273,7 @@ def summary_text(data: dict[str, Any]) -> str:
         ("Verdicts (who decided)", "\n".join(verdict_line(v) for v in data["verdicts"]) or "(none)"),
         ("Noise and gate", noise_text(data["noise"])),
         ("Held-out test audit (latest)", audit),
+        ("Transfer check (latest)", transfer_text(data["transfer"]) if data.get("transfer") else "none run"),
         ("Totals", totals_text(data["totals"])),
     ]
     return "\n\n".join(f"{title}\n{'=' * len(title)}\n{body}" for title, body in sections) + "\n"

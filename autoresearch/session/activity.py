@@ -35,6 +35,8 @@ class Activity:
         self.echo = echo
         self.dirty = asyncio.Event()
         self._t0 = time.monotonic()
+        self.roles: list[str] = []
+        """Each finished run's role (screen, replicate, confirm), in the order of `results`."""
         self.first_confirmed_s: float | None = None
         """Seconds from the start of the session to the first confirmed gain (None if there was none)."""
 
@@ -64,6 +66,7 @@ class Activity:
     ) -> None:
         """A run finished: a progress line (with the verdict so far) in the terminal, an event in the report."""
         self.results.append(result)
+        self.roles.append(job.role)
         if standing and standing.get("verdict") == "confirmed" and self.first_confirmed_s is None:
             self.first_confirmed_s = round(time.monotonic() - self._t0, 1)
         batch_id = job.record.spec.batch_id

@@ -75,8 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--n-experiments",
         type=int,
-        default=16,
-        help="runs in total for the memory key, baseline seeds and confirmations included (default 16)",
+        default=10,
+        help="ideas to try in total for the memory key: experiments beyond the baseline (default 10)",
+    )
+    p.add_argument(
+        "--max-runs",
+        type=int,
+        default=0,
+        help="runs in total for the memory key: the baseline's seeds, every idea's screen and the confirmation re-runs "
+        "(default 0: replicates + ideas + (replicates - 1) x half the ideas, rounded up)",
     )
     p.add_argument("--batch-size", type=int, default=4, help="experiments planned per batch (default 4)")
     p.add_argument("--concurrency", type=int, default=2, help="experiments running at once (default 2)")
@@ -165,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="stop once a confirmed result beats the baseline by this many percent (default: run to the budget)",
     )
+    p.add_argument(
+        "--transfer-check",
+        type=float,
+        default=0.0,
+        help="after research, re-run the final pick and the baseline at K x the token budget on fresh seeds and say "
+        "whether the gain holds (default 0: off; 1..64)",
+    )
     p.add_argument("--export-best", default=None, help="also write the best train.py to this path")
     p.add_argument(
         "--state-dir", default=None, help=f"local state directory (default ${prepare.STATE_DIR_ENV} or ~/.cache/...)"
@@ -222,6 +236,7 @@ def task_inputs(args: argparse.Namespace, key: str, base_config: dict[str, Any])
         base_config=base_config, backend=args.backend, planner_seed=args.planner_seed, replicates=args.replicates or 0,
         allow_unsandboxed=args.allow_unsandboxed, prune=args.prune, scheduling=args.scheduling,
         target_val_bpb=args.target_val_bpb, target_gain=args.target_gain, llm_timeout=args.llm_timeout or 0.0,
+        max_runs=args.max_runs, transfer_check=args.transfer_check,
     )  # fmt: skip
 
 

@@ -68,7 +68,8 @@ async def summary_data(key: str, state: Path) -> dict[str, Any]:
     led = await open_existing(key, state)
     records, verdicts, rows = await led.view()
     audit, sessions, human = await led.latest_audit(), await led.sessions(), await led.human_verdicts()
-    return summary.build_summary(key, records, verdicts, rows, led.rule, audit, sessions, human)
+    data = summary.build_summary(key, records, verdicts, rows, led.rule, audit, sessions, human)
+    return summary.with_transfer(data, await led.latest_transfer())
 
 
 async def key_row(key: str, state: Path) -> dict[str, Any]:

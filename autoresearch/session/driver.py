@@ -23,7 +23,7 @@ import tools as tools_mod
 import ui
 from autoresearch import llm
 from autoresearch.agent import loop_guard, prompts
-from autoresearch.lab.budget import Budget
+from autoresearch.lab.budget import Budget, auto_max_runs
 from autoresearch.lab.goal import Goal
 from autoresearch.lab.judge import Judge
 from autoresearch.lab.loop import ResearchLoop
@@ -34,6 +34,7 @@ from autoresearch.ledger.records import BASELINE_TITLE, LeaderboardRow
 from autoresearch.ledger.verdicts import GateRule
 from autoresearch.ledger.views import best_line
 from autoresearch.planner import builtin as planner
+from autoresearch.report.text import cost_per_gain, transfer_text
 from autoresearch.sandbox import backends, workdirs
 from autoresearch.sandbox import pool as sandbox_pool
 from autoresearch.session import inputs
@@ -149,13 +150,17 @@ def auto_turns(n_experiments: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class RunLimits:
-    """How much one session may do: runs in total for the key, batch size, slots, agent turns."""
+    """How much one session may do: ideas and runs in total for the key, batch size, slots, agent turns."""
 
     n_experiments: int
     batch_size: int
     concurrency: int
     max_turns: int
     goal: Goal = dataclasses.field(default_factory=Goal)
+    max_runs: int = 0
+    """Runs in total for the key; 0 takes `budget.auto_max_runs`."""
+    transfer_check: float = 0.0
+    """After research, re-run the pick and the baseline at this many times the token budget (0: no check)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +195,7 @@ async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, 
         for line in ui.open_lines(done, len(records) - done, ledger.runs_used(), ledger.damaged, len(cleaned)):
             print(line, flush=True)
     requested, rule, dataset, explicit = settings
+    rule = dataclasses.replace(rule, horizon=limits.n_experiments)  # a new key spreads its campaign over its ideas
     base, rule, dataset = ledger.settle(requested, rule, explicit, dataset)
     if ledger.stored_settings:
         print(
@@ -199,7 +205,8 @@ async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, 
     profile = await bundle.profile_bundle.aio(bundle=data)
     await ledger.start(base.with_overrides({"vocab_size": profile.vocab_size}), rule, dataset)
     budget = Budget(limits.n_experiments, limits.batch_size, limits.concurrency, ledger.runs_used())
-    budget.confirm_runs = rule.replicates - 1
+    budget.confirm_runs, budget.ideas = rule.replicates - 1, ledger.ideas_used()
+    budget.max_runs = limits.max_runs or auto_max_runs(limits.n_experiments, rule.replicates)
     return Session(memory_key, model_name, ledger, data, profile, call_llm, Activity(), budget)
 
 
@@ -245,6 +252,7 @@ def run_info(session: Session) -> dict[str, Any]:
         "status": "running",
         "error": "",
         "n_experiments": session.budget.n_experiments,
+        "max_runs": session.budget.max_runs,
         "batch_size": session.budget.batch_size,
         "concurrency": session.budget.concurrency,
         "gate": session.ledger.rule.describe(),
@@ -273,7 +281,7 @@ async def noise_floor_problem(ledger: ledger_mod.Ledger) -> str:
     return (
         f"the baseline succeeded on {len(base.values)} of {len(base.runs)} seed(s), so seed noise cannot be measured "
         f"and no verdict would mean anything{detail}. Fix the cause (memory, time cap, backend) and resume, or raise "
-        "--n-experiments if the budget ran out before its seeds."
+        "--max-runs if the run budget ran out before its seeds."
     )
 
 
@@ -288,8 +296,10 @@ async def build_directive(session: Session, max_turns: int) -> str:
     limits = prompts.budget_dict(
         budget.n_experiments, budget.batch_size, budget.concurrency, base.max_steps, base.time_budget_s, max_turns
     )
-    limits.update(started=budget.started, replicates=ledger.rule.replicates)
-    noise = {"sigma": verdicts.sigma, "df": verdicts.df, "gate": ledger.rule.describe()}
+    limits.update(started=budget.started, replicates=ledger.rule.replicates, ideas=budget.ideas)
+    limits.update(max_runs=budget.max_runs)
+    noise = {"sigma": verdicts.sigma, "df": verdicts.df, "gate": ledger.rule.describe(), "mde": verdicts.mde}
+    noise["campaign"] = verdicts.campaign.text() if verdicts.campaign else ""
     noise["baseline"] = baseline.to_dict() if baseline else None
     await ledger.archive_transcript()
     history = await ledger.history_table() if prior else ""
@@ -338,6 +348,7 @@ async def close_session(
     error: str,
     audit: dict[str, Any] | None = None,
     stats: dict[str, float] | None = None,
+    transfer: dict[str, Any] | None = None,
 ) -> AutoresearchOutput:
     """Step 3: the final report and the output (best with its source, leaderboard, verdict, audit, totals)."""
     ledger, activity = session.ledger, session.activity
@@ -355,6 +366,9 @@ async def close_session(
     if audit:
         verdict += " " + ui.audit_text(audit)
         print(ui.audit_text(audit), flush=True)
+    if transfer:
+        verdict += " " + transfer_text(transfer)
+        print(transfer_text(transfer), flush=True)
     experiments = activity.experiments_run()
     looped = bool(session.guard and session.guard.stop_reason)
     status, error = ui.session_status(error or failure_reason(board), experiments, looped)
@@ -377,6 +391,8 @@ async def close_session(
         "status": status,
         "agent": session.guard.totals() if session.guard else {},
         **(stats or {}),
+        **spending(session, verdicts, board, activity),
+        "transfer": dict(transfer or {}),
     }
     await ledger.record_session(totals)
     agent_text = f"\n\nThe agent's summary: {summary}" if summary and summary.strip() != verdict.strip() else ""
@@ -394,6 +410,27 @@ async def close_session(
         error=error,
         audit=dict(audit or {}),
     )
+
+
+def spending(session: Session, verdicts: Any, board: list[LeaderboardRow], activity: Activity) -> dict[str, Any]:
+    """What the key spent and what it bought: ideas and runs against their budgets, this session's runs by role,
+    the campaign's false-confirmation bound, the incumbent's detectable effect and the cost per confirmed gain."""
+    budget, ledger = session.budget, session.ledger
+    roles: dict[str, int] = {}
+    for role in activity.roles:
+        roles[role] = roles.get(role, 0) + 1
+    cpu = sum(r.train_cpu_s for r in activity.results)
+    usd = usage_of(session.call_llm, session.guard).get("cost_usd")
+    confirmed = sum(r.label == "confirmed" for r in board)
+    return {
+        "ideas_in_ledger": ledger.ideas_used(),
+        "n_experiments": budget.n_experiments,
+        "max_runs": budget.max_runs,
+        "runs_by_role_this_session": roles,
+        "campaign": verdicts.campaign.to_dict() if verdicts.campaign else {},
+        "mde": verdicts.mde,
+        "cost_per_gain": cost_per_gain(confirmed, cpu, usd),
+    }
 
 
 def failure_reason(board: list[LeaderboardRow]) -> str:

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
+from autoresearch.lab.budget import runs_for_one_idea
 from autoresearch.lab.pruning import MODES as PRUNE_MODES
+from autoresearch.ledger.verdicts import GateRule
 from autoresearch.planner.policy import SCHEDULING
 from autoresearch_types import VOCAB_RANGE, ExperimentConfig, WorkshopBounds
 
@@ -38,6 +40,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "replicates": (2, 10),
     "planner_seed": (0, 2**31 - 1),
     "num_shards": (1, 6542),
+    "max_runs": (1, 100_000),
 }
 """Ranges of the numeric CLI flags and task inputs."""
 
@@ -140,11 +143,28 @@ def run_inputs(inputs: dict[str, Any], name: Callable[[str], str] = str, cores: 
         number(name("target_val_bpb"), inputs["target_val_bpb"], 0.01, 20.0, integer=False)
     if inputs.get("target_gain"):
         number(name("target_gain"), inputs["target_gain"], 0.01, 99.0, integer=False)
+    if inputs.get("transfer_check"):
+        number(name("transfer_check"), inputs["transfer_check"], 1.0, 64.0, integer=False)
+    runs_needed(inputs, name)
     choice(name("prune"), inputs.get("prune") or "off", PRUNE_MODES)
     choice(name("scheduling"), inputs.get("scheduling") or "async", SCHEDULING)
     if inputs.get("base_config"):
         base_config(inputs["base_config"])
     return _warnings(inputs, cores or os.cpu_count() or 1)
+
+
+def runs_needed(inputs: dict[str, Any], name: Callable[[str], str] = str) -> None:
+    """A run budget too small to try one idea is refused with the number it needs: the baseline's seeds, one screen
+    and that screen's confirmation runs (a resumed key with fewer replicates needs fewer: give its own number)."""
+    max_runs = inputs.get("max_runs") or 0
+    replicates = inputs.get("replicates") or GateRule().replicates
+    needed = runs_for_one_idea(replicates)
+    if max_runs and max_runs < needed:
+        raise InputError(
+            f"{name('max_runs')} {max_runs} cannot try one idea: the baseline's {replicates} seeds, one screen and "
+            f"its {replicates - 1} confirmation runs need {needed} runs; give {name('max_runs')} {needed} or more "
+            f"(or leave it out: {name('n_experiments')} then sets it)"
+        )
 
 
 def _warnings(inputs: dict[str, Any], cores: int) -> list[str]:

@@ -26,7 +26,8 @@ async def read_view(ledger: Ledger) -> StoreView:
     """Everything the report reads from the ledger, in one read of its records (one set of verdicts)."""
     records, verdicts, board = await ledger.view()
     plans, tail, audit = await ledger.batch_plans(), await ledger.audit_tail(AUDIT_TAIL), await ledger.latest_audit()
-    return StoreView(records, verdicts, board, ledger.rule.describe(), plans, tail, audit or {})
+    transfer = await ledger.latest_transfer()
+    return StoreView(records, verdicts, board, ledger.rule.describe(), plans, tail, audit or {}, transfer or {})
 
 
 class Reporter:
