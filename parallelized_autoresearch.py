@@ -192,8 +192,9 @@ async def parallelized_autoresearch(
     call = task_call(tool_obj, session.ledger, session.data, backend, allow_unsandboxed, PruneRule(mode=prune))
     async with ExperimentRunner(call, concurrency, local=is_local()) as runner:
         directive, summary, error = await research(session, runner, limits)
-        audit = {} if error else await held_out_audit(session, runner, score_on_test, backend, allow_unsandboxed)
-        scaled = await run_transfer_check(session, runner, transfer_check) if transfer_check and not error else {}
+        # However the agent stopped (max turns, its budget, an LLM error), what it kept is audited and checked.
+        audit = await held_out_audit(session, runner, score_on_test, backend, allow_unsandboxed)
+        scaled = await run_transfer_check(session, runner, transfer_check) if transfer_check else {}
         stats = runner.stats()
     return await close_session(session, directive, summary, error, audit, stats, scaled)
 

@@ -195,10 +195,15 @@ def test_the_driver_reports_what_really_happened() -> None:
     assert ui.session_status("LLM call failed on turn 3: LLM budget spent: $0.3 of $0.3", 1, False)[1] == ""
     assert ui.session_status("", 1, False) == ("done: 1 experiment", "")
     assert ui.session_status("every experiment failed (2 of them)", 2, False)[0] == "failed, 2 experiments"
-    lines = ui.closing_lines(
-        {"status": "done: 1 experiment", "llm": {"calls": 3, "prompt_tokens": 10, "cost_known": False}}
-    )
-    assert lines == ["status: done: 1 experiment", "LLM: 3 calls, 10 tokens, cost unknown; 0 of 0 agent turns errored"]
+    totals = {"status": "done: 1 experiment", "llm": {"calls": 3, "prompt_tokens": 10, "cost_known": False}}
+    totals |= {"ideas_in_ledger": 1, "n_experiments": 10, "runs_in_ledger": 4, "max_runs": 23}
+    totals |= {"runs_this_session": 4, "runs_by_role_this_session": {"replicate": 3, "explore": 1}}
+    assert ui.closing_lines(totals) == [
+        "status: done: 1 experiment",
+        "spent: 1 of 10 ideas and 4 of 23 runs for this key; this session 4 runs (1 explore, 3 replicate), "
+        "0 training CPU-s",
+        "LLM: 3 calls, 10 tokens, cost unknown; 0 of 0 agent turns errored",
+    ]
 
 
 def stored_record(state: Path, key: str, folder: str) -> list[dict[str, Any]]:
