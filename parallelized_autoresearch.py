@@ -163,6 +163,7 @@ async def parallelized_autoresearch(
     target_val_bpb: float = 0.0,
     target_gain: float = 0.0,
     llm_timeout: float = 0.0,
+    prompt: str = "auto",
 ) -> AutoresearchOutput:
     """Research `train.py` with an agent: open the key, run what it owes, let the Agent plan batches, close.
 
@@ -182,7 +183,7 @@ async def parallelized_autoresearch(
     settings = requested_settings(base_config, max_steps, time_budget, vocab_size, replicates, dataset, num_shards)
     goal = Goal(target_val_bpb or None, target_gain or None)
     limits = RunLimits(n_experiments, batch_size, concurrency, max_turns or auto_turns(n_experiments), goal)
-    choice = PlannerChoice(model, api_base, max_llm_cost, planner_seed, scheduling, llm_timeout)
+    choice = PlannerChoice(model, api_base, max_llm_cost, planner_seed, scheduling, llm_timeout, prompt)
     session = await open_session(memory_key or new_memory_key(), choice, settings, limits)
     tool_obj = dataclasses.replace(run_experiment, call_llm=session.call_llm, model=session.model_name)
     call = task_call(tool_obj, session.ledger, session.data, backend, allow_unsandboxed, PruneRule(mode=prune))
