@@ -22,6 +22,7 @@ from flyte.ai.agents import LLMMessage
 import tools
 import ui
 from autoresearch import llm
+from autoresearch.agent import prompts
 from autoresearch.lab.budget import Budget  # noqa: E402
 from autoresearch.lab.loop import ResearchLoop  # noqa: E402
 from autoresearch.lab.runner import ExperimentRunner, Job
@@ -29,7 +30,7 @@ from autoresearch.ledger import ledger as ledger_mod
 from autoresearch.ledger.records import BASELINE_TITLE
 from autoresearch.session import driver
 from autoresearch.session.activity import Activity
-from autoresearch_types import DatasetProfile, ExperimentConfig, ExperimentResult
+from autoresearch_types import DatasetProfile, ExperimentConfig, ExperimentResult, WorkshopBounds
 
 Reply = str | Callable[[list[dict[str, Any]]], str]
 env = flyte.TaskEnvironment("llm_sessions")
@@ -160,7 +161,10 @@ STOP_AT_ONCE = [
     "I stopped the research: the baseline already meets the goal.",
 ]
 """A model that stops research with a reason before any experiment (a clean exit that says why)."""
+WORKED_EXAMPLE = [fenced(prompts.example_plan(ExperimentConfig(vocab_size=512), WorkshopBounds())), FINAL]
+"""A model that sends the compact prompt's worked turn as it is (the example must run with the real tools)."""
 SCRIPTS: dict[str, list[Reply]] = {"stubborn": STUBBORN, "prose_only": PROSE_ONLY, "stop_at_once": STOP_AT_ONCE}
+SCRIPTS["worked_example"] = WORKED_EXAMPLE
 
 TUTORIAL_TURN_1 = "history = get_code_edit_history()\nbase = get_baseline_train_code()\ninfo = inspect_dataset()\n"
 TUTORIAL_TURN_1 += '{"lines": base["lines"], "vocab": info["vocab_size"], "trials": len(history["experiments"])}'

@@ -135,11 +135,13 @@ def test_the_compact_prompt_offers_only_the_core_tools_and_they_work() -> None:
     from autoresearch.agent import prompts
 
     out = ls.run_local(
-        ls.scripted_session, pattern="prints_expected_back", key=f"weak-{uuid.uuid4().hex[:8]}", prompt_form="compact"
+        ls.scripted_session, pattern="worked_example", key=f"weak-{uuid.uuid4().hex[:8]}", prompt_form="compact"
     )
-    assert out["experiments"] >= 1 and out["error"] == "" and out["errored_turns"] == 0, out
+    assert out["experiments"] == 2 and out["error"] == "" and out["errored_turns"] == 0, out
     assert out["system"].startswith("You improve train.py") and "get_code_edit_history" not in out["system"]
     assert all(f"- {name}(" in out["system"] for name in prompts.COMPACT_TOOLS)
+    seen = out["feedback"][1]
+    assert seen.startswith("Printed output:\n```\nrejected: []") and '"left": ' in seen, seen
 
 
 @pytest.mark.parametrize(
@@ -159,3 +161,30 @@ def test_the_one_judgement_of_final(
     has_code: bool, stopped: bool, budget_open: bool, ran: bool, given: int, expected: str
 ) -> None:
     assert ending.judge(has_code, stopped, budget_open, ran, given, ending.MAX_NEXT_STEPS) == expected
+
+
+def test_the_compact_first_prompt_is_under_its_token_target_with_a_real_tokenizer() -> None:
+    from autoresearch import llm
+    from benchmarks import bench_small_model as bench
+
+    assert llm.count_tokens("val_bpb") == 3, "a real BPE tokenizer (cl100k_base), not a word count"
+    prompts = bench.first_prompts()
+    full, compact = (sum(llm.count_tokens(t) for t in prompts[form]) for form in ("full", "compact"))
+    assert compact <= bench.TARGET_COMPACT, compact
+    assert full > 4000 and compact < full / 3, (full, compact)
+    system, directive = prompts["compact"]
+    assert "print" in system and "A full turn" in system and "Budget: 10 runs" in directive
+
+
+def test_which_prompt_a_model_gets() -> None:
+    from autoresearch import llm
+    from autoresearch.agent import prompts
+
+    assert prompts.choose_form("auto", llm.is_local_server("http://127.0.0.1:8080/v1"), None)[0] == "compact"
+    assert prompts.choose_form("auto", llm.is_local_server("http://10.0.0.7:11434/v1"), None)[0] == "compact"
+    assert prompts.choose_form("auto", llm.is_local_server("https://api.openai.com/v1"), 128_000)[0] == "full"
+    assert prompts.choose_form("auto", False, 8192) == ("compact", "the model's context window is 8,192 tokens")
+    assert prompts.choose_form("full", True, 4096)[0] == "full" and prompts.choose_form("compact", False, None)[0] == (
+        "compact"
+    )
+    assert llm.context_window("openai/gpt-4o-mini") == 128_000 and llm.context_window("openai/my-local") is None
