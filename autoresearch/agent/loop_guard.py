@@ -173,7 +173,6 @@ class LoopGuard:
     """For each failure the run recovered from: the turns from the first failed plan to the next progress."""
     open_failure: int | None = None
     corrected_at: int | None = None
-    progress_seen: bool = False
     _mark: int = 0
     _first_len: int | None = None
     _reviewed: set[int] = field(default_factory=set)
@@ -236,7 +235,6 @@ class LoopGuard:
         if turn.error and self.open_failure is None:
             self.open_failure = index
         if turn.progress:
-            self.progress_seen = True
             if self.open_failure is not None:
                 self.wasted.append(index - self.open_failure)
             self.open_failure, self.corrected_at = None, None
