@@ -145,6 +145,12 @@ PATTERNS: dict[str, list[Reply]] = {
         follows_example(NON_ANSWER),
         FINAL,
     ],
+    "non_answer_after_experiments_gets_the_next_step": [
+        fenced(BATCH),
+        NON_ANSWER,
+        follows_example(NON_ANSWER),
+        FINAL,
+    ],
     "guessed_key_on_a_tool_result": [
         fenced(GUESSED_KEY),
         fixes_when_told("its keys are", fenced(BATCH), fenced(GUESSED_KEY)),

@@ -145,22 +145,38 @@ def test_the_compact_prompt_offers_only_the_core_tools_and_they_work() -> None:
 
 
 @pytest.mark.parametrize(
-    ("has_code", "stopped", "budget_open", "ran", "given", "expected"),
+    ("has_code", "stopped", "budget_open", "ran", "report", "given", "expected"),
     [
-        (True, False, True, False, 0, "run"),
-        (False, False, True, False, 0, "next_step"),
-        (False, False, True, False, 1, "next_step"),
-        (False, False, True, False, 2, "stop"),
-        (False, False, True, True, 0, "final"),
-        (False, False, False, False, 0, "final"),
-        (True, True, True, False, 0, "stop"),
-        (False, True, False, True, 0, "stop"),
+        (True, False, True, False, False, 0, "run"),
+        (False, False, True, False, True, 0, "next_step"),
+        (False, False, True, False, True, 1, "next_step"),
+        (False, False, True, False, True, 2, "stop"),
+        (False, False, True, True, True, 0, "final"),
+        (False, False, True, True, False, 0, "next_step"),
+        (False, False, True, True, False, 2, "stop"),
+        (False, False, False, False, False, 0, "final"),
+        (True, True, True, False, True, 0, "stop"),
+        (False, True, False, True, True, 0, "stop"),
     ],
 )
 def test_the_one_judgement_of_final(
-    has_code: bool, stopped: bool, budget_open: bool, ran: bool, given: int, expected: str
+    has_code: bool, stopped: bool, budget_open: bool, ran: bool, report: bool, given: int, expected: str
 ) -> None:
-    assert ending.judge(has_code, stopped, budget_open, ran, given, ending.MAX_NEXT_STEPS) == expected
+    assert ending.judge(has_code, stopped, budget_open, ran, report, given, ending.MAX_NEXT_STEPS) == expected
+
+
+def test_what_reads_as_a_report() -> None:
+    assert not ending.reads_as_report(ls.NON_ANSWER, ["baseline", "LR 6e-3"])
+    assert ending.reads_as_report("LR 6e-3 helped the most.", ["baseline", "LR 6e-3"])
+    assert ending.reads_as_report("No edit beat seed noise.", [])
+    assert ending.reads_as_report("The best reached 2.61.", []) and ending.reads_as_report(ls.FINAL, [])
+
+
+def test_a_non_answer_after_experiments_is_not_quoted_and_gets_the_next_step() -> None:
+    out = session("non_answer_after_experiments_gets_the_next_step")
+    assert "it is not a report of results" in out["feedback"][2] and "Run this plan next" in out["feedback"][2]
+    assert out["experiments"] >= 3 and out["next_steps"] == 1 and out["error"] == "", out
+    assert ls.NON_ANSWER not in out["summary"] and out["summary"] == ls.FINAL
 
 
 def test_the_compact_first_prompt_is_under_its_token_target_with_a_real_tokenizer() -> None:

@@ -280,22 +280,25 @@ class LoopGuard:
         return LLMMessage(content=fixed, tool_calls=reply.tool_calls, raw=reply.raw)
 
     async def answer(self, text: str) -> ending.Ending:
-        """What a reply without code means (`ending.judge`): the final answer, the next step (a plan that works
-        now) while no experiment ran and the budget allows one, or a stop with the reason."""
+        """What a reply without code means (`ending.judge`): the final answer (quoted only if it reads as a report),
+        the next step (a plan that works now) while the budget allows runs and none ran or the reply is no report,
+        or a stop with the reason."""
         budget = self.research.budget
         limit = self.max_next_steps if self.active else 0
-        stopped, ran = bool(self.stop_reason), self.ran_this_session
-        kind = ending.judge(False, stopped, budget.remaining > 0, ran, self.next_steps, limit)
+        titles = [r.title for r in await self.research.ledger.records()]
+        report, ran = ending.reads_as_report(text, titles), self.ran_this_session
+        kind = ending.judge(False, bool(self.stop_reason), budget.remaining > 0, ran, report, self.next_steps, limit)
         if kind == "final":
-            return ending.Ending("final", text)
+            return ending.Ending("final", text if report else "")
         if kind == "stop":
             if not self.stop_reason:
                 self.stuck = "the model sent no plan" if self.active else "the planner sent no plan"
-                self.stop_reason = ending.no_plan_reason(self.next_steps + 1, text, self.active)
+                self.stop_reason = ending.no_plan_reason(self.next_steps + 1, text, ran, self.active)
             return ending.Ending("stop", self.stop_reason)
         self.next_steps += 1
         plan = await corrective_plan(self.research)
-        return ending.Ending("next_step", ending.next_step_message(plan, budget.remaining, self.next_steps, limit))
+        message = ending.next_step_message(plan, budget.remaining, self.next_steps, limit, ran)
+        return ending.Ending("next_step", message)
 
     def totals(self) -> dict[str, Any]:
         """What the guard saw, for the output's totals and the report."""
