@@ -106,19 +106,22 @@ def cli_session(args: Any, state: Path, index: int) -> dict[str, Any]:
     argv += ["--api-base", args.api_base, "--n-experiments", "10", "--max-turns", str(args.max_turns)]
     argv += ["--batch-size", "4", "--concurrency", "2", "--vocab-size", "512", "--max-steps", "60"]
     argv += ["--time-budget", "120", "--base-config", json.dumps({**TINY, "seed": index}), "--prompt", args.prompt]
-    argv += ["--state-dir", str(state)]
+    argv += ["--state-dir", str(state), "--llm-timeout", str(args.llm_timeout)]
     started = time.monotonic()
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=args.session_timeout)
     wall = time.monotonic() - started
-    log = state / f"{key}.log"
-    log.write_text(proc.stdout + "\n---- stderr ----\n" + proc.stderr)
+    (state / f"{key}.log").write_text(proc.stdout + "\n---- stderr ----\n" + proc.stderr)
+    return {"key": key, **session_figures(state, key, proc.returncode, proc.stderr), "wall_s": round(wall, 1)}
+
+
+def session_figures(state: Path, key: str, exit_code: int, stderr: str) -> dict[str, Any]:
+    """One finished session's figures, from the key's stored session record and the CLI's exit code and errors."""
     sessions = sorted((store_of(state, key) / "sessions").glob("*.json"))
     totals = json.loads(sessions[-1].read_text())["totals"] if sessions else {}
-    agent = totals.get("agent") or {}
-    errors = [line.removeprefix("error: ") for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    agent, usage = totals.get("agent") or {}, totals.get("llm") or {}
+    errors = [line.removeprefix("error: ") for line in stderr.splitlines() if line.startswith("error: ")]
     return {
-        "key": key,
-        "exit_code": proc.returncode,
+        "exit_code": exit_code,
         "reason": errors[0] if errors else totals.get("status", ""),
         "status": totals.get("status", ""),
         "first_experiment_turn": agent.get("first_run_turn"),
@@ -127,10 +130,8 @@ def cli_session(args: Any, state: Path, index: int) -> dict[str, Any]:
         "errored_turns": agent.get("errored_turns", 0),
         "next_steps": agent.get("next_steps", 0),
         "corrections": agent.get("corrections", 0),
-        "llm_calls": (totals.get("llm") or {}).get("calls", 0),
-        "llm_tokens": sum(int((totals.get("llm") or {}).get(k) or 0) for k in ("prompt_tokens", "completion_tokens")),
-        "wall_s": round(wall, 1),
-        "log": str(log),
+        "llm_calls": usage.get("calls", 0),
+        "llm_tokens": int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0),
     }
 
 
@@ -183,7 +184,13 @@ def add_flags(parser: Any) -> None:
     parser.add_argument("--runs", type=int, default=1, help="sessions of the real CLI (default 1)")
     parser.add_argument("--max-turns", type=int, default=12, help="turns per session (default 12)")
     parser.add_argument("--prompt", default="auto", choices=prompts.PROMPT_FORMS, help="the sessions' --prompt")
-    parser.add_argument("--session-timeout", type=float, default=5400.0, help="seconds one session may take")
+    parser.add_argument("--session-timeout", type=float, default=14400.0, help="seconds one session may take")
+    parser.add_argument(
+        "--llm-timeout",
+        type=float,
+        default=3600.0,
+        help="the sessions' --llm-timeout: a busy 2-core CPU reads about 2 tokens/s, so one call can take 10 minutes",
+    )
 
 
 def main() -> None:
