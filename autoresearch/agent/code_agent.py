@@ -41,6 +41,8 @@ class ResearchAgent(Agent):
     """What a reply without code means (the loop guard's `answer`)."""
     prompt: str = ""
     """The whole system prompt, when the caller builds it (the compact form); "" for the SDK's catalogue."""
+    value_limit: int | None = None
+    """Characters of a plan's value the model gets back; None for all of it."""
 
     def __post_init__(self) -> None:
         self.code_mode = True
@@ -51,7 +53,7 @@ class ResearchAgent(Agent):
 
     async def _run_code_mode(self, message: str, memory: Any = None) -> AgentResult:
         tasks = build_sandbox_tools(self._registry, call_llm=self.call_llm, model=self.model)
-        turn = _Turn(self.name, tasks, self.answer)
+        turn = _Turn(self.name, tasks, self.answer, self.value_limit)
         outcome = await self._run_loop(message, memory, tools_schema=None, step=turn.step, mode="code")
         return AgentResult(
             code=turn.last_code,
@@ -69,6 +71,7 @@ class _Turn:
     name: str
     tasks: list[Any]
     answer: Callable[[str], Awaitable[Ending]]
+    value_limit: int | None = None
     last_code: str = ""
 
     async def step(self, reply: LLMMessage, messages: list[dict[str, Any]], turn: int) -> _TurnResult:
@@ -88,7 +91,8 @@ class _Turn:
         else:
             await _emit(AgentEvent("tool_end", {"tool": "<sandbox>", "result": _abbreviate(run.value)}))
             value = await _stringify_tool_result(run.value)
-        messages.append({"role": "user", "content": plans.observation(value, run.output, run.error)})
+        observed = plans.observation(value, run.output, run.error, self.value_limit)
+        messages.append({"role": "user", "content": observed})
         await _emit(AgentEvent("turn_end", {"turn": turn, "had_code": True, "error": run.error is not None}))
         return _TurnResult(done=False)
 

@@ -15,8 +15,9 @@ from typing import Any
 
 OUTPUT_LIMIT = 4000
 """Characters of a plan's printed output the model gets back (its head and its tail)."""
-VALUE_LIMIT = 12000
-"""Characters of a plan's value the model gets back."""
+COMPACT_VALUE_LIMIT = 8000
+"""Characters of a plan's value a small model gets back (the compact form); the full form gets it whole, as the
+built-in planner, which parses it, needs."""
 ERROR_PREFIX = "Your code raised an error"
 """How the observation after a failed plan starts (the loop guard recognises a failed turn by it)."""
 NO_VALUE = (
@@ -108,13 +109,15 @@ def cut(text: str, limit: int, what: str) -> str:
     return text[:limit] + f"\n... ({len(text) - limit} characters of the {what} cut; return only what you need)"
 
 
-def observation(value_text: str, output: str, error: BaseException | None) -> str:
+def observation(value_text: str, output: str, error: BaseException | None, value_limit: int | None = None) -> str:
     """The message the model reads after its plan: the error (with what it printed before it), or what it printed
-    then its value; a plan that printed nothing and returned nothing is told how to see a value."""
+    then its value (within `value_limit` characters, if given); a plan that printed nothing and returned nothing is
+    told how to see a value."""
     printed = f"Printed output:\n```\n{output.rstrip()}\n```\n" if output.strip() else ""
     if error is not None:
         text = f"{ERROR_PREFIX}:\n\n```\n{error}\n```\n\nFix the code and try again."
         return text + (f"\n\nBefore the error, the plan printed:\n```\n{output.rstrip()}\n```" if printed else "")
     if value_text:
-        return f"{printed}Execution result:\n{cut(value_text, VALUE_LIMIT, 'value')}"
+        shown = cut(value_text, value_limit, "value") if value_limit else value_text
+        return f"{printed}Execution result:\n{shown}"
     return f"{printed}Execution result: (no value)" if printed else NO_VALUE

@@ -21,7 +21,7 @@ import prepare
 import tools as tools_mod
 import ui
 from autoresearch import llm
-from autoresearch.agent import loop_guard, prompts
+from autoresearch.agent import loop_guard, plans, prompts
 from autoresearch.agent.code_agent import ResearchAgent
 from autoresearch.lab.budget import Budget
 from autoresearch.lab.goal import Goal
@@ -336,6 +336,7 @@ async def run_agent(session: Session, directive: str, max_turns: int) -> tuple[s
         call_llm=guard,
         answer=guard.answer,
         prompt=prompts.compact_system_prompt(ledger.base_config, ledger.bounds) if compact else "",
+        value_limit=plans.COMPACT_VALUE_LIMIT if compact else None,
     )
     cb_token = flyte_agents.agent_progress_cb.set(activity.on_agent_event)
     try:
