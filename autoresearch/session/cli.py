@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--prompt",
         default="auto",
         choices=PROMPT_FORMS,
-        help="the agent's prompt: compact (about 1,500 tokens, the core tools) or full; auto picks compact for a local "
+        help="the agent's prompt: compact (about 900 tokens, the core tools) or full; auto picks compact for a local "
         "--api-base or a small context window (default auto)",
     )
     p.add_argument(
