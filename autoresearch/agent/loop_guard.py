@@ -256,9 +256,17 @@ class LoopGuard:
         self.corrected_at, self.corrections = index, self.corrections + 1
         return await self.correction(reason)
 
+    async def plan_now(self) -> str:
+        """The corrective plan (`corrective_plan`), or "" when building it failed: the guard never raises into the
+        agent loop."""
+        try:
+            return await corrective_plan(self.research)
+        except Exception:  # a ledger read that failed: the message goes out without a plan
+            return ""
+
     async def correction(self, reason: str) -> str:
         """The corrective message: what the loop is, and a plan that works now."""
-        plan = await corrective_plan(self.research)
+        plan = await self.plan_now()
         if not plan:
             return (
                 f"This run is stuck: {reason}. The experiment budget is spent: reply in plain text with your summary."
@@ -285,7 +293,10 @@ class LoopGuard:
         or a stop with the reason."""
         budget = self.research.budget
         limit = self.max_next_steps if self.active else 0
-        titles = [r.title for r in await self.research.ledger.records()]
+        try:
+            titles = [r.title for r in await self.research.ledger.records()]
+        except Exception:  # the ledger could not be read: judge the words alone
+            titles = []
         report, ran = ending.reads_as_report(text, titles), self.ran_this_session
         kind = ending.judge(False, bool(self.stop_reason), budget.remaining > 0, ran, report, self.next_steps, limit)
         if kind == "final":
@@ -296,7 +307,7 @@ class LoopGuard:
                 self.stop_reason = ending.no_plan_reason(self.next_steps + 1, text, ran, self.active)
             return ending.Ending("stop", self.stop_reason)
         self.next_steps += 1
-        plan = await corrective_plan(self.research)
+        plan = await self.plan_now()
         message = ending.next_step_message(plan, budget.remaining, self.next_steps, limit, ran)
         return ending.Ending("next_step", message)
 
