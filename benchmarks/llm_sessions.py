@@ -167,8 +167,18 @@ STOP_AT_ONCE = [
     "I stopped the research: the baseline already meets the goal.",
 ]
 """A model that stops research with a reason before any experiment (a clean exit that says why)."""
-WORKED_EXAMPLE = [fenced(prompts.example_plan(ExperimentConfig(vocab_size=512), WorkshopBounds())), FINAL]
+EXAMPLE = fenced(prompts.example_plan(ExperimentConfig(vocab_size=512), WorkshopBounds()))
+WORKED_EXAMPLE = [EXAMPLE, FINAL]
 """A model that sends the compact prompt's worked turn as it is (the example must run with the real tools)."""
+PATTERNS["repeats_the_worked_example_then_follows_example"] = [
+    EXAMPLE,
+    EXAMPLE,
+    EXAMPLE,
+    follows_example(EXAMPLE),
+    FINAL,
+]
+"""A 0.5B model did this: it re-sent the worked turn, whose titles and configs now exist, so the corrective plan
+must not propose the built-in planner's first choice when it collides with them ('LR 0.006' vs 'lr 0.006')."""
 SCRIPTS: dict[str, list[Reply]] = {"stubborn": STUBBORN, "prose_only": PROSE_ONLY, "stop_at_once": STOP_AT_ONCE}
 SCRIPTS["worked_example"] = WORKED_EXAMPLE
 

@@ -204,3 +204,11 @@ def test_which_prompt_a_model_gets() -> None:
         "compact"
     )
     assert llm.context_window("openai/gpt-4o-mini") == 128_000 and llm.context_window("openai/my-local") is None
+
+
+def test_the_corrective_plan_never_collides_with_the_models_own_experiments() -> None:
+    out = session("repeats_the_worked_example_then_follows_example")
+    correction = out["feedback"][3]
+    assert "This run is stuck" in correction and "```python\nsaved = edit_train_code_batch" in correction
+    assert "'title': 'LR 0.006'" not in correction, "the model's 'lr 0.006' holds that slug and that config"
+    assert out["experiments"] >= 3 and out["stop_reason"] == "" and out["unrecovered"] == 0, out

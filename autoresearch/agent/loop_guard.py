@@ -128,9 +128,13 @@ class Tools(Protocol):
 
     async def get_promising_code(self, top_k: int = 3) -> dict[str, Any]: ...
 
+    async def refusal(self, edit: Any) -> str: ...
+
 
 async def corrective_plan(research: Tools) -> str:
-    """The smallest plan that makes progress now, from the real tools and titles; "" when the budget is spent."""
+    """The smallest plan that makes progress now, from the real tools and titles; "" when the budget is spent or no
+    candidate would be saved. The built-in planner proposes a batch's worth of edits and the first one the ledger
+    would accept is used (a model's own titles and configs can collide with the planner's first choice)."""
     if research.budget.remaining <= 0:
         return ""
     records = await research.ledger.records()
@@ -139,10 +143,12 @@ async def corrective_plan(research: Tools) -> str:
         return plan_text(None, unrun[: research.budget.batch_size])
     survey = {"step": "survey", "info": await research.inspect_dataset(), "board": await research.get_leaderboard(50)}
     survey.update(history=await research.get_code_edit_history(500), best=await research.get_promising_code(1))
-    edits, _ = planner.next_edits(planner.read_state([survey]), Policy(), 1)
-    if not edits:
-        return ""
-    return plan_text({k: v for k, v in edits[0].items() if k != "tags"}, [])
+    edits, _ = planner.next_edits(planner.read_state([survey]), Policy(), max(1, research.budget.batch_size))
+    for edit in edits:
+        clean = {k: v for k, v in edit.items() if k != "tags"}
+        if not await research.refusal(clean):
+            return plan_text(clean, [])
+    return ""
 
 
 @dataclass
@@ -266,10 +272,15 @@ class LoopGuard:
 
     async def correction(self, reason: str) -> str:
         """The corrective message: what the loop is, and a plan that works now."""
+        if self.research.budget.remaining <= 0:
+            return (
+                f"This run is stuck: {reason}. The experiment budget is spent: reply in plain text with your summary."
+            )
         plan = await self.plan_now()
         if not plan:
             return (
-                f"This run is stuck: {reason}. The experiment budget is spent: reply in plain text with your summary."
+                f"This run is stuck: {reason}. Stop repeating it: save an edit with a NEW title and a config or code "
+                f"that no experiment has, then run it. {feedback.FRESH_SANDBOX}"
             )
         return (
             f"This run is stuck: {reason}. Stop repeating it. This minimal plan works in the current state (real "
