@@ -166,6 +166,7 @@ async def parallelized_autoresearch(
     llm_timeout: float = 0.0,
     max_runs: int = 0,
     transfer_check: float = 0.0,
+    prompt: str = "auto",
 ) -> AutoresearchOutput:
     """Research `train.py` with an agent: open the key, run what it owes, let the Agent plan batches, close.
 
@@ -186,7 +187,7 @@ async def parallelized_autoresearch(
     goal = Goal(target_val_bpb or None, target_gain or None)
     turns = max_turns or auto_turns(n_experiments)
     limits = RunLimits(n_experiments, batch_size, concurrency, turns, goal, max_runs, transfer_check)
-    choice = PlannerChoice(model, api_base, max_llm_cost, planner_seed, scheduling, llm_timeout)
+    choice = PlannerChoice(model, api_base, max_llm_cost, planner_seed, scheduling, llm_timeout, prompt)
     session = await open_session(memory_key or new_memory_key(), choice, settings, limits)
     tool_obj = dataclasses.replace(run_experiment, call_llm=session.call_llm, model=session.model_name)
     call = task_call(tool_obj, session.ledger, session.data, backend, allow_unsandboxed, PruneRule(mode=prune))

@@ -291,6 +291,12 @@ class ResearchTools:
             out["next"] = "record_batch_plan(titles, rationale), then run_experiment_batch(titles)."
         return out
 
+    async def refusal(self, edit: Any) -> str:
+        """Why `edit_train_code_batch` would refuse this one edit now ("" when it would save it); nothing is saved.
+        Not a tool: the loop guard checks the plan it offers a stuck model with it."""
+        resolved = await self._resolve_patches(edit)
+        return resolved if isinstance(resolved, str) else await self.ledger.refusal(resolved)
+
     async def _resolve_patches(self, edit: Any) -> dict[str, Any] | str:
         """The edit with `patches` turned into a full `train_py` against its parent, or why that failed."""
         if not isinstance(edit, dict) or "patches" not in edit:

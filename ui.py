@@ -102,24 +102,33 @@ def llm_lines(timeout_s: float, cost_known: bool, max_cost: float) -> list[str]:
     return lines
 
 
-def session_status(error: str, experiments: int, looped: bool) -> tuple[str, str]:
+def session_status(error: str, experiments: int, stuck: str = "", why_none: str = "") -> tuple[str, str]:
     """The report's status for a finished session, and the error that makes the exit non-zero ("" if none).
 
-    A user's limit (max turns, the LLM cost cap) stops the agent cleanly once it ran an experiment; with none
-    run, the research gave no verdict, so it is an error. A loop the guard broke is always one.
+    Zero experiments is not success: a session that could run one and ran none failed, whatever the model said.
+    It ends cleanly with none only for a reason in `why_none` (the budget was already spent, the goal was reached,
+    or the agent stopped research with its reason). A user's limit (max turns, the LLM cost cap) stops the agent
+    cleanly once it ran an experiment. A model the loop guard stopped (`stuck`: it looped, or sent no plan) is
+    always an error.
     """
     count = f"{experiments} experiment{'' if experiments == 1 else 's'}"
-    if looped:
-        return f"stopped: the model looped, {count}", error
-    if error.startswith("Reached max_turns"):
-        why = "max turns"
-    elif "LLM budget spent" in error:
-        why = "LLM cost cap"
-    else:
-        return (f"failed, {count}" if error else f"done: {count}"), error
+    if stuck:
+        return f"stopped: {stuck}, {count}", error
+    limit = (
+        "max turns" if error.startswith("Reached max_turns") else "LLM cost cap" if "LLM budget spent" in error else ""
+    )
+    if error and not limit:
+        return f"failed, {count}", error
+    status = f"stopped: {limit}, {count}" if limit else f"done: {count}"
     if experiments:
-        return f"stopped: {why}, {count}", ""
-    return f"stopped: {why}, {count}", f"the agent ran no experiment before it stopped ({why}): {NO_EXPERIMENT_HINT}"
+        return status, ""
+    if why_none:
+        return f"{status} ({why_none})", ""
+    if limit:
+        return status, f"the agent ran no experiment before it stopped ({limit}): {NO_EXPERIMENT_HINT}"
+    return f"failed: no experiment ran, {count}", (
+        f"the agent ended without running an experiment though the budget allowed one: {NO_EXPERIMENT_HINT}"
+    )
 
 
 def closing_lines(totals: dict[str, Any]) -> list[str]:

@@ -7,6 +7,7 @@ further calls once `max_cost_usd` is spent, which the Agent reports as a clean s
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlparse
 
 from flyte.ai.agents import LLMMessage
 
@@ -66,6 +68,43 @@ def call_timeout(requested: float, api_base: str | None) -> float:
     if requested and requested > 0:
         return float(requested)
     return LOCAL_TIMEOUT_S if api_base else HOSTED_TIMEOUT_S
+
+
+def is_local_server(api_base: str | None) -> bool:
+    """True when `api_base` names this machine or a private network (a llama.cpp or Ollama server, typically a
+    small model on a CPU), where a long prompt costs minutes."""
+    host = (urlparse(api_base).hostname or "") if api_base else ""
+    if not host:
+        return False
+    if host == "localhost" or host.endswith((".local", ".localhost", ".internal")):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local or address.is_unspecified
+
+
+def context_window(model: str) -> int | None:
+    """The model's input context in tokens as litellm's (offline) model map knows it; None when it does not."""
+    import litellm
+
+    quiet_litellm(litellm)
+    try:
+        info = litellm.get_model_info(model)
+    except Exception:  # an unknown or local model
+        return None
+    window = info.get("max_input_tokens") or info.get("max_tokens")
+    return int(window) if window else None
+
+
+def count_tokens(text: str, encoding: str = "cl100k_base") -> int:
+    """Tokens of `text` with a real BPE tokenizer, offline: tiktoken's encoding from the copy litellm ships (tiktoken
+    itself would download it). Used to measure prompts; a served model's own count comes from its usage."""
+    import litellm.litellm_core_utils.default_encoding  # noqa: F401 - points tiktoken at litellm's bundled files
+    import tiktoken
+
+    return len(tiktoken.get_encoding(encoding).encode(text, disallowed_special=()))
 
 
 @dataclass

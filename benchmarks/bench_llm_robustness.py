@@ -13,7 +13,9 @@ the loop copes with the model, not training. Figures:
 - turns_wasted_per_failure: the mean number of turns from a failed plan to the next plan that made progress
   (target 2 or fewer);
 - stubborn_model_stopped and stubborn_turns_to_stop: a model that repeats a broken reply whatever it is told is
-  stopped with the reason (target 1), after this many turns of the 12 it was allowed.
+  stopped with the reason (target 1), after this many turns of the 12 it was allowed;
+- prose_model_stopped and prose_model_turns_to_stop: a model that only ever replies in prose (a non-answer) is
+  given the next step twice, then stopped with the reason and no summary quoted (target 1), after this many turns.
 With `--api-base` and a reachable OpenAI-compatible server (llama.cpp, Ollama, vLLM) it also runs one real
 session of `--max-turns` turns and prints the same figures for it (real_*); it never needs one.
 """
@@ -37,6 +39,8 @@ QUICK_PATTERNS = (
     "missing_key_repeated_then_follows_example",
     "pasted_directive_then_follows_example",
     "forgets_the_fence",
+    "prints_expected_back",
+    "prose_non_answer_then_follows_next_step",
 )
 
 
@@ -73,7 +77,8 @@ def scripted(quick: bool) -> dict[str, float]:
     patterns = QUICK_PATTERNS if quick else tuple(sorted(ls.PATTERNS))
     outs = {p: session(p) for p in patterns}
     tutorial, stubborn = session("tutorial"), session("stubborn", max_turns=12)
-    for name, out in [*outs.items(), ("tutorial", tutorial), ("stubborn", stubborn)]:
+    prose = session("prose_only", max_turns=12)
+    for name, out in [*outs.items(), ("tutorial", tutorial), ("stubborn", stubborn), ("prose_only", prose)]:
         print(row(name, out), flush=True)
     wasted = [w for out in outs.values() for w in out["turns_wasted"]]
     ranked = [t for t in ls.TUTORIAL_TITLES if t in tutorial["ranked"]]
@@ -85,6 +90,8 @@ def scripted(quick: bool) -> dict[str, float]:
         "failure_patterns": len(outs),
         "stubborn_model_stopped": int(bool(stubborn["stop_reason"]) and stubborn["error"] != ""),
         "stubborn_turns_to_stop": stubborn["agent_turns"],
+        "prose_model_stopped": int(bool(prose["stop_reason"]) and prose["error"] != "" and not prose["summary"]),
+        "prose_model_turns_to_stop": prose["model_calls"],
     }
 
 
@@ -133,6 +140,7 @@ def main() -> None:
         "weak_model_recovery_rate": "= 1.0",
         "turns_wasted_per_failure": "<= 2",
         "stubborn_model_stopped": "= 1",
+        "prose_model_stopped": "= 1",
     }
     report(figures, args.json, targets)
 

@@ -22,6 +22,7 @@ from flyte.ai.agents import LLMMessage
 import tools
 import ui
 from autoresearch import llm
+from autoresearch.agent import prompts
 from autoresearch.lab.budget import Budget  # noqa: E402
 from autoresearch.lab.loop import ResearchLoop  # noqa: E402
 from autoresearch.lab.runner import ExperimentRunner, Job
@@ -29,7 +30,7 @@ from autoresearch.ledger import ledger as ledger_mod
 from autoresearch.ledger.records import BASELINE_TITLE
 from autoresearch.session import driver
 from autoresearch.session.activity import Activity
-from autoresearch_types import DatasetProfile, ExperimentConfig, ExperimentResult
+from autoresearch_types import DatasetProfile, ExperimentConfig, ExperimentResult, WorkshopBounds
 
 Reply = str | Callable[[list[dict[str, Any]]], str]
 env = flyte.TaskEnvironment("llm_sessions")
@@ -74,6 +75,24 @@ BATCH = (
 )
 FINAL = "Done: the confirmed best is reported above."
 
+PRINT_MARK = "Remaining budget (printed):"
+"""What the print patterns print: it must come back to the model, and never reach the terminal."""
+PRINTS_BUDGET = f'info = inspect_dataset()\nprint("{PRINT_MARK}", info["budget"]["remaining"])\n# check the budget'
+"""A plan that prints what it wants to see and ends with a comment (so it has no value), as small models write."""
+NON_ANSWER = (
+    "I'm sorry, but I don't see any output from your code. Could you please provide the output or error message "
+    "you're seeing?"
+)
+"""A prose non-answer, as a small model wrote it when its prints did not come back."""
+GUESSED_KEY = f'info = inspect_dataset()\nprint("{PRINT_MARK}", info["budget"]["remaining"])\ncode = info["baseline_train_code"]\ncode'
+"""A plan that guesses a key of a tool's result (and prints before it fails: the replays must not print again)."""
+
+
+def sees_prints(then: str, otherwise: str) -> Reply:
+    """A model that goes on with `then` when its prints came back in the observation, else says `otherwise`."""
+    return lambda messages: then if PRINT_MARK in last_user(messages) else otherwise
+
+
 PATTERNS: dict[str, list[Reply]] = {
     "missing_key_fixed_from_feedback": [
         fenced(SURVEY_MISSING_KEY),
@@ -114,10 +133,54 @@ PATTERNS: dict[str, list[Reply]] = {
         fixes_when_told("fresh sandbox", fenced(BATCH), fenced('n = info["budget"]["remaining"]\nn')),
         FINAL,
     ],
+    "silent_plan_then_shows_a_value": [
+        fenced("info = inspect_dataset()\n# look at the budget"),
+        fixes_when_told("print() it", fenced(BATCH), fenced("info = inspect_dataset()\n# look at the budget")),
+        FINAL,
+    ],
+    "prints_expected_back": [fenced(PRINTS_BUDGET), sees_prints(fenced(BATCH), NON_ANSWER), FINAL],
+    "prose_non_answer_then_follows_next_step": [
+        fenced(PRINTS_BUDGET),
+        NON_ANSWER,
+        follows_example(NON_ANSWER),
+        FINAL,
+    ],
+    "non_answer_after_experiments_gets_the_next_step": [
+        fenced(BATCH),
+        NON_ANSWER,
+        follows_example(NON_ANSWER),
+        FINAL,
+    ],
+    "guessed_key_on_a_tool_result": [
+        fenced(GUESSED_KEY),
+        fixes_when_told("its keys are", fenced(BATCH), fenced(GUESSED_KEY)),
+        FINAL,
+    ],
 }
 """Weak-model failure patterns after which the run should recover to a valid plan."""
 STUBBORN = [fenced(PASTED_DIRECTIVE)] * 12
 """A model that sends the same broken reply whatever it is told (the run must stop, not spin)."""
+PROSE_ONLY = [NON_ANSWER] * 12
+"""A model that only ever replies in prose (the run must end non-zero with the reason, and quote none of it)."""
+STOP_AT_ONCE = [
+    fenced('stop_research("the baseline already meets the goal I was given: nothing to try")'),
+    "I stopped the research: the baseline already meets the goal.",
+]
+"""A model that stops research with a reason before any experiment (a clean exit that says why)."""
+EXAMPLE = fenced(prompts.example_plan(ExperimentConfig(vocab_size=512), WorkshopBounds()))
+WORKED_EXAMPLE = [EXAMPLE, FINAL]
+"""A model that sends the compact prompt's worked turn as it is (the example must run with the real tools)."""
+PATTERNS["repeats_the_worked_example_then_follows_example"] = [
+    EXAMPLE,
+    EXAMPLE,
+    EXAMPLE,
+    follows_example(EXAMPLE),
+    FINAL,
+]
+"""A 0.5B model did this: it re-sent the worked turn, whose titles and configs now exist, so the corrective plan
+must not propose the built-in planner's first choice when it collides with them ('LR 0.006' vs 'lr 0.006')."""
+SCRIPTS: dict[str, list[Reply]] = {"stubborn": STUBBORN, "prose_only": PROSE_ONLY, "stop_at_once": STOP_AT_ONCE}
+SCRIPTS["worked_example"] = WORKED_EXAMPLE
 
 TUTORIAL_TURN_1 = "history = get_code_edit_history()\nbase = get_baseline_train_code()\ninfo = inspect_dataset()\n"
 TUTORIAL_TURN_1 += '{"lines": base["lines"], "vocab": info["vocab_size"], "trials": len(history["experiments"])}'
@@ -146,10 +209,11 @@ class ScriptedModel:
     """A `call_llm` that answers agent turns from a script (the directive and feedback are in `messages`)."""
 
     def __init__(self, script: list[Reply]):
-        self.script, self.calls, self.seen = list(script), 0, []
+        self.script, self.calls, self.seen, self.system = list(script), 0, [], ""
 
     async def __call__(self, model: str, system: str, messages: list[dict[str, Any]], tools: Any) -> LLMMessage:
         self.calls += 1
+        self.system = system
         self.seen.append(last_user(messages))
         reply = self.script.pop(0) if self.script else FINAL
         return LLMMessage(content=reply(messages) if callable(reply) else reply, tool_calls=[], raw=None)
@@ -162,13 +226,16 @@ async def fake_execute(job: Job, extras: dict[str, Any]) -> ExperimentResult:
     return ExperimentResult(outcome="success", val_bpb=value, seed=job.seed, steps=3, planned_steps=3)
 
 
-async def run_session(key: str, call_llm: Any, model: str, max_turns: int, n_experiments: int) -> dict[str, Any]:
+async def run_session(
+    key: str, call_llm: Any, model: str, max_turns: int, n_experiments: int, prompt_form: str = "full"
+) -> dict[str, Any]:
     """One agent session over stubbed training; what it ran, how it ended, and what the guard counted."""
     ledger = await ledger_mod.Ledger.open(key, ExperimentConfig(vocab_size=512))
     budget = Budget(n_experiments, 2, 2, ledger.runs_used(), confirm_runs=ledger.rule.replicates - 1)
     loop = ResearchLoop(ledger, ExperimentRunner(fake_execute, 2, warm_pool=False), budget)
     research = tools.ResearchTools(loop, PROFILE.to_dict())
     session = driver.Session(key, model, ledger, None, PROFILE, call_llm, Activity(echo=False), budget, research)
+    session.prompt_form = prompt_form
     await research.loop.run_jobs(await research.loop.pending_jobs())
     directive = await driver.build_directive(session, max_turns)
     summary, error = await driver.run_agent(session, directive, max_turns)
@@ -176,19 +243,21 @@ async def run_session(key: str, call_llm: Any, model: str, max_turns: int, n_exp
     _, _, board = await ledger.view()
     ran = [r for r in board if r.title != BASELINE_TITLE and r.n_seeds]
     assert session.guard is not None
-    status, error = ui.session_status(error, len(ran), bool(session.guard.stop_reason))
+    status, error = ui.session_status(error, len(ran), session.guard.stuck, driver.no_experiment_reason(session))
     out = {"experiments": len(ran), "titles": [r.title for r in ran], "ranked": [r.title for r in board if r.rank]}
     out.update(status=status, error=error, summary=summary, **session.guard.totals())
     return out
 
 
 @env.task
-async def scripted_session(pattern: str, key: str, max_turns: int = 8, n_experiments: int = 12) -> dict:
-    """A session of one named script (a pattern, `stubborn` or `tutorial`)."""
-    script = {"stubborn": STUBBORN, "tutorial": TUTORIAL}.get(pattern) or PATTERNS[pattern]
+async def scripted_session(
+    pattern: str, key: str, max_turns: int = 8, n_experiments: int = 12, prompt_form: str = "full"
+) -> dict:
+    """A session of one named script (a pattern, one of `SCRIPTS`, or `tutorial`)."""
+    script = {**SCRIPTS, "tutorial": TUTORIAL}.get(pattern) or PATTERNS[pattern]
     model = ScriptedModel(script)
-    out = await run_session(key, model, "scripted/weak", max_turns, n_experiments)
-    return {**out, "model_calls": model.calls, "feedback": model.seen}
+    out = await run_session(key, model, "scripted/weak", max_turns, n_experiments, prompt_form)
+    return {**out, "model_calls": model.calls, "feedback": model.seen, "system": model.system}
 
 
 @env.task
@@ -202,3 +271,22 @@ async def real_session(key: str, model: str, api_base: str, max_turns: int = 6, 
 def run_local(task: Any, **inputs: Any) -> dict[str, Any]:
     """Run a session task in Flyte local mode, its state under the state dir."""
     return flyte.with_runcontext(**ledger_mod.run_context_kwargs()).run(task, **inputs).outputs()[0]
+
+
+def main(argv: list[str]) -> None:
+    """`python -m benchmarks.llm_sessions OUT.json PATTERN...`: run scripted sessions in this process and write their
+    outputs (a test runs this as a child, so whatever the sessions print reaches a real pipe, as on a terminal)."""
+    import json
+    import logging
+    import uuid
+    from pathlib import Path
+
+    ledger_mod.init_local(project="llm-sessions", log_level=logging.CRITICAL)
+    outs = {p: run_local(scripted_session, pattern=p, key=f"child-{uuid.uuid4().hex[:8]}") for p in argv[1:]}
+    Path(argv[0]).write_text(json.dumps(outs, default=str))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

@@ -271,3 +271,57 @@ def test_the_transfer_check_runs_and_is_recorded_in_the_ledger_the_report_and_th
     assert data["transfer"]["verdict"] == check["verdict"] and data["totals"]["cost_per_gain"]["confirmed_gains"] >= 0
     assert data["noise"]["campaign"]["bound"] >= 0 and data["noise"]["mde"] > 0
     assert "cost per confirmed gain" in summary and "campaign: expected false confirmations" in summary
+
+
+@pytest.mark.timeout(600)
+def test_a_model_that_only_replies_in_prose_ends_non_zero_with_the_reason_and_no_summary_quote(
+    provider: Any, state: Path, capsys: pytest.CaptureFixture
+) -> None:
+    handler = provider(ls.PROSE_ONLY)
+    key = f"prose-{uuid.uuid4().hex[:8]}"
+    assert pa.main(cli(key, "--max-turns", "12")) == 1
+    out, err = capsys.readouterr()
+    assert len(handler.turns) == 3, "answered with the next step twice, then stopped"
+    step = [m["content"] for m in handler.turns[1] if m["role"] == "user"][-1]
+    assert "not a final answer" in step and "```python\nsaved = edit_train_code_batch(" in step
+    assert "status: stopped: the model sent no plan, 0 experiments" in out
+    assert "The agent's summary" not in out and ls.NON_ANSWER not in out, "a non-answer is never quoted back"
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert "replied without a plan 3 times before any experiment ran" in line and "--model builtin" in line
+    assert set(stored_titles(state, key)) == {"baseline"}
+
+
+@pytest.mark.timeout(600)
+def test_stop_research_with_no_experiment_exits_cleanly_and_a_contradicting_resume_exits_2(
+    provider: Any, state: Path, capsys: pytest.CaptureFixture
+) -> None:
+    provider(ls.STOP_AT_ONCE)
+    key = f"stop-{uuid.uuid4().hex[:8]}"
+    argv = cli(key)
+    assert pa.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "status: done: 0 experiments (research stopped: the baseline already meets the goal" in out
+    assert "The agent's summary: I stopped the research" in out and "error:" not in err
+    provider([ls.FINAL])
+    steps = argv.index("--max-steps") + 1
+    assert pa.main([*argv[:steps], "5", *argv[steps + 1 :]]) == 2, "the README's exit code for a contradiction"
+    out, err = capsys.readouterr()
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in out + err and "token_budget" in err
+
+
+@pytest.mark.timeout(600)
+def test_a_key_whose_budget_is_already_spent_is_a_clean_exit(
+    provider: Any, state: Path, capsys: pytest.CaptureFixture
+) -> None:
+    key = f"spent-{uuid.uuid4().hex[:8]}"
+    argv = cli(key)
+    argv[argv.index("--n-experiments") + 1] = "1"
+    argv[argv.index("--model") + 1] = "builtin"
+    assert pa.main(argv) == 0, "the built-in planner spends the key's one idea"
+    capsys.readouterr()
+    provider([ls.FINAL])
+    argv[argv.index("--model") + 1] = "scripted/agent"
+    assert pa.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "status: done: 0 experiments (the experiment budget was already spent)" in out

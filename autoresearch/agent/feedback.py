@@ -23,8 +23,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-ERROR_PREFIX = "Your code raised an error"
-"""How the Agent starts the observation after a failed plan."""
+from autoresearch.agent.plans import run_plan
+
 FRESH_SANDBOX = "Each plan runs in a fresh sandbox: variables from earlier plans do not exist, so define them again."
 RESTRICTED = (
     "The sandbox runs a Python subset: call tools directly (no `await`), no `del`, no `yield`, no files, no "
@@ -131,14 +131,9 @@ def _stubs(calls: list[ToolCall], tool_names: list[str]) -> list[Callable[..., A
 
 
 async def _run(code: str, tasks: list[Callable[..., Awaitable[Any]]]) -> BaseException | None:
-    """Run `code` in Monty with `tasks`; the exception it raised, or None."""
-    import flyte.sandbox
-
-    try:
-        await flyte.sandbox.orchestrate_local(code, inputs={"_unused": 0}, tasks=tasks, timeout_ms=REPLAY_TIMEOUT_MS)
-    except Exception as exc:
-        return exc
-    return None
+    """Run `code` in Monty with `tasks`; the exception it raised, or None. What a replay prints is dropped: the
+    model saw it after the real run, and the user's terminal never sees a plan's prints."""
+    return (await run_plan(code, tasks, timeout_ms=REPLAY_TIMEOUT_MS)).error
 
 
 async def replay(code: str, calls: list[ToolCall], tool_names: list[str]) -> Failure | None:

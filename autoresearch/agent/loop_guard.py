@@ -14,8 +14,10 @@ ended: the model's reply, the observation, and the tool calls its plan made (`Re
 - if the model still makes no progress within `patience` turns, ends the run itself: its final answer says
   why, and `stop_reason` makes the driver exit non-zero and point at the built-in planner or a stronger model.
 
-It also fences a plan the model sent without its ```python fence, and once asks again when the model tries
-to finish with prose before any experiment ran. For the built-in planner it only counts (it never loops).
+It also fences a plan the model sent without its ```python fence, and judges every reply without code
+(`answer`, through `ending.judge`): the final answer, the concrete next step (the same corrective plan) while no
+experiment ran and the budget allows one, or a stop with the reason once that was asked too often. For the
+built-in planner it only counts (it never loops) and never answers with a next step.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, Protocol
 from flyte.ai.agents import LLMMessage
 from flyte.ai.agents._code import extract_python_code
 
-from autoresearch.agent import feedback
+from autoresearch.agent import ending, feedback, plans
 from autoresearch.agent.tutorial import KEY_ALIASES
 from autoresearch.ledger.records import BASELINE_TITLE
 from autoresearch.planner import builtin as planner
@@ -45,11 +47,6 @@ PATIENCE = 2
 PROGRESS_TOOLS = {"edit_train_code_batch": "saved", "edit_train_code": "saved"}
 PROGRESS_TOOLS |= {"run_experiment_batch": "results", "run_experiment": "outcome"}
 """Tools whose answer, when it has this field set, means the plan saved or ran an experiment."""
-NO_CODE_NUDGE = (
-    "Your reply has no ```python code block, so the run would end now without running a single experiment, and "
-    "the experiment budget is not spent. Reply with one ```python block that calls the tools (start with "
-    "inspect_dataset()), or with plain text only if you really want to stop."
-)
 
 
 @dataclass(frozen=True)
@@ -131,9 +128,13 @@ class Tools(Protocol):
 
     async def get_promising_code(self, top_k: int = 3) -> dict[str, Any]: ...
 
+    async def refusal(self, edit: Any) -> str: ...
+
 
 async def corrective_plan(research: Tools) -> str:
-    """The smallest plan that makes progress now, from the real tools and titles; "" when the budget is spent."""
+    """The smallest plan that makes progress now, from the real tools and titles; "" when the budget is spent or no
+    candidate would be saved. The built-in planner proposes a batch's worth of edits and the first one the ledger
+    would accept is used (a model's own titles and configs can collide with the planner's first choice)."""
     if research.budget.remaining <= 0:
         return ""
     records = await research.ledger.records()
@@ -142,10 +143,12 @@ async def corrective_plan(research: Tools) -> str:
         return plan_text(None, unrun[: research.budget.batch_size])
     survey = {"step": "survey", "info": await research.inspect_dataset(), "board": await research.get_leaderboard(50)}
     survey.update(history=await research.get_code_edit_history(500), best=await research.get_promising_code(1))
-    edits, _ = planner.next_edits(planner.read_state([survey]), Policy(), 1)
-    if not edits:
-        return ""
-    return plan_text({k: v for k, v in edits[0].items() if k != "tags"}, [])
+    edits, _ = planner.next_edits(planner.read_state([survey]), Policy(), max(1, research.budget.batch_size))
+    for edit in edits:
+        clean = {k: v for k, v in edit.items() if k != "tags"}
+        if not await research.refusal(clean):
+            return plan_text(clean, [])
+    return ""
 
 
 @dataclass
@@ -162,16 +165,32 @@ class LoopGuard:
     errored_turns: int = 0
     corrections: int = 0
     repaired_replies: int = 0
-    nudges: int = 0
+    next_steps: int = 0
+    """Replies without code answered with the next step (`ending`)."""
+    max_next_steps: int = ending.MAX_NEXT_STEPS
     stop_reason: str = ""
+    stuck: str = ""
+    """How the run got stuck when the guard stopped it: "the model looped" or "the model sent no plan"."""
+    started_at: int | None = None
+    """The budget's runs started when the guard was made: a run after that is an experiment of this session."""
+    first_run_turn: int | None = None
+    """The turn whose plan started this session's first run."""
     wasted: list[int] = field(default_factory=list)
     """For each failure the run recovered from: the turns from the first failed plan to the next progress."""
     open_failure: int | None = None
     corrected_at: int | None = None
-    progress_seen: bool = False
     _mark: int = 0
     _first_len: int | None = None
     _reviewed: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.started_at is None:
+            self.started_at = self.research.budget.started
+
+    @property
+    def ran_this_session(self) -> bool:
+        """True once a run started after the guard was made (an experiment or its confirmation)."""
+        return self.research.budget.started > (self.started_at or 0)
 
     async def __call__(
         self, model: str, system: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
@@ -183,7 +202,7 @@ class LoopGuard:
             if self.stop_reason:
                 return LLMMessage(content=f"Stopped: {self.stop_reason}.", tool_calls=[], raw=None)
         reply = await self.call_llm(model, system, messages, tools)
-        return await self.fix_reply(reply, model, system, messages, tools)
+        return self.fix_reply(reply)
 
     async def finish(self, messages: list[dict[str, Any]]) -> None:
         """Count the last turn too when the run ended on it (max turns): no model call came after it."""
@@ -199,7 +218,7 @@ class LoopGuard:
         calls = self.research.log.since(self._mark)
         self._mark = len(self.research.log)
         text = str(observation.get("content") or "")
-        failed = text.startswith(feedback.ERROR_PREFIX)
+        failed = text.startswith(plans.ERROR_PREFIX)
         extra = []
         failure = await feedback.replay(code, calls, self.tool_names) if failed and code else None
         if failed and self.active:
@@ -207,6 +226,8 @@ class LoopGuard:
         elif self.active:
             extra.append(feedback.unseen_tool_errors(calls, text))
         turn = Turn(feedback.normalise(code), error_signature(failure, text) if failed else "", made_progress(calls))
+        if self.first_run_turn is None and self.ran_this_session:
+            self.first_run_turn = len(self.turns) + 1
         extra.append(await self.track(turn))
         extra = [e for e in extra if e]
         if extra and self.active:
@@ -220,7 +241,6 @@ class LoopGuard:
         if turn.error and self.open_failure is None:
             self.open_failure = index
         if turn.progress:
-            self.progress_seen = True
             if self.open_failure is not None:
                 self.wasted.append(index - self.open_failure)
             self.open_failure, self.corrected_at = None, None
@@ -230,6 +250,7 @@ class LoopGuard:
         reason = loop_reason(self.turns[-2 * max(CYCLES) :])
         if self.corrected_at is not None:
             if index - self.corrected_at >= self.patience:
+                self.stuck = "the model looped"
                 self.stop_reason = (
                     f"the model kept making no progress ({reason or 'no experiment saved or run'}) for "
                     f"{index - self.corrected_at} turns after a corrective example; try the built-in planner "
@@ -241,12 +262,25 @@ class LoopGuard:
         self.corrected_at, self.corrections = index, self.corrections + 1
         return await self.correction(reason)
 
+    async def plan_now(self) -> str:
+        """The corrective plan (`corrective_plan`), or "" when building it failed: the guard never raises into the
+        agent loop."""
+        try:
+            return await corrective_plan(self.research)
+        except Exception:  # a ledger read that failed: the message goes out without a plan
+            return ""
+
     async def correction(self, reason: str) -> str:
         """The corrective message: what the loop is, and a plan that works now."""
-        plan = await corrective_plan(self.research)
-        if not plan:
+        if self.research.budget.remaining <= 0:
             return (
                 f"This run is stuck: {reason}. The experiment budget is spent: reply in plain text with your summary."
+            )
+        plan = await self.plan_now()
+        if not plan:
+            return (
+                f"This run is stuck: {reason}. Stop repeating it: save an edit with a NEW title and a config or code "
+                f"that no experiment has, then run it. {feedback.FRESH_SANDBOX}"
             )
         return (
             f"This run is stuck: {reason}. Stop repeating it. This minimal plan works in the current state (real "
@@ -254,31 +288,43 @@ class LoopGuard:
             f"{feedback.FRESH_SANDBOX}"
         )
 
-    async def fix_reply(
-        self, reply: LLMMessage, model: str, system: str, messages: list[dict[str, Any]], tools: Any
-    ) -> LLMMessage:
-        """Fence a plan sent without its fence; ask once more when the model would stop before any experiment."""
+    def fix_reply(self, reply: LLMMessage) -> LLMMessage:
+        """Fence a plan the model sent without its fence (else the reply would read as a final answer)."""
         if not self.active:
             return reply
         fixed = feedback.repair_reply(reply.content or "", self.tool_names)
-        if fixed:
-            self.repaired_replies += 1
-            return LLMMessage(content=fixed, tool_calls=reply.tool_calls, raw=reply.raw)
-        premature = not extract_python_code(reply.content or "") and not self.progress_seen
-        if not premature or self.nudges or self.research.budget.remaining <= 0:
+        if not fixed:
             return reply
-        self.nudges += 1
-        asked = [
-            *messages,
-            {"role": "assistant", "content": reply.content or ""},
-            {"role": "user", "content": NO_CODE_NUDGE},
-        ]
-        again = await self.call_llm(model, system, asked, tools)
-        fixed = feedback.repair_reply(again.content or "", self.tool_names)
-        return LLMMessage(content=fixed, tool_calls=again.tool_calls, raw=again.raw) if fixed else again
+        self.repaired_replies += 1
+        return LLMMessage(content=fixed, tool_calls=reply.tool_calls, raw=reply.raw)
+
+    async def answer(self, text: str) -> ending.Ending:
+        """What a reply without code means (`ending.judge`): the final answer (quoted only if it reads as a report),
+        the next step (a plan that works now) while the budget allows runs and none ran or the reply is no report,
+        or a stop with the reason."""
+        budget = self.research.budget
+        limit = self.max_next_steps if self.active else 0
+        try:
+            titles = [r.title for r in await self.research.ledger.records()]
+        except Exception:  # the ledger could not be read: judge the words alone
+            titles = []
+        report, ran = ending.reads_as_report(text, titles), self.ran_this_session
+        kind = ending.judge(False, bool(self.stop_reason), budget.remaining > 0, ran, report, self.next_steps, limit)
+        if kind == "final":
+            return ending.Ending("final", text if report else "")
+        if kind == "stop":
+            if not self.stop_reason:
+                self.stuck = "the model sent no plan" if self.active else "the planner sent no plan"
+                self.stop_reason = ending.no_plan_reason(self.next_steps + 1, text, ran, self.active)
+            return ending.Ending("stop", self.stop_reason)
+        self.next_steps += 1
+        plan = await self.plan_now()
+        message = ending.next_step_message(plan, budget.remaining, self.next_steps, limit, ran)
+        return ending.Ending("next_step", message)
 
     def totals(self) -> dict[str, Any]:
         """What the guard saw, for the output's totals and the report."""
         out = {"agent_turns": len(self.turns), "errored_turns": self.errored_turns, "corrections": self.corrections}
-        out.update(repaired_replies=self.repaired_replies, nudges=self.nudges, stop_reason=self.stop_reason)
+        out.update(repaired_replies=self.repaired_replies, next_steps=self.next_steps, stop_reason=self.stop_reason)
+        out.update(stuck=self.stuck, first_run_turn=self.first_run_turn)
         return {**out, "turns_wasted": list(self.wasted), "unrecovered": int(self.open_failure is not None)}

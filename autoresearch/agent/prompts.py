@@ -148,3 +148,121 @@ def budget_dict(
         "time_budget_s": time_budget_s,
         "max_turns": max_turns,
     }
+
+
+# ---------------------------------------------------------------- the compact form, for small and local models
+
+PROMPT_FORMS = ("auto", "full", "compact")
+"""`--prompt`: `auto` picks compact for a local server or a small context window, else full."""
+SMALL_CONTEXT = 16_384
+"""A model whose context window is smaller than this gets the compact prompt under `auto`."""
+COMPACT_TOOLS: dict[str, tuple[str, str]] = {
+    "inspect_dataset": (
+        "()",
+        'the data, base config, bounds and budget. Returns {"base_config": {...}, "bounds": {key: [low, high]}, '
+        '"sigma": seed noise, "budget": {"remaining": runs left, "batch_size": int}}',
+    ),
+    "get_leaderboard": (
+        "(top_n=20)",
+        'experiments ranked by mean val_bpb. Returns {"rows": [{"title", "val_bpb", "verdict", "overrides"}], '
+        '"best": the confirmed best row, "budget": {...}}',
+    ),
+    "edit_train_code_batch": (
+        "(edits)",
+        'saves up to batch_size new experiments; nothing runs yet. Each edit is a dict: {"title": a new name, '
+        '"overrides": {config key: value within bounds}, "hypothesis": why, "parent_title": an experiment to build '
+        'on (optional)}. Returns {"saved": [{"title", ...}], "rejected": [{"title", "error"}]}',
+    ),
+    "run_experiment_batch": (
+        "(titles)",
+        'runs saved experiments at once and waits. Returns {"results": [{"title", "outcome", "val_bpb"}], '
+        '"verdicts": {title: {"verdict", "mean_val_bpb"}}, "budget": {"remaining": int}}',
+    ),
+    "stop_research": ("(reason)", "ends the research early; the reason is one sentence."),
+}
+"""The core tools of the compact prompt: the signature a plan calls and what the tool does and returns."""
+
+
+def choose_form(requested: str, local_server: bool, context_window: int | None) -> tuple[str, str]:
+    """The prompt form and why: the one asked for, else compact for a local server or a small context window."""
+    if requested in ("full", "compact"):
+        return requested, f"--prompt {requested}"
+    if local_server:
+        return "compact", "the model is served locally"
+    if context_window is not None and context_window < SMALL_CONTEXT:
+        return "compact", f"the model's context window is {context_window:,} tokens"
+    return "full", "a hosted model with a large context window"
+
+
+def example_plan(base: ExperimentConfig, bounds: WorkshopBounds) -> str:
+    """One worked plan for the compact prompt, with real config keys and values inside the bounds."""
+    limits = bounds.describe()
+    rate = min(base.learning_rate * 2, limits["learning_rate"][1])
+    layers = int(min(base.n_layer + 1, limits["n_layer"][1]))
+    return f"""info = inspect_dataset()
+saved = edit_train_code_batch([
+    {{"title": "lr {rate:g}", "overrides": {{"learning_rate": {rate:g}}}, "hypothesis": "the LR is too low"}},
+    {{"title": "{layers} layers", "overrides": {{"n_layer": {layers}}}, "hypothesis": "more depth helps"}}])
+print("rejected:", saved["rejected"])
+r = run_experiment_batch([s["title"] for s in saved["saved"]])
+{{"verdicts": r["verdicts"], "left": r["budget"]["remaining"]}}"""
+
+
+def compact_system_prompt(base: ExperimentConfig, bounds: WorkshopBounds) -> str:
+    """The whole system prompt for a small model: the task, how a turn works, the core tools, one worked turn."""
+    tools = "\n".join(f"- {name}{sig}: {doc}" for name, (sig, doc) in COMPACT_TOOLS.items())
+    return f"""You improve train.py, the training script of a small GPT, by running experiments. The metric is
+val_bpb (validation bits per byte, computed by trusted code): lower is better.
+
+Each turn, reply with ONE ```python block. It runs in a sandbox where the tools below are plain functions
+(call them directly, no await). Then you see what it printed and the value of its last line. Variables do not
+survive between turns. Python subset: no imports except math, json and re; no files, classes or del.
+Reply in plain text, with no code, only when the budget is spent (budget["remaining"] is 0) or after
+stop_research: name the best experiment, its val_bpb and the gain over the baseline.
+
+Tools:
+{tools}
+Only the verdict "confirmed" beats seed noise. A tool returns {{"error": "..."}} for bad input: read it and fix
+the call. Every title must be new.
+
+A full turn, for example:
+```python
+{example_plan(base, bounds)}
+```
+The next turn reads the printed line and the dict, then plans the next batch from the verdicts."""
+
+
+def compact_directive(
+    base_config: ExperimentConfig,
+    bounds: WorkshopBounds,
+    budget: dict[str, Any],
+    history_table: str = "",
+    best: dict[str, Any] | None = None,
+    noise: dict[str, Any] | None = None,
+) -> str:
+    """The opening message in few words: goal, budget, noise, base config and bounds, and prior research."""
+    base = {k: v for k, v in base_config.to_dict().items() if k not in RUN_OWNED}
+    sigma = (noise or {}).get("sigma")
+    baseline = (noise or {}).get("baseline") or {}
+    parts = [
+        "Goal: lower val_bpb of train.py within the budget.",
+        f"Budget: {budget['n_experiments']} runs for this key, {budget.get('started', 0)} used (baseline seeds and "
+        f"confirmation re-runs count); batches of up to {budget['batch_size']}; {budget['max_turns']} turns.",
+        f"Seed noise: sigma = {sigma:.4f}." if sigma is not None else "Seed noise: not measured yet.",
+    ]
+    if baseline.get("val_bpb") is not None:
+        parts.append(f"Baseline: val_bpb {baseline['val_bpb']:.4f}.")
+    parts += [
+        f"Base config: {json.dumps(base)}",
+        f"Override bounds [low, high]: {json.dumps(bounds.describe())}",
+        f"Every run trains on the same {base_config.token_budget:,} tokens; overrides of {', '.join(RUN_OWNED)} are "
+        "refused.",
+    ]
+    rows = [line for line in history_table.strip().splitlines() if line.strip()]
+    if rows:
+        parts += ["Prior research under this key (do not repeat it):", *rows[:2], *rows[2:][-12:]]
+        if best:
+            parts.append(f"Confirmed best so far: {best['title']!r} at val_bpb {best['val_bpb']:.4f}: build on it.")
+    else:
+        parts.append("No prior research: start with a batch of config overrides.")
+    return "\n".join(parts)

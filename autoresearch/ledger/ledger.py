@@ -245,6 +245,13 @@ class Ledger:
         async with self._lock:
             await ledger_store.save(self.memory)
 
+    async def refusal(self, edit: Any) -> str:
+        """Why `save_edits` would refuse this one edit now ("" when it would save it); nothing is written. The loop
+        guard checks the plan it offers a stuck model with it."""
+        async with self._lock:
+            planned = plan_edit(edit, await self._edit_context(await self.records()), "check")
+        return planned if isinstance(planned, str) else ""
+
     async def save_edits(self, edits: Any, batch_id: str | None = None) -> dict[str, Any]:
         """Validate a batch of edits from the agent and save every valid one; never raises for bad input.
 

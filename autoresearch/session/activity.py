@@ -96,6 +96,12 @@ class Activity:
             self.emit({"kind": "error", "name": str(data.get("tool")), "detail": "", "error": str(data.get("error"))})
         elif event.type == "message" and data.get("content"):
             self.emit({"kind": "message", "name": "assistant", "detail": str(data["content"])[:2000]})
+        elif event.type == "turn_end" and data.get("ending") == "next_step":
+            if self.echo:
+                print(
+                    "[agent] the reply had no plan and no experiment has run: answered with the next step", flush=True
+                )
+            self.emit({"kind": "next_step", "name": f"turn {data.get('turn')}", "detail": "answered with a plan"})
 
 
 class HandledFailureFilter(logging.Filter):

@@ -4,8 +4,10 @@ With no subcommand it runs research. The subcommands read the state dir's store 
 `summary` (one key: leaderboard, lineage, verdicts, noise, audit, totals), `list` (every key) and `verdict` (store
 a person's accept/reject of an experiment).
 
-Exit codes: 0 done; 1 the research failed or found nothing to report (a subcommand: the store could not be read);
-2 bad input (a subcommand: also an unknown key or title, or a decision other than accept/reject); 130 interrupted.
+Exit codes: 0 done; 1 the research failed or found nothing to report, including a session that could run experiments
+and ran none (a subcommand: the store could not be read); 2 bad input, also when the driver task refuses it (a flag
+that contradicts the key's settings; a subcommand: also an unknown key or title, or a decision other than
+accept/reject); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import flyte
 import prepare
 import ui
 from autoresearch import llm
+from autoresearch.agent.prompts import PROMPT_FORMS
 from autoresearch.lab.pruning import MODES as PRUNE_MODES
 from autoresearch.ledger import ledger as ledger_mod
 from autoresearch.ledger.verdicts import GateRule
@@ -106,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="litellm model name (default: hosted if a key is set, else built-in)")
     p.add_argument("--api-base", default=None, help="base URL of an OpenAI-compatible server")
     p.add_argument("--max-llm-cost", type=float, default=0.0, help="stop the agent after this many USD (0: no cap)")
+    p.add_argument(
+        "--prompt",
+        default="auto",
+        choices=PROMPT_FORMS,
+        help="the agent's prompt: compact (about 900 tokens, the core tools) or full; auto picks compact for a local "
+        "--api-base or a small context window (default auto)",
+    )
     p.add_argument(
         "--llm-timeout",
         type=float,
@@ -237,6 +247,7 @@ def task_inputs(args: argparse.Namespace, key: str, base_config: dict[str, Any])
         allow_unsandboxed=args.allow_unsandboxed, prune=args.prune, scheduling=args.scheduling,
         target_val_bpb=args.target_val_bpb, target_gain=args.target_gain, llm_timeout=args.llm_timeout or 0.0,
         max_runs=args.max_runs, transfer_check=args.transfer_check,
+        prompt=args.prompt,
     )  # fmt: skip
 
 
@@ -370,6 +381,12 @@ def subcommand_main(argv: list[str]) -> int:
     return 0
 
 
+def refused_input(exc: BaseException) -> bool:
+    """True when the driver task refused its inputs (`inputs.InputError`, which Flyte carries by class name as the
+    error's code): bad input, exit 2, its message alone."""
+    return isinstance(exc, inputs.InputError) or getattr(exc, "code", None) == inputs.InputError.__name__
+
+
 def main(argv: list[str] | None, task: Any) -> int:
     """A subcommand (`summary`, `list`, `verdict`), or: parse flags, pick local or cluster, run the research (the
     driver `task`), print the outcome."""
@@ -400,6 +417,9 @@ def main(argv: list[str] | None, task: Any) -> int:
         print(f"\ninterrupted: every finished experiment is saved; resume with --memory-key {key}", file=sys.stderr)
         return 130
     except Exception as exc:
+        if refused_input(exc):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(f"error: the research run failed: {exc}\nresume with --memory-key {key}", file=sys.stderr)
         return 1
     print_result(out, save_best(out, args.export_best))

@@ -15,14 +15,14 @@ from typing import Any
 
 import flyte
 from flyte.ai import agents as flyte_agents
-from flyte.ai.agents import Agent
 
 import bundle
 import prepare
 import tools as tools_mod
 import ui
 from autoresearch import llm
-from autoresearch.agent import loop_guard, prompts
+from autoresearch.agent import loop_guard, plans, prompts
+from autoresearch.agent.code_agent import ResearchAgent
 from autoresearch.lab.budget import Budget, auto_max_runs
 from autoresearch.lab.goal import Goal
 from autoresearch.lab.judge import Judge
@@ -141,6 +141,10 @@ class Session:
     research: tools_mod.ResearchTools | None = None
     reporter: Reporter | None = None
     guard: loop_guard.LoopGuard | None = None
+    prompt_form: str = "full"
+    """The agent's prompt: `full`, or `compact` for a small or local model (`prompts.choose_form`)."""
+    could_run: bool = False
+    """True when the budget allowed an experiment as the agent started: ending with none is then a failure."""
 
 
 def auto_turns(n_experiments: int) -> int:
@@ -175,6 +179,8 @@ class PlannerChoice:
     scheduling: str = "async"
     llm_timeout: float = 0.0
     """Seconds per LLM call; 0 picks by where the model is served (`llm.call_timeout`)."""
+    prompt: str = "auto"
+    """The prompt form asked for: `auto`, `full` or `compact` (`prompts.choose_form`)."""
 
 
 async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, limits: RunLimits) -> Session:
@@ -182,10 +188,14 @@ async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, 
     model_name, reason = llm.resolve_model(choice.model or None)
     print(f"memory key: {memory_key}\nplanner: {model_name} ({reason})\nreport: {report_location()}", flush=True)
     call_llm = make_call_llm(model_name, choice)
+    form = "full"
     if isinstance(call_llm, llm.LLMClient):
         await call_llm.check(model_name)
         for line in ui.llm_lines(call_llm.timeout_s, call_llm.usage.cost_known, choice.max_llm_cost):
             print(line, flush=True)
+        local = llm.is_local_server(choice.api_base)
+        form, why = prompts.choose_form(choice.prompt, local, llm.context_window(model_name))
+        print(f"prompt: {form} ({why})", flush=True)
     cleaned = workdirs.clean(prepare.state_dir() / ledger_store.WORK_DIR) if is_local() else []
     cleaned += workdirs.clean(sandbox_pool.runs_root()) if is_local() else []
     ledger = await ledger_mod.Ledger.open(memory_key, start=False)
@@ -196,7 +206,10 @@ async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, 
             print(line, flush=True)
     requested, rule, dataset, explicit = settings
     rule = dataclasses.replace(rule, horizon=limits.n_experiments)  # a new key spreads its campaign over its ideas
-    base, rule, dataset = ledger.settle(requested, rule, explicit, dataset)
+    try:
+        base, rule, dataset = ledger.settle(requested, rule, explicit, dataset)
+    except ledger_mod.LedgerError as exc:  # a flag that contradicts the key's settings: bad input, exit 2
+        raise inputs.InputError(str(exc)) from None
     if ledger.stored_settings:
         print(
             f"resuming: this key's own settings apply ({ui.budget_summary(base)}; {rule.replicates} seeds)", flush=True
@@ -207,7 +220,9 @@ async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, 
     budget = Budget(limits.n_experiments, limits.batch_size, limits.concurrency, ledger.runs_used())
     budget.confirm_runs, budget.ideas = rule.replicates - 1, ledger.ideas_used()
     budget.max_runs = limits.max_runs or auto_max_runs(limits.n_experiments, rule.replicates)
-    return Session(memory_key, model_name, ledger, data, profile, call_llm, Activity(), budget)
+    session = Session(memory_key, model_name, ledger, data, profile, call_llm, Activity(), budget)
+    session.prompt_form = form
+    return session
 
 
 async def research(session: Session, runner: ExperimentRunner, limits: RunLimits) -> tuple[str, str, str]:
@@ -303,35 +318,43 @@ async def build_directive(session: Session, max_turns: int) -> str:
     noise["baseline"] = baseline.to_dict() if baseline else None
     await ledger.archive_transcript()
     history = await ledger.history_table() if prior else ""
-    return prompts.directive(
-        session.profile, base, ledger.bounds, limits, history, best.to_dict() if prior and best else None, noise
-    )
+    best_row = best.to_dict() if prior and best else None
+    if session.prompt_form == "compact":
+        return prompts.compact_directive(base, ledger.bounds, limits, history, best_row, noise)
+    return prompts.directive(session.profile, base, ledger.bounds, limits, history, best_row, noise)
 
 
 async def run_agent(session: Session, directive: str, max_turns: int) -> tuple[str, str]:
-    """The code-mode Agent over the research tools; returns its summary and error."""
+    """The code-mode Agent over the research tools; returns its summary ("" unless its reply was judged final) and
+    its error. The compact form gives a small model only the core tools and a short prompt."""
     ledger, budget, activity = session.ledger, session.budget, session.activity
     assert session.research is not None
     tools = session.research.as_tools()
+    compact = session.prompt_form == "compact"
+    if compact:
+        tools = [t for t in tools if t.__name__ in prompts.COMPACT_TOOLS]
     stop = llm.StopGuard(session.call_llm, lambda: budget.remaining == 0, lambda: closing_text(ledger))
     active = session.model_name != llm.BUILTIN
-    session.guard = loop_guard.LoopGuard(stop, session.research, [t.__name__ for t in tools], active=active)
-    agent = Agent(
+    guard = loop_guard.LoopGuard(stop, session.research, [t.__name__ for t in tools], active=active)
+    session.guard, session.could_run = guard, budget.remaining > 0
+    agent = ResearchAgent(
         name="autoresearch",
         instructions=prompts.INSTRUCTIONS,
         model=session.model_name,
         tools=tools,
         max_turns=max_turns,
-        call_llm=session.guard,
-        code_mode=True,
+        call_llm=guard,
+        answer=guard.answer,
+        prompt=prompts.compact_system_prompt(ledger.base_config, ledger.bounds) if compact else "",
+        value_limit=plans.COMPACT_VALUE_LIMIT if compact else None,
     )
     cb_token = flyte_agents.agent_progress_cb.set(activity.on_agent_event)
     try:
         result = await agent.run.aio(directive, memory=ledger.memory)
     finally:
         flyte_agents.agent_progress_cb.reset(cb_token)
-    await session.guard.finish(list(ledger.memory.messages))
-    return result.summary or await closing_text(ledger), session.guard.stop_reason or result.error
+    await guard.finish(list(ledger.memory.messages))
+    return result.summary, guard.stop_reason or result.error
 
 
 async def closing_text(ledger: ledger_mod.Ledger) -> str:
@@ -370,8 +393,9 @@ async def close_session(
         verdict += " " + transfer_text(transfer)
         print(transfer_text(transfer), flush=True)
     experiments = activity.experiments_run()
-    looped = bool(session.guard and session.guard.stop_reason)
-    status, error = ui.session_status(error or failure_reason(board), experiments, looped)
+    stuck = session.guard.stuck if session.guard else ""
+    why_none = no_experiment_reason(session)
+    status, error = ui.session_status(error or failure_reason(board), experiments, stuck, why_none)
     if session.reporter:
         await session.reporter.stop(status, error)
     if error:
@@ -431,6 +455,16 @@ def spending(session: Session, verdicts: Any, board: list[LeaderboardRow], activ
         "mde": verdicts.mde,
         "cost_per_gain": cost_per_gain(confirmed, cpu, usd),
     }
+
+
+def no_experiment_reason(session: Session) -> str:
+    """Why a session may cleanly end with no experiment ("" when it may not: the budget allowed one, research was
+    not stopped, so none running is a failure): the budget was spent, the goal reached, or the agent stopped."""
+    if session.budget.stopped:
+        return f"research stopped: {session.budget.stopped}"
+    if not session.could_run:
+        return "the experiment budget was already spent"
+    return ""
 
 
 def failure_reason(board: list[LeaderboardRow]) -> str:

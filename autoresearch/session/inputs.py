@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
+from autoresearch.agent.prompts import PROMPT_FORMS
 from autoresearch.lab.budget import runs_for_one_idea
 from autoresearch.lab.pruning import MODES as PRUNE_MODES
 from autoresearch.ledger.verdicts import GateRule
@@ -148,6 +149,7 @@ def run_inputs(inputs: dict[str, Any], name: Callable[[str], str] = str, cores: 
     runs_needed(inputs, name)
     choice(name("prune"), inputs.get("prune") or "off", PRUNE_MODES)
     choice(name("scheduling"), inputs.get("scheduling") or "async", SCHEDULING)
+    choice(name("prompt"), inputs.get("prompt") or "auto", PROMPT_FORMS)
     if inputs.get("base_config"):
         base_config(inputs["base_config"])
     return _warnings(inputs, cores or os.cpu_count() or 1)
