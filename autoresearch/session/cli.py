@@ -189,8 +189,9 @@ def build_subcommand_parser() -> argparse.ArgumentParser:
         "LLM call, the same bytes every time. Exit 2 for an unknown key.",
     )
     s.add_argument("--memory-key", required=True, help="the key to summarise (`list` shows them)")
-    s.add_argument("--json", action="store_true", help="print the same content as one JSON object (sorted keys)")
-    s.add_argument(
+    shape = s.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="print the same content as one JSON object (sorted keys)")
+    shape.add_argument(
         "--tsv",
         nargs="?",
         const="-",
@@ -323,7 +324,7 @@ def use_state_dir(path: str | None) -> None:
         os.environ[prepare.STATE_DIR_ENV] = str(Path(path).expanduser().resolve())
 
 
-def subcommand_inputs(args: argparse.Namespace) -> dict[str, str]:
+def subcommand_inputs(args: argparse.Namespace) -> dict[str, Any]:
     """The store task's inputs, checked before any work; raises `InputError` with what is allowed."""
     values: dict[str, Any] = {}
     if args.command in ("summary", "verdict", "export"):
