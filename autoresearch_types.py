@@ -303,6 +303,10 @@ class AutoresearchOutput:
     error: str = ""
     audit: dict[str, Any] = field(default_factory=dict)
     """The held-out test audit of the final pick and the baseline (see `verdicts.audit_summary`)."""
+    results_tsv: str = ""
+    """The key's `results.tsv` (karpathy's columns, then ours), for a caller that is not where the run ran."""
+    saved: list[str] = field(default_factory=list)
+    """The files the run wrote in the key's results dir (a local run; none on a cluster)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -9,6 +9,9 @@ Contract (the trusted harness relies on it; keep it when editing):
   the run's token budget, `config.max_steps` batches of `config.batch_size` rows) within
   `config.time_budget_s` seconds, then returns it. It never evaluates: a trusted scorer computes
   `val_bpb` from the model's logits on data this code never sees.
+
+`python train.py [--base-config JSON] [--max-steps N] ...` trains this baseline once by hand (no sandbox, no
+agent) and prints val_bpb: for people only, not how experiments are scored (see `autoresearch/by_hand.py`).
 """
 
 from __future__ import annotations
@@ -155,3 +158,11 @@ def run_training(config: ExperimentConfig, data_dir: str) -> tuple[nn.Module, Tr
     elapsed = time.perf_counter() - start
     tokens = step * config.batch_size * config.seq_len
     return model, TrainSummary(step, elapsed, loss_value, tokens, device)
+
+
+if __name__ == "__main__":  # for people only: experiments are trained in a sandbox and scored outside it
+    import sys
+
+    from autoresearch.by_hand import main
+
+    sys.exit(main(sys.argv[1:], run_training))

@@ -57,11 +57,12 @@ def progress_bar(done: int, total: int, width: int = 10) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
-def batch_start_line(batch_id: str, jobs: list[dict[str, Any]]) -> str:
-    """The terminal line when a batch starts: an empty bar and what runs (title, and the seed of re-runs)."""
+def batch_start_line(batch_id: str, jobs: list[dict[str, Any]], done: int, total: int) -> str:
+    """The terminal line when runs start: the key's counter (runs recorded of its budget) and what starts (title,
+    and the seed of re-runs)."""
     names = [_job_name(j) for j in jobs]
     shown = ", ".join(n[:44] for n in names[:6]) + (" ..." if len(names) > 6 else "")
-    return f"  {batch_id} {progress_bar(0, len(jobs))} 0/{len(jobs)}  running: {shown}"
+    return f"  {batch_id} {progress_bar(done, total)} {done}/{total}  starting: {shown}"
 
 
 def _job_name(job: dict[str, Any]) -> str:
@@ -73,7 +74,8 @@ def _job_name(job: dict[str, Any]) -> str:
 def experiment_line(
     batch_id: str, done: int, total: int, job: dict[str, Any], result: dict[str, Any], standing: dict[str, Any] | None
 ) -> str:
-    """One terminal line per finished run: a progress bar, outcome and val_bpb, then the gate's verdict so far."""
+    """One terminal line per finished run: the key's counter (runs recorded of its budget: it never goes back),
+    outcome and val_bpb, then the gate's verdict so far."""
     bar = progress_bar(done, total)
     extra = f" after {result.get('oom_retries')} OOM retries" if result.get("oom_retries") else ""
     message = "" if result.get("outcome") == "success" else f"  ({str(result.get('message', ''))[:80]})"

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 import parallelized_autoresearch as pa
+from autoresearch.lab.budget import auto_max_runs
 from autoresearch.session import inputs
+
+ROOT = Path(__file__).resolve().parent.parent
 
 BAD = [
     (["--memory-key", "../escape"], "memory key '../escape' is not allowed"),
@@ -90,3 +97,44 @@ def test_the_success_path_writes_the_results_and_the_exported_best(
     assert (results / "report.html").exists()
     assert f"saved: {export}" in out and f"resume with: --memory-key {key}" in out and "Leaderboard" in out
     assert "seed noise" in out, "the closing verdict names the noise it was judged against"
+    assert f"report: {results / 'report.html'} (live" in out, "the live report is in the results dir, not /tmp"
+    assert all(f"saved: {results / name}" in out for name in ("report.html", "results.tsv", "best_train.py"))
+    assert pa.main(["summary", "--memory-key", key, "--tsv", "--state-dir", str(state)]) == 0
+    assert (results / "results.tsv").read_text() == capsys.readouterr().out, "the file is what `summary --tsv` prints"
+    counters = [tuple(map(int, m)) for m in re.findall(r"\] (\d+)/(\d+)  ", out)]
+    budget = auto_max_runs(5, 3)
+    assert counters and {t for _, t in counters} == {budget}, "the counter's total is the key's run budget"
+    assert [d for d, _ in counters] == sorted(d for d, _ in counters), "and it never goes back"
+
+
+@pytest.mark.timeout(600)
+def test_flyte_run_local_writes_the_results_dir_and_an_unwritable_tsv_loses_nothing_else(state_root: Path) -> None:
+    """The Flyte CLI entry point (`flyte run --local`) passes through the same close: the report and best train.py
+    land in the results dir; a results.tsv that cannot be written (a folder in its place) is one error line, and
+    the run, the other files and the ledger are unaffected."""
+    key = f"flyte-local-{uuid.uuid4().hex[:8]}"
+    state = state_root / "flyte-local"
+    results = state / "results" / key
+    (results / "results.tsv").mkdir(parents=True)  # the path cannot be written as a file
+    config = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4, "eval_tokens": 2048}
+    config["seed"] = random.randint(1, 2**30)
+    flyte_cli = Path(sys.executable).parent / "flyte"
+    argv = [str(flyte_cli), "run", "--local", "parallelized_autoresearch.py", "parallelized_autoresearch"]
+    argv += ["--n_experiments", "4", "--batch_size", "2", "--vocab_size", "512", "--max_steps", "6"]
+    argv += ["--memory_key", key, "--base_config", json.dumps(config)]
+    env = {**os.environ, "AUTORESEARCH_STATE_DIR": str(state), "NO_COLOR": "1", "COLUMNS": "300"}
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=580)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert f"report: {results / 'report.html'} (live" in output
+    assert f"error: could not write {results / 'results.tsv'}" in output, output[-3000:]
+    assert "def run_training" in (results / "best_train.py").read_text()
+    assert "Leaderboard" in (results / "report.html").read_text()
+    assert (results / "results.tsv").is_dir() and not list((results / "results.tsv").iterdir())
+    assert not [p for p in results.iterdir() if p.name.startswith(".")], "no temporary file left behind"
+    summary = subprocess.run(
+        [sys.executable, "parallelized_autoresearch.py", "summary", "--memory-key", key, "--tsv"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert summary.returncode == 0 and summary.stdout.startswith("commit\tval_bpb\tmemory_gb\tstatus\t")
+    assert len(summary.stdout.splitlines()) >= 3, "the ledger kept every run: baseline and the experiments"

@@ -15,7 +15,8 @@ CONTRACTS = ("autoresearch_types", "prepare")
 MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "autoresearch_types": (),
     "prepare": ("autoresearch_types",),
-    "train": CONTRACTS,
+    "train": ("by_hand", *CONTRACTS),
+    "by_hand": ("bundle", "sandbox", *CONTRACTS),
     "sandbox": ("sandbox", *CONTRACTS),
     "ledger": ("ledger", "sandbox", *CONTRACTS),
     "report": ("report", "ledger", *CONTRACTS),

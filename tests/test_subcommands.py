@@ -174,9 +174,14 @@ def test_help_covers_every_subcommand(capsys: pytest.CaptureFixture) -> None:
         pa.main(["--help"])
     text = capsys.readouterr().out
     assert top.value.code == 0 and all(
-        f"parallelized_autoresearch.py {c}" in text for c in ("summary", "list", "verdict")
+        f"parallelized_autoresearch.py {c}" in text for c in ("summary", "list", "verdict", "export")
     )
-    for command, flag in [("summary", "--json"), ("list", "--state-dir"), ("verdict", "--note")]:
+    for command, flag in [
+        ("summary", "--tsv"),
+        ("list", "--state-dir"),
+        ("verdict", "--note"),
+        ("export", "--git"),
+    ]:
         with pytest.raises(SystemExit) as sub:
             pa.main([command, "--help"])
         assert sub.value.code == 0 and flag in capsys.readouterr().out

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import prepare
 import train
 from autoresearch.sandbox import experiment as sandbox
 from autoresearch_types import ExperimentConfig
+
+REPO = Path(__file__).resolve().parent.parent
 
 TINY = ExperimentConfig(
     n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=8, token_budget=60 * 8 * 32, vocab_size=512
@@ -55,3 +62,46 @@ def test_build_model_is_seeded_and_shapes_match() -> None:
 
     logits = a(torch.zeros(2, 16, dtype=torch.int64))
     assert logits.shape == (2, 16, 512)
+
+
+BY_HAND = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4, "eval_tokens": 2048}
+
+
+def by_hand(state: Path, *argv: str) -> subprocess.CompletedProcess:
+    """`python train.py ARGV` as a person runs it, from the repository, with `state` as the state dir."""
+    env = {**os.environ, prepare.STATE_DIR_ENV: str(state)}
+    cmd = [sys.executable, "train.py", "--vocab-size", "512", *argv]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.timeout(600)
+def test_python_train_py_trains_the_baseline_once_and_agrees_with_the_sandboxed_score(state_root: Path) -> None:
+    """A person's `python train.py` at a tiny config: it builds the bundle, trains, prints karpathy's block and says
+    it is not how experiments are scored; its val_bpb is the one a sandboxed run of the same config gets."""
+    import asyncio
+
+    state = state_root / "by-hand"
+    proc = by_hand(state, "--max-steps", "12", "--seed", "3", "--base-config", json.dumps(BY_HAND))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    assert out.count("It is not how experiments are scored") == 2, "said at the start and at the end"
+    figures = dict(line.split(":", 1) for line in out.split("\n---\n", 1)[1].splitlines() if ": " in line)
+    figures = {k: v.strip() for k, v in figures.items() if not k.startswith("note")}
+    assert int(figures["num_steps"]) == 12 and figures["depth"] == "1" and figures["device"] == "cpu"
+    assert float(figures["total_tokens_M"]) == pytest.approx(12 * 4 * 32 / 1e6, abs=1e-4)
+    assert float(figures["peak_rss_mb"]) > 0 and float(figures["training_seconds"]) > 0
+    bundles = list((state / "bundles").glob("shakespeare-s1-v512-*"))
+    assert len(bundles) == 1 and (bundles[0] / "data" / "profile.json").exists(), "the default bundle, built once"
+    config = ExperimentConfig(**BY_HAND, seed=3, vocab_size=512, token_budget=12 * 4 * 32)
+    spec = sandbox.SandboxSpec(
+        (REPO / "train.py").read_text(), config, str(bundles[0] / "data"), str(bundles[0] / "tokenizer"), cpu=1
+    )
+    scored = asyncio.run(sandbox.run_sandboxed(spec))
+    assert scored.outcome == "success", scored.message
+    assert float(figures["val_bpb"]) == pytest.approx(scored.val_bpb, abs=2e-6), "same config, seed and batches"
+
+
+def test_python_train_py_refuses_a_bad_config_in_one_line(state_root: Path) -> None:
+    proc = by_hand(state_root / "by-hand", "--base-config", '{"wings": 2}')
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --base-config must be a JSON object of config")
+    assert "['wings']" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1 and "---" not in proc.stdout

@@ -228,22 +228,22 @@ def test_self_contained_and_dark_mode(snap: dict[str, Any]) -> None:
     assert not re.search(r"url\(|@import|https?:", ui_parts.CSS)
 
 
-def test_terminal_lines_show_batch_progress_outcome_metric_and_verdict() -> None:
+def test_terminal_lines_show_the_keys_counter_outcome_metric_and_verdict() -> None:
     jobs = [{"title": "Cosine LR", "seed": 0, "role": "screen"}, {"title": "SiLU", "seed": 1, "role": "confirm"}]
-    start = ui.batch_start_line("batch-002", jobs)
-    assert "[----------] 0/2" in start and "Cosine LR, SiLU (seed 1, confirm)" in start
+    start = ui.batch_start_line("batch-002", jobs, 5, 16)
+    assert "[###-------] 5/16" in start and "starting: Cosine LR, SiLU (seed 1, confirm)" in start
     standing = {"verdict": "unconfirmed", "mean_val_bpb": 1.23456, "se": None, "n_seeds": 1}
     result = {"outcome": "success", "val_bpb": 1.23456, "wall_seconds": 3}
-    ok = ui.experiment_line("batch-002", 1, 2, jobs[0], result, standing)
+    ok = ui.experiment_line("batch-002", 6, 16, jobs[0], result, standing)
     assert (
-        "[#####-----] 1/2" in ok
+        "[####------] 6/16" in ok
         and "success" in ok
         and "1.2346" in ok
         and "-> unconfirmed (mean 1.2346, 1 seeds)" in ok
     )
     oom = {"outcome": "oom", "val_bpb": None, "oom_retries": 2, "message": "killed"}
-    bad = ui.experiment_line("batch-002", 2, 2, jobs[1], oom, {"verdict": "failed"})
-    assert "[##########] 2/2" in bad and "after 2 OOM retries" in bad and "(killed)" in bad and "-> failed" in bad
+    bad = ui.experiment_line("batch-002", 16, 16, jobs[1], oom, {"verdict": "failed"})
+    assert "[##########] 16/16" in bad and "after 2 OOM retries" in bad and "(killed)" in bad and "-> failed" in bad
     assert "SiLU (seed 1, confirm)" in bad
 
 

@@ -287,6 +287,44 @@ async def test_steps_and_decisions_persist_and_shape_forking_and_the_best() -> N
 
 
 @scenario
+async def progress_never_goes_back(key: str) -> Any:
+    """The baseline's seeds, then a batch of two screens where one earns two confirmation runs mid-batch (the case
+    that once showed `0/2`, then `1/4`): every counter the terminal was shown, in order."""
+    led = await ledger.Ledger.open(key)
+    values = {"baseline": 2.70, "Warmup": 2.30, "Wide": 2.71}
+    shown: list[tuple[str, int, int]] = []
+
+    async def call(job: Any, extras: Any) -> ExperimentResult:
+        await asyncio.sleep(0)  # yield so that the other slot starts: not a synchronisation
+        return ExperimentResult("success", val_bpb=values[job.title] + 0.01 * (job.seed % 2), seed=job.seed)
+
+    async with ExperimentRunner(call, 2, local=False) as runner:
+        loop = ResearchLoop(
+            led,
+            runner,
+            Budget(4, 2, 2, max_runs=9),
+            on_start=lambda jobs, done, total: shown.append(("start", done, total)),
+            on_result=lambda job, done, total, result, standing: shown.append((job.title, done, total)),
+        )
+        await loop.run_jobs(await loop.pending_jobs())
+        await led.save_edits([{"title": "Warmup", "train_py": WARMUP}, {"title": "Wide", "overrides": {"n_embd": 96}}])
+        recs = await led.specs(["Warmup", "Wide"])
+        await loop.run_jobs([loop.job(r, "screen") for r in recs])
+    return {"shown": shown, "runs": led.runs_used()}
+
+
+@pytest.mark.usefixtures("ledger_state")
+def test_the_progress_counter_never_goes_back_when_confirmations_join_a_batch() -> None:
+    out = asyncio.run(run("progress_never_goes_back"))
+    shown = out["shown"]
+    assert out["runs"] == 7, "3 baseline seeds, 2 screens, 2 confirmations of Warmup"
+    assert [s[0] for s in shown].count("Warmup") == 3 and len([s for s in shown if s[0] != "start"]) == 7
+    assert {total for _, _, total in shown} == {9}, f"the denominator is the key's run budget: {shown}"
+    dones = [done for _, done, _ in shown]
+    assert dones == sorted(dones) and dones[-1] == 7, f"the counter never goes back: {shown}"
+
+
+@scenario
 async def goal_stops_research(key: str) -> Any:
     led = await ledger.Ledger.open(key)
     for seed, v in enumerate((2.70, 2.72, 2.68)):

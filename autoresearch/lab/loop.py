@@ -25,7 +25,9 @@ from autoresearch_types import ExperimentResult
 Emit = Callable[[dict[str, Any]], None]
 """Receives activity events for the report and the terminal."""
 OnResult = Callable[[Job, int, int, ExperimentResult, dict[str, Any] | None], None]
-"""Shown a finished run: the job, runs done and started since the runner was idle, the result, its standing."""
+"""Shown a finished run: the job, the progress counter (see `ResearchLoop.progress`), the result, its standing."""
+OnStart = Callable[[list[Job], int, int], None]
+"""Shown the runs that just started, with the progress counter."""
 
 
 def _quiet(*_: Any) -> None:
@@ -41,13 +43,11 @@ class ResearchLoop:
     budget: Budget
     emit: Emit = _quiet
     on_result: OnResult = _quiet
-    on_start: Callable[[list[Job]], None] = _quiet
+    on_start: OnStart = _quiet
     judge: Judge | None = None
     """Decides the borderline verdicts (see `judge.py`); None leaves every verdict to the gate's rule."""
     goal: Goal = field(default_factory=Goal)
     """When to stop before the budget: a confirmed result reaching the target."""
-    progress: dict[str, int] = field(default_factory=lambda: {"done": 0, "total": 0})
-    """Runs finished and started since the runner was last idle: the terminal's progress bar."""
 
     def __post_init__(self) -> None:
         self.runner.bind(self.record_job, self.budget.admit)
@@ -103,13 +103,16 @@ class ResearchLoop:
 
     async def start_jobs(self, jobs: list[Job]) -> list[Job]:
         """Hand jobs to the runner (returns at once); what it accepted (not already queued or running)."""
-        if self.runner.idle:
-            self.progress = {"done": 0, "total": 0}
         accepted = self.runner.submit(jobs)
         if accepted:
-            self.progress["total"] += len(accepted)
-            self.on_start(accepted)
+            self.on_start(accepted, *self.progress())
         return accepted
+
+    def progress(self) -> tuple[int, int]:
+        """The terminal's counter: runs recorded under the key, of the key's run budget (or of the runs, if a resumed
+        key already has more). Both only grow, so the counter never goes back, however the batches change."""
+        done = self.ledger.runs_used()
+        return done, max(self.budget.max_runs, done)
 
     async def run_jobs(self, jobs: list[Job]) -> Outcome:
         """Run jobs to the end (follow-ups included), recording each as it finishes: the batch form."""
@@ -133,10 +136,8 @@ class ResearchLoop:
         earned = earned or (job.title in verdicts.confirm_seeds and verdicts.verdicts[job.title].by == "judge")
         follow = await self._confirm_jobs(verdicts, [job.title] if earned else [])
         await self._check_goal(board)
-        self.progress["done"] += 1
-        self.progress["total"] += len(follow)
         standing = verdict_brief(next((r for r in board if r.title == job.title), None))
-        self.on_result(job, self.progress["done"], self.progress["total"], result, standing)
+        self.on_result(job, *self.progress(), result, standing)
         return follow
 
     async def _judge_borderline(self, job: Job, verdicts: Judgement) -> bool:

@@ -52,12 +52,12 @@ class Activity:
         """Seconds since the session started."""
         return time.monotonic() - self._t0
 
-    def on_start(self, jobs: list[Job]) -> None:
-        """A batch starts: an empty progress bar and what runs in the terminal, an event in the report."""
+    def on_start(self, jobs: list[Job], done: int = 0, total: int = 0) -> None:
+        """Runs start: the progress counter and what runs in the terminal, an event in the report."""
         batch_id = jobs[-1].record.spec.batch_id if jobs else ""
         names = [_job(j) for j in jobs]
         if self.echo:
-            print(ui.batch_start_line(batch_id, names), flush=True)
+            print(ui.batch_start_line(batch_id, names, done, total), flush=True)
         listed = ", ".join(n["title"] + ("" if n["role"] == "screen" else f" (seed {n['seed']})") for n in names)
         self.emit({"kind": "batch", "name": batch_id, "detail": f"started {len(jobs)}: {listed}"})
 

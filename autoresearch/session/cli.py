@@ -1,13 +1,13 @@
 """The command line: every flag, checked before any work; local or cluster; the outcome and the exit code.
 
 With no subcommand it runs research. The subcommands read the state dir's store and never train or call an LLM:
-`summary` (one key: leaderboard, lineage, verdicts, noise, audit, totals), `list` (every key) and `verdict` (store
-a person's accept/reject of an experiment).
+`summary` (one key: leaderboard, lineage, verdicts, noise, audit, totals; or its `results.tsv`), `list` (every key),
+`verdict` (store a person's accept/reject of an experiment) and `export` (the lineage as git commits).
 
 Exit codes: 0 done; 1 the research failed or found nothing to report, including a session that could run experiments
 and ran none (a subcommand: the store could not be read); 2 bad input, also when the driver task refuses it (a flag
-that contradicts the key's settings; a subcommand: also an unknown key or title, or a decision other than
-accept/reject); 130 interrupted.
+that contradicts the key's settings; a subcommand: also an unknown key or title, a decision other than accept/reject,
+a TSV path that cannot be written, or a git target that cannot take the export); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,9 @@ from autoresearch.ledger import ledger as ledger_mod
 from autoresearch.ledger.verdicts import GateRule
 from autoresearch.planner.policy import SCHEDULING
 from autoresearch.report import summary
+from autoresearch.report.lineage_git import CommitPlan
 from autoresearch.sandbox import backends
-from autoresearch.session import inputs
+from autoresearch.session import git_export, inputs, results
 from autoresearch.session.driver import check_backend, new_memory_key
 from autoresearch_types import AutoresearchOutput, ExperimentConfig
 
@@ -42,6 +42,7 @@ SUBCOMMANDS = {
     "summary": "print a memory key's leaderboard, lineage, verdicts, noise, audit and totals from the store alone",
     "list": "list the memory keys in the state dir with their experiments, best and last activity",
     "verdict": "store a person's verdict (accept or reject) on one experiment of a memory key",
+    "export": "write a memory key's lineage (baseline to incumbent) as git commits on a branch",
 }
 """The subcommands (`PROG SUBCOMMAND --help` for each); with none, the command runs research."""
 PAST = {"accept": "accepted", "reject": "rejected"}
@@ -211,7 +212,16 @@ def build_subcommand_parser() -> argparse.ArgumentParser:
         "LLM call, the same bytes every time. Exit 2 for an unknown key.",
     )
     s.add_argument("--memory-key", required=True, help="the key to summarise (`list` shows them)")
-    s.add_argument("--json", action="store_true", help="print the same content as one JSON object (sorted keys)")
+    shape = s.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="print the same content as one JSON object (sorted keys)")
+    shape.add_argument(
+        "--tsv",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="PATH",
+        help="print the key's results.tsv instead (karpathy's columns, then ours), or write it to PATH",
+    )
     s.add_argument("--state-dir", default=None, help=state)
     ls = sub.add_parser(
         "list",
@@ -233,6 +243,25 @@ def build_subcommand_parser() -> argparse.ArgumentParser:
     v.add_argument("--title", required=True, help="the experiment's exact title (`summary` shows them)")
     v.add_argument("--note", default="", help="why, in a few words (shown by `summary`)")
     v.add_argument("--state-dir", default=None, help=state)
+    e = sub.add_parser(
+        "export",
+        help=SUBCOMMANDS["export"],
+        description="Write the path from the baseline to the incumbent into a git repository as commits, one per "
+        "step: each commit's tree holds that step's train.py and config.json, its message the title, the verdict, "
+        "mean +/- se and the seeds. Author, committer and dates come from the records, so a second export gives "
+        "identical commits. DIR may be new, empty, or a clean repository (a dirty one is refused, exit 2).",
+    )
+    e.add_argument("--memory-key", required=True, help="the key to export (`list` shows them)")
+    e.add_argument("--git", required=True, metavar="DIR", help="the repository (created when new or empty)")
+    e.add_argument(
+        "--branch",
+        default=None,
+        help=f"the branch of the lineage (default {git_export.DEFAULT_BRANCH_PREFIX}<memory key>)",
+    )
+    e.add_argument(
+        "--all", action="store_true", help="also write every other try that ran, each on <branch>-tries/<slug>"
+    )
+    e.add_argument("--state-dir", default=None, help=state)
     return p
 
 
@@ -284,19 +313,23 @@ def init_flyte(config: str | None) -> None:
         ledger_mod.init_local(log_level=logging.WARNING)
 
 
-def save_best(out: AutoresearchOutput, export: str | None) -> list[Path]:
-    """Write the best train.py under the state dir (and to `export`); copy the report there too."""
-    written = []
-    root = prepare.state_dir() / "results" / out.memory_key
-    if out.best_train_py:
-        for path in [root / "best_train.py", *([Path(export).expanduser()] if export else [])]:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(out.best_train_py)
-            written.append(path)
-    if out.report_path and Path(out.report_path).exists():
-        root.mkdir(parents=True, exist_ok=True)
-        written.append(Path(shutil.copy(out.report_path, root / "report.html")))
-    return written
+def save_best(out: AutoresearchOutput, export: str | None, remote: bool) -> list[Path]:
+    """The files of the results dir: the driver wrote them in a local run; a cluster run's best train.py and
+    results.tsv are written here from its output. Also the best train.py to `export`. A file that cannot be written
+    is one error line; the others are still written."""
+    written = [Path(p) for p in out.saved]
+    if remote:
+        files = results.ResultsDir(results.results_dir(out.memory_key))
+        written += [files.save_text(results.TSV, out.results_tsv) if out.results_tsv else None]
+        written += [files.save_text(results.BEST, out.best_train_py) if out.best_train_py else None]
+        for problem in files.errors.values():
+            print(f"error: {problem}", file=sys.stderr)
+    if export and out.best_train_py:
+        try:
+            written.append(results.write_atomic(Path(export).expanduser(), out.best_train_py))
+        except OSError as exc:
+            print(f"error: could not write --export-best {export}: {exc.strerror or exc}", file=sys.stderr)
+    return [p for p in written if p is not None]
 
 
 def print_result(out: AutoresearchOutput, written: list[Path]) -> None:
@@ -316,18 +349,25 @@ def use_state_dir(path: str | None) -> None:
         os.environ[prepare.STATE_DIR_ENV] = str(Path(path).expanduser().resolve())
 
 
-def subcommand_inputs(args: argparse.Namespace) -> dict[str, str]:
+def subcommand_inputs(args: argparse.Namespace) -> dict[str, Any]:
     """The store task's inputs, checked before any work; raises `InputError` with what is allowed."""
-    values = {}
-    if args.command in ("summary", "verdict"):
+    values: dict[str, Any] = {}
+    if args.command in ("summary", "verdict", "export"):
         values["key"] = inputs.memory_key(args.memory_key)
     if args.command == "verdict":
         inputs.choice("decision", args.decision, ledger_mod.HUMAN_DECISIONS)
         values.update(title=args.title, decision=args.decision, note=args.note)
+    if args.command == "summary" and args.tsv:
+        if args.tsv != "-":
+            results.check_writable(Path(args.tsv).expanduser().resolve())
+        values["command"] = "tsv"
+    if args.command == "export":
+        values.update(branch=args.branch or git_export.DEFAULT_BRANCH_PREFIX + values["key"], include_tries=args.all)
+        git_export.check_target(args.git, [values["branch"]])
     return values
 
 
-def run_store_command(command: str, state: Path, values: dict[str, str]) -> dict[str, Any]:
+def run_store_command(command: str, state: Path, values: dict[str, Any]) -> dict[str, Any]:
     """Run one subcommand's store work in a local Flyte task under the state dir; its JSON answer."""
     from autoresearch.session import (
         commands as store_commands,  # only here: a research run never registers the store task's environment
@@ -348,6 +388,13 @@ def print_subcommand(args: argparse.Namespace, data: dict[str, Any]) -> None:
             f"recorded: {args.memory_key}: {data['title']!r} {PAST[data['decision']]} by a person{note}; "
             f"{earlier} earlier verdict(s) on it kept as history"
         )
+    elif args.command == "export":
+        print_export(args, data)
+    elif args.command == "summary" and args.tsv:
+        if args.tsv == "-":
+            sys.stdout.write(data["tsv"])
+        else:
+            print(f"saved: {results.write_atomic(Path(args.tsv).expanduser().resolve(), data['tsv'])}")
     elif args.json:
         print(summary.summary_json(data))
     elif args.command == "summary":
@@ -356,18 +403,36 @@ def print_subcommand(args: argparse.Namespace, data: dict[str, Any]) -> None:
         sys.stdout.write(summary.list_text(data["keys"], data["where"]))
 
 
+def print_export(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    """Write the exported commits into the repository (checked again now that the side branches are known) and
+    say what each branch holds."""
+    plans = {p["title"]: CommitPlan(**p) for p in data["plans"]}
+    refs = data["refs"]
+    target = git_export.check_target(args.git, list(refs))
+    ids = git_export.write(target, plans, refs)
+    branch, *tries = refs
+    path = [t for t in ids if t in git_export.closure(plans, {refs[branch]})]
+    print(f"exported {len(path)} commit(s) to {target.path} on branch {branch} (baseline -> incumbent):")
+    for title in path:
+        print(f"  {ids[title][:7]} {title}")
+    if tries:
+        print(f"and {len(tries)} other tr{'y' if len(tries) == 1 else 'ies'} on side branches {branch}-tries/<slug>")
+
+
 def subcommand_main(argv: list[str]) -> int:
-    """`summary`, `list` or `verdict`: read (or annotate) the store, print, and return the exit code."""
+    """`summary`, `list`, `verdict` or `export`: read (or annotate) the store, print or write, and return the exit
+    code."""
     args = build_subcommand_parser().parse_args(argv)
     use_state_dir(args.state_dir)
     try:
         values = subcommand_inputs(args)
         state = prepare.state_dir()
+        command = values.pop("command", args.command)
     except (ValueError, prepare.DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        answer = run_store_command(args.command, state, values)
+        answer = run_store_command(command, state, values)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
@@ -377,7 +442,11 @@ def subcommand_main(argv: list[str]) -> int:
     if "error" in answer:
         print(f"error: {answer['error']}", file=sys.stderr)
         return int(answer.get("code", 2))
-    print_subcommand(args, answer["data"])
+    try:
+        print_subcommand(args, answer["data"])
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -422,7 +491,7 @@ def main(argv: list[str] | None, task: Any) -> int:
             return 2
         print(f"error: the research run failed: {exc}\nresume with --memory-key {key}", file=sys.stderr)
         return 1
-    print_result(out, save_best(out, args.export_best))
+    print_result(out, save_best(out, args.export_best, remote=bool(args.config)))
     if out.error:
         print(f"error: {out.error}\nresume with --memory-key {out.memory_key}", file=sys.stderr)
         return 1

@@ -1,5 +1,5 @@
-"""The store side of the `summary`, `list` and `verdict` subcommands: read a key's records without training or
-calling an LLM (and, for `verdict`, write one record).
+"""The store side of the `summary`, `list`, `verdict` and `export` subcommands: read a key's records without training
+or calling an LLM (and, for `verdict`, write one record).
 
 A keyed `MemoryStore` is located from the Flyte context (org, project, domain and raw-data path), so the work runs
 in one small local task, `store_command`, started by `cli.py` (this folder) under the state dir like a research run. It opens
@@ -9,6 +9,7 @@ The task answers JSON, `{"data": ...}` or `{"error": ..., "code": 2}`; rendering
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from autoresearch.ledger import store as ledger_store
 from autoresearch.ledger.ledger import Ledger, LedgerError
 from autoresearch.ledger.source import close_titles
 from autoresearch.ledger.verdicts import GateRule
-from autoresearch.report import summary
+from autoresearch.report import lineage_git, results_tsv, summary
 from autoresearch.session.inputs import MEMORY_KEY
 from autoresearch_types import ExperimentConfig
 
@@ -95,15 +96,43 @@ async def verdict_data(key: str, title: str, decision: str, note: str, state: Pa
         raise BadInput(str(exc)) from exc
 
 
+async def tsv_data(key: str, state: Path) -> dict[str, Any]:
+    """`results.tsv` of `key` (see `results_tsv.py`)."""
+    led = await open_existing(key, state)
+    records, _, rows = await led.view()
+    return {"tsv": results_tsv.results_tsv(records, rows, key, led.base_config)}
+
+
+async def export_data(key: str, state: Path, branch: str, include_tries: bool) -> dict[str, Any]:
+    """What `export --git` writes: every experiment's commit plan (parents first) and the branches' tips."""
+    led = await open_existing(key, state)
+    records, verdicts, rows = await led.view()
+    plans = lineage_git.commit_plans(records, rows, key, led.base_config)
+    refs = lineage_git.branch_refs(records, plans, verdicts.incumbent, branch, include_tries)
+    return {"plans": [dataclasses.asdict(p) for p in plans.values()], "refs": refs}
+
+
 @store_env.task
 async def store_command(
-    command: str, state_dir: str, key: str = "", title: str = "", decision: str = "", note: str = ""
+    command: str,
+    state_dir: str,
+    key: str = "",
+    title: str = "",
+    decision: str = "",
+    note: str = "",
+    branch: str = "",
+    include_tries: bool = False,
 ) -> str:
-    """Run one store subcommand (`summary`, `list` or `verdict`) inside a local Flyte task; JSON out."""
+    """Run one store subcommand (`summary`, `list`, `verdict`, `tsv` or `export`) inside a local Flyte task; JSON
+    out."""
     state = Path(state_dir)
     try:
         if command == "summary":
             data = await summary_data(key, state)
+        elif command == "tsv":
+            data = await tsv_data(key, state)
+        elif command == "export":
+            data = await export_data(key, state, branch, include_tries)
         elif command == "list":
             data = await list_data(state)
         elif command == "verdict":

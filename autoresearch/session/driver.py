@@ -34,12 +34,13 @@ from autoresearch.ledger.records import BASELINE_TITLE, LeaderboardRow
 from autoresearch.ledger.verdicts import GateRule
 from autoresearch.ledger.views import best_line
 from autoresearch.planner import builtin as planner
+from autoresearch.report.results_tsv import results_tsv
 from autoresearch.report.text import cost_per_gain, transfer_text
 from autoresearch.sandbox import backends, workdirs
 from autoresearch.sandbox import pool as sandbox_pool
-from autoresearch.session import inputs
+from autoresearch.session import inputs, results
 from autoresearch.session.activity import Activity
-from autoresearch.session.reporter import Reporter
+from autoresearch.session.reporter import Reporter, report_html
 from autoresearch_types import AutoresearchOutput, ExperimentConfig
 
 
@@ -145,6 +146,8 @@ class Session:
     """The agent's prompt: `full`, or `compact` for a small or local model (`prompts.choose_form`)."""
     could_run: bool = False
     """True when the budget allowed an experiment as the agent started: ending with none is then a failure."""
+    files: results.ResultsDir | None = None
+    """The key's results dir (a local run), where the report, `results.tsv` and `best_train.py` go."""
 
 
 def auto_turns(n_experiments: int) -> int:
@@ -186,7 +189,9 @@ class PlannerChoice:
 async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, limits: RunLimits) -> Session:
     """Step 1: the key's ledger and fixed settings, the data bundle, the planner and the budget."""
     model_name, reason = llm.resolve_model(choice.model or None)
-    print(f"memory key: {memory_key}\nplanner: {model_name} ({reason})\nreport: {report_location()}", flush=True)
+    files = results.ResultsDir(results.results_dir(memory_key)) if is_local() else None
+    report = f"{files.root / results.REPORT} (live; Flyte's own: {report_location()})" if files else report_location()
+    print(f"memory key: {memory_key}\nplanner: {model_name} ({reason})\nreport: {report}", flush=True)
     call_llm = make_call_llm(model_name, choice)
     form = "full"
     if isinstance(call_llm, llm.LLMClient):
@@ -220,7 +225,7 @@ async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, 
     budget = Budget(limits.n_experiments, limits.batch_size, limits.concurrency, ledger.runs_used())
     budget.confirm_runs, budget.ideas = rule.replicates - 1, ledger.ideas_used()
     budget.max_runs = limits.max_runs or auto_max_runs(limits.n_experiments, rule.replicates)
-    session = Session(memory_key, model_name, ledger, data, profile, call_llm, Activity(), budget)
+    session = Session(memory_key, model_name, ledger, data, profile, call_llm, Activity(), budget, files=files)
     session.prompt_form = form
     return session
 
@@ -242,7 +247,8 @@ async def research(session: Session, runner: ExperimentRunner, limits: RunLimits
     session.research = tools_mod.ResearchTools(
         loop, session.profile.to_dict(), call_llm=hosted, model=session.model_name
     )
-    session.reporter = Reporter(ledger, run_info(session), activity, lambda: usage_of(session.call_llm, session.guard))
+    usage = lambda: usage_of(session.call_llm, session.guard)  # noqa: E731
+    session.reporter = Reporter(ledger, run_info(session), activity, usage, session.files)
     await session.reporter.start()
     try:
         await run_owed(loop)
@@ -375,10 +381,11 @@ async def close_session(
 ) -> AutoresearchOutput:
     """Step 3: the final report and the output (best with its source, leaderboard, verdict, audit, totals)."""
     ledger, activity = session.ledger, session.activity
-    _, verdicts, board = await ledger.view()
+    records, verdicts, board = await ledger.view()
     rows = [json.loads(json.dumps(r.to_dict(), default=str)) for r in board]
     best = next((i for i, r in enumerate(board) if r.incumbent), None)
     source = (await ledger.specs([board[best].title]))[0].train_py if best is not None else ""
+    tsv = results_tsv(records, board, session.memory_key, ledger.base_config)
     verdict = await closing_text(ledger)
     if session.budget.stopped:
         cost = usage_of(session.call_llm, session.guard).get("cost_usd") or 0.0
@@ -398,6 +405,7 @@ async def close_session(
     status, error = ui.session_status(error or failure_reason(board), experiments, stuck, why_none)
     if session.reporter:
         await session.reporter.stop(status, error)
+    saved = save_results(session.files, tsv, source, session.memory_key)
     if error:
         print(f"stopped: {error}", flush=True)
     totals = {
@@ -433,6 +441,8 @@ async def close_session(
         report_path=report_location(),
         error=error,
         audit=dict(audit or {}),
+        results_tsv=tsv,
+        saved=saved,
     )
 
 
@@ -465,6 +475,19 @@ def no_experiment_reason(session: Session) -> str:
     if not session.could_run:
         return "the experiment budget was already spent"
     return ""
+
+
+def save_results(files: results.ResultsDir | None, tsv: str, best_train_py: str, key: str) -> list[str]:
+    """The final report, `results.tsv` and best `train.py` in the key's results dir (a local run); the paths
+    written. A file that cannot be written is one error line; the others, and the ledger, are unaffected."""
+    if files is None:
+        return []
+    html = report_html()
+    written = [files.save_text(results.REPORT, html) if html else None, files.save_text(results.TSV, tsv)]
+    written.append(files.save_text(results.BEST, best_train_py) if best_train_py else None)
+    for problem in files.unreported():
+        print(f"error: {problem}; the ledger keeps every record (`summary --memory-key {key} --tsv`)", flush=True)
+    return [str(p) for p in written if p is not None]
 
 
 def failure_reason(board: list[LeaderboardRow]) -> str:

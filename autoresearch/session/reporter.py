@@ -1,6 +1,8 @@
 """The live report: the tabs redrawn from a fresh read of the ledger whenever something new happened.
 
 The read is `read_view` (one read of the store); the snapshot and the HTML are the report package's pure functions.
+With a results dir (a local run), each redraw also writes the report and `results.tsv` there, so a person finds
+both under the state dir whichever way the run was started.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import flyte.report
 
 import ui
 from autoresearch.ledger.ledger import Ledger
+from autoresearch.report.results_tsv import results_tsv
 from autoresearch.report.snapshot import StoreView, build_snapshot
+from autoresearch.session import results
 from autoresearch.session.activity import Activity
 
 log = logging.getLogger("autoresearch")
@@ -30,19 +34,46 @@ async def read_view(ledger: Ledger) -> StoreView:
     return StoreView(records, verdicts, board, ledger.rule.describe(), plans, tail, audit or {}, transfer or {})
 
 
+def report_html() -> str:
+    """The whole report as Flyte flushes it (every tab, the Agent's included), from memory; "" outside a task."""
+    report = flyte.report.current_report()
+    return str(report.get_final_report()) if report is not None else ""
+
+
 class Reporter:
     """Keeps the report tabs current: redraws when activity is new, at most every `interval_s` seconds."""
 
-    def __init__(self, ledger: Ledger, run_info: dict[str, Any], activity: Activity, usage: Callable):
+    def __init__(
+        self,
+        ledger: Ledger,
+        run_info: dict[str, Any],
+        activity: Activity,
+        usage: Callable,
+        files: results.ResultsDir | None = None,
+    ):
         self.ledger, self.run_info, self.activity, self.usage = ledger, run_info, activity, usage
+        self.files = files
+        """Where the live report and `results.tsv` go (None on a cluster)."""
         self._task: asyncio.Task | None = None
 
     async def refresh(self) -> None:
-        """Render every tab from a fresh snapshot and flush the report file."""
-        snapshot = build_snapshot(await read_view(self.ledger), self.run_info, self.activity.events, self.usage())
+        """Render every tab from a fresh snapshot, flush the report file, and update the results dir."""
+        view = await read_view(self.ledger)
+        snapshot = build_snapshot(view, self.run_info, self.activity.events, self.usage())
         for name, html in ui.render_report(snapshot).items():
             flyte.report.get_tab(name).replace(html)
         await flyte.report.flush.aio()
+        if self.files is not None:
+            key, base = self.run_info["memory_key"], self.ledger.base_config
+            self.files.save_text(results.TSV, results_tsv(view.records, view.board, key, base))
+            self.files.save_text(results.REPORT, report_html())
+            self.say_errors()
+
+    def say_errors(self) -> None:
+        """Print each new failure to write the results dir once (the research goes on; the ledger has it all)."""
+        assert self.files is not None
+        for problem in self.files.unreported():
+            print(f"error: {problem}; the research goes on and the ledger keeps every record", flush=True)
 
     async def _loop(self, interval_s: float) -> None:
         while True:
