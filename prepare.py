@@ -12,7 +12,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from autoresearch.sandbox.runtime import (  # noqa: F401 - re-exported: the training runtime's one home
+    BATCHES_FILE,
+    PROGRESS_EVERY,
+    PROGRESS_FILE,
+    BatchFeed,
+    DataError,
+    log_progress,
+    model_logits,
+)
 from autoresearch_types import VOCAB_RANGE, DatasetProfile
 
 STATE_DIR_ENV = "AUTORESEARCH_STATE_DIR"
@@ -32,10 +41,6 @@ SPLIT_PATTERN = (
 )
 SPLITS = ("train", "val", "test")
 EVAL_BLOCK_ELEMENTS = 1 << 22
-
-
-class DataError(ValueError):
-    """Bad input or bad data, with a message that says which file or value and what to do."""
 
 
 def state_dir() -> Path:
@@ -393,26 +398,6 @@ class TokenLoader:
         return self.tokens[picks[:, None] + self.offsets].astype(np.int64)
 
 
-PROGRESS_FILE = "progress.jsonl"
-"""Where a run's training loss goes as it trains (in its working directory), read from outside to prune it."""
-PROGRESS_EVERY = 10
-"""The baseline reports its training loss every this many steps."""
-
-
-def log_progress(step: int, loss: float) -> None:
-    """Append one (step, training loss) point to the run's learning curve.
-
-    The orchestrator reads the curve from outside the sandbox, only to stop a run that is clearly losing
-    (`pruning.py`): a false report can only stop the run that makes it, and never reaches a metric.
-    """
-    with open(PROGRESS_FILE, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"step": int(step), "loss": float(loss)}) + "\n")
-
-
-BATCHES_FILE = "batches.npy"
-"""The one training file a run gets: exactly its token budget, as `(steps, batch, seq_len + 1)` uint16 rows."""
-
-
 def make_batches(tokens: np.ndarray, bos_id: int, batch_size: int, seq_len: int, steps: int, seed: int) -> np.ndarray:
     """The batches of one run, drawn by trusted code: `steps` blocks of `batch_size` rows, fixed by `seed`."""
     loader = TokenLoader(tokens, bos_id, batch_size, seq_len, seed)
@@ -420,29 +405,6 @@ def make_batches(tokens: np.ndarray, bos_id: int, batch_size: int, seq_len: int,
     for i in range(steps):
         out[i] = loader.next_numpy()
     return out
-
-
-class BatchFeed:
-    """The training batches handed to a run (`data_dir/batches.npy`), in order, as `(inputs, targets)` int64 tensors.
-
-    Iterating yields each batch once: the run's whole token budget, and nothing beyond it.
-    """
-
-    def __init__(self, data_dir: str | Path):
-        path = Path(data_dir) / BATCHES_FILE
-        if not path.exists():
-            raise DataError(f"no training batches at {path}")
-        self.blocks = np.load(path, mmap_mode="r")
-
-    def __len__(self) -> int:
-        return int(self.blocks.shape[0])
-
-    def __iter__(self) -> Iterator:
-        import torch
-
-        for block in self.blocks:
-            rows = torch.from_numpy(np.asarray(block, dtype=np.int64))
-            yield rows[:, :-1], rows[:, 1:]
 
 
 def eval_windows(tokens: np.ndarray, seq_len: int, eval_tokens: int) -> np.ndarray:
@@ -514,13 +476,3 @@ def evaluate_bpb(
             total_bytes += n_bytes
     model.train(was_training)
     return bits_per_byte(total_nats, total_bytes)
-
-
-def model_logits(model, x):
-    """The `(B, T, V)` logits of `model(x)`; a returned tuple's first element is taken as logits."""
-    out = model(x)
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    if out.dim() != 3 or out.shape[:2] != x.shape:
-        raise ValueError(f"model returned logits of shape {tuple(out.shape)}, expected ({x.shape[0]}, {x.shape[1]}, V)")
-    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -562,8 +563,9 @@ def test_userns_is_refused_where_it_would_leave_trusted_files_writable(monkeypat
     """userns shares the host's /tmp read-write: a virtualenv there would be writable by the run (and the trusted
     scorer imports from it), so userns is then not offered, an explicit choice is refused with the reason, and
     a launch refuses too."""
-    python, prefixes = sandbox_pool.python_for_sandbox()
-    monkeypatch.setattr(sandbox_pool, "python_for_sandbox", lambda: (python, [*prefixes, "/tmp/ci/p/.venv"]))
+    python = sandbox_pool.python_for_sandbox()
+    moved = dataclasses.replace(python, read_only=(*python.read_only, "/tmp/ci/p/.venv/lib/site-packages/torch"))
+    monkeypatch.setattr(sandbox_pool, "python_for_sandbox", lambda: moved)
     problem = sandbox_pool.userns_problem()
     assert problem is not None and "lies under" in problem and "bubblewrap" in problem
     assert backends.backend_problem("userns", False) == problem

@@ -41,7 +41,10 @@ def test_the_command_line_isolates_everything() -> None:
     assert argv[argv.index("/venv") - 1 : argv.index("/venv") + 2] == ["--ro-bind", "/venv", "/venv"]
     assert argv[argv.index("--bind") : argv.index("--bind") + 5] == ["--bind", "/w", "/w", "--remount-ro", "/"]
     tail = argv[argv.index("--") + 1 :]
-    assert tail[:4] == [PYTHON, "-I", "-S", "-c"] and tail[5:] == [PYTHON, "x.py"]
+    assert tail[:5] == [PYTHON, "-S", "-s", "-P", "-c"] and tail[6:] == [PYTHON, "x.py"]
+    masks = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--tmpfs" and argv[i + 1].startswith("/usr")]
+    assert masks == sorted(sandbox_bwrap.package_masks()[1::2]), "system Python package dirs are covered"
+    assert all(argv.index(m) < argv.index("/venv") for m in masks), "covered first, so allowed paths bind on top"
 
 
 def test_exit_status_is_the_commands(workdir: Path) -> None:

@@ -4,8 +4,10 @@ Why not `unionai-sandbox`'s bubblewrap backend: measured on this kind of machine
 PID namespace (a sandboxed run saw and killed a host process) and lets it write the host `/tmp`.
 `bwrap` itself does better, so for this backend we call it directly. A run sees:
 
-- `/usr` (and `/bin`, `/lib`, ... as the host has them, links or directories), the interpreter's
-  prefix, the virtualenv and any extra allow-listed path, all read-only;
+- `/usr` (and `/bin`, `/lib`, ... as the host has them, links or directories), with every Python package
+  directory under them hidden by an empty tmpfs (`PACKAGE_DIRS`), then the sandbox's Python
+  (`interpreter.py`: a view holding the standard library, torch and numpy, plus exactly the files it links to)
+  and any extra allow-listed path, all read-only;
 - its own work dir read-write; a private `/tmp` and `/dev/shm` (tmpfs), a minimal `/dev`, and a
   `/proc` of its own PID namespace (it sees only its own processes and can signal nothing else);
   the rest of its root (the directories `bwrap` creates to mount things on) is read-only;
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import glob
 import os
 import shutil
 import signal
@@ -45,6 +48,9 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 SYSTEM_FILES = ("/etc/ld.so.cache",)
 """The dynamic linker's cache: lets shared libraries load as fast as on the host, and says nothing secret."""
 PRIVATE_MOUNTS = ("--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm")
+PACKAGE_DIRS = ("/usr/lib*/python3*/*-packages", "/usr/local/lib*/python3*/*-packages", "/usr/share/python*")
+"""Where a system install keeps Python packages (a corpus package among them): each match is covered by an empty
+tmpfs, so only what the sandbox's Python view links to (bound again on top) is readable."""
 PROBE_TIMEOUT_S = 15.0
 REAPER = """
 import ctypes, os, signal, sys
@@ -95,13 +101,20 @@ def system_mounts() -> list[str]:
     return args
 
 
+def package_masks() -> list[str]:
+    """`--tmpfs` over every system Python package directory (`PACKAGE_DIRS`) this host has."""
+    found = sorted({path for pattern in PACKAGE_DIRS for path in glob.glob(pattern) if os.path.isdir(path)})
+    return [arg for path in found for arg in ("--tmpfs", path)]
+
+
 def bwrap_argv(binary: str, workdir: Path, read_only: list[str], env: dict[str, str], command: list[str]) -> list[str]:
     """The full `bwrap` command line that runs `command` (an absolute interpreter path first) in `workdir`.
 
-    The interpreter `command[0]` also runs the reaper, isolated and without `site` (fast, and
-    nothing of the virtualenv or the work dir is imported before it).
+    The interpreter `command[0]` also runs the reaper, without `site`, the user's site or the current directory on
+    its path (fast, and nothing of the work dir is imported before it); it finds its standard library through
+    the `PYTHONHOME` in `env`.
     """
-    argv = [binary, *NAMESPACE_FLAGS, *system_mounts(), *PRIVATE_MOUNTS]
+    argv = [binary, *NAMESPACE_FLAGS, *system_mounts(), *package_masks(), *PRIVATE_MOUNTS]
     for path in read_only:  # after the private mounts, so a checkout or state dir under /tmp stays visible
         if any(Path(path) in (Path(private), *Path(private).parents) for private in PRIVATE_MOUNTS[1::2]):
             raise ValueError(f"{path} would cover the sandbox's private {', '.join(PRIVATE_MOUNTS[1::2])}")
@@ -109,7 +122,7 @@ def bwrap_argv(binary: str, workdir: Path, read_only: list[str], env: dict[str, 
     argv += ["--bind", str(workdir), str(workdir), "--remount-ro", "/", "--chdir", str(workdir)]
     for key, value in env.items():
         argv += ["--setenv", key, value]
-    return [*argv, "--", command[0], "-I", "-S", "-c", REAPER, *command]
+    return [*argv, "--", command[0], "-S", "-s", "-P", "-c", REAPER, *command]
 
 
 def works() -> bool:

@@ -38,16 +38,10 @@ from typing import Any
 import prepare
 from autoresearch.sandbox import bwrap as sandbox_bwrap
 from autoresearch.sandbox import workdirs
+from autoresearch.sandbox.interpreter import SandboxPython, sandbox_python
 from autoresearch.sandbox.processes import MARKER_ENV, CpuMeter, read_untrusted_tail, reap
 from autoresearch.sandbox.trust import STAGED
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-FIXED_FILES = {
-    "harness.py": HERE / "harness.py",
-    "prepare.py": REPO / "prepare.py",
-    "autoresearch_types.py": REPO / "autoresearch_types.py",
-}
 NATIVE_GRACE_S = 5.0
 """The library's own timeout sits this far past ours: a backstop, never the deadline itself."""
 WARM_IDLE_S = 300.0
@@ -162,12 +156,9 @@ def new_workdir(phase: str) -> Path:
     return workdir
 
 
-def python_for_sandbox() -> tuple[str, list[str]]:
-    """The interpreter to run (inside the virtualenv, if any) and the prefixes it needs read-only."""
-    venv = Path(os.path.realpath(sys.prefix))
-    base = Path(os.path.realpath(sys.base_prefix))
-    python = venv / "bin" / "python" if venv != base else Path(os.path.realpath(sys.executable))
-    return str(python), sorted({str(venv), str(base)})
+def python_for_sandbox() -> SandboxPython:
+    """The interpreter a sandbox runs, its home (the view: stdlib, torch, numpy) and every path it may read."""
+    return sandbox_python(prepare.state_dir() / "sandbox-python")
 
 
 SHARED_HOST_DIRS = ("/tmp", "/dev/shm")
@@ -178,8 +169,8 @@ def userns_problem() -> str | None:
     """Why `userns` cannot isolate on this install, or None: it shares the host's /tmp and /dev/shm read-write,
     so an interpreter or virtualenv under them would be writable by the run, and the trusted scorer imports
     from it. (The state dir is never under /tmp: `prepare.state_dir` refuses that.)"""
-    _, prefixes = python_for_sandbox()
-    exposed = [p for p in prefixes if any(Path(p).is_relative_to(d) for d in SHARED_HOST_DIRS)]
+    ours = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix), *python_for_sandbox().read_only}
+    exposed = sorted(p for p in ours if any(Path(p).is_relative_to(d) for d in SHARED_HOST_DIRS))
     if not exposed:
         return None
     return (
@@ -188,11 +179,12 @@ def userns_problem() -> str | None:
     )
 
 
-def sandbox_env(cpu: int, workdir: Path, token: str, python: str) -> dict[str, str]:
+def sandbox_env(cpu: int, workdir: Path, token: str, python: SandboxPython) -> dict[str, str]:
     """The run's whole environment, from an allowlist: no secret of the parent ever gets in."""
     threads = str(max(1, cpu))
     return {
-        "PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin",
+        "PATH": f"{Path(python.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+        **python.env(),
         "HOME": str(workdir),
         "TMPDIR": str(workdir),
         "LANG": "C.UTF-8",
@@ -251,14 +243,13 @@ async def _open_session(key: LaunchKey, memory_mb: int, lifetime_s: float, workd
 
     if key.backend == "userns" and (problem := userns_problem()):
         raise RuntimeError(problem)
-    python, prefixes = python_for_sandbox()
     session = _session_class()(
         backend=key.backend,
         host_work_dir=str(workdir),
         default_cwd=str(workdir),
         timeout_s=lifetime_s,
         network_mode="blocked",
-        read_only_paths=prefixes + list(key.read_only),
+        read_only_paths=list(python_for_sandbox().read_only) + list(key.read_only),
         resources=flyte.Resources(cpu=max(1, key.cpu), memory=f"{memory_mb}Mi"),
     )
     try:
@@ -276,8 +267,8 @@ def _spawn_bwrap(key: LaunchKey, workdir: Path, command: list[str], env: dict[st
     binary = sandbox_bwrap.bwrap_binary()
     if binary is None:
         raise RuntimeError("backend 'bubblewrap' needs the bwrap binary (apt-get install bubblewrap)")
-    _, prefixes = python_for_sandbox()
-    argv = sandbox_bwrap.bwrap_argv(binary, workdir, prefixes + list(key.read_only), env, command)
+    read_only = list(python_for_sandbox().read_only) + list(key.read_only)
+    argv = sandbox_bwrap.bwrap_argv(binary, workdir, read_only, env, command)
     proc = sandbox_bwrap.spawn(argv, workdir / "stderr.log")
     return proc, proc
 
@@ -289,8 +280,8 @@ async def launch(key: LaunchKey, memory_mb: int, lifetime_s: float, idle_s: floa
     `idle_s` is how long it waits for a job.
     """
     workdir, token = new_workdir(key.phase), uuid.uuid4().hex
-    python, _ = python_for_sandbox()
-    command = harness_command(python, key, memory_mb, lifetime_s, idle_s)
+    python = python_for_sandbox()
+    command = harness_command(python.executable, key, memory_mb, lifetime_s, idle_s)
     env = sandbox_env(key.cpu, workdir, token, python)
     try:
         if key.backend == "bubblewrap":
