@@ -101,7 +101,7 @@ def baseline_spec(
     data, tokenizer = str(bundle / "data"), str(bundle / "tokenizer")
     return sandbox.SandboxSpec(
         source, config, data, tokenizer, cpu=cpu, memory_mb=memory_mb, backend=backend, deadline_s=deadline_s,
-        allow_unsandboxed=backend == "none", keep_checkpoint=keep,
+        allow_unsandboxed=backend == "none", keep_checkpoint=keep, digests=prepare.bundle_digests(bundle),
     )  # fmt: skip
 
 

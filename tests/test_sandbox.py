@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import TEST_STATE
+from conftest import TEST_STATE, bundle_salt
 
 import prepare
 from autoresearch.sandbox import backends
@@ -54,14 +54,14 @@ def sandbox_state():
 @pytest.fixture(scope="module")
 def sandbox_bundle(sandbox_state: Path) -> Path:
     """A tiny Shakespeare bundle (vocab 512), built once and reused across sessions."""
-    root = sandbox_state / "test-bundles" / "shakespeare-s1-v512"
+    root = sandbox_state / "test-bundles" / f"shakespeare-s1-v512-{bundle_salt()}"
     if not (root / "data" / "profile.json").exists():
         prepare.prepare_bundle("shakespeare", 1, 512, root)
     return root
 
 
 def make_spec(bundle: Path, source: str = BASELINE, **kw) -> sandbox.SandboxSpec:
-    options = {"cpu": 1, "memory_mb": 3072, "deadline_s": 60.0}
+    options = {"cpu": 1, "memory_mb": 3072, "deadline_s": 60.0, "digests": prepare.bundle_digests(bundle)}
     options.update(kw)
     return sandbox.SandboxSpec(source, TINY, str(bundle / "data"), str(bundle / "tokenizer"), **options)
 

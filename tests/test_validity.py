@@ -14,6 +14,7 @@ import pytest
 from test_ledger import SCENARIOS, run
 
 import parallelized_autoresearch as pa
+import prepare
 import tools
 from autoresearch.lab.budget import Budget
 from autoresearch.lab.loop import ResearchLoop
@@ -31,7 +32,8 @@ TINY = ExperimentConfig(
 
 
 def spec(bundle: Path, config: ExperimentConfig) -> sandbox.SandboxSpec:
-    return sandbox.SandboxSpec(BASELINE, config, str(bundle / "data"), str(bundle / "tokenizer"), cpu=1, deadline_s=120)
+    where = (str(bundle / "data"), str(bundle / "tokenizer"))
+    return sandbox.SandboxSpec(BASELINE, config, *where, cpu=1, deadline_s=120, digests=prepare.bundle_digests(bundle))
 
 
 @pytest.mark.timeout(300)

@@ -11,9 +11,10 @@ its home (`PYTHONHOME`):
   and everything they require, read from the installed metadata), pointing into the real site-packages.
 
 A sandbox then reads only the view, the interpreter binary and its shared library, and each link's target
-(`read_only`): `bwrap.py` binds exactly those, `unionai-sandbox` allows exactly those. Nothing in the view is
-writable by a run. One rule decides what is in it (`allowed_distributions`), and the whole view is described in
-`VIEW.json` beside it.
+(`read_only`), plus the system directories the dynamic loader resolves their libraries from (`system`, asked of
+`ldd` once, when the view is built): `bwrap.py` binds exactly those (with a few tool directories), and
+`unionai-sandbox` allows them. Nothing in the view is writable by a run. One rule decides what is in it
+(`allowed_distributions`), and the whole view is described in `VIEW.json` beside it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import sysconfig
 import uuid
@@ -37,7 +39,7 @@ ROOTS = ("torch", "numpy")
 STDLIB_LEFT_OUT = ("site-packages", "dist-packages", "test", "idlelib", "turtledemo", "tkinter", "ensurepip", "lib2to3")
 """Standard-library entries a training run never needs: another install's packages, the test suite (with its data
 files), GUI code and the bundled pip and setuptools wheels."""
-VIEW_FORMAT = 1
+VIEW_FORMAT = 2
 """Bumped when the view's layout changes, so an old view is never reused."""
 
 
@@ -99,11 +101,13 @@ def package_entries(roots: tuple[str, ...] = ROOTS) -> dict[str, Path]:
 
 @dataclass(frozen=True)
 class SandboxPython:
-    """The interpreter a sandbox runs, the home (`PYTHONHOME`) it runs with, and every path it must read."""
+    """The interpreter a sandbox runs, the home (`PYTHONHOME`) it runs with, every path of its own it must read, and
+    the system library directories its binaries load from."""
 
     executable: str
     home: str
     read_only: tuple[str, ...]
+    system: tuple[str, ...] = ()
 
     def env(self) -> dict[str, str]:
         """What the sandbox's environment adds so the interpreter uses the view."""
@@ -160,15 +164,49 @@ def _copy_stdlib(stdlib: Path, dest: Path, dynload_dest: Path) -> None:
         shutil.copytree(dynload, dynload_dest, dirs_exist_ok=True)
 
 
+LDD_LINE = re.compile(r"(?:=>\s*)?(/\S+)\s+\(0x[0-9a-f]+\)")
+
+
+def shared_libraries(binaries: list[Path]) -> set[Path]:
+    """Every shared library the dynamic loader resolves for `binaries`, as named and as resolved through links
+    (according to `ldd`)."""
+    found: set[Path] = set()
+    for start in range(0, len(binaries), 64):
+        batch = [str(b) for b in binaries[start : start + 64]]
+        done = subprocess.run(["ldd", *batch], capture_output=True, text=True, check=False, timeout=120)
+        for line in done.stdout.splitlines():
+            match = LDD_LINE.search(line)
+            if match:
+                found |= {Path(match.group(1)), Path(os.path.realpath(match.group(1)))}
+    return found
+
+
+def _binaries(root: Path, manifest: dict) -> list[Path]:
+    """The interpreter, its shared library, and every shared object the view reaches (stdlib and packages)."""
+    files = [Path(manifest["binary"]), *map(Path, manifest["shared_libraries"])]
+    for top in [root, *map(Path, manifest["links"].values())]:
+        files += [p for p in top.rglob("*.so*") if p.is_file() and not p.is_symlink()] if top.is_dir() else []
+    return files
+
+
 def _build(root: Path, manifest: dict) -> None:
-    """Write the view into `root` (a fresh directory): the copied standard library, the links, `VIEW.json`."""
+    """Write the view into `root` (a fresh directory): the copied standard library, the links, `VIEW.json` (with
+    the system library directories its binaries need)."""
     pure, dynload = root / manifest["stdlib_dir"], root / manifest["dynload_dir"]
     _copy_stdlib(Path(manifest["stdlib"]), pure, dynload)
     site = pure / "site-packages"
     site.mkdir()
     for name, target in manifest["links"].items():
         os.symlink(target, site / name)
-    (root / "VIEW.json").write_text(json.dumps(manifest, indent=2))
+    own = [
+        root,
+        Path(manifest["binary"]),
+        *map(Path, manifest["shared_libraries"]),
+        *map(Path, manifest["links"].values()),
+    ]
+    needed = shared_libraries(_binaries(root, manifest))
+    system = sorted({str(lib.parent) for lib in needed if not any(lib.is_relative_to(o) for o in own)})
+    (root / "VIEW.json").write_text(json.dumps({**manifest, "system_library_dirs": system}, indent=2))
 
 
 def ensure_view(parent: Path, roots: tuple[str, ...] = ROOTS) -> SandboxPython:
@@ -188,7 +226,8 @@ def ensure_view(parent: Path, roots: tuple[str, ...] = ROOTS) -> SandboxPython:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     targets = [manifest["binary"], *manifest["shared_libraries"], *manifest["links"].values()]
-    return SandboxPython(manifest["binary"], str(root), (str(root), *targets))
+    system = json.loads((root / "VIEW.json").read_text())["system_library_dirs"]
+    return SandboxPython(manifest["binary"], str(root), (str(root), *targets), tuple(system))
 
 
 @cache

