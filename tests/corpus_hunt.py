@@ -289,6 +289,21 @@ def probe(paths: list[str]) -> dict[str, str]:
     return out
 
 
+def reachable_tops() -> list[str]:
+    """Where to start besides `/`: the work dir and everything on the import path, each entry resolved through its
+    links (a backend may allow a path without allowing its parents to be listed, so a walk from `/` misses it)."""
+    import sys
+
+    tops = [os.getcwd()]
+    for entry in sys.path:
+        tops.append(os.path.realpath(entry or "."))
+        try:
+            tops += [os.path.realpath(os.path.join(entry, name)) for name in os.listdir(entry or ".")]
+        except OSError:
+            continue
+    return sorted(set(tops))
+
+
 def importable() -> list[str]:
     """Every top-level module this interpreter could import (found on `sys.path`, or built in)."""
     import pkgutil

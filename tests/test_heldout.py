@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
+import os
+import pkgutil
+import shutil
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -22,7 +27,7 @@ import numpy as np
 import pytest
 
 import prepare
-from autoresearch.sandbox import backends, interpreter
+from autoresearch.sandbox import backends, heldout, interpreter
 from autoresearch.sandbox import experiment as sandbox
 from autoresearch.sandbox import pool as sandbox_pool
 from autoresearch_types import ExperimentConfig
@@ -80,7 +85,8 @@ def corpus_hunt_source(
         + "    decode = lambda s, t: np.frombuffer(base64.b64decode(s), dtype=t)\n"
         + "    decode(_CONTROL, np.uint16).tofile('control.bin')\n"
         + f"    hunt.SKIP_ROOTS = hunt.SKIP_ROOTS + tuple({kw['skip']!r})\n"
-        + f"    report = hunt.hunt(decode(_TEXT, np.uint64), decode(_TOKENS, np.uint64), {bos}, ['/'], {kw['workers']})\n"
+        + "    tops = ['/', *hunt.reachable_tops()]\n"
+        + f"    report = hunt.hunt(decode(_TEXT, np.uint64), decode(_TOKENS, np.uint64), {bos}, tops, {kw['workers']})\n"
         + f"    report['probes'] = hunt.probe({kw['probes']!r})\n"
         + "    report['importable'] = hunt.importable()\n"
         + "    report['prepare'] = sorted(vars(importlib.import_module('prepare')))\n"
@@ -91,10 +97,14 @@ def corpus_hunt_source(
 
 
 def allowed_modules() -> set[str]:
-    """What a sandbox may import: the standard library, the view's packages, the staged harness files."""
+    """What a sandbox may import: the standard library (its private and test extension modules included), the view's
+    packages, the staged harness files."""
     links = interpreter.package_entries()
     packages = {name.removesuffix(".py") for name in links if not name.endswith((".dist-info", ".libs"))}
-    return set(sys.stdlib_module_names) | set(sys.builtin_module_names) | packages | STAGED_MODULES
+    stdlib = Path(os.__file__).parent
+    shipped = {m.name for m in pkgutil.iter_modules([str(stdlib), str(stdlib / "lib-dynload")])}
+    builtin = set(sys.stdlib_module_names) | set(sys.builtin_module_names)
+    return builtin | shipped | packages | STAGED_MODULES
 
 
 def corpus_places(bundle: Path) -> list[str]:
@@ -168,3 +178,91 @@ def test_the_sandbox_python_holds_only_what_training_needs(state_root: Path) -> 
     )
     assert not any(".pth" in name for name in manifest["links"]), "no start-up hook runs in a sandbox"
     assert not (Path(view.home) / manifest["stdlib_dir"] / "test").exists(), "the stdlib's test suite is left out"
+
+
+OVERWRITE = """
+import glob, os
+import numpy as np
+done = []
+for name in ("val.npy", "token_bytes.npy"):
+    for path in glob.glob("/tmp/**/" + name, recursive=True) + glob.glob("/dev/shm/**/" + name, recursive=True):
+        try:
+            old = np.load(path)
+            new = np.full_like(old, 7) if name == "val.npy" else np.full_like(old, 1000)
+            np.save(path, new)
+            done.append(path)
+        except OSError:
+            pass
+with open("observed.json", "w") as fh:
+    __import__("json").dump(done, fh)
+"""
+
+
+def hostile(attack: str) -> str:
+    """The baseline with `run_training` wrapped so that `attack` runs first, inside the sandbox."""
+    body = "".join(f"    {line}\n" for line in attack.strip().splitlines())
+    return (
+        BASELINE
+        + "\n\n_baseline_run_training = run_training\n\n\ndef run_training(config, data_dir):\n"
+        + body
+        + "    return _baseline_run_training(config, data_dir)\n"
+    )
+
+
+def exposed_copy(bundle: Path) -> Path:
+    """A copy of the bundle's data and tokenizer under the host's /tmp: where a pod once downloaded it, and where the
+    userns backend lets a run write (built deliberately, and removed by the caller)."""
+    root = Path(tempfile.mkdtemp(prefix="exposed-bundle-", dir="/tmp"))
+    for part in ("data", "tokenizer"):
+        shutil.copytree(bundle / part, root / part)
+    return root
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("backend", ISOLATING)
+def test_a_run_that_overwrites_the_held_out_files_is_tampered_and_never_scored(tiny_bundle: Path, backend: str) -> None:
+    digests = prepare.bundle_digests(tiny_bundle)
+    root = exposed_copy(tiny_bundle)
+    try:
+        name = f"overwrite-{uuid.uuid4().hex[:8]}"
+        spec = sandbox.SandboxSpec(
+            hostile(OVERWRITE), TINY, str(root / "data"), str(root / "tokenizer"), backend=backend, deadline_s=240.0,
+            digests=digests, keep_workdir=True, run_name=name,
+        )  # fmt: skip
+        result = asyncio.run(sandbox.run_sandboxed(spec))
+        overwritten = json.loads((sandbox.runs_root() / name / "train" / "observed.json").read_text())
+        again = asyncio.run(sandbox.run_sandboxed(dataclasses.replace(spec, train_py=BASELINE, keep_workdir=False)))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    mine = [p for p in overwritten if p.startswith(str(root))]
+    if backend == "userns":  # it shares the host's /tmp: the files were rewritten, and that is caught
+        assert len(mine) == 2, overwritten
+        assert result.outcome == "tampered" and result.val_bpb is None, (result.outcome, result.message)
+        assert "changed while the run" in result.message
+        assert again.outcome == "tampered" and "nothing was run or scored" in again.message, again.message
+        assert again.train_seconds == 0 and again.val_bpb is None
+    else:  # a private /tmp: nothing of the bundle was there to rewrite, and the run is scored honestly
+        assert mine == [] and result.outcome == again.outcome == "success", (result.message, again.message)
+        assert result.val_bpb == again.val_bpb
+
+
+def test_the_held_out_data_is_read_once_verified_and_kept(tiny_bundle: Path, state_root: Path) -> None:
+    """What is scored is the verified copy in memory: a file rewritten afterwards changes nothing loaded, is caught by
+    `unchanged`, and a file that differs from its recorded hash is refused before anything runs."""
+    root = state_root / f"verify-{uuid.uuid4().hex[:8]}"
+    for part in ("data", "tokenizer"):
+        shutil.copytree(tiny_bundle / part, root / part)
+    try:
+        digests = prepare.bundle_digests(tiny_bundle)
+        held = heldout.load(root / "data", root / "tokenizer", digests, "val", TINY)
+        windows = held.windows.copy()
+        np.save(root / "data" / "val.npy", np.zeros(10, dtype=np.uint16))
+        assert np.array_equal(held.windows, windows), "the loaded copy is the one scored"
+        assert not heldout.unchanged(root / "data", root / "tokenizer", digests, "val")
+        with pytest.raises(prepare.HeldOutMismatch, match="does not match the content hash"):
+            heldout.load(root / "data", root / "tokenizer", digests, "val", TINY)
+        with pytest.raises(prepare.HeldOutMismatch):
+            heldout.load(tiny_bundle / "data", tiny_bundle / "tokenizer", {}, "test", TINY)
+        assert heldout.unchanged(tiny_bundle / "data", tiny_bundle / "tokenizer", digests, "test")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -286,6 +286,18 @@ def confirm(fresh: list[float], incumbent: list[float], sigma: float, df: int, r
 
 
 UNRANKED = {"truncated": "truncated", "over_budget": "over_budget", "pruned": "pruned"}
+UNFORKABLE = ("truncated", "over_budget", "pruned", "failed", "rejected")
+"""Labels of experiments no edit may start from: nothing says they work at the fixed budget, or a judge or a person
+ruled them out."""
+
+
+def fork_refusal(verdict: Verdict | None, decision: Decision | None = None) -> str | None:
+    """Why an experiment may not be forked (its label and the reason), or None when it may."""
+    if decision is not None and decision.decision == "reject":
+        return f"it was rejected ({decision.by}: {decision.reason})".replace(": )", ")")
+    if verdict is None or verdict.label not in UNFORKABLE:
+        return None
+    return f"it is {verdict.label} ({verdict.reason})"
 
 
 @dataclass
@@ -296,6 +308,7 @@ class _Runs:
     screen_seq: int = 0
     values: dict[int, float] = field(default_factory=dict)
     outcomes: dict[int, str] = field(default_factory=dict)
+    seqs: dict[int, int] = field(default_factory=dict)
 
 
 def judge(
@@ -321,6 +334,7 @@ def judge(
         if rec.screen_seed is None:
             rec.screen_seed, rec.screen_seq = arrival.seed, arrival.seq
         rec.outcomes[arrival.seed] = arrival.outcome
+        rec.seqs[arrival.seed] = arrival.seq
         bpb = trusted_bpb(arrival.outcome, arrival.val_bpb)
         if bpb is not None:
             rec.values[arrival.seed] = bpb
@@ -409,6 +423,11 @@ def _rule_verdict(
     base.versus = incumbent
     fresh_seeds = [s for s in baseline_seeds if s != rec.screen_seed]
     done = [s for s in fresh_seeds if s in rec.outcomes]
+    spoiled = _spoiled_confirmation(rec, done, out)
+    if spoiled:
+        out.confirm_seeds.pop(base.title, None)
+        base.label, base.reason = spoiled
+        return base
     if not done:
         label, t = screen(rec.values[rec.screen_seed], inc_values, out.sigma, out.df, rule)
         base.label, base.gain = label, statistics.fmean(inc_values) - rec.values[rec.screen_seed]
@@ -426,10 +445,7 @@ def _rule_verdict(
         out.confirm_seeds[base.title] = [s for s in fresh_seeds if s not in rec.outcomes]
         return base
     out.confirm_seeds.pop(base.title, None)
-    fresh = [rec.values[s] for s in fresh_seeds if s in rec.values]
-    if not fresh:
-        base.label, base.reason = "within_noise", "every confirmation run failed"
-        return base
+    fresh = [rec.values[s] for s in fresh_seeds]
     label, t = confirm(fresh, inc_values, out.sigma, out.df, rule)
     base.label, base.fresh_mean, base.n_fresh = label, statistics.fmean(fresh), len(fresh)
     base.gain = statistics.fmean(inc_values) - base.fresh_mean
@@ -438,6 +454,24 @@ def _rule_verdict(
         f"t={t:+.2f} (sigma {out.sigma:.4f}, df {out.df})"
     )
     return base
+
+
+def _spoiled_confirmation(rec: _Runs, seeds: list[int], out: Judgement) -> tuple[str, str] | None:
+    """(label, reason) when a confirmation seed ended unranked or failed, else None. The code is the same on every
+    seed, so one seed over budget, truncated, pruned or failed speaks for the experiment: it is not confirmed on the
+    seeds that remain."""
+    for seed in seeds:
+        outcome = rec.outcomes[seed]
+        if outcome in UNRANKED:
+            note = out.budget_notes.get(rec.seqs.get(seed, -1), "") if outcome == "over_budget" else ""
+            detail = f" ({note})" if note else ""
+            why = (
+                f"confirmation seed {seed} was {outcome}{detail}; the code is the same on every seed, so not confirmed"
+            )
+            return UNRANKED[outcome], why
+        if seed not in rec.values:
+            return "failed", f"confirmation seed {seed} ended {outcome}; the code is the same on every seed"
+    return None
 
 
 def _maybe_promote(title: str, verdict: Verdict, runs: dict[str, _Runs], out: Judgement) -> None:
