@@ -252,6 +252,7 @@ def hunt(text: np.ndarray, tokens: np.ndarray, bos: int, tops: list[str], worker
     token hits), and how much was read and what could not be."""
     report: dict = {"hits": {}, "files": 0, "bytes": 0, "unreadable": 0, "skipped": list(SKIP_ROOTS)}
     files = _files(tops, report)
+    report["walked"] = sorted({"/".join(path.split("/")[:3]) for path in files})
     parts = [(files[i::workers], text, tokens, bos) for i in range(workers)]
     if workers > 1:
         import multiprocessing

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -252,6 +253,7 @@ def test_the_cgroup_of_a_sandbox_is_its_own(tiny_bundle: Path) -> None:
     name = f"cg-{uuid.uuid4().hex[:8]}"
     result = run_in_sandbox(tiny_bundle, with_attack(attack), "bubblewrap", keep_workdir=True, run_name=name)
     observed = json.loads((sandbox.runs_root() / name / "train" / "observed.json").read_text())
+    shutil.rmtree(sandbox.runs_root() / name)
     assert result.outcome == "success", result.message
     assert not observed["sysfs"] and all(line.endswith(":/") for line in observed["cgroup"].splitlines())
 

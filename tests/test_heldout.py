@@ -85,7 +85,7 @@ def corpus_hunt_source(
         + "    decode = lambda s, t: np.frombuffer(base64.b64decode(s), dtype=t)\n"
         + "    decode(_CONTROL, np.uint16).tofile('control.bin')\n"
         + f"    hunt.SKIP_ROOTS = hunt.SKIP_ROOTS + tuple({kw['skip']!r})\n"
-        + "    tops = ['/', *hunt.reachable_tops()]\n"
+        + f"    tops = ['/', *{kw['roots']!r}, *hunt.reachable_tops()]\n"
         + f"    report = hunt.hunt(decode(_TEXT, np.uint64), decode(_TOKENS, np.uint64), {bos}, tops, {kw['workers']})\n"
         + f"    report['probes'] = hunt.probe({kw['probes']!r})\n"
         + "    report['importable'] = hunt.importable()\n"
@@ -134,7 +134,9 @@ def test_nothing_held_out_is_readable_or_importable_inside_the_sandbox(tiny_bund
     canary = prepare._shakespeare_documents(prepare._shakespeare_plays()["hamlet"])[5]
     control = np.asarray(held[1][: 40 * corpus_hunt.TOKEN_WINDOW], dtype=np.uint16)
     shared = list(sandbox_pool.SHARED_HOST_DIRS) if backend == "userns" else []
-    options = {"skip": shared, "workers": 2, "probes": corpus_places(tiny_bundle)}
+    roots = [str(Path("/") / name) for name in sorted(os.listdir("/"))]  # tried by name: a backend may deny listing /
+    workers = max(1, min(8, os.cpu_count() or 1))
+    options = {"skip": shared, "workers": workers, "probes": corpus_places(tiny_bundle), "roots": roots}
     source = corpus_hunt_source(needles, tokens, bos, canary, control, **options)
     name = f"hunt-{uuid.uuid4().hex[:8]}"
     spec = sandbox.SandboxSpec(
@@ -143,6 +145,7 @@ def test_nothing_held_out_is_readable_or_importable_inside_the_sandbox(tiny_bund
     )  # fmt: skip
     result = asyncio.run(sandbox.run_sandboxed(spec))
     observed = json.loads((sandbox.runs_root() / name / "train" / "observed.json").read_text())
+    shutil.rmtree(sandbox.runs_root() / name)
     assert result.outcome == "success", result.message
     hits = observed["hits"]
     work = str(sandbox.runs_root())
@@ -165,6 +168,7 @@ def test_nothing_held_out_is_readable_or_importable_inside_the_sandbox(tiny_bund
     if backend == "userns":  # what the hunt could not search there is a stated gap of that backend
         gaps = " ".join(backends.missing_guarantees("userns"))
         assert all(d in gaps for d in shared) and "held-out" in gaps
+    assert "/usr" in {p[:4] for p in observed["walked"]} or not Path("/usr").is_dir(), "the system was searched"
     print(f"{backend}: {observed['files']} files, {observed['bytes'] / 1e6:.0f} MB read; quotes in {sorted(elsewhere)}")
 
 
@@ -231,6 +235,7 @@ def test_a_run_that_overwrites_the_held_out_files_is_tampered_and_never_scored(t
         )  # fmt: skip
         result = asyncio.run(sandbox.run_sandboxed(spec))
         overwritten = json.loads((sandbox.runs_root() / name / "train" / "observed.json").read_text())
+        shutil.rmtree(sandbox.runs_root() / name)
         again = asyncio.run(sandbox.run_sandboxed(dataclasses.replace(spec, train_py=BASELINE, keep_workdir=False)))
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -34,7 +34,7 @@ from autoresearch.ledger.records import BASELINE_TITLE, LeaderboardRow
 from autoresearch.ledger.verdicts import GateRule
 from autoresearch.ledger.views import best_line
 from autoresearch.planner import builtin as planner
-from autoresearch.sandbox import backends, workdirs
+from autoresearch.sandbox import backends, cgroups, workdirs
 from autoresearch.sandbox import pool as sandbox_pool
 from autoresearch.session import inputs, splits
 from autoresearch.session.activity import Activity
@@ -197,11 +197,12 @@ async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, 
             print(line, flush=True)
     cleaned = workdirs.clean(prepare.state_dir() / ledger_store.WORK_DIR) if is_local() else []
     cleaned += workdirs.clean(sandbox_pool.runs_root()) if is_local() else []
+    swept = cgroups.sweep_stale(cgroups.host()) if is_local() else []  # dead runs' cgroups, and what was left in them
     ledger = await ledger_mod.Ledger.open(memory_key, start=False)
     if ledger.exists:
         records = await ledger.records()
         done = sum(1 for r in records if r.runs or r.legacy)
-        for line in ui.open_lines(done, len(records) - done, ledger.runs_used(), ledger.damaged, len(cleaned)):
+        for line in ui.open_lines(done, len(records) - done, ledger.runs_used(), ledger.damaged, len(cleaned + swept)):
             print(line, flush=True)
     requested, rule, dataset, explicit = settings
     base, rule, dataset = ledger.settle(requested, rule, explicit, dataset)
