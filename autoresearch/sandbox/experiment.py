@@ -30,14 +30,17 @@ Isolation (`missing_guarantees` lists what each backend cannot give): backend `b
 own `bwrap` launcher (`bwrap.py`: PID, mount, network, IPC and user namespaces, read-only
 system and virtualenv, private `/tmp`); `userns` is `unionai-sandbox`'s (no PID namespace, shared
 host `/tmp`). `DEFAULT_BACKEND` is the strongest one that works on this machine. Every backend gets
-`RLIMIT_AS` from `memory_mb`, a CPU-seconds cap, a thread count from `cpu` and an environment built
-from an allowlist (never a copy of `os.environ`). Backend `none` (no isolation) needs
+a cgroup per process where the host allows one (`cgroups.py`: the whole tree's CPU and memory, a
+memory limit from `memory_mb`), `RLIMIT_AS` as a per-process belt, a CPU-seconds cap, a thread count
+from `cpu` and an environment built from an allowlist (never a copy of `os.environ`). Before phase 1,
+the held-out windows and the byte table are loaded and checked against the bundle's hashes
+(`heldout.py`); a mismatch, then or after the run, is `tampered`. Backend `none` (no isolation) needs
 `allow_unsandboxed=True` and prints a loud warning.
 
 **Deadline and clean-up.** One wall-clock deadline covers both phases. After each process (and
-at the deadline) `reap` freezes and kills every process carrying the run's marker variable or
-sitting in its work dir, so a `setsid` double fork or a fork bomb does not outlive it; under
-`bubblewrap` the PID namespace already guarantees that.
+at the deadline) everything in its cgroup is killed, and `reap` freezes and kills every process
+carrying the run's marker variable or sitting in its work dir, so a `setsid` double fork or a fork
+bomb does not outlive it; under `bubblewrap` the PID namespace guarantees that too.
 
 **Residual risks, stated honestly.** Under `userns` (see `missing_guarantees`) the run shares the
 host `/tmp`, sees host processes and can signal same-user ones; two of its sandboxes can talk
