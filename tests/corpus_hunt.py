@@ -226,11 +226,14 @@ def _files(tops: list[str], report: dict) -> list[str]:
     def failed(_: OSError) -> None:
         report["unreadable"] += 1
 
-    for top in tops:
+    def skipped(path: str) -> bool:
+        return any(path == root or path.startswith(root + "/") for root in SKIP_ROOTS)
+
+    for top in (t for t in tops if not skipped(t)):
         if os.path.isfile(top):
             add(top)
         for directory, dirs, files in os.walk(top, onerror=failed):
-            dirs[:] = [d for d in dirs if os.path.join(directory, d) not in SKIP_ROOTS]
+            dirs[:] = [d for d in dirs if not skipped(os.path.join(directory, d))]
             for name in files:
                 add(os.path.join(directory, name))
     return found
