@@ -267,20 +267,20 @@ class ExperimentResult:
 
 @dataclass
 class DatasetProfile:
-    """What the bundle holds: source, sizes per split and the tokenizer's shape."""
+    """What the agent may know of the bundle: its source, the training and validation sizes and the tokenizer's shape.
+
+    The held-out documents are chosen per key from a secret seed and described by size only: nothing here names a
+    held-out document, and nothing describes the test split at all.
+    """
 
     dataset: str
     num_shards: int
     vocab_size: int
     train_tokens: int
     val_tokens: int
-    test_tokens: int
     train_documents: int
     val_documents: int
-    test_documents: int
     bytes_per_token: float
-    val_names: list[str] = field(default_factory=list)
-    test_names: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -302,7 +302,7 @@ class AutoresearchOutput:
     report_path: str = ""
     error: str = ""
     audit: dict[str, Any] = field(default_factory=dict)
-    """The held-out test audit of the final pick and the baseline (see `verdicts.audit_summary`)."""
+    """The held-out test audit of the final pick and the baseline (see `session.audit.audit_summary`)."""
     results_tsv: str = ""
     """The key's `results.tsv` (karpathy's columns, then ours), for a caller that is not where the run ran."""
     saved: list[str] = field(default_factory=list)

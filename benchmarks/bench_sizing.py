@@ -61,6 +61,7 @@ async def run_sized(config: ExperimentConfig, data: Path, policy: sizing.SizingP
         tokenizer_dir=str(data / "tokenizer"),
         cpu=estimate.cpu,
         memory_mb=policy.ceiling_mb,
+        digests=prepare.bundle_digests(data),
     )
     result = await sandbox.run_sandboxed(spec)
     needed = result.peak_virtual_mb

@@ -81,7 +81,8 @@ async def sandboxed(
 
     async def one(source: str, config: ExperimentConfig) -> ExperimentResult:
         async with slots:
-            spec = sandbox.SandboxSpec(source, config, str(bundle / "data"), str(bundle / "tokenizer"), cpu=1)
+            where = (str(bundle / "data"), str(bundle / "tokenizer"))
+            spec = sandbox.SandboxSpec(source, config, *where, cpu=1, digests=prepare.bundle_digests(bundle))
             return await sandbox.run_sandboxed(spec, warm)
 
     try:

@@ -34,7 +34,7 @@ from autoresearch_types import DatasetProfile, ExperimentConfig, ExperimentResul
 
 Reply = str | Callable[[list[dict[str, Any]]], str]
 env = flyte.TaskEnvironment("llm_sessions")
-PROFILE = DatasetProfile("shakespeare", 1, 512, 400_000, 40_000, 40_000, 900, 90, 90, 4.1)
+PROFILE = DatasetProfile("shakespeare", 1, 512, 400_000, 40_000, 900, 90, 4.1)
 
 
 def fenced(code: str, before: str = "", after: str = "") -> str:

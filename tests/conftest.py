@@ -23,10 +23,17 @@ def state_root() -> Path:
     return prepare.state_dir()
 
 
+def bundle_salt() -> str:
+    """A hash of the code that builds a bundle: a test bundle built by other code is never reused."""
+    from autoresearch.sandbox import trust
+
+    return trust.salt(trust.REPO / name for name in trust.CONTRACTS)[:8]
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(state_root: Path) -> Path:
-    """A real Shakespeare bundle with a 512-token vocabulary, built once per session."""
-    root = state_root / "tiny-bundle"
+    """A real Shakespeare bundle with a 512-token vocabulary (split seed 0), built once per version of its code."""
+    root = state_root / f"tiny-bundle-{bundle_salt()}"
     if not (root / "data" / "profile.json").exists():
         prepare.prepare_bundle("shakespeare", 1, 512, root)
     return root

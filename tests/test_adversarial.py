@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+import prepare
 from autoresearch.sandbox import backends
 from autoresearch.sandbox import experiment as sandbox
 from autoresearch_types import ExperimentConfig, ExperimentResult
@@ -71,6 +72,7 @@ def run_attacks(bundle: Path, backend: str, sources: dict[str, str], **kw) -> di
         spec = sandbox.SandboxSpec(
             sources[key], TINY, str(bundle / "data"), str(bundle / "tokenizer"), backend=backend, run_name=names[key]
         )
+        spec = dataclasses.replace(spec, digests=prepare.bundle_digests(bundle))
         spec = dataclasses.replace(spec, **{**options, **kw})
         async with gate:
             return await sandbox.run_sandboxed(spec)
@@ -95,6 +97,7 @@ def run_attacks(bundle: Path, backend: str, sources: dict[str, str], **kw) -> di
 def honest(tiny_bundle: Path) -> float:
     """The honest baseline's `val_bpb` (training is deterministic, so every backend gives exactly this)."""
     spec = sandbox.SandboxSpec(BASELINE, TINY, str(tiny_bundle / "data"), str(tiny_bundle / "tokenizer"))
+    spec = dataclasses.replace(spec, digests=prepare.bundle_digests(tiny_bundle))
     result = asyncio.run(sandbox.run_sandboxed(spec))
     assert result.outcome == "success", result.message
     return result.val_bpb

@@ -14,7 +14,7 @@ FACES = ("parallelized_autoresearch", "tools", "ui", "bundle", "train", "prepare
 CONTRACTS = ("autoresearch_types", "prepare")
 MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "autoresearch_types": (),
-    "prepare": ("autoresearch_types",),
+    "prepare": ("autoresearch_types", "sandbox"),  # re-exports the training runtime (sandbox/runtime.py)
     "train": ("by_hand", *CONTRACTS),
     "by_hand": ("bundle", "sandbox", *CONTRACTS),
     "sandbox": ("sandbox", *CONTRACTS),

@@ -275,6 +275,28 @@ async def test_bad_input_is_rejected_with_clear_messages_and_nothing_else_lost(l
 
 
 @scenario
+async def forks_of_unranked(key: str) -> Any:
+    led = await ledger.Ledger.open(key)
+    outcomes = {"Capped": "truncated", "Pruned": "pruned", "Crashed": "crash", "Fine": "success"}
+    await led.save_edits([{"title": t, "overrides": {"n_layer": 3 + i}} for i, t in enumerate(outcomes)])
+    for seed, bpb in enumerate((2.70, 2.66, 2.70)):
+        await led.record_result("baseline", ExperimentResult("success", val_bpb=bpb, seed=seed), "replicate")
+    for title, outcome in outcomes.items():
+        await led.record_result(title, ExperimentResult(outcome, val_bpb=2.69 if outcome != "crash" else None))
+    forks = [{"title": f"{t} child", "parent_title": t, "overrides": {"n_embd": 96}} for t in outcomes]
+    return await led.save_edits(forks)
+
+
+async def test_a_truncated_pruned_or_failed_experiment_cannot_be_forked(ledger_state: Path) -> None:
+    out = await run("forks_of_unranked")
+    assert [s["title"] for s in out["saved"]] == ["Fine child"]
+    errors = {r["title"]: r["error"] for r in out["rejected"]}
+    assert "cannot be forked: it is truncated (stopped at the time cap" in errors["Capped child"]
+    assert "cannot be forked: it is pruned (stopped early" in errors["Pruned child"]
+    assert "cannot be forked: it is failed (its run ended crash)" in errors["Crashed child"]
+
+
+@scenario
 async def config_only_limit(key: str) -> Any:
     led = await ledger.Ledger.open(key, config_only_after=2)
     out = await led.save_edits(

@@ -36,10 +36,16 @@ def test_profile_and_held_out_splits(tiny_bundle: Path) -> None:
     profile = prepare.load_profile(tiny_bundle / "data")
     assert profile.train_tokens > 1_000_000
     assert 0 < profile.val_tokens < profile.train_tokens
-    assert profile.test_tokens > 0
-    assert set(profile.val_names).isdisjoint(profile.test_names)
+    assert not {"test_tokens", "test_documents", "val_names", "test_names"} & set(profile.to_dict()), "size only"
+    assert prepare.load_tokens(tiny_bundle / "data", "test").size > 0
+    val, test = prepare.choose_held_out(sorted(prepare._shakespeare_plays()), 0, *prepare.SHAKESPEARE_HELD_OUT)
     train_text = " ".join(prepare.read_texts(tiny_bundle / "shards" / "train_00000.parquet"))
-    assert "HAMLET" not in train_text and "MACBETH" not in train_text
+    held = " ".join(prepare.read_texts(tiny_bundle / "shards" / "val.parquet"))
+    passages = {
+        play: prepare._shakespeare_documents(prepare._shakespeare_plays()[play])[1][:200] for play in val + test
+    }
+    assert not any(passage in train_text for passage in passages.values()), "held-out plays are not trained on"
+    assert passages[val[0]] in held and passages[test[0]] not in held
 
 
 def test_run_batches_are_bos_aligned_exact_and_seeded(tiny_bundle: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import prepare
 from autoresearch.lab import pruning
 from autoresearch.lab.pruning import PruneRule
 from autoresearch.sandbox import curve as curves
@@ -142,7 +143,8 @@ TINY = ExperimentConfig(
 def test_a_clearly_bad_edit_is_pruned_in_the_real_sandbox_and_a_good_one_is_not(tiny_bundle: Path) -> None:
     def spec(config: ExperimentConfig, limits: tuple = ()) -> sandbox.SandboxSpec:
         where = (str(tiny_bundle / "data"), str(tiny_bundle / "tokenizer"))
-        return sandbox.SandboxSpec(BASELINE, config, *where, cpu=1, deadline_s=120, prune=limits)
+        digests = prepare.bundle_digests(tiny_bundle)
+        return sandbox.SandboxSpec(BASELINE, config, *where, cpu=1, deadline_s=120, prune=limits, digests=digests)
 
     async def main() -> tuple:
         seeds = [dataclasses.replace(TINY, seed=s) for s in range(3)]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import prepare
 import tools
 from autoresearch.planner import recipes
 from autoresearch.planner.policy import Move, applied
@@ -85,7 +86,8 @@ async def _train_all(sources: dict[str, str], bundle: Path) -> dict[str, Experim
     sem = asyncio.Semaphore(2)
 
     async def one(source: str) -> ExperimentResult:
-        spec = sandbox.SandboxSpec(source, TINY, str(bundle / "data"), str(bundle / "tokenizer"), deadline_s=90.0)
+        where = (str(bundle / "data"), str(bundle / "tokenizer"))
+        spec = sandbox.SandboxSpec(source, TINY, *where, deadline_s=90.0, digests=prepare.bundle_digests(bundle))
         async with sem:
             return await sandbox.run_sandboxed(spec)
 

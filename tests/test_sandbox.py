@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import TEST_STATE
+from conftest import TEST_STATE, bundle_salt
 
 import prepare
 from autoresearch.sandbox import backends
@@ -53,14 +54,14 @@ def sandbox_state():
 @pytest.fixture(scope="module")
 def sandbox_bundle(sandbox_state: Path) -> Path:
     """A tiny Shakespeare bundle (vocab 512), built once and reused across sessions."""
-    root = sandbox_state / "test-bundles" / "shakespeare-s1-v512"
+    root = sandbox_state / "test-bundles" / f"shakespeare-s1-v512-{bundle_salt()}"
     if not (root / "data" / "profile.json").exists():
         prepare.prepare_bundle("shakespeare", 1, 512, root)
     return root
 
 
 def make_spec(bundle: Path, source: str = BASELINE, **kw) -> sandbox.SandboxSpec:
-    options = {"cpu": 1, "memory_mb": 3072, "deadline_s": 60.0}
+    options = {"cpu": 1, "memory_mb": 3072, "deadline_s": 60.0, "digests": prepare.bundle_digests(bundle)}
     options.update(kw)
     return sandbox.SandboxSpec(source, TINY, str(bundle / "data"), str(bundle / "tokenizer"), **options)
 
@@ -562,8 +563,9 @@ def test_userns_is_refused_where_it_would_leave_trusted_files_writable(monkeypat
     """userns shares the host's /tmp read-write: a virtualenv there would be writable by the run (and the trusted
     scorer imports from it), so userns is then not offered, an explicit choice is refused with the reason, and
     a launch refuses too."""
-    python, prefixes = sandbox_pool.python_for_sandbox()
-    monkeypatch.setattr(sandbox_pool, "python_for_sandbox", lambda: (python, [*prefixes, "/tmp/ci/p/.venv"]))
+    python = sandbox_pool.python_for_sandbox()
+    moved = dataclasses.replace(python, read_only=(*python.read_only, "/tmp/ci/p/.venv/lib/site-packages/torch"))
+    monkeypatch.setattr(sandbox_pool, "python_for_sandbox", lambda: moved)
     problem = sandbox_pool.userns_problem()
     assert problem is not None and "lies under" in problem and "bubblewrap" in problem
     assert backends.backend_problem("userns", False) == problem

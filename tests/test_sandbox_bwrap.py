@@ -11,9 +11,20 @@ from pathlib import Path
 import pytest
 
 from autoresearch.sandbox import bwrap as sandbox_bwrap
+from autoresearch.sandbox import pool as sandbox_pool
 
 pytestmark = pytest.mark.skipif(not sandbox_bwrap.works(), reason="bwrap cannot create its namespaces here")
 PYTHON = "/usr/bin/python3"
+
+
+def sandboxed_argv(workdir: Path, code: str, read_only: tuple[str, ...] = (), env: dict | None = None) -> list[str]:
+    """The launcher's command line for `python -c code` with the sandbox's own Python (its view, its libraries)."""
+    python = sandbox_pool.python_for_sandbox()
+    mounts = [*python.read_only, *read_only]
+    env = {**python.env(), **(env or {})}
+    return sandbox_bwrap.bwrap_argv(
+        sandbox_bwrap.bwrap_binary(), workdir, mounts, env, [python.executable, "-c", code], python.system
+    )
 
 
 @pytest.fixture
@@ -25,8 +36,7 @@ def workdir(state_root: Path):
 
 
 def start(workdir: Path, code: str) -> sandbox_bwrap.BwrapProcess:
-    argv = sandbox_bwrap.bwrap_argv(sandbox_bwrap.bwrap_binary(), workdir, [], {"X": "1"}, [PYTHON, "-c", code])
-    return sandbox_bwrap.spawn(argv, workdir / "stderr.log")
+    return sandbox_bwrap.spawn(sandboxed_argv(workdir, code, env={"X": "1"}), workdir / "stderr.log")
 
 
 def finish(process: sandbox_bwrap.BwrapProcess) -> int:
@@ -41,7 +51,13 @@ def test_the_command_line_isolates_everything() -> None:
     assert argv[argv.index("/venv") - 1 : argv.index("/venv") + 2] == ["--ro-bind", "/venv", "/venv"]
     assert argv[argv.index("--bind") : argv.index("--bind") + 5] == ["--bind", "/w", "/w", "--remount-ro", "/"]
     tail = argv[argv.index("--") + 1 :]
-    assert tail[:4] == [PYTHON, "-I", "-S", "-c"] and tail[5:] == [PYTHON, "x.py"]
+    assert tail[:5] == [PYTHON, "-S", "-s", "-P", "-c"] and tail[6:] == [PYTHON, "x.py"]
+    binds = {argv[i + 1] for i, arg in enumerate(argv) if arg == "--ro-bind"}
+    assert "/usr" not in binds and "/usr/share/doc" not in binds, "only what a run needs of the system is there"
+    assert "/usr/bin" in binds or not Path("/usr/bin").is_dir()
+    masks = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--tmpfs" and argv[i + 1].startswith("/usr")]
+    assert masks == sorted(sandbox_bwrap.package_masks()[1::2]), "system Python package dirs are covered"
+    assert all(argv.index(m) < argv.index("/venv") for m in masks), "covered first, so allowed paths bind on top"
 
 
 def test_exit_status_is_the_commands(workdir: Path) -> None:
@@ -113,7 +129,7 @@ def test_read_only_paths_under_tmp_stay_visible_and_tmp_stays_private(workdir: P
             f"assert not os.path.exists({str(secret)!r})\n"
             f"open('/tmp/scratch', 'w').write('private tmp is writable')\n"
         )
-        argv = sandbox_bwrap.bwrap_argv(sandbox_bwrap.bwrap_binary(), workdir, [str(shared)], {}, [PYTHON, "-c", code])
+        argv = sandboxed_argv(workdir, code, (str(shared),))
         assert finish(sandbox_bwrap.spawn(argv, workdir / "stderr.log")) == 0, (workdir / "stderr.log").read_text()
         assert (shared / "data.txt").read_text() == "visible"
     finally:

@@ -61,6 +61,7 @@ def pool():
 
 def spec(bundle: Path, source: str = BASELINE, **kw) -> sandbox.SandboxSpec:
     options = {"cpu": 1, "memory_mb": 3072, "deadline_s": 60.0, "keep_workdir": True}
+    options["digests"] = prepare.bundle_digests(bundle)
     options.update(kw)
     return sandbox.SandboxSpec(source, TINY, str(bundle / "data"), str(bundle / "tokenizer"), **options)
 

@@ -48,7 +48,9 @@ async def run_sized(
 @pytest.fixture(scope="module")
 def tiny_data() -> bundle.Bundle:
     flyte.init(org="local", project="autoresearch-tests", domain="development", log_level=logging.CRITICAL)
-    return flyte.run(bundle.build_bundle, dataset="shakespeare", num_shards=1, vocab_size=512).outputs()[0]
+    return flyte.run(bundle.build_bundle, dataset="shakespeare", num_shards=1, vocab_size=512, split_seed=0).outputs()[
+        0
+    ]
 
 
 def ladder(first_mb: int, n: int, ceiling_mb: int) -> list[int]:

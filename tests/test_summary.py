@@ -15,9 +15,10 @@ from test_ledger import BASELINE, SCENARIOS, WARMUP, run
 
 from autoresearch.ledger import ledger
 from autoresearch.ledger.records import ExperimentRecord, ExperimentSpec, SeedRun
-from autoresearch.ledger.verdicts import GateRule, audit_summary
+from autoresearch.ledger.verdicts import GateRule
 from autoresearch.ledger.views import judgement, leaderboard
 from autoresearch.report import summary
+from autoresearch.session.audit import audit_summary
 from autoresearch_types import ExperimentConfig, ExperimentResult
 
 LLM_SESSIONS = [

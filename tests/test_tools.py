@@ -164,7 +164,9 @@ async def exercise_async(data: bundle.Bundle, key: str) -> str:
 @pytest.mark.timeout(300)
 def test_submit_returns_at_once_and_wait_hands_back_recorded_results(state_root: Path) -> None:
     ledger_mod.init_local(project="tools-tests", log_level=logging.CRITICAL)
-    data = flyte.run(bundle.build_bundle, dataset="shakespeare", num_shards=1, vocab_size=512).outputs()[0]
+    data = flyte.run(bundle.build_bundle, dataset="shakespeare", num_shards=1, vocab_size=512, split_seed=0).outputs()[
+        0
+    ]
     run = flyte.with_runcontext(**ledger_mod.run_context_kwargs()).run(
         exercise_async, data=data, key=f"tools-async-{uuid.uuid4().hex[:8]}"
     )
@@ -187,7 +189,9 @@ def test_submit_returns_at_once_and_wait_hands_back_recorded_results(state_root:
 @pytest.mark.timeout(300)
 def test_every_tool_on_a_real_ledger_with_real_runs(state_root: Path) -> None:
     ledger_mod.init_local(project="tools-tests", log_level=logging.CRITICAL)
-    data = flyte.run(bundle.build_bundle, dataset="shakespeare", num_shards=1, vocab_size=512).outputs()[0]
+    data = flyte.run(bundle.build_bundle, dataset="shakespeare", num_shards=1, vocab_size=512, split_seed=0).outputs()[
+        0
+    ]
     run = flyte.with_runcontext(**ledger_mod.run_context_kwargs()).run(
         exercise_tools, data=data, key=f"tools-{uuid.uuid4().hex[:8]}"
     )

@@ -257,7 +257,7 @@ def test_leaderboard_text_shows_mean_se_seeds_and_verdict(snap: dict[str, Any]) 
 def test_directive_carries_budget_bounds_noise_and_prior_research(snap: dict[str, Any]) -> None:
     from autoresearch_types import DatasetProfile, ExperimentConfig, WorkshopBounds
 
-    profile = DatasetProfile("shakespeare", 1, 512, 100_000, 9_000, 8_000, 300, 20, 20, 3.1, ["hamlet"], ["macbeth"])
+    profile = DatasetProfile("shakespeare", 1, 512, 100_000, 9_000, 300, 20, 3.1)
     budget = prompts.budget_dict(8, 4, 2, 300, 30.0, 12)
     budget.update(max_runs=19, started=3, ideas=0)
     noise = {"sigma": 0.0123, "df": 2, "gate": "THE GATE", "baseline": {"val_bpb": 2.5, "se": 0.01, "n_seeds": 3}}
@@ -269,6 +269,7 @@ def test_directive_carries_budget_bounds_noise_and_prior_research(snap: dict[str
     assert "error control over the whole key: expected false confirmations <= 0.0000" in fresh
     assert "sigma = 0.0123" in fresh and "THE GATE" in fresh and "2.5000 ± 0.0100 over 3 seeds" in fresh
     assert "token_budget" in fresh and "are refused" in fresh and "truncated" in fresh
+    assert "held out for validation: 20 documents" in fresh and "test split you never see" in fresh
     assert '"seed"' not in fresh.split("base config:")[1].split("\n")[0], "the seed belongs to the run"
     best = {"title": "LR up", "val_bpb": 1.5}
     resumed = prompts.directive(

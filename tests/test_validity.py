@@ -14,6 +14,7 @@ import pytest
 from test_ledger import SCENARIOS, run
 
 import parallelized_autoresearch as pa
+import prepare
 import tools
 from autoresearch.lab.budget import Budget
 from autoresearch.lab.loop import ResearchLoop
@@ -21,6 +22,7 @@ from autoresearch.lab.runner import ExperimentRunner
 from autoresearch.ledger import ledger as ledger_mod
 from autoresearch.ledger.records import BASELINE_TITLE
 from autoresearch.sandbox import experiment as sandbox
+from autoresearch.session import splits
 from autoresearch_types import ExperimentConfig, ExperimentResult
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,8 +38,9 @@ never turns a run into a timeout (what they check is CPU and scores, not speed).
 
 
 def spec(bundle: Path, config: ExperimentConfig) -> sandbox.SandboxSpec:
+    where = (str(bundle / "data"), str(bundle / "tokenizer"))
     return sandbox.SandboxSpec(
-        BASELINE, config, str(bundle / "data"), str(bundle / "tokenizer"), cpu=1, deadline_s=RUN_DEADLINE_S
+        BASELINE, config, *where, cpu=1, deadline_s=RUN_DEADLINE_S, digests=prepare.bundle_digests(bundle)
     )
 
 
@@ -118,12 +121,13 @@ READ_TOOLS = (
 )
 
 
-async def tool_views(key: str) -> dict[str, Any]:
-    """Every read-only tool's answer on a finished key (what an agent could ever see), and the resumed directive."""
+async def tool_views(key: str, profile: dict[str, Any]) -> dict[str, Any]:
+    """Every read-only tool's answer on a finished key (what an agent could ever see), given the run's real profile."""
     led = await ledger_mod.Ledger.open(key, start=False)
     base, rule, data = led.settle(ExperimentConfig(), led.rule, ())
     await led.start(base, rule, data)
-    research = tools.ResearchTools(ResearchLoop(led, ExperimentRunner(lambda job: None, 1), Budget(10, 2, 1)), {})
+    loop = ResearchLoop(led, ExperimentRunner(lambda job: None, 1), Budget(10, 2, 1))
+    research = tools.ResearchTools(loop, profile)
     t = {f.__name__: f for f in research.as_tools()}
     out = {name: await t[name]() for name in READ_TOOLS}
     out["batch"] = await t["evaluate_batch_results"]("")
@@ -147,12 +151,31 @@ def test_the_held_out_audit_is_in_the_output_and_report_and_never_in_a_tool(stat
     assert "Held-out test audit" in out.summary
     report = Path(out.report_path).read_text()
     assert "Held-out test audit" in report and f"{audit['test'][BASELINE_TITLE]['mean']:.4f}" in report
-    SCENARIOS["tool_views"] = tool_views
+    profile = out.profile.to_dict()
+    SCENARIOS["tool_views"] = lambda k: tool_views(k, profile)
     views = json.dumps(asyncio.run(run("tool_views", key)))
+    assert views.count(f'"val_tokens": {profile["val_tokens"]}') == 1, "the real profile reached inspect_dataset"
+    resumed = run_driver(memory_key=key, n_experiments=6, batch_size=3)  # built after the first session's audit
+    assert resumed.error == "" and resumed.audit, resumed.error
     for value in test_values:
-        assert repr(value) not in views and f"{value:.6f}" not in views, "a test-split score reached a tool"
-    assert "audits/" not in views and "test_gain" not in views and "selection_gap" not in views
-    assert "Held-out" not in out.directive
+        for shown in (repr(value), f"{value:.6f}", f"{value:.4f}"):
+            assert shown not in views, f"a test-split score reached a tool: {shown}"
+            assert shown not in resumed.directive, f"the resumed directive carries an audit number: {shown}"
+    assert f"{audit['test'][BASELINE_TITLE]['mean']:.4f}" in report, "the numbers the checks look for do exist"
+    for text in (views, out.directive, resumed.directive):
+        assert "audits/" not in text and "test_gain" not in text and "selection_gap" not in text
+        assert "Held-out" not in text and "test_tokens" not in text and "test_documents" not in text
+    val, test = held_out_plays(key)
+    for play in val + test:  # the split is secret: no tool and no directive names a held-out play
+        title = prepare._shakespeare_plays()[play].splitlines()[0].lstrip("# ").strip()
+        for text in (views, out.directive, resumed.directive):
+            assert play not in text.lower() and title.lower() not in text.lower(), (play, title)
+
+
+def held_out_plays(key: str) -> tuple[list[str], list[str]]:
+    """The key's validation and test plays, from its secret seed (which only the trusted side reads)."""
+    seed = json.loads(splits.secret_path(prepare.state_dir(), key).read_text())["seed"]
+    return prepare.choose_held_out(sorted(prepare._shakespeare_plays()), seed, *prepare.SHAKESPEARE_HELD_OUT)
 
 
 def greedy(burn_cpu_s: float) -> str:

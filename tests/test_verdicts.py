@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -171,7 +172,50 @@ def test_failures_truncation_and_a_missing_noise_floor() -> None:
 def test_every_confirmation_run_failing_is_not_a_gain() -> None:
     runs = [*BASELINE_RUNS, ("A", 0, 2.50), ("A", 1, None), ("A", 2, None)]
     judged = v.judge(arrivals(*runs), ["baseline", "A"], RULE)
-    assert judged.verdicts["A"].label == "within_noise" and judged.incumbent == "baseline"
+    assert judged.verdicts["A"].label == "failed" and judged.incumbent == "baseline"
+    assert "confirmation seed 1 ended crash" in judged.verdicts["A"].reason
+
+
+@pytest.mark.parametrize("outcome, label", [("crash", "failed"), ("truncated", "truncated"), ("oom", "failed")])
+def test_one_spoiled_confirmation_seed_disqualifies_the_rest(outcome: str, label: str) -> None:
+    """The code is the same on every seed: a confirmation seed that failed or was truncated is not outvoted by a
+    fresh seed that looks good, and no more seeds are owed."""
+    runs = arrivals(*BASELINE_RUNS, ("A", 0, 2.50), ("A", 2, 2.49))
+    runs.insert(4, Arrival(4, "A", 1, outcome, 2.5 if outcome == "truncated" else None))
+    runs = [dataclasses.replace(a, seq=i) for i, a in enumerate(runs, 1)]
+    judged = v.judge(runs, ["baseline", "A"], RULE)
+    assert judged.verdicts["A"].label == label and judged.incumbent == "baseline", judged.verdicts["A"]
+    assert "confirmation seed 1" in judged.verdicts["A"].reason and "A" not in judged.confirm_seeds
+    early = v.judge(runs[:5], ["baseline", "A"], RULE)
+    assert early.verdicts["A"].label == label and "A" not in early.confirm_seeds, "decided at once"
+
+
+def test_a_confirmation_seed_over_budget_disqualifies_the_experiment() -> None:
+    """Today's hole: seed 1 bought its number with extra compute; seed 2 alone no longer confirms the experiment."""
+    base = [Arrival(i + 1, "baseline", i, "success", b, cpu_s=20.0, work=1e9) for i, b in enumerate((2.70, 2.66, 2.70))]
+    runs = [
+        Arrival(4, "A", 0, "success", 2.50, cpu_s=20.0, work=1e9),
+        Arrival(5, "A", 1, "success", 2.40, cpu_s=200.0, work=1e9),  # ten times the predicted CPU
+        Arrival(6, "A", 2, "success", 2.51, cpu_s=20.0, work=1e9),
+    ]
+    judged = v.judge(base + runs, ["baseline", "A"], RULE)
+    verdict = judged.verdicts["A"]
+    assert verdict.label == "over_budget" and "confirmation seed 1 was over_budget" in verdict.reason
+    assert "200 CPU-s" in verdict.reason and judged.incumbent == "baseline"
+    honest = v.judge(
+        base + [dataclasses.replace(runs[1], cpu_s=20.0)] * 0 + [runs[0], runs[2]], ["baseline", "A"], RULE
+    )
+    assert honest.verdicts["A"].label == "unconfirmed", "with seed 1 not yet run, it is still owed"
+
+
+@pytest.mark.parametrize("label", ["truncated", "over_budget", "pruned", "failed", "rejected"])
+def test_an_unranked_failed_or_rejected_experiment_cannot_be_forked_and_the_refusal_says_why(label: str) -> None:
+    verdict = v.Verdict("A", label, reason="the reason the gate gave")
+    assert v.fork_refusal(verdict) == f"it is {label} (the reason the gate gave)"
+    for fine in ("confirmed", "unconfirmed", "within_noise", "regression", "accepted", "not_run", "unjudged"):
+        assert v.fork_refusal(v.Verdict("A", fine)) is None
+    rejected = v.Decision("A", "reject", "human", "leaks")
+    assert v.fork_refusal(v.Verdict("A", "confirmed"), rejected) == "it was rejected (human: leaks)"
 
 
 def test_the_fold_is_a_pure_function_of_the_runs() -> None:

@@ -54,7 +54,8 @@ def _profile_lines(profile: DatasetProfile) -> list[str]:
         f"- dataset {profile.dataset!r}: {profile.train_tokens:,} training tokens "
         f"({profile.train_documents:,} documents), {profile.val_tokens:,} validation tokens",
         f"- tokenizer: {profile.vocab_size} tokens, {profile.bytes_per_token:.2f} bytes per token on average",
-        f"- held out for validation: {', '.join(profile.val_names) or 'a separate split'}",
+        f"- held out for validation: {profile.val_documents:,} documents, chosen for this research key and never "
+        "named; a test split you never see audits the final pick",
     ]
 
 

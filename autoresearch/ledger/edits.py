@@ -34,7 +34,8 @@ class EditContext:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # title -> overrides
     signatures: dict[str, str] = field(default_factory=dict)  # signature -> title
     n_saved: int = 0  # experiments other than the baseline
-    rejected: dict[str, str] = field(default_factory=dict)  # title -> who rejected it and why (never forked)
+    unforkable: dict[str, str] = field(default_factory=dict)
+    """title -> why no edit may start from it (`verdicts.fork_refusal`: rejected, unranked or failed)."""
 
     def add(self, spec: ExperimentSpec, source: str) -> None:
         """Make a saved (or accepted-in-this-batch) experiment visible to the next edits."""
@@ -100,10 +101,10 @@ def _resolve_parent(edit: dict[str, Any], ctx: EditContext) -> tuple[str | None,
                 f"parent_title {parent!r} is not in the ledger.{hint} Use an exact existing title "
                 f"(recent: {', '.join(repr(t) for t in recent)}), or leave parent_title out to start from the baseline."
             )
-    if parent in ctx.rejected:
+    if parent in ctx.unforkable:
         return (
-            f"parent_title {parent!r} was rejected ({ctx.rejected[parent]}), so it is never forked. Fork the "
-            "confirmed best (get_promising_code) or another experiment."
+            f"parent_title {parent!r} cannot be forked: {ctx.unforkable[parent]}. Fork the confirmed best "
+            "(get_promising_code) or another ranked experiment, or leave parent_title out to start from the baseline."
         )
     return parent, ctx.sources[parent], ctx.overrides[parent]
 

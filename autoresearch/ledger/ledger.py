@@ -45,7 +45,7 @@ from autoresearch.ledger.records import (
 )
 from autoresearch.ledger.source import close_titles, signature, slugify, unified_diff
 from autoresearch.ledger.store import init_local, run_context_kwargs, store_location
-from autoresearch.ledger.verdicts import DECISIONS, Decision, GateRule, Judgement
+from autoresearch.ledger.verdicts import DECISIONS, Decision, GateRule, Judgement, fork_refusal
 from autoresearch.ledger.views import history_table, judgement, leaderboard, lineage, lineage_text
 from autoresearch_types import OUTCOMES, ExperimentConfig, ExperimentResult, WorkshopBounds
 
@@ -227,7 +227,12 @@ class Ledger:
         ctx = EditContext(self.base_config, self.bounds, self.baseline_source, self.config_only_after)
         for rec in sorted(records, key=lambda r: r.spec.created_at):
             ctx.add(rec.spec, rec.train_py)
-        ctx.rejected = {t: f"{d.by}: {d.reason}" for t, d in (await self.decisions()).items() if d.decision == "reject"}
+        decisions = await self.decisions()
+        verdicts = judgement(records, self.rule, self.base_config, decisions).verdicts
+        for title in set(decisions) | set(verdicts):
+            why = fork_refusal(verdicts.get(title), decisions.get(title)) if title != BASELINE_TITLE else None
+            if why:
+                ctx.unforkable[title] = why
         return ctx
 
     def _next_batch_id(self, records: list[ExperimentRecord]) -> str:

@@ -357,6 +357,18 @@ def min_effect(inc: tuple[str, list[float]], noise: Noise, rule: GateRule, joint
 
 
 UNRANKED = {"truncated": "truncated", "over_budget": "over_budget", "pruned": "pruned"}
+UNFORKABLE = ("truncated", "over_budget", "pruned", "failed", "rejected")
+"""Labels of experiments no edit may start from: nothing says they work at the fixed budget, or a judge or a person
+ruled them out."""
+
+
+def fork_refusal(verdict: Verdict | None, decision: Decision | None = None) -> str | None:
+    """Why an experiment may not be forked (its label and the reason), or None when it may."""
+    if decision is not None and decision.decision == "reject":
+        return f"it was rejected ({decision.by}: {decision.reason})".replace(": )", ")")
+    if verdict is None or verdict.label not in UNFORKABLE:
+        return None
+    return f"it is {verdict.label} ({verdict.reason})"
 
 
 @dataclass
@@ -369,6 +381,7 @@ class _Runs:
     outcomes: dict[int, str] = field(default_factory=dict)
     candidate: int = 0
     """Its number among the key's screened candidates (0: its screen has not scored)."""
+    seqs: dict[int, int] = field(default_factory=dict)
 
 
 def judge(
@@ -397,6 +410,7 @@ def judge(
         if rec.screen_seed is None:
             rec.screen_seed, rec.screen_seq = arrival.seed, arrival.seq
         rec.outcomes[arrival.seed] = arrival.outcome
+        rec.seqs[arrival.seed] = arrival.seq
         bpb = trusted_bpb(arrival.outcome, arrival.val_bpb)
         if bpb is not None:
             rec.values[arrival.seed] = bpb
@@ -508,6 +522,11 @@ def _rule_verdict(
     base.level = level(rec.candidate, rule.alpha_campaign, rule.horizon)
     fresh_seeds = [s for s in baseline_seeds if s != rec.screen_seed]
     done = [s for s in fresh_seeds if s in rec.outcomes]
+    spoiled = _spoiled_confirmation(rec, done, out)
+    if spoiled:
+        out.confirm_seeds.pop(base.title, None)
+        base.label, base.reason = spoiled
+        return base
     inc = (incumbent, inc_values)
     if not done:
         label, c = screen(rec.values[rec.screen_seed], inc, base.title, noise, rule)
@@ -524,10 +543,7 @@ def _rule_verdict(
         out.confirm_seeds[base.title] = [s for s in fresh_seeds if s not in rec.outcomes]
         return base
     out.confirm_seeds.pop(base.title, None)
-    fresh = [rec.values[s] for s in fresh_seeds if s in rec.values]
-    if not fresh:
-        base.label, base.reason = "within_noise", "every confirmation run failed"
-        return base
+    fresh = [rec.values[s] for s in fresh_seeds]
     label, c = confirm(fresh, inc, base.title, noise, rule, base.level)
     base.label, base.t, base.df = label, c.t, c.df
     base.fresh_mean, base.n_fresh, base.fresh_se = c.candidate.mean, len(fresh), mean_se(fresh)[1]
@@ -547,6 +563,24 @@ def _test_text(c: Comparison, incumbent: str) -> str:
     )
 
 
+def _spoiled_confirmation(rec: _Runs, seeds: list[int], out: Judgement) -> tuple[str, str] | None:
+    """(label, reason) when a confirmation seed ended unranked or failed, else None. The code is the same on every
+    seed, so one seed over budget, truncated, pruned or failed speaks for the experiment: it is not confirmed on the
+    seeds that remain."""
+    for seed in seeds:
+        outcome = rec.outcomes[seed]
+        if outcome in UNRANKED:
+            note = out.budget_notes.get(rec.seqs.get(seed, -1), "") if outcome == "over_budget" else ""
+            detail = f" ({note})" if note else ""
+            why = (
+                f"confirmation seed {seed} was {outcome}{detail}; the code is the same on every seed, so not confirmed"
+            )
+            return UNRANKED[outcome], why
+        if seed not in rec.values:
+            return "failed", f"confirmation seed {seed} ended {outcome}; the code is the same on every seed"
+    return None
+
+
 def _maybe_promote(title: str, verdict: Verdict, runs: dict[str, _Runs], out: Judgement) -> None:
     """A confirmed experiment that beats the incumbent's mean becomes the incumbent; so does one a human accepted."""
     if verdict.label == "accepted" and out.incumbent != title:
@@ -558,28 +592,3 @@ def _maybe_promote(title: str, verdict: Verdict, runs: dict[str, _Runs], out: Ju
     challenger = verdict.fresh_mean if verdict.fresh_mean is not None else verdict.mean
     if not incumbent_values or (challenger is not None and challenger < statistics.fmean(incumbent_values)):
         out.incumbent = title
-
-
-# ---------------------------------------------------------------- the held-out audit
-
-
-def audit_summary(best: str, val: dict[str, list[float]], test: dict[str, list[float]]) -> dict[str, Any]:
-    """The final pick and the baseline on both splits, from the same audited runs: means, errors, gains and the
-    selection gap (the val gain minus the test gain: how much of the gain came from choosing on val)."""
-
-    def stats(values: list[float]) -> dict[str, Any]:
-        mean, se = mean_se(values)
-        return {"mean": mean, "se": se, "n": len(values)}
-
-    out: dict[str, Any] = {"best": best, "baseline": BASELINE}
-    out["val"] = {t: stats(v) for t, v in val.items()}
-    out["test"] = {t: stats(v) for t, v in test.items()}
-
-    def gain(split: dict[str, dict[str, Any]]) -> float | None:
-        b, m = split.get(BASELINE, {}).get("mean"), split.get(best, {}).get("mean")
-        return None if b is None or m is None else b - m
-
-    out["val_gain"], out["test_gain"] = gain(out["val"]), gain(out["test"])
-    gap = None if out["val_gain"] is None or out["test_gain"] is None else out["val_gain"] - out["test_gain"]
-    out["selection_gap"] = gap
-    return out

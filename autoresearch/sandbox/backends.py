@@ -1,7 +1,8 @@
 """Which isolation backend runs an experiment, and what each one cannot guarantee (TRUSTED).
 
-`bubblewrap` is our own `bwrap` launcher (`bwrap.py`: PID, mount, network, IPC and user namespaces, read-only
-system and virtualenv, private `/tmp`); `userns` is `unionai-sandbox`'s (no PID namespace, shared host `/tmp`);
+`bubblewrap` is our own `bwrap` launcher (`bwrap.py`: PID, mount, network, IPC and user namespaces, only the system
+parts a run needs and the sandbox's Python view, read-only, private `/tmp`); `userns` is `unionai-sandbox`'s (no PID
+namespace, the host's `/usr`, `/etc` readable and `/tmp` shared); each gets a cgroup where the host allows one;
 `none` isolates nothing and needs an explicit opt-in. `default_backend` is the strongest one that works here.
 """
 
@@ -12,6 +13,7 @@ import sys
 import warnings
 
 from autoresearch.sandbox import bwrap as sandbox_bwrap
+from autoresearch.sandbox import cgroups
 from autoresearch.sandbox.pool import userns_problem
 
 BACKENDS = ("userns", "bubblewrap", "none")
@@ -39,10 +41,8 @@ def available_backends() -> list[str]:
 
 
 COMMON_GAPS = (
-    "memory is an address-space limit per process (RLIMIT_AS), not a cgroup: a run that forks can hold "
-    "a multiple of its memory",
-    "CPU is neither pinned nor throttled: a run can use more threads than granted; phase 1's CPU time is "
-    "measured (train_cpu_s), and capped only by the deadline",
+    "CPU is neither pinned nor throttled: a run can use more threads than granted; its CPU time is measured "
+    "(train_cpu_s) and judged against its prediction, and capped only by the deadline",
     "covert channels through shared CPU load and the page cache of the shared read-only files are not closed",
 )
 
@@ -54,9 +54,10 @@ BACKEND_GAPS = {
         "no PID namespace: the run sees host processes and can signal any process of the same user",
         "the host /tmp and /dev/shm are shared: the run can leave files there, and two sandboxes can pass "
         "data through them, which defeats the fresh-server check of the scorer",
+        "the host's /usr, /etc, /tmp and /dev/shm are readable: held-out text that lies there (a corpus package "
+        "installed into the system Python, a copy of a bundle or a virtualenv under /tmp) is within reach; the "
+        "project keeps its bundles, state and interpreter view elsewhere, but cannot vouch for the rest of the host",
         "host Unix sockets are reachable: the run can connect to any socket whose path it can name",
-        "a process that clears its environment and leaves its work dir can outlive the run",
-        "phase 1's CPU time is sampled from /proc (a lower bound), not read from the kernel at exit",
     ),
     "none": (
         "no isolation at all: the run can read and write everything this user can (ledger, bundles, "
@@ -65,11 +66,30 @@ BACKEND_GAPS = {
 }
 
 
+def cgroup_gaps(backend: str, layout: cgroups.Layout) -> tuple[str, ...]:
+    """What is lost where no cgroup (or no memory controller) can be used for each sandbox (`cgroups.py`)."""
+    gaps: tuple[str, ...] = ()
+    if not layout.limits_memory:
+        gaps += (
+            f"no memory cgroup ({layout.describe()}): memory is an address-space limit per process (RLIMIT_AS), so "
+            "a run that forks can hold a multiple of its memory, and tmpfs files are not counted",
+        )
+    if layout.mode == "none" and backend == "userns":
+        gaps += (
+            "no cgroup: a process that clears its environment and leaves its work dir can outlive the run, and "
+            "phase 1's CPU time is sampled from /proc (a lower bound that misses such a daemon)",
+        )
+    elif layout.mode == "none" and backend == "bubblewrap":
+        gaps += ("no cgroup: a run killed at its deadline reports less CPU time than it used (wait4 misses it)",)
+    return gaps
+
+
 def missing_guarantees(backend: str) -> list[str]:
-    """What `backend` cannot guarantee, one sentence each, for the driver to say once at start."""
+    """What `backend` cannot guarantee on this machine, one sentence each, for the driver to say once at start."""
     if backend not in BACKEND_GAPS:
         raise ValueError(f"unknown sandbox backend {backend!r}; choose one of {BACKENDS}")
-    return list(BACKEND_GAPS[backend])
+    extra = cgroup_gaps(backend, cgroups.host()) if backend != "none" else ()
+    return list(BACKEND_GAPS[backend] + extra)
 
 
 def backend_problem(backend: str, allow_unsandboxed: bool) -> str | None:

@@ -4,8 +4,13 @@ Why not `unionai-sandbox`'s bubblewrap backend: measured on this kind of machine
 PID namespace (a sandboxed run saw and killed a host process) and lets it write the host `/tmp`.
 `bwrap` itself does better, so for this backend we call it directly. A run sees:
 
-- `/usr` (and `/bin`, `/lib`, ... as the host has them, links or directories), the interpreter's
-  prefix, the virtualenv and any extra allow-listed path, all read-only;
+- of the system, only what a run needs: the directories the dynamic loader resolves the interpreter's and the
+  packages' shared libraries from (`interpreter.py` asks `ldd`), the tools and compilers with their headers
+  (`SYSTEM_DIRS`: a shell, and what `torch.compile` calls), the C library's locale and time-zone data, and
+  `/bin`, `/lib`, ... as the host has them (links or directories); any Python package directory among them is
+  hidden by an empty tmpfs (`PACKAGE_DIRS`). Then the sandbox's Python (`interpreter.py`: a view holding the
+  standard library, torch and numpy, plus exactly the files it links to) and any extra allow-listed path. All
+  read-only; the rest of `/usr` (other programs' data, documentation, `/usr/local`) is not there;
 - its own work dir read-write; a private `/tmp` and `/dev/shm` (tmpfs), a minimal `/dev`, and a
   `/proc` of its own PID namespace (it sees only its own processes and can signal nothing else);
   the rest of its root (the directories `bwrap` creates to mount things on) is read-only;
@@ -25,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import glob
 import os
 import shutil
 import signal
@@ -41,11 +47,29 @@ NAMESPACE_FLAGS = (
     "--clearenv",
     "--as-pid-1",
 )
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+TOP_LEVEL = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+"""Recreated as links where the host merged them into `/usr`, else bound whole."""
+SYSTEM_DIRS = (
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/lib64",
+    "/usr/lib/gcc",
+    "/usr/libexec/gcc",
+    "/usr/include",
+    "/usr/lib/locale",
+    "/usr/share/zoneinfo",
+)
+"""Tools (a shell; the compilers, assembler and linker `torch.compile` calls, and their headers) and the C library's
+data. The shared libraries' directories are added per interpreter (`SandboxPython.system`)."""
 SYSTEM_FILES = ("/etc/ld.so.cache",)
 """The dynamic linker's cache: lets shared libraries load as fast as on the host, and says nothing secret."""
 PRIVATE_MOUNTS = ("--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm")
+PACKAGE_DIRS = ("/usr/lib*/python3*/*-packages", "/usr/local/lib*/python3*/*-packages", "/usr/share/python*")
+"""Where a system install keeps Python packages (a corpus package among them): each match is covered by an empty
+tmpfs, so only what the sandbox's Python view links to (bound again on top) is readable."""
 PROBE_TIMEOUT_S = 15.0
+PROBE_LIBRARY_DIRS = ("/usr/lib", "/usr/lib64")
+"""Where `true` finds its C library for the probe, whatever the distribution's layout (the probe runs nothing else)."""
 REAPER = """
 import ctypes, os, signal, sys
 ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)
@@ -81,13 +105,17 @@ def bwrap_binary() -> str | None:
     return shutil.which("bwrap")
 
 
-def system_mounts() -> list[str]:
-    """Read-only binds of the system directories (recreating links such as `/bin -> usr/bin`)."""
+def system_mounts(library_dirs: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Read-only binds of what a run needs of the system (recreating links such as `/bin -> usr/bin`): the top-level
+    directories, `SYSTEM_DIRS` and the shared libraries' directories."""
     args: list[str] = []
-    for path in SYSTEM_DIRS:
+    for path in TOP_LEVEL:
         if os.path.islink(path):
             args += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    for path in sorted({*SYSTEM_DIRS, *library_dirs}):
+        if os.path.isdir(path) and not any(Path(path).is_relative_to(top) for top in TOP_LEVEL):
             args += ["--ro-bind", path, path]
     for path in SYSTEM_FILES:
         if os.path.isfile(path):
@@ -95,13 +123,27 @@ def system_mounts() -> list[str]:
     return args
 
 
-def bwrap_argv(binary: str, workdir: Path, read_only: list[str], env: dict[str, str], command: list[str]) -> list[str]:
+def package_masks() -> list[str]:
+    """`--tmpfs` over every system Python package directory (`PACKAGE_DIRS`) this host has."""
+    found = sorted({path for pattern in PACKAGE_DIRS for path in glob.glob(pattern) if os.path.isdir(path)})
+    return [arg for path in found for arg in ("--tmpfs", path)]
+
+
+def bwrap_argv(
+    binary: str,
+    workdir: Path,
+    read_only: list[str],
+    env: dict[str, str],
+    command: list[str],
+    library_dirs: tuple[str, ...] | list[str] = (),
+) -> list[str]:
     """The full `bwrap` command line that runs `command` (an absolute interpreter path first) in `workdir`.
 
-    The interpreter `command[0]` also runs the reaper, isolated and without `site` (fast, and
-    nothing of the virtualenv or the work dir is imported before it).
+    The interpreter `command[0]` also runs the reaper, without `site`, the user's site or the current directory on
+    its path (fast, and nothing of the work dir is imported before it); it finds its standard library through
+    the `PYTHONHOME` in `env`.
     """
-    argv = [binary, *NAMESPACE_FLAGS, *system_mounts(), *PRIVATE_MOUNTS]
+    argv = [binary, *NAMESPACE_FLAGS, *system_mounts(library_dirs), *package_masks(), *PRIVATE_MOUNTS]
     for path in read_only:  # after the private mounts, so a checkout or state dir under /tmp stays visible
         if any(Path(path) in (Path(private), *Path(private).parents) for private in PRIVATE_MOUNTS[1::2]):
             raise ValueError(f"{path} would cover the sandbox's private {', '.join(PRIVATE_MOUNTS[1::2])}")
@@ -109,7 +151,7 @@ def bwrap_argv(binary: str, workdir: Path, read_only: list[str], env: dict[str, 
     argv += ["--bind", str(workdir), str(workdir), "--remount-ro", "/", "--chdir", str(workdir)]
     for key, value in env.items():
         argv += ["--setenv", key, value]
-    return [*argv, "--", command[0], "-I", "-S", "-c", REAPER, *command]
+    return [*argv, "--", command[0], "-S", "-s", "-P", "-c", REAPER, *command]
 
 
 def works() -> bool:
@@ -121,7 +163,7 @@ def works() -> bool:
     binary = bwrap_binary()
     if binary is None:
         return False
-    argv = [binary, *NAMESPACE_FLAGS, *system_mounts(), *PRIVATE_MOUNTS, "--", "true"]
+    argv = [binary, *NAMESPACE_FLAGS, *system_mounts(PROBE_LIBRARY_DIRS), *PRIVATE_MOUNTS, "--", "true"]
     try:
         done = subprocess.run(argv, capture_output=True, timeout=PROBE_TIMEOUT_S, check=False)
     except (OSError, subprocess.SubprocessError):

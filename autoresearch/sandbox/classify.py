@@ -94,15 +94,18 @@ def last_error_line(stderr: str) -> str:
     return lines[-1][:500] if lines else ""
 
 
-def classify_exit(returncode: int, stderr: str, hit_deadline: bool) -> tuple[str, str] | None:
+def classify_exit(returncode: int, stderr: str, hit_deadline: bool, oom_killed: bool = False) -> tuple[str, str] | None:
     """(outcome, message) for a phase that failed, or None when it exited cleanly.
 
-    A kill at the deadline is a timeout; a kill before it is the memory limit (kernel/cgroup OOM).
+    A kill at the deadline is a timeout; a kill before it is the memory limit (kernel/cgroup OOM). `oom_killed`:
+    the run's cgroup counted an OOM kill at its memory limit, which settles a failure as `oom`.
     """
     if hit_deadline:
         return "timeout", "killed at the wall-clock deadline"
     if returncode == 0:
         return None
+    if oom_killed:
+        return "oom", f"killed at the memory limit of its cgroup (exit {returncode})"
     if has_oom_marker(stderr):
         return "oom", f"out of memory: {last_error_line(stderr)}"
     if returncode in KILL_CODES:

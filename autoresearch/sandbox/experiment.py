@@ -30,14 +30,17 @@ Isolation (`missing_guarantees` lists what each backend cannot give): backend `b
 own `bwrap` launcher (`bwrap.py`: PID, mount, network, IPC and user namespaces, read-only
 system and virtualenv, private `/tmp`); `userns` is `unionai-sandbox`'s (no PID namespace, shared
 host `/tmp`). `DEFAULT_BACKEND` is the strongest one that works on this machine. Every backend gets
-`RLIMIT_AS` from `memory_mb`, a CPU-seconds cap, a thread count from `cpu` and an environment built
-from an allowlist (never a copy of `os.environ`). Backend `none` (no isolation) needs
+a cgroup per process where the host allows one (`cgroups.py`: the whole tree's CPU and memory, a
+memory limit from `memory_mb`), `RLIMIT_AS` as a per-process belt, a CPU-seconds cap, a thread count
+from `cpu` and an environment built from an allowlist (never a copy of `os.environ`). Before phase 1,
+the held-out windows and the byte table are loaded and checked against the bundle's hashes
+(`heldout.py`); a mismatch, then or after the run, is `tampered`. Backend `none` (no isolation) needs
 `allow_unsandboxed=True` and prints a loud warning.
 
 **Deadline and clean-up.** One wall-clock deadline covers both phases. After each process (and
-at the deadline) `reap` freezes and kills every process carrying the run's marker variable or
-sitting in its work dir, so a `setsid` double fork or a fork bomb does not outlive it; under
-`bubblewrap` the PID namespace already guarantees that.
+at the deadline) everything in its cgroup is killed, and `reap` freezes and kills every process
+carrying the run's marker variable or sitting in its work dir, so a `setsid` double fork or a fork
+bomb does not outlive it; under `bubblewrap` the PID namespace guarantees that too.
 
 **Residual risks, stated honestly.** Under `userns` (see `missing_guarantees`) the run shares the
 host `/tmp`, sees host processes and can signal same-user ones; two of its sandboxes can talk
@@ -67,7 +70,7 @@ import numpy as np
 
 import prepare
 from autoresearch.sandbox import curve as curves
-from autoresearch.sandbox import scorer
+from autoresearch.sandbox import heldout, scorer
 from autoresearch.sandbox.backends import check_backend, default_backend
 from autoresearch.sandbox.classify import (  # noqa: F401 - re-exported: callers use sandbox.<name>
     BPB_FLOOR,
@@ -102,6 +105,7 @@ from autoresearch.sandbox.pool import (
     LaunchKey,
     PhaseRun,
     WarmPool,
+    address_space_mb,
     discard,
     finish,
     launch,
@@ -115,7 +119,6 @@ from autoresearch.sandbox.processes import (
     copy_untrusted,
     read_untrusted_json,
     read_untrusted_tail,
-    reap,
 )
 from autoresearch_types import SCORED_OUTCOMES, ExperimentConfig, ExperimentResult
 
@@ -154,6 +157,9 @@ class SandboxSpec:
     prune: tuple[tuple[float, float], ...] = ()
     """(fraction of the token budget, training-loss threshold) rungs: training stops, `pruned`, if its reported
     loss is above a threshold once it passes that rung (see `curve.py`; the lab sets the limits). Empty: never pruned."""
+    digests: dict[str, str] = field(default_factory=dict)
+    """sha256 of the bundle's held-out files (`prepare.HELD_OUT_FILES`), recorded when it was built (`Bundle.digests`):
+    what is scored is loaded and checked against them before anything untrusted runs."""
 
 
 def default_deadline_s(config: ExperimentConfig) -> float:
@@ -201,7 +207,7 @@ def phase_job(phase: str, spec: SandboxSpec, config: ExperimentConfig, remaining
         "phase": phase,
         "config": config.to_dict(),
         "threads": spec.cpu,
-        "memory_mb": spec.memory_mb,
+        "memory_mb": address_space_mb(spec.memory_mb),
         "cpu_seconds": math.ceil(max(1, spec.cpu) * (remaining + NATIVE_GRACE_S)),
         "wait_s": max(1.0, remaining),
     }
@@ -224,11 +230,6 @@ def stage_train(workdir: Path, spec: SandboxSpec, config: ExperimentConfig, rema
     shutil.copyfile(Path(spec.data_dir) / "meta.json", data / "meta.json")
     np.save(data / prepare.BATCHES_FILE, run_batches(spec.data_dir, config))
     write_job(workdir, phase_job("train", spec, config, remaining))
-
-
-def held_out_windows(data_dir: str, split: str, config: ExperimentConfig) -> np.ndarray:
-    """The scored windows of `split` (`val`, or `test` for an audit), read here and never handed to a sandbox."""
-    return prepare.eval_windows(prepare.load_tokens(data_dir, split), config.seq_len, config.eval_tokens)
 
 
 def eval_batch_rows(config: ExperimentConfig) -> int:
@@ -335,7 +336,7 @@ async def _train(
     )
     if pruned:
         return _fail(result, "pruned", pruned["why"]), False
-    failure = classify_exit(run.returncode, run.stderr, run.hit_deadline)
+    failure = classify_exit(run.returncode, run.stderr, run.hit_deadline, run.oom_kills > 0)
     if failure:
         return _fail(result, *failure, run.stderr), False
     info = read_untrusted_json(trainer.workdir, "out/train.json")
@@ -364,7 +365,7 @@ async def _watch_curve(trainer: Launched, limits: tuple[tuple[float, float], ...
         why = curves.verdict(curve, list(limits))
         if why:
             out["why"] = why
-            reap(trainer.token, trainer.workdir)
+            trainer.kill_all()
             return
 
 
@@ -397,7 +398,7 @@ def _scored(
 ) -> ExperimentResult:
     """Classify phase 2: a server's own failure first, then a bad answer, then the scorer's verdicts."""
     for role, run in runs.items():
-        failure = classify_exit(run.returncode, run.stderr, run.hit_deadline)
+        failure = classify_exit(run.returncode, run.stderr, run.hit_deadline, run.oom_kills > 0)
         if failure:
             return _fail(result, failure[0], f"model server ({role}): {failure[1]}", run.stderr)
     if report.error is not None:
@@ -432,13 +433,12 @@ async def _evaluate(
     spec: SandboxSpec,
     config: ExperimentConfig,
     servers: dict[str, Launched],
-    split: str,
+    held: heldout.HeldOut,
     result: ExperimentResult,
     clock: Clock,
 ) -> ExperimentResult:
     """Phase 2: both servers answer, the scorer scores and compares; then both are finished and classified."""
-    windows = held_out_windows(spec.data_dir, split, config)
-    byte_table = np.load(Path(spec.tokenizer_dir) / "token_bytes.npy")
+    windows, byte_table = held.windows, held.byte_table
     plan = scorer.plan_scoring(windows, config.vocab_size, eval_batch_rows(config), secrets.SystemRandom())
     await asyncio.gather(*(until_ready(server, clock.left()) for server in servers.values()))
     start = time.perf_counter()
@@ -464,6 +464,7 @@ async def _train_then_evaluate(
     clock: Clock,
     dirs: dict[str, Path],
     pool: WarmPool | None,
+    held: heldout.HeldOut,
 ) -> ExperimentResult:
     """Both model servers are acquired (importing torch, or warm) before phase 1 trains.
 
@@ -482,7 +483,7 @@ async def _train_then_evaluate(
                 return _fail(result, "tampered", "training exited 0 without a regular checkpoint file within bounds")
             await scorer_ready
             result = dataclasses.replace(result, checkpoint=kept)
-            result = await _evaluate(spec, config, servers, "val", result, clock)
+            result = await _evaluate(spec, config, servers, held, result, clock)
     finally:
         await scorer_ready
     if result.outcome == "success" and result.steps < result.planned_steps:
@@ -495,8 +496,10 @@ async def _train_then_evaluate(
     return result
 
 
-async def _run(spec: SandboxSpec, roles: tuple[str, ...], body, pool: WarmPool | None) -> ExperimentResult:
-    """Pre-flight, then `body(config, result, clock, dirs)`; work dirs cleaned and the pool refilled however it ends."""
+async def _run(spec: SandboxSpec, roles: tuple[str, ...], body, pool: WarmPool | None, split: str) -> ExperimentResult:
+    """Pre-flight, the held-out data of `split` loaded and verified, then `body(config, result, clock, dirs, held)`;
+    work dirs cleaned and the pool refilled however it ends. A held-out file that differs from its recorded hash,
+    before or after the untrusted processes ran, makes the run `tampered` and unscored."""
     start = time.perf_counter()
     deadline = spec.deadline_s if spec.deadline_s is not None else default_deadline_s(spec.config)
     result = _base_result(spec, deadline)
@@ -505,9 +508,19 @@ async def _run(spec: SandboxSpec, roles: tuple[str, ...], body, pool: WarmPool |
         return dataclasses.replace(_fail(result, "invalid", problem), wall_seconds=time.perf_counter() - start)
     check_backend(spec.backend, spec.allow_unsandboxed)
     config = resolve_config(spec)
+    if not spec.digests:
+        raise ValueError("SandboxSpec.digests is empty: pass the bundle's recorded hashes (Bundle.digests)")
+    try:
+        held = heldout.load(spec.data_dir, spec.tokenizer_dir, spec.digests, split, config)
+    except prepare.HeldOutMismatch as exc:
+        result = _fail(result, "tampered", f"{exc}; nothing was run or scored")
+        return dataclasses.replace(result, wall_seconds=time.perf_counter() - start)
     dirs: dict[str, Path] = {}
     try:
-        result = await body(config, result, Clock(start, deadline), dirs)
+        result = await body(config, result, Clock(start, deadline), dirs, held)
+        if not heldout.unchanged(spec.data_dir, spec.tokenizer_dir, spec.digests, split):
+            message = "a held-out file changed while the run's sandboxed processes ran; its score is discarded"
+            result = dataclasses.replace(_fail(result, "tampered", message), val_bpb=None)
     finally:
         keep_or_remove(spec, dirs)
         for key in launch_keys(spec, roles) if pool is not None else ():  # warm up between experiments, not during
@@ -522,10 +535,10 @@ async def run_sandboxed(spec: SandboxSpec, pool: WarmPool | None = None) -> Expe
     Raises only for misuse (unknown backend, `none` without opt-in, an unavailable backend).
     """
 
-    async def body(config, result, clock, dirs):
-        return await _train_then_evaluate(spec, config, result, clock, dirs, pool)
+    async def body(config, result, clock, dirs, held):
+        return await _train_then_evaluate(spec, config, result, clock, dirs, pool, held)
 
-    return await _run(spec, ("train", "serve", "check"), body, pool)
+    return await _run(spec, ("train", "serve", "check"), body, pool, "val")
 
 
 async def score_checkpoint(
@@ -543,11 +556,11 @@ async def score_checkpoint(
     if source.is_symlink() or not source.is_file():
         raise ValueError(f"no checkpoint file at {checkpoint}")
 
-    async def body(config, result, clock, dirs):
+    async def body(config, result, clock, dirs, held):
         result = dataclasses.replace(result, seed=config.seed, checkpoint=str(source))
         async with processes(spec, ("serve", "check"), clock, dirs, pool) as servers:
             for server in servers.values():
                 shutil.copyfile(source, server.workdir / "checkpoint.pt")
-            return await _evaluate(spec, config, servers, split, result, clock)
+            return await _evaluate(spec, config, servers, held, result, clock)
 
-    return await _run(spec, ("serve", "check"), body, pool)
+    return await _run(spec, ("serve", "check"), body, pool, split)

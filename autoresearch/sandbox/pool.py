@@ -4,10 +4,12 @@ Most of a short experiment's overhead is interpreter start-up and `import torch`
 more when several start at once) plus, for training, the `torch._dynamo` import the first AdamW
 triggers (about 0.8 s). `launch` starts `python harness.py serve <phase>` in a sandbox: our own
 `bwrap` launcher for backend `bubblewrap` (`bwrap.py`: PID namespace, private `/tmp`), a
-`unionai-sandbox` session for `userns` and `none`. The harness does those imports, then waits for
-`job.json`. `finish` waits for the process under the run's own deadline, kills whatever it left
-behind (`sandbox_proc.reap`) and says how much wall and CPU time the job used, measured from
-outside: `os.wait4` on `bwrap` (the whole namespace's CPU), samples of `/proc` otherwise.
+`unionai-sandbox` session for `userns` and `none`. Each launch gets its own cgroup (`cgroups.py`): bubblewrap
+joins it before its first instruction, a userns process is moved in before its job is handed over. The harness
+does those imports, then waits for `job.json`. `finish` waits for the process under the run's own deadline,
+kills everything in its cgroup (and, as a belt, whatever carries its marker: `processes.reap`) and says how much
+wall and CPU time the job used, measured from outside: the cgroup's CPU (every process the run started, daemons
+included); where no cgroup can be made, `os.wait4` on `bwrap` and samples of `/proc` otherwise.
 
 `WarmPool` keeps up to `size` launched processes per `LaunchKey`, started before they are needed
 (while other experiments train, or while the agent thinks). Each is handed out once and ends with
@@ -37,21 +39,16 @@ from typing import Any
 
 import prepare
 from autoresearch.sandbox import bwrap as sandbox_bwrap
-from autoresearch.sandbox import workdirs
-from autoresearch.sandbox.processes import MARKER_ENV, CpuMeter, read_untrusted_tail, reap
+from autoresearch.sandbox import cgroups, workdirs
+from autoresearch.sandbox.interpreter import SandboxPython, sandbox_python
+from autoresearch.sandbox.processes import MARKER_ENV, CpuMeter, marked_pids, read_untrusted_tail, reap
 from autoresearch.sandbox.trust import STAGED
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-FIXED_FILES = {
-    "harness.py": HERE / "harness.py",
-    "prepare.py": REPO / "prepare.py",
-    "autoresearch_types.py": REPO / "autoresearch_types.py",
-}
 NATIVE_GRACE_S = 5.0
 """The library's own timeout sits this far past ours: a backstop, never the deadline itself."""
 WARM_IDLE_S = 300.0
 """How long a warm process waits for its job before it exits on its own."""
+MIB = 1 << 20
 CPU_SAMPLE_S = 0.25
 """How often the CPU time of a run's processes is sampled where the kernel's exit accounting is not ours."""
 
@@ -87,6 +84,8 @@ class PhaseRun:
     hit_deadline: bool
     job_wall_s: float = 0.0
     job_cpu_s: float = 0.0
+    oom_kills: int = 0
+    """Processes the kernel killed at the cgroup's memory limit (0 where no cgroup meters memory)."""
 
 
 @dataclass
@@ -107,6 +106,9 @@ class Launched:
     meter: CpuMeter = field(default_factory=CpuMeter)
     job_at: float = 0.0
     cpu_at_job: float = 0.0
+    cgroup: cgroups.SandboxCgroup | cgroups.NullCgroup = field(default_factory=cgroups.NullCgroup)
+    final: cgroups.Usage | None = None
+    """The cgroup's usage once everything in it is dead (read by `end`, before the cgroup is removed)."""
 
     def fresh(self) -> bool:
         """Still waiting, on this event loop, with time left before it gives up on its job."""
@@ -126,16 +128,45 @@ class Launched:
     def job_handed(self) -> None:
         """Note when the job was handed over and the CPU time used before it (the trusted imports)."""
         self.sample_cpu()
-        self.job_at, self.cpu_at_job = time.monotonic(), self.meter.total()
+        metered = self.cgroup.usage().cpu_s
+        self.job_at, self.cpu_at_job = time.monotonic(), metered if metered is not None else self.meter.total()
 
     def sample_cpu(self) -> None:
-        """Sample the CPU time of this run's live processes."""
-        self.meter.sample(self.token, self.workdir)
+        """Sample the CPU time of this run's live processes (only where no cgroup meters them)."""
+        if not self.cgroup.enforced:
+            self.meter.sample(self.token, self.workdir)
 
     def job_cpu_s(self) -> float:
-        """CPU seconds the job's whole process tree used: exact for `bwrap`, sampled (a lower bound) otherwise."""
-        total = self.proc.cpu_s if isinstance(self.proc, sandbox_bwrap.BwrapProcess) else self.meter.total()
+        """CPU seconds the job's whole process tree used: the cgroup's (every process it ever held); without a
+        cgroup, `wait4`'s for `bwrap` (exact when the run exits by itself), sampled (a lower bound) otherwise."""
+        if self.final is not None and self.final.cpu_s is not None:
+            total = self.final.cpu_s
+        elif isinstance(self.proc, sandbox_bwrap.BwrapProcess):
+            total = self.proc.cpu_s
+        else:
+            total = self.meter.total()
         return max(0.0, total - self.cpu_at_job)
+
+    def kill_all(self) -> None:
+        """Kill every process of the run now: its cgroup, and whatever carries its marker (the belt, and the only
+        way where no cgroup exists)."""
+        with contextlib.suppress(OSError, TimeoutError):
+            self.cgroup.kill()
+        reap(self.token, self.workdir)
+
+    def end(self) -> None:
+        """Kill everything, keep the cgroup's final usage, and remove the cgroup."""
+        self.kill_all()
+        try:
+            self.final = self.cgroup.destroy()
+        except (OSError, TimeoutError) as exc:  # left for `cgroups.sweep_stale` at the next start
+            log.warning("sandbox cgroup %s not removed: %s", self.cgroup.name, exc)
+
+
+def _limit_to(warm: Launched, memory_mb: int) -> bool:
+    """Lower a warm process's cgroup memory limit to the job's own (the harness lowers `RLIMIT_AS` itself); False
+    when the kernel cannot reclaim down to it."""
+    return not warm.cgroup.limits_memory or warm.cgroup.set_memory_limit(memory_mb * MIB)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -162,12 +193,9 @@ def new_workdir(phase: str) -> Path:
     return workdir
 
 
-def python_for_sandbox() -> tuple[str, list[str]]:
-    """The interpreter to run (inside the virtualenv, if any) and the prefixes it needs read-only."""
-    venv = Path(os.path.realpath(sys.prefix))
-    base = Path(os.path.realpath(sys.base_prefix))
-    python = venv / "bin" / "python" if venv != base else Path(os.path.realpath(sys.executable))
-    return str(python), sorted({str(venv), str(base)})
+def python_for_sandbox() -> SandboxPython:
+    """The interpreter a sandbox runs, its home (the view: stdlib, torch, numpy) and every path it may read."""
+    return sandbox_python(prepare.state_dir() / "sandbox-python")
 
 
 SHARED_HOST_DIRS = ("/tmp", "/dev/shm")
@@ -178,8 +206,8 @@ def userns_problem() -> str | None:
     """Why `userns` cannot isolate on this install, or None: it shares the host's /tmp and /dev/shm read-write,
     so an interpreter or virtualenv under them would be writable by the run, and the trusted scorer imports
     from it. (The state dir is never under /tmp: `prepare.state_dir` refuses that.)"""
-    _, prefixes = python_for_sandbox()
-    exposed = [p for p in prefixes if any(Path(p).is_relative_to(d) for d in SHARED_HOST_DIRS)]
+    ours = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix), *python_for_sandbox().read_only}
+    exposed = sorted(p for p in ours if any(Path(p).is_relative_to(d) for d in SHARED_HOST_DIRS))
     if not exposed:
         return None
     return (
@@ -188,11 +216,12 @@ def userns_problem() -> str | None:
     )
 
 
-def sandbox_env(cpu: int, workdir: Path, token: str, python: str) -> dict[str, str]:
+def sandbox_env(cpu: int, workdir: Path, token: str, python: SandboxPython) -> dict[str, str]:
     """The run's whole environment, from an allowlist: no secret of the parent ever gets in."""
     threads = str(max(1, cpu))
     return {
-        "PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin",
+        "PATH": f"{Path(python.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+        **python.env(),
         "HOME": str(workdir),
         "TMPDIR": str(workdir),
         "LANG": "C.UTF-8",
@@ -239,10 +268,18 @@ def _session_class() -> type:
     return PlainSession
 
 
+def address_space_mb(memory_mb: int) -> int:
+    """The per-process `RLIMIT_AS` belt a harness applies (0: none). It stays wherever it breaks nothing; where a
+    memory cgroup already limits the whole tree and CUDA is present, it goes, because CUDA reserves far more
+    address space than it uses and would fail under it."""
+    cuda = os.path.exists("/dev/nvidiactl")
+    return 0 if cuda and cgroups.host().limits_memory else memory_mb
+
+
 def harness_command(python: str, key: LaunchKey, memory_mb: int, lifetime_s: float, idle_s: float) -> list[str]:
     """`python harness.py serve <role> <idle_s> <memory_mb> <cpu_s>`: the harness applies the limits itself first."""
     cpu_s = math.ceil(max(1, key.cpu) * lifetime_s)
-    return [python, "harness.py", "serve", key.phase, f"{idle_s:.0f}", str(memory_mb), str(cpu_s)]
+    return [python, "harness.py", "serve", key.phase, f"{idle_s:.0f}", str(address_space_mb(memory_mb)), str(cpu_s)]
 
 
 async def _open_session(key: LaunchKey, memory_mb: int, lifetime_s: float, workdir: Path, command: list[str], env):
@@ -251,14 +288,13 @@ async def _open_session(key: LaunchKey, memory_mb: int, lifetime_s: float, workd
 
     if key.backend == "userns" and (problem := userns_problem()):
         raise RuntimeError(problem)
-    python, prefixes = python_for_sandbox()
     session = _session_class()(
         backend=key.backend,
         host_work_dir=str(workdir),
         default_cwd=str(workdir),
         timeout_s=lifetime_s,
         network_mode="blocked",
-        read_only_paths=prefixes + list(key.read_only),
+        read_only_paths=list(python_for_sandbox().read_only) + list(key.read_only),  # its system dirs are granted
         resources=flyte.Resources(cpu=max(1, key.cpu), memory=f"{memory_mb}Mi"),
     )
     try:
@@ -271,14 +307,16 @@ async def _open_session(key: LaunchKey, memory_mb: int, lifetime_s: float, workd
     return session, proc
 
 
-def _spawn_bwrap(key: LaunchKey, workdir: Path, command: list[str], env: dict[str, str]):
-    """Our own `bwrap` sandbox running `command`; (session, process), the same object for both."""
+def _spawn_bwrap(key: LaunchKey, workdir: Path, command: list[str], env: dict[str, str], cgroup):
+    """Our own `bwrap` sandbox running `command` in `cgroup` from its first instruction; (session, process), the
+    same object for both."""
     binary = sandbox_bwrap.bwrap_binary()
     if binary is None:
         raise RuntimeError("backend 'bubblewrap' needs the bwrap binary (apt-get install bubblewrap)")
-    _, prefixes = python_for_sandbox()
-    argv = sandbox_bwrap.bwrap_argv(binary, workdir, prefixes + list(key.read_only), env, command)
-    proc = sandbox_bwrap.spawn(argv, workdir / "stderr.log")
+    python = python_for_sandbox()
+    read_only = list(python.read_only) + list(key.read_only)
+    argv = sandbox_bwrap.bwrap_argv(binary, workdir, read_only, env, command, python.system)
+    proc = sandbox_bwrap.spawn(cgroup.attach_argv(argv), workdir / "stderr.log")
     return proc, proc
 
 
@@ -289,19 +327,23 @@ async def launch(key: LaunchKey, memory_mb: int, lifetime_s: float, idle_s: floa
     `idle_s` is how long it waits for a job.
     """
     workdir, token = new_workdir(key.phase), uuid.uuid4().hex
-    python, _ = python_for_sandbox()
-    command = harness_command(python, key, memory_mb, lifetime_s, idle_s)
+    python = python_for_sandbox()
+    command = harness_command(python.executable, key, memory_mb, lifetime_s, idle_s)
     env = sandbox_env(key.cpu, workdir, token, python)
+    cgroup = cgroups.create(cgroups.host(), memory_mb * MIB)
     try:
         if key.backend == "bubblewrap":
-            session, proc = _spawn_bwrap(key, workdir, command, env)
+            session, proc = _spawn_bwrap(key, workdir, command, env, cgroup)
         else:
             session, proc = await _open_session(key, memory_mb, lifetime_s, workdir, command, env)
     except BaseException:
+        with contextlib.suppress(OSError, TimeoutError):
+            cgroup.destroy()
         reap(token, workdir)
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    return Launched(key, memory_mb, workdir, token, session, proc, asyncio.get_running_loop(), lifetime_s, idle_s)
+    loop = asyncio.get_running_loop()
+    return Launched(key, memory_mb, workdir, token, session, proc, loop, lifetime_s, idle_s, cgroup=cgroup)
 
 
 async def _settle(proc: Any) -> None:
@@ -319,14 +361,14 @@ async def _wait(launched: Launched, remaining: float) -> bool:
     """
     waiter = asyncio.ensure_future(_settle(launched.proc))
     give_up = time.monotonic() + max(0.01, remaining)
-    sampled = not isinstance(launched.proc, sandbox_bwrap.BwrapProcess)
+    sampled = not launched.cgroup.enforced and not isinstance(launched.proc, sandbox_bwrap.BwrapProcess)
     while (left := give_up - time.monotonic()) > 0:
         if sampled:
             launched.sample_cpu()
         done, _ = await asyncio.wait({waiter}, timeout=min(CPU_SAMPLE_S, left) if sampled else left)
         if done:
             return False
-    reap(launched.token, launched.workdir)
+    launched.kill_all()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(waiter, NATIVE_GRACE_S)
     return True
@@ -335,8 +377,9 @@ async def _wait(launched: Launched, remaining: float) -> bool:
 async def finish(launched: Launched, remaining: float) -> PhaseRun:
     """Wait for the process's one job to end within `remaining` s, then kill all it left behind.
 
-    Once this returns, no process of the run is alive (the namespace is gone under `bwrap`; the
-    marker scan has killed every marked process otherwise), so its files can no longer change.
+    Once this returns, no process of the run is alive (its cgroup is empty and gone; without one, the
+    namespace is gone under `bwrap` and the marker scan has killed every marked process otherwise), so its
+    files can no longer change.
     """
     start = time.perf_counter()
     try:
@@ -344,23 +387,27 @@ async def finish(launched: Launched, remaining: float) -> PhaseRun:
         code = launched.proc.returncode if launched.proc.returncode is not None else -9
     finally:
         launched.finished = True
-        reap(launched.token, launched.workdir)
+        launched.end()
         with contextlib.suppress(Exception):
             await launched.session.close()
     wall = time.perf_counter() - start
     err = read_untrusted_tail(launched.workdir, "stderr.log")
     job_wall = time.monotonic() - launched.job_at if launched.job_at else wall
-    return PhaseRun(code, err, wall, hit_deadline or wall >= remaining, job_wall, launched.job_cpu_s())
+    oom = launched.final.oom_kills if launched.final else 0
+    return PhaseRun(code, err, wall, hit_deadline or wall >= remaining, job_wall, launched.job_cpu_s(), oom)
 
 
 async def until_ready(launched: Launched, remaining: float, poll_s: float = 0.01) -> None:
     """Wait (at most `remaining` s) until the harness has done its imports, or its process has ended.
 
-    The job is handed over only then, so the job's measured wall and CPU time leave out start-up.
+    The job is handed over only then, so the job's measured wall and CPU time leave out start-up. A process a
+    library spawned (userns) joins its cgroup here, while it has run only the trusted harness.
     """
     give_up = time.monotonic() + remaining
     while not launched.warmed_up() and launched.proc.returncode is None and time.monotonic() < give_up:
         await asyncio.sleep(poll_s)
+    if launched.cgroup.enforced and not isinstance(launched.proc, sandbox_bwrap.BwrapProcess):
+        launched.cgroup.adopt(lambda: marked_pids(launched.token, launched.workdir))
 
 
 async def discard(launched: Launched) -> None:
@@ -376,7 +423,7 @@ def _kill_now(launched: Launched) -> None:
     launched.finished = True
     if isinstance(launched.proc, sandbox_bwrap.BwrapProcess):
         launched.proc.kill()  # also a bwrap still setting up, before any marked process exists
-    reap(launched.token, launched.workdir)
+    launched.end()
     shutil.rmtree(launched.workdir, ignore_errors=True)
 
 
@@ -415,8 +462,12 @@ class WarmPool:
             self._drop_stale()
             for i, warm in enumerate(self._ready):
                 if warm.key == key and warm.fits(memory_mb, need_s):
+                    self._ready.pop(i)
+                    if warm.memory_mb > memory_mb and not _limit_to(warm, memory_mb):
+                        _kill_now(warm)  # holds more than the job may: a cold start instead
+                        break
                     self.hits += 1
-                    return self._ready.pop(i)
+                    return warm
             coming = self._coming(key)
             if not coming:
                 self.misses += 1

@@ -1,9 +1,11 @@
 """Process clean-up, CPU metering and careful reading of what a sandboxed run left behind.
 
-`reap` ends every process a run started, even one that left its process group with `setsid`:
-each run's environment carries a unique marker, and `/proc` is scanned for it (and for a cwd inside
-the run's work dir). `CpuMeter` samples the CPU time of those processes where the kernel's own
-exit accounting is not ours to read (the `unionai-sandbox` backends reap their process themselves).
+`reap` ends every process a run started that carries its marker, even one that left its process
+group with `setsid`: each run's environment carries a unique marker, and `/proc` is scanned for it
+(and for a cwd inside the run's work dir). It is the belt beside the run's cgroup (`cgroups.py`),
+which also holds a daemon that cleared its environment and left the work dir, and the only clean-up
+where no cgroup can be made. `CpuMeter` samples the CPU time of marked processes for that case too
+(the `unionai-sandbox` backends reap their process themselves, so `wait4` is not ours to read).
 
 The readers never trust a path inside a work dir: the sandboxed code could have replaced any
 component with a link (to another run's checkpoint, to the ledger), a FIFO (an `open` that would

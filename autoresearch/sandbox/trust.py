@@ -2,7 +2,8 @@
 
 Everything that produces or checks a number lives there. The one list decides three things:
 - the experiment cache salt (`code_salt`): editing any trusted file invalidates every cached result;
-- what a sandbox stages (`STAGED`): the few trusted files that run inside it, next to the edited `train.py`;
+- what a sandbox stages (`STAGED`): the few trusted files that run inside it, next to the edited `train.py`
+  (of `prepare.py`, only the training runtime: `runtime.py`, staged under that name);
 - what a cluster pod must receive besides the task modules (see `bundle.py`).
 """
 
@@ -16,8 +17,14 @@ SANDBOX = Path(__file__).resolve().parent
 REPO = SANDBOX.parent.parent
 CONTRACTS = ("prepare.py", "autoresearch_types.py")
 """The top-level trusted files (the contracts and the fixed infrastructure)."""
-STAGED = {"harness.py": SANDBOX / "harness.py", **{name: REPO / name for name in CONTRACTS}}
-"""Work-dir name -> source of every trusted file a sandbox runs: the harness and what it imports."""
+STAGED = {
+    "harness.py": SANDBOX / "harness.py",
+    "prepare.py": SANDBOX / "runtime.py",
+    "autoresearch_types.py": REPO / "autoresearch_types.py",
+}
+"""Work-dir name -> source of every trusted file a sandbox runs: the harness and what it imports. `prepare.py`
+there is the training runtime alone (`runtime.py`): the repository's `prepare.py` also holds the data sources and
+the tokenizer, which a sandbox must not have."""
 
 
 def trusted_files() -> list[Path]:

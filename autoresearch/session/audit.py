@@ -14,7 +14,7 @@ import flyte
 from autoresearch.lab import sizing
 from autoresearch.lab.runner import ExperimentRunner
 from autoresearch.ledger.records import BASELINE_TITLE
-from autoresearch.ledger.verdicts import audit_summary
+from autoresearch.ledger.verdicts import mean_se
 from autoresearch_types import ExperimentResult
 
 
@@ -67,3 +67,25 @@ async def held_out_audit(
     ]
     await ledger.record_audit(audit)
     return audit
+
+
+def audit_summary(best: str, val: dict[str, list[float]], test: dict[str, list[float]]) -> dict[str, Any]:
+    """The final pick and the baseline on both splits, from the same audited runs: means, errors, gains and the
+    selection gap (the val gain minus the test gain: how much of the gain came from choosing on val)."""
+
+    def stats(values: list[float]) -> dict[str, Any]:
+        mean, se = mean_se(values)
+        return {"mean": mean, "se": se, "n": len(values)}
+
+    out: dict[str, Any] = {"best": best, "baseline": BASELINE_TITLE}
+    out["val"] = {t: stats(v) for t, v in val.items()}
+    out["test"] = {t: stats(v) for t, v in test.items()}
+
+    def gain(split: dict[str, dict[str, Any]]) -> float | None:
+        b, m = split.get(BASELINE_TITLE, {}).get("mean"), split.get(best, {}).get("mean")
+        return None if b is None or m is None else b - m
+
+    out["val_gain"], out["test_gain"] = gain(out["val"]), gain(out["test"])
+    gap = None if out["val_gain"] is None or out["test_gain"] is None else out["val_gain"] - out["test_gain"]
+    out["selection_gap"] = gap
+    return out

@@ -36,9 +36,9 @@ from autoresearch.ledger.views import best_line
 from autoresearch.planner import builtin as planner
 from autoresearch.report.results_tsv import results_tsv
 from autoresearch.report.text import cost_per_gain, transfer_text
-from autoresearch.sandbox import backends, workdirs
+from autoresearch.sandbox import backends, cgroups, workdirs
 from autoresearch.sandbox import pool as sandbox_pool
-from autoresearch.session import inputs, results
+from autoresearch.session import inputs, results, splits
 from autoresearch.session.activity import Activity
 from autoresearch.session.reporter import Reporter, report_html
 from autoresearch_types import AutoresearchOutput, ExperimentConfig
@@ -68,13 +68,27 @@ def usage_of(call_llm: Any, guard: loop_guard.LoopGuard | None = None) -> dict[s
     return {**usage, "errored_turns": guard.errored_turns if guard else 0}
 
 
-async def load_bundle(dataset: str, num_shards: int, vocab_size: int) -> bundle.Bundle:
-    """The cached bundle, rebuilt without the cache when its files are gone (a deleted state dir)."""
-    data = await bundle.build_bundle.aio(dataset=dataset, num_shards=num_shards, vocab_size=vocab_size)
-    if is_local() and not (Path(data.data.path) / "meta.json").exists():
-        print(f"cached bundle {data.root} is gone; rebuilding it", flush=True)
-        fresh = bundle.build_bundle.override(cache="disable")
-        data = await fresh.aio(dataset=dataset, num_shards=num_shards, vocab_size=vocab_size)
+def bundle_problem(data: bundle.Bundle) -> str:
+    """Why a cached local bundle cannot be used ("" if it can): its files are gone (a deleted state dir), or a
+    held-out file no longer matches the hash recorded when it was built."""
+    if not (Path(data.data.path) / "meta.json").exists():
+        return "is gone"
+    for name, digest in data.digests.items():
+        try:
+            prepare.read_verified(prepare.held_out_path(data.data.path, data.tokenizer.path, name), digest)
+        except (OSError, prepare.DataError):
+            return f"has a changed or missing {name} file"
+    return "" if data.digests else "records no content hashes"
+
+
+async def load_bundle(dataset: str, num_shards: int, vocab_size: int, split_seed: int) -> bundle.Bundle:
+    """The cached bundle of this key's split, rebuilt without the cache when its files are gone or damaged."""
+    inputs = {"dataset": dataset, "num_shards": num_shards, "vocab_size": vocab_size, "split_seed": split_seed}
+    data = await bundle.build_bundle.aio(**inputs)
+    problem = bundle_problem(data) if is_local() else ""
+    if problem:
+        print(f"cached bundle {data.root} {problem}; rebuilding it", flush=True)
+        data = await bundle.build_bundle.override(cache="disable").aio(**inputs)
     return data
 
 
@@ -203,11 +217,12 @@ async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, 
         print(f"prompt: {form} ({why})", flush=True)
     cleaned = workdirs.clean(prepare.state_dir() / ledger_store.WORK_DIR) if is_local() else []
     cleaned += workdirs.clean(sandbox_pool.runs_root()) if is_local() else []
+    swept = cgroups.sweep_stale(cgroups.host()) if is_local() else []  # dead runs' cgroups, and what was left in them
     ledger = await ledger_mod.Ledger.open(memory_key, start=False)
     if ledger.exists:
         records = await ledger.records()
         done = sum(1 for r in records if r.runs or r.legacy)
-        for line in ui.open_lines(done, len(records) - done, ledger.runs_used(), ledger.damaged, len(cleaned)):
+        for line in ui.open_lines(done, len(records) - done, ledger.runs_used(), ledger.damaged, len(cleaned + swept)):
             print(line, flush=True)
     requested, rule, dataset, explicit = settings
     rule = dataclasses.replace(rule, horizon=limits.n_experiments)  # a new key spreads its campaign over its ideas
@@ -219,7 +234,9 @@ async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, 
         print(
             f"resuming: this key's own settings apply ({ui.budget_summary(base)}; {rule.replicates} seeds)", flush=True
         )
-    data = await load_bundle(dataset["dataset"], dataset["num_shards"], base.vocab_size)
+    seed = key_split_seed(memory_key, ledger, dataset)
+    dataset = {**dataset, "split": prepare.split_id(seed)}
+    data = await load_bundle(dataset["dataset"], dataset["num_shards"], base.vocab_size, seed)
     profile = await bundle.profile_bundle.aio(bundle=data)
     await ledger.start(base.with_overrides({"vocab_size": profile.vocab_size}), rule, dataset)
     budget = Budget(limits.n_experiments, limits.batch_size, limits.concurrency, ledger.runs_used())
@@ -228,6 +245,17 @@ async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, 
     session = Session(memory_key, model_name, ledger, data, profile, call_llm, Activity(), budget, files=files)
     session.prompt_form = form
     return session
+
+
+def key_split_seed(memory_key: str, ledger: ledger_mod.Ledger, dataset: dict[str, Any]) -> int:
+    """The key's secret split seed (see `splits.py`); a key created before splits were secret is refused, because
+    its runs were scored on another validation split than any new run would be."""
+    if ledger.stored_settings and not dataset.get("split"):
+        raise splits.SplitError(
+            f"key {memory_key!r} was created before held-out splits were secret per key: its runs were scored on the "
+            "old fixed validation plays, which every model (and the agent) could know. Start a new key."
+        )
+    return splits.key_split(prepare.state_dir(), memory_key, dataset.get("split"))
 
 
 async def research(session: Session, runner: ExperimentRunner, limits: RunLimits) -> tuple[str, str, str]:
