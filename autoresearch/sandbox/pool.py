@@ -1,9 +1,9 @@
 """Sandboxed `harness.py` processes: launched (possibly ahead of time), handed one job, waited on, measured.
 
 Most of a short experiment's overhead is interpreter start-up and `import torch` (about 1 s here,
-more when several start at once) plus, for training, the `torch._dynamo` import the first AdamW
-triggers (about 0.8 s). `launch` starts `python harness.py serve <phase>` in a sandbox: our own
-`bwrap` launcher for backend `bubblewrap` (`bwrap.py`: PID namespace, private `/tmp`), a
+more when several start at once) plus the `torch._dynamo` import the first AdamW triggers (about
+0.8 s) and `torch.export`'s first call. `launch` starts `python harness.py serve train` in a sandbox:
+our own `bwrap` launcher for backend `bubblewrap` (`bwrap.py`: PID namespace, private `/tmp`), a
 `unionai-sandbox` session for `userns` and `none`. The harness does those imports, then waits for
 `job.json`. `finish` waits for the process under the run's own deadline, kills whatever it left
 behind (`sandbox_proc.reap`) and says how much wall and CPU time the job used, measured from
@@ -43,11 +43,6 @@ from autoresearch.sandbox.trust import STAGED
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-FIXED_FILES = {
-    "harness.py": HERE / "harness.py",
-    "prepare.py": REPO / "prepare.py",
-    "autoresearch_types.py": REPO / "autoresearch_types.py",
-}
 NATIVE_GRACE_S = 5.0
 """The library's own timeout sits this far past ours: a backstop, never the deadline itself."""
 WARM_IDLE_S = 300.0
@@ -62,9 +57,7 @@ log = logging.getLogger(__name__)
 class LaunchKey:
     """What a sandboxed process is fixed to at launch: its role, backend, threads and extra read-only paths.
 
-    Roles: `train` (phase 1), `serve` (the model server the scorer scores) and `check` (a second,
-    fresh model server that re-answers a sample of rows); `serve` and `check` run the same harness
-    phase, but each experiment needs one of each, so they are pooled apart.
+    The one role is `train` (phase 1, which also exports the graph); scoring runs no sandboxed process.
     """
 
     phase: str

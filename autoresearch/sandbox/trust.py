@@ -16,8 +16,12 @@ SANDBOX = Path(__file__).resolve().parent
 REPO = SANDBOX.parent.parent
 CONTRACTS = ("prepare.py", "autoresearch_types.py")
 """The top-level trusted files (the contracts and the fixed infrastructure)."""
-STAGED = {"harness.py": SANDBOX / "harness.py", **{name: REPO / name for name in CONTRACTS}}
-"""Work-dir name -> source of every trusted file a sandbox runs: the harness and what it imports."""
+STAGED = {
+    "harness.py": SANDBOX / "harness.py",
+    "graph_export.py": SANDBOX / "graph_export.py",
+    **{name: REPO / name for name in CONTRACTS},
+}
+"""Work-dir name -> source of every trusted file a sandbox runs: the harness, the graph writer, what they import."""
 
 
 def trusted_files() -> list[Path]:
