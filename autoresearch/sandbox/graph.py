@@ -177,8 +177,9 @@ def _input_shape(spec: Any) -> tuple[int, int]:
     return shape[0], shape[1]
 
 
-def _tensor(j: int, meta: Any, data: bytes, base: int) -> torch.Tensor:
-    """Tensor `j`: checked against the file's bounds, copied into memory of our own."""
+def _tensor(j: int, meta: Any, data: bytes, base: int, after: int) -> torch.Tensor:
+    """Tensor `j`: checked against the file's bounds (starting at or after byte `after` of the tensor bytes, so
+    no byte is copied twice and the copies never exceed the file), copied into memory of our own."""
     if not isinstance(meta, dict) or set(meta) != TENSOR_KEYS:
         raise GraphTampered(f"tensor {j}: keys")
     if meta["kind"] not in TENSOR_KINDS or meta["dtype"] not in DTYPES or not isinstance(meta["name"], str):
@@ -192,7 +193,7 @@ def _tensor(j: int, meta: Any, data: bytes, base: int) -> torch.Tensor:
         raise GraphTampered(f"tensor {j}: shape")
     dtype = DTYPES[meta["dtype"]]
     want = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-    if type(offset) is not int or type(nbytes) is not int or nbytes != want or offset < 0 or offset % ALIGN:
+    if type(offset) is not int or type(nbytes) is not int or nbytes != want or offset < after or offset % ALIGN:
         raise GraphTampered(f"tensor {j}: offset or size")
     if base + offset + nbytes > len(data):
         raise GraphTampered(f"tensor {j}: past the end of the file")
@@ -253,7 +254,10 @@ def load_graph(data: bytes) -> Program:
         raise GraphTampered("tensor table")
     if not isinstance(raw_nodes, list) or len(raw_nodes) > MAX_NODES:
         raise GraphTampered("node list")
-    tensors = [_tensor(j, meta, data, base) for j, meta in enumerate(metas)]
+    tensors, after = [], 0
+    for j, meta in enumerate(metas):
+        tensors.append(_tensor(j, meta, data, base, after))
+        after = meta["offset"] + meta["nbytes"]
     nodes = [_node(i, raw, len(tensors)) for i, raw in enumerate(raw_nodes)]
     _check_value(header["output"], len(nodes), len(tensors))
     program = Program(shape, tensors, [m["kind"] for m in metas], nodes, header["output"])
@@ -411,17 +415,17 @@ class Program:
 
 
 def _check_caps(analysis: Analysis, caps: Caps) -> None:
+    if analysis.peak_bytes > caps.max_peak_bytes:
+        raise GraphRefused(
+            f"forward() needs up to {analysis.peak_bytes / 2**20:.0f} MiB of live tensors, over the cap of "
+            f"{caps.max_peak_bytes / 2**20:.0f} MiB"
+        )
     if analysis.params > caps.max_params:
         raise GraphRefused(f"the graph reads {analysis.params:,} weights, over the cap of {caps.max_params:,}")
     if analysis.flops_per_token > caps.max_flops_per_token:
         raise GraphRefused(
             f"forward() costs {analysis.flops_per_token:.3g} FLOPs per token, over the cap of "
             f"{caps.max_flops_per_token:.3g}"
-        )
-    if analysis.peak_bytes > caps.max_peak_bytes:
-        raise GraphRefused(
-            f"forward() needs up to {analysis.peak_bytes / 2**20:.0f} MiB of live tensors, over the cap of "
-            f"{caps.max_peak_bytes / 2**20:.0f} MiB"
         )
 
 

@@ -6,7 +6,7 @@ It runs in the orchestrator process, in a worker thread (`evaluate` is called th
 `graph.load_graph` checks it and `Program.analyse` dry-runs it on the meta device under `caps_for`'s
 caps before a real tensor is computed. Then each held-out window is evaluated alone (`Program.run`,
 batched with `vmap`, which keeps rows independent), with nothing carried between calls, and scored
-with `prepare.position_nats` / `prepare.scored_sums`, per row in float64, summed in window order: the
+with `prepare.position_nats` / `prepare.scored_sums`, per row in float64, summed exactly (`math.fsum`): the
 number equals `prepare.evaluate_bpb` of an eager model with the same weights.
 
 What each check catches, now that the scored function is a pure graph we run ourselves:
@@ -152,9 +152,14 @@ def _score_batch(program: Program, inputs: torch.Tensor, targets: torch.Tensor, 
 
 def score(program: Program, windows: np.ndarray, byte_table: np.ndarray, rng: random.Random,
           deadline: float | None = None, rows_per_call: int = ROWS_PER_CALL) -> dict:  # fmt: skip
-    """The metrics `classify.classify_metrics` reads: val_bpb of the windows, probe and repeat verdicts."""
-    inputs = torch.from_numpy(np.ascontiguousarray(windows[:, :-1], dtype=np.int64))
-    targets = torch.from_numpy(np.ascontiguousarray(windows[:, 1:], dtype=np.int64))
+    """The metrics `classify.classify_metrics` reads: val_bpb of the windows, probe and repeat verdicts.
+
+    Windows go through in a random order (consecutive windows are consecutive text, so no batch has a fixed
+    neighbour structure even if a batching rule ever mixed rows); `math.fsum` is exact, so order does not matter.
+    """
+    order = torch.tensor(rng.sample(range(len(windows)), len(windows)), dtype=torch.int64)
+    inputs = torch.from_numpy(np.ascontiguousarray(windows[:, :-1], dtype=np.int64))[order]
+    targets = torch.from_numpy(np.ascontiguousarray(windows[:, 1:], dtype=np.int64))[order]
     table = torch.as_tensor(np.asarray(byte_table), dtype=torch.float64)
     gen = torch.Generator().manual_seed(rng.randrange(1 << 62))
     tally, first = Tally(), None
