@@ -248,7 +248,7 @@ def test_a_custom_op_is_refused(workdir: Path) -> None:
     lib.define("scale(Tensor x) -> Tensor")
     lib.impl("scale", lambda x: x * 2, "CompositeExplicitAutograd")
     lib.impl("scale", lambda x: torch.empty_like(x), "Meta")
-    op = getattr(getattr(torch.ops, name), "scale")
+    op = getattr(torch.ops, name).scale
 
     class Custom(nn.Module):
         def __init__(self) -> None:
@@ -412,7 +412,9 @@ def crafted(blob: bytes, workdir: Path) -> dict[str, tuple[bytes, str]]:
     zip_path = workdir / "torch-export.pt2"
     import train
 
-    torch.export.save(torch.export.export(train.build_model(TINY).eval(), (torch.zeros(1, 32, dtype=torch.long),)), zip_path)
+    torch.export.save(
+        torch.export.export(train.build_model(TINY).eval(), (torch.zeros(1, 32, dtype=torch.long),)), zip_path
+    )
     nan = bytearray(tensors)
     nan[0:4] = struct.pack("<f", float("nan"))
     deep = b'{"format": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
@@ -424,24 +426,42 @@ def crafted(blob: bytes, workdir: Path) -> dict[str, tuple[bytes, str]]:
         "op torch.load": (edited(blob, set_op(linear, "torch.load")), "unexportable"),
         "custom op": (edited(blob, set_op(linear, "research.scale.default")), "unexportable"),
         "in-place add_": (edited(blob, set_op(linear, "aten.add_.Tensor")), "unexportable"),
-        "copy_ into a weight": (edited(blob, set_op(linear, "aten.copy_.default", [{"tensor": 0}, {"tensor": 1}])), "unexportable"),
+        "copy_ into a weight": (
+            edited(blob, set_op(linear, "aten.copy_.default", [{"tensor": 0}, {"tensor": 1}])),
+            "unexportable",
+        ),
         "index_put_": (edited(blob, set_op(linear, "aten.index_put_.default")), "unexportable"),
         "an out= variant": (edited(blob, set_op(linear, "aten.linear.out")), "unexportable"),
         "bernoulli": (edited(blob, set_op(linear, "aten.bernoulli.default")), "unexportable"),
         "empty": (edited(blob, set_op(linear, "aten.empty.memory_format")), "unexportable"),
         "as_strided": (edited(blob, set_op(linear, "aten.as_strided.default")), "unexportable"),
-        "dropout on": (edited(blob, set_op(linear, "aten.dropout.default", [{"node": 0}, 0.5, True], {})), "unexportable"),
+        "dropout on": (
+            edited(blob, set_op(linear, "aten.dropout.default", [{"node": 0}, 0.5, True], {})),
+            "unexportable",
+        ),
         "sdpa dropout": (edited(blob, lambda h: h["nodes"][sdpa]["kwargs"].update(dropout_p=0.5)), "unexportable"),
         "unknown keyword": (edited(blob, lambda h: h["nodes"][linear]["kwargs"].update(hook="os.system")), "tampered"),
-        "forward reference (cycle)": (edited(blob, lambda h: h["nodes"][linear]["args"].__setitem__(0, {"node": linear})), "tampered"),
+        "forward reference (cycle)": (
+            edited(blob, lambda h: h["nodes"][linear]["args"].__setitem__(0, {"node": linear})),
+            "tampered",
+        ),
         "reference past the end": (edited(blob, lambda h: h.__setitem__("output", {"node": 10**6})), "tampered"),
-        "weight index out of range": (edited(blob, lambda h: h["nodes"][linear]["args"].__setitem__(1, {"tensor": 999})), "tampered"),
+        "weight index out of range": (
+            edited(blob, lambda h: h["nodes"][linear]["args"].__setitem__(1, {"tensor": 999})),
+            "tampered",
+        ),
         "tensor past the file": (edited(blob, lambda h: h["tensors"][-1].__setitem__("offset", 1 << 40)), "tampered"),
         "overlapping tensors": (edited(blob, lambda h: h["tensors"][1].__setitem__("offset", 0)), "tampered"),
-        "oversized shape": (edited(blob, lambda h: h["tensors"][0].__setitem__("shape", [1 << 39, 1 << 39])), "tampered"),
+        "oversized shape": (
+            edited(blob, lambda h: h["tensors"][0].__setitem__("shape", [1 << 39, 1 << 39])),
+            "tampered",
+        ),
         "64 GiB intermediate": (edited(blob, _huge_intermediate), "unexportable"),
         "getitem on a weight": (edited(blob, set_op(linear, "getitem", [{"tensor": 0}, 0], {})), "tampered"),
-        "unknown tag": (edited(blob, lambda h: h["nodes"][linear]["args"].__setitem__(0, {"callable": "os.system"})), "tampered"),
+        "unknown tag": (
+            edited(blob, lambda h: h["nodes"][linear]["args"].__setitem__(0, {"callable": "os.system"})),
+            "tampered",
+        ),
         "JSON bomb": (join({}, tensors, raw_header=deep), "tampered"),
         "JSON NaN": (join({}, tensors, raw_header=json.dumps(header).replace("1e-05", "NaN").encode()), "tampered"),
         "header past the end": (graph_export.PREFIX.pack(graph_export.MAGIC, 1 << 40) + b"{}", "tampered"),

@@ -155,7 +155,7 @@ def test_a_run_that_burns_far_more_cpu_than_its_work_predicts_is_over_budget() -
         Arrival(6, "Unmeasured", 0, "success", 2.6, cpu_s=0.0, work=1e9),  # nothing measured: never flagged
     ]
     flagged = v.over_budget(base + runs, RULE.over_budget_factor)
-    assert set(flagged) == {4} and "150 CPU-s where its config predicts 21" in flagged[4]
+    assert set(flagged) == {4} and "150 CPU-s where its exported graph predicts 21" in flagged[4]
     judged = v.judge(base + runs, ["baseline", "Greedy", "Bigger", "Unmeasured"], RULE)
     assert judged.verdicts["Greedy"].label == "over_budget" and "not compared" in judged.verdicts["Greedy"].reason
     assert judged.verdicts["Bigger"].label != "over_budget" and judged.incumbent == "baseline"

@@ -52,8 +52,8 @@ BACKEND_GAPS = {
     "userns": COMMON_GAPS
     + (
         "no PID namespace: the run sees host processes and can signal any process of the same user",
-        "the host /tmp and /dev/shm are shared: the run can leave files there, and two sandboxes can pass "
-        "data through them, which defeats the fresh-server check of the scorer",
+        "the host /tmp and /dev/shm are shared: the run can leave files there, and two sandboxes training at "
+        "once can pass data through them (trained weights, say, whose compute then counts for neither)",
         "host Unix sockets are reachable: the run can connect to any socket whose path it can name",
         "a process that clears its environment and leaves its work dir can outlive the run",
         "phase 1's CPU time is sampled from /proc (a lower bound), not read from the kernel at exit",

@@ -260,7 +260,7 @@ def load_graph(data: bytes) -> Program:
         after = meta["offset"] + meta["nbytes"]
     nodes = [_node(i, raw, len(tensors)) for i, raw in enumerate(raw_nodes)]
     _check_value(header["output"], len(nodes), len(tensors))
-    program = Program(shape, tensors, [m["kind"] for m in metas], nodes, header["output"])
+    program = Program(shape, tensors, [m["kind"] for m in metas], nodes, header["output"], [m["name"] for m in metas])
     program.prune()
     return program
 
@@ -298,10 +298,15 @@ class Program:
     kinds: list[str]
     nodes: list[Node]
     output: Any
+    names: list[str] = field(default_factory=list)
     dropped_nodes: int = 0
     used_tensors: list[int] = field(default_factory=list)
     frees: list[list[int]] = field(default_factory=list)
     analysis: Analysis | None = None
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The weights by the names the writer gave them (`state_dict` keys; a tied weight under its first name)."""
+        return dict(zip(self.names, self.tensors, strict=True))
 
     def prune(self) -> None:
         """Drop nodes the output does not depend on (no op has a side effect) and note each value's last use."""

@@ -19,9 +19,9 @@ What each check catches, now that the scored function is a pure graph we run our
   proportion to the probability the window's own pass gave the true next token, which aims probes at
   suspiciously confident positions (a leak only pays where it raises that probability). This also
   catches a graph that reads the future through IEEE tricks (0 * inf = NaN behind a causal mask), which
-  an analysis of masks would call causal. What it does not catch with certainty: a look-ahead at a very
-  small fraction of positions, caught per window with probability about the weight of its cut (see
-  `Escape` in the README), over `n` windows compounding.
+  an analysis of masks would call causal. Not certain: a look-ahead at few positions is caught per window
+  with the probability its cut is drawn there (about 0.12 for a confident copy at one position of the
+  trained default baseline, so it escapes 256 windows with about 3e-15; the README's Sandbox section).
 - *Repeat* (`tampered`): the first batch is evaluated again at the end and must be bitwise equal.
   Nothing can keep state (no allowlisted op writes, nothing outlives a call), so this only catches what
   would break that assumption: an op that writes despite its schema, or non-deterministic kernels under
@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,10 +55,13 @@ CAP_FACTOR = 8
 """A graph may read and cost up to this many times the largest model the workshop bounds allow."""
 MIB = 1024 * 1024
 SCORING_THREADS = 1
-"""Intra-op threads of every scoring. torch's count is process-wide, so concurrent scorings must agree on it;
-one thread per scoring, like one per experiment, keeps results independent of what runs beside them (the
-bitwise probes compare rows computed with the same kernels and the same partition), and more threads than
-free cores makes every kernel wait on the others (70x slower measured on this loaded 2-core machine)."""
+"""Intra-op threads of every kernel call. torch's count is process-wide, so concurrent scorings must agree on
+it; one keeps results independent of what runs beside them (a row and its probe go through the same kernels
+with the same partition, which the bitwise probes rely on), and more threads than free cores makes every
+kernel wait on the others (70x slower measured on this loaded 2-core machine)."""
+WORKERS = 2
+"""Threads one scoring splits its windows between (each on `SCORING_THREADS`): the two model servers it
+replaces ran in parallel, and so does this."""
 
 
 class ScoringTimeout(Exception):
@@ -109,7 +114,7 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @dataclass
 class Tally:
-    """Per-window nats and bytes, and what the probes found."""
+    """One worker's per-window nats and bytes, what its probes found, and its first batch (for the repeat)."""
 
     nats: list[float] = field(default_factory=list)
     n_bytes: list[float] = field(default_factory=list)
@@ -117,6 +122,7 @@ class Tally:
     failures: int = 0
     worst: float = 0.0
     finite: bool = True
+    first: torch.Tensor | None = None
 
     def add_probe(self, scored: torch.Tensor, probed: torch.Tensor) -> None:
         self.probes += 1
@@ -125,19 +131,30 @@ class Tally:
             self.worst = max(self.worst, max_diff(scored, probed))
 
 
-def _check_deadline(deadline: float | None) -> None:
-    if deadline is not None and time.monotonic() > deadline:
-        raise ScoringTimeout("the deadline passed while scoring")
+@dataclass(frozen=True)
+class Batches:
+    """The windows in scoring order (`inputs`, `targets`), the byte table, and how to batch and stop them."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    table: torch.Tensor
+    rows_per_call: int
+    deadline: float | None
+    stop: threading.Event
 
 
 def _score_batch(program: Program, inputs: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, tally: Tally,
                  rng: random.Random, gen: torch.Generator) -> torch.Tensor:  # fmt: skip
-    """Score one batch of windows and probe each once; the scored logits."""
+    """Score one batch of windows and probe each once; the scored logits.
+
+    Non-finite is read off the per-position nats: a NaN or +inf logit anywhere in a row makes its
+    log-normaliser non-finite (a -inf logit elsewhere is a zero probability, which is allowed).
+    """
     logits = program.run_rows(inputs)
-    if not bool(torch.isfinite(logits).all()):
+    nats = prepare.position_nats(logits, targets)
+    if not bool(torch.isfinite(nats).all()):
         tally.finite = False
         return logits
-    nats = prepare.position_nats(logits, targets)
     cuts = []
     for r in range(inputs.shape[0]):
         n, b = prepare.scored_sums(nats[r], targets[r], table)
@@ -150,37 +167,75 @@ def _score_batch(program: Program, inputs: torch.Tensor, targets: torch.Tensor, 
     return logits
 
 
+def _work(program: Program, batches: Batches, rows: range, seed: int) -> Tally:
+    """One worker: its share of the windows, batch by batch, with its own random streams."""
+    try:
+        return _work_share(program, batches, rows, seed)
+    except BaseException:
+        batches.stop.set()  # the other workers stop at their next batch
+        raise
+
+
+def _work_share(program: Program, batches: Batches, rows: range, seed: int) -> Tally:
+    rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
+    tally = Tally()
+    for start in range(rows.start, rows.stop, batches.rows_per_call):
+        if batches.stop.is_set():
+            break
+        if batches.deadline is not None and time.monotonic() > batches.deadline:
+            raise ScoringTimeout("the deadline passed while scoring")
+        part = slice(start, min(start + batches.rows_per_call, rows.stop))
+        logits = _score_batch(program, batches.inputs[part], batches.targets[part], batches.table, tally, rng, gen)
+        if not tally.finite:
+            batches.stop.set()
+            break
+        tally.first = logits if tally.first is None else tally.first
+    return tally
+
+
+def _shares(n: int, rows_per_call: int, workers: int) -> list[range]:
+    """`n` rows cut into `workers` contiguous shares of whole batches."""
+    batches = -(-n // rows_per_call)
+    per = -(-batches // workers)
+    return [range(min(n, w * per * rows_per_call), min(n, (w + 1) * per * rows_per_call)) for w in range(workers)]
+
+
 def score(program: Program, windows: np.ndarray, byte_table: np.ndarray, rng: random.Random,
-          deadline: float | None = None, rows_per_call: int = ROWS_PER_CALL) -> dict:  # fmt: skip
+          deadline: float | None = None, rows_per_call: int = ROWS_PER_CALL, workers: int = WORKERS) -> dict:  # fmt: skip
     """The metrics `classify.classify_metrics` reads: val_bpb of the windows, probe and repeat verdicts.
 
     Windows go through in a random order (consecutive windows are consecutive text, so no batch has a fixed
-    neighbour structure even if a batching rule ever mixed rows); `math.fsum` is exact, so order does not matter.
+    neighbour structure even if a batching rule ever mixed rows), split between `workers` threads; a row and
+    its probe are always computed by the same thread. `math.fsum` is exact, so the order does not matter.
     """
     order = torch.tensor(rng.sample(range(len(windows)), len(windows)), dtype=torch.int64)
-    inputs = torch.from_numpy(np.ascontiguousarray(windows[:, :-1], dtype=np.int64))[order]
-    targets = torch.from_numpy(np.ascontiguousarray(windows[:, 1:], dtype=np.int64))[order]
-    table = torch.as_tensor(np.asarray(byte_table), dtype=torch.float64)
-    gen = torch.Generator().manual_seed(rng.randrange(1 << 62))
-    tally, first = Tally(), None
-    for start in range(0, len(windows), rows_per_call):
-        _check_deadline(deadline)
-        rows = slice(start, start + rows_per_call)
-        logits = _score_batch(program, inputs[rows], targets[rows], table, tally, rng, gen)
-        if not tally.finite:
-            return {"val_bpb": math.nan, "logits_finite": False}
-        first = logits if first is None else first
-    _check_deadline(deadline)
-    again = program.run_rows(inputs[:rows_per_call])
+    batches = Batches(
+        torch.from_numpy(np.ascontiguousarray(windows[:, :-1], dtype=np.int64))[order],
+        torch.from_numpy(np.ascontiguousarray(windows[:, 1:], dtype=np.int64))[order],
+        torch.as_tensor(np.asarray(byte_table), dtype=torch.float64),
+        rows_per_call,
+        deadline,
+        threading.Event(),
+    )
+    shares = [r for r in _shares(len(windows), rows_per_call, max(1, workers)) if len(r)]
+    with ThreadPoolExecutor(len(shares), thread_name_prefix="scorer") as pool:
+        futures = [pool.submit(_work, program, batches, share, rng.randrange(1 << 62)) for share in shares]
+        tallies = [future.result() for future in futures]
+    if not all(t.finite for t in tallies):
+        return {"val_bpb": math.nan, "logits_finite": False}
+    again = program.run_rows(batches.inputs[: len(tallies[0].first)])
+    same = torch.equal(tallies[0].first, again)
     return {
-        "val_bpb": prepare.bits_per_byte(math.fsum(tally.nats), math.fsum(tally.n_bytes)),
+        "val_bpb": prepare.bits_per_byte(
+            math.fsum(n for t in tallies for n in t.nats), math.fsum(b for t in tallies for b in t.n_bytes)
+        ),
         "logits_finite": True,
-        "probe_ok": tally.failures == 0,
-        "probe_max_diff": tally.worst,
-        "probes": tally.probes,
-        "probe_failures": tally.failures,
-        "consistent": torch.equal(first, again),
-        "consistency_max_diff": max_diff(first, again),
+        "probe_ok": all(t.failures == 0 for t in tallies),
+        "probe_max_diff": max(t.worst for t in tallies),
+        "probes": sum(t.probes for t in tallies),
+        "probe_failures": sum(t.failures for t in tallies),
+        "consistent": same,
+        "consistency_max_diff": 0.0 if same else max_diff(tallies[0].first, again),
         "tolerance": 0.0,
         "windows": len(windows),
     }
