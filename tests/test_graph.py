@@ -176,6 +176,29 @@ class HiddenMatmul(nn.Module):
         return self.base(idx) + (e.unsqueeze(-1) * self.w).sum(-2)
 
 
+class WritesLocals(nn.Module):
+    """In-place writes on tensors forward() creates (not on weights): honest, and scored as eager."""
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        logits = self.base(idx).clone()
+        logits[:, :, 0] = -1e4  # never predict token 0
+        bonus = torch.zeros_like(logits)
+        bonus.scatter_(-1, idx.unsqueeze(-1), 0.5)  # a little weight on repeating the current token
+        logits.masked_fill_(logits < -50, -50.0)
+        return torch.relu_(logits + 60.0) + bonus
+
+
+def test_in_place_writes_on_local_tensors_export_and_score_as_eager(data: dict, workdir: Path) -> None:
+    model = WritesLocals(trained(BASELINE, data, workdir)).eval()
+    result = evaluate(export_bytes(model, workdir), data)
+    assert result.failure is None and result.metrics["probe_ok"] and result.metrics["consistent"], result
+    assert abs(result.metrics["val_bpb"] - eager_bpb(model, data)) < 1e-6
+
+
 # ---------------------------------------------------------------- edits that cannot be exported
 
 

@@ -112,6 +112,31 @@ def test_the_deadline_and_a_graph_failing_on_real_values_end_the_scoring_cleanly
     assert broken.failure is not None and broken.failure[0] == "crash" and "IndexError" in broken.failure[1]
 
 
+class SliceWrite(torch.nn.Module):
+    """`bonus[:, :-1] += ...` becomes `slice_scatter(..., end=-1)`, whose `vmap` batching rule fails in torch 2.13."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        logits = self.model(idx)
+        bonus = torch.zeros_like(logits)
+        bonus[:, :-1] += 0.25
+        return logits + bonus
+
+
+def test_a_graph_whose_batching_rule_fails_is_scored_one_window_per_call(held_out, workdir: Path) -> None:
+    val, windows, token_bytes = held_out
+    model = SliceWrite(model_for()).eval()
+    program = program_of(model, workdir)
+    metrics = scorer.score(program, windows, token_bytes, random.Random(0))
+    reference = prepare.evaluate_bpb(model, val, token_bytes, TINY.seq_len, eval_tokens=TINY.eval_tokens)
+    assert metrics["batched"] is False and metrics["probe_ok"] and metrics["consistent"]
+    assert abs(metrics["val_bpb"] - reference) < 1e-6
+    assert scorer.score(program_of(model_for(), workdir), windows, token_bytes, random.Random(0))["batched"] is True
+
+
 def test_caps_scale_with_the_largest_allowed_model() -> None:
     small, big = scorer.caps_for(TINY, 1024), scorer.caps_for(ExperimentConfig(), 4096)
     assert small.max_flops_per_token < big.max_flops_per_token and small.max_peak_bytes == 1024 * 2**20

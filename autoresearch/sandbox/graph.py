@@ -383,11 +383,15 @@ class Program:
         return self._execute(tokens, self.tensors)
 
     def run_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        """Logits `(k, T, V)` of `k` windows `(k, T)`, each through `run` alone (`vmap` keeps rows independent)."""
-        one = self.run if rows.shape[0] == 1 else None
-        if one is not None:
-            return one(rows)
+        """Logits `(k, T, V)` of `k` windows `(k, T)` in one `vmap` call: each row through `run`, and `vmap` keeps
+        rows independent, as long as every op's batching rule is right (`scorer` checks that against `run_each`)."""
+        if rows.shape[0] == 1:
+            return self.run(rows)
         return torch.func.vmap(lambda row: self.run(row.unsqueeze(0)).squeeze(0))(rows)
+
+    def run_each(self, rows: torch.Tensor) -> torch.Tensor:
+        """Logits `(k, T, V)` of `k` windows `(k, T)`, one call per window (no batching rule involved)."""
+        return torch.cat([self.run(rows[i : i + 1]) for i in range(rows.shape[0])])
 
     def analyse(self, vocab_size: int, caps: Caps) -> Analysis:
         """Dry run on the meta device: output shape, counts and caps. Raises GraphRefused."""

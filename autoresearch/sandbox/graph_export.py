@@ -125,7 +125,7 @@ class _Weights:
         key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
         if key not in self.seen:
             data = t.to("cpu").contiguous()
-            raw = data.view(torch.uint8).numpy().tobytes() if data.numel() else b""
+            raw = data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b""
             pad = -self.offset % ALIGN
             self.blobs.append(b"\0" * pad + raw)
             self.offset += pad

@@ -31,6 +31,7 @@ view.default reshape.default _unsafe_view.default permute.default transpose.int 
 squeeze.dim squeeze.dims squeeze.default flatten.using_ints unflatten.int expand.default expand_as.default
 slice.Tensor select.int narrow.default split.Tensor split_with_sizes.default chunk.default unbind.int
 movedim.int alias.default detach.default view_as.default unsafe_split.Tensor tensor_split.sections
+diagonal.default
 """
 SHAPE = """
 cat.default stack.default repeat.default flip.default roll.default contiguous.default clone.default
@@ -65,6 +66,14 @@ INDEXING = """
 embedding.default index_select.default gather.default index.Tensor take_along_dim.default one_hot.default
 tril.default triu.default
 """
+SCATTER = """
+scatter.value scatter.src scatter.reduce scatter.value_reduce scatter_add.default scatter_reduce.two
+index_add.default index_copy.default index_fill.int_Scalar index_fill.int_Tensor index_put.default
+slice_scatter.default select_scatter.default diagonal_scatter.default masked_scatter.default fill.Scalar
+fill.Tensor copy.default
+"""
+"""The out-of-place forms `run_decompositions` turns in-place writes on intermediates into (`x[:, 0] = v` becomes
+`select_scatter`, `t.scatter_(...)` becomes `scatter`): each returns a new tensor and writes nothing."""
 FACTORY = """
 arange.default arange.start arange.start_step full.default zeros.default ones.default scalar_tensor.default
 zeros_like.default ones_like.default full_like.default eye.default linspace.default
@@ -117,7 +126,7 @@ def _checked(qualname: str) -> torch._ops.OpOverload | None:
 
 def _build() -> dict[str, torch._ops.OpOverload]:
     ops = {}
-    for block in (VIEWS, SHAPE, ELEMENTWISE, REDUCTION, INDEXING, FACTORY, MATMUL):
+    for block in (VIEWS, SHAPE, ELEMENTWISE, REDUCTION, INDEXING, SCATTER, FACTORY, MATMUL):
         for qualname in block.split():
             op = _checked(qualname)
             if op is not None:

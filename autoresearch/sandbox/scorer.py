@@ -1,13 +1,15 @@
 """The trusted scorer: an exported graph and held-out windows in; `val_bpb`, the graph's size and an exact
 causality verdict out. No code written by the agent runs here.
 
-It runs in the orchestrator process, in a worker thread (`evaluate` is called through
+It runs in the orchestrator process, in worker threads (`evaluate` is called through
 `asyncio.to_thread`), after every process of the run is dead. The graph file is hostile input:
 `graph.load_graph` checks it and `Program.analyse` dry-runs it on the meta device under `caps_for`'s
-caps before a real tensor is computed. Then each held-out window is evaluated alone (`Program.run`,
-batched with `vmap`, which keeps rows independent), with nothing carried between calls, and scored
-with `prepare.position_nats` / `prepare.scored_sums`, per row in float64, summed exactly (`math.fsum`): the
-number equals `prepare.evaluate_bpb` of an eager model with the same weights.
+caps before a real tensor is computed. Then each held-out window is evaluated alone (`Program.run`),
+with nothing carried between calls: batched with `vmap` (which keeps rows independent) when that gives
+bitwise what one call per window gives on the first batch, else one call per window (a batching rule
+can be wrong). Each row is scored with `prepare.position_nats` / `prepare.scored_sums` in float64 and
+the rows are summed exactly (`math.fsum`): the number equals `prepare.evaluate_bpb` of an eager model
+with the same weights.
 
 What each check catches, now that the scored function is a pure graph we run ourselves:
 
@@ -22,11 +24,11 @@ What each check catches, now that the scored function is a pure graph we run our
   an analysis of masks would call causal. Not certain: a look-ahead at few positions is caught per window
   with the probability its cut is drawn there (about 0.12 for a confident copy at one position of the
   trained default baseline, so it escapes 256 windows with about 3e-15; the README's Sandbox section).
-- *Repeat* (`tampered`): the first batch is evaluated again at the end and must be bitwise equal.
-  Nothing can keep state (no allowlisted op writes, nothing outlives a call), so this only catches what
-  would break that assumption: an op that writes despite its schema, or non-deterministic kernels under
-  which bitwise probes would mean nothing.
-- Non-finite logits are `implausible`.
+- *Repeat* (`tampered`): the first batch is evaluated before the workers start and again by its worker,
+  and the two must be bitwise equal. Nothing can keep state (no allowlisted op writes, nothing outlives
+  a call), so this only catches what would break that assumption: an op that writes despite its schema,
+  or non-deterministic kernels under which bitwise probes would mean nothing.
+- A NaN or +inf logit (a non-finite log-normaliser) is `implausible`; a -inf logit is a zero probability.
 
 Gone with the model servers: blind probe layouts, re-asks of a second server and batch-layout repeats.
 They only existed because the edited code computed the logits; a graph sees one `(1, T)` window at a
@@ -39,6 +41,7 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -133,24 +136,25 @@ class Tally:
 
 @dataclass(frozen=True)
 class Batches:
-    """The windows in scoring order (`inputs`, `targets`), the byte table, and how to batch and stop them."""
+    """The windows in scoring order (`inputs`, `targets`), the byte table, how to run, batch and stop them."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
     table: torch.Tensor
+    run: Callable[[torch.Tensor], torch.Tensor]
     rows_per_call: int
     deadline: float | None
     stop: threading.Event
 
 
-def _score_batch(program: Program, inputs: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, tally: Tally,
-                 rng: random.Random, gen: torch.Generator) -> torch.Tensor:  # fmt: skip
+def _score_batch(run: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor,
+                 table: torch.Tensor, tally: Tally, rng: random.Random, gen: torch.Generator) -> torch.Tensor:  # fmt: skip
     """Score one batch of windows and probe each once; the scored logits.
 
     Non-finite is read off the per-position nats: a NaN or +inf logit anywhere in a row makes its
     log-normaliser non-finite (a -inf logit elsewhere is a zero probability, which is allowed).
     """
-    logits = program.run_rows(inputs)
+    logits = run(inputs)
     nats = prepare.position_nats(logits, targets)
     if not bool(torch.isfinite(nats).all()):
         tally.finite = False
@@ -161,22 +165,22 @@ def _score_batch(program: Program, inputs: torch.Tensor, targets: torch.Tensor, 
         tally.nats.append(n)
         tally.n_bytes.append(b)
         cuts.append(draw_cut(nats[r], rng))
-    probed = program.run_rows(probe_rows(inputs, cuts, logits.shape[-1], gen))  # same batch shape and positions
+    probed = run(probe_rows(inputs, cuts, logits.shape[-1], gen))  # same batch shape and positions
     for r, cut in enumerate(cuts):
         tally.add_probe(logits[r, : cut + 1], probed[r, : cut + 1])
     return logits
 
 
-def _work(program: Program, batches: Batches, rows: range, seed: int) -> Tally:
+def _work(batches: Batches, rows: range, seed: int) -> Tally:
     """One worker: its share of the windows, batch by batch, with its own random streams."""
     try:
-        return _work_share(program, batches, rows, seed)
+        return _work_share(batches, rows, seed)
     except BaseException:
         batches.stop.set()  # the other workers stop at their next batch
         raise
 
 
-def _work_share(program: Program, batches: Batches, rows: range, seed: int) -> Tally:
+def _work_share(batches: Batches, rows: range, seed: int) -> Tally:
     rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
     tally = Tally()
     for start in range(rows.start, rows.stop, batches.rows_per_call):
@@ -185,7 +189,7 @@ def _work_share(program: Program, batches: Batches, rows: range, seed: int) -> T
         if batches.deadline is not None and time.monotonic() > batches.deadline:
             raise ScoringTimeout("the deadline passed while scoring")
         part = slice(start, min(start + batches.rows_per_call, rows.stop))
-        logits = _score_batch(program, batches.inputs[part], batches.targets[part], batches.table, tally, rng, gen)
+        logits = _score_batch(batches.run, batches.inputs[part], batches.targets[part], batches.table, tally, rng, gen)
         if not tally.finite:
             batches.stop.set()
             break
@@ -200,31 +204,48 @@ def _shares(n: int, rows_per_call: int, workers: int) -> list[range]:
     return [range(min(n, w * per * rows_per_call), min(n, (w + 1) * per * rows_per_call)) for w in range(workers)]
 
 
+def batched_runner(
+    program: Program, first: torch.Tensor
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+    """`vmap` when it gives bitwise what one window per call gives on `first` (a batching rule can be wrong:
+    `slice_scatter`'s fails in torch 2.13), else one call per window; and the runner's logits of `first`."""
+    alone = program.run_each(first)
+    try:
+        together = program.run_rows(first)
+    except (RuntimeError, IndexError, ValueError, TypeError):
+        return program.run_each, alone
+    return (program.run_rows, together) if torch.equal(together, alone) else (program.run_each, alone)
+
+
 def score(program: Program, windows: np.ndarray, byte_table: np.ndarray, rng: random.Random,
           deadline: float | None = None, rows_per_call: int = ROWS_PER_CALL, workers: int = WORKERS) -> dict:  # fmt: skip
     """The metrics `classify.classify_metrics` reads: val_bpb of the windows, probe and repeat verdicts.
 
     Windows go through in a random order (consecutive windows are consecutive text, so no batch has a fixed
-    neighbour structure even if a batching rule ever mixed rows), split between `workers` threads; a row and
-    its probe are always computed by the same thread. `math.fsum` is exact, so the order does not matter.
+    neighbour structure), split between `workers` threads; a row and its probe are always computed by the same
+    thread, in the same batch position. `math.fsum` is exact, so the order does not matter. The first batch is
+    computed before the workers start (choosing `vmap` or one call per window) and again by its worker: the two
+    must be bitwise equal (the repeat).
     """
     order = torch.tensor(rng.sample(range(len(windows)), len(windows)), dtype=torch.int64)
+    inputs = torch.from_numpy(np.ascontiguousarray(windows[:, :-1], dtype=np.int64))[order]
+    run, first = batched_runner(program, inputs[:rows_per_call])
     batches = Batches(
-        torch.from_numpy(np.ascontiguousarray(windows[:, :-1], dtype=np.int64))[order],
+        inputs,
         torch.from_numpy(np.ascontiguousarray(windows[:, 1:], dtype=np.int64))[order],
         torch.as_tensor(np.asarray(byte_table), dtype=torch.float64),
+        run,
         rows_per_call,
         deadline,
         threading.Event(),
     )
     shares = [r for r in _shares(len(windows), rows_per_call, max(1, workers)) if len(r)]
     with ThreadPoolExecutor(len(shares), thread_name_prefix="scorer") as pool:
-        futures = [pool.submit(_work, program, batches, share, rng.randrange(1 << 62)) for share in shares]
+        futures = [pool.submit(_work, batches, share, rng.randrange(1 << 62)) for share in shares]
         tallies = [future.result() for future in futures]
     if not all(t.finite for t in tallies):
         return {"val_bpb": math.nan, "logits_finite": False}
-    again = program.run_rows(batches.inputs[: len(tallies[0].first)])
-    same = torch.equal(tallies[0].first, again)
+    same = torch.equal(tallies[0].first, first)
     return {
         "val_bpb": prepare.bits_per_byte(
             math.fsum(n for t in tallies for n in t.nats), math.fsum(b for t in tallies for b in t.n_bytes)
@@ -235,9 +256,10 @@ def score(program: Program, windows: np.ndarray, byte_table: np.ndarray, rng: ra
         "probes": sum(t.probes for t in tallies),
         "probe_failures": sum(t.failures for t in tallies),
         "consistent": same,
-        "consistency_max_diff": 0.0 if same else max_diff(tallies[0].first, again),
+        "consistency_max_diff": 0.0 if same else max_diff(tallies[0].first, first),
         "tolerance": 0.0,
         "windows": len(windows),
+        "batched": run == program.run_rows,
     }
 
 
