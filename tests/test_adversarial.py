@@ -40,7 +40,7 @@ import torch
 
 import prepare
 import train
-from autoresearch.sandbox import backends, graph
+from autoresearch.sandbox import backends, graph, scorer
 from autoresearch.sandbox import experiment as sandbox
 from autoresearch_types import ExperimentConfig, ExperimentResult
 
@@ -516,13 +516,13 @@ def test_survivors_exit_hooks_and_channels_cannot_touch_the_score_and_die_before
     garbage it wrote is refused."""
     name = f"sbxf{uuid.uuid4().hex[:8]}"
     alive_at_scoring: list[list[int]] = []
-    real_evaluate = sandbox.scorer.evaluate
+    real_evaluate = scorer.evaluate
 
     def watched(*args, **kwargs):
         alive_at_scoring.append([pid for pid, comm in _live().items() if comm == name])
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(sandbox.scorer, "evaluate", watched)
+    monkeypatch.setattr(scorer, "evaluate", watched)
     attacks = run_attacks(
         tiny_bundle, backend, {"survivors": with_code(OBSERVE + SURVIVORS, DAEMON_NAME=name.encode())}
     )

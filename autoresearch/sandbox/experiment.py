@@ -64,7 +64,6 @@ import numpy as np
 
 import prepare
 from autoresearch.sandbox import curve as curves
-from autoresearch.sandbox import scorer
 from autoresearch.sandbox.backends import check_backend, default_backend
 from autoresearch.sandbox.classify import (  # noqa: F401 - re-exported: callers use sandbox.<name>
     BPB_FLOOR,
@@ -93,7 +92,6 @@ from autoresearch.sandbox.classify import (  # noqa: F401 - re-exported: callers
     result_from_error,
     stderr_tail,
 )
-from autoresearch.sandbox.graph_export import GRAPH_FILE
 from autoresearch.sandbox.pool import (
     NATIVE_GRACE_S,
     Launched,
@@ -365,19 +363,19 @@ async def _watch_curve(trainer: Launched, limits: tuple[tuple[float, float], ...
             return
 
 
-def _take_graph(spec: SandboxSpec, trainer: Launched) -> tuple[bytes | None, tuple[str, str] | None]:
+def _take_graph(trainer: Launched, name: str, cap: int) -> tuple[bytes | None, tuple[str, str] | None]:
     """Phase 1's graph file, read once into memory (its process tree is dead): (bytes, None), or (None, why not).
 
     No graph but the harness's reason is `unexportable` with that reason (the agent reads how to fix it);
-    no graph and no reason, or anything but a regular file within the memory cap, is `tampered`.
+    no graph and no reason, or anything but a regular file of at most `cap` bytes, is `tampered`.
     """
-    data = read_untrusted_bytes(trainer.workdir, f"out/{GRAPH_FILE}", spec.memory_mb * MIB)
+    data = read_untrusted_bytes(trainer.workdir, f"out/{name}", cap)
     if data is not None:
         return data, None
     why = (read_untrusted_json(trainer.workdir, "out/export.json") or {}).get("error")
     if isinstance(why, str) and why.strip():
         return None, ("unexportable", f"the trained model cannot be scored: {why[:MAX_MESSAGE]}")
-    return None, ("tampered", "training exited 0 without an exported graph as a regular file within bounds")
+    return None, ("tampered", f"training exited 0 without an exported graph as a regular file of at most {cap:,} bytes")
 
 
 def keep_graph(spec: SandboxSpec, data: bytes) -> str:
@@ -393,6 +391,14 @@ def keep_graph(spec: SandboxSpec, data: bytes) -> str:
 # ---------------------------------------------------------------- phase 2
 
 
+def load_scorer() -> Any:
+    """The scorer module. Importing it imports torch (a second or more), so it is done off the event loop, in a
+    thread, while phase 1 trains; the orchestrator's other paths (the CLI, the driver) never pay for it."""
+    from autoresearch.sandbox import scorer
+
+    return scorer
+
+
 def held_out(spec: SandboxSpec, config: ExperimentConfig, split: str) -> tuple[np.ndarray, np.ndarray]:
     """The scored windows of `split` and the byte table, read here and never handed to a sandbox."""
     return held_out_windows(spec.data_dir, split, config), np.load(Path(spec.tokenizer_dir) / "token_bytes.npy")
@@ -402,6 +408,7 @@ async def score_graph(
     spec: SandboxSpec, config: ExperimentConfig, data: bytes, split: str, result: ExperimentResult, clock: Clock
 ) -> ExperimentResult:
     """Phase 2: the trusted scorer loads, checks and evaluates the graph (in a worker thread); classified here."""
+    scorer = await asyncio.to_thread(load_scorer)
     windows, byte_table = held_out(spec, config, split)
     caps = scorer.caps_for(config, spec.memory_mb)
     deadline = time.monotonic() + clock.left()
@@ -411,8 +418,9 @@ async def score_graph(
     return scored(result, evaluation)
 
 
-def scored(result: ExperimentResult, evaluation: scorer.Evaluation) -> ExperimentResult:
-    """The result with the scorer's verdict: a refused graph's outcome, else `classify_metrics`'."""
+def scored(result: ExperimentResult, evaluation: Any) -> ExperimentResult:
+    """The result with the scorer's verdict (a `scorer.Evaluation`): a refused graph's outcome, else
+    `classify_metrics`'."""
     result = dataclasses.replace(result, eval_seconds=evaluation.seconds)
     if evaluation.analysis is not None:
         result = dataclasses.replace(
@@ -446,21 +454,22 @@ async def _train_then_score(
     pool: WarmPool | None,
 ) -> ExperimentResult:
     """Phase 1 in the sandbox; once its processes are gone, phase 2 on the graph it left."""
-    scorer_ready = asyncio.ensure_future(asyncio.to_thread(scorer.warm_up))  # overlaps training
+    scorer_ready = asyncio.ensure_future(asyncio.to_thread(load_scorer))  # overlaps training
     try:
         async with processes(spec, ("train",), clock, dirs, pool) as launched:
             trainer = launched["train"]
             result, trained = await _train(spec, trainer, config, result, clock)
         if not trained:
             return result
-        data, failure = _take_graph(spec, trainer)
+        scorer = await scorer_ready
+        cap = scorer.caps_for(config, spec.memory_mb).max_file_bytes
+        data, failure = _take_graph(trainer, scorer.GRAPH_FILE, cap)
         if data is None:
             return _fail(result, *failure)
         result = dataclasses.replace(result, checkpoint=keep_graph(spec, data))
-        await scorer_ready
         return truncated(await score_graph(spec, config, data, "val", result, clock))
     finally:
-        await scorer_ready
+        await asyncio.gather(scorer_ready, return_exceptions=True)
 
 
 async def _run(spec: SandboxSpec, body, pool: WarmPool | None) -> ExperimentResult:
@@ -514,7 +523,8 @@ async def score_checkpoint(spec: SandboxSpec, checkpoint: str, split: str) -> Ex
     result = dataclasses.replace(_base_result(spec, deadline), seed=config.seed, checkpoint=str(source))
     if source.suffix == LEGACY_SUFFIX:
         return _fail(result, "unexportable", LEGACY_MESSAGE)
-    if source.stat().st_size > spec.memory_mb * MIB:
-        return _fail(result, "tampered", f"the kept graph is larger than the {spec.memory_mb} MiB cap")
+    cap = (await asyncio.to_thread(load_scorer)).caps_for(config, spec.memory_mb).max_file_bytes
+    if source.stat().st_size > cap:
+        return _fail(result, "tampered", f"the kept graph is larger than the cap of {cap:,} bytes")
     result = await score_graph(spec, config, source.read_bytes(), split, result, Clock(start, deadline))
     return dataclasses.replace(result, wall_seconds=time.perf_counter() - start)

@@ -85,6 +85,8 @@ class Caps:
     max_params: int
     max_flops_per_token: float
     max_peak_bytes: int
+    max_file_bytes: int = 1 << 62
+    """The largest graph file read at all (checked before it is read into memory)."""
 
 
 @dataclass(frozen=True)

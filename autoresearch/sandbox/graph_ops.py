@@ -143,6 +143,7 @@ SCHEMAS: dict[str, torch._C.FunctionSchema] = {name: _aten(name.removeprefix("at
 FREE = {f"aten.{q}" for q in VIEWS.split()}
 """View ops: no arithmetic, so no cost."""
 MATMULS = {f"aten.{q}" for q in MATMUL.split()}
+LOOKUPS = {f"aten.{q}" for q in INDEXING.split()} - {"aten.one_hot.default", "aten.tril.default", "aten.triu.default"}
 GETITEM = "getitem"
 """The one pseudo-op: `getitem(node, k)` takes output `k` of a multi-output op."""
 
@@ -241,10 +242,13 @@ def matmul_flops(name: str, args: list, out: Any) -> int:
 
 
 def node_cost(name: str, args: list, kwargs: dict, out: Any) -> tuple[int, int]:
-    """(matmul FLOPs, other element operations) of one call."""
+    """(matmul FLOPs, other element operations) of one call. A lookup costs what it reads out, not the size of
+    the table it reads from (a large table would otherwise inflate the compute a run is allowed)."""
     if name in MATMULS:
         return matmul_flops(name, args, out), 0
     if name in FREE or name == GETITEM:
         return 0, 0
+    if name in LOOKUPS:
+        return 0, sum(t.numel() for t in tensors_in(out))
     sizes = [t.numel() for t in tensors_in(list(args)) + tensors_in(list(kwargs.values())) + tensors_in(out)]
     return 0, max(sizes, default=0)

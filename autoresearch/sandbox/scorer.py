@@ -50,6 +50,7 @@ import torch
 
 import prepare
 from autoresearch.sandbox.graph import Analysis, Caps, GraphError, Program, load_graph
+from autoresearch.sandbox.graph_export import GRAPH_FILE  # noqa: F401 - the file phase 1 writes, for the orchestrator
 from autoresearch_types import ExperimentConfig, WorkshopBounds
 
 ROWS_PER_CALL = 16
@@ -57,6 +58,8 @@ ROWS_PER_CALL = 16
 CAP_FACTOR = 8
 """A graph may read and cost up to this many times the largest model the workshop bounds allow."""
 MIB = 1024 * 1024
+HEADER_ROOM = 8 * MIB
+"""Room in a graph file for its header and alignment, besides the weights' own bytes."""
 SCORING_THREADS = 1
 """Intra-op threads of every kernel call. torch's count is process-wide, so concurrent scorings must agree on
 it; one keeps results independent of what runs beside them (a row and its probe go through the same kernels
@@ -79,13 +82,16 @@ def nominal_flops_per_token(config: ExperimentConfig) -> float:
 def caps_for(config: ExperimentConfig, memory_mb: int, bounds: WorkshopBounds | None = None) -> Caps:
     """Caps for a graph scored at `config`: `CAP_FACTOR` x the largest model the bounds allow at its vocabulary
     and sequence length (a memoriser or an honest wide edit fits; a graph built to exhaust the scorer does
-    not), and the run's own memory for one window's live tensors."""
+    not), the run's own memory for one window's live tensors, and a file no larger than those weights in
+    float64 (nor than the run's memory): what the orchestrator reads into its own memory is bounded."""
     bounds = bounds or WorkshopBounds()
     biggest = config.with_overrides({"n_layer": bounds.max_layers, "n_embd": bounds.max_width})
+    max_params = CAP_FACTOR * biggest.nominal_params
     return Caps(
-        max_params=CAP_FACTOR * biggest.nominal_params,
+        max_params=max_params,
         max_flops_per_token=CAP_FACTOR * nominal_flops_per_token(biggest),
         max_peak_bytes=max(1, memory_mb) * MIB,
+        max_file_bytes=min(max(1, memory_mb) * MIB, 8 * max_params + HEADER_ROOM),
     )
 
 
@@ -301,8 +307,3 @@ def evaluate(data: bytes, windows: np.ndarray, byte_table: np.ndarray, config: E
         result.failure = ("crash", f"the exported graph failed while scoring: {type(error).__name__}: {error}"[:500])
     result.seconds = time.perf_counter() - start
     return result
-
-
-def warm_up() -> None:
-    """Import torch and the graph modules now (a second or more, once per process), while phase 1 trains."""
-    import torch.func  # noqa: F401
