@@ -480,6 +480,7 @@ def crafted(blob: bytes, workdir: Path) -> dict[str, tuple[bytes, str]]:
             "tampered",
         ),
         "64 GiB intermediate": (edited(blob, _huge_intermediate), "unexportable"),
+        "a trillion-way unbind": (edited(blob, _huge_unbind), "unexportable"),
         "getitem on a weight": (edited(blob, set_op(linear, "getitem", [{"tensor": 0}, 0], {})), "tampered"),
         "unknown tag": (
             edited(blob, lambda h: h["nodes"][linear]["args"].__setitem__(0, {"callable": "os.system"})),
@@ -506,6 +507,17 @@ def _huge_intermediate(header: dict) -> None:
     out = header["output"]["node"]
     nodes.append({"op": "aten.full.default", "args": [[1 << 18, 1 << 16], 0.0], "kwargs": {}})
     nodes.append({"op": "aten.sum.default", "args": [{"node": len(nodes) - 1}], "kwargs": {}})
+    nodes.append({"op": "aten.add.Tensor", "args": [{"node": out}, {"node": len(nodes) - 1}], "kwargs": {}})
+    header["output"] = {"node": len(nodes) - 1}
+
+
+def _huge_unbind(header: dict) -> None:
+    """`unbind` of a 2^40-long dimension: 2^40 tensors, even on the meta device, unless refused before it runs."""
+    nodes = header["nodes"]
+    out = header["output"]["node"]
+    nodes.append({"op": "aten.full.default", "args": [[1 << 40], 0.0], "kwargs": {}})
+    nodes.append({"op": "aten.unbind.int", "args": [{"node": len(nodes) - 1}], "kwargs": {}})
+    nodes.append({"op": "getitem", "args": [{"node": len(nodes) - 1}, 0], "kwargs": {}})
     nodes.append({"op": "aten.add.Tensor", "args": [{"node": out}, {"node": len(nodes) - 1}], "kwargs": {}})
     header["output"] = {"node": len(nodes) - 1}
 

@@ -368,6 +368,8 @@ class Program:
                     if not isinstance(args[0], (list, tuple)):
                         raise GraphRefused(f"node {i}: getitem on a single tensor")
                     env[i] = args[0][args[1]]
+                elif graph_ops.output_count(node.op, args, kwargs) > graph_ops.MAX_OUTPUTS:
+                    raise GraphRefused(f"node {i}: {node.op} would return over {graph_ops.MAX_OUTPUTS} tensors")
                 else:
                     env[i] = node.fn(*args, **kwargs)
                 if on_node is not None:

@@ -191,6 +191,30 @@ def check_constraints(name: str, args: list, kwargs: dict) -> str | None:
     return None
 
 
+MAX_OUTPUTS = 1 << 16
+"""The most tensors one call may return (a split of a huge dimension would build that many, even on meta)."""
+
+
+def output_count(name: str, args: list, kwargs: dict) -> int:
+    """How many tensors a multi-output call returns, from its (resolved) arguments, before it runs; 1 otherwise."""
+    if name not in ("aten.unbind.int", "aten.split.Tensor", "aten.unsafe_split.Tensor", "aten.chunk.default",
+                    "aten.tensor_split.sections"):  # fmt: skip
+        return 1
+    x = args[0]
+    dim = literal(name, args, kwargs, "dim", 0)
+    if not isinstance(x, torch.Tensor) or type(dim) is not int or not -x.dim() <= dim < max(1, x.dim()):
+        return 1  # the op itself refuses these
+    size = x.shape[dim] if x.dim() else 1
+    if name == "aten.unbind.int":
+        return size
+    count = literal(
+        name, args, kwargs, "split_size" if "split" in name else ("chunks" if "chunk" in name else "sections")
+    )
+    if type(count) is not int or count <= 0:
+        return 1
+    return -(-size // count) if "split" in name else count
+
+
 # ------------------------------------------------------------------------------------------------ costs
 
 
