@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import statistics
 import sys
@@ -335,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         report_eval("bubblewrap", runs, figures)
     else:
         print("\neval comparison skipped: the retired split-process scoring runs under bubblewrap only")
-    report_recipes(TINY if args.quick else DEFAULTS, bundle if args.quick else default_bundle(), figures)
+    recipe_config = dataclasses.replace(TINY, eval_tokens=2048) if args.quick else DEFAULTS
+    report_recipes(recipe_config, bundle if args.quick else default_bundle(), figures)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")

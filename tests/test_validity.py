@@ -167,7 +167,8 @@ def greedy(burn_cpu_s: float) -> str:
 def declares_big_builds_small(burn_cpu_s: float) -> str:
     """Whatever the config declares, build the 1 x 32 model, and spend `burn_cpu_s` more on extra passes: the
     compute a big model would need, bought for a small one."""
-    return "import dataclasses\n" + greedy(burn_cpu_s).replace(
+    source = greedy(burn_cpu_s).replace("import math\n", "import dataclasses\nimport math\n", 1)
+    return source.replace(
         "    return TinyGPT(config)\n",
         "    return TinyGPT(dataclasses.replace(config, n_layer=1, n_head=2, n_embd=32))\n",
     )
