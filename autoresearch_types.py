@@ -22,8 +22,10 @@ OUTCOMES = (
     "tampered",
     "implausible",
     "pruned",
+    "unexportable",
 )
-"""Every way an experiment can end. `success`, `truncated` and `over_budget` carry a trusted `val_bpb`, but only
+"""Every way an experiment can end. `unexportable`: trained, but its forward pass is not a pure graph the scorer
+accepts (the message says what to change). `success`, `truncated` and `over_budget` carry a trusted `val_bpb`, but only
 a `success` is ranked: a truncated run stopped at the time cap before its token budget, an over-budget one
 bought its score with far more compute than its config predicts."""
 SCORED_OUTCOMES = ("success", "truncated", "over_budget")
@@ -244,17 +246,23 @@ class ExperimentResult:
     peak_virtual_mb: float = 0.0
     device: str = "cpu"
     n_params: int = 0
-    """As the (untrusted) model server reported it: informational only, bounded, never part of a verdict."""
+    """Weights the exported graph reads, counted by the trusted scorer (tied weights once)."""
+    flops_per_token: float = 0.0
+    """Forward cost per token of the exported graph, counted by the trusted scorer from its real shapes
+    (matmul FLOPs plus one per element of every other op): what the compute rule predicts training from."""
+    tokens_handed: int = 0
+    """Training tokens the trusted side handed phase 1 (its batches): the run's budget, whatever it used."""
     message: str = ""
     stderr_tail: str = ""
     resources: dict[str, Any] = field(default_factory=dict)
     oom_retries: int = 0
     sizes_tried: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: str = ""
+    """Where the trusted side kept the run's exported graph (weights and forward pass, scored again by the
+    held-out audit); empty if not kept."""
     curve: list[list[float]] = field(default_factory=list)
     """The run's learning curve as [fraction of its token budget, training loss] points (reported by the run,
     so untrusted: used only to prune runs and to draw curves, never as a metric)."""
-    """Where the trusted side kept the trained weights (for the held-out audit); empty if not kept."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -109,33 +109,23 @@ async def run_experiment(
 
 
 @bundle.experiment_env.task(cache="disable")
-async def score_on_test(
-    train_py: str,
-    config: dict,
-    data: bundle.Bundle,
-    checkpoint: str,
-    backend: str = "",
-    allow_unsandboxed: bool = False,
-    pool: str = "",
-) -> ExperimentResult:
-    """The held-out audit of one trained run: its kept weights scored on the test split by the same trusted scorer.
+async def score_on_test(config: dict, data: bundle.Bundle, checkpoint: str) -> ExperimentResult:
+    """The held-out audit of one trained run: its kept graph scored on the test split by the same trusted scorer.
 
     The only task that reads the test split; the driver calls it once per run, at the end, for the chosen best and
-    the baseline.
+    the baseline. No sandbox: no code written by the agent runs while a score is computed.
     """
     local = (
         checkpoint if Path(checkpoint).is_file() else await flyte.io.File.from_existing_remote(checkpoint).download()
     )
     spec = sandbox.SandboxSpec(
-        train_py=train_py,
+        train_py="",
         config=ExperimentConfig.from_dict(config),
         data_dir=await bundle.local_path(data.data),
         tokenizer_dir=await bundle.local_path(data.tokenizer),
-        backend=backend or backends.default_backend(),
-        allow_unsandboxed=allow_unsandboxed,
         digests=dict(data.digests),
     )
-    return await sandbox.score_checkpoint(spec, str(local), "test", sandbox_pool.lookup(pool))
+    return await sandbox.score_checkpoint(spec, str(local), "test")
 
 
 # ---------------------------------------------------------------- the driver task
@@ -196,7 +186,7 @@ async def parallelized_autoresearch(
     async with ExperimentRunner(call, concurrency, local=is_local()) as runner:
         directive, summary, error = await research(session, runner, limits)
         # However the agent stopped (max turns, its budget, an LLM error), what it kept is audited and checked.
-        audit = await held_out_audit(session, runner, score_on_test, backend, allow_unsandboxed)
+        audit = await held_out_audit(session, runner, score_on_test)
         scaled = await run_transfer_check(session, runner, transfer_check) if transfer_check else {}
         stats = runner.stats()
     return await close_session(session, directive, summary, error, audit, stats, scaled)

@@ -501,17 +501,24 @@ def eval_prefix_len(tokens_available: int, seq_len: int, eval_tokens: int) -> in
     return min(max(1, eval_tokens // seq_len), tokens_available // span) * span
 
 
-def score_logits(logits, targets, byte_table) -> tuple[float, float]:
-    """(nats, bytes) of next-token `targets` under `logits`, in float64: the one home of the metric's math.
-
-    Target tokens of zero byte length (BOS) are excluded from both sums.
-    """
+def position_nats(logits, targets):
+    """Nats of each next-token target under `logits` (float64, one per position): the metric's math, part one."""
     import torch
 
     logp = torch.log_softmax(logits.double(), dim=-1)
-    nats = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def scored_sums(nats, targets, byte_table) -> tuple[float, float]:
+    """(nats, bytes) summed over positions: the metric's math, part two. Targets of zero byte length (BOS)
+    are excluded from both sums."""
     weight = byte_table[targets]
     return float((nats * (weight > 0)).sum()), float(weight.sum())
+
+
+def score_logits(logits, targets, byte_table) -> tuple[float, float]:
+    """(nats, bytes) of next-token `targets` under `logits`, in float64: the one home of the metric's math."""
+    return scored_sums(position_nats(logits, targets), targets, byte_table)
 
 
 def bits_per_byte(nats: float, n_bytes: float) -> float:

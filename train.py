@@ -3,12 +3,15 @@
 Contract (the trusted harness relies on it; keep it when editing):
 - `build_model(config) -> torch.nn.Module`: a fresh model whose `forward(idx)` takes `(B, T)` int64
   token ids and returns `(B, T, config.vocab_size)` next-token logits. Position `t` may only use
-  tokens `0..t`: the harness probes this, and a model that looks ahead is rejected as a leak.
+  tokens `0..t`: the scorer probes this, and a model that looks ahead is rejected as a leak.
 - `run_training(config, data_dir) -> (model, TrainSummary)`: trains a model built by
   `build_model(config)` on the batches the harness hands it (`prepare.BatchFeed(data_dir)`: exactly
   the run's token budget, `config.max_steps` batches of `config.batch_size` rows) within
-  `config.time_budget_s` seconds, then returns it. It never evaluates: a trusted scorer computes
-  `val_bpb` from the model's logits on data this code never sees.
+  `config.time_budget_s` seconds, then returns it. It never evaluates: the harness exports the
+  returned model's eval-mode forward pass with `torch.export` at one `(1, seq_len)` window, and a
+  trusted scorer evaluates that graph on data this code never sees. So `forward` must be a pure
+  tensor program: no Python `if` on tensor values, no `.item()`, no buffer written in `forward`, no
+  random op in eval mode, ATen ops only (else the run is `unexportable`, with the reason).
 
 `python train.py [--base-config JSON] [--max-steps N] ...` trains this baseline once by hand (no sandbox, no
 agent) and prints val_bpb: for people only, not how experiments are scored (see `autoresearch/by_hand.py`).

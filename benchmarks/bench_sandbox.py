@@ -1,7 +1,8 @@
-"""Per-experiment sandbox overhead: wall time minus the in-sandbox train and eval time.
+"""Per-experiment sandbox overhead, exported-graph scoring against the retired split-process scoring, and the recipes
+that export.
 
 Runs the honest baseline with a tiny config several times per available backend and prints the
-median overhead (staging, interpreter start-ups and `import torch`, checkpoint hand-off, process
+median overhead (staging, interpreter start-ups and `import torch`, the graph export, process
 clean-up), in two modes:
 
 - `warm`: as a local driver run works, with the warm pool on and given time to fill before each
@@ -11,14 +12,21 @@ clean-up), in two modes:
 Target: 1.5 s or less, under 5% of a 45 s experiment. `overhead_s_median` is the default
 backend's warm figure; `overhead_s_median_cold` its cold one.
 
-It also measures the evaluation at the DEFAULT settings (`ExperimentConfig()`: 2 layers, width 64,
-seq 128, vocab 2048, 32768 eval tokens; 3 training steps, since the eval's cost does not depend on
-the weights), side by side in one run:
-- `eval_s_inprocess`: the old way, `build_model` + `load_state_dict` + `prepare.evaluate_bpb` in one
-  process with the granted thread count (what the old harness did inside the sandbox);
-- `eval_s_split`: the new way, the experiment's `eval_seconds`: from handing the checkpoint to
-  both warm model servers until the trusted scorer has scored every row and checked every probe.
-Target: `eval_split_over_inprocess` <= 1.25.
+It then measures the evaluation at the DEFAULT settings (`ExperimentConfig()`: 2 layers, width 64,
+seq 128, vocab 2048, 32768 eval tokens) of one trained graph (the eval's cost does not depend on the
+weights), side by side in one run, alternating:
+- `eval_s_export`: today's scoring, `scorer.evaluate` on the exported graph's bytes: load and check
+  the file, dry-run it, score every window on one thread, one exact probe row per window, the repeat;
+- `eval_s_split`: the retired split-process scoring (`legacy_split.py`, rebuilt from git history):
+  from handing the checkpoint to two warm sandboxed model servers until the old scorer has scored
+  every row and compared every blind probe (each server on one thread, the two in parallel);
+- `eval_s_inprocess`: `build_model` + `load_state_dict` + `prepare.evaluate_bpb` in this process on
+  one thread (the reference, with no probe at all).
+Targets: `eval_export_over_split` <= 1.5; `eval_split_over_inprocess` (published before) <= 1.25.
+
+Finally `recipes_exportable_frac`: the share of the recipe library (each recipe applied alone to the
+baseline) whose model exports through the harness's own path and whose graph gives bitwise the eager
+logits and exactly the eager `val_bpb` (target 1.0).
 
 And the cost of metering each sandbox with a cgroup (`cgroups.py`), side by side in one run: the same cold
 baseline experiment (three sandboxed processes, so three cgroups) alternately with cgroups on and off:
@@ -33,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import resource
 import statistics
@@ -44,18 +53,29 @@ from unittest import mock
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import prepare  # noqa: E402
-from autoresearch.sandbox import backends, cgroups  # noqa: E402
+from autoresearch.planner import recipes  # noqa: E402
+from autoresearch.sandbox import (  # noqa: E402
+    backends,
+    cgroups,  # noqa: E402
+    graph,
+    graph_export,
+    scorer,
+)
 from autoresearch.sandbox import experiment as sandbox  # noqa: E402
 from autoresearch.sandbox import pool as sandbox_pool  # noqa: E402
 from autoresearch_types import ExperimentConfig  # noqa: E402
+from benchmarks import legacy_split  # noqa: E402
 
 TINY = ExperimentConfig(
     n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, token_budget=3 * 4 * 32, vocab_size=512
 )
 TARGET_S = 1.5
 EVAL_RATIO_TARGET = 1.25
+EXPORT_RATIO_TARGET = 1.5
 DEFAULTS = ExperimentConfig(token_budget=3 * 8 * 128)
 """The default architecture and evaluation; 3 training steps (the eval's cost does not depend on the weights)."""
+REPO = Path(__file__).resolve().parent.parent
+BASELINE = (REPO / "train.py").read_text()
 
 
 def bench_bundle() -> Path:
@@ -74,25 +94,21 @@ def default_bundle() -> Path:
     return root
 
 
-def eval_in_process(checkpoint: str, bundle: Path, config: ExperimentConfig, cpu: int) -> tuple[float, float]:
-    """(seconds, val_bpb) of the old evaluation: rebuild, load and `prepare.evaluate_bpb` in this process."""
+def eval_in_process(weights: dict, bundle: Path, config: ExperimentConfig) -> tuple[float, float]:
+    """(seconds, val_bpb) of the in-process reference: build, load and `prepare.evaluate_bpb`, on one thread."""
     import numpy as np
     import torch
 
     import train
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cpu)
-    try:
-        val = prepare.load_tokens(bundle / "data", "val")
-        token_bytes = np.load(bundle / "tokenizer" / "token_bytes.npy")
-        start = time.perf_counter()
-        model = train.build_model(config)
-        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-        bpb = prepare.evaluate_bpb(model, val, token_bytes, config.seq_len, eval_tokens=config.eval_tokens)
-        return time.perf_counter() - start, bpb
-    finally:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(1)
+    val = prepare.load_tokens(bundle / "data", "val")
+    token_bytes = np.load(bundle / "tokenizer" / "token_bytes.npy")
+    start = time.perf_counter()
+    model = train.build_model(config)
+    model.load_state_dict(weights)
+    bpb = prepare.evaluate_bpb(model, val, token_bytes, config.seq_len, eval_tokens=config.eval_tokens)
+    return time.perf_counter() - start, bpb
 
 
 def baseline_spec(
@@ -113,44 +129,146 @@ def baseline_spec(
     )  # fmt: skip
 
 
-async def measure_eval(backend: str, runs: int, bundle: Path, cpu: int) -> list[dict[str, float]]:
-    """`runs` default-size experiments (warm pool), each followed by the old in-process eval of its weights.
+def eval_export(blob: bytes, bundle: Path, config: ExperimentConfig) -> tuple[float, float, float]:
+    """(seconds, CPU seconds, val_bpb) of today's scoring of a graph file's bytes (`scorer.evaluate`, as phase 2
+    runs it; the CPU is this process's, which nothing else uses meanwhile)."""
+    import secrets
 
-    The first pair (page cache, first scoring) is not counted. The split and in-process figures
-    alternate, so load from anything else on the machine falls on both alike.
-    """
-    source = (Path(__file__).resolve().parent.parent / "train.py").read_text()
-    pool = sandbox_pool.WarmPool(1)
+    import numpy as np
+
+    windows = sandbox.held_out_windows(str(bundle / "data"), "val", config)
+    table = np.load(bundle / "tokenizer" / "token_bytes.npy")
+    cpu = time.process_time()
+    evaluation = scorer.evaluate(blob, windows, table, config, scorer.caps_for(config, 4096), secrets.SystemRandom())
+    cpu = time.process_time() - cpu
+    if evaluation.failure is not None or not evaluation.metrics["probe_ok"]:
+        raise RuntimeError(f"graph scoring failed: {evaluation.failure} {evaluation.metrics}")
+    return evaluation.seconds, cpu, float(evaluation.metrics["val_bpb"])
+
+
+async def measure_eval(backend: str, runs: int, bundle: Path) -> list[dict[str, float]]:
+    """One default-size baseline trained and exported in the sandbox, then `runs` + 1 rounds of the three
+    evaluations of its weights, alternating (the first round, page cache and first calls, is not counted)."""
+    import numpy as np
+    import torch
+
+    spec = baseline_spec(BASELINE, DEFAULTS, bundle, backend, 1, memory_mb=4096, deadline_s=300.0, keep=True)
+    result = await sandbox.run_sandboxed(spec)
+    if result.outcome != "success":
+        raise RuntimeError(f"{backend}: default baseline ended {result.outcome}: {result.message}")
+    kept = Path(result.checkpoint)
+    blob = kept.read_bytes()
+    kept.unlink()
+    weights = graph.load_graph(blob).weights()
+    checkpoint = prepare.state_dir() / "bench-legacy" / "checkpoint.pt"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(weights, checkpoint)
+    windows = sandbox.held_out_windows(str(bundle / "data"), "val", DEFAULTS)
+    table = np.load(bundle / "tokenizer" / "token_bytes.npy")
     rows = []
-    try:
-        for _ in range(runs + 1):
-            await pool.wait_ready()
-            spec = baseline_spec(source, DEFAULTS, bundle, backend, cpu, memory_mb=4096, deadline_s=300.0, keep=True)
-            result = await sandbox.run_sandboxed(spec, pool)
-            if result.outcome != "success":
-                raise RuntimeError(f"{backend}: default baseline ended {result.outcome}: {result.message}")
-            old_s, old_bpb = eval_in_process(result.checkpoint, bundle, DEFAULTS, cpu)
-            Path(result.checkpoint).unlink(missing_ok=True)
-            if abs(old_bpb - result.val_bpb) > 1e-6:
-                raise RuntimeError(f"split val_bpb {result.val_bpb} differs from in-process {old_bpb}")
-            rows.append({"split": result.eval_seconds, "inprocess": old_s})
-    finally:
-        await pool.close()
+    for _ in range(runs + 1):
+        split_s, split_cpu, split_bpb = await legacy_split.split_score(checkpoint, windows, table, DEFAULTS)
+        export_s, export_cpu, export_bpb = eval_export(blob, bundle, DEFAULTS)
+        inprocess_s, inprocess_bpb = eval_in_process(weights, bundle, DEFAULTS)
+        if max(abs(split_bpb - inprocess_bpb), abs(export_bpb - inprocess_bpb)) > 1e-6:
+            raise RuntimeError(f"val_bpb differs: split {split_bpb}, export {export_bpb}, in-process {inprocess_bpb}")
+        if export_bpb != result.val_bpb:
+            raise RuntimeError(f"the experiment's own score {result.val_bpb} differs from a rescore {export_bpb}")
+        rows.append(
+            {
+                "split": split_s,
+                "export": export_s,
+                "inprocess": inprocess_s,
+                "split_cpu": split_cpu,
+                "export_cpu": export_cpu,
+            }
+        )
     return rows[1:]
 
 
-def report_eval(backend: str, runs: int, cpu: int, figures: dict[str, float]) -> None:
+def report_eval(backend: str, runs: int, figures: dict[str, float]) -> None:
     """Measure and print the eval comparison at the default settings; add its figures."""
-    rows = asyncio.run(measure_eval(backend, runs, default_bundle(), cpu))
-    old = statistics.median(r["inprocess"] for r in rows)
-    new = statistics.median(r["split"] for r in rows)
-    ratio = statistics.median(r["split"] / r["inprocess"] for r in rows)
+    rows = asyncio.run(measure_eval(backend, runs, default_bundle()))
+    med = {k: statistics.median(r[k] for r in rows) for k in ("split", "export", "inprocess")}
+    export_over_split = statistics.median(r["export"] / r["split"] for r in rows)
+    split_over_inprocess = statistics.median(r["split"] / r["inprocess"] for r in rows)
     figures.update(
-        eval_s_inprocess=round(old, 4), eval_s_split=round(new, 4), eval_split_over_inprocess=round(ratio, 3)
+        eval_s_inprocess=round(med["inprocess"], 4),
+        eval_s_split=round(med["split"], 4),
+        eval_s_export=round(med["export"], 4),
+        eval_split_over_inprocess=round(split_over_inprocess, 3),
+        eval_export_over_split=round(export_over_split, 3),
+        eval_export_over_inprocess=round(statistics.median(r["export"] / r["inprocess"] for r in rows), 3),
+        eval_cpu_s_split=round(statistics.median(r["split_cpu"] for r in rows), 4),
+        eval_cpu_s_export=round(statistics.median(r["export_cpu"] for r in rows), 4),
+        eval_cpu_export_over_split=round(statistics.median(r["export_cpu"] / r["split_cpu"] for r in rows), 3),
     )
-    verdict = "meets" if ratio <= EVAL_RATIO_TARGET else "MISSES"
-    print(f"\neval at default settings ({backend}, {runs} runs, medians): in-process {old:.3f}s, split {new:.3f}s")
-    print(f"split / in-process {ratio:.3f} {verdict} the {EVAL_RATIO_TARGET}x target")
+    print(f"\neval at default settings ({backend}, {runs} rounds, medians, seconds)")
+    print(f"{'path':<38}{'seconds':>9}")
+    for name, key in (("exported graph (today)", "export"), ("split model servers (retired)", "split"),
+                      ("in-process reference, no probes", "inprocess")):  # fmt: skip
+        print(f"{name:<38}{med[key]:>9.3f}")
+    verdict = "meets" if export_over_split <= EXPORT_RATIO_TARGET else "MISSES"
+    print(f"export / split {export_over_split:.3f} (wall) {verdict} the {EXPORT_RATIO_TARGET}x target")
+    print(
+        f"CPU seconds: export {figures['eval_cpu_s_export']:.3f}, split {figures['eval_cpu_s_split']:.3f} "
+        f"(both servers and the scorer), ratio {figures['eval_cpu_export_over_split']:.3f}"
+    )
+
+
+def recipe_exports_exactly(source: str, config: ExperimentConfig, bundle: Path, workdir: Path) -> bool:
+    """Whether `source`'s model exports through the harness's path and its graph scores exactly as eager."""
+    import importlib.util
+    import uuid
+
+    import numpy as np
+    import torch
+
+    name = f"bench_recipe_{uuid.uuid4().hex[:8]}"
+    path = workdir / f"{name}.py"
+    path.write_text(source)
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    module_spec.loader.exec_module(module)
+    torch.set_num_threads(1)
+    model = module.build_model(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # away from the initialisation (zero-initialised layers included)
+            p.add_(0.02 * torch.randn_like(p))
+    try:
+        graph_export.export_model(model, config.seq_len, str(workdir / f"{name}.graph"))
+    except graph_export.ExportRefused as refused:
+        print(f"  does not export: {refused}")
+        return False
+    blob = (workdir / f"{name}.graph").read_bytes()
+    program = graph.load_graph(blob)
+    program.analyse(config.vocab_size, scorer.caps_for(config, 4096))
+    windows = sandbox.held_out_windows(str(bundle / "data"), "val", config)
+    rows = torch.from_numpy(np.ascontiguousarray(windows[:16, :-1]))
+    with torch.no_grad():
+        same_logits = torch.equal(program.run_rows(rows), prepare.model_logits(model, rows))
+    val = prepare.load_tokens(bundle / "data", "val")
+    table = np.load(bundle / "tokenizer" / "token_bytes.npy")
+    eager = prepare.evaluate_bpb(model, val, table, config.seq_len, eval_tokens=config.eval_tokens)
+    scored = eval_export(blob, bundle, config)[2]
+    return same_logits and abs(scored - eager) < 1e-6
+
+
+def report_recipes(config: ExperimentConfig, bundle: Path, figures: dict[str, float]) -> None:
+    """The share of the recipe library that exports and scores exactly as eager."""
+    workdir = prepare.state_dir() / "bench-recipes"
+    workdir.mkdir(parents=True, exist_ok=True)
+    ok = []
+    print(f"\nrecipes at {config.n_layer} x {config.n_embd}, seq {config.seq_len}, vocab {config.vocab_size}")
+    for recipe in recipes.RECIPES:
+        source = recipe.apply(BASELINE)
+        good = source is not None and recipe_exports_exactly(source, config, bundle, workdir)
+        print(f"  {recipe.name:<28}{'exports, scores as eager' if good else 'FAILS'}")
+        ok.append(good)
+    figures["recipes_exportable_frac"] = round(sum(ok) / len(ok), 3)
+    verdict = "meets" if all(ok) else "MISSES"
+    print(f"recipes_exportable_frac {figures['recipes_exportable_frac']} {verdict} the target 1.0")
 
 
 async def measure(backend: str, runs: int, bundle: Path, cpu: int, warm: bool) -> list[dict[str, float]]:
@@ -223,9 +341,13 @@ def report_cgroups(backend: str, runs: int, cpu: int, figures: dict[str, float])
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
-        "--quick", action="store_true", help="3 runs per mode and 3 eval runs, default backend only (under a minute)"
+        "--quick",
+        action="store_true",
+        help="2 runs per mode, 2 eval rounds, recipes at the tiny size, default backend only (under a minute)",
     )
-    p.add_argument("--runs", type=int, default=None, help="runs per backend (default 3 with --quick, else 10)")
+    p.add_argument(
+        "--runs", type=int, default=None, help="runs per backend and eval rounds (default 2 with --quick, else 10)"
+    )
     p.add_argument(
         "--backends",
         nargs="*",
@@ -235,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu", type=int, default=1, help="CPUs granted per run (default 1)")
     p.add_argument("--json", default=None, help="write the figures as one flat JSON object to this path")
     args = p.parse_args(argv)
-    runs = args.runs or (3 if args.quick else 10)
+    runs = args.runs or (2 if args.quick else 10)
     chosen = args.backends or ([backends.default_backend()] if args.quick else backends.available_backends())
     bundle = bench_bundle()
     figures: dict[str, float] = {"runs_per_backend": runs}
@@ -260,8 +382,13 @@ def main(argv: list[str] | None = None) -> int:
         for label, key in (("warm", "overhead_s_median"), ("cold", "overhead_s_median_cold")):
             verdict = "meets" if figures[key] <= TARGET_S else "MISSES"
             print(f"default backend ({default}) {label} overhead {figures[key]:.3f}s {verdict} the {TARGET_S}s target")
-    report_eval(default, runs, args.cpu, figures)
+    if "bubblewrap" in backends.available_backends():
+        report_eval("bubblewrap", runs, figures)
+    else:
+        print("\neval comparison skipped: the retired split-process scoring runs under bubblewrap only")
     report_cgroups(default, runs, args.cpu, figures)
+    recipe_config = dataclasses.replace(TINY, eval_tokens=2048) if args.quick else DEFAULTS
+    report_recipes(recipe_config, bundle if args.quick else default_bundle(), figures)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")

@@ -200,22 +200,27 @@ def test_none_backend_needs_opt_in(sandbox_bundle: Path):
 
 
 def test_baseline_succeeds_and_matches_in_process_eval(sandbox_bundle: Path, sandbox_baseline):
+    """The exported graph is scored by the trusted side; the number equals `prepare.evaluate_bpb` of the eager
+    baseline holding the graph's weights (the report measured a difference of exactly 0)."""
     import numpy as np
     import torch
 
     import train
+    from autoresearch.sandbox import graph
 
     result, root = sandbox_baseline
     assert result.outcome == "success", result
-    assert result.steps == TINY.max_steps and result.n_params > 0 and result.train_seconds > 0
-    assert result.device == "cpu" and result.peak_memory_mb > 0 and result.eval_seconds > 0
-    checkpoint = Path(result.checkpoint)
-    assert checkpoint.parent == prepare.state_dir() / "checkpoints" and checkpoint.is_file()
-    assert sandbox.runs_root() not in checkpoint.parents, "a kept checkpoint lives outside every work dir"
-    assert sorted(p.name for p in root.iterdir()) == ["check", "serve", "train"]
+    assert result.steps == TINY.max_steps and result.train_seconds > 0 and result.eval_seconds > 0
+    assert result.device == "cpu" and result.peak_memory_mb > 0
+    kept = Path(result.checkpoint)
+    assert kept.parent == prepare.state_dir() / "checkpoints" and kept.is_file() and kept.suffix == ".graph"
+    assert sandbox.runs_root() not in kept.parents, "a kept graph lives outside every work dir"
+    assert sorted(p.name for p in root.iterdir()) == ["train"], "one sandboxed process per experiment"
     torch.set_num_threads(1)
-    model = train.build_model(TINY)
-    model.load_state_dict(torch.load(checkpoint, weights_only=True))
+    model = train.build_model(TINY).eval()
+    model.load_state_dict(graph.load_graph(kept.read_bytes()).weights())
+    assert result.n_params == sum(p.numel() for p in model.parameters()), "counted from the graph"
+    assert result.tokens_handed == TINY.max_steps * TINY.tokens_per_step and result.flops_per_token > 0
     val = prepare.load_tokens(sandbox_bundle / "data", "val")
     token_bytes = np.load(sandbox_bundle / "tokenizer" / "token_bytes.npy")
     expected = prepare.evaluate_bpb(model, val, token_bytes, TINY.seq_len, eval_tokens=TINY.eval_tokens)

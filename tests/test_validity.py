@@ -194,13 +194,38 @@ def greedy(burn_cpu_s: float) -> str:
     )
 
 
-@pytest.mark.timeout(3600)
-def test_extra_passes_over_the_handed_batches_are_measured_and_flagged_over_budget(tiny_bundle: Path) -> None:
+def declares_big_builds_small(burn_cpu_s: float) -> str:
+    """Whatever the config declares, build the 1 x 32 model, and spend `burn_cpu_s` more on extra passes: the
+    compute a big model would need, bought for a small one."""
+    source = greedy(burn_cpu_s).replace("import math\n", "import dataclasses\nimport math\n", 1)
+    return source.replace(
+        "    return TinyGPT(config)\n",
+        "    return TinyGPT(dataclasses.replace(config, n_layer=1, n_head=2, n_embd=32))\n",
+    )
+
+
+def records_of(runs: dict[str, list[ExperimentResult]]) -> list:
     from autoresearch.ledger.records import ExperimentRecord, ExperimentSpec, SeedRun
-    from autoresearch.ledger.verdicts import OVER_BUDGET_SLACK_S, GateRule
+
+    records, seq = [], 0
+    for title, results in runs.items():
+        rec = ExperimentRecord(ExperimentSpec(title=title, slug=title.lower()), BASELINE)
+        rec.runs = [SeedRun(r.seed, seq + i + 1, "screen", r) for i, r in enumerate(results)]
+        seq += len(results)
+        records.append(rec)
+    return records
+
+
+@pytest.mark.timeout(3600)
+def test_extra_passes_and_a_false_config_declaration_are_flagged_over_budget(tiny_bundle: Path) -> None:
+    """Compute is predicted from the exported graph's measured FLOPs x the tokens handed, never from the declared
+    config: three passes over the batches, and a config that declares 8 x 384 but builds 1 x 32 and spends the big
+    model's compute, are both `over_budget`; the declared-config rule would have let the second through."""
+    from autoresearch.ledger.verdicts import OVER_BUDGET_SLACK_S, Arrival, GateRule, over_budget
     from autoresearch.ledger.views import judgement, leaderboard
 
     config = dataclasses.replace(TINY, time_budget_s=300.0)
+    declared = config.with_overrides({"n_layer": 8, "n_head": 8, "n_embd": 384})
     rule = GateRule()
 
     async def run_all(specs: list[sandbox.SandboxSpec]) -> list[ExperimentResult]:
@@ -210,16 +235,25 @@ def test_extra_passes_over_the_handed_batches_are_measured_and_flagged_over_budg
     assert all(r.outcome == "success" for r in honest), [r.message for r in honest]
     # twice what the rule allows the busiest baseline seed, so the flag does not depend on how fast the machine is
     burn = 2 * (rule.over_budget_factor * max(r.train_cpu_s for r in honest) + OVER_BUDGET_SLACK_S)
-    source = greedy(burn)
-    assert source != BASELINE
-    (taken,) = asyncio.run(run_all([dataclasses.replace(spec(tiny_bundle, config), train_py=source)]))
-    assert taken.outcome == "success", taken.message
-    assert taken.train_cpu_s >= burn, "the extra passes are measured from outside the sandbox"
-    records = []
-    for title, runs in (("baseline", honest), ("Greedy", [taken])):
-        rec = ExperimentRecord(ExperimentSpec(title=title, slug=title.lower()), BASELINE)
-        rec.runs = [SeedRun(r.seed, len(records) * 3 + i + 1, "screen", r) for i, r in enumerate(runs)]
-        records.append(rec)
+    attacks = {
+        "Greedy": dataclasses.replace(spec(tiny_bundle, config), train_py=greedy(burn), deadline_s=600),
+        "Declared": dataclasses.replace(
+            spec(tiny_bundle, declared), train_py=declares_big_builds_small(burn), deadline_s=600
+        ),
+    }
+    taken = dict(zip(attacks, asyncio.run(run_all(list(attacks.values()))), strict=True))
+    for result in taken.values():
+        assert result.outcome == "success", result.message
+        assert result.train_cpu_s >= burn, "the extra passes are measured from outside the sandbox"
+    assert taken["Declared"].flops_per_token == honest[0].flops_per_token, "the graph is what was built"
+    records = records_of({"baseline": honest, **{title: [result] for title, result in taken.items()}})
     rows = {r.title: r for r in leaderboard(records, judgement(records, rule, config))}
-    assert rows["Greedy"].label == "over_budget" and rows["Greedy"].rank is None
-    assert "CPU-s where its config predicts" in rows["Greedy"].verdict
+    for title in attacks:
+        assert rows[title].label == "over_budget" and rows[title].rank is None, rows[title]
+        assert "CPU-s where its exported graph predicts" in rows[title].verdict
+    declared_work = [
+        r.tokens * c.nominal_params for r, c in [*((h, config) for h in honest), (taken["Declared"], declared)]
+    ]
+    old_rule = [Arrival(i, "baseline" if i < 3 else "Declared", 0, "success", 2.0, r.train_cpu_s, w)
+                for i, (r, w) in enumerate(zip([*honest, taken["Declared"]], declared_work, strict=True))]  # fmt: skip
+    assert over_budget(old_rule, rule.over_budget_factor) == {}, "trusting the declared config hid it"

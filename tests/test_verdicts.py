@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from autoresearch.ledger import lineage
 from autoresearch.ledger import verdicts as v
 from autoresearch.ledger.verdicts import Arrival, GateRule
 from benchmarks.common import false_confirmations
@@ -211,11 +212,11 @@ def test_a_confirmation_seed_over_budget_disqualifies_the_experiment() -> None:
 @pytest.mark.parametrize("label", ["truncated", "over_budget", "pruned", "failed", "rejected"])
 def test_an_unranked_failed_or_rejected_experiment_cannot_be_forked_and_the_refusal_says_why(label: str) -> None:
     verdict = v.Verdict("A", label, reason="the reason the gate gave")
-    assert v.fork_refusal(verdict) == f"it is {label} (the reason the gate gave)"
+    assert lineage.fork_refusal(verdict) == f"it is {label} (the reason the gate gave)"
     for fine in ("confirmed", "unconfirmed", "within_noise", "regression", "accepted", "not_run", "unjudged"):
-        assert v.fork_refusal(v.Verdict("A", fine)) is None
+        assert lineage.fork_refusal(v.Verdict("A", fine)) is None
     rejected = v.Decision("A", "reject", "human", "leaks")
-    assert v.fork_refusal(v.Verdict("A", "confirmed"), rejected) == "it was rejected (human: leaks)"
+    assert lineage.fork_refusal(v.Verdict("A", "confirmed"), rejected) == "it was rejected (human: leaks)"
 
 
 def test_the_fold_is_a_pure_function_of_the_runs() -> None:
@@ -300,7 +301,7 @@ def test_a_run_that_burns_far_more_cpu_than_its_work_predicts_is_over_budget() -
         Arrival(6, "Unmeasured", 0, "success", 2.6, cpu_s=0.0, work=1e9),  # nothing measured: never flagged
     ]
     flagged = v.over_budget(base + runs, RULE.over_budget_factor)
-    assert set(flagged) == {4} and "150 CPU-s where its config predicts 21" in flagged[4]
+    assert set(flagged) == {4} and "150 CPU-s where its exported graph predicts 21" in flagged[4]
     judged = v.judge(base + runs, ["baseline", "Greedy", "Bigger", "Unmeasured"], RULE)
     assert judged.verdicts["Greedy"].label == "over_budget" and "not compared" in judged.verdicts["Greedy"].reason
     assert judged.verdicts["Bigger"].label != "over_budget" and judged.incumbent == "baseline"

@@ -119,7 +119,10 @@ def directive(
         "# Rules",
         "- Edits in one batch must differ from each other and from everything in the ledger.",
         "- train.py must keep `build_model(config)` and `run_training(config, data_dir)`; the model must stay "
-        "causal (the harness checks), and metrics come only from the harness.",
+        "causal, and its eval-mode forward() must export with torch.export as a pure tensor program (no Python `if` "
+        "on tensor values, no .item(), no buffer written in forward, no random op in eval mode; else 'unexportable'). "
+        "The trusted scorer checks both; metrics come only from it. Training compute is predicted from the exported "
+        "graph's FLOPs: a run using far more CPU than that is 'over_budget'.",
         "- Titles are unique names; fork with parent_title to build on an experiment.",
         f"- The budget is fixed and belongs to the run: every experiment trains on the same {base_config.token_budget:,} "
         "tokens (steps = tokens / (batch_size x seq_len)) with one thread, and the seed is chosen by the run. Overrides "

@@ -35,7 +35,7 @@ class EditContext:
     signatures: dict[str, str] = field(default_factory=dict)  # signature -> title
     n_saved: int = 0  # experiments other than the baseline
     unforkable: dict[str, str] = field(default_factory=dict)
-    """title -> why no edit may start from it (`verdicts.fork_refusal`: rejected, unranked or failed)."""
+    """title -> why no edit may start from it (`lineage.fork_refusal`: rejected, unranked or failed)."""
 
     def add(self, spec: ExperimentSpec, source: str) -> None:
         """Make a saved (or accepted-in-this-batch) experiment visible to the next edits."""

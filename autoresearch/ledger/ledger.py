@@ -33,6 +33,7 @@ from typing import Any
 
 from autoresearch.ledger import store as ledger_store
 from autoresearch.ledger.edits import EditContext, PlannedEdit, now, plan_edit
+from autoresearch.ledger.lineage import fork_refusal
 from autoresearch.ledger.records import (
     BASELINE_TITLE,
     ExperimentRecord,
@@ -45,7 +46,7 @@ from autoresearch.ledger.records import (
 )
 from autoresearch.ledger.source import close_titles, signature, slugify, unified_diff
 from autoresearch.ledger.store import init_local, run_context_kwargs, store_location
-from autoresearch.ledger.verdicts import DECISIONS, Decision, GateRule, Judgement, fork_refusal
+from autoresearch.ledger.verdicts import DECISIONS, Decision, GateRule, Judgement
 from autoresearch.ledger.views import history_table, judgement, leaderboard, lineage, lineage_text
 from autoresearch_types import OUTCOMES, ExperimentConfig, ExperimentResult, WorkshopBounds
 

@@ -20,11 +20,14 @@ The rule (one home; the README and the directive quote it):
 - **The incumbent's side** of every comparison is its unbiased seeds: all of the baseline's, a confirmed
   candidate's fresh seeds (its screen seed was selected).
 - **Ranking** is by the mean over every successful seed, shown with its standard error and seed count.
-- **Over budget.** A run's training CPU-seconds are measured outside the sandbox. The baseline's runs
-  calibrate CPU-seconds per unit of work (tokens trained x the config's nominal parameters); a run that
-  used more than `over_budget_factor` (4) times its predicted CPU, plus 10 s, bought its score with extra
-  compute (say, more passes over its handed batches within the time cap) and is `over_budget`: shown,
-  never ranked. A code edit that really is four times as expensive per token is flagged too.
+- **Over budget.** A run's training CPU-seconds are measured outside the sandbox. Its work is predicted
+  from what the trusted side measured, never from the declared config: `TRAIN_FORWARDS` (3) x the forward
+  FLOPs per token the scorer counted on its exported graph x the tokens handed to it. The baseline's runs
+  calibrate CPU-seconds per FLOP; a run that used more than `over_budget_factor` (4) times its predicted
+  CPU, plus 10 s, bought its score with compute its model does not account for (more passes over its
+  handed batches, a large teacher behind a small exported student, a config that declares a big model and
+  builds a small one) and is `over_budget`: shown, never ranked. Runs without a measured graph (recorded
+  before graphs were exported) are neither calibrated on nor flagged.
 
 `judge` folds every run, in the order results arrived, into one verdict per experiment: the same
 records always give the same verdicts, so a resumed key keeps them.
@@ -126,7 +129,7 @@ class GateRule:
 @dataclass(frozen=True)
 class Arrival:
     """One finished run: which experiment, which seed, its outcome and val_bpb, in arrival order (`seq`);
-    with the training CPU-seconds measured outside the sandbox and its work (tokens x nominal parameters)."""
+    with the training CPU-seconds measured outside the sandbox and its predicted work (`predicted_work`)."""
 
     seq: int
     title: str
@@ -137,14 +140,22 @@ class Arrival:
     work: float = 0.0
 
 
+TRAIN_FORWARDS = 3.0
+"""Training FLOPs per token in forward passes: the forward, and a backward pass of about twice its cost."""
 OVER_BUDGET_SLACK_S = 10.0
-"""CPU-seconds of start-up and measurement noise allowed on top of the factor."""
+"""CPU-seconds of start-up, export and measurement noise allowed on top of the factor."""
 
 
-def over_budget(arrivals: list[Arrival], factor: float) -> dict[int, str]:
+def predicted_work(flops_per_token: float, tokens_handed: int) -> float:
+    """Training FLOPs a run should need: from its exported graph's measured forward cost and the tokens handed
+    to it (both counted by the trusted side; 0 when either is unknown)."""
+    return TRAIN_FORWARDS * max(0.0, float(flops_per_token)) * max(0, int(tokens_handed))
+
+
+def over_budget(arrivals: list[Arrival], factor: float, slack_s: float = OVER_BUDGET_SLACK_S) -> dict[int, str]:
     """The runs (by seq) that used far more training CPU than their work predicts, with the reason.
 
-    The baseline's successful runs calibrate CPU-seconds per unit of work (their median); without them, or
+    The baseline's successful runs calibrate CPU-seconds per FLOP (their median); without them, or
     without measurements, nothing is flagged."""
     rates = sorted(
         a.cpu_s / a.work
@@ -159,9 +170,10 @@ def over_budget(arrivals: list[Arrival], factor: float) -> dict[int, str]:
         if a.title == BASELINE or a.outcome != "success" or a.cpu_s <= 0 or a.work <= 0:
             continue
         predicted = rate * a.work
-        if a.cpu_s > factor * predicted + OVER_BUDGET_SLACK_S:
+        if a.cpu_s > factor * predicted + slack_s:
             flagged[a.seq] = (
-                f"trained on {a.cpu_s:.0f} CPU-s where its config predicts {predicted:.0f} (limit {factor:g}x)"
+                f"trained on {a.cpu_s:.0f} CPU-s where its exported graph predicts {predicted:.0f} "
+                f"(limit {factor:g}x): compute its model does not account for"
             )
     return flagged
 
@@ -357,18 +369,6 @@ def min_effect(inc: tuple[str, list[float]], noise: Noise, rule: GateRule, joint
 
 
 UNRANKED = {"truncated": "truncated", "over_budget": "over_budget", "pruned": "pruned"}
-UNFORKABLE = ("truncated", "over_budget", "pruned", "failed", "rejected")
-"""Labels of experiments no edit may start from: nothing says they work at the fixed budget, or a judge or a person
-ruled them out."""
-
-
-def fork_refusal(verdict: Verdict | None, decision: Decision | None = None) -> str | None:
-    """Why an experiment may not be forked (its label and the reason), or None when it may."""
-    if decision is not None and decision.decision == "reject":
-        return f"it was rejected ({decision.by}: {decision.reason})".replace(": )", ")")
-    if verdict is None or verdict.label not in UNFORKABLE:
-        return None
-    return f"it is {verdict.label} ({verdict.reason})"
 
 
 @dataclass

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from autoresearch.ledger.records import BASELINE_TITLE, RANKED_LABELS, ExperimentRecord, LeaderboardRow
-from autoresearch.ledger.verdicts import Arrival, Decision, GateRule, Judgement, judge
+from autoresearch.ledger.verdicts import Arrival, Decision, GateRule, Judgement, judge, predicted_work
 from autoresearch_types import ExperimentConfig, ExperimentResult
 
 # ---------------------------------------------------------------- the key's fixed comparison
@@ -46,9 +46,8 @@ def judgement(
     base = base or ExperimentConfig()
     arrivals = []
     for rec in records:
-        params = rec.spec.effective_config(base).nominal_params
         for run in rec.runs:
-            work = float(run.result.tokens) * params
+            work = predicted_work(run.result.flops_per_token, run.result.tokens_handed)
             arrivals.append(
                 Arrival(run.seq, rec.title, run.seed, run.result.outcome, run.val_bpb, run.result.train_cpu_s, work)
             )

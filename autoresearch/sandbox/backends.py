@@ -52,8 +52,8 @@ BACKEND_GAPS = {
     "userns": COMMON_GAPS
     + (
         "no PID namespace: the run sees host processes and can signal any process of the same user",
-        "the host /tmp and /dev/shm are shared: the run can leave files there, and two sandboxes can pass "
-        "data through them, which defeats the fresh-server check of the scorer",
+        "the host /tmp and /dev/shm are shared: the run can leave files there, and two sandboxes training at "
+        "once can pass data through them (trained weights, say, whose compute then counts for neither)",
         "the host's /usr, /etc, /tmp and /dev/shm are readable: held-out text that lies there (a corpus package "
         "installed into the system Python, a copy of a bundle or a virtualenv under /tmp) is within reach; the "
         "project keeps its bundles, state and interpreter view elsewhere, but cannot vouch for the rest of the host",

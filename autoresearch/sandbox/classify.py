@@ -1,6 +1,6 @@
 """Pure decisions about one experiment: pre-flight of the edited source, outcome classification, typed errors.
 
-No process is started and nothing is read here: `sandbox.py` runs the phases and the scorer, then
+No process is started and nothing is read here: `experiment.py` runs the phases and the scorer, then
 calls these with what it measured. `sandbox` re-exports every name, so callers keep using
 `sandbox.preflight`, `sandbox.classify_exit`, `sandbox.raise_for_outcome` and the rest.
 """
@@ -119,25 +119,24 @@ def classify_metrics(metrics: dict[str, Any], floor: float = BPB_FLOOR) -> tuple
     """(outcome, message) from the trusted scorer's metrics: success, leak, tampered or implausible.
 
     A missing verdict counts against the run: `probe_ok` and `consistent` must be present and true.
-    Inconsistent answers (`tampered`) come first: when the same tokens get different answers, a
-    probe's difference may be state rather than a look at the future, and no comparison is reliable.
+    An inconsistent graph (`tampered`) comes first: if the same window gives two answers, no probe
+    comparison means anything.
     """
     bpb = metrics.get("val_bpb")
     finite = isinstance(bpb, (int, float)) and math.isfinite(bpb)
     if not finite or not metrics.get("logits_finite", False):
         return "implausible", f"non-finite result: val_bpb={bpb!r}, finite logits={metrics.get('logits_finite')}"
-    tolerance = metrics.get("tolerance")
     if metrics.get("consistent") is not True:
         diff = metrics.get("consistency_max_diff")
         return "tampered", (
-            f"inconsistent answers: the same tokens, asked again in another batch layout or of a fresh "
-            f"model server, got log-probabilities {diff} nats apart (tolerance {tolerance})"
+            f"the exported graph gave the same window different logits on a second evaluation (max difference "
+            f"{diff}): it is not a pure function"
         )
     if metrics.get("probe_ok") is not True:
-        diff = metrics.get("probe_max_diff")
         return "leak", (
-            f"blind causality probe failed: changing only later tokens moved earlier log-probabilities "
-            f"by {diff} nats (tolerance {tolerance})"
+            f"causality probe failed: replacing only the tokens after a cut changed the logits at or before it "
+            f"in {metrics.get('probe_failures')} of {metrics.get('probes')} windows (max difference "
+            f"{metrics.get('probe_max_diff')}; an honest causal graph gives exactly 0): forward() looks ahead"
         )
     if bpb < floor:
         return "implausible", f"val_bpb={bpb:.4f} is below the physical floor {floor}"
@@ -191,6 +190,10 @@ class ExperimentOverBudget(ExperimentFailed):
     """Scored, but with far more compute than its config predicts."""
 
 
+class ExperimentUnexportable(ExperimentFailed):
+    """Trained, but its forward pass is not a pure graph the scorer accepts (the message says what to change)."""
+
+
 class ExperimentPruned(ExperimentFailed):
     """Stopped early: its learning curve was clearly worse than the finished runs' (not scored, not cached)."""
 
@@ -205,6 +208,7 @@ FAILURES: dict[str, type[ExperimentFailed]] = {
     "tampered": ExperimentTampered,
     "over_budget": ExperimentOverBudget,
     "pruned": ExperimentPruned,
+    "unexportable": ExperimentUnexportable,
 }
 
 

@@ -4,27 +4,24 @@ The orchestrator side of the trust boundary. `run_sandboxed(spec)` does, in orde
 
 1. **Pre-flight** (`preflight`): `ast.parse` and the entry points `build_model(config)` and
    `run_training(config, data_dir)`. A failure is `invalid` and nothing is launched.
-2. **Three sandboxed processes** (`pool.py`): `harness.py serve train`, `... serve serve` (the
-   model server) and `... serve check` (a second, fresh model server), each in a fresh work dir
-   under `prepare.state_dir()/runs/` (never `/tmp`) holding only copies of the fixed `harness.py`,
-   `prepare.py` and `autoresearch_types.py`. Each does its slow imports and waits for its
-   `job.json`: from the warm pool when the driver keeps one, else launched now, so the servers'
-   imports overlap training either way.
-3. **Phase 1, train**: the edited `train.py`, `data/` (`meta.json` and exactly this run's batches,
-   drawn here) and then the job arrive. No held-out token exists in this sandbox. The phase's wall
-   and CPU time are measured from outside (`PhaseRun`); its summary file is read only after every
+2. **Phase 1, train, in the sandbox** (`pool.py`): one `harness.py serve train` process in a fresh
+   work dir under `prepare.state_dir()/runs/` (never `/tmp`) holding only copies of the trusted
+   harness files (`trust.STAGED`); from the warm pool when the driver keeps one, else launched now.
+   The edited `train.py`, `data/` (`meta.json` and exactly this run's batches, drawn here) and then
+   the job arrive. No held-out token exists in this sandbox. The harness trains, then exports the
+   model's forward pass with `torch.export` as `out/model.graph` (no pickle: `graph_export.py`). Wall
+   and CPU time are measured from outside (`PhaseRun`); the phase's files are read only after every
    process of the phase is dead, through `processes.py`'s careful readers, and every field is
    bounded (`steps` to `[0, max_steps]`, memory to the launch cap, `device` to a known name).
-4. **Phase 2, score**: the trusted scorer (`scorer.py`, in this process) holds the held-out windows
-   and the byte table. The checkpoint (copied once, safely, from phase 1's dead work dir) goes to
-   both model servers, which import the edited module, build the model, load the weights with
-   `weights_only=True` and answer token rows with logits. The scorer checks each answer (a regular
-   `.npy` file of float32 logits of exactly the shape asked, all finite), computes `val_bpb` with
-   `prepare.score_logits` from the main server's logits, and mixes in blind probes (see `scorer`):
-   a causality violation is `leak`, inconsistent answers are `tampered`.
-5. **Classification** (pure, `classify.py`): success, truncated, oom, timeout, crash, invalid,
-   leak, tampered or implausible. The only number that becomes `val_bpb` is the scorer's; what the
-   sandbox writes is at most informational (`n_params`, memory), and bounded.
+3. **Phase 2, score, outside every sandbox** (`scorer.py`, in this process): the graph file's bytes
+   are read once into memory (and, with `keep_checkpoint`, kept under `checkpoints/` for the audit),
+   checked as hostile input, dry-run on the meta device under caps, and evaluated by trusted kernels
+   one held-out window per row with exact causality probes. **No code written by the agent runs while
+   a score is computed**: the score is a pure function of the graph's weights, its ops and one window.
+4. **Classification** (pure, `classify.py`): success, truncated, oom, timeout, crash, invalid, leak,
+   tampered, implausible or unexportable. The only number that becomes `val_bpb` is the scorer's, and
+   the graph's size (`n_params`) and forward cost (`flops_per_token`) are counted by the scorer from
+   the graph itself, never taken from the declared config or from what the sandbox reported.
 
 Isolation (`missing_guarantees` lists what each backend cannot give): backend `bubblewrap` is our
 own `bwrap` launcher (`bwrap.py`: PID, mount, network, IPC and user namespaces, read-only
@@ -37,16 +34,16 @@ the held-out windows and the byte table are loaded and checked against the bundl
 (`heldout.py`); a mismatch, then or after the run, is `tampered`. Backend `none` (no isolation) needs
 `allow_unsandboxed=True` and prints a loud warning.
 
-**Deadline and clean-up.** One wall-clock deadline covers both phases. After each process (and
-at the deadline) everything in its cgroup is killed, and `reap` freezes and kills every process
+**Deadline and clean-up.** One wall-clock deadline covers training and scoring. After the process
+(and at the deadline) everything in its cgroup is killed, and `reap` freezes and kills every process
 carrying the run's marker variable or sitting in its work dir, so a `setsid` double fork or a fork
 bomb does not outlive it; under `bubblewrap` the PID namespace guarantees that too.
 
 **Residual risks, stated honestly.** Under `userns` (see `missing_guarantees`) the run shares the
-host `/tmp`, sees host processes and can signal same-user ones; two of its sandboxes can talk
-through `/tmp`, which defeats the fresh-server check; a process that clears its environment and
-leaves its work dir escapes the marker scan. Under every backend the blind probes catch sparse
-cheating only with a stated probability (`scorer.ProbeCounts`).
+host `/tmp`, sees host processes and can signal same-user ones; a process that clears its environment
+and leaves its work dir escapes the marker scan, and its CPU is not counted. Under every backend the
+cut probes catch a look-ahead at very few positions only with a stated probability (`scorer`), and a
+graph may memorise text the agent knows (see the README).
 """
 
 from __future__ import annotations
@@ -61,7 +58,7 @@ import secrets
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,7 +67,7 @@ import numpy as np
 
 import prepare
 from autoresearch.sandbox import curve as curves
-from autoresearch.sandbox import heldout, scorer
+from autoresearch.sandbox import heldout
 from autoresearch.sandbox.backends import check_backend, default_backend
 from autoresearch.sandbox.classify import (  # noqa: F401 - re-exported: callers use sandbox.<name>
     BPB_FLOOR,
@@ -89,6 +86,7 @@ from autoresearch.sandbox.classify import (  # noqa: F401 - re-exported: callers
     ExperimentTampered,
     ExperimentTimeout,
     ExperimentTruncated,
+    ExperimentUnexportable,
     classify_exit,
     classify_metrics,
     has_oom_marker,
@@ -98,12 +96,10 @@ from autoresearch.sandbox.classify import (  # noqa: F401 - re-exported: callers
     result_from_error,
     stderr_tail,
 )
-from autoresearch.sandbox.exchange import Exchange, ExchangeError, Malformed, NonFinite, OutOfTime, ServerGone
 from autoresearch.sandbox.pool import (
     NATIVE_GRACE_S,
     Launched,
     LaunchKey,
-    PhaseRun,
     WarmPool,
     address_space_mb,
     discard,
@@ -116,7 +112,7 @@ from autoresearch.sandbox.processes import (
     bounded_choice,
     bounded_float,
     bounded_int,
-    copy_untrusted,
+    read_untrusted_bytes,
     read_untrusted_json,
     read_untrusted_tail,
 )
@@ -124,11 +120,15 @@ from autoresearch_types import SCORED_OUTCOMES, ExperimentConfig, ExperimentResu
 
 SPLITS = ("val", "test")
 DEVICES = ("cpu", "cuda")
-MAX_PARAMS = 10**12
 MIB = 1024 * 1024
-
-
-# ---------------------------------------------------------------- backends
+MAX_MESSAGE = 2000
+"""Characters of a reason the sandbox wrote (an export refusal) that reach the agent."""
+GRAPH_SUFFIX = ".graph"
+LEGACY_SUFFIX = ".pt"
+LEGACY_MESSAGE = (
+    "kept as a state_dict by a version that scored through model servers: scoring it would run the edited code, "
+    "which no score may do; re-run the experiment to get an exported graph"
+)
 
 
 # ---------------------------------------------------------------- the experiment
@@ -138,8 +138,8 @@ MIB = 1024 * 1024
 class SandboxSpec:
     """One experiment: the full edited source, the resolved config, the bundle, resources, budget.
 
-    `keep_checkpoint` copies the trained weights to `prepare.state_dir()/checkpoints/` (a directory
-    no sandbox can write) and names the copy in `ExperimentResult.checkpoint`, for `score_checkpoint`.
+    `keep_checkpoint` keeps the exported graph (weights and forward pass) under `prepare.state_dir()/checkpoints/`
+    (a directory no sandbox can write) and names it in `ExperimentResult.checkpoint`, for `score_checkpoint`.
     """
 
     train_py: str
@@ -163,13 +163,13 @@ class SandboxSpec:
 
 
 def default_deadline_s(config: ExperimentConfig) -> float:
-    """Training budget plus room for start-up, evaluation and the probes."""
+    """Training budget plus room for start-up, the export, evaluation and the probes."""
     return 1.25 * config.time_budget_s + 60.0
 
 
 @dataclass(frozen=True)
 class Clock:
-    """The experiment's one wall-clock deadline, shared by both phases."""
+    """The experiment's one wall-clock deadline, shared by training and scoring."""
 
     start: float
     deadline_s: float
@@ -182,13 +182,13 @@ class Clock:
 
 
 def run_dir(spec: SandboxSpec) -> Path:
-    """Where a kept experiment's work dirs end up: `runs/<run_name>/{train,serve,check}`."""
+    """Where a kept experiment's work dir ends up: `runs/<run_name>/train`."""
     name = spec.run_name or f"exp-{uuid.uuid4().hex[:12]}"
     return runs_root() / name
 
 
 def checkpoints_root() -> Path:
-    """Where kept checkpoints live: under the state dir, in no sandbox's work dir."""
+    """Where kept graphs live: under the state dir, in no sandbox's work dir."""
     root = prepare.state_dir() / "checkpoints"
     root.mkdir(mode=0o700, exist_ok=True)
     return root
@@ -232,11 +232,6 @@ def stage_train(workdir: Path, spec: SandboxSpec, config: ExperimentConfig, rema
     write_job(workdir, phase_job("train", spec, config, remaining))
 
 
-def eval_batch_rows(config: ExperimentConfig) -> int:
-    """Rows per request at most: the same block size `prepare.evaluate_bpb` uses."""
-    return max(1, prepare.EVAL_BLOCK_ELEMENTS // (config.seq_len * config.vocab_size))
-
-
 def keep_or_remove(spec: SandboxSpec, dirs: dict[str, Path]) -> None:
     """Remove the phases' work dirs, or with `keep_workdir` move them to `runs/<run_name>/<role>`."""
     if not spec.keep_workdir:
@@ -254,8 +249,8 @@ def keep_or_remove(spec: SandboxSpec, dirs: dict[str, Path]) -> None:
 # ---------------------------------------------------------------- processes
 
 
-def launch_keys(spec: SandboxSpec, roles: tuple[str, ...] = ("train", "serve", "check")) -> list[LaunchKey]:
-    """The sandboxed processes an experiment needs: a trainer and two model servers."""
+def launch_keys(spec: SandboxSpec, roles: tuple[str, ...] = ("train",)) -> list[LaunchKey]:
+    """The sandboxed processes an experiment needs: one trainer (scoring runs no sandboxed process)."""
     return [LaunchKey(role, spec.backend, spec.cpu) for role in roles]
 
 
@@ -348,6 +343,7 @@ async def _train(
         result,
         steps=steps,
         tokens=steps * config.tokens_per_step,
+        tokens_handed=config.max_steps * config.tokens_per_step,
         device=bounded_choice(info.get("device"), DEVICES, "cpu"),
         **_memory_fields(info, trainer, result),
     ), True
@@ -369,95 +365,98 @@ async def _watch_curve(trainer: Launched, limits: tuple[tuple[float, float], ...
             return
 
 
-def _hand_checkpoint(spec: SandboxSpec, trainer: Launched, servers: dict[str, Launched]) -> str | None:
-    """Copy phase 1's checkpoint (its process tree is dead) to both servers and, if asked, to a kept file.
+def _take_graph(trainer: Launched, name: str, cap: int) -> tuple[bytes | None, tuple[str, str] | None]:
+    """Phase 1's graph file, read once into memory (its process tree is dead): (bytes, None), or (None, why not).
 
-    Returns the kept path ("" if not kept), or None when there was no regular checkpoint within bounds.
+    No graph but the harness's reason is `unexportable` with that reason (the agent reads how to fix it);
+    no graph and no reason, or anything but a regular file of at most `cap` bytes, is `tampered`.
     """
-    kept = checkpoints_root() / f"{spec.run_name or 'exp'}-{uuid.uuid4().hex[:12]}.pt" if spec.keep_checkpoint else None
-    dests = [server.workdir / "checkpoint.pt" for server in servers.values()] + ([kept] if kept else [])
-    copied = copy_untrusted(trainer.workdir, "out/checkpoint.pt", dests, spec.memory_mb * MIB)
-    if copied < 0:
-        return None
-    return str(kept) if kept else ""
+    data = read_untrusted_bytes(trainer.workdir, f"out/{name}", cap)
+    if data is not None:
+        return data, None
+    why = (read_untrusted_json(trainer.workdir, "out/export.json") or {}).get("error")
+    if isinstance(why, str) and why.strip():
+        return None, ("unexportable", f"the trained model cannot be scored: {why[:MAX_MESSAGE]}")
+    return None, ("tampered", f"training exited 0 without an exported graph as a regular file of at most {cap:,} bytes")
+
+
+def keep_graph(spec: SandboxSpec, data: bytes) -> str:
+    """With `keep_checkpoint`, the graph's bytes (the very ones scored) as a new file under `checkpoints/`."""
+    if not spec.keep_checkpoint:
+        return ""
+    kept = checkpoints_root() / f"{spec.run_name or 'exp'}-{uuid.uuid4().hex[:12]}{GRAPH_SUFFIX}"
+    with open(kept, "xb") as fh:
+        fh.write(data)
+    return str(kept)
 
 
 # ---------------------------------------------------------------- phase 2
 
 
-ERROR_OUTCOMES: dict[type[ExchangeError], str] = {
-    Malformed: "tampered",
-    NonFinite: "implausible",
-    ServerGone: "crash",
-    OutOfTime: "timeout",
-}
+def load_held_out(spec: SandboxSpec, split: str, config: ExperimentConfig) -> heldout.HeldOut:
+    """The windows of `split` and the byte table, read once in the orchestrator and checked against the bundle's
+    recorded hashes (`spec.digests`); raises `prepare.HeldOutMismatch` when a file differs."""
+    if not spec.digests:
+        raise ValueError("SandboxSpec.digests is empty: pass the bundle's recorded hashes (Bundle.digests)")
+    return heldout.load(spec.data_dir, spec.tokenizer_dir, spec.digests, split, config)
 
 
-def _scored(
-    result: ExperimentResult, report: scorer.ScoreReport, runs: dict[str, PhaseRun], main: Launched
-) -> ExperimentResult:
-    """Classify phase 2: a server's own failure first, then a bad answer, then the scorer's verdicts."""
-    for role, run in runs.items():
-        failure = classify_exit(run.returncode, run.stderr, run.hit_deadline, run.oom_kills > 0)
-        if failure:
-            return _fail(result, failure[0], f"model server ({role}): {failure[1]}", run.stderr)
-    if report.error is not None:
-        outcome = ERROR_OUTCOMES.get(type(report.error), "crash")
-        return _fail(result, outcome, str(report.error), runs[report.error.role].stderr)
-    outcome, message = classify_metrics(report.metrics)
-    info = read_untrusted_json(main.workdir, "out/server.json") or {}
-    return dataclasses.replace(
-        result,
-        outcome=outcome,
-        message=message,
-        val_bpb=float(report.metrics["val_bpb"]) if outcome in SCORED_OUTCOMES else None,
-        n_params=bounded_int(info.get("n_params"), 0, MAX_PARAMS),
-        **_memory_fields(info, main, result),
-    )
+def load_scorer() -> Any:
+    """The scorer module. Importing it imports torch (a second or more), so it is done off the event loop, in a
+    thread, while phase 1 trains; the orchestrator's other paths (the CLI, the driver) never pay for it."""
+    from autoresearch.sandbox import scorer
+
+    return scorer
 
 
-def _stage_server(server: Launched, spec: SandboxSpec, config: ExperimentConfig, remaining: float) -> Exchange:
-    """Hand a server (whose checkpoint is in place) the edited source and its job; our end of its exchange."""
-    (server.workdir / "train.py").write_text(spec.train_py)
-    write_job(server.workdir, phase_job(server.key.phase, spec, config, remaining))
-    server.job_handed()
-    return Exchange(server.key.phase, server.workdir, _running(server.proc), time.monotonic() + remaining)
-
-
-def _running(proc: Any) -> Callable[[], bool]:
-    """A check, safe to call from the scorer's threads, that `proc` has not exited yet."""
-    return lambda: proc.returncode is None
-
-
-async def _evaluate(
+async def score_graph(
     spec: SandboxSpec,
     config: ExperimentConfig,
-    servers: dict[str, Launched],
+    data: bytes,
     held: heldout.HeldOut,
     result: ExperimentResult,
     clock: Clock,
 ) -> ExperimentResult:
-    """Phase 2: both servers answer, the scorer scores and compares; then both are finished and classified."""
+    """Phase 2: the trusted scorer loads, checks and evaluates the graph on the verified held-out windows (in a
+    worker thread); classified here."""
+    scorer = await asyncio.to_thread(load_scorer)
     windows, byte_table = held.windows, held.byte_table
-    plan = scorer.plan_scoring(windows, config.vocab_size, eval_batch_rows(config), secrets.SystemRandom())
-    await asyncio.gather(*(until_ready(server, clock.left()) for server in servers.values()))
-    start = time.perf_counter()
-    exchanges = {role: _stage_server(server, spec, config, clock.left()) for role, server in servers.items()}
-    try:
-        report = await asyncio.to_thread(
-            scorer.score, plan, windows, byte_table, exchanges["serve"], exchanges["check"]
+    caps = scorer.caps_for(config, spec.memory_mb)
+    deadline = time.monotonic() + clock.left()
+    evaluation = await asyncio.to_thread(
+        scorer.evaluate, data, windows, byte_table, config, caps, secrets.SystemRandom(), deadline
+    )
+    return scored(result, evaluation)
+
+
+def scored(result: ExperimentResult, evaluation: Any) -> ExperimentResult:
+    """The result with the scorer's verdict (a `scorer.Evaluation`): a refused graph's outcome, else
+    `classify_metrics`'."""
+    result = dataclasses.replace(result, eval_seconds=evaluation.seconds)
+    if evaluation.analysis is not None:
+        result = dataclasses.replace(
+            result, n_params=evaluation.analysis.params, flops_per_token=evaluation.analysis.flops_per_token
         )
-    finally:
-        for exchange in exchanges.values():
-            exchange.stop()
-            exchange.close()
-    eval_seconds = time.perf_counter() - start
-    finished = await asyncio.gather(*(finish(server, clock.left()) for server in servers.values()))
-    result = dataclasses.replace(result, eval_seconds=eval_seconds)
-    return _scored(result, report, dict(zip(servers, finished, strict=True)), servers["serve"])
+    if evaluation.failure is not None:
+        return _fail(result, *evaluation.failure)
+    outcome, message = classify_metrics(evaluation.metrics)
+    bpb = float(evaluation.metrics["val_bpb"]) if outcome in SCORED_OUTCOMES else None
+    return dataclasses.replace(result, outcome=outcome, message=message, val_bpb=bpb)
 
 
-async def _train_then_evaluate(
+def truncated(result: ExperimentResult) -> ExperimentResult:
+    """A success that stopped at the time cap before its token budget is `truncated` (shown, not ranked)."""
+    if result.outcome != "success" or result.steps >= result.planned_steps:
+        return result
+    return dataclasses.replace(
+        result,
+        outcome="truncated",
+        message=f"{result.message}; stopped at the time cap after {result.steps} of {result.planned_steps} "
+        "steps, so it is not ranked against runs that used their whole token budget",
+    )
+
+
+async def _train_then_score(
     spec: SandboxSpec,
     config: ExperimentConfig,
     result: ExperimentResult,
@@ -466,40 +465,29 @@ async def _train_then_evaluate(
     pool: WarmPool | None,
     held: heldout.HeldOut,
 ) -> ExperimentResult:
-    """Both model servers are acquired (importing torch, or warm) before phase 1 trains.
-
-    They see nothing of the experiment until phase 1 is over and its processes are gone: only then
-    are the checkpoint, the edited source and their jobs put in their work dirs.
-    """
-    scorer_ready = asyncio.ensure_future(asyncio.to_thread(scorer.warm_up))  # overlaps training
+    """Phase 1 in the sandbox; once its processes are gone, phase 2 on the graph it left."""
+    scorer_ready = asyncio.ensure_future(asyncio.to_thread(load_scorer))  # overlaps training
     try:
-        async with processes(spec, ("train", "serve", "check"), clock, dirs, pool) as launched:
-            trainer, servers = launched["train"], {role: launched[role] for role in ("serve", "check")}
+        async with processes(spec, ("train",), clock, dirs, pool) as launched:
+            trainer = launched["train"]
             result, trained = await _train(spec, trainer, config, result, clock)
-            if not trained:
-                return result
-            kept = _hand_checkpoint(spec, trainer, servers)
-            if kept is None:
-                return _fail(result, "tampered", "training exited 0 without a regular checkpoint file within bounds")
-            await scorer_ready
-            result = dataclasses.replace(result, checkpoint=kept)
-            result = await _evaluate(spec, config, servers, held, result, clock)
+        if not trained:
+            return result
+        scorer = await scorer_ready
+        cap = scorer.caps_for(config, spec.memory_mb).max_file_bytes
+        data, failure = _take_graph(trainer, scorer.GRAPH_FILE, cap)
+        if data is None:
+            return _fail(result, *failure)
+        result = dataclasses.replace(result, checkpoint=keep_graph(spec, data))
+        return truncated(await score_graph(spec, config, data, held, result, clock))
     finally:
-        await scorer_ready
-    if result.outcome == "success" and result.steps < result.planned_steps:
-        result = dataclasses.replace(
-            result,
-            outcome="truncated",
-            message=f"{result.message}; stopped at the time cap after {result.steps} of {result.planned_steps} "
-            "steps, so it is not ranked against runs that used their whole token budget",
-        )
-    return result
+        await asyncio.gather(scorer_ready, return_exceptions=True)
 
 
-async def _run(spec: SandboxSpec, roles: tuple[str, ...], body, pool: WarmPool | None, split: str) -> ExperimentResult:
-    """Pre-flight, the held-out data of `split` loaded and verified, then `body(config, result, clock, dirs, held)`;
-    work dirs cleaned and the pool refilled however it ends. A held-out file that differs from its recorded hash,
-    before or after the untrusted processes ran, makes the run `tampered` and unscored."""
+async def _run(spec: SandboxSpec, body, pool: WarmPool | None) -> ExperimentResult:
+    """Pre-flight, the held-out `val` data loaded and verified, then `body(config, result, clock, dirs, held)`; work
+    dirs cleaned and the pool refilled however it ends. A held-out file that differs from its recorded hash, before
+    or after the untrusted process ran, makes the run `tampered` and unscored."""
     start = time.perf_counter()
     deadline = spec.deadline_s if spec.deadline_s is not None else default_deadline_s(spec.config)
     result = _base_result(spec, deadline)
@@ -508,59 +496,61 @@ async def _run(spec: SandboxSpec, roles: tuple[str, ...], body, pool: WarmPool |
         return dataclasses.replace(_fail(result, "invalid", problem), wall_seconds=time.perf_counter() - start)
     check_backend(spec.backend, spec.allow_unsandboxed)
     config = resolve_config(spec)
-    if not spec.digests:
-        raise ValueError("SandboxSpec.digests is empty: pass the bundle's recorded hashes (Bundle.digests)")
     try:
-        held = heldout.load(spec.data_dir, spec.tokenizer_dir, spec.digests, split, config)
+        held = load_held_out(spec, "val", config)
     except prepare.HeldOutMismatch as exc:
         result = _fail(result, "tampered", f"{exc}; nothing was run or scored")
         return dataclasses.replace(result, wall_seconds=time.perf_counter() - start)
     dirs: dict[str, Path] = {}
     try:
         result = await body(config, result, Clock(start, deadline), dirs, held)
-        if not heldout.unchanged(spec.data_dir, spec.tokenizer_dir, spec.digests, split):
-            message = "a held-out file changed while the run's sandboxed processes ran; its score is discarded"
+        if not heldout.unchanged(spec.data_dir, spec.tokenizer_dir, spec.digests, "val"):
+            message = "a held-out file changed while the run's sandboxed process ran; its score is discarded"
             result = dataclasses.replace(_fail(result, "tampered", message), val_bpb=None)
     finally:
         keep_or_remove(spec, dirs)
-        for key in launch_keys(spec, roles) if pool is not None else ():  # warm up between experiments, not during
+        for key in launch_keys(spec) if pool is not None else ():  # warm up between experiments, not during
             pool.refill(key, spec.memory_mb, deadline)
     return dataclasses.replace(result, wall_seconds=time.perf_counter() - start)
 
 
 async def run_sandboxed(spec: SandboxSpec, pool: WarmPool | None = None) -> ExperimentResult:
-    """Pre-flight, train, score and classify one experiment; always returns a typed result.
+    """Pre-flight, train, export, score and classify one experiment; always returns a typed result.
 
-    Its processes come from `pool` when one is given (warm, launched earlier), else they start cold.
+    Its training process comes from `pool` when one is given (warm, launched earlier), else it starts cold.
     Raises only for misuse (unknown backend, `none` without opt-in, an unavailable backend).
     """
 
     async def body(config, result, clock, dirs, held):
-        return await _train_then_evaluate(spec, config, result, clock, dirs, pool, held)
+        return await _train_then_score(spec, config, result, clock, dirs, pool, held)
 
-    return await _run(spec, ("train", "serve", "check"), body, pool, "val")
+    return await _run(spec, body, pool)
 
 
-async def score_checkpoint(
-    spec: SandboxSpec, checkpoint: str, split: str, pool: WarmPool | None = None
-) -> ExperimentResult:
-    """Score an existing checkpoint (a kept one, see `SandboxSpec.keep_checkpoint`) on `split`: `val` or `test`.
+async def score_checkpoint(spec: SandboxSpec, checkpoint: str, split: str) -> ExperimentResult:
+    """Score a kept graph file (see `SandboxSpec.keep_checkpoint`) on `split`: `val` or `test`.
 
-    Only the model servers and the scorer run, with the same probes and classification as an
-    experiment. This is the one path that reads the held-out `test` split. Raises for misuse: an
-    unknown split or a checkpoint that is not a regular file.
+    No sandboxed process runs: the same trusted scorer loads, checks and evaluates the same file the
+    experiment kept, with the same probes and classification. This is the one path that reads the held-out
+    `test` split. Raises for misuse: an unknown split or a path that is not a regular file.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     source = Path(checkpoint)
     if source.is_symlink() or not source.is_file():
-        raise ValueError(f"no checkpoint file at {checkpoint}")
-
-    async def body(config, result, clock, dirs, held):
-        result = dataclasses.replace(result, seed=config.seed, checkpoint=str(source))
-        async with processes(spec, ("serve", "check"), clock, dirs, pool) as servers:
-            for server in servers.values():
-                shutil.copyfile(source, server.workdir / "checkpoint.pt")
-            return await _evaluate(spec, config, servers, held, result, clock)
-
-    return await _run(spec, ("serve", "check"), body, pool, split)
+        raise ValueError(f"no kept graph (checkpoint) file at {checkpoint}")
+    start = time.perf_counter()
+    deadline = spec.deadline_s if spec.deadline_s is not None else default_deadline_s(spec.config)
+    config = resolve_config(spec)
+    result = dataclasses.replace(_base_result(spec, deadline), seed=config.seed, checkpoint=str(source))
+    if source.suffix == LEGACY_SUFFIX:
+        return _fail(result, "unexportable", LEGACY_MESSAGE)
+    cap = (await asyncio.to_thread(load_scorer)).caps_for(config, spec.memory_mb).max_file_bytes
+    if source.stat().st_size > cap:
+        return _fail(result, "tampered", f"the kept graph is larger than the cap of {cap:,} bytes")
+    try:
+        held = load_held_out(spec, split, config)
+    except prepare.HeldOutMismatch as exc:
+        return _fail(result, "tampered", f"{exc}; nothing was scored")
+    result = await score_graph(spec, config, source.read_bytes(), held, result, Clock(start, deadline))
+    return dataclasses.replace(result, wall_seconds=time.perf_counter() - start)

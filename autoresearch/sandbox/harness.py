@@ -1,32 +1,31 @@
 """The trusted harness that runs INSIDE the sandbox, next to the agent's edited `train.py`.
 
-`sandbox_pool.launch` starts `python harness.py serve <role> <idle_s> <memory_mb> <cpu_s>` in a work
-dir holding this file, `prepare.py` and `autoresearch_types.py`. The harness first lowers its own
-memory and CPU-seconds limits to the launch values, does the heavy imports (torch, and for
-training the `torch._dynamo` import the first AdamW would trigger), then waits for `job.json`,
-which the orchestrator writes last, once the edited `train.py` and the role's inputs are in place.
-The job lowers the limits to the experiment's own, then one role runs and the process ends with
-`os._exit` (no slow interpreter teardown, and nothing the edited code registered at exit runs).
+`pool.launch` starts `python harness.py serve train <idle_s> <memory_mb> <cpu_s>` in a work dir
+holding this file, `graph_export.py`, `prepare.py` and `autoresearch_types.py`. The harness first
+lowers its own memory and CPU-seconds limits to the launch values, does the heavy imports (torch,
+the `torch._dynamo` import the first AdamW would trigger, and `torch.export`, warmed up on a tiny
+module), then waits for `job.json`, which the orchestrator writes last, once the edited `train.py`
+and `data/` are in place. The job lowers the limits to the experiment's own, then the phase runs and
+the process ends with `os._exit` (no slow interpreter teardown, and nothing the edited code
+registered at exit runs).
 
-- `train`: import the edited module, call `run_training(config, "data")` (the data dir holds only
-  `meta.json` and this run's batches), and save `out/checkpoint.pt` (the `state_dict`) and
-  `out/train.json` (steps, peak memory, device: informational, bounded by the orchestrator).
-- `serve` and `check` (a model server): import the edited module, `build_model(config)`, load
-  `checkpoint.pt` with `weights_only=True`, `model.eval()`, then answer token batches with logits:
-  for i = 0, 1, ... wait for `req-<i>.npy` (int64 `(rows, seq_len)`), write `resp-<i>.npy`
-  (float32 `(rows, seq_len, vocab)`), until `stop` appears. This process never sees a target it is
-  scored on, the held-out files or the byte table: the trusted scorer (`scorer.py`, outside the
-  sandbox) holds those, checks every answer and computes the metric.
+The one phase, `train`: import the edited module, call `run_training(config, "data")` (the data dir
+holds only `meta.json` and this run's batches), then export the trained model's eval-mode forward
+pass at one `(1, seq_len)` window with `torch.export` and write it as `out/model.graph`
+(`graph_export.py`: a JSON graph of ATen ops and raw tensor bytes, no pickle). A model that cannot be
+exported gets `out/export.json` with the reason instead. `out/train.json` holds steps, peak memory and
+device (informational, bounded by the orchestrator).
 
-Nothing this process writes is a metric: the edited code runs in this same interpreter and could
-patch anything here, so the orchestrator treats every file of this work dir as untrusted input.
+No model runs here after training: the trusted scorer, outside the sandbox, loads the graph as
+hostile input and evaluates it itself. Nothing this process writes is a metric: the edited code runs
+in this same interpreter and could patch anything here (torch.export included), so every file of
+this work dir is untrusted input to the orchestrator.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
-import itertools
 import json
 import math
 import os
@@ -91,7 +90,7 @@ def device_name() -> str:
 
 
 def phase_train(job: dict[str, Any]) -> None:
-    """Train with the edited code and save the weights; no validation data exists here."""
+    """Train with the edited code, then export the trained model's forward pass; no held-out data exists here."""
     import torch
 
     set_threads(job)
@@ -102,9 +101,7 @@ def phase_train(job: dict[str, Any]) -> None:
     train_seconds = time.perf_counter() - start
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"run_training returned {type(model).__name__}, not a torch.nn.Module")
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    Path("out").mkdir(exist_ok=True)
-    torch.save(state, "out/checkpoint.pt")
+    export_graph(model, config.seq_len)
     write_json(
         "train.json",
         {
@@ -117,86 +114,41 @@ def phase_train(job: dict[str, Any]) -> None:
     )
 
 
-def wait_for_file(names: tuple[str, ...], wait_s: float, poll_s: float = 0.001) -> str | None:
-    """The first of `names` to exist in the work dir, or None after `wait_s` seconds."""
-    give_up = time.monotonic() + wait_s
-    while True:
-        for name in names:
-            if os.path.exists(name):
-                return name
-        if time.monotonic() > give_up:
-            return None
-        time.sleep(poll_s)
+def export_graph(model: Any, seq_len: int) -> None:
+    """Write `out/model.graph`, or `out/export.json` with the reason the model cannot be exported."""
+    import graph_export
+
+    Path("out").mkdir(exist_ok=True)
+    try:
+        graph_export.export_model(model, seq_len, f"out/{graph_export.GRAPH_FILE}")
+    except MemoryError:
+        raise
+    except graph_export.ExportRefused as refused:
+        write_json("export.json", {"error": str(refused)})
+    except Exception as error:  # noqa: BLE001 - whatever stops the export, the agent needs to read it
+        write_json("export.json", {"error": str(graph_export.ExportRefused(graph_export.first_line(error)))})
 
 
-def write_array(name: str, array) -> None:
-    """Write one `.npy` answer atomically (a reader never sees it half written)."""
-    import numpy as np
-
-    tmp = f".{name}.part"
-    with open(tmp, "wb") as fh:
-        np.save(fh, array, allow_pickle=False)
-    os.replace(tmp, name)
-
-
-def load_model(job: dict[str, Any]):
-    """The edited module's `build_model(config)` with the trained weights (`weights_only`), in eval mode."""
+def warm_export() -> None:
+    """Export a tiny module once, so the run's own export does not pay torch.export's first-call set-up."""
+    import graph_export
     import torch
 
-    config = load_config(job)
-    model = import_edited().build_model(config)
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"build_model returned {type(model).__name__}, not a torch.nn.Module")
-    state = torch.load("checkpoint.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True)
-    return model.eval(), config
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(4, 4)
+
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            return self.emb(idx)
+
+    program = torch.export.export(Tiny().eval(), (torch.zeros(1, 2, dtype=torch.int64),), strict=False)
+    graph_export.graph_header(program.run_decompositions(decomp_table={}))
 
 
-def answer(model, tokens, vocab_size: int):
-    """The float32 logits of one request, checked for shape before they leave."""
-    import torch
-
-    from prepare import model_logits
-
-    with torch.no_grad():
-        logits = model_logits(model, torch.from_numpy(tokens)).float().contiguous()
-    if logits.shape[-1] != vocab_size:
-        raise ValueError(f"model returned {logits.shape[-1]} logits per position, expected vocab_size={vocab_size}")
-    return logits.numpy()
-
-
-def phase_serve(job: dict[str, Any]) -> None:
-    """Answer token batches with the trained model's logits until told to stop."""
-    import numpy as np
-
-    set_threads(job)
-    model, config = load_model(job)
-    wait_s = float(job.get("wait_s", 600.0))
-    for i in itertools.count():
-        request = f"req-{i:06d}.npy"
-        found = wait_for_file((request, "stop"), wait_s)
-        if found != request:
-            break
-        tokens = np.load(request, allow_pickle=False)
-        write_array(f"resp-{i:06d}.npy", answer(model, tokens, config.vocab_size))
-    write_json(
-        "server.json",
-        {
-            "n_params": int(sum(p.numel() for p in model.parameters())),
-            "peak_memory_mb": peak_memory_mb(),
-            "peak_virtual_mb": peak_virtual_mb(),
-            "device": "cpu",
-        },
-    )
-
-
-PHASES = {"train": phase_train, "serve": phase_serve, "check": phase_serve}
-"""Each role's phase: `check` is a second, fresh model server, so it runs the same code as `serve`."""
-WARM_IMPORTS = {
-    "train": ("numpy", "torch", "torch._dynamo", "prepare"),
-    "serve": ("numpy", "torch", "prepare"),
-    "check": ("numpy", "torch", "prepare"),
-}
+PHASES = {"train": phase_train}
+"""The one role a sandboxed process has: training (scoring happens outside, on the exported graph)."""
+WARM_IMPORTS = {"train": ("numpy", "torch", "torch._dynamo", "torch.export", "prepare", "graph_export")}
 """What each role imports before its job arrives. Trusted modules only: the edited code comes later."""
 STDERR_FILE = "stderr.log"
 READY_FILE = "ready"
@@ -204,9 +156,10 @@ MIB = 1024 * 1024
 
 
 def warm_up(phase: str) -> None:
-    """Do the slow imports now, while the process waits for its job."""
+    """Do the slow imports (and torch.export's first call) now, while the process waits for its job."""
     for name in WARM_IMPORTS[phase]:
         importlib.import_module(name)
+    warm_export()
 
 
 def wait_for_job(idle_s: float, poll_s: float = 0.005) -> dict[str, Any] | None:

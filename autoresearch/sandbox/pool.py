@@ -1,9 +1,9 @@
 """Sandboxed `harness.py` processes: launched (possibly ahead of time), handed one job, waited on, measured.
 
 Most of a short experiment's overhead is interpreter start-up and `import torch` (about 1 s here,
-more when several start at once) plus, for training, the `torch._dynamo` import the first AdamW
-triggers (about 0.8 s). `launch` starts `python harness.py serve <phase>` in a sandbox: our own
-`bwrap` launcher for backend `bubblewrap` (`bwrap.py`: PID namespace, private `/tmp`), a
+more when several start at once) plus the `torch._dynamo` import the first AdamW triggers (about
+0.8 s) and `torch.export`'s first call. `launch` starts `python harness.py serve train` in a sandbox:
+our own `bwrap` launcher for backend `bubblewrap` (`bwrap.py`: PID namespace, private `/tmp`), a
 `unionai-sandbox` session for `userns` and `none`. Each launch gets its own cgroup (`cgroups.py`): bubblewrap
 joins it before its first instruction, a userns process is moved in before its job is handed over. The harness
 does those imports, then waits for `job.json`. `finish` waits for the process under the run's own deadline,
@@ -59,9 +59,7 @@ log = logging.getLogger(__name__)
 class LaunchKey:
     """What a sandboxed process is fixed to at launch: its role, backend, threads and extra read-only paths.
 
-    Roles: `train` (phase 1), `serve` (the model server the scorer scores) and `check` (a second,
-    fresh model server that re-answers a sample of rows); `serve` and `check` run the same harness
-    phase, but each experiment needs one of each, so they are pooled apart.
+    The one role is `train` (phase 1, which also exports the graph); scoring runs no sandboxed process.
     """
 
     phase: str

@@ -1,46 +1,38 @@
-"""The trusted scorer: held-out windows in, `val_bpb` and blind-probe verdicts out. Never imports edited code.
+"""The trusted scorer: an exported graph and held-out windows in; `val_bpb`, the graph's size and an exact
+causality verdict out. No code written by the agent runs here.
 
-It runs in the orchestrator process, in worker threads (`score` is called through
-`asyncio.to_thread`). Why there and not in a subprocess: the orchestrator is already trusted and
-outside every sandbox, no sandboxed process can read or write its memory (no PID namespace shares
-it under `bubblewrap`; under `userns` a sandboxed process is in another user namespace and
-`/proc/<pid>/mem` is refused), the metric never travels through a file the sandbox can reach, and
-there is no interpreter to start. The held-out windows and the byte table stay in this process;
-the model servers (`harness.py serve`, sandboxed) receive token rows and answer logits. The metric
-is `prepare.score_logits` applied here to those logits, row by row, so its value does not depend
-on how rows were batched (per-row sums in float64, added in window order).
+It runs in the orchestrator process, in worker threads (`evaluate` is called through
+`asyncio.to_thread`), after every process of the run is dead. The graph file is hostile input:
+`graph.load_graph` checks it and `Program.analyse` dry-runs it on the meta device under `caps_for`'s
+caps before a real tensor is computed. Then each held-out window is evaluated alone (`Program.run`),
+with nothing carried between calls: batched with `vmap` (which keeps rows independent) when that gives
+bitwise what one call per window gives on the first batch, else one call per window (a batching rule
+can be wrong). Each row is scored with `prepare.position_nats` / `prepare.scored_sums` in float64 and
+the rows are summed exactly (`math.fsum`): the number equals `prepare.evaluate_bpb` of an eager model
+with the same weights.
 
-**Blind probes.** Mixed into the scored rows, in an order and batch layout drawn from
-`secrets.SystemRandom` (nothing the sandbox can derive), are rows that look exactly like scored
-rows: every row is `seq_len` real held-out tokens, every batch has a random size in the same range,
-and the servers see no targets, no labels and no row ids. A server therefore cannot tell which
-rows are probes: a cheat must apply to probes whenever it applies to scored rows. A spliced row may
-read oddly after its cut, but noticing that does not help: the cut is checked on the *original*
-window, an ordinary scored row, and the check server's probes never reach the main server.
+What each check catches, now that the scored function is a pure graph we run ourselves:
 
-- *Cut probes* (`leak`): a held-out window whose suffix after a random cut `c` is replaced by the
-  same positions of another real window. A causal model's log-probabilities at positions `0..c`
-  must match those it gave the original window. Any use of a later token there is caught whenever
-  it touches the probed position; copying the next token at position `c` always is.
-  Some go to the main server (mixed with its scored rows: catches stateless cheats, whatever call,
-  batch size, row position or sequence length they fire on). Others go only to the *check* server,
-  a fresh process that shares no writable storage with the main one: the main server never sees
-  them, so even a stateful server that notices pairs of rows with a shared prefix (and answers
-  them consistently) cannot know where the cut of the check's probe is.
-- *Repeats* (`tampered`): a scored window sent again, at another point, in another batch (other
-  neighbours, position and batch size). Its answer must match: catches answers that depend on the
-  batch layout or the call.
-- *Re-asks* (`tampered`): scored windows answered again by the check server. Catches state carried
-  across rows (test-time adaptation on the eval text, caches, using one window to predict another),
-  since the fresh server has not seen the rows the main one had seen, and non-determinism.
+- *Cut probes* (`leak`): for every window one extra row, the window with every token after a cut `c`
+  replaced by random tokens (the one right after `c` always differs). The logits at positions `0..c`
+  must be bitwise equal to the window's: both rows are computed by the same kernels at the same batch
+  position and shape, so an honest causal graph gives exactly 0.0 difference (measured on every honest
+  model tried), and no tolerance is left to hide in. Half of the cuts are uniform; half are drawn in
+  proportion to the probability the window's own pass gave the true next token, which aims probes at
+  suspiciously confident positions (a leak only pays where it raises that probability). This also
+  catches a graph that reads the future through IEEE tricks (0 * inf = NaN behind a causal mask), which
+  an analysis of masks would call causal. Not certain: a look-ahead at few positions is caught per window
+  with the probability its cut is drawn there (about 0.12 for a confident copy at one position of the
+  trained default baseline, so it escapes 256 windows with about 3e-15; the README's Sandbox section).
+- *Repeat* (`tampered`): the first batch is evaluated before the workers start and again by its worker,
+  and the two must be bitwise equal. Nothing can keep state (no allowlisted op writes, nothing outlives
+  a call), so this only catches what would break that assumption: an op that writes despite its schema,
+  or non-deterministic kernels under which bitwise probes would mean nothing.
+- A NaN or +inf logit (a non-finite log-normaliser) is `implausible`; a -inf logit is a zero probability.
 
-Comparisons are of log-softmax values (float32), max absolute difference over every compared
-position and vocabulary entry, against `PROBE_TOLERANCE_NATS`. Honest batch-layout noise measured
-here is 0.0 on CPU (fp32 kernels treat rows independently); the tolerance leaves room for kernels
-that do not. What a cheat under the tolerance can gain: at a probed position its log-probability
-of the true next token exceeds that of a prediction made without the true future by at most the
-tolerance, i.e. at most 1e-3 nats per token, about 5e-4 bits per byte at 3 bytes per token.
-What the probes only catch with some probability is stated in `ProbeCounts`.
+Gone with the model servers: blind probe layouts, re-asks of a second server and batch-layout repeats.
+They only existed because the edited code computed the logits; a graph sees one `(1, T)` window at a
+time and cannot tell a probe from a scored row, keep a cache, or talk to anything.
 """
 
 from __future__ import annotations
@@ -48,261 +40,270 @@ from __future__ import annotations
 import math
 import random
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 import prepare
-from autoresearch.sandbox.exchange import Exchange, ExchangeError
+from autoresearch.sandbox.graph import Analysis, Caps, GraphError, Program, load_graph
+from autoresearch.sandbox.graph_export import GRAPH_FILE  # noqa: F401 - the file phase 1 writes, for the orchestrator
+from autoresearch_types import ExperimentConfig, WorkshopBounds
 
-PROBE_TOLERANCE_NATS = 1e-3
-"""Largest difference in log-probability (nats) two answers for the same tokens may show."""
-IN_FLIGHT = 2
-"""Requests handed to a server ahead of the answer being read (the server computes while we score)."""
-
-
-@dataclass(frozen=True)
-class ProbeCounts:
-    """How many probes of each kind an evaluation of `n` windows mixes in.
-
-    A model that uses later tokens at a fraction `f` of (row, position) slots escapes every cut
-    probe with probability about `(1 - f) ** (2 * main_cuts + check_cuts)` if it is stateless, and
-    `(1 - f) ** check_cuts` if it keeps state to answer the main server's probe pairs consistently
-    (at 256 windows: 32 check cuts, so f = 0.1 escapes with probability 0.034 and f = 0.2 with 0.0008).
-    """
-
-    main_cuts: int
-    repeats: int
-    check_cuts: int
-    re_asks: int
-
-    @classmethod
-    def for_windows(cls, n: int) -> ProbeCounts:
-        def clamp(value: int, low: int, high: int) -> int:
-            return min(n, max(low, min(high, value)))
-
-        return cls(clamp(n // 16, 4, 32), clamp(n // 32, 2, 16), clamp(n // 8, 8, 32), clamp(n // 16, 4, 16))
+ROWS_PER_CALL = 16
+"""Windows evaluated per `vmap` call (fewer when one window's live tensors are large)."""
+CAP_FACTOR = 8
+"""A graph may read and cost up to this many times the largest model the workshop bounds allow."""
+MIB = 1024 * 1024
+HEADER_ROOM = 8 * MIB
+"""Room in a graph file for its header and alignment, besides the weights' own bytes."""
+SCORING_THREADS = 1
+"""Intra-op threads of every kernel call. torch's count is process-wide, so concurrent scorings must agree on
+it; one keeps results independent of what runs beside them (a row and its probe go through the same kernels
+with the same partition, which the bitwise probes rely on), and more threads than free cores makes every
+kernel wait on the others (70x slower measured on this loaded 2-core machine)."""
+WORKERS = 2
+"""Threads one scoring splits its windows between (each on `SCORING_THREADS`): the two model servers it
+replaces ran in parallel, and so does this."""
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """Rows `a` and `b` must get the same log-probabilities at positions `0..upto`, else `kind`."""
-
-    a: int
-    b: int
-    upto: int
-    kind: str
+class ScoringTimeout(Exception):
+    """The experiment's deadline passed while scoring."""
 
 
-@dataclass
-class Plan:
-    """Every row to ask (ids `0..n-1` are the scored windows, in order), who gets it, and what to compare."""
-
-    rows: list[np.ndarray]
-    n_scored: int
-    vocab: int
-    main_batches: list[list[int]]
-    check_batches: list[list[int]]
-    comparisons: list[Comparison]
+def nominal_flops_per_token(config: ExperimentConfig) -> float:
+    """Forward FLOPs per token of the baseline TinyGPT at `config`: 2 per parameter plus attention."""
+    return 2.0 * config.nominal_params + 4.0 * config.n_layer * config.seq_len * config.n_embd
 
 
-def _spliced(windows: np.ndarray, origin: int, rng: random.Random) -> tuple[int, np.ndarray]:
-    """A random cut `c` and the origin's inputs with positions `c+1..` taken from another window."""
-    n, seq_len = windows.shape[0], windows.shape[1] - 1
-    cut = rng.randrange(0, seq_len - 1)
-    donor = origin
-    for _ in range(8):  # prefer a donor whose token right after the cut differs (it tests next-token copying)
-        donor = rng.randrange(n)
-        if donor != origin and windows[donor, cut + 1] != windows[origin, cut + 1]:
-            break
-    suffix = windows[donor, cut + 1 : seq_len] if donor != origin else windows[origin, cut + 1 : seq_len][::-1]
-    return cut, np.concatenate([windows[origin, : cut + 1], suffix])
+def caps_for(config: ExperimentConfig, memory_mb: int, bounds: WorkshopBounds | None = None) -> Caps:
+    """Caps for a graph scored at `config`: `CAP_FACTOR` x the largest model the bounds allow at its vocabulary
+    and sequence length (a memoriser or an honest wide edit fits; a graph built to exhaust the scorer does
+    not), the run's own memory for one window's live tensors, and a file no larger than those weights in
+    float64 (nor than the run's memory): what the orchestrator reads into its own memory is bounded."""
+    bounds = bounds or WorkshopBounds()
+    biggest = config.with_overrides({"n_layer": bounds.max_layers, "n_embd": bounds.max_width})
+    max_params = CAP_FACTOR * biggest.nominal_params
+    return Caps(
+        max_params=max_params,
+        max_flops_per_token=CAP_FACTOR * nominal_flops_per_token(biggest),
+        max_peak_bytes=max(1, memory_mb) * MIB,
+        max_file_bytes=min(max(1, memory_mb) * MIB, 8 * max_params + HEADER_ROOM),
+    )
 
 
-def _batches(order: list[int], low: int, high: int, rng: random.Random) -> list[list[int]]:
-    """`order` cut into consecutive batches of random sizes in `[low, high]`."""
-    out, i = [], 0
-    while i < len(order):
-        size = rng.randint(low, high)
-        out.append(order[i : i + size])
-        i += size
-    return out
+def draw_cut(nats: torch.Tensor, rng: random.Random) -> int:
+    """A cut in `0..T-2`: uniform, or (half the time) in proportion to p(true next token) at each position."""
+    positions = nats.shape[0] - 1
+    if rng.random() < 0.5:
+        return rng.randrange(positions)
+    weights = torch.exp(-nats[:positions]).tolist()
+    return rng.choices(range(positions), weights=weights)[0] if sum(weights) > 0 else rng.randrange(positions)
 
 
-def _separate(batches: list[list[int]], pairs: list[tuple[int, int]], rng: random.Random) -> None:
-    """Move the second row of each pair out of its partner's batch (repeats must see another layout)."""
-    if len(batches) < 2:
-        return
-    where = {row: b for b, batch in enumerate(batches) for row in batch}
-    for a, b in pairs:
-        if where[a] != where[b]:
-            continue
-        other = rng.choice([i for i in range(len(batches)) if i != where[a]])
-        j, k = batches[where[b]].index(b), rng.randrange(len(batches[other]))
-        swapped = batches[other][k]
-        batches[where[b]][j], batches[other][k] = swapped, b
-        where[b], where[swapped] = other, where[a]
+def probe_rows(inputs: torch.Tensor, cuts: list[int], vocab: int, gen: torch.Generator) -> torch.Tensor:
+    """Each row with its tokens after its cut replaced by random ones (the first always differs)."""
+    probes = inputs.clone()
+    seq_len = inputs.shape[1]
+    for r, cut in enumerate(cuts):
+        tail = torch.randint(0, vocab, (seq_len - cut - 1,), generator=gen)
+        first = int(torch.randint(0, vocab - 1, (1,), generator=gen))
+        tail[0] = first + (first >= int(inputs[r, cut + 1]))
+        probes[r, cut + 1 :] = tail
+    return probes
 
 
-def plan_scoring(windows: np.ndarray, vocab: int, batch_rows: int, rng: random.Random) -> Plan:
-    """Scored rows plus blind probes, in a random order and random batch sizes (see the module doc)."""
-    n, seq_len = windows.shape[0], windows.shape[1] - 1
-    counts = ProbeCounts.for_windows(n)
-    rows = [windows[i, :seq_len] for i in range(n)]
-    comparisons: list[Comparison] = []
-
-    def add(tokens: np.ndarray, origin: int, upto: int, kind: str) -> int:
-        rows.append(np.ascontiguousarray(tokens))
-        comparisons.append(Comparison(origin, len(rows) - 1, upto, kind))
-        return len(rows) - 1
-
-    main = [
-        add(t, o, c, "leak") for o in rng.sample(range(n), counts.main_cuts) for c, t in [_spliced(windows, o, rng)]
-    ]
-    repeats = [add(rows[o], o, seq_len - 1, "tampered") for o in rng.sample(range(n), counts.repeats)]
-    check = [
-        add(t, o, c, "leak") for o in rng.sample(range(n), counts.check_cuts) for c, t in [_spliced(windows, o, rng)]
-    ]
-    check += [add(rows[o], o, seq_len - 1, "tampered") for o in rng.sample(range(n), counts.re_asks)]
-    order = list(range(n)) + main + repeats
-    rng.shuffle(order)
-    rng.shuffle(check)
-    high = max(1, batch_rows)
-    main_batches = _batches(order, max(1, high // 2), high, rng)
-    again = set(repeats)
-    _separate(main_batches, [(c.a, c.b) for c in comparisons if c.b in again], rng)
-    return Plan(rows, n, vocab, main_batches, _batches(check, 1, high, rng), comparisons)
-
-
-@dataclass
-class Comparator:
-    """Collects answers for compared rows, compares each pair as soon as both are in, keeps the worst."""
-
-    comparisons: list[Comparison]
-    worst: dict[str, float] = field(default_factory=lambda: {"leak": 0.0, "tampered": 0.0})
-    _waiting: dict[int, object] = field(default_factory=dict)
-    _by_row: dict[int, list[int]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __post_init__(self) -> None:
-        for i, c in enumerate(self.comparisons):
-            self._by_row.setdefault(c.a, []).append(i)
-            self._by_row.setdefault(c.b, []).append(i)
-
-    def offer(self, row: int, logits) -> None:
-        """The answer (a `(seq_len, vocab)` float32 tensor) for `row`; compares what it completes."""
-        import torch
-
-        ids = self._by_row.get(row)
-        if not ids:
-            return
-        upto = max(self.comparisons[i].upto for i in ids)
-        logp = torch.log_softmax(logits[: upto + 1], dim=-1)
-        for i in ids:
-            part = logp[: self.comparisons[i].upto + 1]
-            with self._lock:
-                other = self._waiting.pop(i, None)
-                if other is None:
-                    self._waiting[i] = part
-                    continue
-            diff = float((part - other).abs().max())
-            kind = self.comparisons[i].kind
-            with self._lock:
-                self.worst[kind] = max(self.worst[kind], diff)
-
-    def complete(self) -> bool:
-        return not self._waiting
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest absolute difference (NaN anywhere counts as infinite)."""
+    return float((a.double() - b.double()).abs().nan_to_num(nan=math.inf).max()) if a.numel() else 0.0
 
 
 @dataclass
 class Tally:
-    """Per-window nats and bytes of the scored rows (summed in window order at the end)."""
+    """One worker's per-window nats and bytes, what its probes found, and its first batch (for the repeat)."""
 
-    n: int
-    nats: np.ndarray = field(init=False)
-    n_bytes: np.ndarray = field(init=False)
-    seen: np.ndarray = field(init=False)
+    nats: list[float] = field(default_factory=list)
+    n_bytes: list[float] = field(default_factory=list)
+    probes: int = 0
+    failures: int = 0
+    worst: float = 0.0
+    finite: bool = True
+    first: torch.Tensor | None = None
 
-    def __post_init__(self) -> None:
-        self.nats, self.n_bytes, self.seen = np.zeros(self.n), np.zeros(self.n), np.zeros(self.n, dtype=bool)
-
-    def bpb(self) -> float:
-        return prepare.bits_per_byte(math.fsum(self.nats), math.fsum(self.n_bytes))
-
-
-def warm_up() -> None:
-    """Import torch now (about a second, once per process), so the first scoring does not wait for it."""
-    import torch  # noqa: F401
+    def add_probe(self, scored: torch.Tensor, probed: torch.Tensor) -> None:
+        self.probes += 1
+        if not torch.equal(scored, probed):
+            self.failures += 1
+            self.worst = max(self.worst, max_diff(scored, probed))
 
 
-def _converse(exchange: Exchange, plan: Plan, batches: list[list[int]], on_row) -> None:
-    """Ask `batches` of one server (keeping `IN_FLIGHT` requests ahead) and pass each answered row on."""
-    seq_len = len(plan.rows[0])
-    stack = [np.stack([plan.rows[r] for r in batch]) for batch in batches]
-    for i in range(min(IN_FLIGHT, len(batches))):
-        exchange.send(i, stack[i])
-    for i, batch in enumerate(batches):
-        logits = exchange.receive(i, (len(batch), seq_len, plan.vocab))
-        if i + IN_FLIGHT < len(batches):
-            exchange.send(i + IN_FLIGHT, stack[i + IN_FLIGHT])
-        for j, row in enumerate(batch):
-            on_row(row, logits[j])
+@dataclass(frozen=True)
+class Batches:
+    """The windows in scoring order (`inputs`, `targets`), the byte table, how to run, batch and stop them."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    table: torch.Tensor
+    run: Callable[[torch.Tensor], torch.Tensor]
+    rows_per_call: int
+    deadline: float | None
+    stop: threading.Event
+
+
+def _score_batch(run: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor,
+                 table: torch.Tensor, tally: Tally, rng: random.Random, gen: torch.Generator) -> torch.Tensor:  # fmt: skip
+    """Score one batch of windows and probe each once; the scored logits.
+
+    Non-finite is read off the per-position nats: a NaN or +inf logit anywhere in a row makes its
+    log-normaliser non-finite (a -inf logit elsewhere is a zero probability, which is allowed).
+    """
+    logits = run(inputs)
+    nats = prepare.position_nats(logits, targets)
+    if not bool(torch.isfinite(nats).all()):
+        tally.finite = False
+        return logits
+    cuts = []
+    for r in range(inputs.shape[0]):
+        n, b = prepare.scored_sums(nats[r], targets[r], table)
+        tally.nats.append(n)
+        tally.n_bytes.append(b)
+        cuts.append(draw_cut(nats[r], rng))
+    probed = run(probe_rows(inputs, cuts, logits.shape[-1], gen))  # same batch shape and positions
+    for r, cut in enumerate(cuts):
+        tally.add_probe(logits[r, : cut + 1], probed[r, : cut + 1])
+    return logits
+
+
+def _work(batches: Batches, rows: range, seed: int) -> Tally:
+    """One worker: its share of the windows, batch by batch, with its own random streams."""
+    try:
+        return _work_share(batches, rows, seed)
+    except BaseException:
+        batches.stop.set()  # the other workers stop at their next batch
+        raise
+
+
+def _work_share(batches: Batches, rows: range, seed: int) -> Tally:
+    rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
+    tally = Tally()
+    for start in range(rows.start, rows.stop, batches.rows_per_call):
+        if batches.stop.is_set():
+            break
+        if batches.deadline is not None and time.monotonic() > batches.deadline:
+            raise ScoringTimeout("the deadline passed while scoring")
+        part = slice(start, min(start + batches.rows_per_call, rows.stop))
+        logits = _score_batch(batches.run, batches.inputs[part], batches.targets[part], batches.table, tally, rng, gen)
+        if not tally.finite:
+            batches.stop.set()
+            break
+        tally.first = logits if tally.first is None else tally.first
+    return tally
+
+
+def _shares(n: int, rows_per_call: int, workers: int) -> list[range]:
+    """`n` rows cut into `workers` contiguous shares of whole batches."""
+    batches = -(-n // rows_per_call)
+    per = -(-batches // workers)
+    return [range(min(n, w * per * rows_per_call), min(n, (w + 1) * per * rows_per_call)) for w in range(workers)]
+
+
+def batched_runner(
+    program: Program, first: torch.Tensor
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+    """`vmap` when it gives bitwise what one window per call gives on `first` (a batching rule can be wrong:
+    `slice_scatter`'s fails in torch 2.13), else one call per window; and the runner's logits of `first`."""
+    alone = program.run_each(first)
+    try:
+        together = program.run_rows(first)
+    except (RuntimeError, IndexError, ValueError, TypeError):
+        return program.run_each, alone
+    return (program.run_rows, together) if torch.equal(together, alone) else (program.run_each, alone)
+
+
+def score(program: Program, windows: np.ndarray, byte_table: np.ndarray, rng: random.Random,
+          deadline: float | None = None, rows_per_call: int = ROWS_PER_CALL, workers: int = WORKERS) -> dict:  # fmt: skip
+    """The metrics `classify.classify_metrics` reads: val_bpb of the windows, probe and repeat verdicts.
+
+    Windows go through in a random order (consecutive windows are consecutive text, so no batch has a fixed
+    neighbour structure), split between `workers` threads; a row and its probe are always computed by the same
+    thread, in the same batch position. `math.fsum` is exact, so the order does not matter. The first batch is
+    computed before the workers start (choosing `vmap` or one call per window) and again by its worker: the two
+    must be bitwise equal (the repeat).
+    """
+    order = torch.tensor(rng.sample(range(len(windows)), len(windows)), dtype=torch.int64)
+    inputs = torch.from_numpy(np.ascontiguousarray(windows[:, :-1], dtype=np.int64))[order]
+    run, first = batched_runner(program, inputs[:rows_per_call])
+    batches = Batches(
+        inputs,
+        torch.from_numpy(np.ascontiguousarray(windows[:, 1:], dtype=np.int64))[order],
+        torch.as_tensor(np.asarray(byte_table), dtype=torch.float64),
+        run,
+        rows_per_call,
+        deadline,
+        threading.Event(),
+    )
+    shares = [r for r in _shares(len(windows), rows_per_call, max(1, workers)) if len(r)]
+    with ThreadPoolExecutor(len(shares), thread_name_prefix="scorer") as pool:
+        futures = [pool.submit(_work, batches, share, rng.randrange(1 << 62)) for share in shares]
+        tallies = [future.result() for future in futures]
+    if not all(t.finite for t in tallies):
+        return {"val_bpb": math.nan, "logits_finite": False}
+    same = torch.equal(tallies[0].first, first)
+    return {
+        "val_bpb": prepare.bits_per_byte(
+            math.fsum(n for t in tallies for n in t.nats), math.fsum(b for t in tallies for b in t.n_bytes)
+        ),
+        "logits_finite": True,
+        "probe_ok": all(t.failures == 0 for t in tallies),
+        "probe_max_diff": max(t.worst for t in tallies),
+        "probes": sum(t.probes for t in tallies),
+        "probe_failures": sum(t.failures for t in tallies),
+        "consistent": same,
+        "consistency_max_diff": 0.0 if same else max_diff(tallies[0].first, first),
+        "tolerance": 0.0,
+        "windows": len(windows),
+        "batched": run == program.run_rows,
+    }
 
 
 @dataclass
-class ScoreReport:
-    """What the scorer found: the metric and probe verdicts, or why the answers could not be scored."""
+class Evaluation:
+    """What scoring one graph gave: the metrics and the graph's measured size, or why it was not scored."""
 
     metrics: dict = field(default_factory=dict)
-    error: ExchangeError | None = None
+    analysis: Analysis | None = None
+    failure: tuple[str, str] | None = None
+    seconds: float = 0.0
 
 
-def score(plan: Plan, windows: np.ndarray, byte_table: np.ndarray, main: Exchange, check: Exchange) -> ScoreReport:
-    """Run both conversations (two threads), score the main server's scored rows, compare every probe."""
-    import torch
-
-    targets = torch.from_numpy(np.ascontiguousarray(windows[:, 1:], dtype=np.int64))
-    table = torch.as_tensor(np.asarray(byte_table), dtype=torch.float64)
-    tally, comparator = Tally(plan.n_scored), Comparator(plan.comparisons)
-
-    def on_main(row: int, logits: np.ndarray) -> None:
-        tensor = torch.from_numpy(logits)
-        if row < plan.n_scored:
-            tally.nats[row], tally.n_bytes[row] = prepare.score_logits(tensor, targets[row], table)
-            tally.seen[row] = True
-        comparator.offer(row, tensor)
-
-    def on_check(row: int, logits: np.ndarray) -> None:
-        comparator.offer(row, torch.from_numpy(logits))
-
-    with ThreadPoolExecutor(2, thread_name_prefix="scorer") as pool:
-        futures = [
-            pool.submit(_converse, main, plan, plan.main_batches, on_main),
-            pool.submit(_converse, check, plan, plan.check_batches, on_check),
-        ]
-    errors = [f.exception() for f in futures if f.exception() is not None]
-    for error in errors:
-        if not isinstance(error, ExchangeError):
-            raise error
-    if errors:
-        return ScoreReport(error=errors[0])
-    return ScoreReport(metrics=_metrics(plan, tally, comparator))
+def rows_per_call(analysis: Analysis, caps: Caps) -> int:
+    """As many windows per call as fit the memory cap, at most `ROWS_PER_CALL`."""
+    return max(1, min(ROWS_PER_CALL, caps.max_peak_bytes // max(1, analysis.peak_bytes)))
 
 
-def _metrics(plan: Plan, tally: Tally, comparator: Comparator) -> dict:
-    """The verdict inputs `sandbox.classify_metrics` reads (every row was answered and finite by now)."""
-    if not tally.seen.all() or not comparator.complete():
-        raise RuntimeError("scorer bug: a planned row was never answered")
-    leak, tampered = comparator.worst["leak"], comparator.worst["tampered"]
-    return {
-        "val_bpb": tally.bpb(),
-        "logits_finite": True,
-        "probe_ok": leak <= PROBE_TOLERANCE_NATS,
-        "probe_max_diff": leak,
-        "consistent": tampered <= PROBE_TOLERANCE_NATS,
-        "consistency_max_diff": tampered,
-        "tolerance": PROBE_TOLERANCE_NATS,
-        "rows_main": sum(len(b) for b in plan.main_batches),
-        "rows_check": sum(len(b) for b in plan.check_batches),
-    }
+def evaluate(data: bytes, windows: np.ndarray, byte_table: np.ndarray, config: ExperimentConfig, caps: Caps,
+             rng: random.Random, deadline: float | None = None) -> Evaluation:  # fmt: skip
+    """Load, check, dry-run and score one graph file's bytes. Never raises for anything the file holds.
+
+    Always on `SCORING_THREADS` intra-op threads (see there).
+    """
+    torch.set_num_threads(SCORING_THREADS)
+    start = time.perf_counter()
+    result = Evaluation()
+    try:
+        program = load_graph(data)
+        if program.input_shape != (1, config.seq_len):
+            raise GraphError(f"graph exported at {program.input_shape}, the harness exports (1, {config.seq_len})")
+        result.analysis = program.analyse(config.vocab_size, caps)
+        result.metrics = score(program, windows, byte_table, rng, deadline, rows_per_call(result.analysis, caps))
+    except GraphError as error:
+        result.failure = (error.outcome, str(error))
+    except ScoringTimeout as error:
+        result.failure = ("timeout", str(error))
+    except (RuntimeError, IndexError, ValueError, TypeError) as error:  # a trusted kernel refusing its values
+        result.failure = ("crash", f"the exported graph failed while scoring: {type(error).__name__}: {error}"[:500])
+    result.seconds = time.perf_counter() - start
+    return result

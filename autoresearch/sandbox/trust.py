@@ -19,11 +19,12 @@ CONTRACTS = ("prepare.py", "autoresearch_types.py")
 """The top-level trusted files (the contracts and the fixed infrastructure)."""
 STAGED = {
     "harness.py": SANDBOX / "harness.py",
+    "graph_export.py": SANDBOX / "graph_export.py",
     "prepare.py": SANDBOX / "runtime.py",
     "autoresearch_types.py": REPO / "autoresearch_types.py",
 }
-"""Work-dir name -> source of every trusted file a sandbox runs: the harness and what it imports. `prepare.py`
-there is the training runtime alone (`runtime.py`): the repository's `prepare.py` also holds the data sources and
+"""Work-dir name -> source of every trusted file a sandbox runs: the harness, the graph writer and what they import.
+`prepare.py` there is the training runtime alone (`runtime.py`): the repository's `prepare.py` also holds the data sources and
 the tokenizer, which a sandbox must not have."""
 
 

@@ -18,9 +18,7 @@ from autoresearch.ledger.verdicts import mean_se
 from autoresearch_types import ExperimentResult
 
 
-async def held_out_audit(
-    session: Any, runner: ExperimentRunner, score_task: Any, backend: str, allow_unsandboxed: bool
-) -> dict[str, Any]:
+async def held_out_audit(session: Any, runner: ExperimentRunner, score_task: Any) -> dict[str, Any]:
     """The final pick and the baseline, every successful seed, scored once on the test split (never seen before)
     by `score_task` (the `score_on_test` task); stored in the ledger. Empty when nothing was kept to audit."""
     ledger = session.ledger
@@ -34,20 +32,12 @@ async def held_out_audit(
     which = "the baseline" if verdicts.incumbent == BASELINE_TITLE else f"{verdicts.incumbent!r} and the baseline"
     print(f"held-out audit: scoring {len(jobs)} run(s) of {which} on the test split", flush=True)
     slots = asyncio.Semaphore(runner.concurrency)
-    where = {
-        "data": session.data,
-        "backend": backend,
-        "allow_unsandboxed": allow_unsandboxed,
-        "pool": runner.pool_handle,
-    }
 
     async def audit_one(rec: Any, run: Any) -> ExperimentResult:
         config = ledger.effective_config(rec.spec).with_overrides({"seed": run.seed}).to_dict()
         async with slots:
             try:
-                return await score_task.aio(
-                    train_py=rec.train_py, config=config, checkpoint=run.result.checkpoint, **where
-                )
+                return await score_task.aio(config=config, data=session.data, checkpoint=run.result.checkpoint)
             except Exception as exc:
                 return sizing.failure_from_exception(exc)
 
