@@ -1,11 +1,11 @@
 # /// script
 # requires-python = ">=3.11"
 # dependencies = [
-#     "flyte==2.12.1",
+#     "flyte[sandbox]==2.12.1",
 #     "unionai-sandbox==0.0.1b15",
 #     "litellm>=1.70",
 #     "httpx>=0.27",
-#     "pydantic-monty>=1.4",
+#     "kubernetes>=29",
 #     "torch==2.13.0",
 #     "numpy>=1.26",
 #     "pyarrow>=15",
@@ -36,7 +36,7 @@ import flyte.report  # noqa: E402
 from flyte.ai.agents import tool  # noqa: E402
 
 import bundle  # noqa: E402
-from autoresearch.lab import sizing  # noqa: E402
+from autoresearch.lab import pods, sizing  # noqa: E402
 from autoresearch.lab.goal import Goal  # noqa: E402
 from autoresearch.lab.pruning import PruneRule  # noqa: E402
 from autoresearch.lab.runner import ExperimentRunner, task_call  # noqa: E402
@@ -49,8 +49,10 @@ from autoresearch.session.audit import held_out_audit  # noqa: E402
 from autoresearch.session.driver import (  # noqa: E402
     PlannerChoice,
     RunLimits,
+    auto_concurrency,
     auto_turns,
     check_backend,
+    check_cluster,
     close_session,
     is_local,
     new_memory_key,
@@ -60,6 +62,7 @@ from autoresearch.session.driver import (  # noqa: E402
     say_guarantees,
 )
 from autoresearch_types import AutoresearchOutput, ExperimentConfig, ExperimentResult  # noqa: E402
+from bundle import agent_env, bundle_env, experiment_env  # noqa: E402, F401  (what `flyte deploy` looks for)
 
 EXPERIMENT_CACHE = flyte.Cache(
     behavior="auto",
@@ -84,10 +87,12 @@ async def run_experiment(
     """Train the full `train_py` source with `config` in the sandbox, then score it with the trusted harness.
 
     A pure function of its inputs (resources and the warm pool's handle excluded), so only a success is cached
-    and a resumed run reuses it. Raises `flyte.errors.OOMError` on OOM and a typed error on other failures
-    (Flyte carries a task's error as a class name and a message only, so the failure record travels as JSON in
-    the message and `sandbox.result_from_error` reads it back).
+    and a resumed run reuses it. A failure is raised as non-recoverable (never retried) with the code of its
+    typed error (`OOMKilled` on OOM); Flyte carries a task's error as a code and a message only, so the failure
+    record travels as JSON in the message and `sandbox.result_from_error` reads it back. An explicit `backend`
+    is required: where it cannot run, the task refuses with the reason instead of falling back.
     """
+    backends.require(backend, allow_unsandboxed)
     spec = sandbox.SandboxSpec(
         train_py=train_py,
         config=ExperimentConfig.from_dict(config),
@@ -100,7 +105,10 @@ async def run_experiment(
         keep_checkpoint=True,
         prune=tuple((float(rung), float(limit)) for rung, limit in prune or ()),
     )
-    result = sandbox.raise_for_outcome(await sandbox.run_sandboxed(spec, sandbox_pool.lookup(pool)))
+    try:
+        result = sandbox.raise_for_outcome(await sandbox.run_sandboxed(spec, sandbox_pool.lookup(pool)))
+    except Exception as exc:  # a deterministic failure is final: Flyte retries only a lost pod
+        raise pods.final(exc) from exc
     if result.checkpoint and not is_local():  # the pod's disk goes away: keep the weights in the object store
         result.checkpoint = (await flyte.io.File.from_local(result.checkpoint)).path
     return result
@@ -121,9 +129,8 @@ async def score_on_test(
     The only task that reads the test split; the driver calls it once per run, at the end, for the chosen best and
     the baseline.
     """
-    local = (
-        checkpoint if Path(checkpoint).is_file() else await flyte.io.File.from_existing_remote(checkpoint).download()
-    )
+    backends.require(backend, allow_unsandboxed)
+    local = await bundle.local_file(checkpoint)
     spec = sandbox.SandboxSpec(
         train_py=train_py,
         config=ExperimentConfig.from_dict(config),
@@ -142,7 +149,7 @@ async def score_on_test(
 async def parallelized_autoresearch(
     n_experiments: int = 16,
     batch_size: int = 4,
-    concurrency: int = 2,
+    concurrency: int = 0,
     max_turns: int = 0,
     dataset: str = "",
     num_shards: int = 0,
@@ -163,19 +170,27 @@ async def parallelized_autoresearch(
     target_val_bpb: float = 0.0,
     target_gain: float = 0.0,
     llm_timeout: float = 0.0,
+    llm_secret: str = "",
+    interruptible: bool = False,
+    reuse: int = 0,
+    retries: int = 2,
 ) -> AutoresearchOutput:
     """Research `train.py` with an agent: open the key, run what it owes, let the Agent plan batches, close.
 
     Stops when `n_experiments` runs (seeds included) are recorded under the key, after `max_turns` agent
     turns, when the agent takes its `stop` step, or once a confirmed result reaches `target_val_bpb` or beats the
     baseline by `target_gain` percent. The same `memory_key` resumes earlier research under its own fixed settings; finished runs are
-    cache hits, never reruns. 0 / "" for a setting means "the key's own, or the default".
+    cache hits, never reruns. 0 / "" for a setting means "the key's own, or the default". On a cluster,
+    `llm_secret` (NAME[:ENV]) names the secret the submitter attached, checked here before any experiment;
+    `interruptible`, `reuse` and `retries` configure the experiment pods (`autoresearch/lab/pods.py`).
     """
     quiet_handled_failures()
     given = dict(locals())
-    for warning in inputs.run_inputs(given):
+    for warning in inputs.run_inputs(given, local=is_local()):
         print(f"warning: {warning}", flush=True)
     check_backend(backend, allow_unsandboxed)
+    check_cluster(api_base, llm_secret, local=is_local())
+    concurrency = concurrency or auto_concurrency(is_local())
     if is_local():
         backend = backend or backends.default_backend()
         say_guarantees(backend)
@@ -185,7 +200,8 @@ async def parallelized_autoresearch(
     choice = PlannerChoice(model, api_base, max_llm_cost, planner_seed, scheduling, llm_timeout)
     session = await open_session(memory_key or new_memory_key(), choice, settings, limits)
     tool_obj = dataclasses.replace(run_experiment, call_llm=session.call_llm, model=session.model_name)
-    call = task_call(tool_obj, session.ledger, session.data, backend, allow_unsandboxed, PruneRule(mode=prune))
+    pod = None if is_local() else pods.PodSettings(retries, interruptible, reuse)
+    call = task_call(tool_obj, session.ledger, session.data, backend, allow_unsandboxed, PruneRule(mode=prune), pod)
     async with ExperimentRunner(call, concurrency, local=is_local()) as runner:
         directive, summary, error = await research(session, runner, limits)
         audit = {} if error else await held_out_audit(session, runner, score_on_test, backend, allow_unsandboxed)

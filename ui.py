@@ -134,4 +134,8 @@ def closing_lines(totals: dict[str, Any]) -> list[str]:
     )
     if agent.get("corrections"):
         llm += f", {agent['corrections']} loop correction(s)"
-    return [f"status: {totals.get('status', '-')}", llm]
+    sandbox = totals.get("sandbox") or {}
+    lines = [f"status: {totals.get('status', '-')}", llm]
+    if sandbox:
+        lines.append(f"sandbox: {', '.join(sorted(sandbox))} (what it does not guarantee: the report's Summary tab)")
+    return lines

@@ -3,7 +3,8 @@
 Everything that produces or checks a number lives there. The one list decides three things:
 - the experiment cache salt (`code_salt`): editing any trusted file invalidates every cached result;
 - what a sandbox stages (`STAGED`): the few trusted files that run inside it, next to the edited `train.py`;
-- what a cluster pod must receive besides the task modules (see `bundle.py`).
+- what a cluster pod must receive: `shipped_files` extends the same rule from the trusted set to every module a
+  task reads or imports, lazily or not (`bundle.py` puts it in every environment's `include`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ STAGED = {"harness.py": SANDBOX / "harness.py", **{name: REPO / name for name in
 def trusted_files() -> list[Path]:
     """Every trusted source file: each module of `sandbox/` and the top-level contracts, in a fixed order."""
     return sorted(SANDBOX.glob("*.py")) + [REPO / name for name in CONTRACTS]
+
+
+def shipped_files() -> list[Path]:
+    """Every file a task pod reads or imports: the trusted set, the rest of the package and the top-level modules
+    (the faces, `train.py` among them), in a fixed order. A rule, not a list: a new module ships by being one."""
+    package = set((REPO / "autoresearch").rglob("*.py")) | set(REPO.glob("*.py"))
+    return trusted_files() + sorted(package - set(trusted_files()))
 
 
 def salt(paths: Iterable[Path]) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 import flyte
 
+import bundle
 import prepare
 import ui
 from autoresearch import llm
@@ -29,9 +30,9 @@ from autoresearch.ledger import ledger as ledger_mod
 from autoresearch.ledger.verdicts import GateRule
 from autoresearch.planner.policy import SCHEDULING
 from autoresearch.report import summary
-from autoresearch.sandbox import backends
+from autoresearch.sandbox import backends, trust
 from autoresearch.session import inputs
-from autoresearch.session.driver import check_backend, new_memory_key
+from autoresearch.session.driver import CLUSTER_CONCURRENCY, LOCAL_CONCURRENCY, check_backend, new_memory_key
 from autoresearch_types import AutoresearchOutput, ExperimentConfig
 
 PROG = "parallelized_autoresearch.py"
@@ -79,7 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="runs in total for the memory key, baseline seeds and confirmations included (default 16)",
     )
     p.add_argument("--batch-size", type=int, default=4, help="experiments planned per batch (default 4)")
-    p.add_argument("--concurrency", type=int, default=2, help="experiments running at once (default 2)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help=f"experiments running at once (default {LOCAL_CONCURRENCY}; {CLUSTER_CONCURRENCY} with --config)",
+    )
     p.add_argument(
         "--max-turns",
         type=int,
@@ -170,6 +176,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir", default=None, help=f"local state directory (default ${prepare.STATE_DIR_ENV} or ~/.cache/...)"
     )
     p.add_argument("--config", default=os.environ.get("FLYTE_CONFIG"), help="Flyte config file: run on that cluster")
+    p.add_argument(
+        "--llm-secret",
+        default=os.environ.get(bundle.SECRET_ENV, ""),
+        metavar="NAME[:ENV]",
+        help=f"with --config: the cluster secret holding the LLM API key, set in the driver pod as ENV (default "
+        f"${bundle.SECRET_ENV}, else none; ENV defaults to NAME upper-cased)",
+    )
+    p.add_argument(
+        "--max-action-concurrency",
+        type=int,
+        default=None,
+        help="with --config: Flyte's cap on this run's actions running at once (default: the cluster's)",
+    )
+    p.add_argument("--retries", type=int, default=2, help="with --config: retries of a lost experiment pod (default 2)")
+    p.add_argument(
+        "--interruptible", action="store_true", help="with --config: experiments may run on spot/preemptible nodes"
+    )
+    p.add_argument(
+        "--reuse",
+        type=int,
+        default=0,
+        help="with --config: warm experiment pods to keep (flyte.ReusePolicy; default 0)",
+    )
     return p
 
 
@@ -215,13 +244,15 @@ def build_subcommand_parser() -> argparse.ArgumentParser:
 def task_inputs(args: argparse.Namespace, key: str, base_config: dict[str, Any]) -> dict[str, Any]:
     """The driver task's inputs from the CLI flags (0 / "" mean "the key's own setting, or the default")."""
     return dict(
-        n_experiments=args.n_experiments, batch_size=args.batch_size, concurrency=args.concurrency,
+        n_experiments=args.n_experiments, batch_size=args.batch_size, concurrency=args.concurrency or 0,
         max_turns=args.max_turns, dataset=args.dataset or "", num_shards=args.num_shards or 0,
         vocab_size=args.vocab_size or 0, memory_key=key, model=args.model or "", api_base=args.api_base or "",
         max_llm_cost=args.max_llm_cost, time_budget=args.time_budget or 0.0, max_steps=args.max_steps or 0,
         base_config=base_config, backend=args.backend, planner_seed=args.planner_seed, replicates=args.replicates or 0,
         allow_unsandboxed=args.allow_unsandboxed, prune=args.prune, scheduling=args.scheduling,
         target_val_bpb=args.target_val_bpb, target_gain=args.target_gain, llm_timeout=args.llm_timeout or 0.0,
+        llm_secret=args.llm_secret if args.config else "", interruptible=args.interruptible, reuse=args.reuse,
+        retries=args.retries,
     )  # fmt: skip
 
 
@@ -240,8 +271,11 @@ def check_args(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         except json.JSONDecodeError as exc:
             raise inputs.InputError(f"--base-config is not valid JSON ({exc}); example: '{{\"n_layer\": 2}}'") from exc
     values = task_inputs(args, args.memory_key or new_memory_key(), overrides)
-    warnings = inputs.run_inputs(values, inputs.cli_flag)
-    check_backend(args.backend, args.allow_unsandboxed)
+    warnings = inputs.run_inputs(values, inputs.cli_flag, local=not args.config)
+    if args.config:
+        check_cluster_flags(args)
+    else:
+        check_backend(args.backend, args.allow_unsandboxed)
     prepare.validate_request(
         args.dataset or prepare.DEFAULT_DATASET,
         args.num_shards or prepare.DEFAULT_NUM_SHARDS,
@@ -250,10 +284,22 @@ def check_args(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     return values, warnings
 
 
+def check_cluster_flags(args: argparse.Namespace) -> None:
+    """What a cluster run needs from the submitter: an endpoint its pods can reach and a well-formed secret name
+    (the backend is checked where experiments run: in their pods)."""
+    if args.api_base:
+        inputs.cluster_endpoint("--api-base", args.api_base)
+    if args.llm_secret:
+        bundle.parse_secret(args.llm_secret)
+    if args.max_action_concurrency is not None:
+        inputs.number("--max-action-concurrency", args.max_action_concurrency, 1, 10_000)
+
+
 def init_flyte(config: str | None) -> None:
-    """Local mode by default; a cluster when a Flyte config file is given."""
+    """Local mode by default; a cluster when a Flyte config file is given (the code bundle's root is this
+    repository whatever the working directory, so every shipped file has its path relative to it)."""
     if config:
-        flyte.init_from_config(config, log_level=logging.WARNING)
+        flyte.init_from_config(config, root_dir=trust.REPO, log_level=logging.WARNING)
     else:
         ledger_mod.init_local(log_level=logging.WARNING)
 
@@ -271,6 +317,14 @@ def save_best(out: AutoresearchOutput, export: str | None) -> list[Path]:
         root.mkdir(parents=True, exist_ok=True)
         written.append(Path(shutil.copy(out.report_path, root / "report.html")))
     return written
+
+
+def submit(task: Any, values: dict[str, Any], args: argparse.Namespace) -> Any:
+    """Start the driver task on the cluster, with the LLM secret attached and Flyte's action cap, if given."""
+    secret = bundle.llm_secret(args.llm_secret)
+    driver = task.override(secrets=secret) if secret else task
+    context = {"max_action_concurrency": args.max_action_concurrency} if args.max_action_concurrency else {}
+    return flyte.with_runcontext(**context).run(driver, **values)
 
 
 def print_result(out: AutoresearchOutput, written: list[Path]) -> None:
@@ -375,7 +429,7 @@ def main(argv: list[str] | None, task: Any) -> int:
     init_flyte(args.config)
     try:
         if args.config:
-            run = flyte.run(task, **values)
+            run = submit(task, values, args)
             print(f"submitted: {run.url}")
             run.wait()
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,10 +118,37 @@ def check_backend(backend: str, allow_unsandboxed: bool) -> None:
         raise inputs.InputError(problem)
 
 
-def say_guarantees(backend: str) -> None:
-    """Say once, at start, which sandbox runs the experiments and what it cannot guarantee."""
+LOCAL_CONCURRENCY = 2
+"""Experiments at once on this machine by default: one per core of a small laptop."""
+CLUSTER_CONCURRENCY = 8
+"""Experiments at once on a cluster by default: each is its own one-CPU pod."""
+
+
+def auto_concurrency(local: bool) -> int:
+    """How many experiments run at once when `--concurrency` is left out."""
+    return LOCAL_CONCURRENCY if local else CLUSTER_CONCURRENCY
+
+
+def check_cluster(api_base: str, llm_secret: str, local: bool) -> None:
+    """A cluster run's endpoint and secret, before any experiment: an `api_base` a pod can reach, and the LLM
+    secret present in this pod under its variable. Raises `InputError` naming the fix."""
+    if local:
+        return
+    if api_base:
+        inputs.cluster_endpoint("api_base", api_base)
+    if llm_secret:
+        name, env = bundle.parse_secret(llm_secret)
+        if not os.environ.get(env):
+            raise inputs.InputError(
+                f"the LLM secret {name!r} did not reach this pod as ${env}: create it on the cluster "
+                f"(flyte create secret {name}) or fix --llm-secret NAME[:ENV]"
+            )
+
+
+def say_guarantees(backend: str, where: str = "") -> None:
+    """Say once which sandbox runs the experiments (`where`, on a cluster) and what it cannot guarantee."""
     gaps = backends.missing_guarantees(backend)
-    print(f"sandbox: {backend}; what it does not guarantee:", flush=True)
+    print(f"sandbox{f' in {where}' if where else ''}: {backend}; what it does not guarantee:", flush=True)
     for gap in gaps:
         print(f"  - {gap}", flush=True)
 
@@ -140,6 +168,20 @@ class Session:
     research: tools_mod.ResearchTools | None = None
     reporter: Reporter | None = None
     guard: loop_guard.LoopGuard | None = None
+    sandbox: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """The sandbox backends experiments really ran under (as their results report), each with what it does not
+    guarantee: shown in the output, the terminal and the report's Summary tab."""
+
+    def on_result(self, job: Any, done: int, total: int, result: Any, standing: dict[str, Any] | None) -> None:
+        """A run finished: the activity line, and the backend it ran under (said once per backend)."""
+        self.activity.on_result(job, done, total, result, standing)
+        backend = str((result.resources or {}).get("backend") or "")
+        if backend in backends.BACKEND_GAPS and backend not in self.sandbox:
+            self.sandbox[backend] = backends.missing_guarantees(backend)
+            if not is_local():
+                say_guarantees(backend, "the experiment pods")
+            if self.reporter:
+                self.reporter.run_info["sandbox"] = dict(self.sandbox)
 
 
 def auto_turns(n_experiments: int) -> int:
@@ -212,7 +254,7 @@ async def research(session: Session, runner: ExperimentRunner, limits: RunLimits
         runner=runner,
         budget=session.budget,
         emit=activity.emit,
-        on_result=activity.on_result,
+        on_result=session.on_result,
         on_start=activity.on_start,
         judge=Judge(hosted, session.model_name),
         goal=limits.goal,
@@ -376,6 +418,7 @@ async def close_session(
         "experiments_this_session": experiments,
         "status": status,
         "agent": session.guard.totals() if session.guard else {},
+        "sandbox": dict(session.sandbox),
         **(stats or {}),
     }
     await ledger.record_session(totals)
