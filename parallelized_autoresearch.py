@@ -202,11 +202,14 @@ async def parallelized_autoresearch(
     tool_obj = dataclasses.replace(run_experiment, call_llm=session.call_llm, model=session.model_name)
     pod = None if is_local() else pods.PodSettings(retries, interruptible, reuse)
     call = task_call(tool_obj, session.ledger, session.data, backend, allow_unsandboxed, PruneRule(mode=prune), pod)
-    async with ExperimentRunner(call, concurrency, local=is_local()) as runner:
-        directive, summary, error = await research(session, runner, limits)
-        audit = {} if error else await held_out_audit(session, runner, score_on_test, backend, allow_unsandboxed)
-        stats = runner.stats()
-    return await close_session(session, directive, summary, error, audit, stats)
+    try:
+        async with ExperimentRunner(call, concurrency, local=is_local()) as runner:
+            directive, summary, error = await research(session, runner, limits)
+            audit = {} if error else await held_out_audit(session, runner, score_on_test, backend, allow_unsandboxed)
+            stats = runner.stats()
+        return await close_session(session, directive, summary, error, audit, stats)
+    finally:
+        await session.ledger.store.close()  # the key's lease, also when the run fails
 
 
 def main(argv: list[str] | None = None) -> int:

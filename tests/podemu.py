@@ -243,7 +243,7 @@ class Pod:
         return {
             "{{.input}}": self.at(f"{self.action_rel}/inputs.pb"),
             "{{.outputPrefix}}": self.at(f"{self.action_rel}/out"),
-            "{{.rawOutputDataPrefix}}": self.at(f"raw/{self.run_name}/{self.action}"),
+            "{{.rawOutputDataPrefix}}": self.at(f"rd/{self.run_name}-{self.action}"),
             "{{.checkpointOutputPrefix}}": self.at(f"ckpt/{self.run_name}/{self.action}"),
             "{{.prevCheckpointPrefix}}": "",
             "{{.runName}}": self.run_name,
@@ -284,7 +284,7 @@ class Pod:
             shutil.rmtree(self.root)
         for path in (self.workdir, self.home):
             path.mkdir(parents=True)
-        for rel in (f"{self.action_rel}/out", f"raw/{self.run_name}/{self.action}", f"ckpt/{self.run_name}"):
+        for rel in (f"{self.action_rel}/out", f"rd/{self.run_name}-{self.action}", f"ckpt/{self.run_name}"):
             (self.store / rel).mkdir(parents=True, exist_ok=True)
 
 

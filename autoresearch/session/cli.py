@@ -40,6 +40,7 @@ SUBCOMMANDS = {
     "summary": "print a memory key's leaderboard, lineage, verdicts, noise, audit and totals from the store alone",
     "list": "list the memory keys in the state dir with their experiments, best and last activity",
     "verdict": "store a person's verdict (accept or reject) on one experiment of a memory key",
+    "move": "move a memory key from this machine to a cluster (--to cluster) or back (--to local)",
 }
 """The subcommands (`PROG SUBCOMMAND --help` for each); with none, the command runs research."""
 PAST = {"accept": "accepted", "reject": "rejected"}
@@ -238,6 +239,23 @@ def build_subcommand_parser() -> argparse.ArgumentParser:
     v.add_argument("--title", required=True, help="the experiment's exact title (`summary` shows them)")
     v.add_argument("--note", default="", help="why, in a few words (shown by `summary`)")
     v.add_argument("--state-dir", default=None, help=state)
+    m = sub.add_parser(
+        "move",
+        help=SUBCOMMANDS["move"],
+        description="Copy a memory key's store from this machine's state dir to the cluster's store (--to cluster) "
+        "or back (--to local), check that every file arrived, then remove it from where it was; a resume there "
+        "continues it. Refused while a run holds the key, or when the destination already has it.",
+    )
+    m.add_argument("--memory-key", required=True, help="the key to move")
+    m.add_argument("--to", required=True, choices=("cluster", "local"), help="where the key goes")
+    m.add_argument("--state-dir", default=None, help=state)
+    for sp in (s, ls, v, m):
+        sp.add_argument(
+            "--config",
+            default=os.environ.get("FLYTE_CONFIG"),
+            required=sp is m and not os.environ.get("FLYTE_CONFIG"),
+            help="a Flyte config file: the cluster whose store to use (default $FLYTE_CONFIG; none: the state dir's)",
+        )
     return p
 
 
@@ -347,7 +365,7 @@ def use_state_dir(path: str | None) -> None:
 def subcommand_inputs(args: argparse.Namespace) -> dict[str, str]:
     """The store task's inputs, checked before any work; raises `InputError` with what is allowed."""
     values = {}
-    if args.command in ("summary", "verdict"):
+    if args.command in ("summary", "verdict", "move"):
         values["key"] = inputs.memory_key(args.memory_key)
     if args.command == "verdict":
         inputs.choice("decision", args.decision, ledger_mod.HUMAN_DECISIONS)
@@ -355,21 +373,62 @@ def subcommand_inputs(args: argparse.Namespace) -> dict[str, str]:
     return values
 
 
-def run_store_command(command: str, state: Path, values: dict[str, str]) -> dict[str, Any]:
-    """Run one subcommand's store work in a local Flyte task under the state dir; its JSON answer."""
+def run_store_command(command: str, state: Path, values: dict[str, Any], config: str | None = None) -> dict:
+    """Run one store command in a Flyte task: locally under the state dir, or on the cluster of `config` against
+    its store; its JSON answer. A `data` value (a folder) travels as a `flyte.io.Dir` (uploaded for a cluster)."""
+    from flyte.io import Dir
+
     from autoresearch.session import (
         commands as store_commands,  # only here: a research run never registers the store task's environment
     )
 
-    init_flyte(None)
-    runner = flyte.with_runcontext(**ledger_mod.run_context_kwargs(state))
-    run = runner.run(store_commands.store_command, command=command, state_dir=str(state), **values)
+    init_flyte(config)
+    if "data" in values:
+        values = {**values, "data": Dir.from_local_sync(values["data"]) if config else Dir(path=values["data"])}
+    if config:
+        run = flyte.run(store_commands.store_command, command=command, state_dir="", **values)
+        run.wait()
+    else:
+        runner = flyte.with_runcontext(**ledger_mod.run_context_kwargs(state))
+        run = runner.run(store_commands.store_command, command=command, state_dir=str(state), **values)
     return json.loads(run.outputs()[0])
+
+
+def side(state: Path, config: str | None) -> Any:
+    """One side of a `move`: its store commands, with a refusal raised as the store task's `BadInput`."""
+    from autoresearch.session.commands import BadInput
+
+    def run(command: str, values: dict[str, Any]) -> dict[str, Any]:
+        answer = run_store_command(command, state, values, config)
+        if "error" in answer:
+            raise BadInput(answer["error"])
+        return answer["data"]
+
+    return run
+
+
+def fetch_folder(uri: str, dest: Path) -> Path:
+    """A cluster store's folder copied to this machine (with this client's storage access)."""
+    from flyte.io import Dir
+
+    Dir.from_existing_remote(uri).download_sync(local_path=str(dest))
+    return dest
+
+
+def move_command(args: argparse.Namespace, state: Path) -> dict[str, Any]:
+    """`move`: the key from the state dir to the cluster, or back; what moved."""
+    from autoresearch.session.moves import move_key
+
+    here, there = side(state, None), side(state, args.config)
+    source, dest = (here, there) if args.to == "cluster" else (there, here)
+    return move_key(args.memory_key, source, dest, fetch_folder, state / "moving")
 
 
 def print_subcommand(args: argparse.Namespace, data: dict[str, Any]) -> None:
     """A subcommand's answer: text by default, one JSON object (sorted keys) with --json."""
-    if args.command == "verdict":
+    if args.command == "move":
+        print(f"moved: {data['key']}: {data['files']} files from {data['from']} to {data['to']}")
+    elif args.command == "verdict":
         earlier = len(data.get("history") or [])
         note = f" ({data['note']})" if data.get("note") else ""
         print(
@@ -395,12 +454,18 @@ def subcommand_main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        answer = run_store_command(args.command, state, values)
+        if args.command == "move":
+            answer = {"data": move_command(args, state)}
+        else:
+            answer = run_store_command(args.command, state, values, args.config)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except ValueError as exc:  # a refusal by the store task on one side of a move
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:
-        print(f"error: could not read the store under {state}: {exc}", file=sys.stderr)
+        print(f"error: could not use the store ({args.config or state}): {exc}", file=sys.stderr)
         return 1
     if "error" in answer:
         print(f"error: {answer['error']}", file=sys.stderr)

@@ -77,6 +77,12 @@ async def load_bundle(dataset: str, num_shards: int, vocab_size: int) -> bundle.
     return data
 
 
+def run_name() -> str:
+    """This run's name (the Flyte run, or "local" outside one), for the key's lease."""
+    action = getattr(flyte.ctx(), "action", None)
+    return str(getattr(action, "run_name", "") or "local")
+
+
 def report_location() -> str:
     """Where this task's report is written (`<output path>/report.html`)."""
     base = str(flyte.ctx().output_path or "")
@@ -225,11 +231,29 @@ async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, 
             print(line, flush=True)
     cleaned = workdirs.clean(prepare.state_dir() / ledger_store.WORK_DIR) if is_local() else []
     cleaned += workdirs.clean(sandbox_pool.runs_root()) if is_local() else []
-    ledger = await ledger_mod.Ledger.open(memory_key, start=False)
+    ledger = await ledger_mod.Ledger.open(memory_key, start=False, run=run_name())
+    ledger.store.lease.keep()
+    try:
+        return await _prepare_key(memory_key, model_name, call_llm, ledger, settings, limits, len(cleaned))
+    except BaseException:
+        await ledger.store.close()
+        raise
+
+
+async def _prepare_key(
+    memory_key: str,
+    model_name: str,
+    call_llm: Any,
+    ledger: ledger_mod.Ledger,
+    settings: tuple,
+    limits: RunLimits,
+    cleaned: int,
+) -> Session:
+    """The rest of step 1, with the key held: its settings, the data bundle and profile, the budget."""
     if ledger.exists:
         records = await ledger.records()
         done = sum(1 for r in records if r.runs or r.legacy)
-        for line in ui.open_lines(done, len(records) - done, ledger.runs_used(), ledger.damaged, len(cleaned)):
+        for line in ui.open_lines(done, len(records) - done, ledger.runs_used(), ledger.damaged, cleaned):
             print(line, flush=True)
     requested, rule, dataset, explicit = settings
     base, rule, dataset = ledger.settle(requested, rule, explicit, dataset)
@@ -422,6 +446,7 @@ async def close_session(
         **(stats or {}),
     }
     await ledger.record_session(totals)
+    await ledger.close()
     agent_text = f"\n\nThe agent's summary: {summary}" if summary and summary.strip() != verdict.strip() else ""
     return AutoresearchOutput(
         memory_key=session.memory_key,
