@@ -123,9 +123,9 @@ def pod_template(posture: str = "nested") -> flyte.PodTemplate:
 
 VARIANT = os.environ.get(IMAGE_ENV) or "cpu"
 IMAGE = image(VARIANT)
-EXPERIMENT_MEMORY = "2560Mi"
-"""The experiment pod's default memory, request and limit: the default config's tree with head-room (see
-`autoresearch/lab/pods.py`, which sizes each call; a reusable pod keeps this one)."""
+EXPERIMENT_MEMORY = "1536Mi"
+"""The experiment pod's default memory, request and limit: above what `autoresearch/lab/pods.py` gives the default
+config (which sizes each call); a reusable pod keeps this size, and a call that needs more runs with reuse off."""
 
 bundle_env = flyte.TaskEnvironment(
     name="autoresearch_bundle",

@@ -264,7 +264,7 @@ class Pod:
 
     def env(self, spec: Any, extra: dict[str, str] | None = None) -> dict[str, str]:
         """The pod's environment: the spec's variables and what the backend injects; nothing from this process."""
-        env = {e["name"]: e.get("value", "") for e in primary_container(spec).get("env", [])}
+        env = {e.get("name", e.get("key")): e.get("value", "") for e in primary_container(spec).get("env", [])}
         env.update(
             PATH=f"{venv()}/bin:/usr/local/bin:/usr/bin:/bin",
             HOME=str(self.home),
@@ -458,6 +458,31 @@ async def native_outputs(task: Any, run: PodRun) -> Any:
 
     task = getattr(task, "target", task)
     return await convert_outputs_to_native(task.native_interface, run.outputs)
+
+
+def store_side(store: Path, root: Path, shipment: Shipment, read_only: tuple[Path, ...] = ()) -> Any:
+    """The store commands of the emulated cluster: each one a `store_command` pod over the `file://` store (what
+    `move` and `--config` run on a real cluster). A `data` folder must be under `read_only`."""
+    from flyte.io import Dir
+
+    from autoresearch.session import commands
+
+    spec = task_spec(commands.store_command, shipment)
+
+    def run(command: str, values: dict[str, Any]) -> dict[str, Any]:
+        if "data" in values:
+            values = {**values, "data": Dir.from_existing_remote(uri(Path(values["data"])))}
+        pod = Pod(store, root / f"store-{command}-{uuid.uuid4().hex[:6]}")
+        asyncio.run(write_inputs(commands.store_command, pod, command=command, **values))
+        done = run_pod(pod, spec, "vanilla", read_only=read_only)
+        if done.outputs is None:
+            raise RuntimeError(f"store pod {command} failed: {done.error}\n{done.stderr[-2000:]}")
+        answer = json.loads(asyncio.run(native_outputs(commands.store_command, done)))
+        if "error" in answer:
+            raise commands.BadInput(answer["error"])
+        return answer["data"]
+
+    return run
 
 
 # ---------------------------------------------------------------- as a script

@@ -24,11 +24,12 @@ from typing import Any
 from autoresearch.lab import sizing
 from autoresearch_types import ExperimentConfig
 
-TREE_BASE_MB = 800
-"""Peak memory of a pod's process tree for the smallest model (task process, torch in each sandboxed process, page
-cache of the libraries), measured in a memory cgroup by `bench_sizing` / `bench_pod`."""
-TREE_MODEL_FACTOR = 3.0
-"""How many copies of a model's state the tree holds at its peak (the trainer's, and the scoring side's)."""
+TREE_BASE_MB = 680
+"""The config-independent part of a pod's peak: the task process, torch in each sandboxed process, the page cache
+of the libraries. Fitted to the peaks `bench_sizing` measures in a memory cgroup around the whole emulated pod
+(789, 788 and 1717 MiB for its tiny, default and wide configs, with a trainer and two model servers)."""
+TREE_MODEL_FACTOR = 1.25
+"""The tree's peak per MiB of one process's modelled model state (`model_mb`), from the same fit."""
 HEADROOM = 1.3
 """Limit over the modelled peak: the limit lands between 1x and 2x of what the tree really used."""
 STARTUP_S = 120.0

@@ -11,6 +11,7 @@ The task answers JSON, `{"data": ...}` or `{"error": ..., "code": 2}`; rendering
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,9 @@ async def delete_data(key: str, state: Path) -> dict[str, Any]:
     blobs, files = await key_files(key, state)
     for rel in await blobs.list():
         await blobs.delete(rel)
+    folder = ledger_store.local_path(ledger_store.store_location(key, state))
+    if folder is not None:  # a local store's empty folders would still name the key
+        shutil.rmtree(folder, ignore_errors=True)
     return {"files": len(files), "where": blobs.where}
 
 
