@@ -303,6 +303,22 @@ class AutoresearchOutput:
     error: str = ""
     audit: dict[str, Any] = field(default_factory=dict)
     """The held-out test audit of the final pick and the baseline (see `verdicts.audit_summary`)."""
+    saved: list[str] = field(default_factory=list)
+    """Files a local run wrote: the best `train.py` and the report, under `<state dir>/results/<memory key>/`."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        """A few lines (what `flyte run` prints on success): the key, the best, the verdict, the files, the resume."""
+        best = self.best or {}
+        score = best.get("val_bpb")
+        lines = [
+            f"memory key: {self.memory_key}",
+            f"best: {best.get('title')} (val_bpb {score:.4f})" if isinstance(score, float) else "best: none yet",
+            self.summary.split("\n")[0][:400],
+            *(f"saved: {path}" for path in self.saved),
+            *([f"error: {self.error}"] if self.error else []),
+            f"resume with: --memory-key {self.memory_key} (flyte run: --memory_key {self.memory_key})",
+        ]
+        return "\n".join(lines)

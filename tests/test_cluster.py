@@ -205,3 +205,19 @@ def test_the_summary_tab_names_the_backend_used_and_its_gaps() -> None:
     gaps = backends.missing_guarantees("userns")
     page = html.summary_html({"run": {"status": "done", "sandbox": {"userns": gaps}}})
     assert "<h3>Sandbox</h3>" in page and "userns" in page and "no PID namespace" in page
+
+
+def test_flyte_runs_success_panel_is_a_short_summary() -> None:
+    from autoresearch_types import AutoresearchOutput, DatasetProfile
+
+    profile = DatasetProfile("shakespeare", 1, 512, 1, 1, 1, 1, 1, 1, 4.0)
+    source = (ROOT / "train.py").read_text()
+    out = AutoresearchOutput(
+        memory_key="k1", model="builtin", directive="d" * 5000, profile=profile, best={"title": "LR up", "val_bpb": 2.5},
+        leaderboard=[{"title": "LR up"}] * 50, summary="LR up beats the baseline.\nmore", totals={},
+        best_train_py=source, saved=["/state/results/k1/best_train.py"],
+    )  # fmt: skip
+    text = str(out)
+    assert len(text.splitlines()) <= 6 and "def run_training" not in text and "d" * 100 not in text
+    assert "best: LR up (val_bpb 2.5000)" in text and "saved: /state/results/k1/best_train.py" in text
+    assert "--memory-key k1" in text and "--memory_key k1" in text

@@ -14,7 +14,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,13 @@ from autoresearch.planner.policy import SCHEDULING
 from autoresearch.report import summary
 from autoresearch.sandbox import backends, trust
 from autoresearch.session import inputs
-from autoresearch.session.driver import CLUSTER_CONCURRENCY, LOCAL_CONCURRENCY, check_backend, new_memory_key
+from autoresearch.session.driver import (
+    CLUSTER_CONCURRENCY,
+    LOCAL_CONCURRENCY,
+    check_backend,
+    new_memory_key,
+    save_results,
+)
 from autoresearch_types import AutoresearchOutput, ExperimentConfig
 
 PROG = "parallelized_autoresearch.py"
@@ -323,17 +328,14 @@ def init_flyte(config: str | None) -> None:
 
 
 def save_best(out: AutoresearchOutput, export: str | None) -> list[Path]:
-    """Write the best train.py under the state dir (and to `export`); copy the report there too."""
-    written = []
-    root = prepare.state_dir() / "results" / out.memory_key
-    if out.best_train_py:
-        for path in [root / "best_train.py", *([Path(export).expanduser()] if export else [])]:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(out.best_train_py)
-            written.append(path)
-    if out.report_path and Path(out.report_path).exists():
-        root.mkdir(parents=True, exist_ok=True)
-        written.append(Path(shutil.copy(out.report_path, root / "report.html")))
+    """Where the best train.py and the report are: what a local run saved, else saved here now (a cluster run's
+    output); and a copy of the best train.py at `export`."""
+    written = [Path(p) for p in out.saved] or save_results(out)
+    if export and out.best_train_py:
+        path = Path(export).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(out.best_train_py)
+        written.append(path)
     return written
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -448,7 +449,7 @@ async def close_session(
     await ledger.record_session(totals)
     await ledger.close()
     agent_text = f"\n\nThe agent's summary: {summary}" if summary and summary.strip() != verdict.strip() else ""
-    return AutoresearchOutput(
+    out = AutoresearchOutput(
         memory_key=session.memory_key,
         model=session.model_name,
         directive=directive,
@@ -462,6 +463,25 @@ async def close_session(
         error=error,
         audit=dict(audit or {}),
     )
+    if is_local():  # `flyte run --local` gets its files too, not only the CLI
+        out.saved = [str(path) for path in save_results(out)]
+    return out
+
+
+def save_results(out: AutoresearchOutput) -> list[Path]:
+    """The best `train.py` and a copy of the report under `<state dir>/results/<memory key>/`; what was written
+    (a report that is not a local file, on a cluster, stays where the run keeps it)."""
+    root = prepare.state_dir() / "results" / out.memory_key
+    written = []
+    if out.best_train_py:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "best_train.py").write_text(out.best_train_py)
+        written.append(root / "best_train.py")
+    report = Path(out.report_path.removeprefix("file://")) if out.report_path else None
+    if report is not None and report.is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        written.append(Path(shutil.copy(report, root / "report.html")))
+    return written
 
 
 def failure_reason(board: list[LeaderboardRow]) -> str:
