@@ -121,7 +121,10 @@ def pod_template(posture: str = "nested") -> flyte.PodTemplate:
     return flyte.PodTemplate(pod_spec=V1PodSpec(containers=[container], host_users=False)).allow_nested_sandboxing()
 
 
+POSTURE_ENV = "AUTORESEARCH_POD_POSTURE"
+"""Which pod template experiment pods get: `nested` (default) or `unmasked` (see `pod_template`)."""
 VARIANT = os.environ.get(IMAGE_ENV) or "cpu"
+POSTURE = os.environ.get(POSTURE_ENV) or "nested"
 IMAGE = image(VARIANT)
 EXPERIMENT_MEMORY = "1536Mi"
 """The experiment pod's default memory, request and limit: above what `autoresearch/lab/pods.py` gives the default
@@ -141,7 +144,7 @@ experiment_env = flyte.TaskEnvironment(
     resources=flyte.Resources(
         cpu=1, memory=(EXPERIMENT_MEMORY, EXPERIMENT_MEMORY), gpu=1 if VARIANT == "gpu" else None
     ),
-    pod_template=pod_template("nested"),
+    pod_template=pod_template(POSTURE),
     description="Runs one sandboxed experiment; sizing overrides its resources per call.",
 )
 agent_env = flyte.TaskEnvironment(
@@ -150,7 +153,7 @@ agent_env = flyte.TaskEnvironment(
     include=SHIPPED,
     resources=flyte.Resources(cpu=2, memory=("4Gi", "4Gi")),
     secrets=llm_secret(os.environ.get(SECRET_ENV, "")),
-    env_vars={IMAGE_ENV: VARIANT},
+    env_vars={IMAGE_ENV: VARIANT, POSTURE_ENV: POSTURE},  # the driver pod builds its experiments' specs
     depends_on=[bundle_env, experiment_env],
     description="The research driver: the single writer of the ledger.",
 )

@@ -42,6 +42,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+CAN_CONTAIN = shutil.which("bwrap") is not None and os.geteuid() == 0
+"""Whether the pod's container can be built here (bubblewrap, as root)."""
 POSTURES = ("vanilla", "nested", "unmasked")
 EXPECTED_BACKEND = {"vanilla": "userns", "nested": "userns", "unmasked": "bubblewrap"}
 """The sandbox backend each posture leaves working (a masked /proc stops bubblewrap, with or without SYS_ADMIN)."""
@@ -512,42 +514,8 @@ def experiment_inputs(data: Path, config: dict[str, Any], **extra: Any) -> dict[
     return {"train_py": (REPO / "train.py").read_text(), "config": config, "data": data_dirs, **extra}
 
 
-def emulate(args: argparse.Namespace) -> dict[str, Any]:
-    """`run_experiment` in each posture against a local run of the same config: the script's figures."""
-    import flyte
-
-    import parallelized_autoresearch as app
-    import prepare
-
-    state = prepare.state_dir()
-    store = state / "podemu" / "store"
-    data = tiny_data(state)
-    shipment = ship(store)
-    spec = task_spec(app.run_experiment, shipment)
-    figures: dict[str, Any] = {"shipped_files": len(shipment.files), "limit_mb": memory_limit_mb(spec)}
-    flyte.init(org="local", project="podemu", domain="development")
-    local = flyte.run(app.run_experiment.target, **experiment_inputs(data, TINY) | {"data": local_data(data)})
-    figures["local_val_bpb"] = local.outputs()[0].val_bpb
-    for posture in args.posture or POSTURES:
-        pod = Pod(store, state / "podemu" / posture)
-        asyncio.run(write_inputs(app.run_experiment, pod, **experiment_inputs(data, TINY)))
-        limit = args.memory_limit or (memory_limit_mb(spec) if MemoryCgroup.available() is None else None)
-        run = run_pod(pod, spec, posture, read_only=(data,), memory_limit=limit)
-        result = asyncio.run(native_outputs(app.run_experiment, run)) if run.outputs else None
-        figures[posture] = {
-            "rc": run.rc,
-            "wall_s": round(run.wall_s, 1),
-            "backend": result.resources.get("backend") if result else None,
-            "val_bpb": result.val_bpb if result else None,
-            "error": str(run.error)[:300] if run.error else None,
-            "peak_mb": run.peak_mb,
-            "limit_mb": run.limit_mb,
-        }
-    return figures
-
-
 def local_data(data: Path) -> Any:
-    """The same bundle as plain local Dirs, for the local run."""
+    """The same bundle as plain local Dirs, for a local run."""
     from flyte.io import Dir
 
     import bundle
@@ -555,30 +523,102 @@ def local_data(data: Path) -> Any:
     return bundle.Bundle(Dir(path=str(data / "data")), Dir(path=str(data / "tokenizer")), str(data))
 
 
+@dataclass
+class Emulation:
+    """An object store with the code bundle in it and a data bundle beside it: where pods run."""
+
+    store: Path
+    root: Path
+    shipment: Shipment
+    data: Path
+
+    @classmethod
+    def create(cls, root: Path, data: Path) -> Emulation:
+        store = root / "store"
+        store.mkdir(parents=True, exist_ok=True)
+        return cls(store, root, ship(store), data)
+
+
+def experiment_pod(emu: Emulation, name: str, config: Any, posture: str = "vanilla", limit: int | None = 0) -> dict:
+    """`run_experiment` in a pod, sized and configured as the driver calls it on a cluster, in a memory cgroup at
+    the pod's own limit (`limit` 0; None: no cgroup; else that many MiB): what it did."""
+    import parallelized_autoresearch as app
+    from autoresearch.lab import pods, sizing
+
+    size = sizing.initial_size(config, sizing.SizingPolicy())
+    task = app.run_experiment.target
+    task = task.override(**pods.overrides(task, config, size, pods.PodSettings(), name))
+    spec = task_spec(task, emu.shipment)
+    pod = Pod(emu.store, emu.root / name)
+    asyncio.run(write_inputs(task, pod, **experiment_inputs(emu.data, config.to_dict(), memory_mb=size.memory_mb)))
+    cgroup = memory_limit_mb(spec) if limit == 0 else limit
+    run = run_pod(pod, spec, posture, read_only=(emu.data,), memory_limit=cgroup)
+    result = asyncio.run(native_outputs(task, run)) if run.outputs else None
+    return {
+        "rc": run.rc,
+        "wall_s": run.wall_s,
+        "peak_mb": run.peak_mb,
+        "limit_mb": memory_limit_mb(spec),
+        "oom_kills": run.oom_kills,
+        "result": result,
+        "error": run.error,
+    }
+
+
+def emulate(args: argparse.Namespace) -> dict[str, Any]:
+    """`run_experiment` in each posture, against a local run of the same config: the script's figures."""
+    import flyte
+
+    import parallelized_autoresearch as app
+    import prepare
+    from autoresearch_types import ExperimentConfig
+
+    state = prepare.state_dir()
+    emu = Emulation.create(state / "podemu", tiny_data(state))
+    flyte.init(org="local", project="podemu", domain="development")
+    config = ExperimentConfig().with_overrides(TINY)
+    inputs = experiment_inputs(emu.data, config.to_dict()) | {"data": local_data(emu.data)}
+    figures: dict[str, Any] = {"local_val_bpb": flyte.run(app.run_experiment.target, **inputs).outputs()[0].val_bpb}
+    cgroup = MemoryCgroup.available() is None
+    for posture in args.posture or POSTURES:
+        done = experiment_pod(emu, posture, config, posture, (args.memory_limit or 0) if cgroup else None)
+        result = done.pop("result")
+        figures[posture] = {
+            **done,
+            "error": str(done["error"])[:300] if done["error"] else None,
+            "backend": result.resources.get("backend") if result else None,
+            "expected_backend": EXPECTED_BACKEND[posture],
+            "val_bpb": result.val_bpb if result else None,
+        }
+    return figures
+
+
 def on_cluster(args: argparse.Namespace) -> dict[str, Any]:
-    """The same experiment on a real cluster: build the bundle there, run it, compare with a local run."""
+    """The same experiment on a real cluster: the bundle built there, the experiment run there, and the local run
+    of the same config on the same inputs, side by side."""
     import flyte
 
     import bundle
     import parallelized_autoresearch as app
+    import prepare
+    from autoresearch_types import ExperimentConfig
 
+    config = ExperimentConfig().with_overrides(TINY).to_dict()
     flyte.init_from_config(args.config, root_dir=REPO)
-    data = flyte.run(bundle.build_bundle, dataset="shakespeare", num_shards=1, vocab_size=512)
-    data.wait()
-    remote = flyte.run(app.run_experiment.target, **experiment_inputs(Path("/"), TINY) | {"data": data.outputs()[0]})
+    built = flyte.run(bundle.build_bundle, dataset="shakespeare", num_shards=1, vocab_size=512)
+    built.wait()
+    train_py = (REPO / "train.py").read_text()
+    remote = flyte.run(app.run_experiment.target, train_py=train_py, config=config, data=built.outputs()[0])
     remote.wait()
     result = remote.outputs()[0]
     flyte.init(org="local", project="podemu", domain="development")
-    import prepare
-
-    local = flyte.run(
-        app.run_experiment.target, **experiment_inputs(Path("/"), TINY), data=local_data(tiny_data(prepare.state_dir()))
-    )
+    data = local_data(tiny_data(prepare.state_dir()))
+    local = flyte.run(app.run_experiment.target, train_py=train_py, config=config, data=data).outputs()[0]
     return {
         "run": remote.url,
         "backend": result.resources.get("backend"),
         "val_bpb": result.val_bpb,
-        "local_val_bpb": local.outputs()[0].val_bpb,
+        "local_val_bpb": local.val_bpb,
     }
 
 

@@ -72,14 +72,15 @@ def test_the_cpu_image_installs_cpu_torch_first_then_the_one_dependency_list() -
         bundle.image("tpu")
 
 
-def test_the_gpu_variant_asks_for_a_gpu_and_the_driver_passes_its_choice_on() -> None:
+def test_the_gpu_variant_and_the_unmasked_posture_are_chosen_at_submit_and_passed_to_the_driver() -> None:
     code = (
-        "import bundle, json; r = bundle.experiment_env.resources; "
-        "print(json.dumps([bundle.VARIANT, r.gpu, bundle.agent_env.env_vars[bundle.IMAGE_ENV]]))"
+        "import bundle, json; r = bundle.experiment_env.resources; e = bundle.agent_env.env_vars; "
+        "c = bundle.experiment_env.pod_template.pod_spec.containers[0].security_context; "
+        "print(json.dumps([bundle.VARIANT, r.gpu, e[bundle.IMAGE_ENV], e[bundle.POSTURE_ENV], c.proc_mount]))"
     )
-    env = {**os.environ, bundle.IMAGE_ENV: "gpu"}
+    env = {**os.environ, bundle.IMAGE_ENV: "gpu", bundle.POSTURE_ENV: "unmasked"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["gpu", 1, "gpu"], out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["gpu", 1, "gpu", "unmasked", "Unmasked"], out.stderr
 
 
 def test_the_pins_resolve_beside_flytes_own_extras() -> None:

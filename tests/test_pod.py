@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import filecmp
 import json
-import os
 import shutil
 import subprocess
 import uuid
@@ -30,8 +29,7 @@ from autoresearch.sandbox import trust
 from autoresearch_types import ExperimentConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-CAN_CONTAIN = shutil.which("bwrap") is not None and os.geteuid() == 0
-pytestmark = pytest.mark.skipif(not CAN_CONTAIN, reason="the pod's container is built with bwrap as root")
+pytestmark = pytest.mark.skipif(not podemu.CAN_CONTAIN, reason="the pod's container is built with bwrap as root")
 HOSTILE = """
 import glob as _glob, os as _os
 _targets = []
