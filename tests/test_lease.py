@@ -179,3 +179,36 @@ def test_a_killed_session_leaves_a_lease_the_next_run_takes_over(where: Path) ->
     again.stdin.flush()
     assert again.stdout.readline().startswith("result ")
     again.wait(timeout=120)
+
+
+def test_a_save_to_an_object_store_uploads_only_what_this_writer_changed(where: Path) -> None:
+    from flyte.ai.agents import MemoryStore
+    from obstore.store import LocalStore
+
+    from autoresearch.ledger import store as ledger_store
+
+    work = where / "work"
+    (work / "experiments" / "a").mkdir(parents=True)
+    (work / "experiments" / "a" / "spec.json").write_text('{"title": "a", "slug": "a"}')
+    (work / "settings.json").write_text("null")
+    opened = ledger_store.OpenedStore(work, "s3://bucket/keys/k", exists=True)
+    memory = MemoryStore(key="k", root=work, remote_path=opened.remote)
+    (where / "objects").mkdir()
+    objects = Objects(LocalStore(prefix=str(where / "objects")), "keys/k", "objects")
+    keystore = ledger_store.KeyStore(memory, opened, blobs=objects)
+
+    async def scenario() -> tuple[int, int, int, list[str]]:
+        first = await keystore.save()  # only messages.json is new since the key was opened
+        (work / "experiments" / "a" / "runs").mkdir()
+        (work / "experiments" / "a" / "runs" / "seed-0.json").write_text('{"seq": 1, "result": {"outcome": "success"}}')
+        second = await keystore.save()
+        third = await keystore.save()
+        await keystore.blobs.write("human_verdicts/a.json", b'{"title": "a", "decision": "accept"}')
+        pulled = await keystore.pull("human_verdicts")
+        fourth = await keystore.save()  # what was pulled is not written back
+        return first, second, third + fourth, sorted(await keystore.blobs.list()) + [str(pulled)]
+
+    first, second, rest, listed = asyncio.run(scenario())
+    assert (first, second, rest) == (1, 1, 0)
+    assert listed == ["experiments/a/runs/seed-0.json", "human_verdicts/a.json", "messages.json", "1"]
+    assert (work / "human_verdicts" / "a.json").is_file()

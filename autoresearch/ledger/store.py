@@ -269,9 +269,9 @@ def digests(root: Path) -> dict[str, str]:
 class KeyStore:
     """A key's store as one writer sees it: where it lives, what this writer last saw there, and its lease."""
 
-    def __init__(self, memory: Any, opened: OpenedStore, run: str = "local") -> None:
+    def __init__(self, memory: Any, opened: OpenedStore, run: str = "local", blobs: Blobs | None = None) -> None:
         self.memory, self.work = memory, opened.work
-        self.blobs = blobs_for(opened.remote)
+        self.blobs = blobs or blobs_for(opened.remote)
         self.seen = digests(opened.work)
         self.lease = Lease(self.blobs, run)
 
