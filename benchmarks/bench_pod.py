@@ -33,8 +33,8 @@ def main() -> None:
     import prepare
     from autoresearch_types import ExperimentConfig
 
-    if not podemu.CAN_CONTAIN:
-        sys.exit("bench_pod needs root and bwrap: the emulated pod's container is built with them")
+    if podemu.container_problem():
+        sys.exit(f"bench_pod cannot run here: {podemu.container_problem()}")
     if args.quick:
         config, data = ExperimentConfig().with_overrides(podemu.TINY), podemu.tiny_data(BENCH_STATE)
     else:

@@ -114,8 +114,9 @@ def pod_rows(quick: bool) -> list[dict]:
 
     from autoresearch.lab import pods
 
-    if not podemu.CAN_CONTAIN or podemu.MemoryCgroup.available():
-        print("pods not measured: needs root, bubblewrap and a memory cgroup")
+    problem = podemu.container_problem() or podemu.MemoryCgroup.available()
+    if problem:
+        print(f"pods not measured: {problem}")
         return []
     emu = podemu.Emulation.create(prepare.state_dir() / "bench" / "pods", podemu.tiny_data(prepare.state_dir()))
     rows = []

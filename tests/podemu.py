@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -44,8 +45,7 @@ from memcg import MemoryCgroup
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-CAN_CONTAIN = shutil.which("bwrap") is not None and os.geteuid() == 0
-"""Whether the pod's container can be built here (bubblewrap, as root)."""
+
 POSTURES = ("vanilla", "nested", "unmasked")
 EXPECTED_BACKEND = {"vanilla": "userns", "nested": "userns", "unmasked": "bubblewrap"}
 """The sandbox backend each posture leaves working (a masked /proc stops bubblewrap, with or without SYS_ADMIN)."""
@@ -325,6 +325,21 @@ def container(pod: Pod, posture: str, read_only: tuple[Path, ...] = ()) -> list[
     if posture != "vanilla":
         args += ["--cap-add", "CAP_SYS_ADMIN"]
     return args + ["--chdir", str(pod.workdir), "--die-with-parent", "--"]
+
+
+@functools.cache
+def container_problem() -> str | None:
+    """Why the pod's container cannot be built here (it needs bubblewrap, run as root with the mounts it makes),
+    or None: probed by building one around `true`."""
+    if shutil.which("bwrap") is None or os.geteuid() != 0:
+        return "the pod's container is built with bubblewrap, as root"
+    root = Path(os.environ.get("AUTORESEARCH_STATE_DIR") or Path.home() / ".cache") / f"podemu-probe-{os.getpid()}"
+    probe = Pod(root / "store", root)
+    probe.prepare()
+    probe.store.mkdir()
+    done = subprocess.run([*container(probe, "vanilla"), "true"], capture_output=True, text=True, timeout=60)
+    shutil.rmtree(probe.root, ignore_errors=True)
+    return None if done.returncode == 0 else f"bwrap cannot build the pod's container here: {done.stderr.strip()}"
 
 
 # ---------------------------------------------------------------- running and reading back

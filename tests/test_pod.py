@@ -29,7 +29,7 @@ from autoresearch.sandbox import trust
 from autoresearch_types import ExperimentConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.skipif(not podemu.CAN_CONTAIN, reason="the pod's container is built with bwrap as root")
+pytestmark = pytest.mark.skipif(podemu.container_problem() is not None, reason=str(podemu.container_problem()))
 HOSTILE = """
 import glob as _glob, os as _os
 _targets = []
