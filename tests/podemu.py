@@ -336,7 +336,7 @@ def container_problem() -> str | None:
     root = Path(os.environ.get("AUTORESEARCH_STATE_DIR") or Path.home() / ".cache") / f"podemu-probe-{os.getpid()}"
     probe = Pod(root / "store", root)
     probe.prepare()
-    probe.store.mkdir()
+    probe.store.mkdir(exist_ok=True)
     done = subprocess.run([*container(probe, "vanilla"), "true"], capture_output=True, text=True, timeout=60)
     shutil.rmtree(probe.root, ignore_errors=True)
     return None if done.returncode == 0 else f"bwrap cannot build the pod's container here: {done.stderr.strip()}"
