@@ -183,6 +183,7 @@ def test_a_reachable_endpoint_and_secret_names_pass() -> None:
         (["--api-base", "http://127.0.0.1:8080/v1"], "cannot reach"),
         (["--llm-secret", "bad name!"], "NAME[:ENV]"),
         (["--reuse", "100"], "--reuse"),
+        (["--backend", "none"], "--allow-unsandboxed"),
     ],
 )
 def test_the_cli_refuses_a_cluster_run_before_any_work(

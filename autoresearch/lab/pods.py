@@ -109,7 +109,8 @@ def overrides(
         "retries": settings.retries,
         "interruptible": settings.interruptible,
     }
-    if settings.reuse and pod_mb <= memory_of(task.resources) and size.cpu <= 1 and not attempt:
+    fits = pod_mb <= memory_of(task.resources) and size.cpu <= float(getattr(task.resources, "cpu", 1) or 1)
+    if settings.reuse and fits and not attempt:
         kwargs["reusable"] = flyte.ReusePolicy(replicas=(1, settings.reuse), idle_ttl=300, scope="run")
         return kwargs
     memory = f"{pod_mb}Mi"

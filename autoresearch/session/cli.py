@@ -310,6 +310,8 @@ def check_args(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
 def check_cluster_flags(args: argparse.Namespace) -> None:
     """What a cluster run needs from the submitter: an endpoint its pods can reach and a well-formed secret name
     (the backend is checked where experiments run: in their pods)."""
+    if args.backend == "none":  # the rest of the backend's rules are the pods' to check, where it runs
+        check_backend(args.backend, args.allow_unsandboxed)
     if args.api_base:
         inputs.cluster_endpoint("--api-base", args.api_base)
     if args.llm_secret:
