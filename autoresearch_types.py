@@ -318,3 +318,17 @@ class AutoresearchOutput:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        """A few lines (what `flyte run` prints on success): the key, the best, the verdict, the files, the resume."""
+        best = self.best or {}
+        score = best.get("val_bpb")
+        lines = [
+            f"memory key: {self.memory_key}",
+            f"best: {best.get('title')} (val_bpb {score:.4f})" if isinstance(score, float) else "best: none yet",
+            self.summary.split("\n")[0][:400],
+            *(f"saved: {path}" for path in self.saved),
+            *([f"error: {self.error}"] if self.error else []),
+            f"resume with: --memory-key {self.memory_key} (flyte run: --memory_key {self.memory_key})",
+        ]
+        return "\n".join(lines)

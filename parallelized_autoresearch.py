@@ -1,11 +1,11 @@
 # /// script
 # requires-python = ">=3.11"
 # dependencies = [
-#     "flyte==2.12.1",
+#     "flyte[sandbox]==2.12.1",
 #     "unionai-sandbox==0.0.1b15",
 #     "litellm>=1.70",
 #     "httpx>=0.27",
-#     "pydantic-monty>=1.4",
+#     "kubernetes>=29",
 #     "torch==2.13.0",
 #     "numpy>=1.26",
 #     "pyarrow>=15",
@@ -36,7 +36,7 @@ import flyte.report  # noqa: E402
 from flyte.ai.agents import tool  # noqa: E402
 
 import bundle  # noqa: E402
-from autoresearch.lab import sizing  # noqa: E402
+from autoresearch.lab import pods, sizing  # noqa: E402
 from autoresearch.lab.goal import Goal  # noqa: E402
 from autoresearch.lab.pruning import PruneRule  # noqa: E402
 from autoresearch.lab.runner import ExperimentRunner, task_call  # noqa: E402
@@ -49,8 +49,10 @@ from autoresearch.session.audit import held_out_audit  # noqa: E402
 from autoresearch.session.driver import (  # noqa: E402
     PlannerChoice,
     RunLimits,
+    auto_concurrency,
     auto_turns,
     check_backend,
+    check_cluster,
     close_session,
     is_local,
     new_memory_key,
@@ -61,6 +63,7 @@ from autoresearch.session.driver import (  # noqa: E402
 )
 from autoresearch.session.transfer import transfer_check as run_transfer_check  # noqa: E402
 from autoresearch_types import AutoresearchOutput, ExperimentConfig, ExperimentResult  # noqa: E402
+from bundle import agent_env, bundle_env, experiment_env  # noqa: E402, F401  (what `flyte deploy` looks for)
 
 EXPERIMENT_CACHE = flyte.Cache(
     behavior="auto",
@@ -85,10 +88,12 @@ async def run_experiment(
     """Train the full `train_py` source with `config` in the sandbox, then score it with the trusted harness.
 
     A pure function of its inputs (resources and the warm pool's handle excluded), so only a success is cached
-    and a resumed run reuses it. Raises `flyte.errors.OOMError` on OOM and a typed error on other failures
-    (Flyte carries a task's error as a class name and a message only, so the failure record travels as JSON in
-    the message and `sandbox.result_from_error` reads it back).
+    and a resumed run reuses it. A failure is raised as non-recoverable (never retried) with the code of its
+    typed error (`OOMKilled` on OOM); Flyte carries a task's error as a code and a message only, so the failure
+    record travels as JSON in the message and `sandbox.result_from_error` reads it back. An explicit `backend`
+    is required: where it cannot run, the task refuses with the reason instead of falling back.
     """
+    backends.require(backend, allow_unsandboxed)
     spec = sandbox.SandboxSpec(
         train_py=train_py,
         config=ExperimentConfig.from_dict(config),
@@ -102,7 +107,10 @@ async def run_experiment(
         prune=tuple((float(rung), float(limit)) for rung, limit in prune or ()),
         digests=dict(data.digests),
     )
-    result = sandbox.raise_for_outcome(await sandbox.run_sandboxed(spec, sandbox_pool.lookup(pool)))
+    try:
+        result = sandbox.raise_for_outcome(await sandbox.run_sandboxed(spec, sandbox_pool.lookup(pool)))
+    except Exception as exc:  # a deterministic failure is final: Flyte retries only a lost pod
+        raise pods.final(exc) from exc
     if result.checkpoint and not is_local():  # the pod's disk goes away: keep the weights in the object store
         result.checkpoint = (await flyte.io.File.from_local(result.checkpoint)).path
     return result
@@ -115,9 +123,7 @@ async def score_on_test(config: dict, data: bundle.Bundle, checkpoint: str) -> E
     The only task that reads the test split; the driver calls it once per run, at the end, for the chosen best and
     the baseline. No sandbox: no code written by the agent runs while a score is computed.
     """
-    local = (
-        checkpoint if Path(checkpoint).is_file() else await flyte.io.File.from_existing_remote(checkpoint).download()
-    )
+    local = await bundle.local_file(checkpoint)
     spec = sandbox.SandboxSpec(
         train_py="",
         config=ExperimentConfig.from_dict(config),
@@ -135,7 +141,7 @@ async def score_on_test(config: dict, data: bundle.Bundle, checkpoint: str) -> E
 async def parallelized_autoresearch(
     n_experiments: int = 10,
     batch_size: int = 4,
-    concurrency: int = 2,
+    concurrency: int = 0,
     max_turns: int = 0,
     dataset: str = "",
     num_shards: int = 0,
@@ -159,19 +165,27 @@ async def parallelized_autoresearch(
     max_runs: int = 0,
     transfer_check: float = 0.0,
     prompt: str = "auto",
+    llm_secret: str = "",
+    interruptible: bool = False,
+    reuse: int = 0,
+    retries: int = 2,
 ) -> AutoresearchOutput:
     """Research `train.py` with an agent: open the key, run what it owes, let the Agent plan batches, close.
 
     Stops when `n_experiments` ideas are tried under the key (or its `max_runs` runs, baseline seeds and
     confirmations included, 0 for the default), after `max_turns` agent turns, when the agent takes its `stop` step, or once a confirmed result reaches `target_val_bpb` or beats the
     baseline by `target_gain` percent. The same `memory_key` resumes earlier research under its own fixed settings; finished runs are
-    cache hits, never reruns. 0 / "" for a setting means "the key's own, or the default".
+    cache hits, never reruns. 0 / "" for a setting means "the key's own, or the default". On a cluster,
+    `llm_secret` (NAME[:ENV]) names the secret the submitter attached, checked here before any experiment;
+    `interruptible`, `reuse` and `retries` configure the experiment pods (`autoresearch/lab/pods.py`).
     """
     quiet_handled_failures()
     given = dict(locals())
-    for warning in inputs.run_inputs(given):
+    for warning in inputs.run_inputs(given, local=is_local()):
         print(f"warning: {warning}", flush=True)
     check_backend(backend, allow_unsandboxed)
+    check_cluster(api_base, llm_secret, local=is_local())
+    concurrency = concurrency or auto_concurrency(is_local())
     if is_local():
         backend = backend or backends.default_backend()
         say_guarantees(backend)
@@ -182,14 +196,18 @@ async def parallelized_autoresearch(
     choice = PlannerChoice(model, api_base, max_llm_cost, planner_seed, scheduling, llm_timeout, prompt)
     session = await open_session(memory_key or new_memory_key(), choice, settings, limits)
     tool_obj = dataclasses.replace(run_experiment, call_llm=session.call_llm, model=session.model_name)
-    call = task_call(tool_obj, session.ledger, session.data, backend, allow_unsandboxed, PruneRule(mode=prune))
-    async with ExperimentRunner(call, concurrency, local=is_local()) as runner:
-        directive, summary, error = await research(session, runner, limits)
-        # However the agent stopped (max turns, its budget, an LLM error), what it kept is audited and checked.
-        audit = await held_out_audit(session, runner, score_on_test)
-        scaled = await run_transfer_check(session, runner, transfer_check) if transfer_check else {}
-        stats = runner.stats()
-    return await close_session(session, directive, summary, error, audit, stats, scaled)
+    pod = None if is_local() else pods.PodSettings(retries, interruptible, reuse)
+    call = task_call(tool_obj, session.ledger, session.data, backend, allow_unsandboxed, PruneRule(mode=prune), pod)
+    try:
+        async with ExperimentRunner(call, concurrency, local=is_local()) as runner:
+            directive, summary, error = await research(session, runner, limits)
+            # However the agent stopped (max turns, its budget, an LLM error), what it kept is audited and checked.
+            audit = await held_out_audit(session, runner, score_on_test)
+            scaled = await run_transfer_check(session, runner, transfer_check) if transfer_check else {}
+            stats = runner.stats()
+        return await close_session(session, directive, summary, error, audit, stats, scaled)
+    finally:
+        await session.ledger.store.close()  # the key's lease, also when the run fails
 
 
 def main(argv: list[str] | None = None) -> int:

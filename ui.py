@@ -145,7 +145,11 @@ def closing_lines(totals: dict[str, Any]) -> list[str]:
     )
     if agent.get("corrections"):
         llm += f", {agent['corrections']} loop correction(s)"
-    return [f"status: {totals.get('status', '-')}", spent_line(totals), llm]
+    lines = [f"status: {totals.get('status', '-')}", spent_line(totals), llm]
+    sandbox = totals.get("sandbox") or {}
+    if sandbox:
+        lines.append(f"sandbox: {', '.join(sorted(sandbox))} (what it does not guarantee: the report's Summary tab)")
+    return lines
 
 
 def spent_line(totals: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ from test_summary import make_key
 
 import parallelized_autoresearch as pa
 import prepare
+from autoresearch.session import subcommands
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sum-key"
@@ -189,7 +190,7 @@ def test_help_covers_every_subcommand(capsys: pytest.CaptureFixture) -> None:
 
 def test_the_readme_documents_every_subcommand_and_its_flags() -> None:
     readme = (ROOT / "README.md").read_text()
-    parser = pa.cli.build_subcommand_parser()
+    parser = subcommands.build_subcommand_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
     for name, sub in commands.items():
         assert f"parallelized_autoresearch.py {name}" in readme

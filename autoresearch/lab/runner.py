@@ -27,7 +27,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from autoresearch.lab import sizing
+import flyte
+
+from autoresearch.lab import pods, sizing
+from autoresearch.lab.pods import PodSettings
 from autoresearch.lab.pruning import PruneRule, prune_limits
 from autoresearch.lab.sizing import SizingPolicy
 from autoresearch.ledger.ledger import Ledger
@@ -104,7 +107,7 @@ class ExperimentRunner:
         self.concurrency = max(1, int(concurrency))
         self.local = local
         base = policy or (SizingPolicy.for_machine(self.concurrency) if local else SizingPolicy())
-        self.policy = dataclasses.replace(base, cpu=1)  # one thread per run: results do not depend on load
+        self.policy = base  # threads are the key's own (`config.threads`): results do not depend on load
         use_pool = local if warm_pool is None else warm_pool
         self.pool = (
             sandbox_pool.WarmPool(self.concurrency, launch_memory_mb=self.policy.ceiling_mb) if use_pool else None
@@ -301,21 +304,26 @@ def task_call(
     backend: str,
     allow_unsandboxed: bool = False,
     prune: PruneRule | None = None,
+    pod: PodSettings | None = None,
 ) -> Any:
     """How the runner runs one job (an experiment on one seed) on the data bundle `data`: through the
     `run_experiment` tool `tool_obj`, and so `right_size`, with
     the runner's extras (its sizing policy and pool handle); failures become results. An experiment's first run
-    gets pruning thresholds from the curves finished so far (never a baseline seed or a confirmation re-run)."""
+    gets pruning thresholds from the curves finished so far (never a baseline seed or a confirmation re-run).
+    With `pod` (a cluster) each call is its own action, configured by `pods.overrides`, named after the experiment
+    and its seed, and grouped by batch in the UI."""
     where = {"data": data, "backend": backend, "allow_unsandboxed": allow_unsandboxed}
     rule = prune or PruneRule()
 
     async def call(job: Job, extras: dict[str, Any]) -> ExperimentResult:
         config = ledger.effective_config(job.record.spec).with_overrides({"seed": job.seed}).to_dict()
         limits = await _limits(ledger, job, rule)
-        tool = dataclasses.replace(tool_obj, call_handler=sizing.handler(extras["policy"]))
+        shape = pods.shape(pod, pods.short_name(job.title, job.seed)) if pod is not None else None
+        tool = dataclasses.replace(tool_obj, call_handler=sizing.handler(extras["policy"], shape))
         try:
             kwargs = {**where, "pool": extras["pool"], "prune": [list(x) for x in limits]}
-            result = await tool.aio(train_py=job.record.train_py, config=config, **kwargs)
+            with flyte.group(pods.group_name(job.record.spec.batch_id)):
+                result = await tool.aio(train_py=job.record.train_py, config=config, **kwargs)
         except Exception as exc:  # right_size does not raise; this guards the batch against the unexpected
             result = sizing.failure_from_exception(exc)
         result.seed = job.seed

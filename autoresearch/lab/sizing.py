@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -119,9 +120,9 @@ def clamp_size(size: Size, floor: Size, policy: SizingPolicy) -> Size:
 
 
 def initial_size(config: ExperimentConfig, policy: SizingPolicy) -> Size:
-    """The first size to try: the estimate, kept within the policy's floor and ceiling."""
-    floor = estimate(config, policy.cpu)
-    return clamp_size(floor, floor, policy)
+    """The first size to try: the estimate at the key's own threads, kept within the policy's floor and ceiling."""
+    floor = estimate(config, max(1, config.threads))
+    return replace(clamp_size(floor, floor, policy), cpu=floor.cpu)
 
 
 def next_size(current: Size, policy: SizingPolicy) -> Size | None:
@@ -190,7 +191,8 @@ def parse_llm_size(text: str, floor: Size, policy: SizingPolicy) -> tuple[Size, 
     cpu = data.get("cpu", floor.cpu)
     if isinstance(cpu, bool) or not isinstance(cpu, (int, float)) or cpu <= 0:
         return floor, f"unusable cpu value {cpu!r}"
-    return clamp_size(Size(cpu=int(cpu), memory_mb=int(math.ceil(memory))), floor, llm_band(floor, policy)), ""
+    size = clamp_size(Size(cpu=int(cpu), memory_mb=int(math.ceil(memory))), floor, llm_band(floor, policy))
+    return replace(size, cpu=floor.cpu), ""  # threads are the key's: an LLM sizes memory only
 
 
 def sizing_prompt(tool_name: str, doc: str, kwargs: dict[str, Any], floor: Size, policy: SizingPolicy) -> str:
@@ -253,9 +255,21 @@ def failure_from_exception(exc: BaseException) -> ExperimentResult:
     return ExperimentResult(outcome=outcome, message=f"{type(exc).__name__}: {exc}"[:2000])
 
 
-async def _attempt(tool_fn: Any, kwargs: dict[str, Any], size: Size) -> ExperimentResult | BaseException:
-    """Run the experiment task once at `size`; return its result or the exception it raised."""
-    task = tool_fn.target.override(resources=size.flyte_resources())
+Shape = Callable[[Any, ExperimentConfig, Size, int], dict[str, Any]]
+"""How one attempt's action is configured: `(task, config, size, attempt) -> task.override keywords` (on a cluster
+`pods.overrides` with the run's pod settings; by default only the resources)."""
+
+
+def resources_only(task: Any, config: ExperimentConfig, size: Size, attempt: int) -> dict[str, Any]:
+    """The default shape: the attempt's resources and nothing else."""
+    return {"resources": size.flyte_resources()}
+
+
+async def _attempt(
+    tool_fn: Any, kwargs: dict[str, Any], size: Size, override: dict[str, Any]
+) -> ExperimentResult | BaseException:
+    """Run the experiment task once at `size`, configured by `override`; return its result or the exception."""
+    task = tool_fn.target.override(**override)
     try:
         result = await task.aio(**{**kwargs, "cpus": size.cpu, "memory_mb": size.memory_mb})
     except Exception as exc:
@@ -263,17 +277,18 @@ async def _attempt(tool_fn: Any, kwargs: dict[str, Any], size: Size) -> Experime
     return result if isinstance(result, ExperimentResult) else ExperimentResult.from_dict(dict(result))
 
 
-def handler(policy: SizingPolicy) -> Any:
-    """`right_size` with `policy` bound: the call handler a runner puts on its copy of `run_experiment`."""
+def handler(policy: SizingPolicy, shape: Shape | None = None) -> Any:
+    """`right_size` with `policy` (and how each attempt's action is configured) bound: the call handler a runner
+    puts on its copy of `run_experiment`."""
 
     async def sized(call_llm: Any, tool_fn: Any, **kwargs: Any) -> ExperimentResult:
-        return await right_size(call_llm, tool_fn, policy=policy, **kwargs)
+        return await right_size(call_llm, tool_fn, policy=policy, shape=shape, **kwargs)
 
     return sized
 
 
 async def right_size(
-    call_llm: Any, tool_fn: Any, *, policy: SizingPolicy | None = None, **kwargs: Any
+    call_llm: Any, tool_fn: Any, *, policy: SizingPolicy | None = None, shape: Shape | None = None, **kwargs: Any
 ) -> ExperimentResult:
     """Estimate, size (LLM on top when one is in use and the result is not cached), run, and retry with more
     memory on OOM.
@@ -294,7 +309,9 @@ async def right_size(
     tried: list[Size] = []
     while True:
         tried.append(size)
-        outcome = await _attempt(tool_fn, kwargs, size)
+        outcome = await _attempt(
+            tool_fn, kwargs, size, (shape or resources_only)(tool_fn.target, config, size, len(tried) - 1)
+        )
         oom = isinstance(outcome, BaseException) and _is_oom(outcome)
         oom = oom or (isinstance(outcome, ExperimentResult) and outcome.outcome == "oom")
         bigger = next_size(size, policy) if oom and len(tried) <= policy.max_retries else None
@@ -304,7 +321,7 @@ async def right_size(
     result = failure_from_exception(outcome) if isinstance(outcome, BaseException) else outcome
     if result.outcome == "oom":
         result.message = f"out of memory at every size tried up to {size.memory_mb} MiB: {result.message}"[:2000]
-    result.resources = size.to_dict()
+    result.resources = {**result.resources, **size.to_dict()}  # the task's own (backend, deadline) kept
     result.oom_retries = len(tried) - 1
     result.sizes_tried = [s.to_dict() for s in tried]
     return result

@@ -44,10 +44,10 @@ from autoresearch.ledger.records import (
     settings_record,
     settle_settings,
 )
-from autoresearch.ledger.source import close_titles, signature, slugify, unified_diff
+from autoresearch.ledger.source import close_titles, signature, slugify
 from autoresearch.ledger.store import init_local, run_context_kwargs, store_location
 from autoresearch.ledger.verdicts import DECISIONS, Decision, GateRule, Judgement
-from autoresearch.ledger.views import history_table, judgement, leaderboard, lineage, lineage_text
+from autoresearch.ledger.views import comparison, history_table, judgement, leaderboard, lineage, lineage_text
 from autoresearch_types import OUTCOMES, ExperimentConfig, ExperimentResult, WorkshopBounds
 
 __all__ = ["Ledger", "LedgerError", "init_local", "run_context_kwargs", "store_location"]
@@ -67,6 +67,8 @@ SETTINGS_PATH = "settings.json"
 HUMAN_DECISIONS = ("accept", "reject")
 """What a person may decide about an experiment (`Ledger.record_human_verdict`)."""
 HUMAN_FIELDS = ("title", "decision", "note", "at")
+HUMAN_DIR = "human_verdicts"
+"""Where people's verdicts live: written by the `verdict` command, read (never written) by a running session."""
 
 
 class Ledger:
@@ -96,6 +98,8 @@ class Ledger:
         self.exists = False
         self.damaged: list[dict[str, str]] = []
         """Records set aside as damaged when the key was opened (see `store.py`)."""
+        self.store: ledger_store.KeyStore | None = None
+        """The key's store as this writer sees it (set by `open`): changed-file saves, pulls, the lease."""
         self._lock = asyncio.Lock()
 
     # ---- opening
@@ -112,23 +116,29 @@ class Ledger:
         config_only_after: int = CONFIG_ONLY_AFTER,
         state_dir: str | Path | None = None,
         start: bool = True,
+        hold: bool = True,
+        run: str = "local",
     ) -> Ledger:
         """Open (or create) the ledger under `memory_key`; call inside a Flyte task.
 
         The working copy is downloaded into the state dir (not `/tmp`). With `start` (the default) the key's
         settings are settled against `base_config` and `rule` (stored ones win; see `settle`) and the baseline
         experiment is recorded, so it can be run and ranked like any other. With `start=False` nothing is
-        written: call `settle`, then `start`.
+        written: call `settle`, then `start`. With `hold` (a writer) the key's lease is taken first: a key another
+        live run holds is refused with `LeaseHeld`, naming that run (`run` names this one in the lease).
         """
         from flyte.ai.agents import MemoryStore
 
         opened = await ledger_store.open_working_copy(memory_key, state_dir)
         memory = MemoryStore(key=memory_key, root=opened.work, remote_path=opened.remote)
         weakref.finalize(memory, shutil.rmtree, str(opened.work), True)
+        store = ledger_store.KeyStore(memory, opened, run)
+        if hold:
+            await store.hold()
         source = baseline_source if baseline_source is not None else TRAIN_PY.read_text()
         stored = await memory.read_json.aio(SETTINGS_PATH) if opened.exists else None
         ledger = cls(memory, ExperimentConfig(), source, bounds, config_only_after, None, stored or None)
-        ledger.exists, ledger.damaged = opened.exists, opened.damaged
+        ledger.exists, ledger.damaged, ledger.store = opened.exists, opened.damaged, store
         if start:
             base, gate, dataset = ledger.settle(base_config or ExperimentConfig(), rule or GateRule(), explicit=())
             await ledger.start(base, gate, dataset)
@@ -165,7 +175,7 @@ class Ledger:
                 await self._write_experiment(spec, self.baseline_source)
                 save = True
             if save:
-                await ledger_store.save(self.memory)
+                await self.store.save()
 
     # ---- paths and reads
 
@@ -247,9 +257,14 @@ class Ledger:
         return f"batch-{n:03d}"
 
     async def save(self) -> None:
-        """Upload the working copy (records and transcript) to the keyed store."""
+        """Write what changed in the working copy (records and transcript) to the keyed store."""
         async with self._lock:
-            await ledger_store.save(self.memory)
+            await self.store.save()
+
+    async def close(self) -> None:
+        """Save, then give the key's lease back (the next run takes it at once)."""
+        await self.save()
+        await self.store.close()
 
     async def refusal(self, edit: Any) -> str:
         """Why `save_edits` would refuse this one edit now ("" when it would save it); nothing is written. The loop
@@ -293,7 +308,7 @@ class Ledger:
                     out["ignored_keys"][p.spec.title] = p.ignored
             out["notes"] = self._notes(out)
             if planned:
-                await ledger_store.save(self.memory)
+                await self.store.save()
         return out
 
     def _notes(self, out: dict[str, Any]) -> list[str]:
@@ -326,7 +341,7 @@ class Ledger:
             await self.memory.write_json.aio(
                 self._path(rec.spec.slug, f"runs/seed-{result.seed}.json"), payload, actor=ACTOR
             )
-            await ledger_store.save(self.memory)
+            await self.store.save()
         return {"title": title, "seq": seq, "seed": result.seed, "outcome": result.outcome, "val_bpb": result.val_bpb}
 
     async def record_batch_plan(
@@ -339,7 +354,7 @@ class Ledger:
         plan.update(extra or {})
         async with self._lock:
             await self.memory.write_json.aio(f"batches/{slugify(batch_id)}.json", plan, actor=ACTOR)
-            await ledger_store.save(self.memory)
+            await self.store.save()
         return plan
 
     async def amend_batch_plan(self, batch_id: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -360,7 +375,7 @@ class Ledger:
                 old = plan.get(key)
                 plan[key] = {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
             await self.memory.write_json.aio(path, plan, actor=ACTOR)
-            await ledger_store.save(self.memory)
+            await self.store.save()
         return plan
 
     async def record_audit(self, audit: dict[str, Any]) -> None:
@@ -370,7 +385,7 @@ class Ledger:
         output and the report do."""
         async with self._lock:
             await self.memory.write_json.aio(f"audits/{now().replace(':', '-')}.json", audit, actor=ACTOR)
-            await ledger_store.save(self.memory)
+            await self.store.save()
 
     async def record_session(self, totals: dict[str, Any]) -> dict[str, Any]:
         """Store one session's totals (runs, compute, LLM usage and cost) as `sessions/<time>.json`, then save.
@@ -379,7 +394,7 @@ class Ledger:
         record = {"at": now(), "totals": json.loads(json.dumps(totals, default=str))}
         async with self._lock:
             await self.memory.write_json.aio(f"sessions/{record['at'].replace(':', '-')}.json", record, actor=ACTOR)
-            await ledger_store.save(self.memory)
+            await self.store.save()
         return record
 
     async def sessions(self) -> list[dict[str, Any]]:
@@ -408,19 +423,21 @@ class Ledger:
                     "the baseline cannot be rejected: every result is measured against it. Reject the experiments "
                     "you do not trust instead."
                 )
-            path = f"human_verdicts/{rec.spec.slug}.json"
+            path = f"{HUMAN_DIR}/{rec.spec.slug}.json"
             earlier = await self._read_json_or_none(path)
             history = []
             if isinstance(earlier, dict):
                 history = [*earlier.get("history", []), {k: earlier.get(k) for k in HUMAN_FIELDS}]
             record = {"title": rec.title, "decision": decision, "note": note, "at": now(), "history": history}
             await self.memory.write_json.aio(path, record, actor="human", reason=f"{decision} {rec.title}")
-            await ledger_store.save(self.memory)
+            await self.store.save()
         return record
 
     async def human_verdicts(self) -> dict[str, dict[str, Any]]:
-        """title -> the newest human verdict on it (`{title, decision, note, at, history}`); unreadable ones skipped."""
-        found = [await self._read_json_or_none(p) for p in self.memory.list_paths("human_verdicts")]
+        """title -> the newest human verdict on it (`{title, decision, note, at, history}`); unreadable ones skipped.
+        A verdict a person stored while this run is going is read from the store first."""
+        await self.store.pull(HUMAN_DIR)
+        found = [await self._read_json_or_none(p) for p in self.memory.list_paths(HUMAN_DIR)]
         return {v["title"]: v for v in found if isinstance(v, dict) and isinstance(v.get("title"), str)}
 
     async def _read_json_or_none(self, path: str) -> Any:
@@ -456,7 +473,7 @@ class Ledger:
                 raise LedgerError(await self._unknown_title_message(title))
             record = {"title": title, "decision": decision, "reason": reason, "by": by, "at": now()}
             await self.memory.write_json.aio(f"judge/{rec.spec.slug}.json", record, actor=ACTOR)
-            await ledger_store.save(self.memory)
+            await self.store.save()
         return record
 
     async def decisions(self) -> dict[str, Decision]:
@@ -476,7 +493,7 @@ class Ledger:
         async with self._lock:
             record = {"reason": reason, "by": by, "at": now(), "runs_used": self._run_count()}
             await self.memory.write_json.aio(f"stops/{now().replace(':', '-')}.json", record, actor=ACTOR)
-            await ledger_store.save(self.memory)
+            await self.store.save()
 
     async def stops(self) -> list[dict[str, Any]]:
         """Every recorded stop, oldest first."""
@@ -562,18 +579,7 @@ class Ledger:
         ra, rb = await self._record_by_title(a), await self._record_by_title(b)
         if ra is None or rb is None:
             return {"error": await self._unknown_title_message(a if ra is None else b)}
-        rows = {r.title: r for r in await self.leaderboard()}
-        ma, mb = rows[a].val_bpb, rows[b].val_bpb
-        return {
-            "a": a,
-            "b": b,
-            "val_bpb": {a: ma, b: mb},
-            "seeds": {a: rows[a].n_seeds, b: rows[b].n_seeds},
-            "verdict": {a: rows[a].label, b: rows[b].label},
-            "delta": None if ma is None or mb is None else mb - ma,
-            "overrides": {a: ra.spec.overrides, b: rb.spec.overrides},
-            "diff": unified_diff(a, ra.train_py, b, rb.train_py),
-        }
+        return comparison(ra, rb, {r.title: r for r in await self.leaderboard()})
 
     async def summary(self) -> dict[str, Any]:
         """A JSON-friendly snapshot for tools and reports: counts, best, noise floor, leaderboard rows."""

@@ -4,7 +4,10 @@
   `/tmp`, which sandboxed code can write), also when Flyte's raw-data path is the default under `/tmp`.
 - **Atomic saves.** A local store is written file by file through a temporary file, `fsync` and `rename`,
   so a kill at any instant leaves every record either old or new. (An object store already replaces whole
-  objects.) Only files whose bytes changed are written.
+  objects.) A save writes only the files this writer changed since it last saw the store (`KeyStore`), so
+  an object store uploads what changed and nothing else, and a file another writer added meanwhile (a person's
+  verdict) is never overwritten; `KeyStore.pull` brings such files into the working copy.
+- **One writer.** A writer holds the key's lease (`lease.py`) from open to close; a second one is refused.
 - **Damaged records.** On open, every JSON record is parsed and checked for its shape. A damaged one
   (truncated, empty, garbage) is set aside: its bytes move to `quarantine/<time>/<path>` and it is left
   out of the working copy, so the rest of the key opens and resumes. `OpenedStore.damaged` says what was
@@ -13,9 +16,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -25,6 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from autoresearch.ledger.blobs import Blobs, Folder, atomic_write, object_store
+from autoresearch.ledger.lease import LEASE_DIR, Lease
 from autoresearch.sandbox import workdirs
 
 LOCAL_SCOPE = {"project": "autoresearch", "domain": "development"}
@@ -34,6 +39,8 @@ WORK_DIR = "ledger-work"
 """Working copies live in `<state>/ledger-work/<owner tag>-<key>-<hex>`: a crashed run's are removed later."""
 SDK_DIRS = ("audit", "meta", "versions")
 """The MemoryStore's own bookkeeping: never set aside (the store rewrites it) and never a record."""
+NOT_COPIED = (LEASE_DIR,)
+"""Files of the store that are not part of a working copy: the lease is read and written in the store only."""
 
 
 class StoreError(RuntimeError):
@@ -89,9 +96,9 @@ def _local_scope() -> dict[str, str]:
 def store_location(memory_key: str, state_dir: Path) -> str:
     """Where the keyed store lives: the SDK's path on a cluster; locally, the same layout under the state dir.
 
-    A local run whose raw-data path is the default `/tmp/flyte/...` (for example `flyte run --local`) is
-    rebased under `<state>/flyte/raw`, where `run_context_kwargs()` would have put it, because sandboxed
-    code can write the host's `/tmp`. Without an initialised org, local stores use the org `local`.
+    A local run whose raw-data path is under `/tmp` (the default `/tmp/flyte/...`, for example `flyte run
+    --local`) is rebased under `<state>/flyte/raw`, where `run_context_kwargs()` would have put it, because
+    sandboxed code can write the host's `/tmp`. Without an initialised org, local stores use the org `local`.
     """
     from flyte.ai.agents import MemoryStore, MemoryStoreError
 
@@ -106,7 +113,8 @@ def store_location(memory_key: str, state_dir: Path) -> str:
             "(locally: ledger.init_local(), then flyte.with_runcontext(**ledger.run_context_kwargs()).run(task))."
         ) from exc
     path = local_path(remote)
-    if path is None or path == state_dir or state_dir in path.parents:
+    tmp = Path("/tmp")
+    if path is None or path == state_dir or state_dir in path.parents or tmp not in path.parents:
         return remote
     marker = "/agents/memory-store/"
     tail = str(path).split(marker, 1)[1] if marker in str(path) else f"v0/local/{memory_key}"
@@ -167,8 +175,8 @@ class OpenedStore:
 
 
 def _records(root: Path) -> list[Path]:
-    """Every regular file under `root` except the SDK's bookkeeping and earlier quarantines."""
-    skip = {*SDK_DIRS, QUARANTINE}
+    """Every regular file under `root` except the SDK's bookkeeping, earlier quarantines and the lease."""
+    skip = {*SDK_DIRS, QUARANTINE, *NOT_COPIED}
     files = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).parts
@@ -194,31 +202,6 @@ def set_aside_damaged(opened: OpenedStore) -> None:
             (store / rel).unlink(missing_ok=True)
         path.unlink()
         opened.damaged.append({"path": rel, "problem": problem, "kept_at": kept})
-
-
-def atomic_write(dest: Path, data: bytes) -> None:
-    """Replace `dest` with `data` through a temporary file, fsync and rename: never a torn file."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, dest)
-    _fsync_dir(dest.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def sync_local(work: Path, store: Path) -> int:
@@ -248,24 +231,83 @@ async def open_working_copy(memory_key: str, state_dir: str | Path | None = None
     store = local_path(remote)
     exists = store.is_dir() if store is not None else await MemoryStore.exists(key=memory_key)
     if exists and store is not None:
-        shutil.copytree(store, work, symlinks=False, dirs_exist_ok=True, ignore=_ignore_temporaries)
+        shutil.copytree(store, work, symlinks=False, dirs_exist_ok=True, ignore=_not_copied(store))
     elif exists:
         await Dir.from_existing_remote(remote).download(local_path=str(work))
+        for name in NOT_COPIED:
+            shutil.rmtree(work / name, ignore_errors=True)
     opened = OpenedStore(work, remote, exists)
     set_aside_damaged(opened)
     return opened
 
 
-def _ignore_temporaries(_: str, names: list[str]) -> list[str]:
-    """Leftover temporary files of an interrupted atomic write are never copied."""
-    return [n for n in names if n.startswith(".") and n.endswith(".tmp")]
+def _not_copied(store: Path) -> Callable[[str, list[str]], list[str]]:
+    """What a copy of the store leaves out: leftover temporaries of an interrupted atomic write, and the lease."""
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        top = Path(folder) == store
+        return [n for n in names if (n.startswith(".") and n.endswith(".tmp")) or (top and n in NOT_COPIED)]
+
+    return ignore
 
 
-async def save(memory: Any) -> None:
-    """Save the working copy: atomically file by file for a local store, the SDK's upload for an object store."""
-    store = local_path(memory.remote_path)
-    if store is None:
-        await memory.save.aio()
-        return
-    await memory.flush_messages()
-    sync_local(Path(memory.root), store)
+def blobs_for(remote: str) -> Blobs:
+    """A key's store as files: its local folder, or its object-store prefix."""
+    path = local_path(remote)
+    return Folder(path) if path is not None else object_store(remote)
+
+
+def digests(root: Path) -> dict[str, str]:
+    """rel path -> sha256 of every file of a working copy (what a writer last saw, or has now)."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+class KeyStore:
+    """A key's store as one writer sees it: where it lives, what this writer last saw there, and its lease."""
+
+    def __init__(self, memory: Any, opened: OpenedStore, run: str = "local", blobs: Blobs | None = None) -> None:
+        self.memory, self.work = memory, opened.work
+        self.blobs = blobs or blobs_for(opened.remote)
+        self.seen = digests(opened.work)
+        self.lease = Lease(self.blobs, run)
+
+    async def hold(self, keep_alive: bool = False) -> None:
+        """Take the key's lease (`LeaseHeld` names the live holder), renewed in the background if `keep_alive`."""
+        await self.lease.acquire()
+        if keep_alive:
+            self.lease.keep()
+
+    async def save(self) -> int:
+        """Write every file this writer changed since it last saw the store; how many. Renews a held lease, and
+        raises `LeaseLost` (writing nothing) if it was taken over."""
+        await self.lease.renew()
+        await self.memory.flush_messages()
+        now = digests(self.work)
+        changed = [rel for rel, sha in now.items() if self.seen.get(rel) != sha]
+        for rel in changed:
+            await self.blobs.write(rel, (self.work / rel).read_bytes())
+            self.seen[rel] = now[rel]
+        return len(changed)
+
+    async def pull(self, prefix: str) -> int:
+        """Bring files another writer added or changed under `prefix` into the working copy; how many."""
+        pulled = 0
+        for rel in await self.blobs.list(prefix):
+            raw = await self.blobs.read(rel)
+            if raw is None:
+                continue
+            sha = hashlib.sha256(raw).hexdigest()
+            here = self.work / rel
+            if sha != self.seen.get(rel) and (not here.is_file() or here.read_bytes() != raw):
+                atomic_write(here, raw)
+                self.seen[rel] = sha
+                pulled += 1
+        return pulled
+
+    async def close(self) -> None:
+        """Give the key back."""
+        await self.lease.release()

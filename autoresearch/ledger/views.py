@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from autoresearch.ledger.records import BASELINE_TITLE, RANKED_LABELS, ExperimentRecord, LeaderboardRow
+from autoresearch.ledger.source import unified_diff
 from autoresearch.ledger.verdicts import Arrival, Decision, GateRule, Judgement, judge, predicted_work
 from autoresearch_types import ExperimentConfig, ExperimentResult
 
@@ -265,3 +266,19 @@ def verdict_brief(row: LeaderboardRow | None) -> dict[str, Any] | None:
     out = {"verdict": row.label, "mean_val_bpb": row.val_bpb, "se": row.se, "n_seeds": row.n_seeds}
     out.update(delta_vs_best=row.delta_vs_best, gain=row.gain, why=row.verdict, best=row.incumbent)
     return out
+
+
+def comparison(ra: ExperimentRecord, rb: ExperimentRecord, rows: dict[str, LeaderboardRow]) -> dict[str, Any]:
+    """Two experiments side by side: mean val_bpb delta (b minus a), seeds, verdicts, overrides, a unified diff."""
+    a, b = ra.title, rb.title
+    ma, mb = rows[a].val_bpb, rows[b].val_bpb
+    return {
+        "a": a,
+        "b": b,
+        "val_bpb": {a: ma, b: mb},
+        "seeds": {a: rows[a].n_seeds, b: rows[b].n_seeds},
+        "verdict": {a: rows[a].label, b: rows[b].label},
+        "delta": None if ma is None or mb is None else mb - ma,
+        "overrides": {a: ra.spec.overrides, b: rb.spec.overrides},
+        "diff": unified_diff(a, ra.train_py, b, rb.train_py),
+    }

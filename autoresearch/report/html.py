@@ -158,6 +158,18 @@ def _settings_table(run: dict[str, Any]) -> str:
     return _table(["setting", "value"], rows) if rows else ""
 
 
+def _sandbox_html(run: dict[str, Any]) -> str:
+    """Which sandbox backends the experiments really ran under, and what each does not guarantee."""
+    used = _dict(run.get("sandbox"))
+    if not used:
+        return ""
+    items = "".join(
+        f"<li><b>{_e(name)}</b> does not guarantee:<ul>{''.join(f'<li>{_e(g)}</li>' for g in gaps)}</ul></li>"
+        for name, gaps in sorted(used.items())
+    )
+    return f"<h3>Sandbox</h3><ul>{items}</ul>"
+
+
 def _verdict_html(snapshot: dict[str, Any]) -> str:
     """The verdict in words: the confirmed gain, or that nothing beat seed noise; and the gate rule."""
     best, base, _ = _improvement(snapshot)
@@ -228,6 +240,7 @@ def summary_html(snapshot: dict[str, Any]) -> str:
     body = _status_html(run) + _summary_kpis(snapshot)
     body += _verdict_html(snapshot) + _audit_html(snapshot)
     body += "<h3>Runs by outcome</h3>" + _outcomes_table(snapshot)
+    body += _sandbox_html(run)
     body += "<h3>Run settings</h3>" + (_settings_table(run) or _empty("No settings recorded."))
     return _wrap("Summary", body)
 

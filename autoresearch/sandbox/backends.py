@@ -106,6 +106,24 @@ def backend_problem(backend: str, allow_unsandboxed: bool) -> str | None:
     return None
 
 
+def require(backend: str, allow_unsandboxed: bool) -> None:
+    """Where an experiment runs: an explicitly chosen backend must work here, or the run refuses with the reason
+    (raised as non-recoverable: retrying on the same kind of pod cannot help). "" picks the strongest available."""
+    if not backend:
+        return
+    problem = backend_problem(backend, allow_unsandboxed)
+    if problem is None and backend == "bubblewrap" and not _bwrap_works():
+        problem = (
+            "backend 'bubblewrap' was required, but bwrap cannot create its namespaces here (in a Kubernetes pod a "
+            "masked /proc or the runtime's seccomp profile stops it); leave --backend unset to fall back to the "
+            "strongest backend that works, or run on pods that allow it (README: On a cluster)"
+        )
+    if problem:
+        import flyte.errors
+
+        raise flyte.errors.NonRecoverableError(problem, code="SandboxUnavailable")
+
+
 def check_backend(backend: str, allow_unsandboxed: bool) -> None:
     """Refuse an unknown backend, or `none` without the explicit opt-in; warn loudly on `none`."""
     problem = backend_problem(backend, allow_unsandboxed)

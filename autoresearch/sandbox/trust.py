@@ -4,7 +4,8 @@ Everything that produces or checks a number lives there. The one list decides th
 - the experiment cache salt (`code_salt`): editing any trusted file invalidates every cached result;
 - what a sandbox stages (`STAGED`): the few trusted files that run inside it, next to the edited `train.py`
   (of `prepare.py`, only the training runtime: `runtime.py`, staged under that name);
-- what a cluster pod must receive besides the task modules (see `bundle.py`).
+- what a cluster pod must receive: `shipped_files` extends the same rule from the trusted set to every module a
+  task reads or imports, lazily or not (`bundle.py` puts it in every environment's `include`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ the tokenizer, which a sandbox must not have."""
 def trusted_files() -> list[Path]:
     """Every trusted source file: each module of `sandbox/` and the top-level contracts, in a fixed order."""
     return sorted(SANDBOX.glob("*.py")) + [REPO / name for name in CONTRACTS]
+
+
+def shipped_files() -> list[Path]:
+    """Every file a task pod reads or imports: the trusted set, the rest of the package and the top-level modules
+    (the faces, `train.py` among them), in a fixed order. A rule, not a list: a new module ships by being one."""
+    package = set((REPO / "autoresearch").rglob("*.py")) | set(REPO.glob("*.py"))
+    return trusted_files() + sorted(package - set(trusted_files()))
 
 
 def salt(paths: Iterable[Path]) -> str:

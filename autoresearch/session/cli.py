@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import flyte
 
+import bundle
 import prepare
 import ui
 from autoresearch import llm
@@ -30,23 +30,11 @@ from autoresearch.lab.pruning import MODES as PRUNE_MODES
 from autoresearch.ledger import ledger as ledger_mod
 from autoresearch.ledger.verdicts import GateRule
 from autoresearch.planner.policy import SCHEDULING
-from autoresearch.report import summary
-from autoresearch.report.lineage_git import CommitPlan
 from autoresearch.sandbox import backends
-from autoresearch.session import git_export, inputs, results
-from autoresearch.session.driver import check_backend, new_memory_key
+from autoresearch.session import inputs, results
+from autoresearch.session.driver import CLUSTER_CONCURRENCY, LOCAL_CONCURRENCY, check_backend, new_memory_key
+from autoresearch.session.subcommands import PROG, SUBCOMMANDS, init_flyte, subcommand_main, use_state_dir
 from autoresearch_types import AutoresearchOutput, ExperimentConfig
-
-PROG = "parallelized_autoresearch.py"
-SUBCOMMANDS = {
-    "summary": "print a memory key's leaderboard, lineage, verdicts, noise, audit and totals from the store alone",
-    "list": "list the memory keys in the state dir with their experiments, best and last activity",
-    "verdict": "store a person's verdict (accept or reject) on one experiment of a memory key",
-    "export": "write a memory key's lineage (baseline to incumbent) as git commits on a branch",
-}
-"""The subcommands (`PROG SUBCOMMAND --help` for each); with none, the command runs research."""
-PAST = {"accept": "accepted", "reject": "rejected"}
-"""How `verdict` reports a stored decision."""
 
 
 def effective_defaults() -> dict[str, Any]:
@@ -90,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 0: replicates + ideas + (replicates - 1) x half the ideas, rounded up)",
     )
     p.add_argument("--batch-size", type=int, default=4, help="experiments planned per batch (default 4)")
-    p.add_argument("--concurrency", type=int, default=2, help="experiments running at once (default 2)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help=f"experiments running at once (default {LOCAL_CONCURRENCY}; {CLUSTER_CONCURRENCY} with --config)",
+    )
     p.add_argument(
         "--max-turns",
         type=int,
@@ -195,80 +188,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir", default=None, help=f"local state directory (default ${prepare.STATE_DIR_ENV} or ~/.cache/...)"
     )
     p.add_argument("--config", default=os.environ.get("FLYTE_CONFIG"), help="Flyte config file: run on that cluster")
-    return p
-
-
-def build_subcommand_parser() -> argparse.ArgumentParser:
-    """The subcommands and their flags: `summary`, `list` and `verdict` (each with its own --help)."""
-    p = argparse.ArgumentParser(prog=PROG, description="Read a memory key's research store, or add a human verdict.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
-    state = f"local state directory (default ${prepare.STATE_DIR_ENV} or ~/.cache/...)"
-    s = sub.add_parser(
-        "summary",
-        help=SUBCOMMANDS["summary"],
-        description="Print a memory key's leaderboard (mean +/- se over seeds), an ASCII lineage tree with the best "
-        "path marked, every verdict and who made it (rule or human), sigma and the gate, the latest held-out test "
-        "audit and the totals (experiments, runs, compute seconds, LLM cost), from the store alone: no training, no "
-        "LLM call, the same bytes every time. Exit 2 for an unknown key.",
+    p.add_argument(
+        "--llm-secret",
+        default=os.environ.get(bundle.SECRET_ENV, ""),
+        metavar="NAME[:ENV]",
+        help=f"with --config: the cluster secret holding the LLM API key, set in the driver pod as ENV (default "
+        f"${bundle.SECRET_ENV}, else none; ENV defaults to NAME upper-cased)",
     )
-    s.add_argument("--memory-key", required=True, help="the key to summarise (`list` shows them)")
-    shape = s.add_mutually_exclusive_group()
-    shape.add_argument("--json", action="store_true", help="print the same content as one JSON object (sorted keys)")
-    shape.add_argument(
-        "--tsv",
-        nargs="?",
-        const="-",
+    p.add_argument(
+        "--max-action-concurrency",
+        type=int,
         default=None,
-        metavar="PATH",
-        help="print the key's results.tsv instead (karpathy's columns, then ours), or write it to PATH",
+        help="with --config: Flyte's cap on this run's actions running at once (default: the cluster's)",
     )
-    s.add_argument("--state-dir", default=None, help=state)
-    ls = sub.add_parser(
-        "list",
-        help=SUBCOMMANDS["list"],
-        description="List the memory keys in the state dir's local store, newest activity first, each with its "
-        "experiment and run counts, its best (the incumbent and its mean val_bpb) and its last activity.",
+    p.add_argument("--retries", type=int, default=2, help="with --config: retries of a lost experiment pod (default 2)")
+    p.add_argument(
+        "--interruptible", action="store_true", help="with --config: experiments may run on spot/preemptible nodes"
     )
-    ls.add_argument("--json", action="store_true", help="print one JSON object (sorted keys)")
-    ls.add_argument("--state-dir", default=None, help=state)
-    v = sub.add_parser(
-        "verdict",
-        help=SUBCOMMANDS["verdict"],
-        description="Store a person's verdict on one experiment in the key's ledger (a later one for the same title "
-        "replaces it; the earlier ones are kept as its history). The baseline cannot be rejected. Exit 2 for an "
-        "unknown key or title, or a decision other than accept/reject.",
+    p.add_argument(
+        "--reuse",
+        type=int,
+        default=0,
+        help="with --config: warm experiment pods to keep (flyte.ReusePolicy; default 0)",
     )
-    v.add_argument("decision", metavar="accept|reject", help="the verdict")
-    v.add_argument("--memory-key", required=True, help="the key the experiment belongs to")
-    v.add_argument("--title", required=True, help="the experiment's exact title (`summary` shows them)")
-    v.add_argument("--note", default="", help="why, in a few words (shown by `summary`)")
-    v.add_argument("--state-dir", default=None, help=state)
-    e = sub.add_parser(
-        "export",
-        help=SUBCOMMANDS["export"],
-        description="Write the path from the baseline to the incumbent into a git repository as commits, one per "
-        "step: each commit's tree holds that step's train.py and config.json, its message the title, the verdict, "
-        "mean +/- se and the seeds. Author, committer and dates come from the records, so a second export gives "
-        "identical commits. DIR may be new, empty, or a clean repository (a dirty one is refused, exit 2).",
-    )
-    e.add_argument("--memory-key", required=True, help="the key to export (`list` shows them)")
-    e.add_argument("--git", required=True, metavar="DIR", help="the repository (created when new or empty)")
-    e.add_argument(
-        "--branch",
-        default=None,
-        help=f"the branch of the lineage (default {git_export.DEFAULT_BRANCH_PREFIX}<memory key>)",
-    )
-    e.add_argument(
-        "--all", action="store_true", help="also write every other try that ran, each on <branch>-tries/<slug>"
-    )
-    e.add_argument("--state-dir", default=None, help=state)
     return p
 
 
 def task_inputs(args: argparse.Namespace, key: str, base_config: dict[str, Any]) -> dict[str, Any]:
     """The driver task's inputs from the CLI flags (0 / "" mean "the key's own setting, or the default")."""
     return dict(
-        n_experiments=args.n_experiments, batch_size=args.batch_size, concurrency=args.concurrency,
+        n_experiments=args.n_experiments, batch_size=args.batch_size, concurrency=args.concurrency or 0,
         max_turns=args.max_turns, dataset=args.dataset or "", num_shards=args.num_shards or 0,
         vocab_size=args.vocab_size or 0, memory_key=key, model=args.model or "", api_base=args.api_base or "",
         max_llm_cost=args.max_llm_cost, time_budget=args.time_budget or 0.0, max_steps=args.max_steps or 0,
@@ -277,6 +226,8 @@ def task_inputs(args: argparse.Namespace, key: str, base_config: dict[str, Any])
         target_val_bpb=args.target_val_bpb, target_gain=args.target_gain, llm_timeout=args.llm_timeout or 0.0,
         max_runs=args.max_runs, transfer_check=args.transfer_check,
         prompt=args.prompt,
+        llm_secret=args.llm_secret if args.config else "", interruptible=args.interruptible, reuse=args.reuse,
+        retries=args.retries,
     )  # fmt: skip
 
 
@@ -295,8 +246,11 @@ def check_args(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         except json.JSONDecodeError as exc:
             raise inputs.InputError(f"--base-config is not valid JSON ({exc}); example: '{{\"n_layer\": 2}}'") from exc
     values = task_inputs(args, args.memory_key or new_memory_key(), overrides)
-    warnings = inputs.run_inputs(values, inputs.cli_flag)
-    check_backend(args.backend, args.allow_unsandboxed)
+    warnings = inputs.run_inputs(values, inputs.cli_flag, local=not args.config)
+    if args.config:
+        check_cluster_flags(args)
+    else:
+        check_backend(args.backend, args.allow_unsandboxed)
     prepare.validate_request(
         args.dataset or prepare.DEFAULT_DATASET,
         args.num_shards or prepare.DEFAULT_NUM_SHARDS,
@@ -305,12 +259,17 @@ def check_args(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     return values, warnings
 
 
-def init_flyte(config: str | None) -> None:
-    """Local mode by default; a cluster when a Flyte config file is given."""
-    if config:
-        flyte.init_from_config(config, log_level=logging.WARNING)
-    else:
-        ledger_mod.init_local(log_level=logging.WARNING)
+def check_cluster_flags(args: argparse.Namespace) -> None:
+    """What a cluster run needs from the submitter: an endpoint its pods can reach and a well-formed secret name
+    (the backend is checked where experiments run: in their pods)."""
+    if args.backend == "none":  # the rest of the backend's rules are the pods' to check, where it runs
+        check_backend(args.backend, args.allow_unsandboxed)
+    if args.api_base:
+        inputs.cluster_endpoint("--api-base", args.api_base)
+    if args.llm_secret:
+        bundle.parse_secret(args.llm_secret)
+    if args.max_action_concurrency is not None:
+        inputs.number("--max-action-concurrency", args.max_action_concurrency, 1, 10_000)
 
 
 def save_best(out: AutoresearchOutput, export: str | None, remote: bool) -> list[Path]:
@@ -332,6 +291,14 @@ def save_best(out: AutoresearchOutput, export: str | None, remote: bool) -> list
     return [p for p in written if p is not None]
 
 
+def submit(task: Any, values: dict[str, Any], args: argparse.Namespace) -> Any:
+    """Start the driver task on the cluster, with the LLM secret attached and Flyte's action cap, if given."""
+    secret = bundle.llm_secret(args.llm_secret)
+    driver = task.override(secrets=secret) if secret else task
+    context = {"max_action_concurrency": args.max_action_concurrency} if args.max_action_concurrency else {}
+    return flyte.with_runcontext(**context).run(driver, **values)
+
+
 def print_result(out: AutoresearchOutput, written: list[Path]) -> None:
     """The final leaderboard, the best experiment, and where the report and the best train.py are."""
     print("\nLeaderboard\n" + ui.leaderboard_text(out.leaderboard))
@@ -341,113 +308,6 @@ def print_result(out: AutoresearchOutput, written: list[Path]) -> None:
     for path in written:
         print(f"saved: {path}")
     print(f"resume with: --memory-key {out.memory_key}")
-
-
-def use_state_dir(path: str | None) -> None:
-    """`--state-dir`, when given, becomes the state dir of everything this process does."""
-    if path:
-        os.environ[prepare.STATE_DIR_ENV] = str(Path(path).expanduser().resolve())
-
-
-def subcommand_inputs(args: argparse.Namespace) -> dict[str, Any]:
-    """The store task's inputs, checked before any work; raises `InputError` with what is allowed."""
-    values: dict[str, Any] = {}
-    if args.command in ("summary", "verdict", "export"):
-        values["key"] = inputs.memory_key(args.memory_key)
-    if args.command == "verdict":
-        inputs.choice("decision", args.decision, ledger_mod.HUMAN_DECISIONS)
-        values.update(title=args.title, decision=args.decision, note=args.note)
-    if args.command == "summary" and args.tsv:
-        if args.tsv != "-":
-            results.check_writable(Path(args.tsv).expanduser().resolve())
-        values["command"] = "tsv"
-    if args.command == "export":
-        values.update(branch=args.branch or git_export.DEFAULT_BRANCH_PREFIX + values["key"], include_tries=args.all)
-        git_export.check_target(args.git, [values["branch"]])
-    return values
-
-
-def run_store_command(command: str, state: Path, values: dict[str, Any]) -> dict[str, Any]:
-    """Run one subcommand's store work in a local Flyte task under the state dir; its JSON answer."""
-    from autoresearch.session import (
-        commands as store_commands,  # only here: a research run never registers the store task's environment
-    )
-
-    init_flyte(None)
-    runner = flyte.with_runcontext(**ledger_mod.run_context_kwargs(state))
-    run = runner.run(store_commands.store_command, command=command, state_dir=str(state), **values)
-    return json.loads(run.outputs()[0])
-
-
-def print_subcommand(args: argparse.Namespace, data: dict[str, Any]) -> None:
-    """A subcommand's answer: text by default, one JSON object (sorted keys) with --json."""
-    if args.command == "verdict":
-        earlier = len(data.get("history") or [])
-        note = f" ({data['note']})" if data.get("note") else ""
-        print(
-            f"recorded: {args.memory_key}: {data['title']!r} {PAST[data['decision']]} by a person{note}; "
-            f"{earlier} earlier verdict(s) on it kept as history"
-        )
-    elif args.command == "export":
-        print_export(args, data)
-    elif args.command == "summary" and args.tsv:
-        if args.tsv == "-":
-            sys.stdout.write(data["tsv"])
-        else:
-            print(f"saved: {results.write_atomic(Path(args.tsv).expanduser().resolve(), data['tsv'])}")
-    elif args.json:
-        print(summary.summary_json(data))
-    elif args.command == "summary":
-        sys.stdout.write(summary.summary_text(data))
-    else:
-        sys.stdout.write(summary.list_text(data["keys"], data["where"]))
-
-
-def print_export(args: argparse.Namespace, data: dict[str, Any]) -> None:
-    """Write the exported commits into the repository (checked again now that the side branches are known) and
-    say what each branch holds."""
-    plans = {p["title"]: CommitPlan(**p) for p in data["plans"]}
-    refs = data["refs"]
-    target = git_export.check_target(args.git, list(refs))
-    ids = git_export.write(target, plans, refs)
-    branch, *tries = refs
-    path = [t for t in ids if t in git_export.closure(plans, {refs[branch]})]
-    print(f"exported {len(path)} commit(s) to {target.path} on branch {branch} (baseline -> incumbent):")
-    for title in path:
-        print(f"  {ids[title][:7]} {title}")
-    if tries:
-        print(f"and {len(tries)} other tr{'y' if len(tries) == 1 else 'ies'} on side branches {branch}-tries/<slug>")
-
-
-def subcommand_main(argv: list[str]) -> int:
-    """`summary`, `list`, `verdict` or `export`: read (or annotate) the store, print or write, and return the exit
-    code."""
-    args = build_subcommand_parser().parse_args(argv)
-    use_state_dir(args.state_dir)
-    try:
-        values = subcommand_inputs(args)
-        state = prepare.state_dir()
-        command = values.pop("command", args.command)
-    except (ValueError, prepare.DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        answer = run_store_command(command, state, values)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        print(f"error: could not read the store under {state}: {exc}", file=sys.stderr)
-        return 1
-    if "error" in answer:
-        print(f"error: {answer['error']}", file=sys.stderr)
-        return int(answer.get("code", 2))
-    try:
-        print_subcommand(args, answer["data"])
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
 
 
 def refused_input(exc: BaseException) -> bool:
@@ -476,7 +336,7 @@ def main(argv: list[str] | None, task: Any) -> int:
     init_flyte(args.config)
     try:
         if args.config:
-            run = flyte.run(task, **values)
+            run = submit(task, values, args)
             print(f"submitted: {run.url}")
             run.wait()
         else:

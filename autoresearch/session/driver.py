@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,6 +93,12 @@ async def load_bundle(dataset: str, num_shards: int, vocab_size: int, split_seed
     return data
 
 
+def run_name() -> str:
+    """This run's name (the Flyte run, or "local" outside one), for the key's lease."""
+    action = getattr(flyte.ctx(), "action", None)
+    return str(getattr(action, "run_name", "") or "local")
+
+
 def report_location() -> str:
     """Where this task's report is written (`<output path>/report.html`)."""
     base = str(flyte.ctx().output_path or "")
@@ -133,10 +140,37 @@ def check_backend(backend: str, allow_unsandboxed: bool) -> None:
         raise inputs.InputError(problem)
 
 
-def say_guarantees(backend: str) -> None:
-    """Say once, at start, which sandbox runs the experiments and what it cannot guarantee."""
+LOCAL_CONCURRENCY = 2
+"""Experiments at once on this machine by default: one per core of a small laptop."""
+CLUSTER_CONCURRENCY = 8
+"""Experiments at once on a cluster by default: each is its own one-CPU pod."""
+
+
+def auto_concurrency(local: bool) -> int:
+    """How many experiments run at once when `--concurrency` is left out."""
+    return LOCAL_CONCURRENCY if local else CLUSTER_CONCURRENCY
+
+
+def check_cluster(api_base: str, llm_secret: str, local: bool) -> None:
+    """A cluster run's endpoint and secret, before any experiment: an `api_base` a pod can reach, and the LLM
+    secret present in this pod under its variable. Raises `InputError` naming the fix."""
+    if local:
+        return
+    if api_base:
+        inputs.cluster_endpoint("api_base", api_base)
+    if llm_secret:
+        name, env = bundle.parse_secret(llm_secret)
+        if not os.environ.get(env):
+            raise inputs.InputError(
+                f"the LLM secret {name!r} did not reach this pod as ${env}: create it on the cluster "
+                f"(flyte create secret {name}) or fix --llm-secret NAME[:ENV]"
+            )
+
+
+def say_guarantees(backend: str, where: str = "") -> None:
+    """Say once which sandbox runs the experiments (`where`, on a cluster) and what it cannot guarantee."""
     gaps = backends.missing_guarantees(backend)
-    print(f"sandbox: {backend}; what it does not guarantee:", flush=True)
+    print(f"sandbox{f' in {where}' if where else ''}: {backend}; what it does not guarantee:", flush=True)
     for gap in gaps:
         print(f"  - {gap}", flush=True)
 
@@ -162,6 +196,20 @@ class Session:
     """True when the budget allowed an experiment as the agent started: ending with none is then a failure."""
     files: results.ResultsDir | None = None
     """The key's results dir (a local run), where the report, `results.tsv` and `best_train.py` go."""
+    sandbox: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """The sandbox backends experiments really ran under (as their results report), each with what it does not
+    guarantee: shown in the output, the terminal and the report's Summary tab."""
+
+    def on_result(self, job: Any, done: int, total: int, result: Any, standing: dict[str, Any] | None) -> None:
+        """A run finished: the activity line, and the backend it ran under (said once per backend)."""
+        self.activity.on_result(job, done, total, result, standing)
+        backend = str((result.resources or {}).get("backend") or "")
+        if backend in backends.BACKEND_GAPS and backend not in self.sandbox:
+            self.sandbox[backend] = backends.missing_guarantees(backend)
+            if not is_local():
+                say_guarantees(backend, "the experiment pods")
+            if self.reporter:
+                self.reporter.run_info["sandbox"] = dict(self.sandbox)
 
 
 def auto_turns(n_experiments: int) -> int:
@@ -217,12 +265,32 @@ async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, 
         print(f"prompt: {form} ({why})", flush=True)
     cleaned = workdirs.clean(prepare.state_dir() / ledger_store.WORK_DIR) if is_local() else []
     cleaned += workdirs.clean(sandbox_pool.runs_root()) if is_local() else []
-    swept = cgroups.sweep_stale(cgroups.host()) if is_local() else []  # dead runs' cgroups, and what was left in them
-    ledger = await ledger_mod.Ledger.open(memory_key, start=False)
+    cleaned += cgroups.sweep_stale(cgroups.host()) if is_local() else []  # dead runs' cgroups, and what was in them
+    ledger = await ledger_mod.Ledger.open(memory_key, start=False, run=run_name())
+    ledger.store.lease.keep()
+    try:
+        session = await _prepare_key(memory_key, model_name, call_llm, ledger, settings, limits, len(cleaned))
+    except BaseException:
+        await ledger.store.close()
+        raise
+    session.files, session.prompt_form = files, form
+    return session
+
+
+async def _prepare_key(
+    memory_key: str,
+    model_name: str,
+    call_llm: Any,
+    ledger: ledger_mod.Ledger,
+    settings: tuple,
+    limits: RunLimits,
+    cleaned: int,
+) -> Session:
+    """The rest of step 1, with the key held: its settings, the data bundle and profile, the budget."""
     if ledger.exists:
         records = await ledger.records()
         done = sum(1 for r in records if r.runs or r.legacy)
-        for line in ui.open_lines(done, len(records) - done, ledger.runs_used(), ledger.damaged, len(cleaned + swept)):
+        for line in ui.open_lines(done, len(records) - done, ledger.runs_used(), ledger.damaged, cleaned):
             print(line, flush=True)
     requested, rule, dataset, explicit = settings
     rule = dataclasses.replace(rule, horizon=limits.n_experiments)  # a new key spreads its campaign over its ideas
@@ -242,9 +310,7 @@ async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, 
     budget = Budget(limits.n_experiments, limits.batch_size, limits.concurrency, ledger.runs_used())
     budget.confirm_runs, budget.ideas = rule.replicates - 1, ledger.ideas_used()
     budget.max_runs = limits.max_runs or auto_max_runs(limits.n_experiments, rule.replicates)
-    session = Session(memory_key, model_name, ledger, data, profile, call_llm, Activity(), budget, files=files)
-    session.prompt_form = form
-    return session
+    return Session(memory_key, model_name, ledger, data, profile, call_llm, Activity(), budget)
 
 
 def key_split_seed(memory_key: str, ledger: ledger_mod.Ledger, dataset: dict[str, Any]) -> int:
@@ -267,7 +333,7 @@ async def research(session: Session, runner: ExperimentRunner, limits: RunLimits
         runner=runner,
         budget=session.budget,
         emit=activity.emit,
-        on_result=activity.on_result,
+        on_result=session.on_result,
         on_start=activity.on_start,
         judge=Judge(hosted, session.model_name),
         goal=limits.goal,
@@ -450,13 +516,15 @@ async def close_session(
         "experiments_this_session": experiments,
         "status": status,
         "agent": session.guard.totals() if session.guard else {},
+        "sandbox": dict(session.sandbox),
         **(stats or {}),
         **spending(session, verdicts, board, activity),
         "transfer": dict(transfer or {}),
     }
     await ledger.record_session(totals)
+    await ledger.close()
     agent_text = f"\n\nThe agent's summary: {summary}" if summary and summary.strip() != verdict.strip() else ""
-    return AutoresearchOutput(
+    out = AutoresearchOutput(
         memory_key=session.memory_key,
         model=session.model_name,
         directive=directive,
@@ -472,6 +540,7 @@ async def close_session(
         results_tsv=tsv,
         saved=saved,
     )
+    return out
 
 
 def spending(session: Session, verdicts: Any, board: list[LeaderboardRow], activity: Activity) -> dict[str, Any]:

@@ -7,6 +7,7 @@ refuse a `flyte run` with the same words, and the agent's edits are refused with
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -35,7 +36,9 @@ RUN_LIMITS: dict[str, tuple[float, float]] = {
 LIMITS: dict[str, tuple[float, float]] = {
     "n_experiments": (1, 10_000),
     "batch_size": (1, 64),
-    "concurrency": (1, 64),
+    "concurrency": (0, 256),
+    "reuse": (0, 64),
+    "retries": (0, 10),
     "max_turns": (0, 1000),
     "max_steps": (1, 1_000_000),
     "replicates": (2, 10),
@@ -43,7 +46,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "num_shards": (1, 6542),
     "max_runs": (1, 100_000),
 }
-"""Ranges of the numeric CLI flags and task inputs."""
+"""Ranges of the numeric CLI flags and task inputs (`concurrency` 0: the default for where it runs)."""
 
 
 class InputError(ValueError):
@@ -84,6 +87,22 @@ def url(name: str, value: str) -> str:
     return value
 
 
+def cluster_endpoint(name: str, value: str) -> str:
+    """An endpoint a pod can reach: not this machine's loopback, unspecified or link-local address."""
+    host = (urlparse(url(name, value)).hostname or "").lower()
+    try:
+        address = ipaddress.ip_address(host)
+        local = address.is_loopback or address.is_unspecified or address.is_link_local
+    except ValueError:
+        local = host == "localhost" or host.endswith(".localhost")
+    if local:
+        raise InputError(
+            f"{name} {value!r} points at this machine ({host}), which a pod on the cluster cannot reach: serve the "
+            "model where the cluster can reach it (a cluster Service or a hosted endpoint), or run locally (no --config)"
+        )
+    return value
+
+
 def choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
     """One of `allowed`, else `InputError` naming them."""
     if value not in allowed:
@@ -119,11 +138,14 @@ def cli_flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def run_inputs(inputs: dict[str, Any], name: Callable[[str], str] = str, cores: int | None = None) -> list[str]:
+def run_inputs(
+    inputs: dict[str, Any], name: Callable[[str], str] = str, cores: int | None = None, local: bool = True
+) -> list[str]:
     """Check a research run's inputs (the driver task's parameters); raises `InputError` on the first bad one.
 
     `name` spells an input in messages (the CLI passes `cli_flag`). Returns warnings about legitimate but costly
-    choices (e.g. more concurrent runs than CPU cores: `cores`, this machine's by default)."""
+    choices (e.g. more concurrent runs than CPU cores: `cores`, this machine's by default; only for a `local`
+    run, where experiments share this machine)."""
     for key, (low, high) in LIMITS.items():
         value = inputs.get(key)
         if value not in (None, 0) or key in ("n_experiments", "batch_size", "concurrency", "max_turns"):
@@ -152,7 +174,7 @@ def run_inputs(inputs: dict[str, Any], name: Callable[[str], str] = str, cores: 
     choice(name("prompt"), inputs.get("prompt") or "auto", PROMPT_FORMS)
     if inputs.get("base_config"):
         base_config(inputs["base_config"])
-    return _warnings(inputs, cores or os.cpu_count() or 1)
+    return _warnings(inputs, cores or os.cpu_count() or 1) if local else []
 
 
 def runs_needed(inputs: dict[str, Any], name: Callable[[str], str] = str) -> None:
@@ -174,8 +196,8 @@ def _warnings(inputs: dict[str, Any], cores: int) -> list[str]:
     concurrency = int(inputs.get("concurrency") or 1)
     if concurrency > cores:
         return [
-            f"--concurrency {concurrency} is more than this machine's {cores} CPU cores: each run still trains on one "
-            f"thread (results are unaffected), but the runs share the cores and each takes about "
+            f"--concurrency {concurrency} is more than this machine's {cores} CPU cores: each run still trains on the "
+            f"key's fixed threads (results are unaffected), but the runs share the cores and each takes about "
             f"{concurrency / cores:.1f}x as long, so the time cap (--time-budget) may truncate them"
         ]
     return []
