@@ -467,11 +467,13 @@ def experiment_inputs(data: Path, config: dict[str, Any], **extra: Any) -> dict[
     from flyte.io import Dir
 
     import bundle
+    import prepare
 
     data_dirs = bundle.Bundle(
         data=Dir.from_existing_remote(uri(data / "data")),
         tokenizer=Dir.from_existing_remote(uri(data / "tokenizer")),
         root=uri(data),
+        digests=prepare.bundle_digests(data),
     )
     return {"train_py": (REPO / "train.py").read_text(), "config": config, "data": data_dirs, **extra}
 
@@ -481,8 +483,10 @@ def local_data(data: Path) -> Any:
     from flyte.io import Dir
 
     import bundle
+    import prepare
 
-    return bundle.Bundle(Dir(path=str(data / "data")), Dir(path=str(data / "tokenizer")), str(data))
+    where = (Dir(path=str(data / "data")), Dir(path=str(data / "tokenizer")), str(data))
+    return bundle.Bundle(*where, digests=prepare.bundle_digests(data))
 
 
 @dataclass

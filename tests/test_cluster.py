@@ -212,7 +212,7 @@ def test_the_summary_tab_names_the_backend_used_and_its_gaps() -> None:
 def test_flyte_runs_success_panel_is_a_short_summary() -> None:
     from autoresearch_types import AutoresearchOutput, DatasetProfile
 
-    profile = DatasetProfile("shakespeare", 1, 512, 1, 1, 1, 1, 1, 1, 4.0)
+    profile = DatasetProfile("shakespeare", 1, 512, 1, 1, 1, 1, 4.0)
     source = (ROOT / "train.py").read_text()
     out = AutoresearchOutput(
         memory_key="k1", model="builtin", directive="d" * 5000, profile=profile, best={"title": "LR up", "val_bpb": 2.5},

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 import prepare
-from autoresearch.sandbox import backends, heldout, interpreter
+from autoresearch.sandbox import backends, heldout, interpreter, trust
 from autoresearch.sandbox import experiment as sandbox
 from autoresearch.sandbox import pool as sandbox_pool
 from autoresearch_types import ExperimentConfig
@@ -38,7 +38,8 @@ TINY = ExperimentConfig(
     n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, token_budget=3 * 4 * 32, vocab_size=512
 )
 ISOLATING = [b for b in ("bubblewrap", "userns") if b in backends.available_backends()]
-STAGED_MODULES = {"harness", "prepare", "autoresearch_types", "train"}
+STAGED_MODULES = {name.removesuffix(".py") for name in trust.STAGED} | {"train"}
+"""The staged trusted files (the harness, the graph writer, the runtime as `prepare`, the contracts) and the edit."""
 
 
 def play_needles() -> dict[int, str]:

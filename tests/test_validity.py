@@ -174,7 +174,8 @@ def test_the_held_out_audit_is_in_the_output_and_report_and_never_in_a_tool(stat
 
 def held_out_plays(key: str) -> tuple[list[str], list[str]]:
     """The key's validation and test plays, from its secret seed (which only the trusted side reads)."""
-    seed = json.loads(splits.secret_path(prepare.state_dir(), key).read_text())["seed"]
+    (store,) = (prepare.state_dir() / "flyte" / "raw" / "agents" / "memory-store").glob(f"v0/*/*/*/{key}")
+    seed = json.loads((store / splits.SECRET).read_text())["seed"]
     return prepare.choose_held_out(sorted(prepare._shakespeare_plays()), seed, *prepare.SHAKESPEARE_HELD_OUT)
 
 

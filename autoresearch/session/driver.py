@@ -321,7 +321,7 @@ def key_split_seed(memory_key: str, ledger: ledger_mod.Ledger, dataset: dict[str
             f"key {memory_key!r} was created before held-out splits were secret per key: its runs were scored on the "
             "old fixed validation plays, which every model (and the agent) could know. Start a new key."
         )
-    return splits.key_split(prepare.state_dir(), memory_key, dataset.get("split"))
+    return splits.key_split(ledger.store.work, dataset.get("split"))
 
 
 async def research(session: Session, runner: ExperimentRunner, limits: RunLimits) -> tuple[str, str, str]:

@@ -2,34 +2,32 @@
 
 The agent's tools read the ledger, and the LLM knows the corpus by heart: a seed (or a list of held-out plays) it
 could read would let it memorise the validation text or see the test split. So the seed lives in a file of its
-own under the state dir (`splits/<key>.json`, mode 0600), which no tool reads and no sandbox can reach; the key's
-settings record only the split's public id (`prepare.split_id`), so a resume with a lost or different seed is
-refused instead of silently changing what is held out. A key moved to another machine needs this file too.
+own in the key's store (`secret/split.json`, mode 0600 in a working copy), which no ledger read, tool, directive or
+subcommand opens and no sandbox can reach; the key's settings record only the split's public id
+(`prepare.split_id`), so a resume with a lost or different seed is refused instead of silently changing what is
+held out. Being in the store, it goes where the key goes: a cluster's object store, and `move`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 from pathlib import Path
 
 import prepare
 
-DIR = "splits"
-SAFE_KEY = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+SECRET = "secret/split.json"
+"""The secret's path inside the key's store (and its working copy)."""
 
 
 class SplitError(ValueError):
     """A key's split secret is missing, unreadable or does not match the key; the message says what to do."""
 
 
-def secret_path(state_dir: Path, memory_key: str) -> Path:
-    """Where `memory_key`'s split seed is kept."""
-    if not SAFE_KEY.match(memory_key) or memory_key.startswith("."):
-        raise SplitError(f"memory key {memory_key!r} cannot name a file: use letters, digits, '.', '_' and '-'")
-    return state_dir / DIR / f"{memory_key}.json"
+def secret_path(work: Path) -> Path:
+    """Where the split seed is kept in a key's working copy (`KeyStore.work`)."""
+    return work / SECRET
 
 
 def _read(path: Path) -> int:
@@ -57,18 +55,19 @@ def _create(path: Path) -> int:
     return seed
 
 
-def key_split(state_dir: Path, memory_key: str, recorded: str | None) -> int:
-    """The split seed of `memory_key`: its kept secret, or a new one for a key that records no split yet.
+def key_split(work: Path, recorded: str | None) -> int:
+    """The split seed of the key whose working copy is `work`: its kept secret, or a new one for a key that records
+    no split yet.
 
     `recorded` is the split id the key's settings hold (None for a new key). A key that records one must find the
     secret that produced it; a secret that does not match is refused.
     """
-    path = secret_path(state_dir, memory_key)
+    path = secret_path(work)
     if not path.exists():
         if recorded:
             raise SplitError(
-                f"this key's held-out split secret is missing ({path}); without it the validation and test documents "
-                "would change. Restore the file from where the key was created, or start a new key."
+                f"this key's held-out split secret ({SECRET} in its store) is missing; without it the validation and "
+                "test documents would change. Restore the file from a copy of the key's store, or start a new key."
             )
         return _create(path)
     seed = _read(path)
