@@ -474,7 +474,7 @@ def _forge():
 def _channel():
     # the covert channel of the model-server era: a lock on a file every sandbox shares, held while alive
     try:
-        fd = _os.open(_os.path.join(_sys.prefix, "pyvenv.cfg"), _os.O_RDONLY)
+        fd = _os.open(_os.__file__, _os.O_RDONLY)  # the standard library: every sandbox reads it
         _fcntl.lockf(fd, _fcntl.LOCK_SH | _fcntl.LOCK_NB)
     except OSError:
         pass
@@ -549,7 +549,7 @@ if _os.fork() == 0:
     _os.setsid()
     if _os.fork() == 0:
         _ctypes.CDLL(None).prctl(15, DAEMON_NAME, 0, 0, 0)
-        fd = _os.open(_os.path.join(_sys.prefix, "pyvenv.cfg"), _os.O_RDONLY)
+        fd = _os.open(_os.__file__, _os.O_RDONLY)  # the standard library: every sandbox reads it
         try:  # publish one bit to any other sandbox: a shared lock on a file every sandbox can read
             _fcntl.lockf(fd, _fcntl.LOCK_SH | _fcntl.LOCK_NB)
         except OSError:

@@ -163,7 +163,7 @@ def test_a_forking_memory_hog_is_stopped_by_the_cgroup_and_is_oom(tiny_bundle: P
 def test_a_closed_pool_leaves_no_process_and_no_cgroup(tiny_bundle: Path) -> None:
     async def scenario() -> tuple[set[int], set[str]]:
         pool = sandbox_pool.WarmPool(2)
-        key = sandbox_pool.LaunchKey("serve", backends.default_backend(), 1)
+        key = sandbox_pool.LaunchKey("train", backends.default_backend(), 1)
         pool.refill(key, 1024, 60.0, count=2)
         await pool.wait_ready()
         members = {pid for warm in pool._ready for pid in warm.cgroup.members()}
