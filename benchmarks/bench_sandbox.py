@@ -48,6 +48,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -129,6 +130,12 @@ def baseline_spec(
     )  # fmt: skip
 
 
+def val_windows(bundle: Path, config: ExperimentConfig) -> Any:
+    """The validation windows a run of `config` is scored on, read and verified as the trusted side reads them."""
+    where = (bundle / "data", bundle / "tokenizer")
+    return heldout.load(*where, prepare.bundle_digests(bundle), "val", config).windows
+
+
 def eval_export(blob: bytes, bundle: Path, config: ExperimentConfig) -> tuple[float, float, float]:
     """(seconds, CPU seconds, val_bpb) of today's scoring of a graph file's bytes (`scorer.evaluate`, as phase 2
     runs it; the CPU is this process's, which nothing else uses meanwhile)."""
@@ -136,7 +143,7 @@ def eval_export(blob: bytes, bundle: Path, config: ExperimentConfig) -> tuple[fl
 
     import numpy as np
 
-    windows = sandbox.held_out_windows(str(bundle / "data"), "val", config)
+    windows = val_windows(bundle, config)
     table = np.load(bundle / "tokenizer" / "token_bytes.npy")
     cpu = time.process_time()
     evaluation = scorer.evaluate(blob, windows, table, config, scorer.caps_for(config, 4096), secrets.SystemRandom())
@@ -163,7 +170,7 @@ async def measure_eval(backend: str, runs: int, bundle: Path) -> list[dict[str, 
     checkpoint = prepare.state_dir() / "bench-legacy" / "checkpoint.pt"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     torch.save(weights, checkpoint)
-    windows = sandbox.held_out_windows(str(bundle / "data"), "val", DEFAULTS)
+    windows = val_windows(bundle, DEFAULTS)
     table = np.load(bundle / "tokenizer" / "token_bytes.npy")
     rows = []
     for _ in range(runs + 1):
@@ -244,7 +251,7 @@ def recipe_exports_exactly(source: str, config: ExperimentConfig, bundle: Path, 
     blob = (workdir / f"{name}.graph").read_bytes()
     program = graph.load_graph(blob)
     program.analyse(config.vocab_size, scorer.caps_for(config, 4096))
-    windows = sandbox.held_out_windows(str(bundle / "data"), "val", config)
+    windows = val_windows(bundle, config)
     rows = torch.from_numpy(np.ascontiguousarray(windows[:16, :-1]))
     with torch.no_grad():
         same_logits = torch.equal(program.run_rows(rows), prepare.model_logits(model, rows))

@@ -503,7 +503,7 @@ class Ledger:
         """Store a transfer check (the pick and the baseline at K x the token budget) as `transfers/<time>.json`."""
         async with self._lock:
             await self.memory.write_json.aio(f"transfers/{now().replace(':', '-')}.json", check, actor=ACTOR)
-            await ledger_store.save(self.memory)
+            await self.store.save()
 
     async def latest_transfer(self) -> dict[str, Any] | None:
         """The newest transfer check, or None."""
