@@ -55,13 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import prepare  # noqa: E402
 from autoresearch.planner import recipes  # noqa: E402
-from autoresearch.sandbox import (  # noqa: E402
-    backends,
-    cgroups,  # noqa: E402
-    graph,
-    graph_export,
-    scorer,
-)
+from autoresearch.sandbox import backends, cgroups, graph, graph_export, heldout, scorer  # noqa: E402
 from autoresearch.sandbox import experiment as sandbox  # noqa: E402
 from autoresearch.sandbox import pool as sandbox_pool  # noqa: E402
 from autoresearch_types import ExperimentConfig  # noqa: E402
