@@ -38,6 +38,7 @@ from flyte.ai.agents import tool  # noqa: E402
 import bundle  # noqa: E402
 from autoresearch.lab import pods, sizing  # noqa: E402
 from autoresearch.lab.goal import Goal  # noqa: E402
+from autoresearch.lab.placement import NoGpu, place  # noqa: E402
 from autoresearch.lab.pruning import PruneRule  # noqa: E402
 from autoresearch.lab.runner import ExperimentRunner, task_call  # noqa: E402
 from autoresearch.sandbox import backends, trust  # noqa: E402
@@ -84,6 +85,7 @@ async def run_experiment(
     allow_unsandboxed: bool = False,
     pool: str = "",
     prune: list[list[float]] | None = None,
+    gpu_memory_mb: int = 0,
 ) -> ExperimentResult:
     """Train the full `train_py` source with `config` in the sandbox, then score it with the trusted harness.
 
@@ -91,7 +93,8 @@ async def run_experiment(
     and a resumed run reuses it. A failure is raised as non-recoverable (never retried) with the code of its
     typed error (`OOMKilled` on OOM); Flyte carries a task's error as a code and a message only, so the failure
     record travels as JSON in the message and `sandbox.result_from_error` reads it back. An explicit `backend`
-    is required: where it cannot run, the task refuses with the reason instead of falling back.
+    is required: where it cannot run, the task refuses with the reason instead of falling back. `gpu_memory_mb` > 0
+    trains on this task's GPU with that much of its memory (a cache input: a GPU result is never a CPU run's).
     """
     backends.require(backend, allow_unsandboxed)
     spec = sandbox.SandboxSpec(
@@ -106,6 +109,7 @@ async def run_experiment(
         keep_checkpoint=True,
         prune=tuple((float(rung), float(limit)) for rung, limit in prune or ()),
         digests=dict(data.digests),
+        gpu_memory_mb=gpu_memory_mb,
     )
     try:
         result = sandbox.raise_for_outcome(await sandbox.run_sandboxed(spec, sandbox_pool.lookup(pool)))
@@ -169,6 +173,7 @@ async def parallelized_autoresearch(
     interruptible: bool = False,
     reuse: int = 0,
     retries: int = 2,
+    gpu: bool = False,
 ) -> AutoresearchOutput:
     """Research `train.py` with an agent: open the key, run what it owes, let the Agent plan batches, close.
 
@@ -177,7 +182,8 @@ async def parallelized_autoresearch(
     baseline by `target_gain` percent. The same `memory_key` resumes earlier research under its own fixed settings; finished runs are
     cache hits, never reruns. 0 / "" for a setting means "the key's own, or the default". On a cluster,
     `llm_secret` (NAME[:ENV]) names the secret the submitter attached, checked here before any experiment;
-    `interruptible`, `reuse` and `retries` configure the experiment pods (`autoresearch/lab/pods.py`).
+    `interruptible`, `reuse` and `retries` configure the experiment pods (`autoresearch/lab/pods.py`). `gpu`
+    trains every experiment on a GPU, sized and packed by `autoresearch/lab/placement.py`.
     """
     quiet_handled_failures()
     given = dict(locals())
@@ -185,11 +191,15 @@ async def parallelized_autoresearch(
         print(f"warning: {warning}", flush=True)
     check_backend(backend, allow_unsandboxed)
     check_cluster(api_base, llm_secret, local=is_local())
-    concurrency = concurrency or auto_concurrency(is_local())
+    settings = requested_settings(base_config, max_steps, time_budget, vocab_size, replicates, dataset, num_shards)
+    try:
+        placement = place(gpu, is_local(), concurrency, settings[0])
+    except NoGpu as exc:
+        raise inputs.InputError(str(exc)) from None
+    concurrency = placement.concurrency or auto_concurrency(is_local())
     if is_local():
         backend = backend or backends.default_backend()
         say_guarantees(backend)
-    settings = requested_settings(base_config, max_steps, time_budget, vocab_size, replicates, dataset, num_shards)
     goal = Goal(target_val_bpb or None, target_gain or None)
     turns = max_turns or auto_turns(n_experiments)
     limits = RunLimits(n_experiments, batch_size, concurrency, turns, goal, max_runs, transfer_check)
@@ -199,7 +209,7 @@ async def parallelized_autoresearch(
     pod = None if is_local() else pods.PodSettings(retries, interruptible, reuse)
     call = task_call(tool_obj, session.ledger, session.data, backend, allow_unsandboxed, PruneRule(mode=prune), pod)
     try:
-        async with ExperimentRunner(call, concurrency, local=is_local()) as runner:
+        async with ExperimentRunner(call, concurrency, local=is_local(), policy=placement.policy) as runner:
             directive, summary, error = await research(session, runner, limits)
             # However the agent stopped (max turns, its budget, an LLM error), what it kept is audited and checked.
             audit = await held_out_audit(session, runner, score_on_test)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from autoresearch.sandbox import gpu
 from autoresearch_types import ExperimentConfig, ExperimentResult
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class Size:
 
     cpu: int
     memory_mb: int
+    gpu_memory_mb: int = 0
+    """Device memory on a GPU (0: a CPU run)."""
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -63,6 +66,8 @@ class SizingPolicy:
     llm_max_factor: float = 4.0
     """An LLM may raise the estimate at most this many times (never past the ceiling): a weak sizer cannot take
     the whole machine. An OOM still climbs the retry ladder to the ceiling."""
+    gpu_device_mb: int = 0
+    """Memory of the GPU each experiment runs on (0: experiments run on the CPU): the GPU ceiling."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,21 +121,29 @@ def clamp_size(size: Size, floor: Size, policy: SizingPolicy) -> Size:
     """Between the estimate (the floor) and the policy's ceiling, and never below the policy floor."""
     low = max(floor.memory_mb, policy.floor_mb)
     memory = min(max(size.memory_mb, low), policy.ceiling_mb)
-    return Size(cpu=max(1, min(size.cpu, policy.cpu)), memory_mb=memory)
+    return replace(size, cpu=max(1, min(size.cpu, policy.cpu)), memory_mb=memory)
 
 
 def initial_size(config: ExperimentConfig, policy: SizingPolicy) -> Size:
-    """The first size to try: the estimate at the key's own threads, kept within the policy's floor and ceiling."""
+    """The first size to try: the estimate at the key's own threads, kept within the policy's floor and ceiling;
+    on a GPU also the device memory the config is estimated to need (`gpu.estimate_gpu_memory_mb`)."""
     floor = estimate(config, max(1, config.threads))
-    return replace(clamp_size(floor, floor, policy), cpu=floor.cpu)
+    size = replace(clamp_size(floor, floor, policy), cpu=floor.cpu)
+    if policy.gpu_device_mb:
+        size = replace(size, gpu_memory_mb=min(gpu.estimate_gpu_memory_mb(gpu.shape_of(config)), policy.gpu_device_mb))
+    return size
 
 
 def next_size(current: Size, policy: SizingPolicy) -> Size | None:
-    """The size to retry with after an OOM: at least 2x memory and one step more; None past the ceiling."""
-    if current.memory_mb >= policy.ceiling_mb:
+    """The size to retry with after an OOM (host memory, or a CUDA out-of-memory): at least 2x memory and one step
+    more, on the host and, for a GPU run, on the device; None once both are at their ceilings."""
+    host_full = current.memory_mb >= policy.ceiling_mb
+    device_full = not current.gpu_memory_mb or current.gpu_memory_mb >= policy.gpu_device_mb
+    if host_full and device_full:
         return None
     bumped = max(2 * current.memory_mb, current.memory_mb + policy.min_step_mb)
-    return replace(current, memory_mb=min(bumped, policy.ceiling_mb))
+    device = min(2 * current.gpu_memory_mb, policy.gpu_device_mb) if current.gpu_memory_mb else 0
+    return replace(current, memory_mb=min(bumped, policy.ceiling_mb), gpu_memory_mb=device)
 
 
 # ---------------------------------------------------------------- LLM sizing
@@ -192,7 +205,11 @@ def parse_llm_size(text: str, floor: Size, policy: SizingPolicy) -> tuple[Size, 
     if isinstance(cpu, bool) or not isinstance(cpu, (int, float)) or cpu <= 0:
         return floor, f"unusable cpu value {cpu!r}"
     size = clamp_size(Size(cpu=int(cpu), memory_mb=int(math.ceil(memory))), floor, llm_band(floor, policy))
-    return replace(size, cpu=floor.cpu), ""  # threads are the key's: an LLM sizes memory only
+    device = parse_memory_mb(data.get("gpu_memory")) if floor.gpu_memory_mb else None
+    device_mb = (
+        floor.gpu_memory_mb if device is None else int(min(max(device, floor.gpu_memory_mb), policy.gpu_device_mb))
+    )
+    return replace(size, cpu=floor.cpu, gpu_memory_mb=device_mb), ""  # threads are the key's: memory only
 
 
 def sizing_prompt(tool_name: str, doc: str, kwargs: dict[str, Any], floor: Size, policy: SizingPolicy) -> str:
@@ -202,7 +219,13 @@ def sizing_prompt(tool_name: str, doc: str, kwargs: dict[str, Any], floor: Size,
         f"Tool: {tool_name}\nDocstring: {doc}\nCall arguments: {json.dumps(call, default=str)[:2000]}\n"
         f"Deterministic estimate (the minimum): cpu={floor.cpu}, memory={floor.memory_mb}Mi virtual memory.\n"
         f"Ceiling: cpu={policy.cpu}, memory={llm_band(floor, policy).ceiling_mb}Mi.\n"
-        'Reply with one JSON object only, like {"cpu": 2, "memory": "3Gi"}. You may raise the estimate, '
+        + (
+            f"GPU: the run trains on a GPU of {policy.gpu_device_mb}Mi; estimated device memory {floor.gpu_memory_mb}Mi "
+            '(the minimum). Add "gpu_memory" to raise it.\n'
+            if floor.gpu_memory_mb
+            else ""
+        )
+        + 'Reply with one JSON object only, like {"cpu": 2, "memory": "3Gi"}. You may raise the estimate, '
         "never lower it."
     )
 
@@ -271,7 +294,8 @@ async def _attempt(
     """Run the experiment task once at `size`, configured by `override`; return its result or the exception."""
     task = tool_fn.target.override(**override)
     try:
-        result = await task.aio(**{**kwargs, "cpus": size.cpu, "memory_mb": size.memory_mb})
+        gpu_kwargs = {"gpu_memory_mb": size.gpu_memory_mb} if size.gpu_memory_mb else {}
+        result = await task.aio(**{**kwargs, "cpus": size.cpu, "memory_mb": size.memory_mb, **gpu_kwargs})
     except Exception as exc:
         return exc
     return result if isinstance(result, ExperimentResult) else ExperimentResult.from_dict(dict(result))

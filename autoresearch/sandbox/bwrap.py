@@ -136,14 +136,22 @@ def bwrap_argv(
     env: dict[str, str],
     command: list[str],
     library_dirs: tuple[str, ...] | list[str] = (),
+    devices: tuple[str, ...] | list[str] = (),
 ) -> list[str]:
     """The full `bwrap` command line that runs `command` (an absolute interpreter path first) in `workdir`.
+
+    `devices` are host device nodes bound into the minimal `/dev` (a GPU run's NVIDIA nodes: `gpu.device_nodes`);
+    none by default, so a CPU run sees no device of the host.
 
     The interpreter `command[0]` also runs the reaper, without `site`, the user's site or the current directory on
     its path (fast, and nothing of the work dir is imported before it); it finds its standard library through
     the `PYTHONHOME` in `env`.
     """
     argv = [binary, *NAMESPACE_FLAGS, *system_mounts(library_dirs), *package_masks(), *PRIVATE_MOUNTS]
+    for node in devices:
+        if Path(node).parent != Path("/dev"):
+            raise ValueError(f"{node} is not a node directly under /dev")
+        argv += ["--dev-bind", node, node]
     for path in read_only:  # after the private mounts, so a checkout or state dir under /tmp stays visible
         if any(Path(path) in (Path(private), *Path(private).parents) for private in PRIVATE_MOUNTS[1::2]):
             raise ValueError(f"{path} would cover the sandbox's private {', '.join(PRIVATE_MOUNTS[1::2])}")

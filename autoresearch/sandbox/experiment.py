@@ -158,6 +158,9 @@ class SandboxSpec:
     """(fraction of the token budget, training-loss threshold) rungs: training stops, `pruned`, if its reported
     loss is above a threshold once it passes that rung (see `curve.py`; the lab sets the limits). Empty: never pruned."""
     digests: dict[str, str] = field(default_factory=dict)
+    gpu_memory_mb: int = 0
+    """Device memory granted on a GPU (0: a CPU run, which sees no device). The run gets the NVIDIA nodes and its
+    allocator is capped at this share of the device by the harness (`gpu.py` says what that does not stop)."""
     """sha256 of the bundle's held-out files (`prepare.HELD_OUT_FILES`), recorded when it was built (`Bundle.digests`):
     what is scored is loaded and checked against them before anything untrusted runs."""
 
@@ -207,7 +210,8 @@ def phase_job(phase: str, spec: SandboxSpec, config: ExperimentConfig, remaining
         "phase": phase,
         "config": config.to_dict(),
         "threads": spec.cpu,
-        "memory_mb": address_space_mb(spec.memory_mb),
+        "memory_mb": address_space_mb(spec.memory_mb, spec.gpu_memory_mb > 0),
+        "gpu_memory_mb": spec.gpu_memory_mb,
         "cpu_seconds": math.ceil(max(1, spec.cpu) * (remaining + NATIVE_GRACE_S)),
         "wait_s": max(1.0, remaining),
     }
@@ -251,7 +255,7 @@ def keep_or_remove(spec: SandboxSpec, dirs: dict[str, Path]) -> None:
 
 def launch_keys(spec: SandboxSpec, roles: tuple[str, ...] = ("train",)) -> list[LaunchKey]:
     """The sandboxed processes an experiment needs: one trainer (scoring runs no sandboxed process)."""
-    return [LaunchKey(role, spec.backend, spec.cpu) for role in roles]
+    return [LaunchKey(role, spec.backend, spec.cpu, gpu=spec.gpu_memory_mb > 0) for role in roles]
 
 
 async def acquire(key: LaunchKey, memory_mb: int, remaining: float, pool: WarmPool | None) -> Launched:

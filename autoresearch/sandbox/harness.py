@@ -83,6 +83,20 @@ def import_edited():
     return importlib.import_module("train")
 
 
+def cap_gpu_memory(job: dict[str, Any]) -> None:
+    """A GPU run's share of the device, set before the edited code is imported: past it PyTorch's allocator raises
+    `torch.cuda.OutOfMemoryError`. A CPU run is told of no device at all (its environment hides them)."""
+    need_mb = int(job.get("gpu_memory_mb") or 0)
+    if need_mb <= 0:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("a GPU run found no CUDA device in its sandbox")
+    total_mb = torch.cuda.get_device_properties(0).total_memory / MIB
+    torch.cuda.set_per_process_memory_fraction(min(1.0, need_mb / total_mb), 0)
+
+
 def device_name() -> str:
     import torch
 
@@ -94,6 +108,7 @@ def phase_train(job: dict[str, Any]) -> None:
     import torch
 
     set_threads(job)
+    cap_gpu_memory(job)
     config = load_config(job)
     module = import_edited()
     start = time.perf_counter()

@@ -39,7 +39,7 @@ from typing import Any
 
 import prepare
 from autoresearch.sandbox import bwrap as sandbox_bwrap
-from autoresearch.sandbox import cgroups, workdirs
+from autoresearch.sandbox import cgroups, gpu, workdirs
 from autoresearch.sandbox.interpreter import SandboxPython, sandbox_python
 from autoresearch.sandbox.processes import MARKER_ENV, CpuMeter, marked_pids, read_untrusted_tail, reap
 from autoresearch.sandbox.trust import STAGED
@@ -66,6 +66,8 @@ class LaunchKey:
     backend: str
     cpu: int
     read_only: tuple[str, ...] = ()
+    gpu: bool = False
+    """A GPU run: the NVIDIA device nodes and the driver's libraries are bound in (`gpu.py`); else no device."""
 
 
 @dataclass
@@ -214,10 +216,13 @@ def userns_problem() -> str | None:
     )
 
 
-def sandbox_env(cpu: int, workdir: Path, token: str, python: SandboxPython) -> dict[str, str]:
-    """The run's whole environment, from an allowlist: no secret of the parent ever gets in."""
+def sandbox_env(cpu: int, workdir: Path, token: str, python: SandboxPython, gpu: bool = False) -> dict[str, str]:
+    """The run's whole environment, from an allowlist: no secret of the parent ever gets in. A CPU run is told there
+    is no CUDA device; a GPU run keeps the devices this task was given (`CUDA_VISIBLE_DEVICES`, when set)."""
     threads = str(max(1, cpu))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if gpu else ""
     return {
+        **({} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}),
         "PATH": f"{Path(python.executable).parent}:/usr/local/bin:/usr/bin:/bin",
         **python.env(),
         "HOME": str(workdir),
@@ -266,18 +271,20 @@ def _session_class() -> type:
     return PlainSession
 
 
-def address_space_mb(memory_mb: int) -> int:
-    """The per-process `RLIMIT_AS` belt a harness applies (0: none). It stays wherever it breaks nothing; where a
-    memory cgroup already limits the whole tree and CUDA is present, it goes, because CUDA reserves far more
-    address space than it uses and would fail under it."""
+def address_space_mb(memory_mb: int, gpu: bool = False) -> int:
+    """The per-process `RLIMIT_AS` belt a harness applies (0: none). It stays wherever it breaks nothing. A GPU run
+    has none, because CUDA reserves far more address space than it uses and fails under it: its host memory is the
+    cgroup's to bound (where the host has none, `backends.missing_guarantees` says so). Where a memory cgroup limits
+    the whole tree and CUDA is present, a CPU run drops it too (a CUDA-capable torch may still map the driver)."""
     cuda = os.path.exists("/dev/nvidiactl")
-    return 0 if cuda and cgroups.host().limits_memory else memory_mb
+    return 0 if gpu or (cuda and cgroups.host().limits_memory) else memory_mb
 
 
 def harness_command(python: str, key: LaunchKey, memory_mb: int, lifetime_s: float, idle_s: float) -> list[str]:
     """`python harness.py serve <role> <idle_s> <memory_mb> <cpu_s>`: the harness applies the limits itself first."""
     cpu_s = math.ceil(max(1, key.cpu) * lifetime_s)
-    return [python, "harness.py", "serve", key.phase, f"{idle_s:.0f}", str(address_space_mb(memory_mb)), str(cpu_s)]
+    limit = address_space_mb(memory_mb, key.gpu)
+    return [python, "harness.py", "serve", key.phase, f"{idle_s:.0f}", str(limit), str(cpu_s)]
 
 
 async def _open_session(key: LaunchKey, memory_mb: int, lifetime_s: float, workdir: Path, command: list[str], env):
@@ -313,7 +320,9 @@ def _spawn_bwrap(key: LaunchKey, workdir: Path, command: list[str], env: dict[st
         raise RuntimeError("backend 'bubblewrap' needs the bwrap binary (apt-get install bubblewrap)")
     python = python_for_sandbox()
     read_only = list(python.read_only) + list(key.read_only)
-    argv = sandbox_bwrap.bwrap_argv(binary, workdir, read_only, env, command, python.system)
+    devices = gpu.device_nodes() if key.gpu else []
+    read_only += gpu.driver_library_dirs() if key.gpu else []
+    argv = sandbox_bwrap.bwrap_argv(binary, workdir, read_only, env, command, python.system, devices)
     proc = sandbox_bwrap.spawn(cgroup.attach_argv(argv), workdir / "stderr.log")
     return proc, proc
 
@@ -327,7 +336,7 @@ async def launch(key: LaunchKey, memory_mb: int, lifetime_s: float, idle_s: floa
     workdir, token = new_workdir(key.phase), uuid.uuid4().hex
     python = python_for_sandbox()
     command = harness_command(python.executable, key, memory_mb, lifetime_s, idle_s)
-    env = sandbox_env(key.cpu, workdir, token, python)
+    env = sandbox_env(key.cpu, workdir, token, python, key.gpu)
     cgroup = cgroups.create(cgroups.host(), memory_mb * MIB)
     try:
         if key.backend == "bubblewrap":

@@ -26,6 +26,7 @@ import prepare
 import ui
 from autoresearch import llm
 from autoresearch.agent.prompts import PROMPT_FORMS
+from autoresearch.lab import placement
 from autoresearch.lab.pruning import MODES as PRUNE_MODES
 from autoresearch.ledger import ledger as ledger_mod
 from autoresearch.ledger.verdicts import GateRule
@@ -203,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--retries", type=int, default=2, help="with --config: retries of a lost experiment pod (default 2)")
     p.add_argument(
+        "--gpu",
+        action="store_true",
+        help="train every experiment on a GPU, its device memory sized and several packed on one GPU (locally: "
+        "needs an NVIDIA GPU; with --config: needs AUTORESEARCH_IMAGE=gpu)",
+    )
+    p.add_argument(
         "--interruptible", action="store_true", help="with --config: experiments may run on spot/preemptible nodes"
     )
     p.add_argument(
@@ -227,7 +234,7 @@ def task_inputs(args: argparse.Namespace, key: str, base_config: dict[str, Any])
         max_runs=args.max_runs, transfer_check=args.transfer_check,
         prompt=args.prompt,
         llm_secret=args.llm_secret if args.config else "", interruptible=args.interruptible, reuse=args.reuse,
-        retries=args.retries,
+        retries=args.retries, gpu=args.gpu,
     )  # fmt: skip
 
 
@@ -251,12 +258,22 @@ def check_args(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         check_cluster_flags(args)
     else:
         check_backend(args.backend, args.allow_unsandboxed)
+        if args.gpu:
+            check_local_gpu()
     prepare.validate_request(
         args.dataset or prepare.DEFAULT_DATASET,
         args.num_shards or prepare.DEFAULT_NUM_SHARDS,
         args.vocab_size or ExperimentConfig().vocab_size,
     )
     return values, warnings
+
+
+def check_local_gpu() -> None:
+    """`--gpu` without `--config` needs an NVIDIA GPU here; refused before any work otherwise."""
+    try:
+        placement.device_mb(local=True)
+    except placement.NoGpu as exc:
+        raise inputs.InputError(str(exc)) from None
 
 
 def check_cluster_flags(args: argparse.Namespace) -> None:
@@ -270,6 +287,8 @@ def check_cluster_flags(args: argparse.Namespace) -> None:
         bundle.parse_secret(args.llm_secret)
     if args.max_action_concurrency is not None:
         inputs.number("--max-action-concurrency", args.max_action_concurrency, 1, 10_000)
+    if args.gpu and bundle.VARIANT != "gpu":
+        raise inputs.InputError("--gpu on a cluster needs the GPU image and pods: set AUTORESEARCH_IMAGE=gpu")
 
 
 def save_best(out: AutoresearchOutput, export: str | None, remote: bool) -> list[Path]:
