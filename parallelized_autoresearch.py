@@ -174,6 +174,7 @@ async def parallelized_autoresearch(
     reuse: int = 0,
     retries: int = 2,
     gpu: bool = False,
+    program: str = "",
 ) -> AutoresearchOutput:
     """Research `train.py` with an agent: open the key, run what it owes, let the Agent plan batches, close.
 
@@ -183,7 +184,8 @@ async def parallelized_autoresearch(
     cache hits, never reruns. 0 / "" for a setting means "the key's own, or the default". On a cluster,
     `llm_secret` (NAME[:ENV]) names the secret the submitter attached, checked here before any experiment;
     `interruptible`, `reuse` and `retries` configure the experiment pods (`autoresearch/lab/pods.py`). `gpu`
-    trains every experiment on a GPU, sized and packed by `autoresearch/lab/placement.py`.
+    trains every experiment on a GPU, sized and packed by `autoresearch/lab/placement.py`. `program` is the
+    research program's text that steers the agent ("" for the shipped `program.md`), recorded with the session.
     """
     quiet_handled_failures()
     given = dict(locals())
@@ -203,7 +205,7 @@ async def parallelized_autoresearch(
     goal = Goal(target_val_bpb or None, target_gain or None)
     turns = max_turns or auto_turns(n_experiments)
     limits = RunLimits(n_experiments, batch_size, concurrency, turns, goal, max_runs, transfer_check)
-    choice = PlannerChoice(model, api_base, max_llm_cost, planner_seed, scheduling, llm_timeout, prompt)
+    choice = PlannerChoice(model, api_base, max_llm_cost, planner_seed, scheduling, llm_timeout, prompt, program)
     session = await open_session(memory_key or new_memory_key(), choice, settings, limits)
     tool_obj = dataclasses.replace(run_experiment, call_llm=session.call_llm, model=session.model_name)
     pod = None if is_local() else pods.PodSettings(retries, interruptible, reuse)

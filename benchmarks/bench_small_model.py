@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tools as tools_mod  # noqa: E402
 from autoresearch import llm  # noqa: E402
-from autoresearch.agent import prompts  # noqa: E402
+from autoresearch.agent import program, prompts  # noqa: E402
 from autoresearch.agent.code_agent import ResearchAgent  # noqa: E402
 from autoresearch.ledger.verdicts import GateRule  # noqa: E402
 from autoresearch_types import DatasetProfile, ExperimentConfig, WorkshopBounds  # noqa: E402
@@ -38,7 +38,7 @@ from benchmarks.common import BENCH_STATE, parse_args, report  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 32, "batch_size": 4, "eval_tokens": 2048}
 """The session's base config: real training, a few seconds a run on this machine."""
-PROFILE = DatasetProfile("shakespeare", 1, 2048, 1_090_000, 37_000, 61_000, 3_100, 300, 500, 3.9)
+PROFILE = DatasetProfile("shakespeare", 1, 2048, 1_090_000, 37_000, 3_100, 300, 3.9)
 """A profile of the default bundle's shape, for the first prompt's directive."""
 TARGET_COMPACT = 2000
 
@@ -53,11 +53,13 @@ def first_prompts(n_experiments: int = 10, max_turns: int = 12) -> dict[str, tup
     baseline = {"val_bpb": 2.7312, "se": 0.0181, "n_seeds": rule.replicates}
     noise = {"sigma": 0.0314, "df": rule.replicates - 1, "gate": rule.describe(), "baseline": baseline}
     research = tools_mod.ResearchTools(loop=None, profile=PROFILE.to_dict())  # type: ignore[arg-type]
-    full_system = ResearchAgent(instructions=prompts.INSTRUCTIONS, tools=research.as_tools()).system_prompt
+    steer = program.default_text()
+    full = prompts.agent_prompt("full", steer, base, bounds)
+    full_system = ResearchAgent(tools=research.as_tools(), **full).system_prompt
     return {
         "full": (full_system, prompts.directive(PROFILE, base, bounds, limits, "", None, noise)),
         "compact": (
-            prompts.compact_system_prompt(base, bounds),
+            prompts.agent_prompt("compact", steer, base, bounds)["prompt"],
             prompts.compact_directive(base, bounds, limits, "", None, noise),
         ),
     }

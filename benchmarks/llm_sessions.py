@@ -22,7 +22,7 @@ from flyte.ai.agents import LLMMessage
 import tools
 import ui
 from autoresearch import llm
-from autoresearch.agent import prompts
+from autoresearch.agent import program, prompts
 from autoresearch.lab.budget import Budget  # noqa: E402
 from autoresearch.lab.loop import ResearchLoop  # noqa: E402
 from autoresearch.lab.runner import ExperimentRunner, Job
@@ -235,7 +235,7 @@ async def run_session(
     loop = ResearchLoop(ledger, ExperimentRunner(fake_execute, 2, warm_pool=False), budget)
     research = tools.ResearchTools(loop, PROFILE.to_dict())
     session = driver.Session(key, model, ledger, None, PROFILE, call_llm, Activity(echo=False), budget, research)
-    session.prompt_form = prompt_form
+    session.prompt_form, session.program = prompt_form, program.default_text()
     await research.loop.run_jobs(await research.loop.pending_jobs())
     directive = await driver.build_directive(session, max_turns)
     summary, error = await driver.run_agent(session, directive, max_turns)

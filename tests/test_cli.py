@@ -69,7 +69,9 @@ def test_bad_input_exits_2_with_one_clear_line_before_any_work(
 def test_more_runs_than_cores_is_allowed_with_a_warning() -> None:
     given = {"n_experiments": 4, "batch_size": 2, "concurrency": 3, "max_turns": 3}
     warnings = inputs.run_inputs(given, cores=2)
-    assert warnings and "each run still trains on the key's fixed threads" in warnings[0] and "2 CPU cores" in warnings[0]
+    assert (
+        warnings and "each run still trains on the key's fixed threads" in warnings[0] and "2 CPU cores" in warnings[0]
+    )
     assert inputs.run_inputs(given, cores=3) == [], "no warning when every run has a core"
 
 

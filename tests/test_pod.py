@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import filecmp
+import hashlib
 import json
 import shutil
 import subprocess
@@ -115,6 +116,7 @@ outside = sorted(
 )
 from autoresearch.sandbox import trust
 from autoresearch.session import driver, inputs
+from autoresearch.agent import program
 inputs.run_inputs({"n_experiments": 4, "batch_size": 2, "concurrency": 0, "max_turns": 0}, local=False)
 settings = driver.requested_settings({"n_layer": 1}, 0, 0.0, 0, 0, "", 0)
 tasks = [parallelized_autoresearch.run_experiment.target, parallelized_autoresearch.score_on_test,
@@ -122,7 +124,8 @@ tasks = [parallelized_autoresearch.run_experiment.target, parallelized_autoresea
          commands.store_command]
 print(json.dumps({"modules": len(names), "outside": outside, "salt": trust.code_salt(),
                   "tasks": [t.name for t in tasks], "base": settings[0].n_layer,
-                  "concurrency": driver.auto_concurrency(False)}))
+                  "concurrency": driver.auto_concurrency(False), "program": str(program.DEFAULT),
+                  "program_sha256": program.digest(program.default_text())}))
 """
 
 
@@ -152,6 +155,12 @@ def test_the_bundle_ships_what_every_task_reads_or_imports(emu: dict, copy_style
     assert out["modules"] >= 50 and len(out["tasks"]) == 6 and out["base"] == 1
     assert out["salt"] == trust.code_salt(), "the pod computes the same experiment cache salt as the submitter"
     assert out["concurrency"] == 8
+    shipped_program = (folder / "program.md").read_text()
+    assert "program.md" in shipment.files and shipped_program == (trust.REPO / "program.md").read_text()
+    assert out["program"] == str(folder.resolve() / "program.md"), (
+        "the pod's driver falls back on the shipped default program"
+    )
+    assert out["program_sha256"] == hashlib.sha256(shipped_program.encode()).hexdigest()
 
 
 # ---------------------------------------------------------------- run_experiment in a pod

@@ -9,30 +9,32 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from autoresearch.agent.program import skill
 from autoresearch_types import RUN_OWNED, DatasetProfile, ExperimentConfig, WorkshopBounds
 
 INSTRUCTIONS = """You are an ML research agent. You improve `train.py`, the training script of a small GPT
 language model, by running experiments in parallel batches. The metric is val_bpb (validation bits per
-byte, from a trusted evaluation you cannot change): lower is better.
+byte, from a trusted evaluation you cannot change): lower is better. The research program at the end of
+this prompt says what to aim for and how to edit; the protocol and rules here hold whatever it says.
 
-How to work, batch by batch:
-1. Look before you plan: inspect_dataset(), get_leaderboard(), get_code_edit_history().
-2. Plan a batch of DISTINCT edits with edit_train_code_batch(edits). The first batch may change only
-   config overrides; after that, change the training code (send `patches` or the full `train_py`),
-   forking the best experiment with parent_title. Give every edit a hypothesis and an expected effect.
+The protocol, batch by batch:
+1. inspect_dataset(), get_leaderboard(), get_code_edit_history() show the data, the results and the edits.
+2. edit_train_code_batch(edits) saves a batch of DISTINCT edits. The first batch may change only config
+   overrides; after that, change the training code (send `patches` or the full `train_py`), forking an
+   experiment with parent_title. Give every edit a hypothesis and an expected effect.
 3. record_batch_plan(titles, rationale), then run them. Either run_experiment_batch(titles), which runs
    them in parallel and waits for all of them; or, to keep every slot busy, submit_experiments(titles),
    which returns at once, then wait_for_results(1) and submit the next experiment into each slot that
    frees (its "slots" say how many are free).
-4. evaluate_batch_results(batch_id): only a "confirmed" verdict beat seed noise; fork the confirmed best,
-   drop what did not. A result "within_noise" is not a gain, however low its val_bpb.
+4. evaluate_batch_results(batch_id): only a "confirmed" verdict beat seed noise.
 Stop when the experiment budget is spent (tools say so) and reply in plain text, with no code block:
 name the confirmed best experiment, its mean val_bpb over seeds, the gain over the baseline, and what
 helped; if nothing was confirmed, say that no edit beat seed noise.
 
 Rules: tools return {"error": ...} for bad input and say what to do instead; read it and adapt, do not
 repeat the same call. Never repeat an experiment that already ran (duplicates are refused)."""
-"""The Agent's system instructions; the tool catalogue and code-mode rules are appended by the SDK."""
+"""The Agent's system instructions (the protocol); the SDK appends the tool catalogue and code-mode rules, then the
+research program (`program.md`) as a skill."""
 
 
 def _budget_lines(budget: dict[str, Any]) -> list[str]:
@@ -212,8 +214,10 @@ r = run_experiment_batch([s["title"] for s in saved["saved"]])
 {{"verdicts": r["verdicts"], "left": r["budget"]["remaining"]}}"""
 
 
-def compact_system_prompt(base: ExperimentConfig, bounds: WorkshopBounds) -> str:
-    """The whole system prompt for a small model: the task, how a turn works, the core tools, one worked turn."""
+def compact_system_prompt(base: ExperimentConfig, bounds: WorkshopBounds, program: str = "") -> str:
+    """The whole system prompt for a small model: the task, how a turn works, the core tools, one worked turn, and
+    the research program (`program.md`) last."""
+    steer = f"\n\n{skill(program)}" if program.strip() else ""
     tools = "\n".join(f"- {name}{sig}: {doc}" for name, (sig, doc) in COMPACT_TOOLS.items())
     return f"""You improve train.py, the training script of a small GPT, by running experiments. The metric is
 val_bpb (validation bits per byte, computed by trusted code): lower is better.
@@ -233,7 +237,7 @@ A full turn, for example:
 ```python
 {example_plan(base, bounds)}
 ```
-The next turn reads the printed line and the dict, then plans the next batch from the verdicts."""
+The next turn reads the printed line and the dict, then plans the next batch from the verdicts.{steer}"""
 
 
 def compact_directive(
@@ -270,3 +274,11 @@ def compact_directive(
     else:
         parts.append("No prior research: start with a batch of config overrides.")
     return "\n".join(parts)
+
+
+def agent_prompt(form: str, program: str, base: ExperimentConfig, bounds: WorkshopBounds) -> dict[str, Any]:
+    """The Agent's prompt arguments for a form: the protocol's instructions with the program as the SDK's skill
+    (appended after the tool catalogue), or, compact, the whole short prompt with the program in it."""
+    if form == "compact":
+        return {"instructions": INSTRUCTIONS, "skills": (), "prompt": compact_system_prompt(base, bounds, program)}
+    return {"instructions": INSTRUCTIONS, "skills": (skill(program),) if program.strip() else (), "prompt": ""}

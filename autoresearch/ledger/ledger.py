@@ -387,11 +387,12 @@ class Ledger:
             await self.memory.write_json.aio(f"audits/{now().replace(':', '-')}.json", audit, actor=ACTOR)
             await self.store.save()
 
-    async def record_session(self, totals: dict[str, Any]) -> dict[str, Any]:
-        """Store one session's totals (runs, compute, LLM usage and cost) as `sessions/<time>.json`, then save.
-
-        The run's output carries them too, but only the store outlives the run: `summary` adds them up per key."""
+    async def record_session(self, totals: dict[str, Any], program: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Store one session's totals (runs, compute, LLM usage and cost) and its research `program` (hash and text,
+        `agent/program.py`) as `sessions/<time>.json`, then save. Only the store outlives the run: `summary` adds the
+        totals up per key and shows each session's program hash, so a result traces to the instructions behind it."""
         record = {"at": now(), "totals": json.loads(json.dumps(totals, default=str))}
+        record.update({"program": program} if program else {})
         async with self._lock:
             await self.memory.write_json.aio(f"sessions/{record['at'].replace(':', '-')}.json", record, actor=ACTOR)
             await self.store.save()

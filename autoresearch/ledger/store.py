@@ -139,11 +139,20 @@ def _shape(rel: str) -> Callable[[Any], bool] | None:
         return lambda d: _is_dict_with(d, result=dict)
     if parts[0] in ("batches", "transcripts", "audits") and rel.endswith(".json"):
         return lambda d: isinstance(d, (dict, list))
+    if parts[0] == "sessions" and len(parts) == 2 and rel.endswith(".json"):
+        return _is_session
     if rel == "settings.json":
         return lambda d: d is None or _is_dict_with(d, base_config=dict)
     if rel == "messages.json":
         return lambda d: isinstance(d, list)
     return None
+
+
+def _is_session(d: Any) -> bool:
+    """A session record: its time and totals, and, when present, a program with its sha256 and text."""
+    program = d.get("program") if isinstance(d, dict) else None
+    good_program = program is None or _is_dict_with(program, sha256=str, text=str)
+    return _is_dict_with(d, at=str, totals=dict) and good_program
 
 
 def record_problem(rel: str, raw: bytes) -> str | None:

@@ -200,6 +200,24 @@ def last_activity(records: list[ExperimentRecord], stamps: list[str]) -> str | N
     return max(times) if times else None
 
 
+def session_rows(sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each stored session, oldest first: when it closed, its status, and the research program it ran under (its
+    sha256, where it came from, and whether the planner read it), so a result traces to its instructions."""
+    rows = []
+    for s in sessions:
+        program = s.get("program") if isinstance(s.get("program"), dict) else {}
+        rows.append(
+            {
+                "at": s.get("at"),
+                "status": (s.get("totals") or {}).get("status"),
+                "program_sha256": program.get("sha256"),
+                "program_source": program.get("source"),
+                "program_used": program.get("used"),
+            }
+        )
+    return rows
+
+
 def activity_stamps(sessions: list[dict[str, Any]], human: dict[str, dict[str, Any]]) -> list[str]:
     """The record times besides specs and runs: each session's close and each human verdict."""
     return [str(r.get("at") or "") for r in [*sessions, *human.values()]]
@@ -238,6 +256,7 @@ def build_summary(
             "audit": audit or None,
             "totals": with_cost(totals(records, sessions), sum(r.label == "confirmed" for r in rows)),
             "last_activity": last_activity(records, activity_stamps(sessions, human)),
+            "sessions": session_rows(sessions),
         }
     )
 

@@ -34,11 +34,16 @@ def trusted_files() -> list[Path]:
     return sorted(SANDBOX.glob("*.py")) + [REPO / name for name in CONTRACTS]
 
 
+SHIPPED_TEXT = ("program.md",)
+"""The text files a task reads besides modules: the default research program, which the driver falls back on."""
+
+
 def shipped_files() -> list[Path]:
-    """Every file a task pod reads or imports: the trusted set, the rest of the package and the top-level modules
-    (the faces, `train.py` among them), in a fixed order. A rule, not a list: a new module ships by being one."""
+    """Every file a task pod reads or imports: the trusted set, the rest of the package, the top-level modules (the
+    faces, `train.py` among them) and `SHIPPED_TEXT`, in a fixed order. A rule, not a list: a new module ships by
+    being one."""
     package = set((REPO / "autoresearch").rglob("*.py")) | set(REPO.glob("*.py"))
-    return trusted_files() + sorted(package - set(trusted_files()))
+    return trusted_files() + sorted(package - set(trusted_files())) + [REPO / name for name in SHIPPED_TEXT]
 
 
 def salt(paths: Iterable[Path]) -> str:

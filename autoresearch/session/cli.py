@@ -5,9 +5,10 @@ With no subcommand it runs research. The subcommands read the state dir's store 
 `verdict` (store a person's accept/reject of an experiment) and `export` (the lineage as git commits).
 
 Exit codes: 0 done; 1 the research failed or found nothing to report, including a session that could run experiments
-and ran none (a subcommand: the store could not be read); 2 bad input, also when the driver task refuses it (a flag
-that contradicts the key's settings; a subcommand: also an unknown key or title, a decision other than accept/reject,
-a TSV path that cannot be written, or a git target that cannot take the export); 130 interrupted.
+and ran none (a subcommand: the store could not be read); 2 bad input (a --program file that is missing, unreadable or
+empty, too), also when the driver task refuses it (a flag that contradicts the key's settings; a subcommand: also an
+unknown key or title, a decision other than accept/reject, a TSV path that cannot be written, or a git target that
+cannot take the export); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import bundle
 import prepare
 import ui
 from autoresearch import llm
+from autoresearch.agent import program as program_mod
 from autoresearch.agent.prompts import PROMPT_FORMS
 from autoresearch.lab import placement
 from autoresearch.lab.pruning import MODES as PRUNE_MODES
@@ -49,6 +51,7 @@ def effective_defaults() -> dict[str, Any]:
         "--time-budget": base.time_budget_s,
         "--max-steps": base.max_steps,
         "--replicates": GateRule().replicates,
+        "--program": program_mod.DEFAULT.name,
     }
 
 
@@ -108,8 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--prompt",
         default="auto",
         choices=PROMPT_FORMS,
-        help="the agent's prompt: compact (about 900 tokens, the core tools) or full; auto picks compact for a local "
+        help="the agent's prompt: compact (about 1,100 tokens, the core tools) or full; auto picks compact for a local "
         "--api-base or a small context window (default auto)",
+    )
+    p.add_argument(
+        "--program",
+        default=None,
+        metavar="PATH",
+        help="the research program the agent reads: goal, strategy, style of edits (default program.md at the "
+        "repository root); the built-in planner ignores it",
     )
     p.add_argument(
         "--llm-timeout",
@@ -253,6 +263,7 @@ def check_args(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         except json.JSONDecodeError as exc:
             raise inputs.InputError(f"--base-config is not valid JSON ({exc}); example: '{{\"n_layer\": 2}}'") from exc
     values = task_inputs(args, args.memory_key or new_memory_key(), overrides)
+    values["program"] = program_mod.read(args.program) if args.program else program_mod.default_text()
     warnings = inputs.run_inputs(values, inputs.cli_flag, local=not args.config)
     if args.config:
         check_cluster_flags(args)

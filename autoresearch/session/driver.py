@@ -23,6 +23,7 @@ import tools as tools_mod
 import ui
 from autoresearch import llm
 from autoresearch.agent import loop_guard, plans, prompts
+from autoresearch.agent import program as program_mod
 from autoresearch.agent.code_agent import ResearchAgent
 from autoresearch.lab.budget import Budget, auto_max_runs
 from autoresearch.lab.goal import Goal
@@ -192,6 +193,8 @@ class Session:
     guard: loop_guard.LoopGuard | None = None
     prompt_form: str = "full"
     """The agent's prompt: `full`, or `compact` for a small or local model (`prompts.choose_form`)."""
+    program: str = ""
+    """The research program the agent reads (`program.md`), recorded with the session."""
     could_run: bool = False
     """True when the budget allowed an experiment as the agent started: ending with none is then a failure."""
     files: results.ResultsDir | None = None
@@ -246,6 +249,8 @@ class PlannerChoice:
     """Seconds per LLM call; 0 picks by where the model is served (`llm.call_timeout`)."""
     prompt: str = "auto"
     """The prompt form asked for: `auto`, `full` or `compact` (`prompts.choose_form`)."""
+    program: str = ""
+    """The research program's text (`program.md`); "" for the default file."""
 
 
 async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, limits: RunLimits) -> Session:
@@ -255,7 +260,8 @@ async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, 
     report = f"{files.root / results.REPORT} (live; Flyte's own: {report_location()})" if files else report_location()
     print(f"memory key: {memory_key}\nplanner: {model_name} ({reason})\nreport: {report}", flush=True)
     call_llm = make_call_llm(model_name, choice)
-    form = "full"
+    form, steer = "full", choice.program or program_mod.default_text()
+    print(program_mod.line(steer, model_name == llm.BUILTIN), flush=True)
     if isinstance(call_llm, llm.LLMClient):
         await call_llm.check(model_name)
         for line in ui.llm_lines(call_llm.timeout_s, call_llm.usage.cost_known, choice.max_llm_cost):
@@ -273,7 +279,7 @@ async def open_session(memory_key: str, choice: PlannerChoice, settings: tuple, 
     except BaseException:
         await ledger.store.close()
         raise
-    session.files, session.prompt_form = files, form
+    session.files, session.prompt_form, session.program = files, form, steer
     return session
 
 
@@ -439,14 +445,13 @@ async def run_agent(session: Session, directive: str, max_turns: int) -> tuple[s
     session.guard, session.could_run = guard, budget.remaining > 0
     agent = ResearchAgent(
         name="autoresearch",
-        instructions=prompts.INSTRUCTIONS,
         model=session.model_name,
         tools=tools,
         max_turns=max_turns,
         call_llm=guard,
         answer=guard.answer,
-        prompt=prompts.compact_system_prompt(ledger.base_config, ledger.bounds) if compact else "",
         value_limit=plans.COMPACT_VALUE_LIMIT if compact else None,
+        **prompts.agent_prompt(session.prompt_form, session.program, ledger.base_config, ledger.bounds),
     )
     cb_token = flyte_agents.agent_progress_cb.set(activity.on_agent_event)
     try:
@@ -499,7 +504,7 @@ async def close_session(
     status, error = ui.session_status(error or failure_reason(board), experiments, stuck, why_none)
     if session.reporter:
         await session.reporter.stop(status, error)
-    saved = save_results(session.files, tsv, source, session.memory_key)
+    saved = session.files.save_final(report_html(), tsv, source, session.memory_key) if session.files else []
     if error:
         print(f"stopped: {error}", flush=True)
     totals = {
@@ -521,10 +526,11 @@ async def close_session(
         **spending(session, verdicts, board, activity),
         "transfer": dict(transfer or {}),
     }
-    await ledger.record_session(totals)
+    steered = session.model_name != llm.BUILTIN
+    await ledger.record_session(totals, program_mod.record(session.program, used=steered) if session.program else None)
     await ledger.close()
     agent_text = f"\n\nThe agent's summary: {summary}" if summary and summary.strip() != verdict.strip() else ""
-    out = AutoresearchOutput(
+    return AutoresearchOutput(
         memory_key=session.memory_key,
         model=session.model_name,
         directive=directive,
@@ -540,7 +546,6 @@ async def close_session(
         results_tsv=tsv,
         saved=saved,
     )
-    return out
 
 
 def spending(session: Session, verdicts: Any, board: list[LeaderboardRow], activity: Activity) -> dict[str, Any]:
@@ -572,19 +577,6 @@ def no_experiment_reason(session: Session) -> str:
     if not session.could_run:
         return "the experiment budget was already spent"
     return ""
-
-
-def save_results(files: results.ResultsDir | None, tsv: str, best_train_py: str, key: str) -> list[str]:
-    """The final report, `results.tsv` and best `train.py` in the key's results dir (a local run); the paths
-    written. A file that cannot be written is one error line; the others, and the ledger, are unaffected."""
-    if files is None:
-        return []
-    html = report_html()
-    written = [files.save_text(results.REPORT, html) if html else None, files.save_text(results.TSV, tsv)]
-    written.append(files.save_text(results.BEST, best_train_py) if best_train_py else None)
-    for problem in files.unreported():
-        print(f"error: {problem}; the ledger keeps every record (`summary --memory-key {key} --tsv`)", flush=True)
-    return [str(p) for p in written if p is not None]
 
 
 def failure_reason(board: list[LeaderboardRow]) -> str:

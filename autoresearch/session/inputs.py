@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
+from autoresearch.agent import program as program_mod
 from autoresearch.agent.prompts import PROMPT_FORMS
 from autoresearch.lab.budget import runs_for_one_idea
 from autoresearch.lab.pruning import MODES as PRUNE_MODES
@@ -133,6 +134,14 @@ def base_config(overrides: Any, bounds: WorkshopBounds | None = None) -> dict[st
     return overrides
 
 
+def program(name: str, text: Any) -> str:
+    """A research program's text (`program.md`): not blank, not past `program.MAX_CHARS`."""
+    try:
+        return program_mod.check(text, name)
+    except program_mod.ProgramError as exc:
+        raise InputError(str(exc)) from None
+
+
 def cli_flag(name: str) -> str:
     """A task input's name as the CLI spells it: `time_budget` -> `--time-budget`."""
     return "--" + name.replace("_", "-")
@@ -174,6 +183,8 @@ def run_inputs(
     choice(name("prompt"), inputs.get("prompt") or "auto", PROMPT_FORMS)
     if inputs.get("base_config"):
         base_config(inputs["base_config"])
+    if inputs.get("program"):  # "" is the default program.md
+        program(name("program"), inputs["program"])
     return _warnings(inputs, cores or os.cpu_count() or 1) if local else []
 
 

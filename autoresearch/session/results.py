@@ -77,3 +77,12 @@ class ResultsDir:
             return None
         self.errors.pop(name, None)
         return path
+
+    def save_final(self, html: str, tsv: str, best_train_py: str, key: str) -> list[str]:
+        """The final report, `results.tsv` and best `train.py`; the paths written. A file that cannot be written is
+        one error line; the others, and the ledger, are unaffected."""
+        written = [self.save_text(REPORT, html) if html else None, self.save_text(TSV, tsv)]
+        written.append(self.save_text(BEST, best_train_py) if best_train_py else None)
+        for problem in self.unreported():
+            print(f"error: {problem}; the ledger keeps every record (`summary --memory-key {key} --tsv`)", flush=True)
+        return [str(p) for p in written if p is not None]
