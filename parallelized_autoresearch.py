@@ -43,7 +43,7 @@ from autoresearch.lab.runner import ExperimentRunner, task_call  # noqa: E402
 from autoresearch.sandbox import backends, trust  # noqa: E402
 from autoresearch.sandbox import experiment as sandbox  # noqa: E402
 from autoresearch.sandbox import pool as sandbox_pool  # noqa: E402
-from autoresearch.session import cli, inputs  # noqa: E402
+from autoresearch.session import cli, inputs, presets  # noqa: E402
 from autoresearch.session.activity import quiet_handled_failures  # noqa: E402
 from autoresearch.session.audit import held_out_audit  # noqa: E402
 from autoresearch.session.driver import (  # noqa: E402
@@ -169,6 +169,7 @@ async def parallelized_autoresearch(
     interruptible: bool = False,
     reuse: int = 0,
     retries: int = 2,
+    preset: str = "",
 ) -> AutoresearchOutput:
     """Research `train.py` with an agent: open the key, run what it owes, let the Agent plan batches, close.
 
@@ -177,10 +178,12 @@ async def parallelized_autoresearch(
     baseline by `target_gain` percent. The same `memory_key` resumes earlier research under its own fixed settings; finished runs are
     cache hits, never reruns. 0 / "" for a setting means "the key's own, or the default". On a cluster,
     `llm_secret` (NAME[:ENV]) names the secret the submitter attached, checked here before any experiment;
-    `interruptible`, `reuse` and `retries` configure the experiment pods (`autoresearch/lab/pods.py`).
+    `interruptible`, `reuse` and `retries` configure the experiment pods (`autoresearch/lab/pods.py`). `preset`
+    (`karpathy`) fills in the data and base-config settings left unset (`autoresearch/session/presets.py`).
     """
     quiet_handled_failures()
-    given = dict(locals())
+    inputs.preset("preset", preset)
+    given = presets.apply(preset, dict(locals()))
     for warning in inputs.run_inputs(given, local=is_local()):
         print(f"warning: {warning}", flush=True)
     check_backend(backend, allow_unsandboxed)
@@ -189,7 +192,10 @@ async def parallelized_autoresearch(
     if is_local():
         backend = backend or backends.default_backend()
         say_guarantees(backend)
-    settings = requested_settings(base_config, max_steps, time_budget, vocab_size, replicates, dataset, num_shards)
+    settings = requested_settings(
+        given["base_config"], given["max_steps"], given["time_budget"], given["vocab_size"], replicates,
+        given["dataset"], given["num_shards"],
+    )  # fmt: skip
     goal = Goal(target_val_bpb or None, target_gain or None)
     turns = max_turns or auto_turns(n_experiments)
     limits = RunLimits(n_experiments, batch_size, concurrency, turns, goal, max_runs, transfer_check)

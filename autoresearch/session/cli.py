@@ -31,7 +31,7 @@ from autoresearch.ledger import ledger as ledger_mod
 from autoresearch.ledger.verdicts import GateRule
 from autoresearch.planner.policy import SCHEDULING
 from autoresearch.sandbox import backends
-from autoresearch.session import inputs, results
+from autoresearch.session import inputs, presets, results
 from autoresearch.session.driver import CLUSTER_CONCURRENCY, LOCAL_CONCURRENCY, check_backend, new_memory_key
 from autoresearch.session.subcommands import PROG, SUBCOMMANDS, init_flyte, subcommand_main, use_state_dir
 from autoresearch_types import AutoresearchOutput, ExperimentConfig
@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="agent turns at most (default: 2 x --n-experiments + 6, enough for one experiment per turn)",
+    )
+    p.add_argument(
+        "--preset",
+        default=presets.NO_PRESET,
+        choices=(presets.NO_PRESET, *presets.PRESETS),
+        help="a named setup whose values are the defaults of the flags below; flags given explicitly win, and "
+        "--base-config keys win one by one (karpathy: climbmix, vocab 8192, seq 2048, his eval tokens and token "
+        f"budget; default {presets.NO_PRESET})",
     )
     p.add_argument(
         "--dataset", default=None, choices=sorted(prepare.DATASETS), help=f"corpus (default {default['--dataset']})"
@@ -227,7 +235,7 @@ def task_inputs(args: argparse.Namespace, key: str, base_config: dict[str, Any])
         max_runs=args.max_runs, transfer_check=args.transfer_check,
         prompt=args.prompt,
         llm_secret=args.llm_secret if args.config else "", interruptible=args.interruptible, reuse=args.reuse,
-        retries=args.retries,
+        retries=args.retries, preset=args.preset,
     )  # fmt: skip
 
 
@@ -246,15 +254,16 @@ def check_args(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         except json.JSONDecodeError as exc:
             raise inputs.InputError(f"--base-config is not valid JSON ({exc}); example: '{{\"n_layer\": 2}}'") from exc
     values = task_inputs(args, args.memory_key or new_memory_key(), overrides)
-    warnings = inputs.run_inputs(values, inputs.cli_flag, local=not args.config)
+    warnings = inputs.run_inputs(presets.apply(args.preset, values), inputs.cli_flag, local=not args.config)
     if args.config:
         check_cluster_flags(args)
     else:
         check_backend(args.backend, args.allow_unsandboxed)
+    data = presets.apply(args.preset, values)
     prepare.validate_request(
-        args.dataset or prepare.DEFAULT_DATASET,
-        args.num_shards or prepare.DEFAULT_NUM_SHARDS,
-        args.vocab_size or ExperimentConfig().vocab_size,
+        data["dataset"] or prepare.DEFAULT_DATASET,
+        data["num_shards"] or prepare.DEFAULT_NUM_SHARDS,
+        data["vocab_size"] or ExperimentConfig().vocab_size,
     )
     return values, warnings
 
