@@ -197,7 +197,7 @@ async def build_bundle(dataset: str, num_shards: int, vocab_size: int, split_see
         tokenizer=await Dir.from_local(str(root / "tokenizer")),
         root=str(root),
         split=split,
-        digests=prepare.held_out_digests(root / "data", root / "tokenizer"),
+        digests=await asyncio.to_thread(prepare.held_out_digests, root / "data", root / "tokenizer"),
     )
 
 
