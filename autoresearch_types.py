@@ -174,6 +174,18 @@ class WorkshopBounds:
     def max_batch(self) -> int:
         return int(self.limits["batch_size"].high)
 
+    def covering(self, config: ExperimentConfig) -> WorkshopBounds:
+        """These bounds, each widened just enough to hold `config`'s value: a key's base config (a preset's, say
+        karpathy's 2048-token sequences) is always inside the bounds its edits are clamped to."""
+        values = config.to_dict()
+        limits = {
+            key: dataclasses.replace(b, low=min(b.low, values[key]), high=max(b.high, values[key]))
+            if key in values
+            else b
+            for key, b in self.limits.items()
+        }
+        return WorkshopBounds(limits)
+
     def clamp(self, overrides: Any) -> ClampReport:
         """Clamp each known override into range; report what changed, what was unknown, what was bad."""
         if not isinstance(overrides, dict):

@@ -10,6 +10,7 @@ state dir, never `/tmp` (see `local_path`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -187,7 +188,8 @@ async def build_bundle(dataset: str, num_shards: int, vocab_size: int, split_see
     split = prepare.split_id(split_seed)
     root = bundle_dir(dataset, num_shards, vocab_size, split)
     start = time.perf_counter()
-    prepare.prepare_bundle(dataset, num_shards, vocab_size, root, split_seed)
+    # in a worker thread: downloads and tokenising must not block the event loop the task shares
+    await asyncio.to_thread(prepare.prepare_bundle, dataset, num_shards, vocab_size, root, split_seed)
     with open(root / "builds.log", "a") as log:
         log.write(f"{time.time():.0f} built in {time.perf_counter() - start:.2f}s\n")
     return Bundle(
@@ -195,7 +197,7 @@ async def build_bundle(dataset: str, num_shards: int, vocab_size: int, split_see
         tokenizer=await Dir.from_local(str(root / "tokenizer")),
         root=str(root),
         split=split,
-        digests=prepare.held_out_digests(root / "data", root / "tokenizer"),
+        digests=await asyncio.to_thread(prepare.held_out_digests, root / "data", root / "tokenizer"),
     )
 
 

@@ -44,7 +44,7 @@ from autoresearch.lab.runner import ExperimentRunner, task_call  # noqa: E402
 from autoresearch.sandbox import backends, trust  # noqa: E402
 from autoresearch.sandbox import experiment as sandbox  # noqa: E402
 from autoresearch.sandbox import pool as sandbox_pool  # noqa: E402
-from autoresearch.session import cli, inputs  # noqa: E402
+from autoresearch.session import cli, inputs, presets  # noqa: E402
 from autoresearch.session.activity import quiet_handled_failures  # noqa: E402
 from autoresearch.session.audit import held_out_audit  # noqa: E402
 from autoresearch.session.driver import (  # noqa: E402
@@ -175,6 +175,7 @@ async def parallelized_autoresearch(
     retries: int = 2,
     gpu: bool = False,
     program: str = "",
+    preset: str = "",
 ) -> AutoresearchOutput:
     """Research `train.py` with an agent: open the key, run what it owes, let the Agent plan batches, close.
 
@@ -186,14 +187,19 @@ async def parallelized_autoresearch(
     `interruptible`, `reuse` and `retries` configure the experiment pods (`autoresearch/lab/pods.py`). `gpu`
     trains every experiment on a GPU, sized and packed by `autoresearch/lab/placement.py`. `program` is the
     research program's text that steers the agent ("" for the shipped `program.md`), recorded with the session.
+    `preset` (`karpathy`) fills in the data and base-config settings left unset (`autoresearch/session/presets.py`).
     """
     quiet_handled_failures()
-    given = dict(locals())
+    inputs.preset("preset", preset)
+    given = presets.apply(preset, dict(locals()))
     for warning in inputs.run_inputs(given, local=is_local()):
         print(f"warning: {warning}", flush=True)
     check_backend(backend, allow_unsandboxed)
     check_cluster(api_base, llm_secret, local=is_local())
-    settings = requested_settings(base_config, max_steps, time_budget, vocab_size, replicates, dataset, num_shards)
+    settings = requested_settings(
+        given["base_config"], given["max_steps"], given["time_budget"], given["vocab_size"], replicates,
+        given["dataset"], given["num_shards"],
+    )  # fmt: skip
     try:
         placement = place(gpu, is_local(), concurrency, settings[0])
     except NoGpu as exc:

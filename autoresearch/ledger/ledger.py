@@ -156,6 +156,7 @@ class Ledger:
     async def start(self, base: ExperimentConfig, rule: GateRule, dataset: dict[str, Any] | None = None) -> None:
         """Fix the key's settings (written once) and record the baseline experiment once per key; save if new."""
         self.base_config, self.rule, self.dataset = base, rule, dict(dataset or {})
+        self.bounds = self.bounds.covering(base)  # a preset's base config lies outside the default bounds
         async with self._lock:
             save = not self.exists
             if self.stored_settings is None:

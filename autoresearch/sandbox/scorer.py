@@ -84,7 +84,7 @@ def caps_for(config: ExperimentConfig, memory_mb: int, bounds: WorkshopBounds | 
     and sequence length (a memoriser or an honest wide edit fits; a graph built to exhaust the scorer does
     not), the run's own memory for one window's live tensors, and a file no larger than those weights in
     float64 (nor than the run's memory): what the orchestrator reads into its own memory is bounded."""
-    bounds = bounds or WorkshopBounds()
+    bounds = (bounds or WorkshopBounds()).covering(config)  # a preset's base config may lie past the defaults
     biggest = config.with_overrides({"n_layer": bounds.max_layers, "n_embd": bounds.max_width})
     max_params = CAP_FACTOR * biggest.nominal_params
     return Caps(

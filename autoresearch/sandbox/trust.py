@@ -1,4 +1,5 @@
-"""The trusted set, in one place: `sandbox/` plus `prepare.py` plus `autoresearch_types.py`.
+"""The trusted set, in one place: `sandbox/` plus `prepare.py` (and its data-source half, `corpus.py`) plus
+`autoresearch_types.py`.
 
 Everything that produces or checks a number lives there. The one list decides three things:
 - the experiment cache salt (`code_salt`): editing any trusted file invalidates every cached result;
@@ -16,7 +17,7 @@ from pathlib import Path
 
 SANDBOX = Path(__file__).resolve().parent
 REPO = SANDBOX.parent.parent
-CONTRACTS = ("prepare.py", "autoresearch_types.py")
+CONTRACTS = ("prepare.py", "corpus.py", "autoresearch_types.py")
 """The top-level trusted files (the contracts and the fixed infrastructure)."""
 STAGED = {
     "harness.py": SANDBOX / "harness.py",

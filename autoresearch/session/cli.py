@@ -34,7 +34,7 @@ from autoresearch.ledger import ledger as ledger_mod
 from autoresearch.ledger.verdicts import GateRule
 from autoresearch.planner.policy import SCHEDULING
 from autoresearch.sandbox import backends
-from autoresearch.session import inputs, results
+from autoresearch.session import inputs, presets, results
 from autoresearch.session.driver import CLUSTER_CONCURRENCY, LOCAL_CONCURRENCY, check_backend, new_memory_key
 from autoresearch.session.subcommands import PROG, SUBCOMMANDS, init_flyte, subcommand_main, use_state_dir
 from autoresearch_types import AutoresearchOutput, ExperimentConfig
@@ -93,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="agent turns at most (default: 2 x --n-experiments + 6, enough for one experiment per turn)",
+    )
+    p.add_argument(
+        "--preset",
+        default=presets.NO_PRESET,
+        choices=(presets.NO_PRESET, *presets.PRESETS),
+        help="a named setup whose values are the defaults of the flags below; flags given explicitly win, and "
+        "--base-config keys win one by one (karpathy: climbmix, vocab 8192, seq 2048, his eval tokens and token "
+        f"budget; default {presets.NO_PRESET})",
     )
     p.add_argument(
         "--dataset", default=None, choices=sorted(prepare.DATASETS), help=f"corpus (default {default['--dataset']})"
@@ -244,7 +252,7 @@ def task_inputs(args: argparse.Namespace, key: str, base_config: dict[str, Any])
         max_runs=args.max_runs, transfer_check=args.transfer_check,
         prompt=args.prompt,
         llm_secret=args.llm_secret if args.config else "", interruptible=args.interruptible, reuse=args.reuse,
-        retries=args.retries, gpu=args.gpu,
+        retries=args.retries, gpu=args.gpu, preset=args.preset,
     )  # fmt: skip
 
 
@@ -264,7 +272,8 @@ def check_args(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
             raise inputs.InputError(f"--base-config is not valid JSON ({exc}); example: '{{\"n_layer\": 2}}'") from exc
     values = task_inputs(args, args.memory_key or new_memory_key(), overrides)
     values["program"] = program_mod.read(args.program) if args.program else program_mod.default_text()
-    warnings = inputs.run_inputs(values, inputs.cli_flag, local=not args.config)
+    data = presets.apply(args.preset, values)
+    warnings = inputs.run_inputs(data, inputs.cli_flag, local=not args.config)
     if args.config:
         check_cluster_flags(args)
     else:
@@ -272,9 +281,9 @@ def check_args(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         if args.gpu:
             check_local_gpu()
     prepare.validate_request(
-        args.dataset or prepare.DEFAULT_DATASET,
-        args.num_shards or prepare.DEFAULT_NUM_SHARDS,
-        args.vocab_size or ExperimentConfig().vocab_size,
+        data["dataset"] or prepare.DEFAULT_DATASET,
+        data["num_shards"] or prepare.DEFAULT_NUM_SHARDS,
+        data["vocab_size"] or ExperimentConfig().vocab_size,
     )
     return values, warnings
 

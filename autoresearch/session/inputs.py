@@ -21,6 +21,7 @@ from autoresearch.lab.budget import runs_for_one_idea
 from autoresearch.lab.pruning import MODES as PRUNE_MODES
 from autoresearch.ledger.verdicts import GateRule
 from autoresearch.planner.policy import SCHEDULING
+from autoresearch.session import presets
 from autoresearch_types import VOCAB_RANGE, ExperimentConfig, WorkshopBounds
 
 MEMORY_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -28,7 +29,7 @@ MEMORY_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 RUN_LIMITS: dict[str, tuple[float, float]] = {
     "token_budget": (1, 10**9),
     "time_budget_s": (1.0, 86400.0),
-    "eval_tokens": (128, 10**7),
+    "eval_tokens": (128, 10**8),
     "vocab_size": VOCAB_RANGE,
     "seed": (0, 2**31 - 1),
     "threads": (1, 256),
@@ -142,6 +143,15 @@ def program(name: str, text: Any) -> str:
         raise InputError(str(exc)) from None
 
 
+def preset(name: str, value: Any) -> str:
+    """A known preset's name (or none), else `InputError` naming them."""
+    try:
+        presets.get(value)
+    except ValueError as exc:
+        raise InputError(f"{name}: {exc}") from exc
+    return value
+
+
 def cli_flag(name: str) -> str:
     """A task input's name as the CLI spells it: `time_budget` -> `--time-budget`."""
     return "--" + name.replace("_", "-")
@@ -181,8 +191,9 @@ def run_inputs(
     choice(name("prune"), inputs.get("prune") or "off", PRUNE_MODES)
     choice(name("scheduling"), inputs.get("scheduling") or "async", SCHEDULING)
     choice(name("prompt"), inputs.get("prompt") or "auto", PROMPT_FORMS)
+    preset(name("preset"), inputs.get("preset") or "")
     if inputs.get("base_config"):
-        base_config(inputs["base_config"])
+        base_config(inputs["base_config"], presets.bounds(inputs.get("preset") or ""))
     if inputs.get("program"):  # "" is the default program.md
         program(name("program"), inputs["program"])
     return _warnings(inputs, cores or os.cpu_count() or 1) if local else []
