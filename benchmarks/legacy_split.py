@@ -30,6 +30,7 @@ import numpy as np
 import prepare
 from autoresearch.sandbox import bwrap as sandbox_bwrap
 from autoresearch.sandbox import pool as sandbox_pool
+from autoresearch.sandbox import trust
 from autoresearch.sandbox.processes import marked_pids, process_cpu_s, reap
 from autoresearch_types import ExperimentConfig
 
@@ -78,14 +79,14 @@ class Server:
         self.workdir = sandbox_pool.runs_root() / f"legacy-{role}-{uuid.uuid4().hex[:12]}"
         (self.workdir / "out").mkdir(parents=True)
         shutil.copyfile(legacy_dir() / "harness.py", self.workdir / "harness.py")
-        for name in ("prepare.py", "autoresearch_types.py"):
-            shutil.copyfile(REPO / name, self.workdir / name)
-        python, prefixes = sandbox_pool.python_for_sandbox()
+        for name in ("prepare.py", "autoresearch_types.py"):  # the staged runtime, as a sandbox gets it today
+            shutil.copyfile(trust.STAGED[name], self.workdir / name)
+        python = sandbox_pool.python_for_sandbox()
         self.token = uuid.uuid4().hex
         env = sandbox_pool.sandbox_env(1, self.workdir, self.token, python)
         cpu_s = str(math.ceil(lifetime_s))
-        command = [python, "harness.py", "serve", role, f"{lifetime_s:.0f}", str(memory_mb), cpu_s]
-        argv = sandbox_bwrap.bwrap_argv(binary, self.workdir, prefixes, env, command)
+        command = [python.executable, "harness.py", "serve", role, f"{lifetime_s:.0f}", str(memory_mb), cpu_s]
+        argv = sandbox_bwrap.bwrap_argv(binary, self.workdir, list(python.read_only), env, command, python.system)
         self.proc = sandbox_bwrap.spawn(argv, self.workdir / "stderr.log")
 
     async def ready(self) -> None:
