@@ -509,6 +509,20 @@ _observe("marker", _os.environ.get("AUTORESEARCH_SANDBOX_RUN"))
 """
 
 
+def watch_scoring(monkeypatch: pytest.MonkeyPatch, name: str) -> list[list[int]]:
+    """The pids of the run's processes named `name` alive each time the trusted scorer starts (filled as it runs):
+    the real scorer still computes every score."""
+    alive: list[list[int]] = []
+    real_evaluate = scorer.evaluate
+
+    def watched(*args, **kwargs):
+        alive.append([pid for pid, comm in _live().items() if comm == name])
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(scorer, "evaluate", watched)
+    return alive
+
+
 def test_survivors_exit_hooks_and_channels_cannot_touch_the_score_and_die_before_it(
     tiny_bundle: Path, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -517,14 +531,7 @@ def test_survivors_exit_hooks_and_channels_cannot_touch_the_score_and_die_before
     so nothing untrusted exists to talk to; the number is the honest evaluation of its weights, or the
     garbage it wrote is refused."""
     name = f"sbxf{uuid.uuid4().hex[:8]}"
-    alive_at_scoring: list[list[int]] = []
-    real_evaluate = scorer.evaluate
-
-    def watched(*args, **kwargs):
-        alive_at_scoring.append([pid for pid, comm in _live().items() if comm == name])
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(scorer, "evaluate", watched)
+    alive_at_scoring = watch_scoring(monkeypatch, name)
     attacks = run_attacks(
         tiny_bundle, backend, {"survivors": with_code(OBSERVE + SURVIVORS, DAEMON_NAME=name.encode())}
     )
@@ -571,14 +578,7 @@ def test_a_covert_channel_has_no_one_to_talk_to_at_scoring_time(
     channel, yet when the trusted scorer starts no process of the run is alive, and the score is exactly the
     honest evaluation of its weights (and the honest baseline's)."""
     name = f"sbxc{uuid.uuid4().hex[:8]}"
-    alive_at_scoring: list[list[int]] = []
-    real_evaluate = scorer.evaluate
-
-    def watched(*args, **kwargs):
-        alive_at_scoring.append([pid for pid, comm in _live().items() if comm == name])
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(scorer, "evaluate", watched)
+    alive_at_scoring = watch_scoring(monkeypatch, name)
     attack = run_attacks(tiny_bundle, backend, {"covert": with_code(OBSERVE + COVERT, DAEMON_NAME=name.encode())})
     assert attack["covert"].observed["train"]["channel_open"], attack["covert"].observed
     assert_contained(attack["covert"], honest)
