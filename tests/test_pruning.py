@@ -186,7 +186,8 @@ def test_a_lying_curve_in_the_real_sandbox_changes_no_other_runs_fate(tiny_bundl
 
     def spec(source: str, config: ExperimentConfig, limits: tuple = ()) -> sandbox.SandboxSpec:
         where = (str(tiny_bundle / "data"), str(tiny_bundle / "tokenizer"))
-        return sandbox.SandboxSpec(source, config, *where, cpu=1, deadline_s=120, prune=limits)
+        digests = prepare.bundle_digests(tiny_bundle)
+        return sandbox.SandboxSpec(source, config, *where, cpu=1, deadline_s=120, prune=limits, digests=digests)
 
     def rec(title: str, source: str, results: list) -> ExperimentRecord:
         out = ExperimentRecord(ExperimentSpec(title=title, slug=title.lower()), source)

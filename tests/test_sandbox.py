@@ -23,7 +23,7 @@ import pytest
 from conftest import TEST_STATE, bundle_salt
 
 import prepare
-from autoresearch.sandbox import backends
+from autoresearch.sandbox import backends, heldout
 from autoresearch.sandbox import experiment as sandbox
 from autoresearch.sandbox import pool as sandbox_pool
 from autoresearch.sandbox import processes as sandbox_proc
@@ -534,13 +534,18 @@ def test_score_checkpoint_rescores_a_kept_checkpoint_and_only_it_reads_the_test_
 ):
     baseline, _ = sandbox_baseline
     splits: list[str] = []
-    real_load = prepare.load_tokens
+    real_load, real_held = prepare.load_tokens, heldout.load
 
     def recording_load(data_dir, split):
         splits.append(split)
         return real_load(data_dir, split)
 
+    def recording_held(data_dir, tokenizer_dir, digests, split, config):
+        splits.append(split)
+        return real_held(data_dir, tokenizer_dir, digests, split, config)
+
     monkeypatch.setattr(prepare, "load_tokens", recording_load)
+    monkeypatch.setattr(heldout, "load", recording_held)
     again = run(make_spec(sandbox_bundle))
     assert again.outcome == "success" and set(splits) == {"train", "val"}, "an experiment never reads the test split"
     splits.clear()

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,7 @@ def test_python_train_py_trains_the_baseline_once_and_agrees_with_the_sandboxed_
     it is not how experiments are scored; its val_bpb is the one a sandboxed run of the same config gets."""
     import asyncio
 
-    state = state_root / "by-hand"
+    state = state_root / "by-hand" / uuid.uuid4().hex[:8]  # its own: bundles of older code stay in a shared root
     proc = by_hand(state, "--max-steps", "12", "--seed", "3", "--base-config", json.dumps(BY_HAND))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = proc.stdout
