@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -125,11 +126,15 @@ def test_placement_packs_locally_and_gives_each_pod_one_gpu_on_a_cluster(monkeyp
 
 
 @pytest.mark.skipif(gpu.device_memory_mb() is not None, reason="this machine has a GPU")
-def test_the_cli_refuses_gpu_without_one_before_any_work(capsys: pytest.CaptureFixture, state_root: Path) -> None:
-    assert pa.main(["--gpu", "--n-experiments", "1", "--state-dir", str(state_root / "gpu-cli")]) == 2
+def test_the_cli_refuses_gpu_without_one_before_any_work(
+    capsys: pytest.CaptureFixture, state_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(prepare.STATE_DIR_ENV, str(state_root))  # `--state-dir` sets it: restored after this test
+    state = state_root / "gpu-cli" / uuid.uuid4().hex[:8]
+    assert pa.main(["--gpu", "--n-experiments", "1", "--state-dir", str(state)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --gpu needs an NVIDIA GPU") and len(err.strip().splitlines()) == 1, err
-    assert not (state_root / "gpu-cli" / "results").exists(), "refused before any work"
+    assert not (state / "results").exists() and not (state / "flyte").exists(), "refused before any work"
 
 
 @pytest.mark.skipif(gpu.device_memory_mb() is not None, reason="this machine has a GPU")
