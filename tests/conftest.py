@@ -17,6 +17,13 @@ os.environ.setdefault(prepare.STATE_DIR_ENV, str(TEST_STATE))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch prices from the internet
 
 
+@pytest.fixture(autouse=True)
+def _state_dir_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with, and gives back, the tests' own state root: the CLI's `--state-dir` sets the variable
+    for the whole process, which would otherwise send every later test's files into that test's folder."""
+    monkeypatch.setenv(prepare.STATE_DIR_ENV, str(TEST_STATE))
+
+
 @pytest.fixture(scope="session")
 def state_root() -> Path:
     """The state dir the tests use (outside /tmp, because sandboxed code can write there)."""

@@ -126,10 +126,7 @@ def test_placement_packs_locally_and_gives_each_pod_one_gpu_on_a_cluster(monkeyp
 
 
 @pytest.mark.skipif(gpu.device_memory_mb() is not None, reason="this machine has a GPU")
-def test_the_cli_refuses_gpu_without_one_before_any_work(
-    capsys: pytest.CaptureFixture, state_root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(prepare.STATE_DIR_ENV, str(state_root))  # `--state-dir` sets it: restored after this test
+def test_the_cli_refuses_gpu_without_one_before_any_work(capsys: pytest.CaptureFixture, state_root: Path) -> None:
     state = state_root / "gpu-cli" / uuid.uuid4().hex[:8]
     assert pa.main(["--gpu", "--n-experiments", "1", "--state-dir", str(state)]) == 2
     err = capsys.readouterr().err

@@ -13,6 +13,7 @@ needs MIG or MPS limits set by the cluster.
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 from dataclasses import dataclass
@@ -85,7 +86,9 @@ def _smi() -> str:
         return ""
 
 
+@functools.cache
 def _ldconfig() -> str:
+    """`ldconfig -p`, read once per process: every GPU launch binds the same driver directories."""
     try:
         return subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):

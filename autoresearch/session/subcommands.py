@@ -65,7 +65,6 @@ def build_subcommand_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="print the key's results.tsv instead (karpathy's columns, then ours), or write it to PATH",
     )
-    s.add_argument("--state-dir", default=None, help=state)
     ls = sub.add_parser(
         "list",
         help=SUBCOMMANDS["list"],
@@ -73,7 +72,6 @@ def build_subcommand_parser() -> argparse.ArgumentParser:
         "experiment and run counts, its best (the incumbent and its mean val_bpb) and its last activity.",
     )
     ls.add_argument("--json", action="store_true", help="print one JSON object (sorted keys)")
-    ls.add_argument("--state-dir", default=None, help=state)
     v = sub.add_parser(
         "verdict",
         help=SUBCOMMANDS["verdict"],
@@ -85,7 +83,6 @@ def build_subcommand_parser() -> argparse.ArgumentParser:
     v.add_argument("--memory-key", required=True, help="the key the experiment belongs to")
     v.add_argument("--title", required=True, help="the experiment's exact title (`summary` shows them)")
     v.add_argument("--note", default="", help="why, in a few words (shown by `summary`)")
-    v.add_argument("--state-dir", default=None, help=state)
     e = sub.add_parser(
         "export",
         help=SUBCOMMANDS["export"],
@@ -104,7 +101,6 @@ def build_subcommand_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--all", action="store_true", help="also write every other try that ran, each on <branch>-tries/<slug>"
     )
-    e.add_argument("--state-dir", default=None, help=state)
     m = sub.add_parser(
         "move",
         help=SUBCOMMANDS["move"],
@@ -114,8 +110,8 @@ def build_subcommand_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--memory-key", required=True, help="the key to move")
     m.add_argument("--to", required=True, choices=("cluster", "local"), help="where the key goes")
-    m.add_argument("--state-dir", default=None, help=state)
     for sp in (s, ls, v, e, m):
+        sp.add_argument("--state-dir", default=None, help=state)
         sp.add_argument(
             "--config",
             default=os.environ.get("FLYTE_CONFIG"),
