@@ -26,6 +26,7 @@ from conftest import TEST_STATE
 import bundle
 import parallelized_autoresearch as app
 from autoresearch.lab import pods, sizing
+from autoresearch.sandbox import pool as sandbox_pool
 from autoresearch.sandbox import trust
 from autoresearch_types import ExperimentConfig
 
@@ -166,10 +167,19 @@ def test_the_bundle_ships_what_every_task_reads_or_imports(emu: dict, copy_style
 # ---------------------------------------------------------------- run_experiment in a pod
 
 
+def needs_userns_fallback() -> None:
+    """Skip, with the reason, where a vanilla pod's `userns` fallback must refuse this install: a clone whose
+    virtualenv lies under /tmp (shared with userns runs). A cluster's image keeps its virtualenv elsewhere."""
+    problem = sandbox_pool.userns_problem()
+    if problem:
+        pytest.skip(f"the emulated pod shares this host's virtualenv, which userns refuses here: {problem}")
+
+
 @pytest.fixture(scope="module")
 def vanilla(emu: dict) -> dict[str, Any]:
     """A hostile `run_experiment` in a vanilla pod: the baseline, plus code that overwrites every data array it
     can reach outside its own work dir (in /tmp, HOME, the pod's state dir, anywhere)."""
+    needs_userns_fallback()
     config = ExperimentConfig().with_overrides(podemu.TINY)
     task, size = experiment_task(config)
     pod = podemu.Pod(emu["store"], emu["root"] / "vanilla")
@@ -239,6 +249,7 @@ def test_an_undersized_pod_is_killed_as_on_a_cluster(emu: dict) -> None:
     reason = podemu.MemoryCgroup.available()
     if reason:
         pytest.skip(reason)
+    needs_userns_fallback()
     config = ExperimentConfig().with_overrides(podemu.TINY)
     task, size = experiment_task(config)
     inputs = podemu.experiment_inputs(emu["data"], config.to_dict(), memory_mb=size.memory_mb)
