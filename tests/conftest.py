@@ -19,9 +19,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch pri
 
 @pytest.fixture(autouse=True)
 def _state_dir_restored(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test starts with, and gives back, the tests' own state root: the CLI's `--state-dir` sets the variable
-    for the whole process, which would otherwise send every later test's files into that test's folder."""
-    monkeypatch.setenv(prepare.STATE_DIR_ENV, str(TEST_STATE))
+    """Each test gives back the state dir it was given (a module's own, or the tests' root): the CLI's `--state-dir`
+    sets the variable for the whole process, which would otherwise send every later test's files into that folder."""
+    monkeypatch.setenv(prepare.STATE_DIR_ENV, os.environ.get(prepare.STATE_DIR_ENV) or str(TEST_STATE))
 
 
 @pytest.fixture(scope="session")
