@@ -56,7 +56,7 @@ class ExperimentConfig:
     n_embd: int = 64
     seq_len: int = 128
     batch_size: int = 8
-    learning_rate: float = 3e-3
+    learning_rate: float = 1.5e-3
     weight_decay: float = 0.1
     dropout: float = 0.0
     token_budget: int = 600 * 8 * 128

@@ -426,7 +426,7 @@ class ResearchTools:
     async def _results(self, outcome: Outcome, skipped: list[dict[str, Any]]) -> dict[str, Any]:
         """What a wait returns to the agent: each run's result, the verdicts of the experiments it touched."""
         skipped = skipped + [
-            {"title": j.title, "seed": j.seed, "reason": "the experiment budget is spent"} for j in outcome.skipped
+            {"title": j.title, "seed": j.seed, "reason": self.loop.skip_reason(j)} for j in outcome.skipped
         ]
         _, verdicts, board = await self.ledger.view()
         by_title = {r.title: r for r in board}

@@ -1,7 +1,8 @@
 """Search quality per unit of compute: the built-in planner, the same with pruning, random search and Optuna's TPE
 sampler, over several sessions that each draw their own seed stream, on the same budget.
 
-    python benchmarks/bench_search.py [--quick] [--json PATH] [--sessions N] [--batch] [--from-partial PATH]
+    python benchmarks/bench_search.py [--quick] [--json PATH] [--sessions N] [--strategies planner,pruned,...]
+                                      [--batch] [--from-partial PATH]
 
 Optuna is a benchmark-only dependency: `pip install -e ".[bench]"`.
 
@@ -242,22 +243,28 @@ def figures_of(results: dict[str, list[dict[str, Any]]], size: dict[str, Any]) -
         figures[f"{name}_wall_s"] = mean([r["wall"] for r in rows])
         figures[f"{name}_time_to_first_confirmed_gain_s"] = mean([r["first_gain_s"] for r in rows])
         figures[f"{name}_campaign_bound"] = mean([r["bound"] for r in rows])
-    figures["baseline_val_bpb"] = mean([r["baseline"] for r in results["planner"]])
-    paired = min(len(results["pruned"]), len(results["planner"]))  # the same sessions, the same seed streams
-    planner_cpu = sum(r["cpu_s"] for r in results["planner"][:paired])
-    figures["pruned_runs"] = sum(r["pruned"] for r in results["pruned"])
-    figures["prune_compute_saved_frac"] = round(
-        1 - sum(r["cpu_s"] for r in results["pruned"][:paired]) / planner_cpu, 3
-    )
-    figures["prune_best_delta"] = round(
-        mean([r["confirmed_best"] for r in results["pruned"][:paired]])
-        - mean([r["confirmed_best"] for r in results["planner"][:paired]]),
-        4,
-    )
-    figures["sessions_distinct_paths"] = len({r["path"] for r in results["planner"]})
-    if "batch" in results:
+    figures["baseline_val_bpb"] = mean([r["baseline"] for rows in results.values() for r in rows])
+    if "planner" in results:
+        figures["sessions_distinct_paths"] = len({r["path"] for r in results["planner"]})
+    if "planner" in results and "pruned" in results:
+        figures |= pruning_figures(results["planner"], results["pruned"])
+    if "batch" in results and "planner" in results:
         figures["time_to_first_confirmed_gain_batch_s"] = mean([r["first_gain_s"] for r in results["batch"]])
         figures["time_to_first_confirmed_gain_async_s"] = mean([r["first_gain_s"] for r in results["planner"]])
+    return figures
+
+
+def pruning_figures(planner: list[dict[str, Any]], pruned: list[dict[str, Any]]) -> dict[str, float]:
+    """What pruning saved against the planner on the same sessions (the same seed streams), and what it cost."""
+    paired = min(len(pruned), len(planner))
+    figures: dict[str, float] = {"prune_sessions_paired": paired}
+    planner_cpu = sum(r["cpu_s"] for r in planner[:paired])
+    figures["pruned_runs"] = sum(r["pruned"] for r in pruned[:paired])
+    figures["prune_compute_saved_frac"] = round(1 - sum(r["cpu_s"] for r in pruned[:paired]) / planner_cpu, 3)
+    figures["prune_best_delta"] = round(
+        mean([r["confirmed_best"] for r in pruned[:paired]]) - mean([r["confirmed_best"] for r in planner[:paired]]),
+        4,
+    )
     return figures
 
 
@@ -302,6 +309,12 @@ def main() -> None:
         parser.add_argument("--sessions", type=int, default=0, help="sessions per strategy (default 5; quick 1)")
         parser.add_argument("--batch", action="store_true", help="also run the planner batch by batch")
         parser.add_argument(
+            "--strategies",
+            default=",".join(STRATEGIES),
+            help=f"the strategies to run, comma-separated (default all: {','.join(STRATEGIES)}; "
+            "the pruning figures need planner and pruned)",
+        )
+        parser.add_argument(
             "--from-partial",
             type=Path,
             default=None,
@@ -311,8 +324,11 @@ def main() -> None:
     args = parse_args(__doc__, extra)
     size = dict(QUICK if args.quick else FULL)
     size["sessions"] = args.sessions or size["sessions"]
-    strategies = {**STRATEGIES, **(BATCH if args.batch else {})}
-    if importlib.util.find_spec("optuna") is None:  # a benchmark-only dependency: `pip install -e '.[bench]'`
+    chosen = [name for name in args.strategies.split(",") if name]
+    if unknown := set(chosen) - set(STRATEGIES):
+        sys.exit(f"bench_search: unknown strateg(ies) {sorted(unknown)}; choose from {', '.join(STRATEGIES)}")
+    strategies = {name: STRATEGIES[name] for name in chosen} | (BATCH if args.batch else {})
+    if "optuna" in strategies and importlib.util.find_spec("optuna") is None:  # benchmark-only: the bench extra
         print("optuna is not installed (pip install -e '.[bench]'): the TPE strategy is left out of this run")
         strategies.pop("optuna")
     if args.from_partial:  # each strategy's figures rest on the sessions it finished (`sessions_<name>`)

@@ -1,6 +1,6 @@
 """Research validity: seed noise against effect sizes, false discoveries, load invariance, the default first run.
 
-    python benchmarks/bench_validity.py [--quick] [--json PATH]
+    python benchmarks/bench_validity.py [--quick] [--json PATH] [--parts noise,null,load,first_run,campaign]
 
 Side by side, through the product's own paths:
 1. noise: the baseline on 5 seeds at the default settings (sigma), next to the mean |effect| of every recipe
@@ -13,7 +13,7 @@ Side by side, through the product's own paths:
 4. the README's first command on a fresh machine (its own HOME and state dir, so no cache), planner seeds
    0, 1 and 2: wall time (target about 10 min or less) and whether a confirmed gain was found (target 2 of 3);
 5. the gate's reach and error control: `mde_at_defaults`, the minimum detectable effect of a new key's first
-   candidate against the baseline's first 3 measured seeds (target < 0.10), and `campaign_false_confirmations_30`,
+   candidate against the baseline's first `--replicates` (default 5) measured seeds (target < 0.10), and `campaign_false_confirmations_30`,
    the mean false confirmations per key over simulated keys of 30 null candidates through the real fold, at the
    measured spread (target <= 0.05).
 `--quick` runs every part at tiny sizes (one first run, tiny too, started beside the other parts so the
@@ -305,23 +305,41 @@ def default_runs(quick: bool, started: tuple[subprocess.Popen, float] | None = N
     }
 
 
+PARTS = ("noise", "null", "load", "first_run", "campaign")
+
+
 def main() -> None:
-    args = parse_args(__doc__)
+    def extra(parser: Any) -> None:
+        parser.add_argument(
+            "--parts",
+            default=",".join(PARTS),
+            help=f"the parts to run, comma-separated (default all: {','.join(PARTS)}; load and campaign need noise)",
+        )
+
+    args = parse_args(__doc__, extra)
+    wanted = [p for p in args.parts.split(",") if p]
+    if unknown := set(wanted) - set(PARTS):
+        sys.exit(f"bench_validity: unknown part(s) {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    if {"load", "campaign"} & set(wanted) and "noise" not in wanted:
+        sys.exit("bench_validity: the load and campaign parts are scaled by the noise part's sigma: add noise")
     size = QUICK if args.quick else FULL
     started = time.perf_counter()
     figures: dict[str, float] = {}
-    early = start_first_run(0, quick=True) if args.quick else None  # quick: beside the rest, to stay under a minute
-    for name, part in (
-        ("noise", lambda: noise_and_effects(size)),
-        ("null", lambda: false_discoveries(size)),
-        ("load", lambda: load_invariance(size)),
-        ("first_run", lambda: default_runs(args.quick, early)),
-        ("campaign", lambda: campaign_errors(size, figures)),  # noqa: B023 - one dict, filled as the parts run
-    ):
+    quick_first = args.quick and "first_run" in wanted  # quick: beside the rest, to stay under a minute
+    early = start_first_run(0, quick=True) if quick_first else None
+    parts = {
+        "noise": lambda: noise_and_effects(size),
+        "null": lambda: false_discoveries(size),
+        "load": lambda: load_invariance(size),
+        "first_run": lambda: default_runs(args.quick, early),
+        "campaign": lambda: campaign_errors(size, figures),
+    }
+    for name in (p for p in PARTS if p in wanted):
         begun = time.perf_counter()
-        figures |= part()
+        figures |= parts[name]()
         figures[f"part_{name}_s"] = round(time.perf_counter() - begun, 1)
-    figures["load_invariance_diff_over_sigma"] = round(figures["load_invariance_diff"] / figures["seed_sigma"], 6)
+    if "load" in wanted:
+        figures["load_invariance_diff_over_sigma"] = round(figures["load_invariance_diff"] / figures["seed_sigma"], 6)
     figures["bench_wall_s"] = round(time.perf_counter() - started, 1)
     print()
     report(

@@ -188,14 +188,14 @@ TUTORIAL_TURN_2 = """plan = record_batch_plan(batch_id="batch-1-lr-depth", exper
     {"title": "higher-lr", "hypothesis": "the baseline LR is too low for a short run"},
     {"title": "deeper-3L", "hypothesis": "one more layer adds capacity"}])
 saved = edit_train_code_batch(edits=[
-    {"title": "higher-lr", "config_overrides": {"learning_rate": 0.006}, "change_summary": "2x learning rate"},
+    {"title": "higher-lr", "config_overrides": {"learning_rate": 0.003}, "change_summary": "2x learning rate"},
     {"title": "deeper-3L", "config_overrides": {"n_layer": 3}, "change_summary": "3 layers"}])
 hyps = record_batch_hypotheses(experiments=[
     {"title": "higher-lr", "hypothesis": "faster convergence", "expected_effect": "lower val_bpb"},
     {"title": "deeper-3L", "hypothesis": "more capacity", "expected_effect": "lower val_bpb"}])
 r = run_experiment_batch(titles=saved["titles"], concurrency=3, batch_id="batch-1-lr-depth")
 evaluate_batch_results(results=r["results"], batch_id="batch-1-lr-depth")"""
-TUTORIAL_TURN_3 = """edit_train_code(title="lower-lr", config_overrides={"learning_rate": 0.0015}, change_summary="half the LR")
+TUTORIAL_TURN_3 = """edit_train_code(title="lower-lr", config_overrides={"learning_rate": 0.00075}, change_summary="half the LR")
 record_hypothesis("lower-lr", "a smaller step is more stable", "lower val_bpb")
 titles = ["lower-lr"]
 results = list(flyte_map("run_experiment", titles, [45], ["parallelized-autoresearch"], concurrency=3))

@@ -59,7 +59,7 @@ PLAN: list[tuple[str, str | None, str, dict[str, Any], dict[str, Any] | None, st
 N_SUCCESS = 4
 N_FAILED = 2
 N_CONFIRMED = 2
-RULE = GateRule()
+RULE = GateRule(replicates=3)
 
 
 def _result(fields: dict[str, Any], index: int) -> ExperimentResult:

@@ -51,6 +51,7 @@ def run_driver(**overrides: Any) -> AutoresearchOutput:
         max_steps=4,
         time_budget=20.0,
         base_config=TINY,
+        replicates=3,  # these check mechanics at small counts; the default's own count is checked in test_cli
     )
     inputs.update(overrides)
     run = flyte.with_runcontext(**ledger_mod.run_context_kwargs()).run(pa.parallelized_autoresearch, **inputs)

@@ -15,6 +15,7 @@ import pytest
 
 import parallelized_autoresearch as pa
 from autoresearch.lab.budget import auto_max_runs
+from autoresearch.ledger.verdicts import GateRule
 from autoresearch.session import inputs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,8 +46,8 @@ BAD = [
     (["--llm-timeout", "-5"], "--llm-timeout must be in 1..7200, got -5.0"),
     (["--llm-timeout", "nan"], "--llm-timeout must be a number in 1..7200, got nan"),
     (
-        ["--max-runs", "5"],
-        "--max-runs 5 cannot try one idea: the baseline's 3 seeds, one screen and its 2 confirmation runs need 6 runs",
+        ["--max-runs", "9"],
+        "--max-runs 9 cannot try one idea: the baseline's 5 seeds, one screen and its 4 confirmation runs need 10 runs",
     ),
     (["--max-runs", "7", "--replicates", "4"], "need 8 runs"),
     (["--transfer-check", "100"], "--transfer-check must be in 1..64"),
@@ -104,7 +105,7 @@ def test_the_success_path_writes_the_results_and_the_exported_best(
     assert pa.main(["summary", "--memory-key", key, "--tsv", "--state-dir", str(state)]) == 0
     assert (results / "results.tsv").read_text() == capsys.readouterr().out, "the file is what `summary --tsv` prints"
     counters = [tuple(map(int, m)) for m in re.findall(r"\] (\d+)/(\d+)  ", out)]
-    budget = auto_max_runs(5, 3)
+    budget = auto_max_runs(5, GateRule().replicates)
     assert counters and {t for _, t in counters} == {budget}, "the counter's total is the key's run budget"
     assert [d for d, _ in counters] == sorted(d for d, _ in counters), "and it never goes back"
 

@@ -127,7 +127,7 @@ def _rec(title: str, runs: list[tuple[int, float | None, int]], parent: str | No
 
 
 def board(records: list) -> list:
-    return leaderboard(records, judgement(records, GateRule()))
+    return leaderboard(records, judgement(records, GateRule(replicates=3)))
 
 
 def test_leaderboard_ranks_by_mean_with_the_gates_labels() -> None:
@@ -472,9 +472,10 @@ async def views_and_compare(key: str) -> Any:
     await led.save_edits(
         [{"title": "Warmup deeper", "parent_title": "Warmup", "train_py": WARMUP.replace("4 * config", "3 * config")}]
     )
-    runs = [("baseline", 0, 2.0), ("baseline", 1, 2.02), ("baseline", 2, 1.98), ("Warmup", 0, 1.85)]
-    runs += [("Warmup", 1, 1.86), ("Warmup", 2, 1.84), ("Deeper 6L", 0, 2.05), ("Warmup deeper", 0, 1.70)]
-    runs += [("Warmup deeper", 1, 1.71), ("Warmup deeper", 2, 1.69)]
+    runs = [("baseline", 0, 2.0), ("baseline", 1, 2.02), ("baseline", 2, 1.98), ("baseline", 3, 2.01)]
+    runs += [("baseline", 4, 1.99), ("Warmup", 0, 1.85), ("Warmup", 1, 1.86), ("Warmup", 2, 1.84), ("Warmup", 3, 1.85)]
+    runs += [("Warmup", 4, 1.85), ("Deeper 6L", 0, 2.05), ("Warmup deeper", 0, 1.70), ("Warmup deeper", 1, 1.71)]
+    runs += [("Warmup deeper", 2, 1.69), ("Warmup deeper", 3, 1.70), ("Warmup deeper", 4, 1.70)]
     for title, seed, bpb in runs:
         await led.record_result(title, ExperimentResult("success", val_bpb=bpb, seed=seed))
     unknown = await led.compare("baseline", "Warmpu")
@@ -495,7 +496,7 @@ async def views_and_compare(key: str) -> Any:
 async def test_views_compare_and_lineage(ledger_state: Path) -> None:
     out = await run("views_and_compare")
     cmp = out["compare"]
-    assert cmp["delta"] == pytest.approx(-0.15) and cmp["seeds"] == {"baseline": 3, "Warmup": 3}
+    assert cmp["delta"] == pytest.approx(-0.15) and cmp["seeds"] == {"baseline": 5, "Warmup": 5}
     assert (
         "-    return config.learning_rate\n" in cmp["diff"] and "+    return config.learning_rate * min" in cmp["diff"]
     )
@@ -507,4 +508,4 @@ async def test_views_compare_and_lineage(ledger_state: Path) -> None:
     summary = out["summary"]
     assert summary["best"]["title"] == "Warmup deeper" and summary["best"]["delta_vs_baseline"] == pytest.approx(-0.3)
     assert [r["label"] for r in summary["leaderboard"]] == ["confirmed", "confirmed", "baseline", "regression"]
-    assert summary["runs_used"] == 10 and summary["sigma"] is not None
+    assert summary["runs_used"] == 16 and summary["sigma"] is not None

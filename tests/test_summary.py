@@ -92,7 +92,7 @@ def plain_key() -> tuple[list[ExperimentRecord], Any, list[Any]]:
         rec("LR up + warmup", "LR up", [2.50, 2.51, 2.50], 8),
         ExperimentRecord(ExperimentSpec("Deep", "deep", created_at="2026-01-09"), BASELINE),
     ]
-    verdicts = judgement(records, GateRule(), ExperimentConfig())
+    verdicts = judgement(records, GateRule(replicates=3), ExperimentConfig())
     return records, verdicts, leaderboard(records, verdicts)
 
 
@@ -100,7 +100,7 @@ def plain_summary(human: dict[str, dict[str, Any]] | None = None) -> dict[str, A
     records, verdicts, rows = plain_key()
     sessions = [{"at": "2026-03-01", "totals": {"llm": u}} for u in LLM_SESSIONS]
     audit = audit_summary("LR up + warmup", {"baseline": [2.7, 2.71]}, {"baseline": [2.75, 2.76]})
-    return summary.build_summary("k", records, verdicts, rows, GateRule(), audit, sessions, human or {})
+    return summary.build_summary("k", records, verdicts, rows, GateRule(replicates=3), audit, sessions, human or {})
 
 
 def test_best_path_follows_parents_from_the_root_to_the_incumbent() -> None:

@@ -25,6 +25,7 @@ from autoresearch.lab.budget import Budget
 from autoresearch.lab.loop import ResearchLoop
 from autoresearch.lab.runner import ExperimentRunner, task_call
 from autoresearch.ledger import ledger as ledger_mod
+from autoresearch.ledger.verdicts import GateRule
 from autoresearch.sandbox import backends
 from autoresearch.sandbox import experiment as sandbox
 from autoresearch_types import ExperimentConfig
@@ -90,15 +91,17 @@ env = flyte.TaskEnvironment("tools_tests", depends_on=[bundle.experiment_env])
 TINY = ExperimentConfig(
     n_layer=1, n_head=2, n_embd=32, seq_len=32, batch_size=4, token_budget=3 * 4 * 32, vocab_size=512
 )
+THREE_SEEDS = GateRule(replicates=3)
+"""These check the tools' mechanics at small counts; the default's own count is checked in test_cli."""
 
 
 @env.task
 async def exercise_tools(data: bundle.Bundle, key: str) -> str:
     """Call every tool the way the agent does, on a real ledger; return what each said (JSON)."""
-    ledger = await ledger_mod.Ledger.open(key, TINY)
+    ledger = await ledger_mod.Ledger.open(key, TINY, rule=THREE_SEEDS)
     tool_obj = dataclasses.replace(pa.run_experiment, model=llm.BUILTIN)
     async with ExperimentRunner(task_call(tool_obj, ledger, data, backends.default_backend()), 2) as runner:
-        budget = Budget(n_experiments=2, batch_size=2, concurrency=2, max_runs=7)  # 3 seeds, 2 ideas, 1 confirmation
+        budget = Budget(n_experiments=2, batch_size=2, concurrency=2, confirm_runs=2, max_runs=7)  # 3 seeds, 2 ideas
         loop = ResearchLoop(ledger, runner, budget)
         research = tools.ResearchTools(loop, profile={"dataset": "shakespeare"})
         return await exercise(ledger, research)
@@ -141,10 +144,10 @@ async def exercise(ledger: Any, research: tools.ResearchTools) -> str:
 @env.task
 async def exercise_async(data: bundle.Bundle, key: str) -> str:
     """submit_experiments returns at once; wait_for_results hands back runs as they finish, already recorded."""
-    ledger = await ledger_mod.Ledger.open(key, TINY)
+    ledger = await ledger_mod.Ledger.open(key, TINY, rule=THREE_SEEDS)
     tool_obj = dataclasses.replace(pa.run_experiment, model=llm.BUILTIN)
     async with ExperimentRunner(task_call(tool_obj, ledger, data, backends.default_backend()), 2) as runner:
-        budget = Budget(3, 3, 2, max_runs=9)  # three ideas, room to confirm one
+        budget = Budget(3, 3, 2, confirm_runs=2, max_runs=9)  # three ideas, room to confirm one
         research = tools.ResearchTools(ResearchLoop(ledger, runner, budget), {"dataset": "shakespeare"})
         t = {f.__name__: f for f in research.as_tools()}
         await research.loop.run_jobs(await research.loop.pending_jobs())

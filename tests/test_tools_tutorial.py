@@ -43,7 +43,7 @@ async def tutorial_calls(key: str) -> str:
     plan = [{"title": "higher-lr", "hypothesis": "faster"}, {"title": "deeper-2L", "hypothesis": "capacity"}]
     out["plan"] = await t["record_batch_plan"](batch_id="batch-1-sweep", experiments=plan)
     edits = [
-        {"title": "higher-lr", "config_overrides": {"learning_rate": 0.006, "max_steps": 9}, "change_summary": "2x LR"},
+        {"title": "higher-lr", "config_overrides": {"learning_rate": 0.003, "max_steps": 9}, "change_summary": "2x LR"},
         {"title": "deeper-2L", "config_overrides": {"n_layer": 3}, "change_summary": "one more layer"},
     ]
     out["saved"] = await t["edit_train_code_batch"](edits=edits, memory_key="parallelized-autoresearch")
@@ -55,7 +55,7 @@ async def tutorial_calls(key: str) -> str:
     out["positional"] = await t["evaluate_batch_results"](r["results"], batch_id="batch-1-sweep")
     out["get_plan"] = await t["get_batch_plan"]("batch-1-sweep")
     out["hypothesis"] = await t["record_hypothesis"]("lower-lr", "the step is too big", "-0.01")
-    out["single"] = await t["edit_train_code"](title="lower-lr", config_overrides={"learning_rate": 0.0015})
+    out["single"] = await t["edit_train_code"](title="lower-lr", config_overrides={"learning_rate": 0.00075})
     out["mapped"] = [await t["run_experiment"]("lower-lr", 45, "parallelized-autoresearch")]
     out["mapped_eval"] = await t["evaluate_batch_results"](out["mapped"], batch_id="batch-2")
     out["seed"] = await t["get_seed_train_code"]()
@@ -78,7 +78,7 @@ def test_the_tutorials_documented_calls_record_and_rank_their_experiments(state_
     assert out["plan"]["status"] == "planned" and "attached to its batch" in out["plan"]["note"]
     saved = out["saved"]
     assert saved["titles"] == ["higher-lr", "deeper-2L"] and saved["count"] == 2 and saved["errors"] == []
-    assert saved["edits"][0]["config_overrides"] == {"learning_rate": 0.006}
+    assert saved["edits"][0]["config_overrides"] == {"learning_rate": 0.003}
     assert "max_steps belong to the run" in saved["note"] and "memory_key is the run's own" in saved["note"]
     assert out["hyps"]["recorded"] == 2
     ran = out["ran"]

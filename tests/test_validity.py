@@ -73,7 +73,7 @@ def test_no_verdict_without_a_noise_floor_exits_non_zero_with_the_reason(
     code = pa.main(argv)
     err = capsys.readouterr().err
     assert code == 1
-    assert "the baseline succeeded on 0 of 3 seed(s), so seed noise cannot be measured" in err
+    assert "the baseline succeeded on 0 of 5 seed(s), so seed noise cannot be measured" in err
     assert "truncated" in err and f"resume with --memory-key {key}" in err
 
 
@@ -109,7 +109,7 @@ def test_a_key_from_before_seeds_is_measured_again_and_its_old_results_are_shown
     out = asyncio.run(run("legacy_key"))
     assert out["labels"] == {BASELINE_TITLE: "legacy", "Old LR": "legacy"}
     assert out["old_bpb"] == 4.0, "the old number is still shown"
-    assert out["owed"] == [[BASELINE_TITLE, s, "replicate"] for s in (0, 1, 2)], "its noise is measured on resume"
+    assert out["owed"] == [[BASELINE_TITLE, s, "replicate"] for s in range(5)], "its noise is measured on resume"
 
 
 READ_TOOLS = (
@@ -145,7 +145,7 @@ def test_the_held_out_audit_is_in_the_output_and_report_and_never_in_a_tool(stat
     assert out.error == "", out.error
     audit = out.audit
     assert audit["best"] == out.best["title"] and audit["baseline"] == BASELINE_TITLE
-    assert audit["test"][BASELINE_TITLE]["n"] == 3 and audit["val"][BASELINE_TITLE]["n"] == 3
+    assert audit["test"][BASELINE_TITLE]["n"] == 5 and audit["val"][BASELINE_TITLE]["n"] == 5
     test_values = [s["mean"] for s in audit["test"].values()]
     assert all(isinstance(v, float) and v > 0 for v in test_values)
     assert "Held-out test audit" in out.summary

@@ -34,7 +34,7 @@ def test_pooled_sigma_weights_groups_by_their_degrees_of_freedom() -> None:
     assert v.pooled_sigma([[2.0, 2.0]])[0] == v.SIGMA_FLOOR, "identical seeds cannot make sigma zero"
 
 
-RULE = GateRule()
+RULE = GateRule(replicates=3)
 BASE = [2.70, 2.66, 2.70]  # sd 0.0231, df 2
 
 
@@ -177,12 +177,14 @@ def test_every_confirmation_run_failing_is_not_a_gain() -> None:
     assert "confirmation seed 1 ended crash" in judged.verdicts["A"].reason
 
 
-@pytest.mark.parametrize("outcome, label", [("crash", "failed"), ("truncated", "truncated"), ("oom", "failed")])
+@pytest.mark.parametrize(
+    "outcome, label", [("crash", "failed"), ("truncated", "truncated"), ("oom", "failed"), ("pruned", "pruned")]
+)
 def test_one_spoiled_confirmation_seed_disqualifies_the_rest(outcome: str, label: str) -> None:
     """The code is the same on every seed: a confirmation seed that failed or was truncated is not outvoted by a
     fresh seed that looks good, and no more seeds are owed."""
     runs = arrivals(*BASELINE_RUNS, ("A", 0, 2.50), ("A", 2, 2.49))
-    runs.insert(4, Arrival(4, "A", 1, outcome, 2.5 if outcome == "truncated" else None))
+    runs.insert(4, Arrival(4, "A", 1, outcome, 2.5 if outcome in ("truncated", "pruned") else None))
     runs = [dataclasses.replace(a, seq=i) for i, a in enumerate(runs, 1)]
     judged = v.judge(runs, ["baseline", "A"], RULE)
     assert judged.verdicts["A"].label == label and judged.incumbent == "baseline", judged.verdicts["A"]
@@ -274,18 +276,18 @@ def test_the_campaigns_levels_sum_to_at_most_its_budget_however_far_a_key_goes()
 def test_the_minimum_detectable_effect_is_what_the_gate_finds_80_percent_of_the_time() -> None:
     """Both sides of the MDE: simulated candidates exactly the MDE better than the baseline are confirmed about 80%
     of the time (the rule's own power calculation), half of it clearly less often."""
-    rule = GateRule(horizon=10)
+    rule = GateRule(horizon=10)  # the default seeds: five of the baseline, four fresh ones
     sd, rng = 0.045, random.Random(3)
-    base = [2.7 - sd, 2.7, 2.7 + sd]  # a baseline with exactly this spread
+    base = [2.7 + sd * z for z in (-1.2649, -0.6325, 0.0, 0.6325, 1.2649)]  # exactly this spread
     noise = noise_of({"baseline": base})
     mde = v.min_effect(("baseline", base), noise, rule, v.level(1, rule.alpha_campaign, rule.horizon))
-    assert 0.1 < mde < 0.4, mde
+    assert 0.08 < mde < 0.25, mde
 
     def share(effect: float, trials: int = 600) -> float:
         hits = 0
         for _ in range(trials):
             runs = [("baseline", s, x) for s, x in enumerate(base)]
-            runs += [("C", s, rng.gauss(2.7 - effect, sd)) for s in range(3)]
+            runs += [("C", s, rng.gauss(2.7 - effect, sd)) for s in range(rule.replicates)]
             hits += v.judge(arrivals(*runs), ["baseline", "C"], rule, with_mde=False).verdicts["C"].label == "confirmed"
         return hits / trials
 

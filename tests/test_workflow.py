@@ -245,7 +245,7 @@ def test_the_goal_is_met_only_by_a_confirmed_or_accepted_incumbent(goal: Goal, r
 @scenario
 async def steps_and_decisions(key: str) -> Any:
     led = await ledger.Ledger.open(key)
-    for seed, v in enumerate((2.70, 2.72, 2.68)):
+    for seed, v in enumerate((2.70, 2.72, 2.68, 2.71, 2.69)):
         await led.record_result("baseline", ExperimentResult("success", val_bpb=v, seed=seed), "replicate")
     saved = await led.save_edits(
         [
@@ -282,13 +282,13 @@ async def test_steps_and_decisions_persist_and_shape_forking_and_the_best() -> N
     assert out["steps"] == {"baseline": "", "Warmup": "medium", "Tiny LR": "small", "Wide": "radical"}
     assert "was rejected (human: leaks the schedule)" in out["fork"][0]["error"], "a rejected experiment is not forked"
     assert out["labels"]["Warmup"] == ["rejected", "human"] and out["incumbent"] == "baseline"
-    assert out["labels"]["Tiny LR"][1] == "judge" and out["confirm"] == {"Tiny LR": [1, 2]}
+    assert out["labels"]["Tiny LR"][1] == "judge" and out["confirm"] == {"Tiny LR": [1, 2, 3, 4]}
     assert "| radical |" in out["history"] and "rejected (human)" in out["history"]
 
 
 @scenario
 async def progress_never_goes_back(key: str) -> Any:
-    """The baseline's seeds, then a batch of two screens where one earns two confirmation runs mid-batch (the case
+    """The baseline's seeds, then a batch of two screens where one earns four confirmation runs mid-batch (the case
     that once showed `0/2`, then `1/4`): every counter the terminal was shown, in order."""
     led = await ledger.Ledger.open(key)
     values = {"baseline": 2.70, "Warmup": 2.30, "Wide": 2.71}
@@ -302,7 +302,7 @@ async def progress_never_goes_back(key: str) -> Any:
         loop = ResearchLoop(
             led,
             runner,
-            Budget(4, 2, 2, max_runs=9),
+            Budget(4, 2, 2, max_runs=13),
             on_start=lambda jobs, done, total: shown.append(("start", done, total)),
             on_result=lambda job, done, total, result, standing: shown.append((job.title, done, total)),
         )
@@ -317,17 +317,17 @@ async def progress_never_goes_back(key: str) -> Any:
 def test_the_progress_counter_never_goes_back_when_confirmations_join_a_batch() -> None:
     out = asyncio.run(run("progress_never_goes_back"))
     shown = out["shown"]
-    assert out["runs"] == 7, "3 baseline seeds, 2 screens, 2 confirmations of Warmup"
-    assert [s[0] for s in shown].count("Warmup") == 3 and len([s for s in shown if s[0] != "start"]) == 7
-    assert {total for _, _, total in shown} == {9}, f"the denominator is the key's run budget: {shown}"
+    assert out["runs"] == 11, "5 baseline seeds, 2 screens, 4 confirmations of Warmup"
+    assert [s[0] for s in shown].count("Warmup") == 5 and len([s for s in shown if s[0] != "start"]) == 11
+    assert {total for _, _, total in shown} == {13}, f"the denominator is the key's run budget: {shown}"
     dones = [done for _, done, _ in shown]
-    assert dones == sorted(dones) and dones[-1] == 7, f"the counter never goes back: {shown}"
+    assert dones == sorted(dones) and dones[-1] == 11, f"the counter never goes back: {shown}"
 
 
 @scenario
 async def goal_stops_research(key: str) -> Any:
     led = await ledger.Ledger.open(key)
-    for seed, v in enumerate((2.70, 2.72, 2.68)):
+    for seed, v in enumerate((2.70, 2.72, 2.68, 2.71, 2.69)):
         await led.record_result("baseline", ExperimentResult("success", val_bpb=v, seed=seed), "replicate")
     await led.save_edits([{"title": "Warmup", "train_py": WARMUP}])
 
@@ -338,7 +338,7 @@ async def goal_stops_research(key: str) -> Any:
         research = tools.ResearchTools(ResearchLoop(led, runner, Budget(20, 2, 1), goal=Goal(gain_pct=5.0)), {})
         (rec,) = await led.specs(["Warmup"])
         before = research.budget.remaining
-        for seed, v in enumerate((2.40, 2.41, 2.39)):
+        for seed, v in enumerate((2.40, 2.41, 2.39, 2.40, 2.41)):
             job = research.loop.job(rec, "screen" if seed == 0 else "confirm", seed)
             await research.loop.record_job(job, ExperimentResult("success", val_bpb=v, seed=seed))
         after = research.budget.to_dict()
@@ -353,8 +353,103 @@ async def test_reaching_the_goal_stops_research_and_is_recorded() -> None:
     assert out["before"] == 20 and out["after"]["remaining"] == 0
     assert (
         out["after"]["stopped"].startswith("goal reached: 'Warmup' (confirmed)")
-        and "after 6 runs" in out["after"]["stopped"]
+        and "after 10 runs" in out["after"]["stopped"]
     )
     assert out["admitted"] is False, "nothing new starts once the goal is reached"
     assert [s["by"] for s in out["stops"]] == ["goal"]
     assert "non-empty string" in out["bad"]["error"]
+
+
+@scenario
+async def pruned_roles(key: str) -> Any:
+    from autoresearch.lab.pruning import PruneRule
+    from autoresearch.lab.runner import Job, _limits
+
+    led = await ledger.Ledger.open(key)
+    for seed, v in enumerate((2.70, 2.72, 2.68, 2.71, 2.69)):
+        curve = [[f / 10, 2 * v + 0.5 * (10 - f) / 10] for f in range(1, 11)]  # ends at twice its val_bpb
+        result = ExperimentResult("success", val_bpb=v, seed=seed, curve=curve)
+        await led.record_result("baseline", result, "replicate")
+    await led.save_edits([{"title": "Warmup", "train_py": WARMUP}])
+    base, edit = await led.specs(["baseline", "Warmup"])
+    out = {}
+    for role, rec in (("screen", edit), ("confirm", edit), ("replicate", base), ("transfer", base)):
+        out[role] = await _limits(led, Job(rec, 1, role), PruneRule(mode="incumbent"))
+    out["off"] = await _limits(led, Job(edit, 1, "confirm"), PruneRule())
+    return out
+
+
+@pytest.mark.usefixtures("ledger_state")
+def test_pruning_holds_screens_and_confirmations_to_the_thresholds_and_never_the_yardsticks() -> None:
+    """On a real ledger: an experiment's screen and its confirmation re-runs get the same thresholds from the
+    baseline's trusted curves; the baseline's seeds and the transfer check get none, nor does anything when off."""
+    out = asyncio.run(run("pruned_roles"))
+    assert out["screen"] and out["confirm"] == out["screen"], out
+    assert out["replicate"] == [] and out["transfer"] == [] and out["off"] == []
+
+
+@scenario
+async def spoiled_confirmation_skips_the_rest(key: str) -> Any:
+    """One slot: a candidate passes its screen and earns four confirmation runs; the first of them is pruned, so the
+    gate owes it no more, and the three still queued must not train."""
+    led = await ledger.Ledger.open(key)
+    trained: list[tuple[str, int, str]] = []
+
+    async def call(job: Any, extras: Any) -> ExperimentResult:
+        trained.append((job.title, job.seed, job.role))
+        if job.role == "confirm":
+            return ExperimentResult("pruned", val_bpb=None, seed=job.seed, message="pruned at 25% of its budget")
+        return ExperimentResult("success", val_bpb={"baseline": 2.70, "Warmup": 2.30}[job.title], seed=job.seed)
+
+    async with ExperimentRunner(call, 1, local=False) as runner:
+        loop = ResearchLoop(led, runner, Budget(4, 1, 1))
+        await loop.run_jobs(await loop.pending_jobs())
+        await led.save_edits([{"title": "Warmup", "train_py": WARMUP}])
+        (rec,) = await led.specs(["Warmup"])
+        outcome = await loop.run_jobs([loop.job(rec, "screen")])
+    _, verdicts, _ = await led.view()
+    return {
+        "trained": trained,
+        "skipped": [(j.title, j.seed, loop.skip_reason(j)) for j in outcome.skipped],
+        "label": verdicts.verdicts["Warmup"].label,
+        "owed": verdicts.confirm_seeds,
+        "runs": led.runs_used(),
+    }
+
+
+@pytest.mark.usefixtures("ledger_state")
+def test_a_confirmation_the_gate_no_longer_owes_is_skipped_not_trained() -> None:
+    out = asyncio.run(run("spoiled_confirmation_skips_the_rest"))
+    confirms = [t for t in out["trained"] if t[2] == "confirm"]
+    assert len(confirms) == 1 and out["label"] == "pruned" and out["owed"] == {}, out
+    assert len(out["skipped"]) == GateRule().replicates - 2, "the other fresh seeds were reported skipped"
+    assert all("confirmation already ended" in why for _, _, why in out["skipped"]), out["skipped"]
+    assert out["runs"] == GateRule().replicates + 2, "the baseline's seeds, the screen and the one pruned seed"
+
+
+@scenario
+async def agent_ends_mid_confirmation(key: str) -> Any:
+    """The agent submits a screen and ends at once (its turns or ideas are spent) while the runs are in flight: the
+    session still lets them finish and runs the confirmations the screen earned."""
+    led = await ledger.Ledger.open(key)
+
+    async def call(job: Any, extras: Any) -> ExperimentResult:
+        value = {"baseline": 2.70, "Warmup": 2.30}[job.title] + 0.01 * (job.seed % 2)
+        return ExperimentResult("success", val_bpb=value, seed=job.seed)
+
+    async with ExperimentRunner(call, 2, local=False) as runner:
+        loop = ResearchLoop(led, runner, Budget(1, 1, 2))
+        await loop.run_jobs(await loop.pending_jobs())
+        await led.save_edits([{"title": "Warmup", "train_py": WARMUP}])
+        (rec,) = await led.specs(["Warmup"])
+        await loop.start_jobs([loop.job(rec, "screen")])  # returns at once: the agent's last act
+        await loop.finish_confirmations()
+    _, verdicts, _ = await led.view()
+    return {"label": verdicts.verdicts["Warmup"].label, "owed": verdicts.confirm_seeds, "runs": led.runs_used()}
+
+
+@pytest.mark.usefixtures("ledger_state")
+def test_a_session_never_ends_with_a_candidate_half_confirmed() -> None:
+    out = asyncio.run(run("agent_ends_mid_confirmation"))
+    assert out["label"] == "confirmed" and out["owed"] == {}, out
+    assert out["runs"] == 2 * GateRule().replicates, "the baseline's seeds, the screen and every fresh seed"

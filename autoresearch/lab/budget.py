@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autoresearch.lab.runner import Job
+from autoresearch.ledger.verdicts import GateRule
 
 
 def auto_max_runs(n_experiments: int, replicates: int) -> int:
@@ -38,7 +39,7 @@ class Budget:
     concurrency: int
     started: int = 0
     """Runs recorded or started under the key (every role)."""
-    confirm_runs: int = 2
+    confirm_runs: int = GateRule().replicates - 1
     """Runs a candidate that passes the screen needs to be confirmed (the baseline's other seeds)."""
     max_runs: int = 0
     """Runs in total for the key; 0 takes `auto_max_runs` with `confirm_runs + 1` replicates."""

@@ -49,8 +49,25 @@ class ResearchLoop:
     goal: Goal = field(default_factory=Goal)
     """When to stop before the budget: a confirmed result reaching the target."""
 
+    closed: set[str] = field(default_factory=set)
+    """Candidates whose confirmation ended before all its fresh seeds ran (one was pruned, failed or truncated:
+    the gate owes it no more seeds), so their queued confirmation runs are skipped, not trained for nothing."""
+
     def __post_init__(self) -> None:
-        self.runner.bind(self.record_job, self.budget.admit)
+        self.runner.bind(self.record_job, self.admit)
+
+    def admit(self, job: Job) -> bool:
+        """Whether a queued job may start now: never a confirmation the gate no longer owes; else the budget's
+        say (it charges the run)."""
+        if job.role == "confirm" and job.title in self.closed:
+            return False
+        return self.budget.admit(job)
+
+    def skip_reason(self, job: Job) -> str:
+        """Why `admit` refused a job, for the agent."""
+        if job.role == "confirm" and job.title in self.closed:
+            return "its confirmation already ended (a fresh seed was pruned, failed or truncated): not trained"
+        return "the experiment budget is spent"
 
     # ---------------------------------------------------------------- what runs
 
@@ -108,6 +125,15 @@ class ResearchLoop:
             self.on_start(accepted, *self.progress())
         return accepted
 
+    async def finish_confirmations(self) -> list[Job]:
+        """Once the agent is done: let the runs in flight finish, then run the confirmations still owed (within the
+        run budget), so a session never ends with a candidate half-confirmed, whenever the agent chose to stop."""
+        await self.runner.wait(until_idle=True)
+        jobs = await self.confirmation_jobs()
+        if jobs:
+            await self.run_jobs(jobs)
+        return jobs
+
     def progress(self) -> tuple[int, int]:
         """The terminal's counter: runs recorded under the key, of the key's run budget (or of the runs, if a resumed
         key already has more). Both only grow, so the counter never goes back, however the batches change."""
@@ -132,6 +158,8 @@ class ResearchLoop:
         _, verdicts, board = await self.ledger.view()
         if await self._judge_borderline(job, verdicts):
             _, verdicts, board = await self.ledger.view()
+        if job.role == "confirm" and job.title not in verdicts.confirm_seeds:
+            self.closed.add(job.title)
         earned = job.role == "screen" and job.title in verdicts.confirm_seeds
         earned = earned or (job.title in verdicts.confirm_seeds and verdicts.verdicts[job.title].by == "judge")
         follow = await self._confirm_jobs(verdicts, [job.title] if earned else [])

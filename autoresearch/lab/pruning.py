@@ -22,7 +22,9 @@ loss is above a threshold:
   trusted), plus `z` (3) bands;
 
 never closer than `min_margin` of the reference loss. A stopped run is `pruned`: it keeps its curve, frees its slot
-at once, and counts as a soft failure for the planner; its idea is spent, its screen never scored.
+at once, and counts as a soft failure for the planner; its idea is spent, its screen never scored. A candidate's
+confirmation re-runs are held to the same thresholds: one pruned fresh seed ends its confirmation (`pruned`), which
+can only withhold a confirmation, never grant one, so the campaign's bound stands.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from autoresearch.ledger.source import normalize_code
 from autoresearch.sandbox.curve import WINDOW, Curve, loss_at
 
 MODES = ("off", "incumbent", "median", "parent")
+PRUNED_ROLES = ("screen", "confirm")
+"""The runs pruning may stop: an experiment's screen and its confirmation re-runs; never a baseline seed or the
+transfer check, the yardsticks."""
 Z_BY_MODE = {"incumbent": 0.5, "median": 3.0, "parent": 3.0}
 """Noise bands above the reference a run must be to be stopped, per mode."""
 CONSISTENCY_SDS = 4.0

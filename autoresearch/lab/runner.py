@@ -31,7 +31,7 @@ import flyte
 
 from autoresearch.lab import pods, sizing
 from autoresearch.lab.pods import PodSettings
-from autoresearch.lab.pruning import PruneRule, prune_limits
+from autoresearch.lab.pruning import PRUNED_ROLES, PruneRule, prune_limits
 from autoresearch.lab.sizing import SizingPolicy
 from autoresearch.ledger.ledger import Ledger
 from autoresearch.ledger.records import ExperimentRecord
@@ -308,8 +308,8 @@ def task_call(
 ) -> Any:
     """How the runner runs one job (an experiment on one seed) on the data bundle `data`: through the
     `run_experiment` tool `tool_obj`, and so `right_size`, with
-    the runner's extras (its sizing policy and pool handle); failures become results. An experiment's first run
-    gets pruning thresholds from the curves finished so far (never a baseline seed or a confirmation re-run).
+    the runner's extras (its sizing policy and pool handle); failures become results. An experiment's screen and
+    confirmation runs get pruning thresholds from the curves finished so far (never a baseline seed).
     With `pod` (a cluster) each call is its own action, configured by `pods.overrides`, named after the experiment
     and its seed, and grouped by batch in the UI."""
     where = {"data": data, "backend": backend, "allow_unsandboxed": allow_unsandboxed}
@@ -333,9 +333,11 @@ def task_call(
 
 
 async def _limits(ledger: Ledger, job: Job, rule: PruneRule) -> list[tuple[float, float]]:
-    """An experiment's first run gets pruning thresholds from the trusted curves finished so far; nothing else is
-    ever pruned (a baseline seed, a confirmation re-run, the transfer check)."""
-    if not rule.on or job.role != "screen":
+    """An experiment's runs (its screen and its confirmation re-runs) get pruning thresholds from the trusted curves
+    finished so far. A pruned confirmation seed only keeps a candidate from being confirmed (the gate never confirms
+    on fewer fresh seeds), so it cannot raise the false-confirmation bound. The baseline's seeds and the transfer
+    check are never pruned: they are the yardstick."""
+    if not rule.on or job.role not in PRUNED_ROLES:
         return []
     records, verdicts, _ = await ledger.view()
     return prune_limits(records, job.record.spec.parent, rule, verdicts.incumbent)

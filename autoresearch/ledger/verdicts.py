@@ -111,7 +111,7 @@ class GateRule:
     """The ideas the key was created for: the campaign's budget is spread over them (`campaign.level`)."""
     over_budget_factor: float = 4.0
     """A run using more than this many times its predicted training CPU is `over_budget`."""
-    replicates: int = 3
+    replicates: int = 5
     """Seeds of the baseline; a candidate is confirmed on the baseline's seeds it has not run yet."""
 
     def describe(self) -> str:

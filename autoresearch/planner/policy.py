@@ -258,7 +258,7 @@ def stale_experiments(history: list[dict[str, Any]]) -> int:
 
 def search_space(base: dict[str, Any], bounds: dict[str, list[float]] | None = None) -> dict[str, list[Any]]:
     """The values each config axis may take around the base, within the bounds: shared with random search."""
-    lr, layers, width = base.get("learning_rate", 3e-3), base.get("n_layer", 3), base.get("n_embd", 128)
+    lr, layers, width = base.get("learning_rate", 1.5e-3), base.get("n_layer", 3), base.get("n_embd", 128)
     heads, batch, dropout = base.get("n_head", 4), base.get("batch_size", 8), base.get("dropout", 0.0)
     grid: dict[str, list[Any]] = {
         "learning_rate": [round(lr * f, 8) for f in (0.25, 0.5, 1, 2, 4)],

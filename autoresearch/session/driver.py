@@ -357,6 +357,7 @@ async def research(session: Session, runner: ExperimentRunner, limits: RunLimits
             return "", "", floor
         directive = await build_directive(session, limits.max_turns)
         summary, error = await run_agent(session, directive, limits.max_turns)
+        await loop.finish_confirmations()
         await ledger.save()
     except Exception as exc:
         await session.reporter.stop("error", f"{type(exc).__name__}: {exc}")
