@@ -65,6 +65,7 @@ def provider(monkeypatch: pytest.MonkeyPatch) -> Any:
 def cli(key: str, *extra: str) -> list[str]:
     config = {**TINY, "seed": random.randint(1, 2**30)}
     argv = ["--memory-key", key, "--model", "scripted/agent", "--n-experiments", "12", "--batch-size", "2"]
+    argv += ["--replicates", "3"]  # these check mechanics at small counts; test_cli checks the default's own count
     return argv + ["--vocab-size", "512", "--max-steps", "4", "--base-config", json.dumps(config), *extra]
 
 

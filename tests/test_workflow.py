@@ -111,6 +111,10 @@ def test_a_judge_can_ask_for_fresh_seeds_or_reject_but_never_confirm() -> None:
     settled = judge(runs + [Arrival(9, "A", 1, "success", 2.69), Arrival(10, "A", 2, "success", 2.70)],
                     ["baseline", "A"], RULE, 0, {"A": Decision("A", "more_seeds", "judge")})  # fmt: skip
     assert settled.verdicts["A"].by == "rule" and "A" not in settled.confirm_seeds, "the gate decides on the seeds"
+    for outcome, label in (("pruned", "pruned"), ("crash", "failed")):
+        spoiled = judge(runs + [Arrival(9, "A", 1, outcome, None)], ["baseline", "A"], RULE, 0,
+                        {"A": Decision("A", "more_seeds", "judge")})  # fmt: skip
+        assert spoiled.verdicts["A"].label == label and "A" not in spoiled.confirm_seeds, "one spoiled seed ends it"
 
 
 # ---------------------------------------------------------------- the hybrid judge (pure, and its LLM call)

@@ -369,6 +369,8 @@ def min_effect(inc: tuple[str, list[float]], noise: Noise, rule: GateRule, joint
 
 
 UNRANKED = {"truncated": "truncated", "over_budget": "over_budget", "pruned": "pruned"}
+SPOILED = {*UNRANKED, "failed"}
+"""Labels that end an experiment's confirmation: no more seeds are owed to it, whoever asked for them."""
 
 
 @dataclass
@@ -485,7 +487,7 @@ def _apply(decision: Decision, verdict: Verdict, rec: _Runs, out: Judgement, fre
         return dataclasses.replace(verdict, label="accepted", by="human", reason=f"{why} (gate: {verdict.reason})")
     if decision.decision == "more_seeds":
         owed = [s for s in fresh_seeds if s not in rec.outcomes]
-        if not owed:  # the extra seeds are in: the gate's verdict on them stands
+        if not owed or verdict.label in SPOILED:  # the seeds are in, or one spoiled them: the gate's verdict stands
             return verdict
         out.confirm_seeds[verdict.title] = owed
     return dataclasses.replace(verdict, by=decision.by, reason=f"{why} (gate: {verdict.reason})")
