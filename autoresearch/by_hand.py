@@ -136,6 +136,7 @@ def main(argv: list[str], run_training: Callable) -> int:
     args = build_parser().parse_args(argv)
     print(NOTE, flush=True)
     try:
+        config_of(args, args.vocab_size)  # bad flags are refused before any work, the bundle's build included
         root = bundle_root(args.dataset, args.num_shards, args.vocab_size)
         config = config_of(args, int(prepare.load_meta(root / "data")["vocab_size"]))
     except (ValueError, prepare.DataError) as exc:

@@ -35,6 +35,7 @@ def cli(key: str, state_root: Path, seed: int) -> list[str]:
         sys.executable,
         str(ROOT / "parallelized_autoresearch.py"),
         *("--memory-key", key, "--n-experiments", str(N_IDEAS), "--max-runs", str(N_RUNS), "--batch-size", "2"),
+        *("--replicates", "3"),  # a mechanics check at small counts; test_cli checks the default's own count
         "--concurrency",
         "2",
         *("--dataset", "shakespeare", "--vocab-size", "512", "--max-steps", "60", "--time-budget", "60"),

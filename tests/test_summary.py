@@ -36,7 +36,7 @@ def ok(val_bpb: float, seed: int) -> ExperimentResult:
 async def build_key(key: str) -> dict[str, Any]:
     """A small key with every kind of record: baseline on 3 seeds, a confirmed edit and a confirmed child of it
     (the best path baseline -> LR up -> LR up + warmup), an edit within noise, one not run, an audit, 2 sessions."""
-    led = await ledger.Ledger.open(key)
+    led = await ledger.Ledger.open(key, rule=GateRule(replicates=3))  # the fixture's three seeds
     await led.save_edits(
         [{"title": "LR up", "overrides": {"learning_rate": 0.006}}, {"title": "Wide", "overrides": {"n_embd": 96}}]
     )

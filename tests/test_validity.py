@@ -145,7 +145,7 @@ def test_the_held_out_audit_is_in_the_output_and_report_and_never_in_a_tool(stat
     assert out.error == "", out.error
     audit = out.audit
     assert audit["best"] == out.best["title"] and audit["baseline"] == BASELINE_TITLE
-    assert audit["test"][BASELINE_TITLE]["n"] == 5 and audit["val"][BASELINE_TITLE]["n"] == 5
+    assert audit["test"][BASELINE_TITLE]["n"] == 3 and audit["val"][BASELINE_TITLE]["n"] == 3
     test_values = [s["mean"] for s in audit["test"].values()]
     assert all(isinstance(v, float) and v > 0 for v in test_values)
     assert "Held-out test audit" in out.summary
