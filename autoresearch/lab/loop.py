@@ -56,16 +56,17 @@ class ResearchLoop:
     def __post_init__(self) -> None:
         self.runner.bind(self.record_job, self.admit)
 
+    def _unowed(self, job: Job) -> bool:
+        return job.role == "confirm" and job.title in self.closed
+
     def admit(self, job: Job) -> bool:
         """Whether a queued job may start now: never a confirmation the gate no longer owes; else the budget's
         say (it charges the run)."""
-        if job.role == "confirm" and job.title in self.closed:
-            return False
-        return self.budget.admit(job)
+        return not self._unowed(job) and self.budget.admit(job)
 
     def skip_reason(self, job: Job) -> str:
         """Why `admit` refused a job, for the agent."""
-        if job.role == "confirm" and job.title in self.closed:
+        if self._unowed(job):
             return "its confirmation already ended (a fresh seed was pruned, failed or truncated): not trained"
         return "the experiment budget is spent"
 
