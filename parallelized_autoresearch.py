@@ -210,12 +210,12 @@ async def parallelized_autoresearch(
         say_guarantees(backend)
     goal = Goal(target_val_bpb or None, target_gain or None)
     turns = max_turns or auto_turns(n_experiments)
-    limits = RunLimits(n_experiments, batch_size, concurrency, turns, goal, max_runs, transfer_check)
+    limits = RunLimits(n_experiments, batch_size, concurrency, turns, goal, max_runs, transfer_check, PruneRule(prune))
     choice = PlannerChoice(model, api_base, max_llm_cost, planner_seed, scheduling, llm_timeout, prompt, program)
     session = await open_session(memory_key or new_memory_key(), choice, settings, limits)
     tool_obj = dataclasses.replace(run_experiment, call_llm=session.call_llm, model=session.model_name)
     pod = None if is_local() else pods.PodSettings(retries, interruptible, reuse)
-    call = task_call(tool_obj, session.ledger, session.data, backend, allow_unsandboxed, PruneRule(mode=prune), pod)
+    call = task_call(tool_obj, session.ledger, session.data, backend, allow_unsandboxed, limits.prune, pod)
     try:
         async with ExperimentRunner(call, concurrency, local=is_local(), policy=placement.policy) as runner:
             directive, summary, error = await research(session, runner, limits)

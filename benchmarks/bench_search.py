@@ -18,7 +18,9 @@ ledger, gate, runner, sized and sandboxed `run_experiment`):
   screen's val_bpb (random for its first batch, as TPE needs a few points to model);
 - batch (with --batch): the planner, batch by batch (`--scheduling batch`).
 Session s draws its own seed stream: the key's base seed is 1000 (s + 1), so its baseline seeds, screens and
-confirmations differ from every other session's; session s of every strategy shares it (a paired comparison).
+confirmations differ from every other session's, and its own held-out split (`SPLIT_SEED` + s); session s of every
+strategy shares both (a paired comparison: the planner and the pruned planner train the same runs until pruning
+stops one).
 Random and Optuna search configs only; the planner also forks checked code recipes (its own method). Compute is the
 training CPU-seconds measured outside the sandbox. Flyte's cache is off (with --quick it is on: quick figures check
 the wiring, not the targets).
@@ -52,8 +54,10 @@ import litellm  # noqa: E402
 import parallelized_autoresearch as pa  # noqa: E402
 from autoresearch import llm  # noqa: E402
 from autoresearch.ledger import ledger as ledger_mod  # noqa: E402
+from autoresearch.ledger.store import local_path, state_dir_of, store_location  # noqa: E402
 from autoresearch.planner.builtin import RESULT_PREFIX  # noqa: E402
 from autoresearch.planner.policy import AXES, search_space  # noqa: E402
+from autoresearch.session import splits  # noqa: E402
 from autoresearch_types import ExperimentConfig, WorkshopBounds  # noqa: E402
 from benchmarks.common import parse_args, report, scripted_llm  # noqa: E402
 
@@ -64,6 +68,8 @@ edits: `ledger.CONFIG_ONLY_AFTER`)."""
 QUICK = {"ideas": 2, "batch_size": 2, "max_steps": 30, "vocab_size": 512, "base": TINY, "sessions": 1, "cache": True}
 CONCURRENCY = 2
 STARTUP_TRIALS = 4
+SPLIT_SEED = 20261206
+"""Session s holds out the documents of split seed SPLIT_SEED + s, whatever the strategy."""
 """TPE's random start: one batch (its default of 10 would leave it random for the whole budget)."""
 
 
@@ -182,15 +188,37 @@ STRATEGIES = {
 BATCH = {"batch": {"model": llm.BUILTIN, "scheduling": "batch", "prune": "off"}}
 
 
+split_env = flyte.TaskEnvironment(name="bench_search_split")
+
+
+@split_env.task
+async def share_split(memory_key: str, session: int) -> str:
+    """Give a new key the session's held-out split before it starts (`splits.py`: the key then keeps it), so every
+    strategy of a session trains and is scored on the same documents, as on the same seeds. A real key draws its
+    own secret; here two keys of one session would otherwise differ by their split as much as by their strategy.
+    A task, because the key's store is located from the Flyte context."""
+    store = local_path(store_location(memory_key, state_dir_of(None)))
+    if store is None:
+        raise RuntimeError("bench_search runs locally: its keys' stores must be local paths")
+    secret = splits.secret_path(store)
+    secret.parent.mkdir(parents=True, mode=0o700)
+    secret.write_text(json.dumps({"seed": SPLIT_SEED + session}))
+    secret.chmod(0o600)
+    return str(secret)
+
+
 def research(size: dict[str, Any], strategy: dict[str, str], session: int) -> tuple[Any, float]:
-    """One research session through the driver, on the session's own seed stream; its output and wall seconds."""
+    """One research session through the driver, on the session's own seed stream and split; its output and wall
+    seconds."""
     started = time.perf_counter()
+    memory_key = f"bench-search-{uuid.uuid4().hex[:8]}"
+    flyte.with_runcontext(**ledger_mod.run_context_kwargs()).run(share_split, memory_key=memory_key, session=session)
     run = flyte.with_runcontext(disable_run_cache=not size.get("cache"), **ledger_mod.run_context_kwargs()).run(
         pa.parallelized_autoresearch,
         n_experiments=size["ideas"],
         batch_size=size["batch_size"],
         concurrency=CONCURRENCY,
-        memory_key=f"bench-search-{uuid.uuid4().hex[:8]}",
+        memory_key=memory_key,
         planner_seed=session,
         max_steps=size["max_steps"],
         vocab_size=size["vocab_size"],

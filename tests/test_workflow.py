@@ -7,6 +7,7 @@ a Flyte local task, see `test_ledger.run`). The only mocked edge is the hosted L
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from autoresearch.lab.budget import Budget
 from autoresearch.lab.goal import Goal, goal_met
 from autoresearch.lab.judge import Case, Judge, borderline, builtin_decision, case_for, parse_reply
 from autoresearch.lab.loop import ResearchLoop
+from autoresearch.lab.pruning import PruneRule
 from autoresearch.lab.runner import ExperimentRunner
 from autoresearch.ledger import ledger
 from autoresearch.ledger.records import ExperimentRecord, ExperimentSpec, LeaderboardRow, SeedRun, infer_step
@@ -429,6 +431,59 @@ def test_a_confirmation_the_gate_no_longer_owes_is_skipped_not_trained() -> None
     assert len(out["skipped"]) == GateRule().replicates - 2, "the other fresh seeds were reported skipped"
     assert all("confirmation already ended" in why for _, _, why in out["skipped"]), out["skipped"]
     assert out["runs"] == GateRule().replicates + 2, "the baseline's seeds, the screen and the one pruned seed"
+
+
+async def futile_confirmation(key: str, mode: str) -> Any:
+    """One slot: a candidate passes its screen, then its first fresh seed comes in far worse than the baseline. With
+    pruning on, the gate gives its confirmation almost no chance, so pruning records `FUTILE` and the fresh seeds
+    still queued do not train; with pruning off all of them do."""
+    led = await ledger.Ledger.open(key)
+    trained: list[tuple[str, int, str]] = []
+    values = iter((2.70, 2.72, 2.68, 2.71, 2.69))
+
+    async def call(job: Any, extras: Any) -> ExperimentResult:
+        trained.append((job.title, job.seed, job.role))
+        bpb = next(values) if job.title == "baseline" else (2.60 if job.role == "screen" else 2.80)
+        return ExperimentResult("success", val_bpb=bpb, seed=job.seed)
+
+    async with ExperimentRunner(call, 1, local=False) as runner:
+        loop = ResearchLoop(led, runner, Budget(4, 1, 1), prune=PruneRule(mode=mode))
+        await loop.run_jobs(await loop.pending_jobs())
+        await led.save_edits([{"title": "Warmup", "train_py": WARMUP}])
+        (rec,) = await led.specs(["Warmup"])
+        outcome = await loop.run_jobs([loop.job(rec, "screen")])
+    _, verdicts, _ = await led.view()
+    decision = (await led.decisions()).get("Warmup")
+    return {
+        "confirms": [t for t in trained if t[2] == "confirm"],
+        "skipped": [(j.title, j.seed, loop.skip_reason(j)) for j in outcome.skipped],
+        "label": verdicts.verdicts["Warmup"].label,
+        "reason": verdicts.verdicts["Warmup"].reason,
+        "owed": verdicts.confirm_seeds,
+        "decision": dataclasses.asdict(decision) if decision else None,
+    }
+
+
+@scenario
+async def futile_confirmation_pruned(key: str) -> Any:
+    return await futile_confirmation(key, "incumbent")
+
+
+@scenario
+async def futile_confirmation_unpruned(key: str) -> Any:
+    return await futile_confirmation(key, "off")
+
+
+@pytest.mark.usefixtures("ledger_state")
+def test_a_futile_confirmation_stops_with_pruning_and_runs_in_full_without() -> None:
+    on = asyncio.run(run("futile_confirmation_pruned"))
+    fresh = GateRule().replicates - 1
+    assert len(on["confirms"]) == 1 and len(on["skipped"]) == fresh - 1, on
+    assert on["label"] == "pruned" and on["owed"] == {} and "futility" in on["reason"], on
+    assert on["decision"]["decision"] == "futile" and on["decision"]["by"] == "pruning", on["decision"]
+    off = asyncio.run(run("futile_confirmation_unpruned"))
+    assert len(off["confirms"]) == fresh and off["skipped"] == [] and off["decision"] is None, off
+    assert off["label"] == "regression", off
 
 
 @scenario

@@ -15,10 +15,11 @@ from typing import Any
 from autoresearch.lab.budget import Budget
 from autoresearch.lab.goal import Goal, goal_met
 from autoresearch.lab.judge import Judge, case_for
+from autoresearch.lab.pruning import PruneRule, futile
 from autoresearch.lab.runner import ExperimentRunner, Job, Outcome
 from autoresearch.ledger.ledger import Ledger, LedgerError
 from autoresearch.ledger.records import BASELINE_TITLE, ExperimentRecord, LeaderboardRow
-from autoresearch.ledger.verdicts import Judgement
+from autoresearch.ledger.verdicts import FUTILE, Judgement
 from autoresearch.ledger.views import verdict_brief
 from autoresearch_types import ExperimentResult
 
@@ -49,9 +50,11 @@ class ResearchLoop:
     goal: Goal = field(default_factory=Goal)
     """When to stop before the budget: a confirmed result reaching the target."""
 
+    prune: PruneRule = field(default_factory=PruneRule)
+    """Pruning's rule: with it on, a confirmation whose chance to pass is tiny stops (`pruning.futile`)."""
     closed: set[str] = field(default_factory=set)
-    """Candidates whose confirmation ended before all its fresh seeds ran (one was pruned, failed or truncated:
-    the gate owes it no more seeds), so their queued confirmation runs are skipped, not trained for nothing."""
+    """Candidates whose confirmation ended before all its fresh seeds ran (one was pruned, failed or truncated, or
+    it was futile: the gate owes it no more seeds), so their queued confirmation runs are skipped, not trained."""
 
     def __post_init__(self) -> None:
         self.runner.bind(self.record_job, self.admit)
@@ -67,7 +70,7 @@ class ResearchLoop:
     def skip_reason(self, job: Job) -> str:
         """Why `admit` refused a job, for the agent."""
         if self._unowed(job):
-            return "its confirmation already ended (a fresh seed was pruned, failed or truncated): not trained"
+            return "its confirmation already ended (a fresh seed was pruned, failed or truncated, or it was futile)"
         return "the experiment budget is spent"
 
     # ---------------------------------------------------------------- what runs
@@ -157,7 +160,7 @@ class ResearchLoop:
         """The runner's callback: record one finished run, show it, and return the confirmations it earned."""
         await self.ledger.record_result(job.title, result, job.role)
         _, verdicts, board = await self.ledger.view()
-        if await self._judge_borderline(job, verdicts):
+        if await self._judge_borderline(job, verdicts) or await self._stop_futile(job, verdicts):
             _, verdicts, board = await self.ledger.view()
         if job.role == "confirm" and job.title not in verdicts.confirm_seeds:
             self.closed.add(job.title)
@@ -188,6 +191,17 @@ class ResearchLoop:
         decision, reason, who = await self.judge.decide(case, 0 if self.budget.stopped else self.budget.runs_left)
         await self.ledger.record_decision(title, decision, f"{reason} [{who}; {case.why}]")
         self.emit({"kind": "judge", "title": title, "decision": decision, "reason": reason, "who": who})
+        return True
+
+    async def _stop_futile(self, job: Job, verdicts: Judgement) -> bool:
+        """Record pruning's `FUTILE` decision when a confirmation's chance to pass fell below the rule's futility
+        (its seeds not yet started are then skipped). True when one was recorded."""
+        verdict = verdicts.verdicts.get(job.title)
+        if job.role != "confirm" or verdict is None or not futile(verdict, self.prune):
+            return False
+        why = f"stopped for futility: {verdict.reason} (under {self.prune.futility:.0%})"
+        await self.ledger.record_decision(job.title, FUTILE, why, by="pruning")
+        self.emit({"kind": "futile", "title": job.title, "chance": verdict.confirm_chance, "detail": why})
         return True
 
     async def _check_goal(self, board: list[LeaderboardRow]) -> None:

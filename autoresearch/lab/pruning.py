@@ -25,6 +25,11 @@ never closer than `min_margin` of the reference loss. A stopped run is `pruned`:
 at once, and counts as a soft failure for the planner; its idea is spent, its screen never scored. A candidate's
 confirmation re-runs are held to the same thresholds: one pruned fresh seed ends its confirmation (`pruned`), which
 can only withhold a confirmation, never grant one, so the campaign's bound stands.
+
+Confirmations are also stopped for futility: after each fresh seed, the gate gives the chance that the
+confirmation passes once its remaining seeds are in (`verdicts.confirm_chance`, predicted from the fresh seeds so
+far); below `futility` (5%) its seeds not yet started are not run and it is `pruned` (a `FUTILE` decision in the
+ledger, so a resumed key keeps it). This saves most of the runs that confirmations of null edits cost.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from dataclasses import dataclass
 
 from autoresearch.ledger.records import BASELINE_TITLE, ExperimentRecord, SeedRun
 from autoresearch.ledger.source import normalize_code
+from autoresearch.ledger.verdicts import Verdict
 from autoresearch.sandbox.curve import WINDOW, Curve, loss_at
 
 MODES = ("off", "incumbent", "median", "parent")
@@ -61,6 +67,8 @@ class PruneRule:
     min_curves: int = 3
     window: float = WINDOW
     """A curve's loss at a rung is the mean of its points in the last `window` of the budget before it."""
+    futility: float = 0.05
+    """A confirmation in progress whose chance to pass (`verdicts.confirm_chance`) is below this is stopped."""
 
     @property
     def on(self) -> bool:
@@ -143,6 +151,13 @@ def _best_trusted(records: list[ExperimentRecord], curves: dict[str, list[Curve]
         return incumbent
     means = {r.title: statistics.fmean(r.values) for r in records if r.title in curves and r.values}
     return min(means, key=lambda t: means[t]) if means else BASELINE_TITLE
+
+
+def futile(verdict: Verdict, rule: PruneRule) -> bool:
+    """Whether pruning stops `verdict`'s confirmation now: pruning is on and its chance to pass is below the rule's
+    futility (a confirmation not yet started, or settled, has no chance computed and is never stopped)."""
+    chance = verdict.confirm_chance
+    return rule.on and chance is not None and chance < rule.futility
 
 
 def prune_limits(

@@ -46,7 +46,7 @@ from autoresearch.ledger.records import (
 )
 from autoresearch.ledger.source import close_titles, signature, slugify
 from autoresearch.ledger.store import init_local, run_context_kwargs, store_location
-from autoresearch.ledger.verdicts import DECISIONS, Decision, GateRule, Judgement
+from autoresearch.ledger.verdicts import DECISIONS, FUTILE, Decision, GateRule, Judgement
 from autoresearch.ledger.views import comparison, history_table, judgement, leaderboard, lineage, lineage_text
 from autoresearch_types import OUTCOMES, ExperimentConfig, ExperimentResult, WorkshopBounds
 
@@ -66,6 +66,8 @@ class LedgerError(RuntimeError):
 SETTINGS_PATH = "settings.json"
 HUMAN_DECISIONS = ("accept", "reject")
 """What a person may decide about an experiment (`Ledger.record_human_verdict`)."""
+KINDS = (*DECISIONS, FUTILE)
+"""What `judge/<slug>.json` may hold: a judge's decision, or pruning's on a confirmation in progress."""
 HUMAN_FIELDS = ("title", "decision", "note", "at")
 HUMAN_DIR = "human_verdicts"
 """Where people's verdicts live: written by the `verdict` command, read (never written) by a running session."""
@@ -464,11 +466,11 @@ class Ledger:
         return await self.memory.audit_tail(n)
 
     async def record_decision(self, title: str, decision: str, reason: str, by: str = "judge") -> dict[str, Any]:
-        """Store a judge's decision on a borderline experiment as `judge/<slug>.json` (the newest stands), then save.
+        """Store a judge's decision on a borderline experiment, or pruning's (`KINDS`), as `judge/<slug>.json`.
 
-        Humans record theirs with `record_human_verdict`, which overrides a judge's."""
-        if decision not in DECISIONS:
-            raise LedgerError(f"decision must be one of {DECISIONS}, got {decision!r}")
+        The newest stands; humans record theirs with `record_human_verdict`, which overrides a judge's."""
+        if decision not in KINDS:
+            raise LedgerError(f"decision must be one of {KINDS}, got {decision!r}")
         async with self._lock:
             rec = await self._record_by_title(title)
             if rec is None:
@@ -483,8 +485,9 @@ class Ledger:
         out: dict[str, Decision] = {}
         for path in self.memory.list_paths("judge"):
             data = await self._read_json_or_none(path)
-            if isinstance(data, dict) and isinstance(data.get("title"), str) and data.get("decision") in DECISIONS:
-                out[data["title"]] = Decision(data["title"], data["decision"], "judge", str(data.get("reason") or ""))
+            if isinstance(data, dict) and isinstance(data.get("title"), str) and data.get("decision") in KINDS:
+                by = "pruning" if data["decision"] == FUTILE else "judge"
+                out[data["title"]] = Decision(data["title"], data["decision"], by, str(data.get("reason") or ""))
         for title, data in (await self.human_verdicts()).items():
             if data.get("decision") in HUMAN_DECISIONS:
                 out[title] = Decision(title, data["decision"], "human", str(data.get("note") or ""))

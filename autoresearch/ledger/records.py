@@ -11,10 +11,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from autoresearch.ledger.arrivals import BASELINE
 from autoresearch.ledger.verdicts import GateRule
 from autoresearch_types import RUN_KEYS, ExperimentConfig, ExperimentResult, trusted_bpb
 
-BASELINE_TITLE = "baseline"
+BASELINE_TITLE = BASELINE
 """The experiment every ledger starts with: the repository's `train.py` under the base config."""
 
 

@@ -29,6 +29,7 @@ from autoresearch.lab.budget import Budget, auto_max_runs
 from autoresearch.lab.goal import Goal
 from autoresearch.lab.judge import Judge
 from autoresearch.lab.loop import ResearchLoop
+from autoresearch.lab.pruning import PruneRule
 from autoresearch.lab.runner import ExperimentRunner
 from autoresearch.ledger import ledger as ledger_mod
 from autoresearch.ledger import store as ledger_store
@@ -233,6 +234,8 @@ class RunLimits:
     """Runs in total for the key; 0 takes `budget.auto_max_runs`."""
     transfer_check: float = 0.0
     """After research, re-run the pick and the baseline at this many times the token budget (0: no check)."""
+    prune: PruneRule = dataclasses.field(default_factory=PruneRule)
+    """Learning-curve pruning and futile confirmations (`pruning.py`); off by default."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -343,6 +346,7 @@ async def research(session: Session, runner: ExperimentRunner, limits: RunLimits
         on_start=activity.on_start,
         judge=Judge(hosted, session.model_name),
         goal=limits.goal,
+        prune=limits.prune,
     )
     session.research = tools_mod.ResearchTools(
         loop, session.profile.to_dict(), call_llm=hosted, model=session.model_name
