@@ -199,9 +199,10 @@ class ResearchLoop:
         verdict = verdicts.verdicts.get(job.title)
         if job.role != "confirm" or verdict is None or not futile(verdict, self.prune):
             return False
-        why = f"stopped for futility: {verdict.reason} (under {self.prune.futility:.0%})"
+        chance, floor = verdict.confirm_chance, self.prune.futility
+        why = f"stopped for futility: its chance to be confirmed fell to {chance:.1%} (under {floor:.0%})"
         await self.ledger.record_decision(job.title, FUTILE, why, by="pruning")
-        self.emit({"kind": "futile", "title": job.title, "chance": verdict.confirm_chance, "detail": why})
+        self.emit({"kind": "futile", "title": job.title, "chance": chance, "detail": why})
         return True
 
     async def _check_goal(self, board: list[LeaderboardRow]) -> None:
