@@ -434,20 +434,24 @@ def test_a_confirmation_the_gate_no_longer_owes_is_skipped_not_trained() -> None
 
 
 async def futile_confirmation(key: str, mode: str) -> Any:
-    """One slot: a candidate passes its screen, then its first fresh seed comes in far worse than the baseline. With
-    pruning on, the gate gives its confirmation almost no chance, so pruning records `FUTILE` and the fresh seeds
-    still queued do not train; with pruning off all of them do."""
+    """Two slots: a candidate passes its screen, then its first two fresh seeds run together and come in far worse
+    than the baseline. With pruning on, the first to end leaves the confirmation almost no chance, so pruning
+    records `FUTILE` once and the fresh seeds still queued do not train (the one in flight ends); with pruning off
+    all of them train."""
     led = await ledger.Ledger.open(key)
     trained: list[tuple[str, int, str]] = []
     values = iter((2.70, 2.72, 2.68, 2.71, 2.69))
+    both_started, events = asyncio.Event(), []
 
     async def call(job: Any, extras: Any) -> ExperimentResult:
         trained.append((job.title, job.seed, job.role))
+        if job.role == "confirm":  # the first two fresh seeds are both in flight before either ends
+            both_started.set() if sum(t[2] == "confirm" for t in trained) >= 2 else await both_started.wait()
         bpb = next(values) if job.title == "baseline" else (2.60 if job.role == "screen" else 2.80)
         return ExperimentResult("success", val_bpb=bpb, seed=job.seed)
 
-    async with ExperimentRunner(call, 1, local=False) as runner:
-        loop = ResearchLoop(led, runner, Budget(4, 1, 1), prune=PruneRule(mode=mode))
+    async with ExperimentRunner(call, 2, local=False) as runner:
+        loop = ResearchLoop(led, runner, Budget(4, 1, 2), emit=events.append, prune=PruneRule(mode=mode))
         await loop.run_jobs(await loop.pending_jobs())
         await led.save_edits([{"title": "Warmup", "train_py": WARMUP}])
         (rec,) = await led.specs(["Warmup"])
@@ -461,6 +465,7 @@ async def futile_confirmation(key: str, mode: str) -> Any:
         "reason": verdicts.verdicts["Warmup"].reason,
         "owed": verdicts.confirm_seeds,
         "decision": dataclasses.asdict(decision) if decision else None,
+        "futile_events": [e for e in events if e.get("kind") == "futile"],
     }
 
 
@@ -478,9 +483,10 @@ async def futile_confirmation_unpruned(key: str) -> Any:
 def test_a_futile_confirmation_stops_with_pruning_and_runs_in_full_without() -> None:
     on = asyncio.run(run("futile_confirmation_pruned"))
     fresh = GateRule().replicates - 1
-    assert len(on["confirms"]) == 1 and len(on["skipped"]) == fresh - 1, on
+    assert len(on["confirms"]) == 2 and len(on["skipped"]) == fresh - 2, on  # the in-flight seed still ends
     assert on["label"] == "pruned" and on["owed"] == {} and "futility" in on["reason"], on
     assert on["decision"]["decision"] == "futile" and on["decision"]["by"] == "pruning", on["decision"]
+    assert len(on["futile_events"]) == 1, "the seed that ended after the stop did not stop it again"
     off = asyncio.run(run("futile_confirmation_unpruned"))
     assert len(off["confirms"]) == fresh and off["skipped"] == [] and off["decision"] is None, off
     assert off["label"] == "regression", off

@@ -197,8 +197,9 @@ class ResearchLoop:
         """Record pruning's `FUTILE` decision when a confirmation's chance to pass fell below the rule's futility
         (its seeds not yet started are then skipped). True when one was recorded."""
         verdict = verdicts.verdicts.get(job.title)
-        if job.role != "confirm" or verdict is None or not futile(verdict, self.prune):
+        if job.role != "confirm" or job.title in self.closed or verdict is None or not futile(verdict, self.prune):
             return False
+        self.closed.add(job.title)  # at once: a fresh seed ending beside this one must not stop it again
         chance, floor = verdict.confirm_chance, self.prune.futility
         why = f"stopped for futility: its chance to be confirmed fell to {chance:.1%} (under {floor:.0%})"
         await self.ledger.record_decision(job.title, FUTILE, why, by="pruning")

@@ -154,10 +154,10 @@ def _best_trusted(records: list[ExperimentRecord], curves: dict[str, list[Curve]
 
 
 def futile(verdict: Verdict, rule: PruneRule) -> bool:
-    """Whether pruning stops `verdict`'s confirmation now: pruning is on and its chance to pass is below the rule's
-    futility (a confirmation not yet started, or settled, has no chance computed and is never stopped)."""
+    """Whether pruning stops `verdict`'s confirmation now: pruning is on, it is still in progress and its chance to
+    pass is below the rule's futility (one not yet started has no chance; one already stopped is `pruned`)."""
     chance = verdict.confirm_chance
-    return rule.on and chance is not None and chance < rule.futility
+    return rule.on and verdict.label == "unconfirmed" and chance is not None and chance < rule.futility
 
 
 def prune_limits(
