@@ -16,7 +16,9 @@ The rule (one home; the README and the directive quote it):
   screened candidate of a key may be falsely confirmed (screen AND confirmation) with probability at most
   `campaign.level(k)`, and those levels sum to at most `alpha_campaign` over the whole key (`campaign.py`). The
   confirmation alone is tested at that level, so the screen (which only saves confirmation runs) cannot raise it.
-  Passing gives `confirmed` and the candidate becomes the incumbent.
+  Passing gives `confirmed` and the candidate becomes the incumbent. While the fresh seeds come in, the gate gives
+  the chance that they will pass (`confirm_chance`); pruning may stop a confirmation whose chance is tiny (`FUTILE`),
+  which only withholds a confirmation.
 - **The incumbent's side** of every comparison is its unbiased seeds: all of the baseline's, a confirmed
   candidate's fresh seeds (its screen seed was selected).
 - **Ranking** is by the mean over every successful seed, shown with its standard error and seed count.
