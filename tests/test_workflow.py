@@ -433,21 +433,21 @@ def test_a_confirmation_the_gate_no_longer_owes_is_skipped_not_trained() -> None
     assert out["runs"] == GateRule().replicates + 2, "the baseline's seeds, the screen and the one pruned seed"
 
 
-async def futile_confirmation(key: str, mode: str) -> Any:
-    """Two slots: a candidate passes its screen, then its first two fresh seeds run together and come in far worse
-    than the baseline. With pruning on, the first to end leaves the confirmation almost no chance, so pruning
-    records `FUTILE` once and the fresh seeds still queued do not train (the one in flight ends); with pruning off
-    all of them train."""
+async def confirmation_under(key: str, mode: str, fresh_bpb: float) -> Any:
+    """Two slots: a candidate passes its screen (2.60 against a baseline near 2.70), then its fresh seeds come in at
+    `fresh_bpb`. Each confirmation run notes how many jobs were queued or running as it started: with pruning on the
+    candidate's fresh seeds go one at a time, so a futile confirmation stops before the next one starts."""
     led = await ledger.Ledger.open(key)
     trained: list[tuple[str, int, str]] = []
+    load: list[int] = []
     values = iter((2.70, 2.72, 2.68, 2.71, 2.69))
-    both_started, events = asyncio.Event(), []
+    events: list[dict] = []
 
     async def call(job: Any, extras: Any) -> ExperimentResult:
         trained.append((job.title, job.seed, job.role))
-        if job.role == "confirm":  # the first two fresh seeds are both in flight before either ends
-            both_started.set() if sum(t[2] == "confirm" for t in trained) >= 2 else await both_started.wait()
-        bpb = next(values) if job.title == "baseline" else (2.60 if job.role == "screen" else 2.80)
+        if job.role == "confirm":
+            load.append(runner.in_flight + runner.queued)
+        bpb = next(values) if job.title == "baseline" else (2.60 if job.role == "screen" else fresh_bpb)
         return ExperimentResult("success", val_bpb=bpb, seed=job.seed)
 
     async with ExperimentRunner(call, 2, local=False) as runner:
@@ -460,6 +460,7 @@ async def futile_confirmation(key: str, mode: str) -> Any:
     decision = (await led.decisions()).get("Warmup")
     return {
         "confirms": [t for t in trained if t[2] == "confirm"],
+        "load": load,
         "skipped": [(j.title, j.seed, loop.skip_reason(j)) for j in outcome.skipped],
         "label": verdicts.verdicts["Warmup"].label,
         "reason": verdicts.verdicts["Warmup"].reason,
@@ -471,25 +472,39 @@ async def futile_confirmation(key: str, mode: str) -> Any:
 
 @scenario
 async def futile_confirmation_pruned(key: str) -> Any:
-    return await futile_confirmation(key, "incumbent")
+    return await confirmation_under(key, "incumbent", 2.80)
+
+
+@scenario
+async def good_confirmation_pruned(key: str) -> Any:
+    return await confirmation_under(key, "incumbent", 2.40)
 
 
 @scenario
 async def futile_confirmation_unpruned(key: str) -> Any:
-    return await futile_confirmation(key, "off")
+    return await confirmation_under(key, "off", 2.80)
 
 
 @pytest.mark.usefixtures("ledger_state")
 def test_a_futile_confirmation_stops_with_pruning_and_runs_in_full_without() -> None:
-    on = asyncio.run(run("futile_confirmation_pruned"))
+    """Pruning on: the first fresh seed, far worse than the baseline, leaves no chance, so pruning records `FUTILE`
+    once and no other seed trains (none was started beside it). Off: all the fresh seeds are queued together."""
     fresh = GateRule().replicates - 1
-    assert len(on["confirms"]) == 2 and len(on["skipped"]) == fresh - 2, on  # the in-flight seed still ends
+    on = asyncio.run(run("futile_confirmation_pruned"))
+    assert len(on["confirms"]) == 1 and on["load"] == [1] and on["skipped"] == [], on
     assert on["label"] == "pruned" and on["owed"] == {} and "futility" in on["reason"], on
     assert on["decision"]["decision"] == "futile" and on["decision"]["by"] == "pruning", on["decision"]
-    assert len(on["futile_events"]) == 1, "the seed that ended after the stop did not stop it again"
+    assert len(on["futile_events"]) == 1, on["futile_events"]
     off = asyncio.run(run("futile_confirmation_unpruned"))
     assert len(off["confirms"]) == fresh and off["skipped"] == [] and off["decision"] is None, off
-    assert off["label"] == "regression", off
+    assert off["label"] == "regression" and max(off["load"]) == fresh, off
+
+
+@pytest.mark.usefixtures("ledger_state")
+def test_with_pruning_a_real_gain_still_runs_every_fresh_seed_one_at_a_time() -> None:
+    out = asyncio.run(run("good_confirmation_pruned"))
+    assert len(out["confirms"]) == GateRule().replicates - 1 and out["load"] == [1] * len(out["confirms"]), out
+    assert out["label"] == "confirmed" and out["decision"] is None and out["futile_events"] == [], out
 
 
 @scenario

@@ -80,15 +80,23 @@ class ResearchLoop:
         return Job(record, self.ledger.base_config.seed if seed is None else seed, role)
 
     async def confirmation_jobs(self) -> list[Job]:
-        """Fresh-seed runs still owed to candidates that passed the screen."""
+        """Fresh-seed runs still owed to candidates that passed the screen (with pruning on, the next one of each
+        candidate with none queued or running)."""
         verdicts = await self.ledger.judgement()
-        return await self._confirm_jobs(verdicts, list(verdicts.confirm_seeds))
+        return await self._confirm_jobs(verdicts, list(verdicts.confirm_seeds), self.runner.titles())
 
-    async def _confirm_jobs(self, verdicts: Judgement, titles: list[str]) -> list[Job]:
-        if not titles:
+    async def _confirm_jobs(self, verdicts: Judgement, titles: list[str], busy: set[str]) -> list[Job]:
+        """The owed fresh-seed runs of `titles`. With pruning on they go one at a time per candidate (none while
+        `busy` holds its title), so a futile confirmation stops before its next seed starts; other slots meanwhile
+        take other work. Pruning trades a real gain's wall time for the compute a null edit's seeds would burn."""
+        owed = {t: verdicts.confirm_seeds.get(t, []) for t in titles}
+        if self.prune.on:
+            owed = {t: seeds[:1] for t, seeds in owed.items() if t not in busy}
+        owed = {t: seeds for t, seeds in owed.items() if seeds}
+        if not owed:
             return []
-        recs = await self.ledger.specs(titles)
-        return [self.job(rec, "confirm", seed) for rec in recs for seed in verdicts.confirm_seeds.get(rec.title, [])]
+        recs = await self.ledger.specs(list(owed))
+        return [self.job(rec, "confirm", seed) for rec in recs for seed in owed[rec.title]]
 
     async def pending_jobs(self) -> list[Job]:
         """What the ledger owes before new research: the baseline's replicate seeds, experiments saved but never
@@ -164,9 +172,10 @@ class ResearchLoop:
             _, verdicts, board = await self.ledger.view()
         if job.role == "confirm" and job.title not in verdicts.confirm_seeds:
             self.closed.add(job.title)
-        earned = job.role == "screen" and job.title in verdicts.confirm_seeds
-        earned = earned or (job.title in verdicts.confirm_seeds and verdicts.verdicts[job.title].by == "judge")
-        follow = await self._confirm_jobs(verdicts, [job.title] if earned else [])
+        owed = job.title in verdicts.confirm_seeds
+        earned = owed and (job.role == "screen" or verdicts.verdicts[job.title].by == "judge")
+        earned = earned or (owed and job.role == "confirm" and self.prune.on)  # its next seed, one at a time
+        follow = await self._confirm_jobs(verdicts, [job.title] if earned else [], self.runner.titles(job.key))
         await self._check_goal(board)
         standing = verdict_brief(next((r for r in board if r.title == job.title), None))
         self.on_result(job, *self.progress(), result, standing)

@@ -185,6 +185,10 @@ class ExperimentRunner:
             self._queue.extend(fresh)
         return fresh
 
+    def titles(self, besides: tuple[str, int] | None = None) -> set[str]:
+        """The titles with a job queued or running, but for the job `besides` (one being recorded holds its key)."""
+        return {key[0] for key in self._keys if key != besides}
+
     @property
     def idle(self) -> bool:
         return self._busy == 0 and not self._queue
