@@ -48,9 +48,9 @@ def test_parse_curve_keeps_only_well_formed_points_in_range() -> None:
     [
         (PruneRule(mode="off"), BASE, []),
         (PruneRule(mode="median"), BASE[:2], []),  # too few finished curves to call anything clearly worse
-        (PruneRule(mode="median"), BASE, [0.25, 0.5]),
-        (PruneRule(mode="parent"), BASE[:1], [0.25, 0.5]),
-        (PruneRule(mode="incumbent"), BASE[:1], [0.25, 0.5]),
+        (PruneRule(mode="median"), BASE, [0.25, 0.5, 0.75]),
+        (PruneRule(mode="parent"), BASE[:1], [0.25, 0.5, 0.75]),
+        (PruneRule(mode="incumbent"), BASE[:1], [0.25, 0.5, 0.75]),
     ],
 )
 def test_thresholds_need_enough_evidence(rule: PruneRule, references: list, expected_rungs: list) -> None:
@@ -59,7 +59,7 @@ def test_thresholds_need_enough_evidence(rule: PruneRule, references: list, expe
 
 def test_the_incumbent_mode_stops_a_run_behind_the_best_by_half_a_noise_band() -> None:
     limits = pruning.thresholds(PruneRule(mode="incumbent"), [curve(6.8, 4.6)], BASE)
-    (rung, limit), _ = limits
+    (rung, limit), *_ = limits
     noise = pruning.noise_at(BASE, 0.25, curves.WINDOW)
     center = curves.loss_at(curve(6.8, 4.6), 0.25, curves.WINDOW)
     assert rung == 0.25 and limit == pytest.approx(center + max(0.5 * noise, 0.01 * center))
@@ -69,13 +69,13 @@ def test_the_incumbent_mode_stops_a_run_behind_the_best_by_half_a_noise_band() -
 
 def test_a_run_is_stopped_only_when_clearly_worse_and_only_after_the_rung() -> None:
     limits = pruning.thresholds(PruneRule(mode="median"), BASE, BASE)
-    (rung, limit), _ = limits
+    (rung, limit), *_ = limits
     assert rung == 0.25 and 6.5 < limit < 6.8, "the median plus three times the seed noise, at a quarter of the budget"
     losing = curve(7.5, 7.0)
     assert curves.verdict(losing[:3], limits) is None, "not at the rung yet"
     assert "pruned at 25% of its budget" in curves.verdict(losing[:6], limits)
     assert curves.verdict(curve(7.0, 4.9)[:12], limits) is None, "as good as the others: never pruned"
-    noisy = curve(7.08, 5.1)
+    noisy = curve(7.08, 5.06)
     assert curves.verdict(noisy, limits) is None, "inside the noise margin"
 
 

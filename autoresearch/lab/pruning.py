@@ -59,7 +59,7 @@ class PruneRule:
     """How pruning decides: the mode, the rungs, and how far above the reference a run must be."""
 
     mode: str = "off"
-    rungs: tuple[float, ...] = (0.25, 0.5)
+    rungs: tuple[float, ...] = (0.25, 0.5, 0.75)
     z: float | None = None
     """Noise bands above the reference; None takes the mode's (`Z_BY_MODE`)."""
     min_margin: float = 0.01
