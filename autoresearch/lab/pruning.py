@@ -29,7 +29,8 @@ can only withhold a confirmation, never grant one, so the campaign's bound stand
 Confirmations are also stopped for futility: after each fresh seed, the gate gives the chance that the
 confirmation passes once its remaining seeds are in (`verdicts.confirm_chance`, predicted from the fresh seeds so
 far); below `futility` (5%) its seeds not yet started are not run and it is `pruned` (a `FUTILE` decision in the
-ledger, so a resumed key keeps it). This saves most of the runs that confirmations of null edits cost.
+ledger, so a resumed key keeps it). With pruning on, the loop runs a candidate's fresh seeds one at a time, so the
+chance is known before each next seed starts. This saves most of the runs that confirmations of null edits cost.
 """
 
 from __future__ import annotations

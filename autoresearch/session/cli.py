@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--prune",
         default="off",
         choices=PRUNE_MODES,
-        help="stop runs whose learning curve is clearly worse: against the median of finished runs, or the parent's "
+        help="stop runs whose learning curve is clearly worse: against the incumbent's, the median of finished runs, "
+        "or the parent's; any mode also runs a candidate's fresh seeds one at a time and stops futile confirmations "
         "(default off)",
     )
     p.add_argument(
