@@ -12,6 +12,7 @@ import pytest
 import prepare
 from autoresearch.lab import pruning
 from autoresearch.lab.pruning import PruneRule
+from autoresearch.ledger.verdicts import Verdict
 from autoresearch.sandbox import curve as curves
 from autoresearch.sandbox import experiment as sandbox
 from autoresearch_types import ExperimentConfig
@@ -218,3 +219,22 @@ def test_a_lying_curve_in_the_real_sandbox_changes_no_other_runs_fate(tiny_bundl
         points = [tuple(p) for p in run.curve]
         assert curves.verdict(points, with_liar) == curves.verdict(points, without)
         assert curves.verdict(points, lie_as_reference)
+
+
+@pytest.mark.parametrize(
+    "mode, chance, expected",
+    [
+        ("off", None, 4),  # pruning off: every owed seed at once, as always
+        ("off", 0.01, 4),
+        ("incumbent", None, 1),  # no fresh seed yet: the first runs alone
+        ("incumbent", 0.5, 1),
+        ("incumbent", 0.899, 1),
+        ("incumbent", 0.9, 4),  # likely to pass: the rest start together
+        ("median", 0.99, 4),
+    ],
+)
+def test_fresh_seeds_go_one_at_a_time_until_the_chance_to_pass_is_high(mode: str, chance: float, expected: int) -> None:
+    verdict = Verdict(title="C", label="unconfirmed", confirm_chance=chance)
+    assert pruning.seeds_at_once(verdict, 4, PruneRule(mode=mode)) == expected
+    assert pruning.seeds_at_once(None, 3, PruneRule(mode=mode)) == (3 if mode == "off" else 1)
+    assert pruning.seeds_at_once(verdict, 0, PruneRule(mode=mode)) == 0, "nothing owed, nothing started"

@@ -7,6 +7,8 @@ import random
 
 import pytest
 
+from autoresearch.lab import pruning
+from autoresearch.lab.pruning import PruneRule
 from autoresearch.ledger import lineage
 from autoresearch.ledger import verdicts as v
 from autoresearch.ledger.verdicts import Arrival, GateRule
@@ -372,3 +374,27 @@ def test_stopping_futile_confirmations_saves_null_runs_and_keeps_the_power_at_th
             hits[futility] += futile_fold(2.7 - mde, good, base, rule, futility)[0] == "confirmed"
     assert sum(null_runs) / len(null_runs) <= 0.7 * fresh_n, sum(null_runs) / len(null_runs)
     assert hits[0.0] - hits[0.05] <= 0.04 * 300 and hits[0.05] > 0.6 * 300, hits
+
+
+def test_only_a_likely_gain_starts_its_remaining_fresh_seeds_together() -> None:
+    """Both sides, by simulation through the fold: with pruning, a confirmation's seeds start together only once its
+    chance to pass reaches `PruneRule.together` (0.9). After one fresh seed, null edits that passed their screen
+    almost never get there (so futility still stops them seed by seed), and edits at twice the minimum detectable
+    effect almost always do (so a clear gain is not slowed)."""
+    rule, sd, rng, draws = GateRule(horizon=10), 0.02, random.Random(11), 200
+    base = [2.7 + sd * z for z in (-1.2649, -0.6325, 0.0, 0.6325, 1.2649)]
+    mde = v.min_effect(("baseline", base), noise_of({"baseline": base}), rule, v.level(1, 0.05, 10))
+    together = PruneRule(mode="incumbent").together
+    reached = {}
+    for name, effect in (("null", 0.0), ("twice the mde", 2 * mde)):
+        hits = 0
+        for _ in range(draws):
+            screen = 2.7 - max(2 * sd, effect)  # a screen that passed
+            runs = [("baseline", s, x) for s, x in enumerate(base)] + [
+                ("C", 0, screen),
+                ("C", 1, rng.gauss(2.7 - effect, sd)),
+            ]
+            verdict = v.judge(arrivals(*runs), ["baseline", "C"], rule, with_mde=False).verdicts["C"]
+            hits += pruning.seeds_at_once(verdict, 3, PruneRule(mode="incumbent")) == 3
+        reached[name] = hits / draws
+    assert reached["null"] <= 0.02 and reached["twice the mde"] >= 0.9, (together, reached)

@@ -15,7 +15,7 @@ from typing import Any
 from autoresearch.lab.budget import Budget
 from autoresearch.lab.goal import Goal, goal_met
 from autoresearch.lab.judge import Judge, case_for
-from autoresearch.lab.pruning import PruneRule, futile
+from autoresearch.lab.pruning import PruneRule, futile, seeds_at_once
 from autoresearch.lab.runner import ExperimentRunner, Job, Outcome
 from autoresearch.ledger.ledger import Ledger, LedgerError
 from autoresearch.ledger.records import BASELINE_TITLE, ExperimentRecord, LeaderboardRow
@@ -86,12 +86,13 @@ class ResearchLoop:
         return await self._confirm_jobs(verdicts, list(verdicts.confirm_seeds), self.runner.titles())
 
     async def _confirm_jobs(self, verdicts: Judgement, titles: list[str], busy: set[str]) -> list[Job]:
-        """The owed fresh-seed runs of `titles`. With pruning on they go one at a time per candidate (none while
-        `busy` holds its title), so a futile confirmation stops before its next seed starts; other slots meanwhile
-        take other work. Pruning trades a real gain's wall time for the compute a null edit's seeds would burn."""
+        """The owed fresh-seed runs of `titles`. With pruning on, none of a candidate whose title `busy` holds, and
+        one at a time until its chance to pass is high (`pruning.seeds_at_once`), so a futile confirmation stops
+        before its next seed starts; other slots meanwhile take other work."""
         owed = {t: verdicts.confirm_seeds.get(t, []) for t in titles}
         if self.prune.on:
-            owed = {t: seeds[:1] for t, seeds in owed.items() if t not in busy}
+            at_once = {t: seeds_at_once(verdicts.verdicts.get(t), len(seeds), self.prune) for t, seeds in owed.items()}
+            owed = {t: seeds[: at_once[t]] for t, seeds in owed.items() if t not in busy}
         owed = {t: seeds for t, seeds in owed.items() if seeds}
         if not owed:
             return []
