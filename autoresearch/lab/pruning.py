@@ -30,7 +30,8 @@ Confirmations are also stopped for futility: after each fresh seed, the gate giv
 confirmation passes once its remaining seeds are in (`verdicts.confirm_chance`, predicted from the fresh seeds so
 far); below `futility` (5%) its seeds not yet started are not run and it is `pruned` (a `FUTILE` decision in the
 ledger, so a resumed key keeps it). With pruning on, the loop runs a candidate's fresh seeds one at a time, so the
-chance is known before each next seed starts, until that chance reaches `together` (90%): then the rest start at once. This saves most of the runs that confirmations of null edits cost.
+chance is known before each next seed starts, until that chance reaches `together` (90%): then the rest start at
+once. This saves most of the runs that confirmations of null edits cost.
 """
 
 from __future__ import annotations
