@@ -433,21 +433,29 @@ def test_a_confirmation_the_gate_no_longer_owes_is_skipped_not_trained() -> None
     assert out["runs"] == GateRule().replicates + 2, "the baseline's seeds, the screen and the one pruned seed"
 
 
-async def confirmation_under(key: str, mode: str, fresh_bpb: float) -> Any:
+async def confirmation_under(key: str, mode: str, fresh_bpb: float | list[float]) -> Any:
     """Two slots: a candidate passes its screen (2.60 against a baseline near 2.70), then its fresh seeds come in at
-    `fresh_bpb`. Each confirmation run notes how many jobs were queued or running as it started: with pruning on the
-    candidate's fresh seeds go one at a time, so a futile confirmation stops before the next one starts."""
+    `fresh_bpb` (one value for all, or one per seed in start order). Each confirmation run notes how many jobs were
+    queued or running as it started: with pruning on the candidate's fresh seeds go one at a time, so a futile
+    confirmation stops before the next one starts. The second fresh seed ends only once the third has started, so
+    seeds that start together are both in flight when one of them ends."""
     led = await ledger.Ledger.open(key)
     trained: list[tuple[str, int, str]] = []
     load: list[int] = []
     values = iter((2.70, 2.72, 2.68, 2.71, 2.69))
-    events: list[dict] = []
+    fresh = iter(fresh_bpb if isinstance(fresh_bpb, list) else [fresh_bpb] * GateRule().replicates)
+    third_started, events = asyncio.Event(), []
 
     async def call(job: Any, extras: Any) -> ExperimentResult:
         trained.append((job.title, job.seed, job.role))
-        if job.role == "confirm":
-            load.append(runner.in_flight + runner.queued)
-        bpb = next(values) if job.title == "baseline" else (2.60 if job.role == "screen" else fresh_bpb)
+        if job.role != "confirm":
+            return ExperimentResult("success", val_bpb=next(values) if job.title == "baseline" else 2.60, seed=job.seed)
+        load.append(runner.in_flight + runner.queued)
+        bpb, nth = next(fresh), len(load)
+        if nth == 3:
+            third_started.set()
+        elif nth == 2 and runner.queued + runner.in_flight > 1:  # others were started with it: wait for one
+            await third_started.wait()
         return ExperimentResult("success", val_bpb=bpb, seed=job.seed)
 
     async with ExperimentRunner(call, 2, local=False) as runner:
@@ -478,6 +486,11 @@ async def futile_confirmation_pruned(key: str) -> Any:
 @scenario
 async def good_confirmation_pruned(key: str) -> Any:
     return await confirmation_under(key, "incumbent", 2.40)
+
+
+@scenario
+async def turned_futile_together(key: str) -> Any:
+    return await confirmation_under(key, "incumbent", [2.40, 3.50, 3.50, 3.50])
 
 
 @scenario
@@ -536,3 +549,16 @@ def test_a_session_never_ends_with_a_candidate_half_confirmed() -> None:
     out = asyncio.run(run("agent_ends_mid_confirmation"))
     assert out["label"] == "confirmed" and out["owed"] == {}, out
     assert out["runs"] == 2 * GateRule().replicates, "the baseline's seeds, the screen and every fresh seed"
+
+
+@pytest.mark.usefixtures("ledger_state")
+def test_seeds_started_together_that_end_together_stop_a_confirmation_once() -> None:
+    """A first fresh seed far better than the baseline starts the other three together; the next two (both in
+    flight) come in far worse. The first to end stops the confirmation for futility; the second, ending beside it,
+    must not stop it again, and the fourth, still queued, is skipped."""
+    out = asyncio.run(run("turned_futile_together"))
+    fresh = GateRule().replicates - 1
+    assert out["load"][0] == 1 and max(out["load"][1:]) == fresh - 1, out
+    assert len(out["confirms"]) == 3 and len(out["skipped"]) == 1, out
+    assert "confirmation already ended" in out["skipped"][0][2], out["skipped"]
+    assert len(out["futile_events"]) == 1 and out["label"] == "pruned", out

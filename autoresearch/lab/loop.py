@@ -91,8 +91,11 @@ class ResearchLoop:
         before its next seed starts; other slots meanwhile take other work."""
         owed = {t: verdicts.confirm_seeds.get(t, []) for t in titles}
         if self.prune.on:
-            at_once = {t: seeds_at_once(verdicts.verdicts.get(t), len(seeds), self.prune) for t, seeds in owed.items()}
-            owed = {t: seeds[: at_once[t]] for t, seeds in owed.items() if t not in busy}
+            owed = {
+                t: s[: seeds_at_once(verdicts.verdicts.get(t), len(s), self.prune)]
+                for t, s in owed.items()
+                if t not in busy
+            }
         owed = {t: seeds for t, seeds in owed.items() if seeds}
         if not owed:
             return []
