@@ -294,6 +294,8 @@ def pruning_figures(planner: list[dict[str, Any]], pruned: list[dict[str, Any]])
         mean([r["confirmed_best"] for r in pruned[:paired]]) - mean([r["confirmed_best"] for r in planner[:paired]]),
         4,
     )
+    same = zip(planner[:paired], pruned[:paired], strict=True)
+    figures["prune_same_best_sessions"] = sum(a["best_title"] == b["best_title"] for a, b in same)
     return figures
 
 
@@ -381,6 +383,7 @@ def main() -> None:
     targets = {
         "prune_compute_saved_frac": ">= 0.3",
         "prune_best_delta": "<= 0 (equal or better)",
+        "prune_same_best_sessions": f"= {size['sessions']} (the same confirmed best as the planner's)",
         "sessions_distinct_paths": f"= {size['sessions']}",
     }
     report(figures, args.json, targets)

@@ -238,3 +238,22 @@ def test_fresh_seeds_go_one_at_a_time_until_the_chance_to_pass_is_high(mode: str
     assert pruning.seeds_at_once(verdict, 4, PruneRule(mode=mode)) == expected
     assert pruning.seeds_at_once(None, 3, PruneRule(mode=mode)) == (3 if mode == "off" else 1)
     assert pruning.seeds_at_once(verdict, 0, PruneRule(mode=mode)) == 0, "nothing owed, nothing started"
+
+
+@pytest.mark.parametrize(
+    "mode, confirm_chance, screen_chance, owed, expected",
+    [
+        ("incumbent", 0.05, None, True, True),  # a fresh seed left it little chance
+        ("incumbent", 0.15, 0.01, True, False),  # fresh seeds speak once they are in: the screen no longer does
+        ("incumbent", None, 0.05, True, True),  # before any fresh seed, its screen leaves it little chance
+        ("incumbent", None, 0.5, True, False),
+        ("incumbent", None, None, True, False),  # nothing to predict from
+        ("incumbent", None, 0.01, False, False),  # no seeds owed: nothing to stop
+        ("off", 0.01, 0.01, True, False),  # pruning off: never
+    ],
+)
+def test_a_confirmation_is_futile_by_its_fresh_seeds_or_before_any_by_its_screen(
+    mode: str, confirm_chance: float | None, screen_chance: float | None, owed: bool, expected: bool
+) -> None:
+    verdict = Verdict(title="C", label="within_noise", confirm_chance=confirm_chance, screen_chance=screen_chance)
+    assert pruning.futile(verdict, owed, PruneRule(mode=mode)) is expected

@@ -433,12 +433,15 @@ def test_a_confirmation_the_gate_no_longer_owes_is_skipped_not_trained() -> None
     assert out["runs"] == GateRule().replicates + 2, "the baseline's seeds, the screen and the one pruned seed"
 
 
-async def confirmation_under(key: str, mode: str, fresh_bpb: float | list[float]) -> Any:
+async def confirmation_under(
+    key: str, mode: str, fresh_bpb: float | list[float], screen_bpb: float = 2.60, judge: Judge | None = None
+) -> Any:
     """Two slots: a candidate passes its screen (2.60 against a baseline near 2.70), then its fresh seeds come in at
     `fresh_bpb` (one value for all, or one per seed in start order). Each confirmation run notes how many jobs were
     queued or running as it started: with pruning on the candidate's fresh seeds go one at a time, so a futile
     confirmation stops before the next one starts. The second fresh seed ends only once the third has started, so
-    seeds that start together are both in flight when one of them ends."""
+    seeds that start together are both in flight when one of them ends. `screen_bpb` and `judge`: another screen,
+    and the judge that may give it a second chance."""
     led = await ledger.Ledger.open(key)
     trained: list[tuple[str, int, str]] = []
     load: list[int] = []
@@ -449,7 +452,8 @@ async def confirmation_under(key: str, mode: str, fresh_bpb: float | list[float]
     async def call(job: Any, extras: Any) -> ExperimentResult:
         trained.append((job.title, job.seed, job.role))
         if job.role != "confirm":
-            return ExperimentResult("success", val_bpb=next(values) if job.title == "baseline" else 2.60, seed=job.seed)
+            bpb = next(values) if job.title == "baseline" else screen_bpb
+            return ExperimentResult("success", val_bpb=bpb, seed=job.seed)
         load.append(runner.in_flight + runner.queued)
         bpb, nth = next(fresh), len(load)
         if nth == 3:
@@ -459,7 +463,7 @@ async def confirmation_under(key: str, mode: str, fresh_bpb: float | list[float]
         return ExperimentResult("success", val_bpb=bpb, seed=job.seed)
 
     async with ExperimentRunner(call, 2, local=False) as runner:
-        loop = ResearchLoop(led, runner, Budget(4, 1, 2), emit=events.append, prune=PruneRule(mode=mode))
+        loop = ResearchLoop(led, runner, Budget(4, 1, 2), emit=events.append, judge=judge, prune=PruneRule(mode=mode))
         await loop.run_jobs(await loop.pending_jobs())
         await led.save_edits([{"title": "Warmup", "train_py": WARMUP}])
         (rec,) = await led.specs(["Warmup"])
@@ -494,6 +498,16 @@ async def turned_futile_together(key: str) -> Any:
 
 
 @scenario
+async def near_miss_futile_from_its_screen(key: str) -> Any:
+    return await confirmation_under(key, "incumbent", 2.69, screen_bpb=2.69, judge=Judge())
+
+
+@scenario
+async def near_miss_unpruned(key: str) -> Any:
+    return await confirmation_under(key, "off", 2.69, screen_bpb=2.69, judge=Judge())
+
+
+@scenario
 async def futile_confirmation_unpruned(key: str) -> Any:
     return await confirmation_under(key, "off", 2.80)
 
@@ -521,6 +535,19 @@ def test_with_pruning_a_clear_gain_runs_its_first_fresh_seed_alone_then_the_rest
     fresh = GateRule().replicates - 1
     assert len(out["confirms"]) == fresh and out["load"][0] == 1 and max(out["load"][1:]) == fresh - 1, out
     assert out["label"] == "confirmed" and out["decision"] is None and out["futile_events"] == [], out
+
+
+@pytest.mark.usefixtures("ledger_state")
+def test_a_judges_second_chance_that_its_screen_leaves_no_hope_runs_no_fresh_seed_with_pruning() -> None:
+    """A near miss (0.01 better than the baseline's mean, about 0.6 sigma): the built-in judge asks for fresh seeds.
+    With pruning on, the screen seed alone already predicts under a 10% chance to pass (optimistically: it was
+    selected for looking good), so pruning records `FUTILE` at once and no fresh seed trains. Off: all four run."""
+    on = asyncio.run(run("near_miss_futile_from_its_screen"))
+    assert on["confirms"] == [] and on["owed"] == {} and on["label"] == "within_noise", on
+    assert on["decision"]["decision"] == "futile" and "before any fresh seed" in on["decision"]["reason"], on
+    assert len(on["futile_events"]) == 1 and on["futile_events"][0]["chance"] < 0.1, on["futile_events"]
+    off = asyncio.run(run("near_miss_unpruned"))
+    assert len(off["confirms"]) == GateRule().replicates - 1 and off["decision"]["decision"] == "more_seeds", off
 
 
 @scenario

@@ -15,7 +15,7 @@ from typing import Any
 from autoresearch.lab.budget import Budget
 from autoresearch.lab.goal import Goal, goal_met
 from autoresearch.lab.judge import Judge, case_for
-from autoresearch.lab.pruning import PruneRule, futile, seeds_at_once
+from autoresearch.lab.pruning import PruneRule, chance_to_pass, futile, seeds_at_once
 from autoresearch.lab.runner import ExperimentRunner, Job, Outcome
 from autoresearch.ledger.ledger import Ledger, LedgerError
 from autoresearch.ledger.records import BASELINE_TITLE, ExperimentRecord, LeaderboardRow
@@ -172,7 +172,9 @@ class ResearchLoop:
         """The runner's callback: record one finished run, show it, and return the confirmations it earned."""
         await self.ledger.record_result(job.title, result, job.role)
         _, verdicts, board = await self.ledger.view()
-        if await self._judge_borderline(job, verdicts) or await self._stop_futile(job, verdicts):
+        if await self._judge_borderline(job, verdicts):  # a second chance owes seeds: futility may stop it at once
+            _, verdicts, board = await self.ledger.view()
+        if await self._stop_futile(job, verdicts):
             _, verdicts, board = await self.ledger.view()
         if job.role == "confirm" and job.title not in verdicts.confirm_seeds:
             self.closed.add(job.title)
@@ -207,14 +209,17 @@ class ResearchLoop:
         return True
 
     async def _stop_futile(self, job: Job, verdicts: Judgement) -> bool:
-        """Record pruning's `FUTILE` decision when a confirmation's chance to pass fell below the rule's futility
-        (its seeds not yet started are then skipped). True when one was recorded."""
+        """Record pruning's `FUTILE` decision when a confirmation's chance to pass is below the rule's futility,
+        after a fresh seed or, before any, after its screen (its seeds not yet started are then skipped). True when
+        one was recorded."""
         verdict = verdicts.verdicts.get(job.title)
-        if job.role != "confirm" or job.title in self.closed or verdict is None or not futile(verdict, self.prune):
+        owed = job.title in verdicts.confirm_seeds
+        if job.title in self.closed or verdict is None or not futile(verdict, owed, self.prune):
             return False
         self.closed.add(job.title)  # at once: a fresh seed ending beside this one must not stop it again
-        chance, floor = verdict.confirm_chance, self.prune.futility
-        why = f"stopped for futility: its chance to be confirmed fell to {chance:.1%} (under {floor:.0%})"
+        chance, floor = chance_to_pass(verdict), self.prune.futility
+        when = "fell to" if verdict.confirm_chance is not None else "before any fresh seed (from its screen) was"
+        why = f"stopped for futility: its chance to be confirmed {when} {chance:.1%} (under {floor:.0%})"
         await self.ledger.record_decision(job.title, FUTILE, why, by="pruning")
         self.emit({"kind": "futile", "title": job.title, "chance": chance, "detail": why})
         return True

@@ -28,10 +28,13 @@ can only withhold a confirmation, never grant one, so the campaign's bound stand
 
 Confirmations are also stopped for futility: after each fresh seed, the gate gives the chance that the
 confirmation passes once its remaining seeds are in (`verdicts.confirm_chance`, predicted from the fresh seeds so
-far); below `futility` (5%) its seeds not yet started are not run and it is `pruned` (a `FUTILE` decision in the
-ledger, so a resumed key keeps it). With pruning on, the loop runs a candidate's fresh seeds one at a time, so the
-chance is known before each next seed starts, until that chance reaches `together` (90%): then the rest start at
-once. This saves most of the runs that confirmations of null edits cost.
+far); below `futility` (10%) its seeds not yet started are not run and it is `pruned` (a `FUTILE` decision in the
+ledger, so a resumed key keeps it). Before its first fresh seed, the screen seed alone predicts the chance
+(`verdicts.screen_chance`: optimistic, since the screen was selected for looking good), so a confirmation that even
+its screen leaves hopeless, most often a judge's second chance for a near miss, costs no run. With pruning on, the
+loop runs a candidate's fresh seeds one at a time, so the chance is known before each next seed starts, until that
+chance reaches `together` (90%): then the rest start at once. This saves most of the runs that confirmations of
+null edits cost.
 """
 
 from __future__ import annotations
@@ -69,8 +72,9 @@ class PruneRule:
     min_curves: int = 3
     window: float = WINDOW
     """A curve's loss at a rung is the mean of its points in the last `window` of the budget before it."""
-    futility: float = 0.05
-    """A confirmation in progress whose chance to pass (`verdicts.confirm_chance`) is below this is stopped."""
+    futility: float = 0.1
+    """A confirmation in progress whose chance to pass (`verdicts.confirm_chance`) is below this is stopped
+    (simulated: a null edit then runs about 1.1 of its 4 fresh seeds; the power at the MDE drops under 1 point)."""
     together: float = 0.9
     """A confirmation's fresh seeds run one at a time until its chance to pass reaches this; then the rest start
     together, so a clear gain is not slowed (simulated, null edits almost never reach it after one fresh seed)."""
@@ -158,11 +162,17 @@ def _best_trusted(records: list[ExperimentRecord], curves: dict[str, list[Curve]
     return min(means, key=lambda t: means[t]) if means else BASELINE_TITLE
 
 
-def futile(verdict: Verdict, rule: PruneRule) -> bool:
-    """Whether pruning stops `verdict`'s confirmation now: pruning is on, it is still in progress and its chance to
-    pass is below the rule's futility (one not yet started has no chance; one already stopped is `pruned`)."""
-    chance = verdict.confirm_chance
-    return rule.on and verdict.label == "unconfirmed" and chance is not None and chance < rule.futility
+def chance_to_pass(verdict: Verdict) -> float | None:
+    """A confirmation's chance to pass: predicted from its fresh seeds so far, or before any from its screen seed
+    (`Verdict.screen_chance`, optimistic: the screen was selected for looking good); None when neither exists."""
+    return verdict.confirm_chance if verdict.confirm_chance is not None else verdict.screen_chance
+
+
+def futile(verdict: Verdict, owed: bool, rule: PruneRule) -> bool:
+    """Whether pruning stops `verdict`'s confirmation now: pruning is on, fresh seeds are still `owed` to it, and its
+    chance to pass (`chance_to_pass`) is below the rule's futility."""
+    chance = chance_to_pass(verdict)
+    return rule.on and owed and chance is not None and chance < rule.futility
 
 
 def seeds_at_once(verdict: Verdict | None, owed: int, rule: PruneRule) -> int:

@@ -1,8 +1,12 @@
 """The runs the verdict fold reads, and the over-budget rule that flags some of them before it does.
 
-A run's training CPU-seconds are measured outside the sandbox; its work is predicted from what the trusted side
-measured (the exported graph's forward FLOPs per token and the tokens handed to it), never from the declared
-config. `verdicts.py` explains the rule's place in the gate.
+A run's training CPU-seconds are measured outside the sandbox. Its work is predicted from what the trusted side
+measured, never from the declared config: `TRAIN_FORWARDS` (3) x the forward FLOPs per token the scorer counted on
+its exported graph x the tokens handed to it. The baseline's runs calibrate CPU-seconds per FLOP; a run that used
+more than the gate's `over_budget_factor` (4) times its predicted CPU, plus 10 s, bought its score with compute its
+model does not account for (more passes over its handed batches, a large teacher behind a small exported student,
+a config that declares a big model and builds a small one) and is `over_budget`: shown, never ranked. Runs without
+a measured graph (recorded before graphs were exported) are neither calibrated on nor flagged.
 """
 
 from __future__ import annotations

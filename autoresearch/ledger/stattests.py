@@ -1,6 +1,6 @@
 """The statistics the gate uses, as pure functions: Student's t, each side's own variance with a prior, Welch's
 test with Satterthwaite's degrees of freedom, the screen-then-confirm design's joint error, its power and the
-minimum detectable effect.
+minimum detectable effect; and the seed noise pooled over configs (`Noise`), which every side's prior comes from.
 
 Nothing here knows about experiments or runs: `verdicts.py` hands in numbers. Every probability of the two-stage
 design (a one-seed screen, then fresh seeds) uses the normal approximation of the two test statistics, whose
@@ -149,3 +149,54 @@ def min_detectable(screen: tuple[float, float], confirm: tuple[float, float], rh
         mid = (low + high) / 2
         low, high = (mid, high) if power(mid, screen, confirm, rho) < target else (low, mid)
     return high
+
+
+SIGMA_FLOOR = 1e-4
+"""sigma never goes below this (in bpb), so identical replicates cannot make every difference significant."""
+
+
+def mean_se(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and standard error (None with fewer than two values)."""
+    if not values:
+        return None, None
+    mean = statistics.fmean(values)
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
+    return mean, se
+
+
+def pooled_sigma(groups: list[list[float]]) -> tuple[float | None, int]:
+    """Pooled standard deviation over groups of seed results, and its degrees of freedom (None if df = 0)."""
+    usable = [g for g in groups if len(g) >= 2]
+    df = sum(len(g) - 1 for g in usable)
+    if df == 0:
+        return None, 0
+    ss = sum((len(g) - 1) * variance(g) for g in usable)
+    return max(SIGMA_FLOOR, math.sqrt(ss / df)), df
+
+
+class Noise:
+    """The seeds each config adds to the noise estimate (`verdicts._noise_sample`), with their sums of squares kept, so
+    the pooled spread of every config but one or two is had at once (the fold asks on every run)."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, tuple[float, int]] = {}
+        self._ss, self._df = 0.0, 0
+
+    def set(self, title: str, values: list[float]) -> None:
+        """`title`'s noise seeds are now `values`."""
+        ss, df = self._parts.pop(title, (0.0, 0))
+        self._ss, self._df = self._ss - ss, self._df - df
+        if len(values) >= 2:
+            part = ((len(values) - 1) * variance(values), len(values) - 1)
+            self._parts[title] = part
+            self._ss, self._df = self._ss + part[0], self._df + part[1]
+
+    def pooled(self, *excluding: str) -> tuple[float | None, int]:
+        """The pooled sigma and its degrees of freedom over every config but `excluding` (None if df = 0)."""
+        ss, df = self._ss, self._df
+        for title in set(excluding):
+            part_ss, part_df = self._parts.get(title, (0.0, 0))
+            ss, df = ss - part_ss, df - part_df
+        if df <= 0:
+            return None, 0
+        return max(SIGMA_FLOOR, math.sqrt(max(ss, 0.0) / df)), df

@@ -17,19 +17,13 @@ The rule (one home; the README and the directive quote it):
   `campaign.level(k)`, and those levels sum to at most `alpha_campaign` over the whole key (`campaign.py`). The
   confirmation alone is tested at that level, so the screen (which only saves confirmation runs) cannot raise it.
   Passing gives `confirmed` and the candidate becomes the incumbent. While the fresh seeds come in, the gate gives
-  the chance that they will pass (`confirm_chance`); pruning may stop a confirmation whose chance is tiny (`FUTILE`),
-  which only withholds a confirmation.
+  the chance that they will pass (`confirm_chance`; before any, from the screen seed: `screen_chance`); pruning may
+  stop a confirmation whose chance is tiny (`FUTILE`), which only withholds a confirmation.
 - **The incumbent's side** of every comparison is its unbiased seeds: all of the baseline's, a confirmed
   candidate's fresh seeds (its screen seed was selected).
 - **Ranking** is by the mean over every successful seed, shown with its standard error and seed count.
-- **Over budget.** A run's training CPU-seconds are measured outside the sandbox. Its work is predicted
-  from what the trusted side measured, never from the declared config: `TRAIN_FORWARDS` (3) x the forward
-  FLOPs per token the scorer counted on its exported graph x the tokens handed to it. The baseline's runs
-  calibrate CPU-seconds per FLOP; a run that used more than `over_budget_factor` (4) times its predicted
-  CPU, plus 10 s, bought its score with compute its model does not account for (more passes over its
-  handed batches, a large teacher behind a small exported student, a config that declares a big model and
-  builds a small one) and is `over_budget`: shown, never ranked. Runs without a measured graph (recorded
-  before graphs were exported) are neither calibrated on nor flagged.
+- **Over budget.** A run that used far more training CPU than its trusted work predicts is `over_budget`: shown,
+  never ranked (the rule and its reasons: `arrivals.py`).
 
 `judge` folds every run, in the order results arrived, into one verdict per experiment: the same
 records always give the same verdicts, so a resumed key keeps them.
@@ -51,11 +45,15 @@ from autoresearch.ledger.arrivals import (  # noqa: F401 - OVER_BUDGET_SLACK_S, 
     predicted_work,
 )
 from autoresearch.ledger.campaign import Campaign, level
-from autoresearch.ledger.stattests import (
+from autoresearch.ledger.stattests import (  # noqa: F401 - SIGMA_FLOOR, pooled_sigma: re-exported
     NORMAL,
+    SIGMA_FLOOR,
+    Noise,
     Side,
     design_rho,
+    mean_se,
     min_detectable,
+    pooled_sigma,
     side,
     t_critical,
     t_sf,  # noqa: F401 - re-exported: the gate's tests read the distribution here
@@ -101,10 +99,6 @@ class Decision:
     decision: str
     by: str
     reason: str = ""
-
-
-SIGMA_FLOOR = 1e-4
-"""sigma never goes below this (in bpb), so identical replicates cannot make every difference significant."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +161,8 @@ class Verdict:
     """The joint false-confirmation probability the campaign granted it (`campaign.level`)."""
     confirm_chance: float | None = None
     """While its confirmation is in progress: the chance it passes once its remaining fresh seeds are in."""
+    screen_chance: float | None = None
+    """Before any fresh seed: the chance a confirmation would pass, predicted from the screen seed alone."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -192,53 +188,6 @@ class Judgement:
 
 
 # ---------------------------------------------------------------- statistics
-
-
-def mean_se(values: list[float]) -> tuple[float | None, float | None]:
-    """Mean and standard error (None with fewer than two values)."""
-    if not values:
-        return None, None
-    mean = statistics.fmean(values)
-    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
-    return mean, se
-
-
-def pooled_sigma(groups: list[list[float]]) -> tuple[float | None, int]:
-    """Pooled standard deviation over groups of seed results, and its degrees of freedom (None if df = 0)."""
-    usable = [g for g in groups if len(g) >= 2]
-    df = sum(len(g) - 1 for g in usable)
-    if df == 0:
-        return None, 0
-    ss = sum((len(g) - 1) * variance(g) for g in usable)
-    return max(SIGMA_FLOOR, math.sqrt(ss / df)), df
-
-
-class Noise:
-    """The seeds each config adds to the noise estimate (see `_noise_sample`), with their sums of squares kept, so
-    the pooled spread of every config but one or two is had at once (the fold asks on every run)."""
-
-    def __init__(self) -> None:
-        self._parts: dict[str, tuple[float, int]] = {}
-        self._ss, self._df = 0.0, 0
-
-    def set(self, title: str, values: list[float]) -> None:
-        """`title`'s noise seeds are now `values`."""
-        ss, df = self._parts.pop(title, (0.0, 0))
-        self._ss, self._df = self._ss - ss, self._df - df
-        if len(values) >= 2:
-            part = ((len(values) - 1) * variance(values), len(values) - 1)
-            self._parts[title] = part
-            self._ss, self._df = self._ss + part[0], self._df + part[1]
-
-    def pooled(self, *excluding: str) -> tuple[float | None, int]:
-        """The pooled sigma and its degrees of freedom over every config but `excluding` (None if df = 0)."""
-        ss, df = self._ss, self._df
-        for title in set(excluding):
-            part_ss, part_df = self._parts.get(title, (0.0, 0))
-            ss, df = ss - part_ss, df - part_df
-        if df <= 0:
-            return None, 0
-        return max(SIGMA_FLOOR, math.sqrt(max(ss, 0.0) / df)), df
 
 
 @dataclass(frozen=True)
@@ -312,8 +261,8 @@ def confirm_chance(
     """The predictive chance that a confirmation passes once its `owed` remaining fresh seeds are in, from the fresh
     seeds so far: their mean predicts the rest's (flat prior), with the rest's own spread and the uncertainty of
     that mean, against the final test's threshold (Welch, at `level`). Pruning stops a confirmation whose chance is
-    tiny (`FUTILE`): simulated through this fold at 5 replicates, a chance under 5% cuts a null edit's 4 fresh
-    runs to about 1.2 and leaves the share confirmed at the minimum detectable effect unchanged."""
+    tiny (`FUTILE`): simulated through this fold at 5 replicates, a chance under 10% cuts a null edit's 4
+    fresh runs to about 1.1, and the share confirmed at the minimum detectable effect by under a point."""
     now = compare(inc, (cand, fresh), noise, rule)
     k, m = len(fresh), len(fresh) + owed
     se_final = math.sqrt(now.incumbent.var / now.incumbent.n + now.candidate.var / m)
@@ -321,6 +270,18 @@ def confirm_chance(
     need = (m * bar - k * now.candidate.mean) / owed  # what the remaining seeds' mean must come in under
     spread = math.sqrt(now.candidate.var * (1 / owed + 1 / k))
     return NORMAL.cdf((need - now.candidate.mean) / spread)
+
+
+def screen_chance(
+    x: float, owed: int, inc: tuple[str, list[float]], cand: str, noise: Noise, rule: GateRule, level: float
+) -> float:
+    """The predictive chance that a confirmation on `owed` fresh seeds passes, from the screen seed `x` alone (before
+    any fresh seed), as `confirm_chance` predicts from fresh ones. The screen seed was selected for looking good, so
+    this chance is optimistic: pruning gives up on it only what an optimist would (`FUTILE`)."""
+    now = compare(inc, (cand, [x]), noise, rule)
+    se_final = math.sqrt(now.incumbent.var / now.incumbent.n + now.candidate.var / owed)
+    bar = now.incumbent.mean - t_critical(level, now.df + owed - 1) * se_final
+    return NORMAL.cdf((bar - x) / math.sqrt(now.candidate.var * (1 / owed + 1)))
 
 
 def min_effect(inc: tuple[str, list[float]], noise: Noise, rule: GateRule, joint: float) -> float | None:
@@ -518,6 +479,9 @@ def _rule_verdict(
         label, c = screen(rec.values[rec.screen_seed], inc, base.title, noise, rule)
         base.label, base.gain, base.t, base.df = label, c.incumbent.mean - c.candidate.mean, c.t, c.df
         base.reason = f"screen seed {rec.screen_seed}: {_test_text(c, incumbent)}"
+        if label != "regression":  # one that may be confirmed, or given a judge's second chance
+            x = rec.values[rec.screen_seed]
+            base.screen_chance = screen_chance(x, len(fresh_seeds), inc, base.title, noise, rule, base.level)
         if label == "unconfirmed":
             out.confirm_seeds[base.title] = fresh_seeds
         return base
