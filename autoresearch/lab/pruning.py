@@ -30,7 +30,7 @@ Confirmations are also stopped for futility: after each fresh seed, the gate giv
 confirmation passes once its remaining seeds are in (`verdicts.confirm_chance`, predicted from the fresh seeds so
 far); below `futility` (10%) its seeds not yet started are not run and it is `pruned` (a `FUTILE` decision in the
 ledger, so a resumed key keeps it). Before its first fresh seed, the screen seed alone predicts the chance
-(`verdicts.screen_chance`: optimistic, since the screen was selected for looking good), so a confirmation that even
+(`Verdict.screen_chance`: optimistic, since the screen was selected for looking good), so a confirmation that even
 its screen leaves hopeless, most often a judge's second chance for a near miss, costs no run. With pruning on, the
 loop runs a candidate's fresh seeds one at a time, so the chance is known before each next seed starts, until that
 chance reaches `together` (90%): then the rest start at once. This saves most of the runs that confirmations of

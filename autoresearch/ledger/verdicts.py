@@ -17,7 +17,7 @@ The rule (one home; the README and the directive quote it):
   `campaign.level(k)`, and those levels sum to at most `alpha_campaign` over the whole key (`campaign.py`). The
   confirmation alone is tested at that level, so the screen (which only saves confirmation runs) cannot raise it.
   Passing gives `confirmed` and the candidate becomes the incumbent. While the fresh seeds come in, the gate gives
-  the chance that they will pass (`confirm_chance`; before any, from the screen seed: `screen_chance`); pruning may
+  the chance that they will pass (`confirm_chance`; before any, from the screen seed: `Verdict.screen_chance`); pruning may
   stop a confirmation whose chance is tiny (`FUTILE`), which only withholds a confirmation.
 - **The incumbent's side** of every comparison is its unbiased seeds: all of the baseline's, a confirmed
   candidate's fresh seeds (its screen seed was selected).
@@ -256,32 +256,30 @@ def confirm(
 
 
 def confirm_chance(
-    fresh: list[float], owed: int, inc: tuple[str, list[float]], cand: str, noise: Noise, rule: GateRule, level: float
+    seen: list[float],
+    owed: int,
+    inc: tuple[str, list[float]],
+    cand: str,
+    noise: Noise,
+    rule: GateRule,
+    level: float,
+    counted: bool = True,
 ) -> float:
-    """The predictive chance that a confirmation passes once its `owed` remaining fresh seeds are in, from the fresh
-    seeds so far: their mean predicts the rest's (flat prior), with the rest's own spread and the uncertainty of
-    that mean, against the final test's threshold (Welch, at `level`). Pruning stops a confirmation whose chance is
-    tiny (`FUTILE`): simulated through this fold at 5 replicates, a chance under 10% cuts a null edit's 4
-    fresh runs to about 1.1, and the share confirmed at the minimum detectable effect by under a point."""
-    now = compare(inc, (cand, fresh), noise, rule)
-    k, m = len(fresh), len(fresh) + owed
+    """The predictive chance that a confirmation passes once its `owed` remaining fresh seeds are in, from the seeds
+    `seen` so far: their mean predicts the rest's (flat prior), with the rest's own spread and the uncertainty of
+    that mean, against the final test's threshold (Welch, at `level`). `seen` are fresh seeds, which count in the
+    final mean; or, before any (`counted` False), the screen seed alone, which does not, and which was selected for
+    looking good, so that chance is optimistic. Pruning stops a confirmation whose chance is tiny (`FUTILE`):
+    simulated through this fold at 5 replicates, a chance under 10% cuts a null edit's 4 fresh runs to about 1.1,
+    and the share confirmed at the minimum detectable effect by under a point."""
+    now = compare(inc, (cand, seen), noise, rule)
+    k = len(seen) if counted else 0
+    m = k + owed
     se_final = math.sqrt(now.incumbent.var / now.incumbent.n + now.candidate.var / m)
-    bar = now.incumbent.mean - t_critical(level, now.df + owed) * se_final
+    bar = now.incumbent.mean - t_critical(level, now.df + m - len(seen)) * se_final
     need = (m * bar - k * now.candidate.mean) / owed  # what the remaining seeds' mean must come in under
-    spread = math.sqrt(now.candidate.var * (1 / owed + 1 / k))
+    spread = math.sqrt(now.candidate.var * (1 / owed + 1 / len(seen)))
     return NORMAL.cdf((need - now.candidate.mean) / spread)
-
-
-def screen_chance(
-    x: float, owed: int, inc: tuple[str, list[float]], cand: str, noise: Noise, rule: GateRule, level: float
-) -> float:
-    """The predictive chance that a confirmation on `owed` fresh seeds passes, from the screen seed `x` alone (before
-    any fresh seed), as `confirm_chance` predicts from fresh ones. The screen seed was selected for looking good, so
-    this chance is optimistic: pruning gives up on it only what an optimist would (`FUTILE`)."""
-    now = compare(inc, (cand, [x]), noise, rule)
-    se_final = math.sqrt(now.incumbent.var / now.incumbent.n + now.candidate.var / owed)
-    bar = now.incumbent.mean - t_critical(level, now.df + owed - 1) * se_final
-    return NORMAL.cdf((bar - x) / math.sqrt(now.candidate.var * (1 / owed + 1)))
 
 
 def min_effect(inc: tuple[str, list[float]], noise: Noise, rule: GateRule, joint: float) -> float | None:
@@ -481,7 +479,8 @@ def _rule_verdict(
         base.reason = f"screen seed {rec.screen_seed}: {_test_text(c, incumbent)}"
         if label != "regression":  # one that may be confirmed, or given a judge's second chance
             x = rec.values[rec.screen_seed]
-            base.screen_chance = screen_chance(x, len(fresh_seeds), inc, base.title, noise, rule, base.level)
+            chance = confirm_chance([x], len(fresh_seeds), inc, base.title, noise, rule, base.level, counted=False)
+            base.screen_chance = chance
         if label == "unconfirmed":
             out.confirm_seeds[base.title] = fresh_seeds
         return base
